@@ -1,0 +1,64 @@
+// The shapes that pass between the transport and the pure decision functions.
+// Objects stay raw JSON (never typed client models, which drop unknown fields).
+
+export type JsonObject = { [key: string]: unknown };
+
+export type Operation = 'CREATE' | 'UPDATE' | 'DELETE' | 'CONNECT';
+
+/** The parts of an AdmissionReview v1 request that the decisions read. */
+export interface AdmissionRequest {
+  uid: string;
+  kind: { group: string; version: string; kind: string };
+  resource: { group: string; version: string; resource: string };
+  subResource?: string;
+  requestKind?: { group: string; version: string; kind: string };
+  name?: string;
+  namespace?: string;
+  operation: Operation;
+  userInfo: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
+  object?: JsonObject | null;
+  oldObject?: JsonObject | null;
+  dryRun?: boolean;
+  options?: JsonObject | null;
+}
+
+/** A JSON Patch (RFC 6902) operation, as fast-json-patch produces it. */
+export interface PatchOperation {
+  op: 'add' | 'remove' | 'replace' | 'move' | 'copy' | 'test';
+  path: string;
+  value?: unknown;
+  from?: string;
+}
+
+/** Result of mutating a pod: an empty patch means "no change". */
+export interface MutationResult {
+  patch: PatchOperation[];
+  warnings: string[];
+}
+
+/** Reason codes of the Secret guard; they appear in logs, metrics and audit annotations. */
+export type ReasonCode =
+  | 'PasswordChangeUnderPvc'
+  | 'PasswordKeysDiverge'
+  | 'GuardLabelsRemovedUnderPvc'
+  | 'PvcStateUnknown'
+  | 'DeleteUnderPvc'
+  | 'CreateOverPvc'
+  | 'PasswordUnchanged'
+  | 'NoPvc'
+  | 'NotGuarded';
+
+/** What the cluster cache says about the release's PostgreSQL PVC. */
+export type PvcState = 'present' | 'absent' | 'unknown';
+
+export interface SecretDecision {
+  allowed: boolean;
+  reason: ReasonCode;
+  /** For a denial: the whole message the operator sees. */
+  message?: string;
+  warnings: string[];
+  /** The PVC that the decision was about, when one was looked at. */
+  pvc?: { namespace: string; name: string };
+  /** True when the decision must leave an audit trail (every denial, DELETE under a PVC). */
+  audit: boolean;
+}
