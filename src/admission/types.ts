@@ -62,3 +62,15 @@ export interface SecretDecision {
   /** True when the decision must leave an audit trail (every denial, DELETE under a PVC). */
   audit: boolean;
 }
+
+/** One Secret admission request, as judgeSecretChange reads it (old is null on CREATE, new on DELETE). */
+export interface SecretChange {
+  operation: Operation;
+  namespace: string;
+  oldSecret: JsonObject | null;
+  newSecret: JsonObject | null;
+  dryRun: boolean;
+}
+
+/** Answers from the watch-backed PVC cache; never an API call per request. */
+export type PvcStateOf = (namespace: string, pvcName: string) => PvcState;
