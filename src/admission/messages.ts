@@ -1,0 +1,90 @@
+// Every sentence that dify-guard shows to an operator: admission warnings and denial messages.
+// None of them takes a Secret value as input, so none can leak one.
+import { ENV, LABELS, SECRET_KEYS, contract } from '../contract.js';
+
+/** The API server may truncate longer warnings (AdmissionReview v1). */
+export const MAX_WARNING_LENGTH = 120;
+
+const SOURCE = 'dify-guard: ';
+
+/** Prefixes a warning with its source and keeps it within MAX_WARNING_LENGTH. */
+export function warning(text: string): string {
+  const full = SOURCE + text;
+  return full.length <= MAX_WARNING_LENGTH ? full : `${full.slice(0, MAX_WARNING_LENGTH - 1)}…`;
+}
+
+const objectRef = (namespace: string, name: string): string => (namespace ? `${namespace}/${name}` : name);
+
+// ---- pods ----------------------------------------------------------------------------------------
+
+/** How an owned env var holding a password was brought to the right Secret reference. */
+export type RefFix = 'added' | 'literal' | 'redirected';
+
+export const podWarnings = {
+  noRelease: (component: string): string =>
+    warning(`${component} pod has no ${LABELS.instance} label: credentials not injected`),
+  migrationForced: (where: string): string =>
+    warning(`${where}: ${ENV.migrationEnabled} set to "false" (the migration Job migrates)`),
+  secretRef: (where: string, envName: string, fix: RefFix, secret: string, key: string): string => {
+    const what = { added: `${envName} added`, literal: `literal ${envName} replaced`, redirected: `${envName} reference corrected` }[fix];
+    return warning(`${where}: ${what}: now from Secret ${secret} key ${key}`);
+  },
+  brokerPassword: (where: string, envName: string): string =>
+    warning(`${where}: password in ${envName} replaced by $(${ENV.redisPassword})`),
+  redisPasswordMoved: (where: string, before: string): string =>
+    warning(`${where}: ${ENV.redisPassword} moved before ${before} so that $(${ENV.redisPassword}) expands`),
+  redisEndpointAdded: (where: string, names: readonly string[]): string =>
+    warning(`${where}: ${names.join(', ')} added`),
+};
+
+// ---- the PostgreSQL Secret ---------------------------------------------------------------------
+
+const PASSWORD_KEYS = `${SECRET_KEYS.postgresPassword} and ${SECRET_KEYS.password}`;
+
+export interface SecretMessageContext {
+  namespace: string;
+  secret: string;
+  pvc: string;
+}
+
+export const secretMessages = {
+  passwordChangeUnderPvc: (c: SecretMessageContext, keyChanges: readonly string[]): string =>
+    `Secret ${objectRef(c.namespace, c.secret)}: refused, this request ${keyChanges.join(' and ')}, ` +
+    `but PVC ${objectRef(c.namespace, c.pvc)} exists. ` +
+    'PostgreSQL keeps the password it was initialised with in that volume and ignores the Secret afterwards, ' +
+    'so every Dify component (api, worker, plugin daemon, migration Job) would fail to log in with error 28P01. ' +
+    'Two ways out: ' +
+    '(1) keep the old password: restore it in the Secret, or re-run deploy.sh with the original POSTGRES_PASSWORD; ' +
+    '(2) if the data may be lost, delete the PVC, which DELETES ALL DIFY DATA, ' +
+    `with \`kubectl delete pvc -n ${c.namespace} ${c.pvc}\`, then redeploy with the new POSTGRES_PASSWORD.`,
+
+  keysDiverge: (c: SecretMessageContext): string =>
+    `Secret ${objectRef(c.namespace, c.secret)}: refused, keys ${PASSWORD_KEYS} would hold different passwords. ` +
+    `Both must hold the same value (${SECRET_KEYS.password} is a copy of ${SECRET_KEYS.postgresPassword} ` +
+    'kept for compatibility); set them to the same value.',
+
+  guardLabelsRemovedUnderPvc: (c: SecretMessageContext): string =>
+    `Secret ${objectRef(c.namespace, c.secret)}: refused, this request removes or changes the labels ` +
+    `${LABELS.name}=${contract.values.difyName}, ${LABELS.component}=${contract.components.postgresql} ` +
+    `or ${LABELS.instance} while PVC ${objectRef(c.namespace, c.pvc)} exists. ` +
+    'dify-guard uses these labels to protect the PostgreSQL password; removing them would switch the guard off. ' +
+    'Keep the labels as they are.',
+
+  pvcStateUnknown: (c: SecretMessageContext): string =>
+    `Secret ${objectRef(c.namespace, c.secret)}: refused for now, dify-guard cannot verify whether ` +
+    `PVC ${objectRef(c.namespace, c.pvc)} exists (its PVC cache is not in sync with the API server), ` +
+    'and this request could change the PostgreSQL password or its guard. Retry in a few seconds; ' +
+    'if this persists, check the dify-guard pods and their logs.',
+
+  /** Key-level description of a password change, e.g. "changes postgres-password". */
+  keyChange: (key: string, removed: boolean): string => `${removed ? 'removes' : 'changes'} ${key}`,
+};
+
+export const secretWarnings = {
+  deleteUnderPvc: (c: SecretMessageContext): string =>
+    warning(`PVC ${c.pvc} keeps its PostgreSQL password: reinstall with the same POSTGRES_PASSWORD`),
+  createOverPvc: (c: SecretMessageContext): string =>
+    warning(`PVC ${c.pvc} keeps its old PostgreSQL password: this Secret must hold that same password`),
+  pvcStateUnknown: (c: SecretMessageContext): string =>
+    warning(`cannot verify PVC ${c.pvc}; if it exists it keeps its old PostgreSQL password`),
+};

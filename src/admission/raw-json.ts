@@ -1,0 +1,19 @@
+// Reading raw Kubernetes JSON without typed models (which drop unknown fields).
+import type { JsonObject } from './types.js';
+
+export function asObject(value: unknown): JsonObject | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : undefined;
+}
+
+export function metadataOf(object: JsonObject | null | undefined): JsonObject {
+  return asObject(object?.metadata) ?? {};
+}
+
+/** A string-valued field of metadata (labels and annotations are maps of strings). */
+export function stringMapOf(object: JsonObject | null | undefined, field: 'labels' | 'annotations'): Record<string, unknown> {
+  return asObject(metadataOf(object)[field]) ?? {};
+}
+
+export function nonEmptyString(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}

@@ -1,0 +1,175 @@
+// The PostgreSQL Secret rules of DESIGN.md: the password cannot change while the release's PVC
+// exists. Pure: the PVC state comes from the injected pvcStateOf, asked only when it matters.
+import { Buffer } from 'node:buffer';
+import { LABELS, SECRET_KEYS, contract, expandName } from '../contract.js';
+import { secretMessages, secretWarnings, type SecretMessageContext } from './messages.js';
+import { asObject, metadataOf, nonEmptyString, stringMapOf } from './raw-json.js';
+import { releaseFromName, type GuardSettings } from './settings.js';
+import type { AdmissionRequest, JsonObject, PvcStateOf, SecretChange, SecretDecision } from './types.js';
+
+export type { SecretChange, PvcStateOf } from './types.js';
+
+/** The two keys that must both hold the PostgreSQL password (`password` is the compatibility copy). */
+export const PASSWORD_KEYS = [SECRET_KEYS.postgresPassword, SECRET_KEYS.password] as const;
+
+/** The SecretChange of one admission request (what the /validate/secrets route passes on). */
+export function secretChangeFromRequest(request: AdmissionRequest): SecretChange {
+  return {
+    operation: request.operation,
+    namespace: request.namespace ?? '',
+    oldSecret: request.oldObject ?? null,
+    newSecret: request.object ?? null,
+    dryRun: request.dryRun === true,
+  };
+}
+
+export function judgeSecretChange(change: SecretChange, settings: GuardSettings, pvcStateOf: PvcStateOf): SecretDecision {
+  const { operation, oldSecret, newSecret } = change;
+  // UPDATE and DELETE are judged by what the Secret was; relabelling it in the same request changes nothing.
+  const subject = operation === 'CREATE' ? newSecret : (oldSecret ?? newSecret);
+  const secretName = subject ? nameOf(subject) : '';
+  const release = subject ? releaseOf(subject, settings) : undefined;
+  if (
+    release === undefined || secretName === '' || !['CREATE', 'UPDATE', 'DELETE'].includes(operation) ||
+    expandName(settings.postgresqlSecretTemplate, release) !== secretName
+  ) {
+    return { allowed: true, reason: 'NotGuarded', warnings: [], audit: false };
+  }
+
+  const namespace = change.namespace || namespaceOf(subject);
+  const pvc = { namespace, name: expandName(settings.postgresqlPvcTemplate, release) };
+  const context: SecretMessageContext = { namespace, secret: secretName, pvc: pvc.name };
+  const newPasswords = newSecret ? passwordsOf(newSecret) : undefined;
+
+  if (operation !== 'DELETE' && newPasswords && keysDiverge(newPasswords)) {
+    return { allowed: false, reason: 'PasswordKeysDiverge', message: secretMessages.keysDiverge(context), warnings: [], audit: true };
+  }
+
+  if (operation === 'DELETE') {
+    const state = pvcStateOf(pvc.namespace, pvc.name);
+    if (state === 'absent') return { allowed: true, reason: 'NoPvc', warnings: [], pvc, audit: false };
+    // An unverifiable PVC is treated as present: the uninstall goes on, with the same trail.
+    return {
+      allowed: true,
+      reason: state === 'present' ? 'DeleteUnderPvc' : 'PvcStateUnknown',
+      warnings: [state === 'present' ? secretWarnings.deleteUnderPvc(context) : secretWarnings.pvcStateUnknown(context)],
+      pvc,
+      audit: true,
+    };
+  }
+
+  if (operation === 'CREATE') {
+    const state = pvcStateOf(pvc.namespace, pvc.name);
+    if (state === 'absent') return { allowed: true, reason: 'NoPvc', warnings: [], pvc, audit: false };
+    // Audited: the record of a reinstall over old data explains a later 28P01.
+    return {
+      allowed: true,
+      reason: state === 'present' ? 'CreateOverPvc' : 'PvcStateUnknown',
+      warnings: [state === 'present' ? secretWarnings.createOverPvc(context) : secretWarnings.pvcStateUnknown(context)],
+      pvc,
+      audit: true,
+    };
+  }
+
+  // UPDATE
+  const keyChanges = oldSecret && newPasswords ? passwordKeyChanges(passwordsOf(oldSecret), newPasswords) : [];
+  const guardRemoved = oldSecret !== null && newSecret !== null && guardLabelsRemoved(oldSecret, newSecret, release, settings);
+  if (keyChanges.length === 0 && !guardRemoved) {
+    return { allowed: true, reason: 'PasswordUnchanged', warnings: [], audit: false };
+  }
+  const state = pvcStateOf(pvc.namespace, pvc.name);
+  if (state === 'absent') return { allowed: true, reason: 'NoPvc', warnings: [], pvc, audit: false };
+  if (state !== 'present') {
+    return { allowed: false, reason: 'PvcStateUnknown', message: secretMessages.pvcStateUnknown(context), warnings: [], pvc, audit: true };
+  }
+  if (keyChanges.length > 0) {
+    return {
+      allowed: false,
+      reason: 'PasswordChangeUnderPvc',
+      message: secretMessages.passwordChangeUnderPvc(context, keyChanges),
+      warnings: [],
+      pvc,
+      audit: true,
+    };
+  }
+  return {
+    allowed: false,
+    reason: 'GuardLabelsRemovedUnderPvc',
+    message: secretMessages.guardLabelsRemovedUnderPvc(context),
+    warnings: [],
+    pvc,
+    audit: true,
+  };
+}
+
+type Passwords = Map<string, Buffer>;
+
+/** Decoded password keys; stringData (normally merged by the API server already) overrides data. */
+function passwordsOf(secret: JsonObject): Passwords {
+  const data = asObject(secret.data) ?? {};
+  const stringData = asObject(secret.stringData) ?? {};
+  const passwords: Passwords = new Map();
+  for (const key of PASSWORD_KEYS) {
+    const plain = stringData[key];
+    const encoded = data[key];
+    if (typeof plain === 'string') passwords.set(key, Buffer.from(plain, 'utf8'));
+    else if (typeof encoded === 'string') passwords.set(key, Buffer.from(encoded, 'base64'));
+  }
+  return passwords;
+}
+
+function keysDiverge(passwords: Passwords): boolean {
+  const [first, second] = PASSWORD_KEYS.map((key) => passwords.get(key));
+  return first !== undefined && second !== undefined && !first.equals(second);
+}
+
+/** "changes postgres-password", "removes password", ...: what an UPDATE does to the password keys. */
+function passwordKeyChanges(before: Passwords, after: Passwords): string[] {
+  const changes: string[] = [];
+  for (const key of PASSWORD_KEYS) {
+    const old = before.get(key);
+    const next = after.get(key);
+    if (old !== undefined && next === undefined) changes.push(secretMessages.keyChange(key, true));
+    else if (next !== undefined && (old === undefined ? !isCopyOfOtherKey(key, next, before) : !old.equals(next))) {
+      changes.push(secretMessages.keyChange(key, false));
+    }
+  }
+  return changes;
+}
+
+// Adding the compatibility key with the existing password (or the reverse) changes no password.
+function isCopyOfOtherKey(key: string, value: Buffer, before: Passwords): boolean {
+  const other = PASSWORD_KEYS.find((k) => k !== key);
+  const otherValue = other === undefined ? undefined : before.get(other);
+  return otherValue !== undefined && otherValue.equals(value);
+}
+
+/** True when the new object would no longer be selected and guarded as this release's Secret. */
+function guardLabelsRemoved(oldSecret: JsonObject, newSecret: JsonObject, release: string, settings: GuardSettings): boolean {
+  if (!carriesGuardLabels(oldSecret)) return false;
+  return !carriesGuardLabels(newSecret) || releaseOf(newSecret, settings) !== release;
+}
+
+function carriesGuardLabels(secret: JsonObject): boolean {
+  const labels = labelsOf(secret);
+  return labels[LABELS.name] === contract.values.difyName && labels[LABELS.component] === contract.components.postgresql;
+}
+
+/** The instance label, else the release read back from the Secret's name. */
+function releaseOf(secret: JsonObject, settings: GuardSettings): string | undefined {
+  const instance = labelsOf(secret)[LABELS.instance];
+  if (typeof instance === 'string' && instance !== '') return instance;
+  return releaseFromName(settings.postgresqlSecretTemplate, nameOf(secret));
+}
+
+function labelsOf(object: JsonObject): Record<string, unknown> {
+  return stringMapOf(object, 'labels');
+}
+
+function nameOf(object: JsonObject): string {
+  return nonEmptyString(metadataOf(object).name) ?? '';
+}
+
+function namespaceOf(object: JsonObject | null): string {
+  return nonEmptyString(metadataOf(object).namespace) ?? '';
+}
