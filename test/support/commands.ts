@@ -1,0 +1,69 @@
+// Runs a command to completion and keeps everything it printed, for assertions and for failure messages.
+import { spawn } from 'node:child_process';
+
+export interface CommandResult {
+  command: string;
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  input?: string;
+  timeoutMs?: number;
+}
+
+export function run(command: string, args: string[], options: RunOptions = {}): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd, env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+    child.once('error', (e) => { clearTimeout(timer); reject(e); });
+    child.once('close', (status) => {
+      clearTimeout(timer);
+      resolve({
+        command: [command, ...args].join(' '),
+        status,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+/** Like `run`, but a non-zero exit is an error that carries what the command printed. */
+export async function runOk(command: string, args: string[], options: RunOptions = {}): Promise<CommandResult> {
+  const result = await run(command, args, options);
+  if (result.status !== 0) {
+    throw new Error(`${result.command} exited ${result.status}\n${result.stderr}\n${result.stdout}`.trim());
+  }
+  return result;
+}
+
+/** Polls `probe` until it returns a value other than undefined, or fails with the last error seen. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined,
+  { timeoutMs = 30_000, intervalMs = 100 }: { timeoutMs?: number; intervalMs?: number } = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      const why = last instanceof Error ? `: ${last.message}` : last === undefined ? '' : `: ${String(last)}`;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
