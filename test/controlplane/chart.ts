@@ -1,0 +1,91 @@
+// The chart as `helm template` renders it, for the webhook configurations and the pod specs the
+// tests send through the API server.
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { binary, repoRoot } from '../support/binaries.js';
+import { runOk } from '../support/commands.js';
+import type { Json } from '../support/kube-rest.js';
+
+export const chartDir = join(repoRoot, 'chart');
+
+/** A random credential for one test run (never printed: tests compare it, they do not show it). */
+export const randomSecret = (): string => randomBytes(18).toString('base64url');
+
+/** Values every install needs, with the webhook pointed at a dify-guard outside the cluster. */
+export function testValues(webhook: { url: string; caBundle: string }, extra: Json = {}): Json {
+  return deepMerge({
+    secrets: { difySecretKey: randomSecret() },
+    postgresql: { auth: { password: randomSecret() } },
+    webhook: { url: webhook.url, caBundle: webhook.caBundle },
+  }, extra);
+}
+
+export function deepMerge(base: Json, extra: Json): Json {
+  const out: Json = { ...base };
+  for (const [key, value] of Object.entries(extra)) {
+    const prior = out[key];
+    out[key] = isObject(prior) && isObject(value) ? deepMerge(prior, value) : value;
+  }
+  return out;
+}
+
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Writes values to a file in `dir` (so no credential appears on a command line) and returns its path. */
+export function writeValues(dir: string, name: string, values: Json): string {
+  const file = join(dir, `${name}.values.json`);
+  writeFileSync(file, JSON.stringify(values), { mode: 0o600 });
+  return file;
+}
+
+export interface RenderOptions {
+  release: string;
+  namespace: string;
+  valuesFile: string;
+  /** Folder for helm's own cache/config (the control plane's folder). */
+  home: string;
+  extraArgs?: string[];
+}
+
+/** `helm template` of the whole chart, as parsed objects (empty documents dropped). */
+export async function renderChart(options: RenderOptions): Promise<Json[]> {
+  const r = await runOk(binary('helm'), [
+    'template', options.release, chartDir, '--namespace', options.namespace, '-f', options.valuesFile,
+    ...(options.extraArgs ?? []),
+  ], { env: helmEnv(options.home) });
+  return parseAllDocuments(r.stdout).map((d) => d.toJS() as Json | null).filter((d): d is Json => isObject(d));
+}
+
+export function helmEnv(home: string): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    HELM_CACHE_HOME: join(home, 'helm/cache'), HELM_CONFIG_HOME: join(home, 'helm/config'), HELM_DATA_HOME: join(home, 'helm/data'),
+  };
+}
+
+export const kindOf = (o: Json): string => String(o.kind ?? '');
+export const nameOf = (o: Json): string => String((o.metadata as Json | undefined)?.name ?? '');
+
+export function findObject(objects: Json[], kind: string, name: string): Json {
+  const found = objects.find((o) => kindOf(o) === kind && nameOf(o) === name);
+  if (!found) {
+    const have = objects.map((o) => `${kindOf(o)}/${nameOf(o)}`).join(', ');
+    throw new Error(`the rendered chart has no ${kind} ${name} (it has: ${have})`);
+  }
+  return found;
+}
+
+/** A Pod as the controller of a Deployment/StatefulSet/Job would create it from its template. */
+export function podFromTemplate(workload: Json, namespace: string): Json {
+  const spec = workload.spec as Json;
+  const template = (spec.jobTemplate ? ((spec.jobTemplate as Json).spec as Json).template : spec.template) as Json;
+  const metadata = structuredClone((template.metadata ?? {}) as Json);
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { ...metadata, generateName: `${nameOf(workload)}-`, namespace },
+    spec: structuredClone(template.spec as Json),
+  };
+}

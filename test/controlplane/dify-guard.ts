@@ -1,0 +1,139 @@
+// The real dify-guard process (src/main.ts, the image's entrypoint) run against a test control plane:
+// HTTPS with a certificate from certs/generate.sh, KUBECONFIG of the harness, JSON log lines kept
+// in a file the tests read.
+import { readFileSync, existsSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { repoRoot } from '../support/binaries.js';
+import { waitFor } from '../support/commands.js';
+import { reservePorts, type ReservedPort } from '../support/ports.js';
+import { ManagedProcess } from '../support/processes.js';
+import type { ControlPlane, TeardownHost } from './harness.js';
+import { generateServingCert, type ServingCert } from './pki.js';
+
+export type JsonLine = { [key: string]: unknown };
+
+export interface DifyGuardOptions {
+  /** Extra DIFY_GUARD_* settings (the chart's Deployment sets the same variables). */
+  env?: Record<string, string>;
+  /**
+   * 'source' runs src/main.ts through the TypeScript loader tap itself uses (no build step);
+   * 'dist' runs `node dist/src/main.js` as the image does (needs `npm run build`).
+   * Default: DIFY_GUARD_ENTRY, else 'source'.
+   */
+  entry?: 'source' | 'dist';
+}
+
+function healthGet(port: number, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method: 'GET', timeout: 2000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export class DifyGuard {
+  readonly certs: ServingCert;
+  readonly port: number;
+  readonly healthPort: number;
+  readonly process: ManagedProcess;
+  private readonly ports: ReservedPort[];
+  private stopped = false;
+
+  private constructor(readonly cp: ControlPlane, ports: ReservedPort[], options: DifyGuardOptions) {
+    this.ports = ports;
+    const [port, healthPort] = ports.map((p) => p.port) as [number, number];
+    this.port = port;
+    this.healthPort = healthPort;
+    this.certs = generateServingCert(join(cp.dir, 'dify-guard-tls'), 'dify-guard', 'dify');
+    const entry = options.entry ?? (process.env.DIFY_GUARD_ENTRY === 'dist' ? 'dist' : 'source');
+    const args = entry === 'dist'
+      ? [join(repoRoot, 'dist/src/main.js')]
+      : ['--import', '@tapjs/typescript/import', join(repoRoot, 'src/main.ts')];
+    if (entry === 'dist' && !existsSync(args[0] as string)) throw new Error('dist/src/main.js is missing: run `npm run build` first');
+    // Settings come only from here: variables of the calling shell must not change what is tested.
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DIFY_GUARD_')));
+    this.process = new ManagedProcess({
+      name: 'dify-guard', dir: cp.dir, cwd: repoRoot, command: process.execPath, args,
+      env: {
+        ...inherited,
+        TS_NODE_TRANSPILE_ONLY: '1',
+        TS_NODE_PROJECT: join(repoRoot, 'tsconfig.json'),
+        KUBECONFIG: cp.kubeconfigPath,
+        DIFY_GUARD_PORT: String(port),
+        DIFY_GUARD_HEALTH_PORT: String(healthPort),
+        DIFY_GUARD_TLS_CERT_FILE: this.certs.certFile,
+        DIFY_GUARD_TLS_KEY_FILE: this.certs.keyFile,
+        DIFY_GUARD_LOG_LEVEL: 'info',
+        DIFY_GUARD_SHUTDOWN_TIMEOUT_SECONDS: '5',
+        ...options.env,
+      },
+    });
+  }
+
+  static async start(cp: ControlPlane, options: DifyGuardOptions = {}): Promise<DifyGuard> {
+    const ports = await reservePorts(2);
+    const guard = new DifyGuard(cp, ports, options);
+    try {
+      await guard.start();
+    } catch (err) {
+      await guard.stop();
+      throw err;
+    }
+    return guard;
+  }
+
+  /** The URL the API server calls for a webhook path, e.g. `/mutate/pods`. */
+  url(path: string): string { return `https://127.0.0.1:${this.port}${path}`; }
+
+  /** The CA that signed the serving certificate, base64, as a webhook's clientConfig.caBundle. */
+  get caBundle(): string { return readFileSync(this.certs.caFile).toString('base64'); }
+
+  /** Starts the process and waits for /readyz (which waits for the PVC cache to sync). */
+  async start(): Promise<void> {
+    this.process.start();
+    await Promise.race([
+      this.process.failOnExit(),
+      waitFor('dify-guard /readyz', async () => (await healthGet(this.healthPort, '/readyz')) === 200 ? true : undefined,
+        { timeoutMs: 60_000, intervalMs: 150 }),
+    ]);
+  }
+
+  /** SIGTERM (graceful shutdown), as Kubernetes stops a pod. */
+  async stopProcess(): Promise<void> { await this.process.stop(15_000); }
+
+  /** GET on the plain-HTTP health port: /healthz, /readyz or /metrics. */
+  health(path: string): Promise<number> { return healthGet(this.healthPort, path); }
+
+  /** Every JSON line dify-guard has written so far (non-JSON output is skipped). */
+  logLines(): JsonLine[] {
+    const lines: JsonLine[] = [];
+    for (const line of this.process.log().split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try { lines.push(JSON.parse(line) as JsonLine); } catch { /* a line cut by a crash */ }
+    }
+    return lines;
+  }
+
+  waitForLog(what: string, match: (line: JsonLine) => boolean, timeoutMs = 15_000): Promise<JsonLine> {
+    return waitFor(`dify-guard log line: ${what}`, () => this.logLines().find(match), { timeoutMs });
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.process.stop(15_000);
+    for (const p of this.ports) p.release();
+  }
+}
+
+/** Starts dify-guard for one test file and stops it in the file's teardown. */
+export async function startDifyGuard(t: TeardownHost, cp: ControlPlane, options: DifyGuardOptions = {}): Promise<DifyGuard> {
+  const guard = await DifyGuard.start(cp, options);
+  t.teardown(() => guard.stop());
+  return guard;
+}
