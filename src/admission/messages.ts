@@ -24,15 +24,15 @@ export const podWarnings = {
   noRelease: (component: string): string =>
     warning(`${component} pod has no ${LABELS.instance} label: credentials not injected`),
   migrationForced: (where: string): string =>
-    warning(`${where}: ${ENV.migrationEnabled} set to "false" (the migration Job migrates)`),
+    warning(`${where}: ${ENV.migrationEnabled} forced to "false" (the migration Job migrates)`),
   secretRef: (where: string, envName: string, fix: RefFix, secret: string, key: string): string => {
-    const what = { added: `${envName} added`, literal: `literal ${envName} replaced`, redirected: `${envName} reference corrected` }[fix];
-    return warning(`${where}: ${what}: now from Secret ${secret} key ${key}`);
+    const what = { added: 'added', literal: 'literal', redirected: 'wrong ref' }[fix];
+    return warning(`${where}: ${envName} ${what} -> Secret ${secret} key ${key}`);
   },
   brokerPassword: (where: string, envName: string): string =>
     warning(`${where}: password in ${envName} replaced by $(${ENV.redisPassword})`),
   redisPasswordMoved: (where: string, before: string): string =>
-    warning(`${where}: ${ENV.redisPassword} moved before ${before} so that $(${ENV.redisPassword}) expands`),
+    warning(`${where}: ${ENV.redisPassword} moved before ${before}, which uses it`),
   redisEndpointAdded: (where: string, names: readonly string[]): string =>
     warning(`${where}: ${names.join(', ')} added`),
 };

@@ -1,0 +1,74 @@
+// AdmissionReview fixtures from test/fixtures/, each load a fresh deep copy (tests may edit it freely).
+import { Buffer } from 'node:buffer';
+import { readFileSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import type { AdmissionRequest, JsonObject } from '../../src/admission/types.js';
+
+export const fixturesDir = fileURLToPath(new URL('../fixtures/', import.meta.url));
+
+export interface AdmissionReview {
+  apiVersion: string;
+  kind: string;
+  request: AdmissionRequest;
+}
+
+const parsed = new Map<string, AdmissionReview>();
+
+/** The fixture names available, without `.json`. */
+export function fixtureNames(): string[] {
+  return readdirSync(fixturesDir).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -'.json'.length)).sort();
+}
+
+/** `loadReview('pod-api')` (or `'pod-api.json'`): a deep copy of that AdmissionReview. */
+export function loadReview(name: string): AdmissionReview {
+  const file = name.endsWith('.json') ? name : `${name}.json`;
+  let review = parsed.get(file);
+  if (!review) {
+    review = JSON.parse(readFileSync(join(fixturesDir, file), 'utf8')) as AdmissionReview;
+    parsed.set(file, review);
+  }
+  return structuredClone(review);
+}
+
+/** The object of a fixture's request (the pod of a Pod CREATE, the new Secret of an UPDATE). */
+export function loadObject(name: string): JsonObject {
+  const object = loadReview(name).request.object;
+  if (!object) throw new Error(`fixture ${name} has no request.object`);
+  return object;
+}
+
+/**
+ * Every secret-looking string in a fixture, plain and base64: Secret `data` values, literal
+ * *PASSWORD env values and passwords inside URLs. Tests assert none of them leaks into output.
+ */
+export function sensitiveStringsOf(review: AdmissionReview): string[] {
+  const found = new Set<string>();
+  const addPlain = (plain: string): void => {
+    if (plain.length < 6) return; // e.g. 'dify' also names the release; only real secrets are long here
+    found.add(plain);
+    found.add(Buffer.from(plain, 'utf8').toString('base64'));
+  };
+  const visit = (node: unknown, key: string): void => {
+    if (Array.isArray(node)) return node.forEach((item) => visit(item, key));
+    if (typeof node !== 'object' || node === null) return;
+    const object = node as JsonObject;
+    if (object.kind === 'Secret') {
+      for (const field of ['data', 'stringData'] as const) {
+        const values = object[field] as Record<string, unknown> | undefined;
+        for (const [k, value] of Object.entries(values ?? {})) {
+          if (typeof value !== 'string' || !/password/i.test(k)) continue;
+          addPlain(field === 'data' ? Buffer.from(value, 'base64').toString('utf8') : value);
+        }
+      }
+    }
+    if (typeof object.name === 'string' && typeof object.value === 'string') {
+      if (/PASSWORD/.test(object.name) && !object.value.includes('$(')) addPlain(object.value);
+      const urlPassword = /^[a-z]+:\/\/[^:@/]*:([^@]+)@/i.exec(object.value)?.[1];
+      if (urlPassword && !urlPassword.startsWith('$(')) addPlain(urlPassword);
+    }
+    for (const [k, value] of Object.entries(object)) visit(value, k);
+  };
+  visit(review, '');
+  return [...found];
+}
