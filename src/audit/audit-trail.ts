@@ -1,0 +1,50 @@
+// The audit trail of Secret decisions: one JSON log line per record and, unless dry-run, a Warning
+// Event on the Secret. Only names, codes and the operator message are recorded, never Secret data.
+import type { Logger } from 'pino';
+import type { Operation, ReasonCode } from '../admission/types.js';
+import type { SecretEventRecorder } from './event-recorder.js';
+
+export interface AuditRecord {
+  decision: 'denied' | 'allowed';
+  uid: string;
+  user: string;
+  groups: string[];
+  operation: Operation;
+  namespace: string;
+  name: string;
+  reason: ReasonCode;
+  /** `namespace/name` of the PVC the decision was about, or null. */
+  pvc: string | null;
+  dryRun: boolean;
+  message: string;
+}
+
+/** Where the server sends audit records; injected, so tests can capture them. */
+export interface AuditSink {
+  /** Never throws and never waits: the admission answer does not depend on it. */
+  record(entry: AuditRecord, secret?: { uid?: string }): void;
+}
+
+export interface AuditTrailOptions {
+  log: Logger;
+  /** Absent when Events are disabled. */
+  events?: SecretEventRecorder;
+}
+
+export function createAuditTrail(options: AuditTrailOptions): AuditSink {
+  const log = options.log.child({ audit: true });
+  return {
+    record(entry, secret) {
+      // The fields are listed one by one so that nothing else can ever slip into the line.
+      const { decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message } = entry;
+      log.warn({ decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message },
+        decision === 'denied' ? 'Secret change denied' : 'Secret change allowed under audit');
+      if (dryRun || !options.events) return;
+      options.events.record({
+        namespace, secretName: name, secretUid: secret?.uid, reason,
+        action: `${decision === 'denied' ? 'Deny' : 'Allow'}${operation.charAt(0)}${operation.slice(1).toLowerCase()}`,
+        note: message,
+      });
+    },
+  };
+}

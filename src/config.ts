@@ -1,0 +1,238 @@
+// dify-guard's settings: one table (name, env var, default, description, schema) that the loader,
+// the README and the chart's tests all read. Values come from DIFY_GUARD_* env vars, optionally
+// from a JSON/YAML file (same keys in camelCase); env wins. Checked with ajv at start: every bad
+// setting gives one line naming the variable, what it must be, and what it got.
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { Ajv, type ErrorObject } from 'ajv';
+import { parse as parseYaml } from 'yaml';
+import { defaultGuardSettings, type GuardSettings } from './admission/settings.js';
+import { contract } from './contract.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface GuardConfig {
+  port: number;
+  healthPort: number;
+  bindAddress: string;
+  tlsCertFile: string;
+  tlsKeyFile: string;
+  bodyLimitBytes: number;
+  logLevel: LogLevel;
+  postgresqlSecretTemplate: string;
+  postgresqlPvcTemplate: string;
+  redisHostTemplate: string;
+  redisPort: number;
+  redisSecretTemplate: string;
+  redisSecretKey: string;
+  eventsEnabled: boolean;
+  shutdownTimeoutSeconds: number;
+  pvcResyncSeconds: number;
+}
+
+type JsonSchema = Record<string, unknown>;
+
+export interface SettingSpec<T> {
+  env: string;
+  default: T;
+  description: string;
+  schema: JsonSchema;
+  /** How a problem reads: `<ENV>: <expects>, got <value>`. */
+  expects: string;
+}
+
+const port = (n: number): JsonSchema => ({ type: 'integer', minimum: n, maximum: 65535 });
+// A Kubernetes name with {release} where the Helm release name goes.
+const nameTemplate: JsonSchema = { type: 'string', maxLength: 253, pattern: '^(?:[a-z0-9.-]|\\{release\\})*\\{release\\}(?:[a-z0-9.-]|\\{release\\})*$' };
+const templateExpects = 'must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql")';
+
+export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> } = {
+  port: {
+    env: 'DIFY_GUARD_PORT', default: contract.webhook.securePort, schema: port(1), expects: 'must be an integer 1-65535',
+    description: `HTTPS port of the admission webhooks (POST ${contract.webhook.mutatePodsPath}, POST ${contract.webhook.validateSecretsPath}).`,
+  },
+  healthPort: {
+    env: 'DIFY_GUARD_HEALTH_PORT', default: contract.webhook.healthPort, schema: port(1), expects: 'must be an integer 1-65535, not the webhook port',
+    description: 'Plain-HTTP port of GET /healthz, /readyz and /metrics.',
+  },
+  bindAddress: {
+    env: 'DIFY_GUARD_BIND_ADDRESS', default: '0.0.0.0', schema: { type: 'string', format: 'ip' }, expects: 'must be an IPv4 or IPv6 address',
+    description: 'Address both ports listen on (`::` for IPv6 and IPv4).',
+  },
+  tlsCertFile: {
+    env: 'DIFY_GUARD_TLS_CERT_FILE', default: '/etc/dify-guard/tls/tls.crt', schema: { type: 'string', minLength: 1 }, expects: 'must be a file path',
+    description: 'PEM serving certificate (with its chain); reloaded when the file or its folder changes.',
+  },
+  tlsKeyFile: {
+    env: 'DIFY_GUARD_TLS_KEY_FILE', default: '/etc/dify-guard/tls/tls.key', schema: { type: 'string', minLength: 1 }, expects: 'must be a file path',
+    description: 'PEM private key of the serving certificate; reloaded with it.',
+  },
+  bodyLimitBytes: {
+    env: 'DIFY_GUARD_BODY_LIMIT_BYTES', default: 3_145_728, schema: { type: 'integer', minimum: 1024, maximum: 67_108_864 },
+    expects: 'must be an integer 1024-67108864',
+    description: 'Largest AdmissionReview body accepted; larger ones are answered 413.',
+  },
+  logLevel: {
+    env: 'DIFY_GUARD_LOG_LEVEL', default: 'info', schema: { enum: [...LOG_LEVELS] }, expects: `must be one of ${LOG_LEVELS.join(', ')}`,
+    description: 'Level of the JSON log on stdout. Audit records are written at warn; request bodies are never logged.',
+  },
+  postgresqlSecretTemplate: {
+    env: 'DIFY_GUARD_POSTGRESQL_SECRET_TEMPLATE', default: defaultGuardSettings.postgresqlSecretTemplate, schema: nameTemplate, expects: templateExpects,
+    description: 'Name of a release\'s PostgreSQL Secret, the one whose password is guarded.',
+  },
+  postgresqlPvcTemplate: {
+    env: 'DIFY_GUARD_POSTGRESQL_PVC_TEMPLATE', default: defaultGuardSettings.postgresqlPvcTemplate, schema: nameTemplate, expects: templateExpects,
+    description: 'Name of a release\'s PostgreSQL data PVC; while it exists the password cannot change.',
+  },
+  redisHostTemplate: {
+    env: 'DIFY_GUARD_REDIS_HOST_TEMPLATE', default: defaultGuardSettings.redisHostTemplate, schema: nameTemplate, expects: templateExpects,
+    description: 'REDIS_HOST added to Dify pods that lack it.',
+  },
+  redisPort: {
+    env: 'DIFY_GUARD_REDIS_PORT', default: defaultGuardSettings.redisPort, schema: port(1), expects: 'must be an integer 1-65535',
+    description: 'REDIS_PORT added to Dify pods that lack it.',
+  },
+  redisSecretTemplate: {
+    env: 'DIFY_GUARD_REDIS_SECRET_TEMPLATE', default: defaultGuardSettings.redisSecretTemplate, schema: nameTemplate, expects: templateExpects,
+    description: 'Secret that REDIS_PASSWORD references (a pod annotation may name another).',
+  },
+  redisSecretKey: {
+    env: 'DIFY_GUARD_REDIS_SECRET_KEY', default: defaultGuardSettings.redisSecretKey,
+    schema: { type: 'string', maxLength: 253, pattern: '^[-._a-zA-Z0-9]+$' }, expects: 'must be a Secret key (letters, digits, "-", "_", ".")',
+    description: 'Key of the Redis password in that Secret.',
+  },
+  eventsEnabled: {
+    env: 'DIFY_GUARD_EVENTS_ENABLED', default: true, schema: { type: 'boolean' }, expects: 'must be true or false',
+    description: 'Emit a Warning Event on the Secret for every denial and audited decision (never for dry-run requests).',
+  },
+  shutdownTimeoutSeconds: {
+    env: 'DIFY_GUARD_SHUTDOWN_TIMEOUT_SECONDS', default: 25, schema: { type: 'integer', minimum: 1, maximum: 600 }, expects: 'must be an integer 1-600',
+    description: 'On SIGTERM, how long in-flight requests may take before connections are cut (keep it below terminationGracePeriodSeconds).',
+  },
+  pvcResyncSeconds: {
+    env: 'DIFY_GUARD_PVC_RESYNC_SECONDS', default: 300, schema: { type: 'integer', minimum: 10, maximum: 86_400 }, expects: 'must be an integer 10-86400',
+    description: 'Period of the full PVC relist that backs up the watch (catches a watch that silently stopped).',
+  },
+};
+
+export const CONFIG_FILE_ENV = 'DIFY_GUARD_CONFIG_FILE';
+
+/** Variables read besides the settings, for the README. */
+export const OTHER_ENV = [
+  { env: CONFIG_FILE_ENV, default: '(none)', description: 'Optional JSON or YAML file with any of the settings above under their camelCase keys (e.g. `logLevel`); env vars override it.' },
+  { env: 'KUBECONFIG', default: '(in-cluster)', description: 'Kubeconfig for out-of-cluster runs; inside a pod the service account is used.' },
+] as const;
+
+export const SETTING_KEYS = Object.keys(SETTINGS) as (keyof GuardConfig)[];
+
+export type ConfigResult =
+  | { ok: true; config: GuardConfig; settings: GuardSettings }
+  | { ok: false; problems: string[] };
+
+const ajv = new Ajv({ allErrors: true, strict: true });
+ajv.addFormat('ip', (value: string) => isIP(value) !== 0);
+const validateConfig = ajv.compile<GuardConfig>({
+  type: 'object',
+  additionalProperties: false,
+  required: SETTING_KEYS,
+  properties: Object.fromEntries(SETTING_KEYS.map((key) => [key, SETTINGS[key].schema])),
+});
+
+/** Reads the settings from env (and the optional file). Never throws for bad input: it lists the problems. */
+export function loadConfig(env: NodeJS.ProcessEnv, readText: (path: string) => string = (path) => readFileSync(path, 'utf8')): ConfigResult {
+  const problems: string[] = [];
+  const values: Record<string, unknown> = Object.fromEntries(SETTING_KEYS.map((key) => [key, SETTINGS[key].default]));
+  const origin: Record<string, string> = Object.fromEntries(SETTING_KEYS.map((key) => [key, `default of ${SETTINGS[key].env}`]));
+
+  const file = env[CONFIG_FILE_ENV];
+  if (file) {
+    const fromFile = readConfigFile(file, readText, problems);
+    for (const [key, value] of Object.entries(fromFile ?? {})) {
+      if (key in SETTINGS) {
+        values[key] = value;
+        origin[key] = `${CONFIG_FILE_ENV} ${file}: ${key}`;
+      } else {
+        problems.push(`${CONFIG_FILE_ENV} ${file}: unknown setting ${JSON.stringify(key)} (known: ${SETTING_KEYS.join(', ')})`);
+      }
+    }
+  }
+
+  for (const key of SETTING_KEYS) {
+    const raw = env[SETTINGS[key].env];
+    // An empty variable counts as unset (a chart may render `value: ""`).
+    if (raw === undefined || raw === '') continue;
+    values[key] = fromEnvString(raw, SETTINGS[key].schema);
+    origin[key] = SETTINGS[key].env;
+  }
+
+  if (!validateConfig(values)) {
+    const reported = new Set<string>();
+    for (const error of validateConfig.errors ?? []) {
+      const key = settingKeyOf(error);
+      if (!key || reported.has(key)) continue;
+      reported.add(key);
+      problems.push(`${origin[key]}: ${SETTINGS[key].expects}, got ${shown(values[key])}`);
+    }
+  } else if (values.port === values.healthPort) {
+    problems.push(`${origin.healthPort}: ${SETTINGS.healthPort.expects}, got ${shown(values.healthPort)}`);
+  }
+  if (problems.length > 0) return { ok: false, problems };
+  const config = values as unknown as GuardConfig;
+  return { ok: true, config, settings: guardSettingsOf(config) };
+}
+
+/** The decisions' settings: templates and Redis details from the config, component lists from the contract. */
+export function guardSettingsOf(config: GuardConfig): GuardSettings {
+  return {
+    ...defaultGuardSettings,
+    postgresqlSecretTemplate: config.postgresqlSecretTemplate,
+    postgresqlPvcTemplate: config.postgresqlPvcTemplate,
+    redisHostTemplate: config.redisHostTemplate,
+    redisPort: config.redisPort,
+    redisSecretTemplate: config.redisSecretTemplate,
+    redisSecretKey: config.redisSecretKey,
+  };
+}
+
+function readConfigFile(path: string, readText: (path: string) => string, problems: string[]): Record<string, unknown> | undefined {
+  let text: string;
+  try {
+    text = readText(path);
+  } catch (error) {
+    problems.push(`${CONFIG_FILE_ENV}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    return undefined;
+  }
+  let parsed: unknown;
+  try {
+    // YAML 1.2 reads JSON as well.
+    parsed = parseYaml(text);
+  } catch (error) {
+    problems.push(`${CONFIG_FILE_ENV} ${path}: not valid JSON or YAML (${String((error as Error).message).split('\n')[0]})`);
+    return undefined;
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+    problems.push(`${CONFIG_FILE_ENV} ${path}: must hold an object of settings, got ${Array.isArray(parsed) ? 'a list' : typeof parsed}`);
+    return undefined;
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** Env vars are strings: numbers and booleans are read only when they are written exactly so. */
+function fromEnvString(raw: string, schema: JsonSchema): unknown {
+  const text = raw.trim();
+  if (schema.type === 'integer' && /^[+-]?\d+$/.test(text)) return Number(text);
+  if (schema.type === 'boolean' && /^(true|false)$/i.test(text)) return text.toLowerCase() === 'true';
+  return raw;
+}
+
+function settingKeyOf(error: ErrorObject): keyof GuardConfig | undefined {
+  const key = error.instancePath.split('/')[1];
+  return key && key in SETTINGS ? key as keyof GuardConfig : undefined;
+}
+
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text;
+}

@@ -1,0 +1,83 @@
+// dify-guard's entrypoint: wiring only. Config, logger, kube config, PVC cache, audit trail, server;
+// on SIGTERM/SIGINT: readiness off, in-flight requests finish (bounded), watch stopped, exit 0.
+import { hostname } from 'node:os';
+import { KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { createAuditTrail } from './audit/audit-trail.js';
+import { SecretEventRecorder } from './audit/event-recorder.js';
+import { eventsApiFor } from './cluster/events-api.js';
+import { PvcCache, pvcSourceFor } from './cluster/pvc-cache.js';
+import { loadConfig } from './config.js';
+import { createMetrics } from './metrics.js';
+import { buildServer } from './server.js';
+
+/** events.k8s.io/v1 reportingController of the Warning Events. */
+export const REPORTING_CONTROLLER = 'dify-guard.io/admission-webhook';
+
+async function main(): Promise<void> {
+  const loaded = loadConfig(process.env);
+  if (!loaded.ok) {
+    for (const problem of loaded.problems) process.stderr.write(`dify-guard: ${problem}\n`);
+    process.exit(2);
+  }
+  const { config, settings } = loaded;
+  const log = pino({ level: config.logLevel, base: { service: 'dify-guard' }, timestamp: pino.stdTimeFunctions.isoTime });
+
+  // KUBECONFIG when set, else the pod's service account (token re-read as it rotates).
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromDefault();
+
+  const metrics = createMetrics();
+  const pvcCache = new PvcCache({
+    source: pvcSourceFor(kubeConfig),
+    log: log.child({ component: 'pvc-cache' }),
+    resyncIntervalMs: config.pvcResyncSeconds * 1000,
+    onRestart: () => metrics.pvcCacheRestarts.inc(),
+  });
+  metrics.observeCache(pvcCache);
+  const events = config.eventsEnabled
+    ? new SecretEventRecorder({
+      api: eventsApiFor(kubeConfig),
+      log: log.child({ component: 'events' }),
+      reportingController: REPORTING_CONTROLLER,
+      reportingInstance: hostname(),
+      onFailure: () => metrics.eventEmissionFailures.inc(),
+    })
+    : undefined;
+  const server = buildServer({
+    settings, log, pvcCache, metrics,
+    audit: createAuditTrail({ log, ...(events ? { events } : {}) }),
+    bodyLimitBytes: config.bodyLimitBytes,
+    tls: { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile },
+  });
+
+  let stopping = false;
+  const shutdown = async (signal: NodeJS.Signals): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    const deadline = Date.now() + config.shutdownTimeoutSeconds * 1000;
+    log.info({ signal }, 'shutting down: not ready any more, finishing in-flight requests');
+    server.beginShutdown();
+    await server.close(config.shutdownTimeoutSeconds * 1000);
+    await pvcCache.stop();
+    // Events already queued get what is left of the budget, and never more than a few seconds.
+    if (events) await Promise.race([events.idle(), delay(Math.min(3000, Math.max(0, deadline - Date.now())))]);
+    log.info('dify-guard stopped');
+    process.exit(0);
+  };
+  process.once('SIGTERM', (signal) => void shutdown(signal));
+  process.once('SIGINT', (signal) => void shutdown(signal));
+
+  pvcCache.start();
+  const ports = await server.listen({ host: config.bindAddress, port: config.port, healthPort: config.healthPort });
+  log.info({ ...ports, bindAddress: config.bindAddress, certificateLoaded: server.certificate?.loaded ?? false }, 'dify-guard listening');
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`dify-guard: failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,175 @@
+// buildServer: the two fastify apps of dify-guard, from injected parts (settings, PVC cache, audit
+// sink, metrics, certificate files). `admission` serves the webhooks over HTTPS; `health` serves
+// /healthz, /readyz and /metrics over plain HTTP. Tests call them with `inject` or on real ports.
+import type { Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerFactory } from 'fastify';
+import type { Logger } from 'pino';
+import type { GuardSettings } from './admission/settings.js';
+import type { PvcState } from './admission/types.js';
+import type { AuditSink } from './audit/audit-trail.js';
+import { contract } from './contract.js';
+import { admissionPlugin } from './http/admission-plugin.js';
+import { healthPlugin, isReady, type ReadinessChecks } from './http/health-plugin.js';
+import { metricsPlugin } from './http/metrics-plugin.js';
+import { podMutationHandler } from './http/pod-route.js';
+import { secretGuardHandler } from './http/secret-route.js';
+import { CertificateReloader } from './http/tls-reloader.js';
+import { createMetrics, type Metrics } from './metrics.js';
+
+/** What the server reads from the PVC cache: answers from memory, never an API call. */
+export interface PvcStateSource {
+  state(namespace: string, name: string): PvcState;
+  readonly synced: boolean;
+}
+
+export interface ServerOptions {
+  settings: GuardSettings;
+  log: Logger;
+  pvcCache: PvcStateSource;
+  audit: AuditSink;
+  /** A fresh set on its own Registry when absent. */
+  metrics?: Metrics;
+  bodyLimitBytes?: number;
+  /**
+   * The serving certificate files. Without them the admission app speaks plain HTTP and never
+   * reports ready: that is only for `inject` tests.
+   */
+  tls?: { certFile: string; keyFile: string; pollIntervalMs?: number; debounceMs?: number };
+}
+
+export interface ListenOptions {
+  host: string;
+  port: number;
+  healthPort: number;
+  /** Defaults to `host`. */
+  healthHost?: string;
+}
+
+export interface DifyGuardServer {
+  admission: FastifyInstance;
+  health: FastifyInstance;
+  metrics: Metrics;
+  certificate: CertificateReloader | undefined;
+  readiness(): ReadinessChecks & { ready: boolean };
+  /** Loads the certificate (a failure leaves the server unready, still watching) and opens both ports. */
+  listen(options: ListenOptions): Promise<{ port: number; healthPort: number }>;
+  /** Readiness goes false at once; nothing else changes. */
+  beginShutdown(): void;
+  /**
+   * Stops accepting, lets in-flight requests finish within `timeoutMs` (then cuts what is left),
+   * closes the health port last.
+   */
+  close(timeoutMs?: number): Promise<void>;
+}
+
+export const DEFAULT_BODY_LIMIT_BYTES = 3 * 1024 * 1024;
+
+export function buildServer(options: ServerOptions): DifyGuardServer {
+  const metrics = options.metrics ?? createMetrics();
+  const bodyLimitBytes = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
+  const log = options.log;
+  let shuttingDown = false;
+
+  const certificate = options.tls
+    ? new CertificateReloader({
+      ...options.tls, log: log.child({ component: 'tls' }),
+      onResult: (result) => metrics.certificateReloads.inc({ result }),
+    })
+    : undefined;
+
+  const admission = Fastify({
+    loggerInstance: log.child({ component: 'admission' }) as FastifyBaseLogger,
+    // The admission plugin writes its own line per request (names only); fastify's would add nothing.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: bodyLimitBytes,
+    // Like controller-runtime: idle keep-alive 90 s (the API server reuses connections), headers within 32 s.
+    keepAliveTimeout: 90_000,
+    requestTimeout: 30_000,
+    ...(certificate ? { serverFactory: httpsServerFactory(certificate) } : {}),
+  }) as unknown as FastifyInstance;
+
+  const readiness = (): ReadinessChecks & { ready: boolean } => {
+    const checks = { certificate: certificate?.loaded ?? false, pvcCache: options.pvcCache.synced, shuttingDown };
+    return { ...checks, ready: isReady(checks) };
+  };
+
+  void admission.register(admissionPlugin, {
+    bodyLimitBytes,
+    metrics,
+    routes: [
+      { path: contract.webhook.mutatePodsPath, handler: podMutationHandler(options.settings) },
+      {
+        path: contract.webhook.validateSecretsPath,
+        handler: secretGuardHandler({
+          settings: options.settings,
+          pvcStateOf: (namespace, name) => options.pvcCache.state(namespace, name),
+          audit: options.audit,
+          metrics,
+        }),
+      },
+    ],
+  });
+
+  const health = Fastify({
+    loggerInstance: log.child({ component: 'health' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+  }) as unknown as FastifyInstance;
+  void health.register(healthPlugin, { readiness });
+  void health.register(metricsPlugin, { metrics });
+
+  return {
+    admission,
+    health,
+    metrics,
+    certificate,
+    readiness,
+    async listen(listenOptions) {
+      await certificate?.start();
+      await admission.listen({
+        host: listenOptions.host, port: listenOptions.port,
+        listenTextResolver: (address) => `admission webhooks listening at ${certificate ? address.replace(/^http:/, 'https:') : address}`,
+      });
+      await health.listen({
+        host: listenOptions.healthHost ?? listenOptions.host, port: listenOptions.healthPort,
+        listenTextResolver: (address) => `health and metrics listening at ${address}`,
+      });
+      return { port: portOf(admission), healthPort: portOf(health) };
+    },
+    beginShutdown() {
+      shuttingDown = true;
+    },
+    async close(timeoutMs = 25_000) {
+      shuttingDown = true;
+      certificate?.stop();
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), timeoutMs); });
+      const closed = admission.close().then(() => 'closed' as const);
+      if (await Promise.race([closed, deadline]) === 'timeout') {
+        log.warn({ timeoutMs }, 'shutdown timeout: closing the connections still open');
+        admission.server.closeAllConnections();
+        await closed;
+      }
+      clearTimeout(timer);
+      await health.close();
+    },
+  };
+}
+
+/** The HTTPS server of the admission app, its secure context kept in step with the certificate files. */
+function httpsServerFactory(certificate: CertificateReloader): FastifyServerFactory {
+  return (handler) => {
+    const server = createHttpsServer({ ...certificate.serverOptions() }, handler);
+    server.keepAliveTimeout = 90_000;
+    server.headersTimeout = 32_000;
+    server.requestTimeout = 30_000;
+    certificate.attach(server);
+    // fastify's types expect an http.Server; an https.Server offers the same surface it uses.
+    return server as unknown as HttpServer;
+  };
+}
+
+function portOf(app: FastifyInstance): number {
+  const address = app.server.address();
+  return typeof address === 'object' && address !== null ? address.port : 0;
+}
