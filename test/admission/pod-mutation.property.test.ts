@@ -1,0 +1,187 @@
+// Property tests: for arbitrary pods and env lists, the mutation is idempotent, leaves every env
+// var it does not own exactly as it was (same relative order), and yields a valid, usable env.
+import { isDeepStrictEqual } from 'node:util';
+import t from 'tap';
+import fc from 'fast-check';
+import { ENV, LABELS, SECRET_KEYS, contract } from '../../src/contract.js';
+import { mutatePod, REDIS_PASSWORD_REFERENCE } from '../../src/admission/pod-mutation.js';
+import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
+import { defaultGuardSettings, releaseNames } from '../../src/admission/settings.js';
+import type { JsonObject } from '../../src/admission/types.js';
+import { mutateAndApply, type EnvEntry } from './pod-helpers.js';
+
+const settings = defaultGuardSettings;
+const OWNED = Object.values(ENV);
+const NUM_RUNS = 400;
+
+const secretKeyRef = fc.record(
+  {
+    name: fc.constantFrom('dify-postgresql', 'dify-redis', 'other', 'rel-postgresql', 'corp-redis'),
+    key: fc.constantFrom(SECRET_KEYS.postgresPassword, SECRET_KEYS.password, SECRET_KEYS.redisPassword, 'auth'),
+    optional: fc.boolean(),
+  },
+  { requiredKeys: ['name', 'key'] },
+);
+const valueFrom: fc.Arbitrary<JsonObject> = fc.oneof(
+  secretKeyRef.map((ref) => ({ secretKeyRef: ref })),
+  fc.constant({ configMapKeyRef: { name: 'cm', key: 'k' } }),
+  fc.constant({ fieldRef: { fieldPath: 'metadata.name' } }),
+);
+const password = fc.oneof(fc.string({ maxLength: 12 }), fc.constant(REDIS_PASSWORD_REFERENCE), fc.constant('p@ss:w/rd'));
+const redisUrl = fc
+  .tuple(fc.constantFrom('redis', 'rediss', 'sentinel', 'amqp'), fc.constantFrom('', 'default', 'user'), fc.option(password), fc.constantFrom('h', 'dify-redis-master:6379/1'))
+  .map(([scheme, user, pw, host]) => `${scheme}://${user}${pw === null ? '' : `:${pw}`}${user || pw !== null ? '@' : ''}${host}`);
+const envValue = fc.oneof(
+  fc.string({ maxLength: 16 }),
+  fc.constantFrom('true', 'false', '', '6379'),
+  redisUrl,
+  fc.tuple(redisUrl, redisUrl).map(([a, b]) => `${a};${b}`),
+  fc.constant(`prefix-${REDIS_PASSWORD_REFERENCE}-suffix`),
+);
+const envName = fc.oneof(
+  { weight: 3, arbitrary: fc.constantFrom(...OWNED) },
+  { weight: 2, arbitrary: fc.constantFrom('DB_DATABASE', 'MODE', 'REDIS_DB', 'REDIS_USERNAME', 'CELERY_BACKEND') },
+  { weight: 1, arbitrary: fc.stringMatching(/^[A-Z][A-Z0-9_]{0,8}$/) },
+);
+const envEntry: fc.Arbitrary<EnvEntry> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ name: envName, value: envValue }) },
+  { weight: 2, arbitrary: fc.record({ name: envName, valueFrom }) },
+  { weight: 1, arbitrary: fc.record({ name: envName, value: fc.constant(''), valueFrom }) },
+  { weight: 1, arbitrary: fc.record({ name: envName }) },
+);
+const container = (prefix: string): fc.Arbitrary<JsonObject> =>
+  fc.record(
+    {
+      name: fc.constantFrom(`${prefix}a`, `${prefix}b`),
+      image: fc.constant('langgenius/dify-api:1.11.4'),
+      env: fc.array(envEntry, { maxLength: 10 }),
+      envFrom: fc.constant([{ configMapRef: { name: 'shared-env' } }]),
+    },
+    { requiredKeys: ['name', 'image'] },
+  );
+const pod: fc.Arbitrary<JsonObject> = fc
+  .record({
+    name: fc.constantFrom(contract.values.difyName, contract.values.difyName, 'other'),
+    component: fc.constantFrom(...Object.values(contract.components)),
+    instance: fc.option(fc.constantFrom('dify', 'prod', ''), { nil: undefined }),
+    annotations: fc.option(fc.constant({ [contract.annotations.redisSecretName]: 'corp-redis', [contract.annotations.redisSecretKey]: 'auth' }), { nil: undefined }),
+    containers: fc.array(container('c'), { minLength: 1, maxLength: 3 }),
+    initContainers: fc.option(fc.array(container('i'), { maxLength: 2 }), { nil: undefined }),
+  })
+  .map(({ name, component, instance, annotations, containers, initContainers }) => {
+    const labels: Record<string, string> = { [LABELS.name]: name, [LABELS.component]: component };
+    if (instance !== undefined) labels[LABELS.instance] = instance;
+    return {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { generateName: 'p-', namespace: 'dify', labels, ...(annotations ? { annotations } : {}) },
+      spec: { containers, ...(initContainers ? { initContainers } : {}) },
+    };
+  });
+
+interface PodFacts {
+  forced: boolean;
+  injects: boolean;
+  release?: string;
+}
+function factsOf(p: JsonObject): PodFacts {
+  const labels = (p.metadata as JsonObject).labels as Record<string, string>;
+  const dify = labels[LABELS.name] === contract.values.difyName;
+  const component = labels[LABELS.component] ?? '';
+  const release = labels[LABELS.instance];
+  return {
+    forced: dify && settings.forceMigrationDisabled.includes(component),
+    injects: dify && settings.injectCredentials.includes(component) && !!release,
+    ...(release ? { release } : {}),
+  };
+}
+const allContainers = (p: JsonObject): JsonObject[] => {
+  const spec = p.spec as JsonObject;
+  return [...((spec.initContainers as JsonObject[] | undefined) ?? []), ...(spec.containers as JsonObject[])];
+};
+const envList = (c: JsonObject): EnvEntry[] => (c.env as EnvEntry[] | undefined) ?? [];
+
+t.test('idempotent: applying the patch then mutating again yields an empty patch', async (t) => {
+  fc.assert(
+    fc.property(pod, (p) => {
+      const { after } = mutateAndApply(p, settings);
+      const second = mutatePod(after, settings);
+      if (second.patch.length !== 0) throw new Error(`second pass patched: ${JSON.stringify(second.patch)}`);
+    }),
+    { numRuns: NUM_RUNS },
+  );
+  t.pass('held for every generated pod');
+});
+
+t.test('env vars it does not own stay exactly as they were, in the same relative order', async (t) => {
+  fc.assert(
+    fc.property(pod, (p) => {
+      const before = structuredClone(p);
+      const { after } = mutateAndApply(p, settings);
+      const facts = factsOf(p);
+      const owned = new Set<string>([...(facts.forced ? [ENV.migrationEnabled] : []), ...(facts.injects ? OWNED : [])]);
+      if (owned.size === 0) {
+        if (!isDeepStrictEqual(after, before)) throw new Error('a pod with no rule changed');
+        return;
+      }
+      allContainers(before).forEach((c, i) => {
+        const kept = (env: EnvEntry[]): EnvEntry[] => env.filter((e) => !owned.has(e.name));
+        const afterContainer = allContainers(after)[i] as JsonObject;
+        if (!isDeepStrictEqual(kept(envList(afterContainer)), kept(envList(c)))) throw new Error(`container ${i}: foreign env changed`);
+        const { env: _a, ...restAfter } = afterContainer;
+        const { env: _b, ...restBefore } = c;
+        if (!isDeepStrictEqual(restAfter, restBefore)) throw new Error(`container ${i}: something besides env changed`);
+      });
+    }),
+    { numRuns: NUM_RUNS },
+  );
+  t.pass('held for every generated pod');
+});
+
+t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined before its users', async (t) => {
+  fc.assert(
+    fc.property(pod, (p) => {
+      const { result, after } = mutateAndApply(p, settings); // applyPatch validates each operation
+      for (const w of result.warnings) if (w.length > MAX_WARNING_LENGTH) throw new Error(`warning too long: ${w}`);
+      for (const op of result.patch) {
+        if (!/^\/spec\/(initContainers|containers)\/\d+\/env(\/|$)/.test(op.path)) throw new Error(`patch outside env: ${op.path}`);
+      }
+      const facts = factsOf(p);
+      for (const c of allContainers(after)) {
+        const env = envList(c);
+        const named = (name: string): EnvEntry[] => env.filter((e) => e.name === name);
+        if (facts.forced) {
+          const migration = named(ENV.migrationEnabled);
+          if (migration.length === 0 || migration.some((e) => e.value !== 'false' || e.valueFrom !== undefined)) {
+            throw new Error('MIGRATION_ENABLED not forced');
+          }
+        }
+        if (!facts.injects || !facts.release) continue;
+        const names = releaseNames(settings, facts.release);
+        const db = named(ENV.dbPassword);
+        const dbOk = (e: EnvEntry): boolean => isDeepStrictEqual(e.valueFrom, { secretKeyRef: { name: names.postgresqlSecret, key: SECRET_KEYS.postgresPassword } }) ||
+          // an entry already correct is kept as it was (e.g. with optional: false or an empty value)
+          ((e.value === undefined || e.value === '') && (e.valueFrom as JsonObject | undefined)?.secretKeyRef !== undefined &&
+            Object.keys(e.valueFrom as JsonObject).length === 1 &&
+            ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).name === names.postgresqlSecret &&
+            ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).key === SECRET_KEYS.postgresPassword &&
+            ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).optional !== true);
+        if (db.length === 0 || !db.every(dbOk)) throw new Error('DB_PASSWORD not a reference to the release Secret');
+        const definedAt = env.findIndex((e) => e.name === ENV.redisPassword && e.valueFrom !== undefined);
+        const firstUser = env.findIndex((e) => e.name !== ENV.redisPassword && typeof e.value === 'string' && e.value.includes(REDIS_PASSWORD_REFERENCE));
+        if (definedAt >= 0 && firstUser >= 0 && definedAt > firstUser) throw new Error('REDIS_PASSWORD defined after a user of $(REDIS_PASSWORD)');
+        if (definedAt >= 0) {
+          for (const broker of named(ENV.celeryBrokerUrl)) {
+            if (typeof broker.value !== 'string') continue;
+            for (const part of broker.value.split(';')) {
+              const literal = /^(redis|rediss|sentinel):\/\/[^:@/]*:([^@]+)@[^@]*$/.exec(part)?.[2];
+              if (literal !== undefined && literal !== REDIS_PASSWORD_REFERENCE) throw new Error(`literal password left in ${broker.value}`);
+            }
+          }
+        }
+      }
+    }),
+    { numRuns: NUM_RUNS },
+  );
+  t.pass('held for every generated pod');
+});
