@@ -4,6 +4,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { CONFIG_FILE_ENV, SETTINGS } from '../../src/config.js';
 import { repoRoot } from '../support/binaries.js';
 import { waitFor } from '../support/commands.js';
 import { reservePorts, type ReservedPort } from '../support/ports.js';
@@ -56,7 +57,8 @@ export class DifyGuard {
       : ['--import', '@tapjs/typescript/import', join(repoRoot, 'src/main.ts')];
     if (entry === 'dist' && !existsSync(args[0] as string)) throw new Error('dist/src/main.js is missing: run `npm run build` first');
     // Settings come only from here: variables of the calling shell must not change what is tested.
-    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DIFY_GUARD_')));
+    const ours = new Set(Object.values(SETTINGS).map((s) => s.env));
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !ours.has(k) && k !== CONFIG_FILE_ENV));
     this.process = new ManagedProcess({
       name: 'dify-guard', dir: cp.dir, cwd: repoRoot, command: process.execPath, args,
       env: {
@@ -64,12 +66,13 @@ export class DifyGuard {
         TS_NODE_TRANSPILE_ONLY: '1',
         TS_NODE_PROJECT: join(repoRoot, 'tsconfig.json'),
         KUBECONFIG: cp.kubeconfigPath,
-        DIFY_GUARD_PORT: String(port),
-        DIFY_GUARD_HEALTH_PORT: String(healthPort),
-        DIFY_GUARD_TLS_CERT_FILE: this.certs.certFile,
-        DIFY_GUARD_TLS_KEY_FILE: this.certs.keyFile,
-        DIFY_GUARD_LOG_LEVEL: 'info',
-        DIFY_GUARD_SHUTDOWN_TIMEOUT_SECONDS: '5',
+        [SETTINGS.port.env]: String(port),
+        [SETTINGS.healthPort.env]: String(healthPort),
+        [SETTINGS.bindAddress.env]: '127.0.0.1',
+        [SETTINGS.tlsCertFile.env]: this.certs.certFile,
+        [SETTINGS.tlsKeyFile.env]: this.certs.keyFile,
+        [SETTINGS.logLevel.env]: 'info',
+        [SETTINGS.shutdownTimeoutSeconds.env]: '5',
         ...options.env,
       },
     });
