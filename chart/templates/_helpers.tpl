@@ -11,8 +11,8 @@ contract's values win (mergeOverwrite below), so this block can then be deleted.
 */}}
 {{- define "dify.contract.localAdditions" -}}
 names:
-  guard: "{release}-dify-guard"
-  guardTls: "{release}-dify-guard-tls"
+  guard: "{release}-guard"
+  guardTls: "{release}-guard-tls"
   appSecrets: "{release}-app-secrets"
   postgresqlHeadless: "{release}-postgresql-hl"
   redisHeadless: "{release}-redis-headless"

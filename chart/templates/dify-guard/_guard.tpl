@@ -1,0 +1,85 @@
+{{/* dify-guard's object name (<release>-dify-guard) and its Service DNS names. */}}
+{{- define "dify.guard.name" -}}
+{{- include "dify.name" (list . "guard") -}}
+{{- end -}}
+
+{{- define "dify.guard.dnsNames" -}}
+{{- $svc := include "dify.guard.name" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson -}}
+{{- end -}}
+
+{{/* The Secret that holds dify-guard's serving certificate (mounted at /etc/dify-guard/tls). */}}
+{{- define "dify.guard.tlsSecretName" -}}
+{{- if eq .Values.webhook.tls.mode "existingSecret" -}}
+{{- required "webhook.tls.existingSecret is required when webhook.tls.mode is existingSecret (a kubernetes.io/tls Secret with tls.crt and tls.key)" .Values.webhook.tls.existingSecret -}}
+{{- else -}}
+{{- include "dify.name" (list . "guardTls") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* webhook.caBundle as the API server wants it (base64 of PEM); accepts PEM or base64 PEM. */}}
+{{- define "dify.guard.caBundleValue" -}}
+{{- $ca := .Values.webhook.caBundle | toString | trim -}}
+{{- if hasPrefix "-----BEGIN" $ca -}}
+{{- $ca | b64enc -}}
+{{- else -}}
+{{- $ca -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dify.guard.dnsAnnotation" -}}dify-guard.io/tls-dns-names{{- end -}}
+
+{{/*
+Helm-generated TLS material. Args: dict "root" $ "existing" (the looked-up Secret, or empty).
+Reuses the existing Secret when it has a CA, a certificate and a key for the same DNS names, so an
+upgrade keeps the CA that the webhook configurations trust; otherwise generates a new CA and a
+certificate signed by it. Returns YAML: caCrt, tlsCrt, tlsKey (base64) and reused (bool).
+*/}}
+{{- define "dify.guard.tlsMaterial" -}}
+{{- $root := .root -}}
+{{- $dnsNames := include "dify.guard.dnsNames" $root | fromJsonArray -}}
+{{- $data := (.existing | default dict).data | default dict -}}
+{{- $annotations := ((.existing | default dict).metadata | default dict).annotations | default dict -}}
+{{- $sameNames := eq (index $annotations (include "dify.guard.dnsAnnotation" $root) | default "") (join "," $dnsNames) -}}
+{{- if and (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key") $sameNames }}
+caCrt: {{ index $data "ca.crt" }}
+tlsCrt: {{ index $data "tls.crt" }}
+tlsKey: {{ index $data "tls.key" }}
+reused: true
+{{- else }}
+{{- $days := int $root.Values.webhook.tls.validityDays -}}
+{{- $ca := genCAWithKey (printf "%s-ca" (include "dify.guard.name" $root)) $days (genPrivateKey "ecdsa") -}}
+{{- $cert := genSignedCertWithKey (index $dnsNames 2) nil $dnsNames $days $ca (genPrivateKey "ecdsa") }}
+caCrt: {{ $ca.Cert | b64enc }}
+tlsCrt: {{ $cert.Cert | b64enc }}
+tlsKey: {{ $cert.Key | b64enc }}
+reused: false
+{{- end }}
+{{- end -}}
+
+{{/* clientConfig of a webhook. Args: dict "root" $ "path" path "caBundle" base64 (may be empty). */}}
+{{- define "dify.guard.clientConfig" -}}
+{{- $root := .root -}}
+{{- if $root.Values.webhook.url }}
+url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhook.url) .path | quote }}
+{{- else }}
+service:
+  name: {{ include "dify.guard.name" $root }}
+  namespace: {{ $root.Release.Namespace }}
+  path: {{ .path | quote }}
+  port: 443
+{{- end }}
+{{- with .caBundle }}
+caBundle: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Never kube-system, nor the namespaces listed in webhook.excludedNamespaces. */}}
+{{- define "dify.guard.namespaceSelector" -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values:
+      {{- toYaml (uniq (prepend (default list .Values.webhook.excludedNamespaces) "kube-system")) | nindent 6 }}
+{{- end -}}
