@@ -3,6 +3,7 @@
 # all capabilities dropped, TLS files mounted at /etc/dify-guard/tls) but with no cluster: KUBECONFIG
 # names an API server that refuses connections. Expects: the process starts, /healthz answers 200,
 # /readyz 503 (the PVC cache cannot sync), TLS 1.2 and 1.3 handshakes on 8443 verify against the CA,
+# an AdmissionReview is answered and a password change refused ("cannot verify") with no password echoed,
 # nothing can be written, no npm, the version label matches package.json, SIGTERM stops it.
 # The container is stopped and removed by its id whatever happens.
 #
@@ -29,7 +30,7 @@ passed=0 failed=0
 check() { # check NAME COMMAND...: runs the command, counts and prints the outcome
   local name=$1; shift
   if "$@" > "$work/check.out" 2>&1; then
-    passed=$((passed + 1)); printf 'ok     %s\n' "$name"
+    passed=$((passed + 1)); printf 'ok     %s: %s\n' "$name" "$(tail -n 1 "$work/check.out")"
   else
     failed=$((failed + 1)); printf 'FAILED %s\n' "$name"; sed 's/^/       | /' "$work/check.out" | tail -n 15
   fi
@@ -116,6 +117,9 @@ check "GET /healthz answers 200" expect_status /healthz 200
 check "GET /readyz answers 503 with no cluster" expect_status /readyz 503
 check "TLS 1.2 handshake on 8443 verifies" handshake 1.2
 check "TLS 1.3 handshake on 8443 verifies" handshake 1.3
+review() { node "$image_dir/smoke-review.mjs" "$1" "$https_port" "$work/certs/ca.crt"; }
+check "an unguarded Secret UPDATE is allowed over HTTPS" review unrelated
+check "a password change is refused while the PVC cache cannot sync" review unsynced
 check "runs as 65532:65532" runs_as_nonroot
 check "nothing writable (read-only root, no tmpfs)" cannot_write
 check "no npm or npx in the image" no_npm
