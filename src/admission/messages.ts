@@ -41,6 +41,20 @@ export const podWarnings = {
 
 const PASSWORD_KEYS = `${SECRET_KEYS.postgresPassword} and ${SECRET_KEYS.password}`;
 
+/** Which password keys an UPDATE changes and which it removes (names only, never values). */
+export interface PasswordKeyChanges {
+  changed: string[];
+  removed: string[];
+}
+
+/** "changes postgres-password and password", "removes password", ... */
+export function describeKeyChanges({ changed, removed }: PasswordKeyChanges): string {
+  const parts: string[] = [];
+  if (changed.length > 0) parts.push(`changes ${changed.join(' and ')}`);
+  if (removed.length > 0) parts.push(`removes ${removed.join(' and ')}`);
+  return parts.join(' and ');
+}
+
 export interface SecretMessageContext {
   namespace: string;
   secret: string;
@@ -48,9 +62,9 @@ export interface SecretMessageContext {
 }
 
 export const secretMessages = {
-  passwordChangeUnderPvc: (c: SecretMessageContext, keyChanges: readonly string[]): string =>
-    `Secret ${objectRef(c.namespace, c.secret)}: refused, this request ${keyChanges.join(' and ')}, ` +
-    `but PVC ${objectRef(c.namespace, c.pvc)} exists. ` +
+  passwordChangeUnderPvc: (c: SecretMessageContext, keys: PasswordKeyChanges): string =>
+    `Secret ${objectRef(c.namespace, c.secret)}: the PostgreSQL password cannot change while ` +
+    `PVC ${objectRef(c.namespace, c.pvc)} exists (this request ${describeKeyChanges(keys)}). ` +
     'PostgreSQL keeps the password it was initialised with in that volume and ignores the Secret afterwards, ' +
     'so every Dify component (api, worker, plugin daemon, migration Job) would fail to log in with error 28P01. ' +
     'Two ways out: ' +
@@ -59,25 +73,23 @@ export const secretMessages = {
     `with \`kubectl delete pvc -n ${c.namespace} ${c.pvc}\`, then redeploy with the new POSTGRES_PASSWORD.`,
 
   keysDiverge: (c: SecretMessageContext): string =>
-    `Secret ${objectRef(c.namespace, c.secret)}: refused, keys ${PASSWORD_KEYS} would hold different passwords. ` +
+    `Secret ${objectRef(c.namespace, c.secret)}: keys ${PASSWORD_KEYS} would hold different passwords. ` +
     `Both must hold the same value (${SECRET_KEYS.password} is a copy of ${SECRET_KEYS.postgresPassword} ` +
     'kept for compatibility); set them to the same value.',
 
   guardLabelsRemovedUnderPvc: (c: SecretMessageContext): string =>
-    `Secret ${objectRef(c.namespace, c.secret)}: refused, this request removes or changes the labels ` +
+    `Secret ${objectRef(c.namespace, c.secret)}: this request removes or changes the labels ` +
     `${LABELS.name}=${contract.values.difyName}, ${LABELS.component}=${contract.components.postgresql} ` +
     `or ${LABELS.instance} while PVC ${objectRef(c.namespace, c.pvc)} exists. ` +
     'dify-guard uses these labels to protect the PostgreSQL password; removing them would switch the guard off. ' +
     'Keep the labels as they are.',
 
   pvcStateUnknown: (c: SecretMessageContext): string =>
-    `Secret ${objectRef(c.namespace, c.secret)}: refused for now, dify-guard cannot verify whether ` +
+    `Secret ${objectRef(c.namespace, c.secret)}: refused for now, because dify-guard cannot verify whether ` +
     `PVC ${objectRef(c.namespace, c.pvc)} exists (its PVC cache is not in sync with the API server), ` +
     'and this request could change the PostgreSQL password or its guard. Retry in a few seconds; ' +
     'if this persists, check the dify-guard pods and their logs.',
 
-  /** Key-level description of a password change, e.g. "changes postgres-password". */
-  keyChange: (key: string, removed: boolean): string => `${removed ? 'removes' : 'changes'} ${key}`,
 };
 
 export const secretWarnings = {

@@ -2,7 +2,7 @@
 // exists. Pure: the PVC state comes from the injected pvcStateOf, asked only when it matters.
 import { Buffer } from 'node:buffer';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../contract.js';
-import { secretMessages, secretWarnings, type SecretMessageContext } from './messages.js';
+import { secretMessages, secretWarnings, type PasswordKeyChanges, type SecretMessageContext } from './messages.js';
 import { asObject, metadataOf, nonEmptyString, stringMapOf } from './raw-json.js';
 import { releaseFromName, type GuardSettings } from './settings.js';
 import type { AdmissionRequest, JsonObject, PvcStateOf, SecretChange, SecretDecision } from './types.js';
@@ -72,9 +72,10 @@ export function judgeSecretChange(change: SecretChange, settings: GuardSettings,
   }
 
   // UPDATE
-  const keyChanges = oldSecret && newPasswords ? passwordKeyChanges(passwordsOf(oldSecret), newPasswords) : [];
+  const keyChanges = oldSecret && newPasswords ? passwordKeyChanges(passwordsOf(oldSecret), newPasswords) : { changed: [], removed: [] };
+  const passwordTouched = keyChanges.changed.length + keyChanges.removed.length > 0;
   const guardRemoved = oldSecret !== null && newSecret !== null && guardLabelsRemoved(oldSecret, newSecret, release, settings);
-  if (keyChanges.length === 0 && !guardRemoved) {
+  if (!passwordTouched && !guardRemoved) {
     return { allowed: true, reason: 'PasswordUnchanged', warnings: [], audit: false };
   }
   const state = pvcStateOf(pvc.namespace, pvc.name);
@@ -82,7 +83,7 @@ export function judgeSecretChange(change: SecretChange, settings: GuardSettings,
   if (state !== 'present') {
     return { allowed: false, reason: 'PvcStateUnknown', message: secretMessages.pvcStateUnknown(context), warnings: [], pvc, audit: true };
   }
-  if (keyChanges.length > 0) {
+  if (passwordTouched) {
     return {
       allowed: false,
       reason: 'PasswordChangeUnderPvc',
@@ -123,15 +124,15 @@ function keysDiverge(passwords: Passwords): boolean {
   return first !== undefined && second !== undefined && !first.equals(second);
 }
 
-/** "changes postgres-password", "removes password", ...: what an UPDATE does to the password keys. */
-function passwordKeyChanges(before: Passwords, after: Passwords): string[] {
-  const changes: string[] = [];
+/** Which password keys an UPDATE changes or removes. */
+function passwordKeyChanges(before: Passwords, after: Passwords): PasswordKeyChanges {
+  const changes: PasswordKeyChanges = { changed: [], removed: [] };
   for (const key of PASSWORD_KEYS) {
     const old = before.get(key);
     const next = after.get(key);
-    if (old !== undefined && next === undefined) changes.push(secretMessages.keyChange(key, true));
+    if (old !== undefined && next === undefined) changes.removed.push(key);
     else if (next !== undefined && (old === undefined ? !isCopyOfOtherKey(key, next, before) : !old.equals(next))) {
-      changes.push(secretMessages.keyChange(key, false));
+      changes.changed.push(key);
     }
   }
   return changes;

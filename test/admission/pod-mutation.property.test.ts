@@ -8,7 +8,7 @@ import { mutatePod, REDIS_PASSWORD_REFERENCE } from '../../src/admission/pod-mut
 import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings, releaseNames } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
-import { mutateAndApply, type EnvEntry } from './pod-helpers.js';
+import { mutateAndApply, type EnvEntry } from '../support/fixtures.js';
 
 const settings = defaultGuardSettings;
 const OWNED = Object.values(ENV);

@@ -5,11 +5,10 @@ import { mutatePod, rewriteBrokerUrl, brokerUrlHasPassword, REDIS_PASSWORD_REFER
 import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings, releaseNames } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
-import { fixtureNames, loadObject, loadReview, sensitiveStringsOf } from '../support/fixtures.js';
 import {
-  asComponent, containerOf, entriesNamed, envOf, indexOfName, labelsOf, mutateAndApply, secretRef, setEnv,
-  type EnvEntry,
-} from './pod-helpers.js';
+  asComponent, containerOf, entriesNamed, envOf, fixtureNames, indexOfName, labelsOf, loadObject, loadReview, mutateAndApply,
+  secretRef, sensitiveStringsOf, setEnv, type EnvEntry,
+} from '../support/fixtures.js';
 
 const settings = defaultGuardSettings;
 const C = contract.components;
