@@ -109,7 +109,7 @@ function treatContainer(container: Container, plan: PodPlan): string[] {
       }
     }
     // A REDIS_HOST/PORT from envFrom would be overridden by an explicit entry, so only a plain env gets them.
-    if (spec.envFrom === undefined) {
+    if (!Array.isArray(spec.envFrom) || spec.envFrom.length === 0) {
       const added: string[] = [];
       for (const [name, value] of [[ENV.redisHost, credentials.redisHost], [ENV.redisPort, credentials.redisPort]] as const) {
         if (env.some((entry) => isEntryNamed(entry, name))) continue;

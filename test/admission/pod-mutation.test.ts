@@ -109,7 +109,7 @@ t.test('MIGRATION_ENABLED', async (t) => {
     const { result, after } = mutateAndApply(pod, settings);
     t.strictSame(result.patch, []);
     t.equal(entriesNamed(envOf(after, 'db-migration'), ENV.migrationEnabled)[0]?.value, 'true');
-    t.strictSame(entriesNamed(envOf(after, 'wait-for-db', 'initContainers'), ENV.migrationEnabled), []);
+    t.strictSame(entriesNamed(envOf(after, 'wait-for-postgresql', 'initContainers'), ENV.migrationEnabled), []);
   });
 });
 
@@ -257,6 +257,12 @@ t.test('REDIS_HOST and REDIS_PORT', async (t) => {
     t.strictSame(entriesNamed(envOf(after, 'worker'), ENV.redisHost), []);
     t.strictSame(entriesNamed(envOf(after, 'worker'), ENV.redisPort), []);
     t.strictSame(entriesNamed(envOf(after, 'worker'), ENV.dbPassword), [{ name: ENV.dbPassword, valueFrom: dbRef }], 'credentials still injected');
+  });
+  t.test('an empty envFrom list is no envFrom', async (t) => {
+    const pod = workerPod([{ name: 'A', value: 'a' }]);
+    containerOf(pod, 'worker').envFrom = [];
+    const { after } = mutateAndApply(pod, settings);
+    t.equal(entriesNamed(envOf(after, 'worker'), ENV.redisHost).length, 1);
   });
   t.test('a container without env gets one', async (t) => {
     const { after } = mutateAndApply(workerPod(undefined), settings);
