@@ -1,7 +1,7 @@
 // Warning Events on guarded Secrets, in the events.k8s.io/v1 API: `regarding` names the Secret and
 // repeats are folded into the Event's `series` (count, lastObservedTime) instead of new Events.
 // (events.k8s.io/v1 is the API with a first-class series; it shares storage with core/v1 Events, so
-// `kubectl get events` and `kubectl describe secret` show them as well.)
+// `kubectl get events` and `kubectl events --for secret/<name>` show them as well.)
 // Emission runs in the background with a timeout: it never fails or delays an admission answer.
 import type { Logger } from 'pino';
 import type { JsonObject } from '../admission/types.js';
@@ -9,7 +9,7 @@ import type { JsonObject } from '../admission/types.js';
 export interface SecretEvent {
   namespace: string;
   secretName: string;
-  /** The Secret's metadata.uid: `kubectl describe secret` selects events by it. */
+  /** The Secret's metadata.uid, so the Event names that very object (not a later one of the same name). */
   secretUid?: string | undefined;
   reason: string;
   action: string;

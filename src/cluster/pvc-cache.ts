@@ -166,7 +166,6 @@ export class PvcCache {
       this.retryTimer = undefined;
       if (!this.stopped) this.startGeneration();
     }, delayMs);
-    this.retryTimer.unref();
   }
 
   private backoffDelay(): number {
