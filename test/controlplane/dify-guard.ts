@@ -3,6 +3,7 @@
 // in a file the tests read.
 import { readFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { CONFIG_FILE_ENV, SETTINGS } from '../../src/config.js';
 import { repoRoot } from '../support/binaries.js';
@@ -108,6 +109,31 @@ export class DifyGuard {
 
   /** SIGTERM (graceful shutdown), as Kubernetes stops a pod. */
   async stopProcess(): Promise<void> { await this.process.stop(15_000); }
+
+  /**
+   * POSTs an AdmissionReview straight to the webhook over HTTPS (verifying its certificate against
+   * the CA), as an API server would; for moments when no API server is up to send it.
+   */
+  review(path: string, admissionRequest: JsonLine): Promise<JsonLine> {
+    const body = JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: admissionRequest });
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest({
+        host: '127.0.0.1', port: this.port, path, method: 'POST', ca: readFileSync(this.certs.caFile),
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: 10_000,
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          if (res.statusCode !== 200) { reject(new Error(`POST ${path}: ${res.statusCode} ${text}`)); return; }
+          resolve((JSON.parse(text) as { response: JsonLine }).response);
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`POST ${path} timed out`)));
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
 
   /** GET on the plain-HTTP health port: /healthz, /readyz or /metrics. */
   health(path: string): Promise<number> { return healthGet(this.healthPort, path); }

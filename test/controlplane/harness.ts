@@ -237,6 +237,12 @@ export class ControlPlane {
     return waitFor(`audit event: ${what}`, () => this.auditEvents().find(match), { timeoutMs, intervalMs: 100 });
   }
 
+  /** The ResponseComplete audit event of one request, by the Audit-Id header of its response. */
+  auditEventOf(auditId: string, timeoutMs = 15_000): Promise<AuditEvent> {
+    if (!auditId) throw new Error('the response carried no Audit-Id header');
+    return this.waitForAuditEvent(`auditID ${auditId}`, (e) => e.auditID === auditId && e.stage === 'ResponseComplete', timeoutMs);
+  }
+
   /** The last lines of each process's output, for a failing test's report. */
   diagnostics(lines = 30): string {
     return [this.etcd, this.apiServer].map((p) => `--- ${p.name} (${p.logPath})\n${p.tail(lines)}`).join('\n');

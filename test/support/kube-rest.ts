@@ -9,6 +9,8 @@ export interface KubeResponse {
   body: Json;
   /** The texts of the `Warning: 299 - "..."` headers, in order. */
   warnings: string[];
+  /** The API server's Audit-Id header: the auditID of this request's audit events. */
+  auditId: string;
 }
 
 export interface KubeRequest {
@@ -55,7 +57,8 @@ export class KubeRest {
           }
           let parsed: Json;
           try { parsed = text ? JSON.parse(text) as Json : {}; } catch { parsed = { raw: text }; }
-          resolve({ status: res.statusCode ?? 0, body: parsed, warnings });
+          const auditId = res.headers['audit-id'];
+          resolve({ status: res.statusCode ?? 0, body: parsed, warnings, auditId: typeof auditId === 'string' ? auditId : '' });
         });
       });
       req.on('timeout', () => req.destroy(new Error(`${method} ${url.pathname} timed out`)));
