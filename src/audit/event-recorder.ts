@@ -76,8 +76,9 @@ export class SecretEventRecorder {
     this.prune();
     const key = `${event.namespace}/${event.secretName}/${event.reason}`;
     // Events about one Secret and reason are emitted in order, so a repeat finds the Event to update.
+    const observedMs = this.now();
     const task = (this.chains.get(key) ?? Promise.resolve())
-      .then(() => this.emit(key, event))
+      .then(() => this.emit(key, event, observedMs))
       .catch((error: unknown) => {
         this.options.onFailure?.();
         log.warn({ namespace: event.namespace, secret: event.secretName, reason: event.reason, error: describeApiError(error) },
@@ -96,8 +97,7 @@ export class SecretEventRecorder {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
-  private async emit(key: string, event: SecretEvent): Promise<void> {
-    const now = this.now();
+  private async emit(key: string, event: SecretEvent, now: number): Promise<void> {
     const existing = this.series.get(key);
     if (existing && now - existing.lastObservedMs <= this.windowMs) {
       const count = existing.count + 1;
@@ -150,7 +150,6 @@ export class SecretEventRecorder {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
-      timer.unref();
     });
     return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
   }

@@ -1,0 +1,51 @@
+// The audit trail: exactly the listed fields in one JSON line, and a Warning Event unless dry-run.
+import t from 'tap';
+import { createAuditTrail, type AuditRecord } from '../../src/audit/audit-trail.js';
+import type { SecretEvent, SecretEventRecorder } from '../../src/audit/event-recorder.js';
+import { captureLog } from '../server/support.js';
+
+const record: AuditRecord = {
+  decision: 'denied', uid: '2c7f0b4e', user: 'kubernetes-admin', groups: ['system:authenticated'], operation: 'UPDATE',
+  namespace: 'dify', name: 'dify-postgresql', reason: 'PasswordChangeUnderPvc', pvc: 'dify/data-dify-postgresql-0',
+  dryRun: false, message: 'Secret dify/dify-postgresql: refused',
+};
+
+function setup() {
+  const captured = captureLog('info');
+  const events: SecretEvent[] = [];
+  const recorder = { record: (e: SecretEvent) => { events.push(e); } } as unknown as SecretEventRecorder;
+  return { captured, events, trail: createAuditTrail({ log: captured.log, events: recorder }) };
+}
+
+t.test('one JSON line with the audit fields and nothing else', async (t) => {
+  const { captured, trail } = setup();
+  // Fields beyond the record's are ignored even if a caller passes them.
+  trail.record({ ...record, object: { data: { password: 'c2VjcmV0' } } } as AuditRecord, { uid: 'secret-uid' });
+  const lines = captured.lines();
+  t.equal(lines.length, 1);
+  const { level, time, msg, audit, pid, hostname, ...fields } = lines[0]!;
+  t.equal(level, 40, 'warn');
+  t.ok(time && pid && hostname, 'pino\'s own fields');
+  t.equal(msg, 'Secret change denied');
+  t.equal(audit, true, 'marked as an audit line');
+  t.same(fields, record, 'exactly uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, decision');
+  t.notMatch(captured.text(), 'c2VjcmV0');
+});
+
+t.test('a Warning Event unless dry-run', async (t) => {
+  const { events, trail } = setup();
+  trail.record(record, { uid: 'secret-uid' });
+  trail.record({ ...record, dryRun: true });
+  trail.record({ ...record, decision: 'allowed', operation: 'DELETE', reason: 'DeleteUnderPvc' });
+  t.same(events, [
+    { namespace: 'dify', secretName: 'dify-postgresql', secretUid: 'secret-uid', reason: 'PasswordChangeUnderPvc', action: 'DenyUpdate', note: record.message },
+    { namespace: 'dify', secretName: 'dify-postgresql', secretUid: undefined, reason: 'DeleteUnderPvc', action: 'AllowDelete', note: record.message },
+  ]);
+});
+
+t.test('with Events disabled, only the log line', async (t) => {
+  const captured = captureLog('info');
+  const trail = createAuditTrail({ log: captured.log });
+  trail.record(record);
+  t.equal(captured.lines().length, 1);
+});
