@@ -45,6 +45,7 @@ export interface SettingSpec<T> {
 const port = (n: number): JsonSchema => ({ type: 'integer', minimum: n, maximum: 65535 });
 // A Kubernetes name with {release} where the Helm release name goes.
 const nameTemplate: JsonSchema = { type: 'string', maxLength: 253, pattern: '^(?:[a-z0-9.-]|\\{release\\})*\\{release\\}(?:[a-z0-9.-]|\\{release\\})*$' };
+const filePath: JsonSchema = { type: 'string', pattern: '^\\S(.*\\S)?$' };
 const templateExpects = 'must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql")';
 
 export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> } = {
@@ -61,11 +62,11 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
     description: 'Address both ports listen on (`::` for IPv6 and IPv4).',
   },
   tlsCertFile: {
-    env: 'DIFY_GUARD_TLS_CERT_FILE', default: '/etc/dify-guard/tls/tls.crt', schema: { type: 'string', minLength: 1 }, expects: 'must be a file path',
+    env: 'DIFY_GUARD_TLS_CERT_FILE', default: '/etc/dify-guard/tls/tls.crt', schema: filePath, expects: 'must be a file path',
     description: 'PEM serving certificate (with its chain); reloaded when the file or its folder changes.',
   },
   tlsKeyFile: {
-    env: 'DIFY_GUARD_TLS_KEY_FILE', default: '/etc/dify-guard/tls/tls.key', schema: { type: 'string', minLength: 1 }, expects: 'must be a file path',
+    env: 'DIFY_GUARD_TLS_KEY_FILE', default: '/etc/dify-guard/tls/tls.key', schema: filePath, expects: 'must be a file path',
     description: 'PEM private key of the serving certificate; reloaded with it.',
   },
   bodyLimitBytes: {
