@@ -1,0 +1,231 @@
+// The env the chart gives each Dify container: the rules dify-guard enforces already hold in what
+// the chart renders (MIGRATION_ENABLED=false, passwords only by secretKeyRef, REDIS_PASSWORD before
+// the broker URL), the keys api shares with sandbox/plugin daemon agree, and no secret is a literal.
+import t from 'tap';
+import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import {
+  allContainersOf, containersOf, deepMerge, envIndex, envOf, kindOf, nameOf, podTemplateOf, render, requiredValues,
+  template, testSecret, workloadOf, workloads, type Container, type Json,
+} from '../support/helm.js';
+
+const release = 'dify';
+const pgSecret = expandName(contract.names.postgresqlSecret, release);
+const componentOf = (w: Json): string => podTemplateOf(w).metadata.labels?.[LABELS.component] ?? '';
+const mainContainer = (objects: Json[], component: string): Container => containersOf(workloadOf(objects, LABELS.component, component))[0]!;
+
+const base = await render(requiredValues());
+
+t.test('MIGRATION_ENABLED is the literal "false" on every api/worker/beat/plugin-daemon container', async (t) => {
+  for (const component of contract.podRules.forceMigrationDisabled) {
+    for (const c of containersOf(workloadOf(base.objects, LABELS.component, component))) {
+      const entries = (c.env ?? []).filter((e) => e.name === ENV.migrationEnabled);
+      t.equal(entries.length, 1, `${component}/${c.name}: set once`);
+      t.same(entries[0], { name: ENV.migrationEnabled, value: 'false' }, `${component}/${c.name}: "false", no valueFrom`);
+    }
+  }
+  t.equal(contract.podRules.forceMigrationDisabled.length, 4);
+});
+
+t.test('DB_PASSWORD comes from the PostgreSQL Secret by secretKeyRef wherever it is set', async (t) => {
+  let seen = 0;
+  for (const w of workloads(base.objects)) {
+    for (const c of allContainersOf(w)) {
+      const e = envOf(c, ENV.dbPassword);
+      if (!e) continue;
+      seen++;
+      t.notOk('value' in e, `${nameOf(w)}/${c.name}: no literal`);
+      t.same(e.valueFrom?.secretKeyRef, { name: pgSecret, key: SECRET_KEYS.postgresPassword }, `${nameOf(w)}/${c.name}`);
+    }
+  }
+  for (const component of contract.podRules.injectCredentials) {
+    t.ok(envOf(mainContainer(base.objects, component), ENV.dbPassword), `${component} has DB_PASSWORD`);
+  }
+  t.ok(seen >= contract.podRules.injectCredentials.length);
+});
+
+t.test('no env name appears twice in any container', async (t) => {
+  for (const variant of [{}, { pluginDaemon: { redis: { authEnabled: true, password: testSecret() } }, vectorStore: { type: 'pgvector' } }]) {
+    const { objects } = await render(deepMerge(requiredValues(), variant));
+    for (const w of workloads(objects)) {
+      for (const c of allContainersOf(w)) {
+        const names = (c.env ?? []).map((e) => e.name);
+        t.same(names.filter((n, i) => names.indexOf(n) !== i), [], `${kindOf(w)} ${nameOf(w)}/${c.name}`);
+      }
+    }
+  }
+});
+
+t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis host and port', async (t) => {
+  const c = mainContainer(base.objects, contract.components.pluginDaemon);
+  t.same((c.env ?? []).filter((e) => e.name === 'DB_DATABASE'), [{ name: 'DB_DATABASE', value: 'dify_plugin' }]);
+  t.equal(envOf(c, ENV.redisHost)?.value, expandName(contract.names.redisMaster, release));
+  t.equal(envOf(c, ENV.redisPort)?.value, String(contract.redisPort));
+  t.equal(envOf(c, 'DB_HOST')?.value, expandName(contract.names.postgresql, release));
+  t.equal(envOf(mainContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value, 'dify', 'api keeps Dify\'s database');
+});
+
+t.test('Redis without auth: no REDIS_PASSWORD, a broker URL without credentials, no Redis Secret', async (t) => {
+  for (const component of contract.podRules.injectCredentials) {
+    const c = mainContainer(base.objects, component);
+    t.notOk(envOf(c, ENV.redisPassword), `${component}`);
+    const url = envOf(c, ENV.celeryBrokerUrl)?.value;
+    if (url !== undefined) t.equal(url, `redis://${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`);
+  }
+  t.notOk(base.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)));
+});
+
+t.test('Redis with auth (chart Secret): REDIS_PASSWORD by secretKeyRef, defined before CELERY_BROKER_URL', async (t) => {
+  const password = testSecret();
+  const { objects, text } = await render(deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password } } }));
+  const redisSecret = expandName(contract.names.redisSecret, release);
+  const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret);
+  t.ok(secret, 'the chart renders <release>-redis');
+  t.ok(Buffer.from(String((secret!.data as Json)[SECRET_KEYS.redisPassword]), 'base64').toString() === password, 'with the given password');
+  for (const component of contract.podRules.injectCredentials) {
+    const c = mainContainer(objects, component);
+    t.same(envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef, { name: redisSecret, key: SECRET_KEYS.redisPassword }, component);
+    const broker = envIndex(c, ENV.celeryBrokerUrl);
+    if (broker >= 0) {
+      t.ok(envIndex(c, ENV.redisPassword) < broker, `${component}: REDIS_PASSWORD comes first (Kubernetes expands only earlier names)`);
+      t.equal(envOf(c, ENV.celeryBrokerUrl)?.value, `redis://:$(${ENV.redisPassword})@${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`);
+    }
+    t.same(podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.annotations ?? {}, {},
+      `${component}: no Secret annotations for the default Secret`);
+  }
+  // The bundled Redis requires the same password.
+  const redis = containersOf(workloadOf(objects, LABELS.component, contract.components.redis))[0]!;
+  t.same(envOf(redis, 'REDIS_PASSWORD')?.valueFrom?.secretKeyRef, { name: redisSecret, key: SECRET_KEYS.redisPassword });
+  t.notOk(text.includes(password), 'the password is only in the Secret, base64');
+});
+
+t.test('Redis with an existing Secret: references it and tells dify-guard by annotations', async (t) => {
+  const { objects } = await render(deepMerge(requiredValues(), {
+    pluginDaemon: { redis: { authEnabled: true, existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } },
+  }));
+  t.notOk(objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)), 'no chart Redis Secret');
+  for (const component of contract.podRules.injectCredentials) {
+    const w = workloadOf(objects, LABELS.component, component);
+    t.same(envOf(containersOf(w)[0]!, ENV.redisPassword)?.valueFrom?.secretKeyRef, { name: 'corp-redis', key: 'pw' }, component);
+    t.match(podTemplateOf(w).metadata.annotations, {
+      [contract.annotations.redisSecretName]: 'corp-redis', [contract.annotations.redisSecretKey]: 'pw',
+    }, `${component}: annotations for dify-guard`);
+  }
+});
+
+t.test('keys shared by api, sandbox and plugin daemon reference the same Secret keys', async (t) => {
+  const api = mainContainer(base.objects, contract.components.api);
+  const sandbox = mainContainer(base.objects, contract.components.sandbox);
+  const daemon = mainContainer(base.objects, contract.components.pluginDaemon);
+  const ref = (c: Container, n: string): unknown => envOf(c, n)?.valueFrom?.secretKeyRef;
+  for (const [a, b, other] of [
+    ['CODE_EXECUTION_API_KEY', 'API_KEY', sandbox], ['PLUGIN_DAEMON_KEY', 'SERVER_KEY', daemon], ['INNER_API_KEY_FOR_PLUGIN', 'DIFY_INNER_API_KEY', daemon],
+  ] as const) {
+    t.ok(ref(api, a), `${a} by secretKeyRef`);
+    t.same(ref(api, a), ref(other, b), `api ${a} == ${b}`);
+  }
+  t.ok(ref(api, 'SECRET_KEY'), 'SECRET_KEY by secretKeyRef');
+  t.equal(envOf(api, 'PLUGIN_DAEMON_URL')?.value, `http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002`);
+  t.equal(envOf(daemon, 'DIFY_INNER_API_URL')?.value, `http://${expandName(contract.names.component, release, contract.components.api)}:5001`);
+});
+
+t.test('generated shared keys are kept when given, and differ per key when generated', async (t) => {
+  const given = testSecret();
+  const { objects } = await render(deepMerge(requiredValues(), { secrets: { sandboxApiKey: given } }));
+  const api = mainContainer(objects, contract.components.api);
+  const ref = envOf(api, 'CODE_EXECUTION_API_KEY')!.valueFrom!.secretKeyRef!;
+  const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === ref.name)!;
+  const data = secret.data as Record<string, string>;
+  t.ok(Buffer.from(data[ref.key]!, 'base64').toString() === given, 'the given key is used');
+  const generated = ['PLUGIN_DAEMON_KEY', 'INNER_API_KEY_FOR_PLUGIN'].map((n) => data[envOf(api, n)!.valueFrom!.secretKeyRef!.key]);
+  t.ok(generated.every((v) => v && Buffer.from(v, 'base64').length >= 32), 'generated keys are long');
+  t.not(generated[0], generated[1]);
+});
+
+t.test('the OpenAI key (deploy.sh --openai-api-key) is kept in a Secret and referenced', async (t) => {
+  const key = `sk-${testSecret()}`;
+  const { objects, text } = await render(deepMerge(requiredValues(), { secrets: { openaiApiKey: key } }));
+  for (const component of [contract.components.api, contract.components.worker]) {
+    const ref = envOf(mainContainer(objects, component), 'OPENAI_API_KEY')?.valueFrom?.secretKeyRef;
+    t.ok(ref, component);
+    const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === ref!.name)!;
+    t.ok(Buffer.from(String((secret.data as Json)[ref!.key]), 'base64').toString() === key);
+  }
+  t.notOk(text.includes(key));
+});
+
+t.test('no secret value (nor its base64) appears outside a Secret', async (t) => {
+  const secrets = {
+    postgres: testSecret(), difyKey: testSecret(), redis: testSecret(), openai: testSecret(), sandbox: testSecret(),
+  };
+  const { objects } = await render({
+    postgresql: { auth: { password: secrets.postgres } },
+    secrets: { difySecretKey: secrets.difyKey, openaiApiKey: secrets.openai, sandboxApiKey: secrets.sandbox },
+    pluginDaemon: { redis: { authEnabled: true, password: secrets.redis } },
+    vectorStore: { type: 'pgvector' },
+    loadBalancer: { enabled: true },
+  });
+  const outside = JSON.stringify(objects.filter((o) => kindOf(o) !== 'Secret'));
+  for (const [what, value] of Object.entries(secrets)) {
+    t.notOk(outside.includes(value), `${what}: not in any non-Secret object`);
+    t.notOk(outside.includes(Buffer.from(value).toString('base64')), `${what}: nor its base64`);
+  }
+  // Every env entry whose name says password/key/secret is a reference.
+  for (const w of workloads(objects)) {
+    for (const c of allContainersOf(w)) {
+      for (const e of c.env ?? []) {
+        if (/PASSWORD|SECRET|_KEY$|^API_KEY$/.test(e.name) && e.name !== 'DIFY_GUARD_REDIS_SECRET_KEY' && !e.name.endsWith('_TEMPLATE')) {
+          t.ok(e.valueFrom?.secretKeyRef, `${nameOf(w)}/${c.name} ${e.name} is a secretKeyRef`);
+        }
+      }
+    }
+  }
+});
+
+t.test('pgvector: PGVECTOR_PASSWORD also by secretKeyRef to the PostgreSQL Secret', async (t) => {
+  const { objects } = await render(deepMerge(requiredValues(), { vectorStore: { type: 'pgvector' } }));
+  const api = mainContainer(objects, contract.components.api);
+  t.equal(envOf(api, 'VECTOR_STORE')?.value, 'pgvector');
+  t.same(envOf(api, 'PGVECTOR_PASSWORD')?.valueFrom?.secretKeyRef, { name: pgSecret, key: SECRET_KEYS.postgresPassword });
+});
+
+t.test('extraEnv cannot set a name the chart sets (no duplicates, no literal DB_PASSWORD)', async (t) => {
+  for (const [path, values] of [
+    ['api.extraEnv', { api: { extraEnv: [{ name: ENV.dbPassword, value: 'x' }] } }],
+    ['pluginDaemon.extraEnv', { pluginDaemon: { extraEnv: [{ name: 'DB_DATABASE', value: 'dify' }] } }],
+    ['dify.extraEnv', { dify: { extraEnv: [{ name: ENV.migrationEnabled, value: 'true' }] } }],
+  ] as const) {
+    const r = await template(deepMerge(requiredValues(), values as Json));
+    t.not(r.status, 0, `${path} duplicate refused`);
+    t.match(r.stderr, /is set twice in the .* container: the chart already sets it/, path);
+  }
+  const ok = await render(deepMerge(requiredValues(), { api: { extraEnv: [{ name: 'SENTRY_DSN', value: 'https://x' }] } }));
+  t.equal(envOf(mainContainer(ok.objects, contract.components.api), 'SENTRY_DSN')?.value, 'https://x', 'a new name is added');
+});
+
+t.test('probes, resources and security contexts on every workload container', async (t) => {
+  const { objects } = await render(deepMerge(requiredValues(), { loadBalancer: { enabled: true } }));
+  for (const w of workloads(objects)) {
+    const spec = podTemplateOf(w).spec;
+    t.ok(spec.securityContext, `${nameOf(w)}: pod securityContext`);
+    for (const c of allContainersOf(w)) {
+      t.ok(c.resources && Object.keys(c.resources as Json).length > 0, `${nameOf(w)}/${c.name}: resources`);
+      const sc = c.securityContext as Json | undefined;
+      t.equal(sc?.allowPrivilegeEscalation, false, `${nameOf(w)}/${c.name}: no privilege escalation`);
+      t.ok(((sc?.capabilities as Json | undefined)?.drop as string[] | undefined)?.includes('ALL'), `${nameOf(w)}/${c.name}: drops ALL capabilities`);
+    }
+    if (kindOf(w) === 'Job') continue;
+    for (const c of containersOf(w)) t.ok(c.livenessProbe, `${nameOf(w)}/${c.name}: liveness probe`);
+    const component = componentOf(w);
+    if (![contract.components.worker, contract.components.beat].includes(component)) {
+      for (const c of containersOf(w)) t.ok(c.readinessProbe, `${nameOf(w)}/${c.name}: readiness probe`);
+    }
+  }
+});
+
+t.test('Dify pods carry no service account token; dify-guard\'s does', async (t) => {
+  for (const w of workloads(base.objects)) {
+    const spec = podTemplateOf(w).spec;
+    if (podTemplateOf(w).metadata.labels?.[LABELS.name] === contract.values.guardName) t.not(spec.automountServiceAccountToken, false, nameOf(w));
+    else t.equal(spec.automountServiceAccountToken, false, nameOf(w));
+  }
+});

@@ -1,0 +1,71 @@
+// The dify-guard Deployment's env against dify-guard's own setting table (src/config.ts, engineer
+// "server"): every DIFY_GUARD_* the chart sets is a known setting, and the whole env loads without a
+// problem and gives the contract's name templates, for default and tuned values.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { LABELS, contract } from '../../src/contract.js';
+import { repoRoot } from '../support/binaries.js';
+import { containersOf, deepMerge, ofKind, podTemplateOf, render, requiredValues, type Container } from '../support/helm.js';
+
+interface ConfigModule {
+  SETTINGS?: Record<string, { env: string }>;
+  CONFIG_FILE_ENV?: string;
+  loadConfig?: (env: NodeJS.ProcessEnv, readText?: (path: string) => string) =>
+    { ok: true; config: Record<string, unknown> } | { ok: false; problems: string[] };
+}
+
+// Read dynamically, so a missing export fails with a sentence rather than a type error elsewhere.
+const configModule = (await import(join(repoRoot, 'src/config.ts'))) as ConfigModule;
+const { SETTINGS, CONFIG_FILE_ENV, loadConfig } = configModule;
+
+t.test('src/config.ts exports its setting table', async (t) => {
+  t.ok(SETTINGS && typeof SETTINGS === 'object',
+    'src/config.ts must export SETTINGS ({ [key]: { env: "DIFY_GUARD_..." } }): the chart\'s DIFY_GUARD_* names are checked against it');
+  t.type(loadConfig, 'function', 'src/config.ts must export loadConfig(env)');
+  t.type(CONFIG_FILE_ENV, 'string', 'src/config.ts must export CONFIG_FILE_ENV');
+});
+
+const guardEnv = (c: Container): Record<string, string> =>
+  Object.fromEntries((c.env ?? []).map((e) => {
+    if (e.value === undefined) throw new Error(`${e.name}: dify-guard settings are plain values`);
+    return [e.name, e.value];
+  }));
+
+for (const [label, values] of [
+  ['defaults', {}],
+  ['tuned', { webhook: { logLevel: 'debug', eventsEnabled: false, bodyLimitBytes: 1048576, shutdownTimeoutSeconds: 40, pvcResyncSeconds: 60, bindAddress: '::' } }],
+] as const) {
+  t.test(`chart env (${label}) is what dify-guard reads`, async (t) => {
+    const { objects } = await render(deepMerge(requiredValues(), values));
+    const deploy = ofKind(objects, 'Deployment').find((d) => podTemplateOf(d).metadata.labels?.[LABELS.name] === contract.values.guardName)!;
+    const env = guardEnv(containersOf(deploy)[0]!);
+    const known = new Set([...Object.values(SETTINGS ?? {}).map((s) => s.env), CONFIG_FILE_ENV]);
+    const names = Object.keys(env).filter((n) => n.startsWith('DIFY_GUARD_'));
+    t.ok(names.length >= 14, 'the settings of the brief are all set');
+    for (const name of names) t.ok(known.has(name), `${name} is a setting of src/config.ts`);
+    t.same(Object.keys(env).filter((n) => !n.startsWith('DIFY_GUARD_')), [], 'nothing else');
+
+    const loaded = loadConfig!(env, () => { throw new Error('no config file expected'); });
+    t.same(loaded.ok ? [] : loaded.problems, [], 'loadConfig accepts the chart\'s env');
+    if (!loaded.ok) return;
+    const c = loaded.config;
+    t.match(c, {
+      port: contract.webhook.securePort, healthPort: contract.webhook.healthPort,
+      postgresqlSecretTemplate: contract.names.postgresqlSecret, postgresqlPvcTemplate: contract.names.postgresqlPvc,
+      redisHostTemplate: contract.names.redisMaster, redisPort: contract.redisPort,
+      redisSecretTemplate: contract.names.redisSecret, redisSecretKey: contract.secretKeys.redisPassword,
+      tlsCertFile: '/etc/dify-guard/tls/tls.crt', tlsKeyFile: '/etc/dify-guard/tls/tls.key',
+    });
+    const shutdown = Number(c.shutdownTimeoutSeconds);
+    const grace = Number((deploy.spec as { template: { spec: { terminationGracePeriodSeconds: number } } }).template.spec.terminationGracePeriodSeconds);
+    t.ok(grace > shutdown, 'the pod\'s grace period outlasts dify-guard\'s own shutdown timeout');
+    if (label === 'tuned') t.match(c, { logLevel: 'debug', eventsEnabled: false, bodyLimitBytes: 1048576, pvcResyncSeconds: 60, bindAddress: '::' });
+  });
+}
+
+t.test('the image tag default is package.json\'s version (= Chart.yaml version)', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+  const chartYaml = readFileSync(join(repoRoot, 'chart/Chart.yaml'), 'utf8');
+  t.match(chartYaml, new RegExp(`^version: ${pkg.version.replace(/\./g, '\\.')}$`, 'm'));
+});

@@ -1,0 +1,118 @@
+// How Dify is reached: the Ingress with the routes of Dify's own nginx (no /plugin: Dify has none),
+// the optional MetalLB LoadBalancer in front of an nginx proxy with the same routes, and the
+// storage classes of the PVCs (Nutanix CSI).
+import t from 'tap';
+import { LABELS, contract, expandName } from '../../src/contract.js';
+import {
+  annotationsOf, containersOf, deepMerge, find, kindOf, nameOf, ofKind, render, requiredValues, template, workloads,
+  type Json,
+} from '../support/helm.js';
+
+const release = 'dify';
+const svcName = (component: string): string => expandName(contract.names.component, release, component);
+// Dify 1.11's docker/nginx/conf.d/default.conf.template (reference/dify-domain.md §4).
+const difyRoutes: [string, string, number][] = [
+  ['/console/api', svcName(contract.components.api), 5001],
+  ['/api', svcName(contract.components.api), 5001],
+  ['/v1', svcName(contract.components.api), 5001],
+  ['/files', svcName(contract.components.api), 5001],
+  ['/mcp', svcName(contract.components.api), 5001],
+  ['/triggers', svcName(contract.components.api), 5001],
+  ['/e/', svcName(contract.components.pluginDaemon), 5002],
+  ['/explore', svcName(contract.components.web), 3000],
+  ['/', svcName(contract.components.web), 3000],
+];
+
+interface Path { path: string; pathType: string; backend: { service: { name: string; port: { number: number } } } }
+const rulesOf = (ingress: Json): { host?: string; http: { paths: Path[] } }[] => (ingress.spec as Json).rules as never;
+
+t.test('Ingress <release>: exactly Dify\'s routes, each to an existing Service port', async (t) => {
+  const { objects } = await render(requiredValues());
+  const ingress = find(objects, 'Ingress', expandName(contract.names.ingress, release));
+  const rules = rulesOf(ingress);
+  t.equal(rules.length, 1);
+  t.notOk(rules[0]!.host, 'every host by default');
+  const paths = rules[0]!.http.paths;
+  t.same(paths.map((p) => [p.path, p.backend.service.name, p.backend.service.port.number]), difyRoutes);
+  t.ok(paths.every((p) => p.pathType === 'Prefix'));
+  t.notOk(paths.some((p) => p.path.startsWith('/plugin')), 'no invented /plugin route');
+  for (const p of paths) {
+    const svc = find(objects, 'Service', p.backend.service.name);
+    t.ok(((svc.spec as Json).ports as Json[]).some((port) => port.port === p.backend.service.port.number), `${p.path}: Service port exists`);
+  }
+});
+
+t.test('Ingress class, host, TLS and annotations are configurable', async (t) => {
+  const { objects } = await render(deepMerge(requiredValues(), {
+    ingress: { className: 'nginx', host: 'dify.example.com', tls: { enabled: true }, annotations: { 'a/b': 'c' } },
+  }));
+  const ingress = find(objects, 'Ingress', expandName(contract.names.ingress, release));
+  const spec = ingress.spec as Json;
+  t.equal(spec.ingressClassName, 'nginx');
+  t.equal(rulesOf(ingress)[0]!.host, 'dify.example.com');
+  t.same(spec.tls, [{ hosts: ['dify.example.com'], secretName: `${release}-tls` }]);
+  t.equal(annotationsOf(ingress)['a/b'], 'c');
+  const noHost = await template(deepMerge(requiredValues(), { ingress: { tls: { enabled: true } } }));
+  t.not(noHost.status, 0);
+  t.match(noHost.stderr, /ingress\.tls\.enabled needs ingress\.host/);
+  const off = await render(deepMerge(requiredValues(), { ingress: { enabled: false } }));
+  t.same(ofKind(off.objects, 'Ingress'), []);
+});
+
+t.test('MetalLB: a LoadBalancer Service with address and pool annotations, nginx with the same routes', async (t) => {
+  const { objects } = await render(deepMerge(requiredValues(), {
+    loadBalancer: { enabled: true, loadBalancerIP: '192.0.2.10', addressPool: 'dify-pool' },
+  }));
+  const proxy = svcName('proxy');
+  const svc = find(objects, 'Service', proxy);
+  const spec = svc.spec as Json;
+  t.equal(spec.type, 'LoadBalancer');
+  t.equal(spec.loadBalancerIP, '192.0.2.10');
+  t.match(annotationsOf(svc), {
+    'metallb.universe.tf/address-pool': 'dify-pool', 'metallb.io/address-pool': 'dify-pool',
+    'metallb.universe.tf/loadBalancerIPs': '192.0.2.10', 'metallb.io/loadBalancerIPs': '192.0.2.10',
+  });
+  const conf = String((find(objects, 'ConfigMap', proxy).data as Json)['default.conf']);
+  for (const [path, service, port] of difyRoutes) {
+    t.match(conf, new RegExp(`location ${path.replace(/\//g, '\\/')} \\{\\s+proxy_pass http://${service}:${port};`), `nginx ${path}`);
+  }
+  t.match(conf, /proxy_set_header Dify-Hook-Url \$scheme:\/\/\$host\$request_uri;/, '/e/ keeps the Dify-Hook-Url header');
+  const deploy = find(objects, 'Deployment', proxy);
+  t.equal(containersOf(deploy)[0]!.readinessProbe ? 'probe' : 'none', 'probe');
+  // The proxy is a Dify pod that dify-guard never treats.
+  t.notOk((contract.podRules.injectCredentials as string[]).includes('proxy'));
+  const none = await render(requiredValues());
+  t.notOk(none.objects.some((o) => nameOf(o) === proxy), 'off by default');
+});
+
+t.test('storage classes: global (e.g. Nutanix CSI) and per component, on every PVC', async (t) => {
+  const pvcSpecs = (objects: Json[]): [string, Json][] => [
+    ...ofKind(objects, 'PersistentVolumeClaim').map((p) => [nameOf(p), p.spec as Json] as [string, Json]),
+    ...ofKind(objects, 'StatefulSet').flatMap((s) => (((s.spec as Json).volumeClaimTemplates ?? []) as Json[])
+      .map((c) => [`${nameOf(c)}-${nameOf(s)}-0`, c.spec as Json] as [string, Json])),
+  ];
+  const global = await render(deepMerge(requiredValues(), { global: { storageClass: 'nutanix-volume' } }));
+  const specs = pvcSpecs(global.objects);
+  t.ok(specs.length >= 4, 'postgresql, redis, storage, plugin daemon');
+  for (const [name, spec] of specs) t.equal(spec.storageClassName, 'nutanix-volume', name);
+  t.ok(specs.some(([n]) => n === expandName(contract.names.postgresqlPvc, release)));
+
+  const mixed = await render(deepMerge(requiredValues(), {
+    global: { storageClass: 'nutanix-volume' }, postgresql: { persistence: { storageClass: 'nutanix-db', size: '50Gi' } },
+  }));
+  const pg = pvcSpecs(mixed.objects).find(([n]) => n === expandName(contract.names.postgresqlPvc, release))![1];
+  t.equal(pg.storageClassName, 'nutanix-db');
+  t.same(pg.resources, { requests: { storage: '50Gi' } });
+
+  const def = await render(requiredValues());
+  for (const [name, spec] of pvcSpecs(def.objects)) t.notOk('storageClassName' in spec, `${name}: cluster default class`);
+});
+
+t.test('a ReadWriteOnce storage PVC keeps workers on the node of an api pod; ReadWriteMany does not', async (t) => {
+  const worker = (objects: Json[]): Json => workloads(objects).find((w) => kindOf(w) === 'Deployment' && nameOf(w) === svcName(contract.components.worker))!;
+  const rwo = await render(requiredValues());
+  const affinity = ((worker(rwo.objects).spec as Json).template as Json).spec as Json;
+  t.match(affinity.affinity, { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { [LABELS.component]: contract.components.api } } }] } });
+  const rwx = await render(deepMerge(requiredValues(), { storage: { persistence: { accessModes: ['ReadWriteMany'] } } }));
+  t.notOk((((worker(rwx.objects).spec as Json).template as Json).spec as Json).affinity);
+});

@@ -1,0 +1,238 @@
+// dify-guard as the chart installs it: the two webhook configurations select exactly the chart's Dify
+// pods and its PostgreSQL Secret (selectors evaluated here against every rendered pod template and
+// Secret), never kube-system nor dify-guard itself; TLS in its three modes; Deployment, PDB, RBAC.
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { LABELS, contract, expandName } from '../../src/contract.js';
+import { repoRoot } from '../support/binaries.js';
+import {
+  annotationsOf, containersOf, deepMerge, find, kindOf, labelsOf, nameOf, ofKind, podTemplateOf, render, requiredValues,
+  selects, template, testSecret, workloads, type Json, type LabelSelector,
+} from '../support/helm.js';
+
+const release = 'dify';
+const namespace = 'dify';
+const packageVersion = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+
+interface Webhook {
+  name: string; clientConfig: { url?: string; caBundle?: string; service?: { name: string; namespace: string; path: string; port: number } };
+  rules: { operations: string[]; apiGroups: string[]; apiVersions: string[]; resources: string[]; scope: string }[];
+  objectSelector: LabelSelector; namespaceSelector: LabelSelector; failurePolicy: string; sideEffects: string;
+  matchPolicy: string; reinvocationPolicy?: string; timeoutSeconds: number; admissionReviewVersions: string[];
+}
+
+function configurations(objects: Json[]): { mutating: Json; validating: Json; pods: Webhook; secrets: Webhook } {
+  const [mutating, ...m] = ofKind(objects, 'MutatingWebhookConfiguration');
+  const [validating, ...v] = ofKind(objects, 'ValidatingWebhookConfiguration');
+  if (!mutating || !validating || m.length || v.length) throw new Error('expected one Mutating and one ValidatingWebhookConfiguration');
+  const only = (c: Json): Webhook => {
+    const hooks = c.webhooks as Webhook[];
+    if (hooks.length !== 1) throw new Error(`${nameOf(c)} has ${hooks.length} webhooks`);
+    return hooks[0]!;
+  };
+  return { mutating, validating, pods: only(mutating), secrets: only(validating) };
+}
+
+const nsLabels = (name: string): Record<string, string> => ({ 'kubernetes.io/metadata.name': name });
+const isGuard = (labels: Record<string, string>): boolean => labels[LABELS.name] === contract.values.guardName;
+
+// Everything the chart can render at once: Redis auth (its Secret), pgvector, the MetalLB proxy.
+const everything = deepMerge(requiredValues(), {
+  pluginDaemon: { redis: { authEnabled: true, password: testSecret() } }, loadBalancer: { enabled: true },
+});
+const full = await render(everything, { release, namespace });
+const hooks = configurations(full.objects);
+
+t.test('the pod webhook selects exactly the chart\'s api/worker/beat/plugin-daemon/migration pods', async (t) => {
+  const selected: string[] = [];
+  for (const w of workloads(full.objects)) {
+    const labels = podTemplateOf(w).metadata.labels ?? {};
+    const component = labels[LABELS.component] ?? '';
+    const want = !isGuard(labels) && (contract.podRules.injectCredentials as string[]).includes(component);
+    t.equal(selects(hooks.pods.objectSelector, labels), want, `${kindOf(w)} ${nameOf(w)} (${component})`);
+    if (want) selected.push(component);
+  }
+  t.same(selected.sort(), [...contract.podRules.injectCredentials].sort(), 'every such component is rendered and selected');
+  t.equal(workloads(full.objects).filter((w) => isGuard(podTemplateOf(w).metadata.labels ?? {})).length, 1, 'dify-guard\'s Deployment was evaluated, not selected');
+  // A pod of some other app with the same component name.
+  t.notOk(selects(hooks.pods.objectSelector, { [LABELS.component]: contract.components.api, app: 'other' }), 'not a Dify pod');
+});
+
+t.test('the Secret webhook selects exactly the PostgreSQL Secret', async (t) => {
+  const secrets = ofKind(full.objects, 'Secret');
+  t.ok(secrets.length >= 4, 'postgresql, app, redis, dify-guard TLS');
+  for (const s of secrets) {
+    t.equal(selects(hooks.secrets.objectSelector, labelsOf(s)), nameOf(s) === expandName(contract.names.postgresqlSecret, release), nameOf(s));
+  }
+});
+
+t.test('never kube-system; the release namespace yes; extra exclusions add to kube-system', async (t) => {
+  for (const hook of [hooks.pods, hooks.secrets]) {
+    t.notOk(selects(hook.namespaceSelector, nsLabels('kube-system')), `${hook.name}: kube-system`);
+    t.ok(selects(hook.namespaceSelector, nsLabels(namespace)), `${hook.name}: ${namespace}`);
+  }
+  const { objects } = await render(deepMerge(requiredValues(), { webhook: { excludedNamespaces: ['sandbox-ns'] } }));
+  for (const hook of Object.values(configurations(objects)).slice(2) as Webhook[]) {
+    t.notOk(selects(hook.namespaceSelector, nsLabels('kube-system')), `${hook.name}: still kube-system`);
+    t.notOk(selects(hook.namespaceSelector, nsLabels('sandbox-ns')), `${hook.name}: sandbox-ns`);
+  }
+});
+
+t.test('webhook settings: names, rules, sideEffects, policies, timeouts', async (t) => {
+  const { pods, secrets } = hooks;
+  t.equal(pods.name, contract.webhook.podWebhookName);
+  t.equal(secrets.name, contract.webhook.secretWebhookName);
+  t.same(pods.rules, [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }]);
+  t.same(secrets.rules, [{ operations: ['CREATE', 'UPDATE', 'DELETE'], apiGroups: [''], apiVersions: ['v1'], resources: ['secrets'], scope: 'Namespaced' }]);
+  t.equal(pods.sideEffects, 'None');
+  t.equal(secrets.sideEffects, 'NoneOnDryRun', 'it writes Events, never on dry run');
+  for (const hook of [pods, secrets]) {
+    t.equal(hook.matchPolicy, 'Equivalent');
+    t.same(hook.admissionReviewVersions, ['v1']);
+    t.equal(hook.timeoutSeconds, 5);
+    t.equal(hook.failurePolicy, 'Fail');
+  }
+  t.equal(pods.reinvocationPolicy, 'IfNeeded');
+  const tuned = configurations((await render(deepMerge(requiredValues(), { webhook: { timeoutSeconds: 12, pods: { failurePolicy: 'Ignore' } } }))).objects);
+  t.equal(tuned.pods.failurePolicy, 'Ignore');
+  t.equal(tuned.secrets.failurePolicy, 'Fail', 'the Secret guard always fails closed');
+  t.equal(tuned.pods.timeoutSeconds, 12);
+  t.equal(tuned.secrets.timeoutSeconds, 12);
+});
+
+t.test('in-cluster: clientConfig calls dify-guard\'s Service on 443, which reaches the HTTPS container port', async (t) => {
+  for (const [hook, path] of [[hooks.pods, contract.webhook.mutatePodsPath], [hooks.secrets, contract.webhook.validateSecretsPath]] as const) {
+    const svcRef = hook.clientConfig.service!;
+    t.equal(svcRef.namespace, namespace);
+    t.equal(svcRef.path, path);
+    t.equal(svcRef.port, 443);
+    t.notOk(hook.clientConfig.url);
+    const svc = find(full.objects, 'Service', svcRef.name);
+    const port = ((svc.spec as Json).ports as Json[]).find((p) => p.port === 443)!;
+    const deploy = find(full.objects, 'Deployment', svcRef.name);
+    t.same((svc.spec as Json).selector, ((deploy.spec as Json).selector as Json).matchLabels, 'the Service selects dify-guard\'s pods');
+    const containerPort = (containersOf(deploy)[0]!.ports as Json[]).find((p) => p.name === port.targetPort);
+    t.equal(containerPort?.containerPort, contract.webhook.securePort);
+  }
+});
+
+t.test('helm TLS mode: the caBundle is the CA that signed the mounted certificate, for the Service DNS names', async (t) => {
+  const svc = hooks.pods.clientConfig.service!;
+  const ca = new X509Certificate(Buffer.from(hooks.pods.clientConfig.caBundle!, 'base64'));
+  t.equal(hooks.secrets.clientConfig.caBundle, hooks.pods.clientConfig.caBundle, 'both webhooks trust the same CA');
+  t.ok(ca.ca, 'a CA certificate');
+  const deploy = find(full.objects, 'Deployment', svc.name);
+  const volume = (podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!;
+  const secret = find(full.objects, 'Secret', String((volume.secret as Json).secretName));
+  t.equal(secret.type, 'kubernetes.io/tls');
+  const data = secret.data as Record<string, string>;
+  const cert = new X509Certificate(Buffer.from(data['tls.crt']!, 'base64'));
+  t.ok(cert.verify(ca.publicKey), 'signed by the caBundle CA');
+  t.ok(data['tls.key'], 'with its key');
+  t.equal(data['ca.crt'], hooks.pods.clientConfig.caBundle, 'ca.crt kept beside it (for reuse on upgrade)');
+  t.ok(cert.checkHost(`${svc.name}.${svc.namespace}.svc`), 'valid for <service>.<namespace>.svc, the name the API server uses');
+  const mount = (containersOf(deploy)[0]!.volumeMounts as Json[]).find((m) => m.name === 'tls')!;
+  t.equal(mount.mountPath, '/etc/dify-guard/tls');
+  t.notOk(mount.subPath, 'a directory mount, so renewals reach the pod');
+});
+
+t.test('url mode: clientConfig.url = url + path with the given CA; nothing of dify-guard runs in the cluster', async (t) => {
+  const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+  for (const [caBundle, expected] of [[Buffer.from(pem).toString('base64'), Buffer.from(pem).toString('base64')], [pem, Buffer.from(pem.trim()).toString('base64')]]) {
+    const { objects } = await render(deepMerge(requiredValues(), { webhook: { url: 'https://127.0.0.1:9443/', caBundle } }));
+    const c = configurations(objects);
+    t.equal(c.pods.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.mutatePodsPath}`);
+    t.equal(c.secrets.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.validateSecretsPath}`);
+    t.notOk(c.pods.clientConfig.service);
+    t.equal(c.pods.clientConfig.caBundle, expected, 'base64 passes through, PEM is encoded');
+    const guardObjects = objects.filter((o) => isGuard(labelsOf(o)) && !kindOf(o).endsWith('WebhookConfiguration'));
+    t.same(guardObjects.map((o) => `${kindOf(o)}/${nameOf(o)}`), [], 'no Deployment, Service, RBAC, PDB or TLS Secret');
+  }
+  const missing = await template(deepMerge(requiredValues(), { webhook: { url: 'https://127.0.0.1:9443' } }));
+  t.not(missing.status, 0);
+  t.match(missing.stderr, /webhook\.caBundle is required with webhook\.url/);
+  const http = await template(deepMerge(requiredValues(), { webhook: { url: 'http://127.0.0.1:9443', caBundle: 'eA==' } }));
+  t.not(http.status, 0, 'the API server calls webhooks over HTTPS only');
+});
+
+t.test('cert-manager mode: Certificate, CA injection annotation, no caBundle, no Helm-generated key', async (t) => {
+  const { objects } = await render(deepMerge(requiredValues(), { webhook: { tls: { mode: 'certManager' } } }));
+  const c = configurations(objects);
+  const certificate = ofKind(objects, 'Certificate').find((x) => !(x.spec as Json).isCA)!;
+  for (const config of [c.mutating, c.validating]) {
+    t.equal(annotationsOf(config)['cert-manager.io/inject-ca-from'], `${namespace}/${nameOf(certificate)}`);
+  }
+  t.notOk(c.pods.clientConfig.caBundle);
+  const svcName = c.pods.clientConfig.service!.name;
+  t.ok(((certificate.spec as Json).dnsNames as string[]).includes(`${svcName}.${namespace}.svc`));
+  const deploy = find(objects, 'Deployment', svcName);
+  const volume = (podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!;
+  t.equal((volume.secret as Json).secretName, (certificate.spec as Json).secretName, 'mounts the Certificate\'s Secret');
+  t.notOk(ofKind(objects, 'Secret').some((s) => s.type === 'kubernetes.io/tls'), 'cert-manager writes the TLS Secret');
+  t.equal(ofKind(objects, 'Issuer').length, 2, 'self-signed root and CA issuers when none is given');
+  const given = await render(deepMerge(requiredValues(), { webhook: { tls: { mode: 'certManager', certManager: { issuerRef: { name: 'corp-ca', kind: 'ClusterIssuer' } } } } }));
+  t.same(ofKind(given.objects, 'Issuer'), []);
+  t.match((ofKind(given.objects, 'Certificate')[0]!.spec as Json).issuerRef, { name: 'corp-ca', kind: 'ClusterIssuer' });
+});
+
+t.test('existingSecret mode: mounts the given Secret, needs the CA', async (t) => {
+  const { objects } = await render(deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' }, caBundle: 'Y2E=' } }));
+  const c = configurations(objects);
+  t.equal(c.pods.clientConfig.caBundle, 'Y2E=');
+  const deploy = find(objects, 'Deployment', c.pods.clientConfig.service!.name);
+  t.equal(((podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!.secret as Json).secretName, 'my-tls');
+  t.notOk(ofKind(objects, 'Secret').some((s) => s.type === 'kubernetes.io/tls'));
+  const noCa = await template(deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' } } }));
+  t.match(noCa.stderr, /webhook\.caBundle is required with webhook\.tls\.mode=existingSecret/);
+  const noSecret = await template(deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret' }, caBundle: 'Y2E=' } }));
+  t.match(noSecret.stderr, /webhook\.tls\.existingSecret is required/);
+});
+
+t.test('dify-guard Deployment: 2 replicas spread over nodes, PDB, non-root, read-only root, probes', async (t) => {
+  const deploy = find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name);
+  const spec = deploy.spec as Json;
+  t.equal(spec.replicas, 2);
+  t.match(spec.strategy, { rollingUpdate: { maxUnavailable: 0 } }, 'never below the requested replicas during a rollout');
+  const pod = podTemplateOf(deploy);
+  t.equal(pod.metadata.labels?.[LABELS.name], contract.values.guardName);
+  t.equal(pod.metadata.labels?.[LABELS.component], contract.components.webhook);
+  t.match(pod.spec.securityContext, { runAsNonRoot: true, runAsUser: 65532 });
+  t.match(pod.spec.affinity, { podAntiAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ podAffinityTerm: { topologyKey: 'kubernetes.io/hostname' } }] } });
+  const c = containersOf(deploy)[0]!;
+  t.equal(c.image, `dify-guard/dify-guard:${packageVersion}`, 'tag = chart version = package.json version');
+  t.match(c.securityContext, { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+  const health = (c.ports as Json[]).find((p) => p.containerPort === contract.webhook.healthPort)!;
+  t.match(c.livenessProbe, { httpGet: { path: '/healthz', port: health.name } });
+  t.match(c.readinessProbe, { httpGet: { path: '/readyz', port: health.name } });
+  t.ok(c.resources);
+  t.equal(pod.spec.serviceAccountName, nameOf(deploy));
+  const pdb = find(full.objects, 'PodDisruptionBudget', nameOf(deploy));
+  t.equal((pdb.spec as Json).minAvailable, 1);
+  t.same(((pdb.spec as Json).selector as Json).matchLabels, (spec.selector as Json).matchLabels);
+  const single = await render(deepMerge(requiredValues(), { webhook: { replicaCount: 1 } }));
+  t.same(ofKind(single.objects, 'PodDisruptionBudget'), [], 'no PDB that would block every drain of a single replica');
+});
+
+t.test('RBAC: PVC get/list/watch and Event create/patch, cluster-wide, nothing else', async (t) => {
+  const deploy = find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name);
+  const role = find(full.objects, 'ClusterRole', nameOf(deploy));
+  t.same(role.rules, [
+    { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+    { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+  ]);
+  const binding = find(full.objects, 'ClusterRoleBinding', nameOf(deploy));
+  t.same(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: nameOf(role) });
+  t.same(binding.subjects, [{ kind: 'ServiceAccount', name: nameOf(deploy), namespace }]);
+  t.ok(find(full.objects, 'ServiceAccount', nameOf(deploy)));
+  t.equal(ofKind(full.objects, 'Role').length + ofKind(full.objects, 'RoleBinding').length, 0);
+});
+
+t.test('webhook.enabled=false renders nothing of dify-guard', async (t) => {
+  const { objects } = await render(deepMerge(requiredValues(), { webhook: { enabled: false } }));
+  t.same(objects.filter((o) => isGuard(labelsOf(o))).map((o) => `${kindOf(o)}/${nameOf(o)}`), []);
+  t.same(ofKind(objects, 'MutatingWebhookConfiguration'), []);
+  t.same(ofKind(objects, 'ValidatingWebhookConfiguration'), []);
+});

@@ -1,0 +1,141 @@
+// The chart as the real helm binary renders it: `helm template` / `helm lint` with values written to a
+// private file (never on a command line), parsed objects, and the accessors the chart tests share.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { binary, repoRoot } from './binaries.js';
+import { run, type CommandResult } from './commands.js';
+
+export const chartDir = join(repoRoot, 'chart');
+
+export type Json = { [key: string]: unknown };
+
+/** A random credential, alphanumeric so every check of the chart accepts it (never printed). */
+export const testSecret = (): string => randomBytes(24).toString('hex');
+
+export const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function deepMerge(base: Json, extra: Json): Json {
+  const out: Json = { ...base };
+  for (const [key, value] of Object.entries(extra)) {
+    const prior = out[key];
+    out[key] = isObject(prior) && isObject(value) ? deepMerge(prior, value) : value;
+  }
+  return out;
+}
+
+/** The two values the chart requires, with fresh random secrets. */
+export function requiredValues(): { postgresql: { auth: { password: string } }; secrets: { difySecretKey: string } } {
+  return { postgresql: { auth: { password: testSecret() } }, secrets: { difySecretKey: testSecret() } };
+}
+
+export interface HelmOptions {
+  release?: string;
+  namespace?: string;
+  /** Extra helm arguments, e.g. ['--show-only', 'templates/x.yaml']. */
+  args?: string[];
+  chart?: string;
+}
+
+/** A private folder for one test file: helm's own cache/config and values files live there. */
+const home = mkdtempSync(join(tmpdir(), 'dify-chart-test-'));
+process.once('exit', () => rmSync(home, { recursive: true, force: true }));
+let valuesCount = 0;
+
+export const helmEnv = (): NodeJS.ProcessEnv => ({
+  ...process.env,
+  HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data'),
+  // No cluster: helm must never reach one from these tests.
+  KUBECONFIG: join(home, 'no-kubeconfig'),
+});
+
+export function valuesFile(values: Json): string {
+  const file = join(home, `values-${++valuesCount}.json`);
+  writeFileSync(file, JSON.stringify(values), { mode: 0o600 });
+  return file;
+}
+
+export function helm(args: string[]): Promise<CommandResult> {
+  return run(binary('helm'), args, { env: helmEnv(), timeoutMs: 60_000 });
+}
+
+/** `helm template`, whatever its outcome (for the failure tests). */
+export function template(values: Json, options: HelmOptions = {}): Promise<CommandResult> {
+  return helm(['template', options.release ?? 'dify', options.chart ?? chartDir,
+    '--namespace', options.namespace ?? 'dify', '-f', valuesFile(values), ...(options.args ?? [])]);
+}
+
+export function parseObjects(yamlText: string): Json[] {
+  return parseAllDocuments(yamlText).map((d) => d.toJS() as unknown).filter(isObject);
+}
+
+/** `helm template` that must succeed: the rendered objects and the raw text. */
+export async function render(values: Json, options: HelmOptions = {}): Promise<{ objects: Json[]; text: string }> {
+  const r = await template(values, options);
+  if (r.status !== 0) throw new Error(`helm template failed (${r.status}):\n${r.stderr}`);
+  return { objects: parseObjects(r.stdout), text: r.stdout };
+}
+
+// ---- accessors ----
+
+export const kindOf = (o: Json): string => String(o.kind ?? '');
+export const nameOf = (o: Json): string => String((o.metadata as Json | undefined)?.name ?? '');
+export const labelsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.labels ?? {}) as Record<string, string>;
+export const annotationsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.annotations ?? {}) as Record<string, string>;
+
+export function find(objects: Json[], kind: string, name: string): Json {
+  const found = objects.find((o) => kindOf(o) === kind && nameOf(o) === name);
+  if (!found) throw new Error(`no ${kind} ${name} rendered (have: ${objects.map((o) => `${kindOf(o)}/${nameOf(o)}`).join(', ')})`);
+  return found;
+}
+
+export const ofKind = (objects: Json[], kind: string): Json[] => objects.filter((o) => kindOf(o) === kind);
+
+export const WORKLOAD_KINDS = ['Deployment', 'StatefulSet', 'Job', 'DaemonSet'];
+export const workloads = (objects: Json[]): Json[] => objects.filter((o) => WORKLOAD_KINDS.includes(kindOf(o)));
+
+export interface PodTemplate { metadata: Json & { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: Json }
+export const podTemplateOf = (workload: Json): PodTemplate => (workload.spec as Json).template as PodTemplate;
+
+export interface EnvVar { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean } } & Json }
+export interface Container extends Json { name: string; env?: EnvVar[]; image: string }
+
+export const containersOf = (workload: Json): Container[] => (podTemplateOf(workload).spec.containers ?? []) as Container[];
+export const initContainersOf = (workload: Json): Container[] => (podTemplateOf(workload).spec.initContainers ?? []) as Container[];
+export const allContainersOf = (workload: Json): Container[] => [...initContainersOf(workload), ...containersOf(workload)];
+
+export const envOf = (c: Container, name: string): EnvVar | undefined => (c.env ?? []).find((e) => e.name === name);
+export const envIndex = (c: Container, name: string): number => (c.env ?? []).findIndex((e) => e.name === name);
+
+/** The workload whose pod template carries this component label. */
+export function workloadOf(objects: Json[], componentLabelKey: string, component: string): Json {
+  const found = workloads(objects).filter((w) => podTemplateOf(w).metadata.labels?.[componentLabelKey] === component);
+  if (found.length !== 1) throw new Error(`expected one workload of component ${component}, found ${found.length}`);
+  return found[0]!;
+}
+
+// ---- label selectors, evaluated the way the API server does ----
+
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: { key: string; operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist'; values?: string[] }[];
+}
+
+export function selects(selector: LabelSelector | undefined, labels: Record<string, string>): boolean {
+  if (!selector) return true;
+  for (const [k, v] of Object.entries(selector.matchLabels ?? {})) if (labels[k] !== v) return false;
+  for (const e of selector.matchExpressions ?? []) {
+    const has = Object.hasOwn(labels, e.key);
+    const value = labels[e.key];
+    switch (e.operator) {
+      case 'In': if (!has || !(e.values ?? []).includes(value!)) return false; break;
+      case 'NotIn': if (has && (e.values ?? []).includes(value!)) return false; break;
+      case 'Exists': if (!has) return false; break;
+      case 'DoesNotExist': if (has) return false; break;
+      default: throw new Error(`unknown selector operator ${String(e.operator)}`);
+    }
+  }
+  return true;
+}
