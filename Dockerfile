@@ -1,7 +1,7 @@
 # dify-guard admission webhook: the compiled TypeScript on Node 24 LTS, production dependencies only,
 # numeric non-root user, nothing written at run time (runs with a read-only root filesystem).
 # Here, with no registry: scripts/image/build.sh (podman, from a locally assembled base image).
-# Elsewhere: docker build -t dify-guard/dify-guard:0.1.0 .
+# Elsewhere: docker build --build-arg VERSION=<package.json version> -t dify-guard/dify-guard:<that version> .
 #
 # A TLS-intercepting proxy's CA for reaching the npm registry, if one is needed, comes in as the
 # build secret `npm_ca` (--secret id=npm_ca,src=FILE): it is used by npm ci and stays out of every layer.
