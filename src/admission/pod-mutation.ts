@@ -28,6 +28,8 @@ interface Container {
   /** `container api` or `init container wait-for-db`, for warnings. */
   where: string;
   spec: JsonObject;
+  /** True for spec.containers, the only ones that get absent vars added. */
+  isApp: boolean;
 }
 
 /** The `$(REDIS_PASSWORD)` reference that Kubernetes expands from an earlier env entry. */
@@ -76,40 +78,45 @@ export function mutatePod(pod: JsonObject, settings: GuardSettings): MutationRes
 
 /** Brings one container's env to the plan; returns the warnings for what it changed. */
 function treatContainer(container: Container, plan: PodPlan): string[] {
-  const { spec, where } = container;
+  const { spec, where, isApp } = container;
   const existing = spec.env;
   if (existing !== undefined && !Array.isArray(existing)) return []; // not a valid pod; the API server will say so
   const env: unknown[] = existing ?? [];
   const warnings: string[] = [];
+  // Least privilege: init containers (e.g. a pg_isready wait) never asked for credentials, so they only get corrections.
+  const addAbsent = isApp;
 
-  if (plan.forceMigrationDisabled && forceMigrationDisabled(env)) warnings.push(podWarnings.migrationForced(where));
+  if (plan.forceMigrationDisabled && forceMigrationDisabled(env, addAbsent)) warnings.push(podWarnings.migrationForced(where));
 
   const credentials = plan.credentials;
   if (credentials) {
-    const dbFixes = enforceSecretRef(env, ENV.dbPassword, credentials.dbPassword);
+    const dbFixes = enforceSecretRef(env, ENV.dbPassword, credentials.dbPassword, addAbsent);
     for (const fix of dbFixes) {
       warnings.push(podWarnings.secretRef(where, ENV.dbPassword, fix, credentials.dbPassword.name, credentials.dbPassword.key));
     }
     const redisPassword = credentials.redisPassword;
     if (redisPassword) {
-      const redisFixes = enforceSecretRef(env, ENV.redisPassword, redisPassword);
+      let brokerRewritten = false;
+      for (const [index, entry] of env.entries()) {
+        if (!isEntryNamed(entry, ENV.celeryBrokerUrl) || typeof entry.value !== 'string') continue;
+        const rewritten = rewriteBrokerUrl(entry.value);
+        if (rewritten === entry.value) continue;
+        env[index] = { ...entry, value: rewritten };
+        brokerRewritten = true;
+        warnings.push(podWarnings.brokerPassword(where, ENV.celeryBrokerUrl));
+      }
+      // A rewritten URL now needs $(REDIS_PASSWORD): that container uses Redis, even an init container.
+      const redisFixes = enforceSecretRef(env, ENV.redisPassword, redisPassword, addAbsent || brokerRewritten);
       for (const fix of redisFixes) {
         warnings.push(podWarnings.secretRef(where, ENV.redisPassword, fix, redisPassword.name, redisPassword.key));
       }
-      env.forEach((entry, index) => {
-        if (!isEntryNamed(entry, ENV.celeryBrokerUrl) || typeof entry.value !== 'string') return;
-        const rewritten = rewriteBrokerUrl(entry.value);
-        if (rewritten === entry.value) return;
-        env[index] = { ...entry, value: rewritten };
-        warnings.push(podWarnings.brokerPassword(where, ENV.celeryBrokerUrl));
-      });
       const movedBefore = defineRedisPasswordFirst(env);
       if (movedBefore !== undefined && !redisFixes.includes('added')) {
         warnings.push(podWarnings.redisPasswordMoved(where, movedBefore));
       }
     }
     // A REDIS_HOST/PORT from envFrom would be overridden by an explicit entry, so only a plain env gets them.
-    if (!Array.isArray(spec.envFrom) || spec.envFrom.length === 0) {
+    if (addAbsent && (!Array.isArray(spec.envFrom) || spec.envFrom.length === 0)) {
       const added: string[] = [];
       for (const [name, value] of [[ENV.redisHost, credentials.redisHost], [ENV.redisPort, credentials.redisPort]] as const) {
         if (env.some((entry) => isEntryNamed(entry, name))) continue;
@@ -124,8 +131,8 @@ function treatContainer(container: Container, plan: PodPlan): string[] {
   return warnings;
 }
 
-/** MIGRATION_ENABLED="false" on every entry (an explicit entry also beats envFrom); true when changed. */
-function forceMigrationDisabled(env: unknown[]): boolean {
+/** MIGRATION_ENABLED="false" on every entry, added when absent if `addAbsent` (it beats envFrom); true when changed. */
+function forceMigrationDisabled(env: unknown[], addAbsent: boolean): boolean {
   let changed = false;
   let found = false;
   env.forEach((entry, index) => {
@@ -136,12 +143,13 @@ function forceMigrationDisabled(env: unknown[]): boolean {
     env[index] = { ...rest, value: 'false' };
     changed = true;
   });
-  if (!found) env.push({ name: ENV.migrationEnabled, value: 'false' });
-  return changed || !found;
+  if (found || !addAbsent) return changed;
+  env.push({ name: ENV.migrationEnabled, value: 'false' });
+  return true;
 }
 
-/** Points every entry called `name` at `ref` (adding one when absent); returns the kinds of fix made. */
-function enforceSecretRef(env: unknown[], name: string, ref: SecretRef): RefFix[] {
+/** Points every entry called `name` at `ref` (adding one when absent and `addAbsent`); returns the kinds of fix made. */
+function enforceSecretRef(env: unknown[], name: string, ref: SecretRef, addAbsent: boolean): RefFix[] {
   const fixes = new Set<RefFix>();
   let found = false;
   env.forEach((entry, index) => {
@@ -151,7 +159,7 @@ function enforceSecretRef(env: unknown[], name: string, ref: SecretRef): RefFix[
     fixes.add(entry.valueFrom === undefined ? 'literal' : 'redirected');
     env[index] = secretRefEntry(name, ref);
   });
-  if (!found) {
+  if (!found && addAbsent) {
     env.push(secretRefEntry(name, ref));
     fixes.add('added');
   }
@@ -252,17 +260,17 @@ function redisAuthDeclared(env: unknown[]): boolean {
 function containersOf(pod: JsonObject): Container[] {
   const spec = asObject(pod.spec);
   if (!spec) return [];
-  const list = (field: string, kind: string): Container[] => {
+  const list = (field: string, kind: string, isApp: boolean): Container[] => {
     const items = spec[field];
     if (!Array.isArray(items)) return [];
     return items.flatMap((item: unknown) => {
       const container = asObject(item);
       if (!container) return [];
       const name = typeof container.name === 'string' ? container.name : '?';
-      return [{ where: `${kind} ${name}`, spec: container }];
+      return [{ where: `${kind} ${name}`, spec: container, isApp }];
     });
   };
-  return [...list('initContainers', 'init container'), ...list('containers', 'container')];
+  return [...list('initContainers', 'init container', false), ...list('containers', 'container', true)];
 }
 
 function envOf(container: JsonObject): unknown[] | undefined {

@@ -1,5 +1,6 @@
 // Property tests: for arbitrary pods and env lists, the mutation is idempotent, leaves every env
-// var it does not own exactly as it was (same relative order), and yields a valid, usable env.
+// var it does not own exactly as it was (same relative order), yields a valid, usable env, and adds
+// nothing to init containers beyond the REDIS_PASSWORD a rewritten broker URL needs.
 import { isDeepStrictEqual } from 'node:util';
 import t from 'tap';
 import fc from 'fast-check';
@@ -95,10 +96,10 @@ function factsOf(p: JsonObject): PodFacts {
     ...(release ? { release } : {}),
   };
 }
-const allContainers = (p: JsonObject): JsonObject[] => {
-  const spec = p.spec as JsonObject;
-  return [...((spec.initContainers as JsonObject[] | undefined) ?? []), ...(spec.containers as JsonObject[])];
-};
+const initContainers = (p: JsonObject): JsonObject[] => ((p.spec as JsonObject).initContainers as JsonObject[] | undefined) ?? [];
+const allContainers = (p: JsonObject): JsonObject[] => [...initContainers(p), ...((p.spec as JsonObject).containers as JsonObject[])];
+/** Whether each of allContainers(p) is an app container (spec.containers), the only kind that gets absent vars added. */
+const isAppFlags = (p: JsonObject): boolean[] => allContainers(p).map((_, i) => i >= initContainers(p).length);
 const envList = (c: JsonObject): EnvEntry[] => (c.env as EnvEntry[] | undefined) ?? [];
 
 t.test('idempotent: applying the patch then mutating again yields an empty patch', async (t) => {
@@ -147,16 +148,17 @@ t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined
         if (!/^\/spec\/(initContainers|containers)\/\d+\/env(\/|$)/.test(op.path)) throw new Error(`patch outside env: ${op.path}`);
       }
       const facts = factsOf(p);
-      for (const c of allContainers(after)) {
+      const isApp = isAppFlags(after);
+      allContainers(after).forEach((c, i) => {
         const env = envList(c);
         const named = (name: string): EnvEntry[] => env.filter((e) => e.name === name);
         if (facts.forced) {
           const migration = named(ENV.migrationEnabled);
-          if (migration.length === 0 || migration.some((e) => e.value !== 'false' || e.valueFrom !== undefined)) {
+          if ((isApp[i] && migration.length === 0) || migration.some((e) => e.value !== 'false' || e.valueFrom !== undefined)) {
             throw new Error('MIGRATION_ENABLED not forced');
           }
         }
-        if (!facts.injects || !facts.release) continue;
+        if (!facts.injects || !facts.release) return;
         const names = releaseNames(settings, facts.release);
         const db = named(ENV.dbPassword);
         const dbOk = (e: EnvEntry): boolean => isDeepStrictEqual(e.valueFrom, { secretKeyRef: { name: names.postgresqlSecret, key: SECRET_KEYS.postgresPassword } }) ||
@@ -166,7 +168,7 @@ t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined
             ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).name === names.postgresqlSecret &&
             ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).key === SECRET_KEYS.postgresPassword &&
             ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).optional !== true);
-        if (db.length === 0 || !db.every(dbOk)) throw new Error('DB_PASSWORD not a reference to the release Secret');
+        if ((isApp[i] && db.length === 0) || !db.every(dbOk)) throw new Error('DB_PASSWORD not a reference to the release Secret');
         const definedAt = env.findIndex((e) => e.name === ENV.redisPassword && e.valueFrom !== undefined);
         const firstUser = env.findIndex((e) => e.name !== ENV.redisPassword && typeof e.value === 'string' && e.value.includes(REDIS_PASSWORD_REFERENCE));
         if (definedAt >= 0 && firstUser >= 0 && definedAt > firstUser) throw new Error('REDIS_PASSWORD defined after a user of $(REDIS_PASSWORD)');
@@ -179,7 +181,40 @@ t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined
             }
           }
         }
-      }
+      });
+    }),
+    { numRuns: NUM_RUNS },
+  );
+  t.pass('held for every generated pod');
+});
+
+t.test('init containers never gain a var, except REDIS_PASSWORD before a broker URL whose password it rewrote', async (t) => {
+  const countNames = (env: EnvEntry[]): Map<string, number> => {
+    const counts = new Map<string, number>();
+    for (const e of env) counts.set(e.name, (counts.get(e.name) ?? 0) + 1);
+    return counts;
+  };
+  fc.assert(
+    fc.property(pod, (p) => {
+      const { after } = mutateAndApply(p, settings);
+      initContainers(p).forEach((c, i) => {
+        const afterContainer = initContainers(after)[i] as JsonObject;
+        if (!('env' in c)) {
+          if ('env' in afterContainer) throw new Error(`init container ${i}: env field added`);
+          return;
+        }
+        const ownsNothing = envList(c).every((e) => !(OWNED as string[]).includes(e.name));
+        // fast-check may build null-prototype objects; the JSON round trip compares content only.
+        if (ownsNothing && JSON.stringify(afterContainer) !== JSON.stringify(c)) throw new Error(`init container ${i} owning nothing changed`);
+        const before = countNames(envList(c));
+        const gained = [...countNames(envList(afterContainer))].filter(([name, n]) => n > (before.get(name) ?? 0)).map(([name]) => name);
+        if (gained.length === 0) return;
+        const brokers = (env: EnvEntry[]): string => JSON.stringify(env.filter((e) => e.name === ENV.celeryBrokerUrl));
+        const brokerRewritten = brokers(envList(afterContainer)) !== brokers(envList(c));
+        if (gained.length > 1 || gained[0] !== ENV.redisPassword || !brokerRewritten) {
+          throw new Error(`init container ${i} gained ${gained.join(', ')}`);
+        }
+      });
     }),
     { numRuns: NUM_RUNS },
   );

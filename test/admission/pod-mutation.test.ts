@@ -270,30 +270,144 @@ t.test('REDIS_HOST and REDIS_PORT', async (t) => {
   });
 });
 
-t.test('several containers and init containers, with envFrom: every one treated, nothing else moved', async (t) => {
+t.test('several containers and init containers, with envFrom: every one checked, absent vars added only to app containers', async (t) => {
   const before = loadObject('pod-api-literal');
   const { result, after } = mutateAndApply(before, settings);
-  const containers: [string, 'containers' | 'initContainers'][] = [['api', 'containers'], ['log-shipper', 'containers'], ['wait-for-db', 'initContainers']];
   const owned = new Set<string>(Object.values(ENV));
-  for (const [name, field] of containers) {
-    const env = envOf(after, name, field);
+  const foreign = (env: EnvEntry[]): EnvEntry[] => env.filter((e) => !owned.has(e.name));
+  for (const name of ['api', 'log-shipper']) {
+    const env = envOf(after, name);
     t.strictSame(entriesNamed(env, ENV.migrationEnabled), [{ name: ENV.migrationEnabled, value: 'false' }], `${name}: migration off`);
     t.strictSame(entriesNamed(env, ENV.dbPassword), [{ name: ENV.dbPassword, valueFrom: dbRef }], `${name}: DB_PASSWORD`);
     t.strictSame(entriesNamed(env, ENV.redisPassword), [{ name: ENV.redisPassword, valueFrom: redisRef }], `${name}: REDIS_PASSWORD (auth is on for the pod)`);
     t.equal(entriesNamed(env, ENV.redisHost).length, 1, `${name}: REDIS_HOST`);
-    t.strictSame(
-      env.filter((e) => !owned.has(e.name)),
-      envOf(before, name, field).filter((e) => !owned.has(e.name)),
-      `${name}: env it does not own unchanged and in order`,
-    );
+    t.strictSame(foreign(env), foreign(envOf(before, name)), `${name}: env it does not own unchanged and in order`);
   }
+  const initBefore = envOf(before, 'wait-for-db', 'initContainers');
+  const init = envOf(after, 'wait-for-db', 'initContainers');
+  t.strictSame(
+    init,
+    initBefore.map((e) => (e.name === ENV.dbPassword ? { name: ENV.dbPassword, valueFrom: dbRef } : e)),
+    'init container: its literal DB_PASSWORD becomes the reference in place, nothing added',
+  );
+  for (const name of [ENV.migrationEnabled, ENV.redisPassword, ENV.redisHost, ENV.redisPort]) {
+    t.strictSame(entriesNamed(init, name), [], `init container: no ${name} added`);
+  }
+  t.ok(
+    result.warnings.some((w) => w.includes('init container wait-for-db') && w.includes(ENV.dbPassword) && w.includes('literal')),
+    'init container named in the correction warning',
+  );
+  t.notOk(result.warnings.some((w) => w.includes('init container') && w.includes('added')), 'no warning of an addition to the init container');
   const api = envOf(after, 'api');
   t.ok(indexOfName(api, ENV.redisPassword) < indexOfName(api, ENV.celeryBrokerUrl), 'REDIS_PASSWORD before the broker URL');
   t.equal(entriesNamed(api, ENV.redisHost)[0]?.value, names.redisHost, 'existing REDIS_HOST kept');
   t.strictSame(containerOf(after, 'api').envFrom, containerOf(before, 'api').envFrom, 'envFrom left alone');
-  t.ok(result.warnings.some((w) => w.includes('init container wait-for-db')), 'init container named in warnings');
   t.ok(result.patch.every((op) => /^\/spec\/(initContainers|containers)\/\d+\/env(\/|$)/.test(op.path)), 'only env is patched');
   t.strictSame(mutatePod(after, settings), { patch: [], warnings: [] }, 'second pass: empty patch');
+});
+
+t.test('init containers: existing owned vars corrected, absent ones never added', async (t) => {
+  /** The worker fixture as `component`, with one init container `wait` whose env is `env`. */
+  const withInit = (env: EnvEntry[] | undefined, component: string = C.api): JsonObject => {
+    const pod = workerPod(badEnv(), component);
+    const init: JsonObject = { name: 'wait', image: 'postgres:15-alpine', command: ['pg_isready', '-h', names.postgresqlSecret] };
+    if (env) init.env = env;
+    (pod.spec as JsonObject).initContainers = [init];
+    return pod;
+  };
+
+  t.test('without env: stays untouched (no env field appears), for every component', async (t) => {
+    for (const component of Object.values(C)) {
+      const pod = withInit(undefined, component);
+      const { result, after } = mutateAndApply(pod, settings);
+      t.strictSame(containerOf(after, 'wait', 'initContainers'), containerOf(pod, 'wait', 'initContainers'), `${component}: init container as it was`);
+      t.notOk(result.patch.some((op) => op.path.startsWith('/spec/initContainers')), `${component}: no operation on it`);
+      t.notOk(result.warnings.some((w) => w.includes('init container')), `${component}: no warning about it`);
+    }
+  });
+  t.test('with only vars it does not own: untouched', async (t) => {
+    const env = [{ name: 'PGHOST', value: names.postgresqlSecret }, { name: 'PGCONNECT_TIMEOUT', value: '5' }];
+    const { result } = mutateAndApply(withInit(env), settings);
+    t.notOk(result.patch.some((op) => op.path.startsWith('/spec/initContainers')));
+  });
+  t.test('the chart-rendered migration pod (its wait-for-postgresql has no env) gets no patch', async (t) => {
+    const pod = loadObject('pod-db-migration');
+    t.equal(containerOf(pod, 'wait-for-postgresql', 'initContainers').env, undefined, 'the fixture renders it as the chart does');
+    t.strictSame(mutatePod(pod, settings), { patch: [], warnings: [] });
+  });
+  t.test('a literal DB_PASSWORD is replaced in place by the reference, nothing else added', async (t) => {
+    const env = [{ name: 'PGHOST', value: 'h' }, { name: ENV.dbPassword, value: 'Init-Literal-5b6c' }, { name: 'PGUSER', value: 'dify' }];
+    const { result, after } = mutateAndApply(withInit(env), settings);
+    t.strictSame(envOf(after, 'wait', 'initContainers'), [env[0], { name: ENV.dbPassword, valueFrom: dbRef }, env[2]]);
+    t.ok(result.warnings.some((w) => w.includes('init container wait') && w.includes('literal')));
+    t.notOk(JSON.stringify(result).includes('Init-Literal-5b6c'), 'literal never echoed');
+  });
+  t.test('a DB_PASSWORD referencing another Secret is redirected', async (t) => {
+    const env = [{ name: ENV.dbPassword, valueFrom: secretRef('my-own-db', SECRET_KEYS.password) }];
+    const { result, after } = mutateAndApply(withInit(env, C.migration), settings);
+    t.strictSame(envOf(after, 'wait', 'initContainers'), [{ name: ENV.dbPassword, valueFrom: dbRef }]);
+    t.ok(result.warnings.some((w) => w.includes('init container wait') && w.includes('wrong ref')));
+  });
+  t.test('an existing MIGRATION_ENABLED is forced where the component forces it, and only there', async (t) => {
+    const env = [{ name: ENV.migrationEnabled, value: 'true' }];
+    const forced = mutateAndApply(withInit(env, C.worker), settings).after;
+    t.strictSame(envOf(forced, 'wait', 'initContainers'), [{ name: ENV.migrationEnabled, value: 'false' }], 'worker: forced');
+    const migration = mutateAndApply(withInit(env, C.migration), settings).after;
+    t.strictSame(envOf(migration, 'wait', 'initContainers'), env, 'db-migration: untouched');
+  });
+  t.test('a literal REDIS_PASSWORD is replaced; REDIS_HOST/PORT are not added', async (t) => {
+    const env = [{ name: ENV.redisPassword, value: 'Init-Redis-Lit-77' }];
+    const { after } = mutateAndApply(withInit(env), settings);
+    t.strictSame(envOf(after, 'wait', 'initContainers'), [{ name: ENV.redisPassword, valueFrom: redisRef }]);
+  });
+  t.test('a broker URL with a literal password: rewritten, REDIS_PASSWORD added right before it (it uses Redis)', async (t) => {
+    const env = [{ name: 'A', value: 'a' }, { name: ENV.celeryBrokerUrl, value: literalBroker('Init-Broker-Pw-88') }];
+    const { result, after } = mutateAndApply(withInit(env), settings);
+    t.strictSame(envOf(after, 'wait', 'initContainers'), [
+      env[0], { name: ENV.redisPassword, valueFrom: redisRef }, { name: ENV.celeryBrokerUrl, value: referencedBroker },
+    ], 'no DB_PASSWORD, MIGRATION_ENABLED, REDIS_HOST or REDIS_PORT added');
+    t.notOk(JSON.stringify(result).includes('Init-Broker-Pw-88'));
+    t.strictSame(mutatePod(after, settings).patch, [], 'second pass: empty patch');
+  });
+  t.test('a broker URL without a password: REDIS_PASSWORD not added even though auth is on for the pod', async (t) => {
+    const env = [{ name: ENV.celeryBrokerUrl, value: `redis://${names.redisHost}:${settings.redisPort}/1` }];
+    const { result } = mutateAndApply(withInit(env), settings);
+    t.notOk(result.patch.some((op) => op.path.startsWith('/spec/initContainers')));
+  });
+  t.test('a native sidecar (an init container with restartPolicy Always) is an init container too', async (t) => {
+    const pod = withInit([{ name: 'FLUENT_LOG_LEVEL', value: 'info' }]);
+    containerOf(pod, 'wait', 'initContainers').restartPolicy = 'Always';
+    t.notOk(mutatePod(pod, settings).patch.some((op) => op.path.startsWith('/spec/initContainers')));
+  });
+});
+
+t.test('pods without init containers or sidecars: the app container still gets every absent var', async (t) => {
+  t.test('no env at all', async (t) => {
+    const { after } = mutateAndApply(workerPod(undefined, C.api), settings);
+    t.strictSame(envOf(after, 'worker'), [
+      { name: ENV.migrationEnabled, value: 'false' },
+      { name: ENV.dbPassword, valueFrom: dbRef },
+      { name: ENV.redisHost, value: names.redisHost },
+      { name: ENV.redisPort, value: String(settings.redisPort) },
+    ]);
+  });
+  t.test('every rule broken at once: the exact resulting env', async (t) => {
+    const { result, after } = mutateAndApply(workerPod(badEnv(), C.api), settings);
+    const [mode, , , database, , logLevel] = badEnv();
+    t.strictSame(envOf(after, 'worker'), [
+      mode,
+      { name: ENV.migrationEnabled, value: 'false' },
+      { name: ENV.dbPassword, valueFrom: dbRef },
+      database,
+      { name: ENV.redisPassword, valueFrom: redisRef },
+      { name: ENV.celeryBrokerUrl, value: referencedBroker },
+      logLevel,
+      { name: ENV.redisHost, value: names.redisHost },
+      { name: ENV.redisPort, value: String(settings.redisPort) },
+    ]);
+    t.strictSame(mutatePod(after, settings), { patch: [], warnings: [] }, 'second pass: empty patch');
+    t.equal(result.warnings.length, 5, 'one warning per change: migration, DB_PASSWORD, broker URL, REDIS_PASSWORD, endpoint');
+  });
 });
 
 t.test('no instance label: MIGRATION_ENABLED still forced, no credentials, a warning says why', async (t) => {
