@@ -1,0 +1,176 @@
+// `helm install` of the whole chart into a real API server, with dify-guard outside the cluster
+// (webhook.url). No kubelet or controllers run, so the test does what they would, in the open:
+// it runs the post-install/post-upgrade migration hook Job "to completion" by writing the Job's
+// status as the Job controller does after a successful pod (helm waits for exactly that), and it
+// creates the PostgreSQL PVC from the StatefulSet's volumeClaimTemplate as the StatefulSet
+// controller would. Then the operators' trap: `helm upgrade` with another password is refused.
+import t from 'tap';
+import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { binary } from '../support/binaries.js';
+import { run, waitFor, type CommandResult } from '../support/commands.js';
+import { paths, type Json, type KubeRest } from '../support/kube-rest.js';
+import { chartDir, deepMerge, podFromTemplate, randomSecret, testValues, writeValues } from './chart.js';
+import { startDifyGuard } from './dify-guard.js';
+import { startControlPlane } from './harness.js';
+import { SECRET_WEBHOOK, auditLines, base64 } from './stack.js';
+import { WEBHOOK_KINDS } from './webhooks.js';
+
+const release = 'dify';
+const namespace = 'dify';
+const name = (component: string): string => expandName(contract.names.component, release, component);
+const secretName = expandName(contract.names.postgresqlSecret, release);
+const pvcName = expandName(contract.names.postgresqlPvc, release);
+const jobName = expandName(contract.names.migrationJob, release);
+const jobPath = `/apis/batch/v1/namespaces/${namespace}/jobs/${jobName}`;
+
+const cp = await startControlPlane(t, { name: 'helm' });
+const guard = await startDifyGuard(t, cp);
+t.teardown(() => {
+  if (!t.passing()) t.comment(`${cp.diagnostics()}\n--- dify-guard\n${guard.process.tail(40)}`);
+});
+const rest = cp.rest();
+const password = randomSecret();
+const baseValues = testValues({ url: guard.url(''), caBundle: guard.caBundle }, { postgresql: { auth: { password } } });
+const valuesFile = writeValues(cp.dir, 'install', baseValues);
+
+function helm(args: string[]): Promise<CommandResult> {
+  return run(binary('helm'), args, { env: cp.env(), timeoutMs: 240_000 });
+}
+
+/** Writes what the Job controller writes when the Job's pod has succeeded. */
+async function completeJob(client: KubeRest, job: Json): Promise<void> {
+  const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  const condition = (type: string, reason: string): Json => ({ type, status: 'True', reason, message: 'Reached expected number of succeeded pods', lastProbeTime: now, lastTransitionTime: now });
+  const status = {
+    startTime: now, completionTime: now, succeeded: 1, active: 0, ready: 0, terminating: 0,
+    uncountedTerminatedPods: {},
+    conditions: [condition('SuccessCriteriaMet', 'CompletionsReached'), condition('Complete', 'CompletionsReached')],
+  };
+  await client.ok('PUT', `${jobPath}/status`, { body: { ...job, status } });
+}
+
+/** Runs a helm install/upgrade whose post hook is the migration Job, playing the Job controller. */
+async function helmWithMigrationHook(args: string[]): Promise<{ result: CommandResult; job: Json; migrationPod: Json }> {
+  const previousUid = ((await rest.request('GET', jobPath)).body.metadata as Json | undefined)?.uid;
+  const running = helm(args);
+  let finished: CommandResult | undefined;
+  void running.then((r) => { finished = r; });
+  const job = await waitFor('helm to create the migration hook Job', async () => {
+    if (finished) throw new Error(`helm ended before creating the hook Job:\n${finished.stderr}\n${finished.stdout}`);
+    const res = await rest.request('GET', jobPath);
+    return res.status === 200 && (res.body.metadata as Json).uid !== previousUid ? res.body : undefined;
+  }, { timeoutMs: 180_000, intervalMs: 250 });
+  // The pod the Job controller would create: it goes through pods.dify-guard.io like any other.
+  const pod = podFromTemplate(job, namespace);
+  const created = await rest.ok('POST', paths.pods(namespace), { body: pod });
+  await completeJob(rest, job);
+  return { result: await running, job, migrationPod: created };
+}
+
+let installed: { result: CommandResult; job: Json; migrationPod: Json };
+
+t.test('helm install of the whole chart completes', async (t) => {
+  installed = await helmWithMigrationHook(['install', release, chartDir, '--namespace', namespace, '--create-namespace', '-f', valuesFile, '--timeout', '3m']);
+  t.equal(installed.result.status, 0, `helm install succeeded\n${installed.result.stderr}`);
+  t.match(installed.result.stdout, /STATUS: deployed/);
+  const status = await helm(['status', release, '--namespace', namespace, '-o', 'json']);
+  t.equal((JSON.parse(status.stdout) as { info: { status: string } }).info.status, 'deployed', 'helm status: deployed');
+});
+
+t.test('the migration hook Job is as the naming contract says, and its pod passes dify-guard', async (t) => {
+  const job = installed.job;
+  const annotations = (job.metadata as Json).annotations as Record<string, string>;
+  t.same(annotations['helm.sh/hook']?.split(',').sort(), ['post-install', 'post-upgrade'], 'post-install,post-upgrade hook');
+  t.equal((job.spec as Json).ttlSecondsAfterFinished, 86400, 'ttlSecondsAfterFinished: 86400');
+  const container = (((job.spec as Json).template as Json).spec as Json & { containers: Json[] }).containers[0] as Json;
+  t.same([...((container.command as string[]) ?? []), ...((container.args as string[]) ?? [])], ['flask', 'db', 'upgrade'], 'runs `flask db upgrade` directly');
+  const stored = await rest.ok('GET', jobPath);
+  t.match(((stored.status as Json).conditions as Json[]).find((c) => c.type === 'Complete'), { status: 'True' }, 'marked complete by the test (no Job controller here)');
+  const env = (((installed.migrationPod.spec as Json).containers as Json[])[0] as Json).env as Json[];
+  t.same(env.find((e) => e.name === contract.env.dbPassword)?.valueFrom, { secretKeyRef: { name: secretName, key: SECRET_KEYS.postgresPassword } },
+    'the migration pod reads DB_PASSWORD from the PostgreSQL Secret');
+});
+
+async function get(path: string): Promise<Json> { return rest.ok('GET', path); }
+const apps = (kind: string, objectName: string): string => `/apis/apps/v1/namespaces/${namespace}/${kind}/${objectName}`;
+
+t.test('every object of the naming contract exists', async (t) => {
+  const sts = await get(apps('statefulsets', expandName(contract.names.postgresql, release)));
+  t.equal(((sts.spec as Json).template as Json & { metadata: { labels: Json } }).metadata.labels[LABELS.app], expandName(contract.names.postgresql, release));
+  const claim = ((sts.spec as Json).volumeClaimTemplates as Json[])[0] as Json;
+  t.equal(`${String((claim.metadata as Json).name)}-${String((sts.metadata as Json).name)}-0`, pvcName,
+    `the StatefulSet's first pod gets PVC ${pvcName}`);
+  t.ok(await get(paths.namespace(namespace)));
+  await get(`/api/v1/namespaces/${namespace}/services/${expandName(contract.names.postgresql, release)}`);
+
+  const secret = await get(paths.secret(namespace, secretName));
+  const data = secret.data as Record<string, string>;
+  t.equal(data[SECRET_KEYS.postgresPassword], base64(password), 'postgres-password holds the installed password');
+  t.equal(data[SECRET_KEYS.password], data[SECRET_KEYS.postgresPassword], 'password is the same value');
+  // DESIGN.md naming contract: user dify, database dify.
+  t.equal(data[SECRET_KEYS.postgresUsername], base64('dify'));
+  t.equal(data[SECRET_KEYS.postgresDatabase], base64('dify'));
+
+  const redis = await get(`/api/v1/namespaces/${namespace}/services/${expandName(contract.names.redisMaster, release)}`);
+  t.ok(((redis.spec as Json).ports as Json[]).some((p) => p.port === contract.redisPort), `Redis Service on ${contract.redisPort}`);
+
+  const c = contract.components;
+  for (const component of [c.api, c.worker, c.beat, c.web, c.sandbox, c.ssrfProxy, c.pluginDaemon]) {
+    const deployment = await get(apps('deployments', name(component)));
+    const labels = (((deployment.spec as Json).template as Json).metadata as Json).labels as Json;
+    t.equal(labels[LABELS.app], expandName(contract.names.appLabel, release, component), `Deployment ${name(component)}: pod label app=${name(component)}`);
+    t.equal(labels[LABELS.component], component);
+    t.equal(labels[LABELS.instance], release);
+  }
+  const daemon = await get(`/api/v1/namespaces/${namespace}/services/${name(c.pluginDaemon)}`);
+  t.ok(((daemon.spec as Json).ports as Json[]).some((p) => p.port === 5002), 'plugin daemon Service on 5002');
+  const daemonDeployment = await get(apps('deployments', name(c.pluginDaemon)));
+  const probe = ((((daemonDeployment.spec as Json).template as Json).spec as Json & { containers: Json[] }).containers[0] as Json).readinessProbe as Json;
+  t.match(probe, { httpGet: { path: '/health' } }, 'plugin daemon probed on GET /health');
+
+  await get(`/apis/networking.k8s.io/v1/namespaces/${namespace}/ingresses/${expandName(contract.names.ingress, release)}`);
+  t.pass(`Ingress ${expandName(contract.names.ingress, release)} exists`);
+
+  for (const kind of WEBHOOK_KINDS) {
+    const list = await get(`/apis/admissionregistration.k8s.io/v1/${kind.toLowerCase()}s`);
+    const hooks = ((list.items as Json[]) ?? []).flatMap((i) => (i.webhooks as Json[]) ?? []);
+    t.ok(hooks.length > 0 && hooks.every((h) => String((h.clientConfig as Json).url).startsWith(guard.url('/'))),
+      `${kind} installed by helm, calling the local dify-guard`);
+  }
+});
+
+t.test('with the PVC present, helm upgrade with another password is refused by dify-guard', async (t) => {
+  const sts = await get(apps('statefulsets', expandName(contract.names.postgresql, release)));
+  const claim = structuredClone(((sts.spec as Json).volumeClaimTemplates as Json[])[0] as Json);
+  const metadata = { ...(claim.metadata as Json), name: pvcName, namespace, labels: (((sts.spec as Json).selector as Json).matchLabels as Json) };
+  await rest.ok('POST', paths.pvcs(namespace), { body: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata, spec: claim.spec } });
+  // The cache learns of the new PVC through its watch.
+  await waitFor('dify-guard to see the PVC', async () => {
+    const next = randomSecret();
+    const res = await rest.patch(paths.secret(namespace, secretName), 'merge', { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } }, { dryRun: 'All' });
+    return res.status === 403 ? true : undefined;
+  });
+
+  const otherValues = writeValues(cp.dir, 'other-password', deepMerge(baseValues, { postgresql: { auth: { password: randomSecret() } } }));
+  const refused = await helm(['upgrade', release, chartDir, '--namespace', namespace, '-f', otherValues, '--timeout', '2m']);
+  t.not(refused.status, 0, 'helm upgrade fails');
+  t.match(refused.stderr, `admission webhook "${SECRET_WEBHOOK}" denied the request`);
+  t.match(refused.stderr, `kubectl delete pvc -n ${namespace} ${pvcName}`, 'the operator sees the way out in helm\'s output');
+  t.equal(((await get(paths.secret(namespace, secretName))).data as Json)[SECRET_KEYS.postgresPassword], base64(password), 'the password is unchanged');
+  t.ok(auditLines(guard).some((l) => l.reason === 'PasswordChangeUnderPvc' && l.dryRun === false && l.name === secretName), 'dify-guard recorded the refusal');
+});
+
+t.test('helm upgrade with the same password goes through (post-upgrade hook run again)', async (t) => {
+  const upgraded = await helmWithMigrationHook(['upgrade', release, chartDir, '--namespace', namespace, '-f', valuesFile, '--timeout', '3m']);
+  t.equal(upgraded.result.status, 0, `helm upgrade succeeded\n${upgraded.result.stderr}`);
+  t.match(upgraded.result.stdout, /STATUS: deployed/);
+});
+
+t.test('helm uninstall works with the PVC present (DELETE allowed with a warning and an audit record)', async (t) => {
+  const res = await helm(['uninstall', release, '--namespace', namespace, '--timeout', '2m']);
+  t.equal(res.status, 0, `helm uninstall succeeded\n${res.stderr}`);
+  t.equal((await rest.get(paths.secret(namespace, secretName))).status, 404, 'the Secret is gone');
+  t.equal((await rest.get(paths.pvc(namespace, pvcName))).status, 200, 'the PVC (not owned by helm) keeps the data');
+  const line = await guard.waitForLog('DELETE audit line', (l) => l.audit === true && l.reason === 'DeleteUnderPvc');
+  t.match(line, { decision: 'allowed', operation: 'DELETE', name: secretName, pvc: `${namespace}/${pvcName}` });
+});
