@@ -1,0 +1,85 @@
+// The chart installed for real (helm install/upgrade/uninstall against a real kube-apiserver + etcd,
+// no kubelet: no pod ever runs, so hooks are skipped): what only a cluster can show. The
+// Helm-generated dify-guard CA and the generated shared keys survive `helm upgrade` (lookup),
+// the guide's `helm upgrade --reuse-values` works, and `helm uninstall` leaves no webhook behind.
+import t from 'tap';
+import { contract, expandName } from '../../src/contract.js';
+import { startControlPlane } from '../controlplane/harness.js';
+import { chartDir, requiredValues, valuesFile, type Json } from '../support/helm.js';
+
+const release = 'dify';
+const namespace = 'dify';
+const cp = await startControlPlane(t, { name: 'chart-install' });
+
+const get = async (path: string): Promise<Json> => {
+  const r = await cp.kubectl(['get', '--raw', path]);
+  if (r.status !== 0) throw new Error(`GET ${path}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Json;
+};
+const exists = async (args: string[]): Promise<boolean> => {
+  const r = await cp.kubectl(['get', ...args, '--ignore-not-found', '-o', 'name']);
+  if (r.status !== 0) throw new Error(`kubectl get ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout.trim() !== '';
+};
+const webhookConfigs = async (): Promise<Json[]> => {
+  const items: Json[] = [];
+  for (const kind of ['mutatingwebhookconfigurations', 'validatingwebhookconfigurations']) {
+    items.push(...((await get(`/apis/admissionregistration.k8s.io/v1/${kind}`)).items as Json[]));
+  }
+  return items;
+};
+const caBundles = async (): Promise<string[]> =>
+  (await webhookConfigs()).flatMap((c) => (c.webhooks as Json[]).map((w) => String((w.clientConfig as Json).caBundle)));
+const secretData = async (name: string): Promise<Record<string, string>> =>
+  (await get(`/api/v1/namespaces/${namespace}/secrets/${name}`)).data as Record<string, string>;
+
+const values = valuesFile(requiredValues());
+const tlsSecretOf = async (): Promise<string> => {
+  const deploy = await get(`/apis/apps/v1/namespaces/${namespace}/deployments?labelSelector=${encodeURIComponent(`${contract.labels.name}=${contract.values.guardName}`)}`);
+  const volumes = (((((deploy.items as Json[])[0]!.spec as Json).template as Json).spec as Json).volumes as Json[]);
+  return String((volumes.find((v) => v.name === 'tls')!.secret as Json).secretName);
+};
+
+await cp.helm(['install', release, chartDir, '--namespace', namespace, '--create-namespace', '--no-hooks', '-f', values]);
+const tlsSecret = await tlsSecretOf();
+const first = { tls: await secretData(tlsSecret), ca: await caBundles(), app: await secretData(`${release}-app-secrets`) };
+
+t.test('install: the webhook configurations trust the CA of the generated Secret', async (t) => {
+  t.equal(first.ca.length, 2);
+  t.ok(first.ca.every((ca) => ca === first.tls['ca.crt']));
+});
+
+t.test('upgrade (same values, then the guide\'s --reuse-values) keeps the CA, the certificate and the shared keys', async (t) => {
+  await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
+  await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--reuse-values']);
+  t.same(await secretData(tlsSecret), first.tls, 'TLS Secret unchanged');
+  t.same(await caBundles(), first.ca, 'caBundle unchanged');
+  t.same(await secretData(`${release}-app-secrets`), first.app, 'generated sandbox/plugin keys kept');
+});
+
+t.test('rotation: deleting the TLS Secret and upgrading issues a new CA, and both webhooks follow it', async (t) => {
+  const r = await cp.kubectl(['delete', 'secret', '-n', namespace, tlsSecret]);
+  t.equal(r.status, 0, r.stderr);
+  await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--reuse-values']);
+  const tls = await secretData(tlsSecret);
+  t.not(tls['ca.crt'], first.tls['ca.crt'], 'a new CA');
+  t.ok((await caBundles()).every((ca) => ca === tls['ca.crt']), 'caBundle updated in both configurations');
+});
+
+t.test('the guide\'s uninstall: helm uninstall succeeds, removes every webhook configuration, keeps the PostgreSQL Secret', async (t) => {
+  const pgSecret = expandName(contract.names.postgresqlSecret, release);
+  const before = await secretData(pgSecret);
+  const un = await cp.helm(['uninstall', release, '--namespace', namespace, '--no-hooks']);
+  t.match(un.stdout, /uninstalled/);
+  t.match(un.stdout, new RegExp(`kept due to the resource policy:[\\s\\S]*\\[Secret\\] ${pgSecret}`), 'Helm says what it kept');
+  t.same(await webhookConfigs(), [], 'no webhook configuration left behind to block the namespace or other releases');
+  t.ok(await exists(['secret', '-n', namespace, pgSecret]), 'the Secret stays with the PVC whose password it records');
+  t.notOk(await exists(['secret', '-n', namespace, tlsSecret]), 'dify-guard\'s own Secret is removed');
+
+  // deploy.sh's `helm upgrade --install` adopts the kept Secret.
+  await cp.helm(['upgrade', '--install', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
+  t.same(await secretData(pgSecret), before, 'adopted unchanged');
+  await cp.helm(['uninstall', release, '--namespace', namespace, '--no-hooks']);
+  const ns = await cp.kubectl(['delete', 'namespace', namespace, '--wait=false']);
+  t.equal(ns.status, 0, ns.stderr);
+});
