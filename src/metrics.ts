@@ -22,28 +22,44 @@ export interface Metrics {
   observeCache(status: CacheStatus): void;
 }
 
-/** The metric names, for the README and the tests (one source). */
-export const METRIC_NAMES = {
-  requests: 'dify_guard_admission_requests_total',
-  requestDuration: 'dify_guard_admission_request_duration_seconds',
-  denials: 'dify_guard_secret_denials_total',
-  pvcCacheSynced: 'dify_guard_pvc_cache_synced',
-  pvcCacheAge: 'dify_guard_pvc_cache_age_seconds',
-  pvcCacheRestarts: 'dify_guard_pvc_cache_restarts_total',
-  eventEmissionFailures: 'dify_guard_event_emission_failures_total',
-  certificateReloads: 'dify_guard_tls_certificate_reloads_total',
+/** Every dify-guard metric: name, type, labels and help, for the code, the README and the tests (one source). */
+export const METRIC_SPECS = {
+  requests: {
+    name: 'dify_guard_admission_requests_total', type: 'counter', labels: ['route', 'decision', 'code'],
+    help: 'AdmissionReview requests answered, by route, decision (allowed, patched, denied, rejected, error) and HTTP status code.',
+  },
+  requestDuration: {
+    name: 'dify_guard_admission_request_duration_seconds', type: 'histogram', labels: ['route'],
+    help: 'Time from receiving an AdmissionReview to answering it, in seconds, by route.',
+  },
+  denials: {
+    name: 'dify_guard_secret_denials_total', type: 'counter', labels: ['reason'],
+    help: 'Secret changes denied, by reason code.',
+  },
+  pvcCacheSynced: {
+    name: 'dify_guard_pvc_cache_synced', type: 'gauge', labels: [],
+    help: '1 when the PVC cache is synced and its watch is healthy, else 0 (password changes are then refused).',
+  },
+  pvcCacheAge: {
+    name: 'dify_guard_pvc_cache_age_seconds', type: 'gauge', labels: [],
+    help: 'Seconds since the PVC cache last listed every PVC (since start if it never has).',
+  },
+  pvcCacheRestarts: {
+    name: 'dify_guard_pvc_cache_restarts_total', type: 'counter', labels: [],
+    help: 'Times the PVC list/watch was restarted after an error.',
+  },
+  eventEmissionFailures: {
+    name: 'dify_guard_event_emission_failures_total', type: 'counter', labels: [],
+    help: 'Warning Events on Secrets that could not be created or updated (errors, timeouts, overload).',
+  },
+  certificateReloads: {
+    name: 'dify_guard_tls_certificate_reloads_total', type: 'counter', labels: ['result'],
+    help: 'Serving certificate loads from disk, by result (loaded, failed); an unchanged pair is not counted.',
+  },
 } as const;
 
-export const METRIC_HELP: Record<keyof typeof METRIC_NAMES, string> = {
-  requests: 'AdmissionReview requests answered, by route, decision (allowed, patched, denied, rejected, error) and HTTP status code.',
-  requestDuration: 'Time from receiving an AdmissionReview to answering it, in seconds, by route.',
-  denials: 'Secret changes denied, by reason code.',
-  pvcCacheSynced: '1 when the PVC cache is synced and its watch is healthy, else 0 (password changes are then refused).',
-  pvcCacheAge: 'Seconds since the PVC cache last listed every PVC (since start if it never has).',
-  pvcCacheRestarts: 'Times the PVC list/watch was restarted after an error.',
-  eventEmissionFailures: 'Warning Events on Secrets that could not be created or updated.',
-  certificateReloads: 'Attempts to load the serving certificate from disk, by result (loaded, unchanged, failed).',
-};
+export const METRIC_NAMES = Object.fromEntries(Object.entries(METRIC_SPECS).map(([key, spec]) => [key, spec.name])) as
+  { [K in keyof typeof METRIC_SPECS]: (typeof METRIC_SPECS)[K]['name'] };
 
 // Webhooks answer in milliseconds; the buckets resolve 0.5 ms to 10 s (the API server's default timeout).
 export const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -57,24 +73,26 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
 
   const metrics: Metrics = {
     registry,
-    requests: new Counter({ name: METRIC_NAMES.requests, help: METRIC_HELP.requests, labelNames: ['route', 'decision', 'code'], registers: [registry] }),
-    requestDuration: new Histogram({
-      name: METRIC_NAMES.requestDuration, help: METRIC_HELP.requestDuration, labelNames: ['route'],
-      buckets: LATENCY_BUCKETS_SECONDS, registers: [registry],
-    }),
-    denials: new Counter({ name: METRIC_NAMES.denials, help: METRIC_HELP.denials, labelNames: ['reason'], registers: [registry] }),
-    eventEmissionFailures: new Counter({ name: METRIC_NAMES.eventEmissionFailures, help: METRIC_HELP.eventEmissionFailures, registers: [registry] }),
-    certificateReloads: new Counter({ name: METRIC_NAMES.certificateReloads, help: METRIC_HELP.certificateReloads, labelNames: ['result'], registers: [registry] }),
-    pvcCacheRestarts: new Counter({ name: METRIC_NAMES.pvcCacheRestarts, help: METRIC_HELP.pvcCacheRestarts, registers: [registry] }),
+    requests: new Counter({ ...specOf('requests'), registers: [registry] }),
+    requestDuration: new Histogram({ ...specOf('requestDuration'), buckets: LATENCY_BUCKETS_SECONDS, registers: [registry] }),
+    denials: new Counter({ ...specOf('denials'), registers: [registry] }),
+    eventEmissionFailures: new Counter({ ...specOf('eventEmissionFailures'), registers: [registry] }),
+    certificateReloads: new Counter({ ...specOf('certificateReloads'), registers: [registry] }),
+    pvcCacheRestarts: new Counter({ ...specOf('pvcCacheRestarts'), registers: [registry] }),
     observeCache(status) { cache = status; },
   };
   new Gauge({
-    name: METRIC_NAMES.pvcCacheSynced, help: METRIC_HELP.pvcCacheSynced, registers: [registry],
+    ...specOf('pvcCacheSynced'), registers: [registry],
     collect() { this.set(cache.synced ? 1 : 0); },
   });
   new Gauge({
-    name: METRIC_NAMES.pvcCacheAge, help: METRIC_HELP.pvcCacheAge, registers: [registry],
+    ...specOf('pvcCacheAge'), registers: [registry],
     collect() { this.set(cache.ageSeconds); },
   });
   return metrics;
+}
+
+function specOf<K extends keyof typeof METRIC_SPECS>(key: K): { name: string; help: string; labelNames: (typeof METRIC_SPECS)[K]['labels'] } {
+  const spec = METRIC_SPECS[key];
+  return { name: spec.name, help: spec.help, labelNames: spec.labels };
 }

@@ -70,6 +70,7 @@ export async function admissionPlugin(app: FastifyInstance, options: AdmissionPl
 
   app.addHook('onRequest', async (request) => {
     request.admissionTrace = { startedAt: process.hrtime.bigint(), uid: '', outcome: 'rejected' };
+    request.log.trace({ url: request.url }, 'admission request received');
   });
 
   app.addHook('onResponse', async (request, reply) => {

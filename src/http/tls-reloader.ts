@@ -43,6 +43,7 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
   private pollTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
   private reloading: Promise<ReloadResult> | undefined;
+  private rereading: Promise<ReloadResult> | undefined;
   private stopped = false;
 
   constructor(private readonly options: CertificateReloaderOptions) {
@@ -89,9 +90,19 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
     clearTimeout(this.debounceTimer);
   }
 
-  /** Reads the pair and swaps it in if it changed and loads. Concurrent calls share one read. */
+  /**
+   * Reads the pair and swaps it in if it changed and loads. A call during a read gets one more read
+   * after it (the files may have changed since that read began); calls meanwhile share that one.
+   */
   reload(): Promise<ReloadResult> {
-    this.reloading ??= this.readAndSwap().finally(() => { this.reloading = undefined; });
+    if (this.reloading) {
+      this.rereading ??= this.reloading.then(() => {
+        this.rereading = undefined;
+        return this.reload();
+      });
+      return this.rereading;
+    }
+    this.reloading = this.readAndSwap().finally(() => { this.reloading = undefined; });
     return this.reloading;
   }
 
