@@ -1,0 +1,59 @@
+// NOTES.txt prints the guide's check commands for THIS release and namespace. helm template does not
+// render NOTES.txt, so a temporary copy of the chart renders it through `tpl` as a ConfigMap.
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { chartDir, deepMerge, parseObjects, requiredValues, template, type Json } from '../support/helm.js';
+
+const copy = mkdtempSync(join(tmpdir(), 'dify-notes-'));
+t.teardown(() => rmSync(copy, { recursive: true, force: true }));
+cpSync(chartDir, copy, { recursive: true });
+writeFileSync(join(copy, 'files', 'notes.txt'), readFileSync(join(chartDir, 'templates', 'NOTES.txt')));
+writeFileSync(join(copy, 'templates', 'zz-notes.yaml'),
+  'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ tpl (.Files.Get "files/notes.txt") . | quote }}\n');
+
+async function notes(values: Json, release: string, namespace: string): Promise<string> {
+  const r = await template(values, { chart: copy, release, namespace, args: ['--show-only', 'templates/zz-notes.yaml'] });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return String((parseObjects(r.stdout)[0]!.data as Json).notes);
+}
+
+/** The guide's check commands (確認コマンド and the Secret audit trail), for one release. */
+function guideCommands(release: string, ns: string): string[] {
+  const daemon = expandName(contract.names.appLabel, release, contract.components.pluginDaemon);
+  const api = expandName(contract.names.appLabel, release, contract.components.api);
+  return [
+    `kubectl get pods -n ${ns}`,
+    `kubectl get deploy,po,svc -n ${ns} | grep -iE "plugin|daemon|dify"`,
+    `kubectl get jobs -n ${ns}`,
+    `kubectl logs -n ${ns} job/${expandName(contract.names.migrationJob, release)}`,
+    `kubectl exec -n ${ns} ${expandName(contract.names.postgresql, release)}-0 -- psql -U dify -d dify -c "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename;"`,
+    `kubectl logs -n ${ns} -l app=${daemon}`,
+    `kubectl exec -n ${ns} $(kubectl get pods -n ${ns} -l app=${daemon} -o jsonpath='{.items[0].metadata.name}') -- curl -s http://localhost:5002/health`,
+    `kubectl exec -n ${ns} $(kubectl get pods -n ${ns} -l app=${api} -o jsonpath='{.items[0].metadata.name}') -- curl -sv http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002/health`,
+    `kubectl get events -n ${ns} --field-selector involvedObject.name=${expandName(contract.names.postgresqlSecret, release)}`,
+  ];
+}
+
+for (const [release, ns] of [['dify', 'dify'], ['acme', 'prod']] as const) {
+  t.test(`release ${release} in ${ns}: the guide's commands, with this release's names`, async (t) => {
+    const text = await notes(requiredValues(), release, ns);
+    const lines = text.split('\n').map((l) => l.trim());
+    for (const command of guideCommands(release, ns)) t.ok(lines.includes(command), command);
+    t.match(text, expandName(contract.names.postgresqlPvc, release), 'names the PVC that keeps the password');
+    t.match(text, SECRET_KEYS.postgresPassword);
+  });
+}
+
+t.test('warnings for a single dify-guard replica and a missing vector store; none by default but the vector store', async (t) => {
+  const plain = await notes(requiredValues(), 'dify', 'dify');
+  t.notMatch(plain, /WARNING: webhook\.replicaCount/);
+  t.match(plain, /vectorStore\.type is not set/);
+  const single = await notes(deepMerge(requiredValues(), { webhook: { replicaCount: 1 }, vectorStore: { type: 'pgvector' } }), 'dify', 'dify');
+  t.match(single, /WARNING: webhook\.replicaCount is 1/);
+  t.notMatch(single, /vectorStore\.type is not set/);
+  const off = await notes(deepMerge(requiredValues(), { webhook: { enabled: false } }), 'dify', 'dify');
+  t.match(off, /dify-guard is not installed by this release/);
+});

@@ -1,0 +1,88 @@
+// The chart's conventions: values.schema.json rejects typos and wrong types before anything is
+// applied, rendering fails with a clear message (that never echoes a secret) when a required or
+// invalid value is given, and `helm lint --strict` is clean.
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { chartDir, deepMerge, helm, requiredValues, template, testSecret, type Json } from '../support/helm.js';
+
+async function rejected(t: Test, values: Json, pattern: RegExp, what: string, options: { release?: string } = {}): Promise<string> {
+  const r = await template(values, options);
+  t.not(r.status, 0, `${what}: refused`);
+  t.match(r.stderr, pattern, `${what}: says why`);
+  return r.stderr;
+}
+
+t.test('typos are refused: unknown keys at any level', async (t) => {
+  for (const [values, key] of [
+    [{ postgressql: {} }, 'postgressql'],
+    [{ api: { replicas: 2 } }, 'replicas'],
+    [{ pluginDaemon: { redis: { authEnable: true } } }, 'authEnable'],
+    [{ webhook: { tls: { mod: 'helm' } } }, 'mod'],
+    [{ ingress: { hosts: ['a'] } }, 'hosts'],
+    [{ postgresql: { auth: { passwd: 'x' } } }, 'passwd'],
+    [{ migration: { ttlSecondsAfterFinish: 1 } }, 'ttlSecondsAfterFinish'],
+  ] as const) {
+    await rejected(t, deepMerge(requiredValues(), values as Json), new RegExp(`additional properties '${key}' not allowed`), key);
+  }
+});
+
+t.test('wrong types and out-of-range values are refused', async (t) => {
+  for (const [values, pattern] of [
+    [{ api: { replicaCount: '2' } }, /\/api\/replicaCount.*got string, want integer/],
+    [{ webhook: { timeoutSeconds: 31 } }, /\/webhook\/timeoutSeconds/],
+    [{ webhook: { pods: { failurePolicy: 'fail' } } }, /\/webhook\/pods\/failurePolicy/],
+    [{ webhook: { tls: { mode: 'selfsigned' } } }, /\/webhook\/tls\/mode/],
+    [{ image: { tag: 1.12 } }, /\/image\/tag.*got number, want string/],
+    [{ pluginDaemon: { redis: { authEnabled: 'yes' } } }, /\/pluginDaemon\/redis\/authEnabled.*want boolean/],
+    [{ postgresql: { persistence: { size: 'lots' } } }, /\/postgresql\/persistence\/size/],
+    [{ dify: { extraEnv: [{ value: 'x' }] } }, /\/dify\/extraEnv\/0.*name/],
+    [{ storage: { persistence: { accessModes: ['ReadWriteEverywhere'] } } }, /\/storage\/persistence\/accessModes/],
+  ] as const) {
+    await rejected(t, deepMerge(requiredValues(), values as Json), pattern, JSON.stringify(values));
+  }
+});
+
+t.test('a number given as the password is refused by type, and the message does not show it', async (t) => {
+  const stderr = await rejected(t, { postgresql: { auth: { password: 987654321 } }, secrets: { difySecretKey: testSecret() } },
+    /\/postgresql\/auth\/password.*got number, want string/, 'numeric password');
+  t.notOk(stderr.includes('987654321'));
+});
+
+t.test('required values: rendering fails with the clear message, never a random password', async (t) => {
+  await rejected(t, { secrets: { difySecretKey: testSecret() } },
+    /postgresql\.auth\.password is required: PostgreSQL keeps the password it was first initialised with in its PVC, so the chart never generates one at random/, 'no PostgreSQL password');
+  await rejected(t, { postgresql: { auth: { password: testSecret() } } }, /secrets\.difySecretKey is required/, 'no SECRET_KEY');
+  await rejected(t, {}, /is required/, 'neither');
+});
+
+t.test('secret values the components cannot use are refused without being echoed', async (t) => {
+  const spaced = `${testSecret()} x`;
+  const pg = await rejected(t, deepMerge(requiredValues(), { postgresql: { auth: { password: spaced } } }),
+    /must not contain whitespace, quotes or backslashes: the plugin daemon builds an unquoted libpq DSN/, 'PostgreSQL password with a space');
+  t.notOk(pg.includes(spaced));
+  const redis = `${testSecret()}@/`;
+  const r = await rejected(t, deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password: redis } } }),
+    /may contain only letters, digits and \. _ ~ - : Kubernetes expands \$\(REDIS_PASSWORD\) into CELERY_BROKER_URL without URL-encoding/, 'Redis password not URL-safe');
+  t.notOk(r.includes(redis));
+  await rejected(t, deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true } } }),
+    /pluginDaemon\.redis\.password is required when pluginDaemon\.redis\.authEnabled is true/, 'Redis auth without a password');
+  await rejected(t, deepMerge(requiredValues(), { redis: { enabled: false } }), /set pluginDaemon\.redis\.host/, 'no Redis at all');
+});
+
+t.test('release names that would overflow a Kubernetes name are refused, not truncated', async (t) => {
+  await rejected(t, requiredValues(), /use at most 40/, 'long release', { release: 'a'.repeat(41) });
+  const ok = await template(requiredValues(), { release: 'a'.repeat(40) });
+  t.equal(ok.status, 0, ok.stderr);
+});
+
+t.test('helm lint --strict is clean: bare (required values become INFO lines) and with the ci values', async (t) => {
+  for (const file of ['default-values.yaml', 'everything-values.yaml']) {
+    const r = await helm(['lint', chartDir, '--strict', '-f', join(chartDir, 'ci', file)]);
+    t.equal(r.status, 0, `${file}: ${r.stdout}${r.stderr}`);
+    t.notMatch(r.stdout, /\[(WARNING|ERROR)\]/, file);
+  }
+  const bare = await helm(['lint', chartDir, '--strict']);
+  t.equal(bare.status, 0, bare.stdout + bare.stderr);
+  t.notMatch(bare.stdout, /\[(WARNING|ERROR)\]/);
+  t.match(bare.stderr, /Missing required value: postgresql\.auth\.password is required/, 'and still names the required value');
+});
