@@ -1,0 +1,189 @@
+// Load generators, all HTTP/1.1 over TLS with keep-alive, in the bench's own process (never the
+// server's). Latencies are kept in microseconds in our own HDR histogram, recorded raw from each
+// response (autocannon's own histogram is in whole milliseconds, and its rate mode "corrects" with
+// an expected interval of ceil(1/rate) ms, i.e. 1 ms: it would invent samples at this scale).
+//  - closedLoop: autocannon, fixed connections, as fast as the server answers: throughput.
+//  - paced: open loop at a fixed rate, requests spread evenly (1 ms timer ticks) over a keep-alive
+//    pool, each timed from the moment it is issued (so queueing in the pool counts): p99 at a rate.
+//  - autocannonRate: autocannon's overallRate, for reference: it sends each connection's per-second
+//    budget back to back at the start of every second (lib/httpClient.js), i.e. bursts.
+import { Agent, request } from 'node:https';
+import { connect } from 'node:tls';
+import autocannon from 'autocannon';
+import { microsecondHistogram, recordMs, summarizeHistogram, type LatencySummary } from './stats.js';
+
+export interface Endpoint {
+  host: string;
+  port: number;
+  path: string;
+  /** CA of the serving certificate (checked by the paced client and the ALPN probe). */
+  ca: Buffer;
+}
+
+export interface LoadResult {
+  generator: 'autocannon-connections' | 'paced-open-loop' | 'autocannon-rate';
+  connections: number;
+  targetRate: number | null;
+  seconds: number;
+  requests: number;
+  throughputRps: number;
+  latency: LatencySummary;
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  /** Responses whose body differs from the expected one (the single-request check done first). */
+  mismatches: number;
+  /** CPU of the load generator's process over the run, in cores. */
+  generatorCores: number;
+  /** Paced only: how late the 1 ms ticks issued requests against the schedule, p99/max (us). */
+  scheduleLagUs?: { p99: number; max: number };
+}
+
+const url = (e: Endpoint): string => `https://${e.host}:${e.port}${e.path}`;
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+function cpuSince(start: NodeJS.CpuUsage, seconds: number): number {
+  const used = process.cpuUsage(start);
+  return seconds > 0 ? (used.user + used.system) / 1e6 / seconds : 0;
+}
+
+/** One POST, to check what a server answers before loading it. */
+export function postOnce(endpoint: Endpoint, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({
+      host: endpoint.host, port: endpoint.port, path: endpoint.path, method: 'POST', ca: endpoint.ca, agent: false,
+      headers: { ...JSON_HEADERS, 'content-length': Buffer.byteLength(body) }, timeout: 10_000,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`POST ${url(endpoint)} timed out`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The protocol the server picks when offered h2 and http/1.1 over ALPN (false: it does not speak ALPN). */
+export function negotiatedProtocol(endpoint: Endpoint): Promise<string | false> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: endpoint.host, port: endpoint.port, ca: endpoint.ca, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
+      const protocol = socket.alpnProtocol ?? false;
+      socket.end();
+      resolve(protocol);
+    });
+    socket.on('error', reject);
+  });
+}
+
+function runAutocannon(endpoint: Endpoint, body: string, expectBody: string,
+  options: { connections: number; seconds: number; overallRate?: number }): Promise<LoadResult> {
+  const histogram = microsecondHistogram();
+  const cpu = process.cpuUsage();
+  const started = process.hrtime.bigint();
+  let responses = 0;
+  return new Promise((resolve, reject) => {
+    const instance = autocannon({
+      url: url(endpoint), method: 'POST', headers: JSON_HEADERS, body,
+      connections: options.connections, pipelining: 1, duration: options.seconds, timeout: 10,
+      expectBody, tlsOptions: { ca: endpoint.ca },
+      ...(options.overallRate ? { overallRate: options.overallRate } : {}),
+    }, (error, result) => {
+      if (error) return reject(error);
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      resolve({
+        generator: options.overallRate ? 'autocannon-rate' : 'autocannon-connections',
+        connections: options.connections, targetRate: options.overallRate ?? null, seconds,
+        requests: responses, throughputRps: responses / seconds, latency: summarizeHistogram(histogram),
+        errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx, mismatches: result.mismatches,
+        generatorCores: cpuSince(cpu, seconds),
+      });
+    });
+    instance.on('response', (_client, statusCode, _bytes, responseTimeMs) => {
+      responses += 1;
+      if (statusCode >= 200 && statusCode < 300) recordMs(histogram, responseTimeMs);
+    });
+  });
+}
+
+export function closedLoop(endpoint: Endpoint, body: string, expectBody: string,
+  options: { connections: number; seconds: number }): Promise<LoadResult> {
+  return runAutocannon(endpoint, body, expectBody, options);
+}
+
+export function autocannonRate(endpoint: Endpoint, body: string, expectBody: string,
+  options: { connections: number; seconds: number; rate: number }): Promise<LoadResult> {
+  return runAutocannon(endpoint, body, expectBody, { connections: options.connections, seconds: options.seconds, overallRate: options.rate });
+}
+
+export function paced(endpoint: Endpoint, body: string, expectBody: string,
+  options: { rate: number; seconds: number; sockets: number }): Promise<LoadResult> {
+  const total = Math.round(options.rate * options.seconds);
+  const intervalNs = 1e9 / options.rate;
+  const agent = new Agent({ keepAlive: true, maxSockets: options.sockets, keepAliveMsecs: 1000 });
+  const histogram = microsecondHistogram();
+  const lag = microsecondHistogram();
+  const payload = Buffer.from(body);
+  const headers = { ...JSON_HEADERS, 'content-length': String(payload.length) };
+  const cpu = process.cpuUsage();
+  let sent = 0;
+  let finished = 0;
+  let errors = 0;
+  let timeouts = 0;
+  let non2xx = 0;
+  let mismatches = 0;
+  let lastDone = 0n;
+  return new Promise((resolve) => {
+    const t0 = process.hrtime.bigint();
+    const complete = (): void => {
+      finished += 1;
+      lastDone = process.hrtime.bigint();
+      if (finished < total) return;
+      agent.destroy();
+      const seconds = Number(lastDone - t0) / 1e9;
+      const lagSummary = summarizeHistogram(lag);
+      resolve({
+        generator: 'paced-open-loop', connections: options.sockets, targetRate: options.rate, seconds,
+        requests: finished, throughputRps: finished / seconds, latency: summarizeHistogram(histogram),
+        errors, timeouts, non2xx, mismatches, generatorCores: cpuSince(cpu, seconds),
+        scheduleLagUs: { p99: lagSummary.p99Us, max: lagSummary.maxUs },
+      });
+    };
+    const send = (): void => {
+      const start = process.hrtime.bigint();
+      let done = false;
+      const finish = (): void => { if (!done) { done = true; complete(); } };
+      const req = request({
+        host: endpoint.host, port: endpoint.port, path: endpoint.path, method: 'POST', ca: endpoint.ca, agent, headers, timeout: 10_000,
+      }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) {
+            recordMs(histogram, Number(process.hrtime.bigint() - start) / 1e6);
+            if (Buffer.concat(chunks).toString('utf8') !== expectBody) mismatches += 1;
+          } else {
+            non2xx += 1;
+          }
+          finish();
+        });
+      });
+      req.on('timeout', () => { timeouts += 1; req.destroy(new Error('timeout')); });
+      req.on('error', () => { errors += 1; finish(); });
+      req.end(payload);
+    };
+    const tick = (): void => {
+      const now = process.hrtime.bigint();
+      const due = Math.min(total, Math.floor(Number(now - t0) / intervalNs) + 1);
+      while (sent < due) {
+        const intended = t0 + BigInt(Math.round(sent * intervalNs));
+        lag.record(Math.max(1, Number((now - intended) / 1000n)));
+        sent += 1;
+        send();
+      }
+      if (sent < total) setTimeout(tick, 1);
+    };
+    tick();
+  });
+}

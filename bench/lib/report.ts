@@ -1,0 +1,205 @@
+// The bench's outputs: the targets of the issue checked against a result, a terminal table, and
+// the generated block of BENCHMARKS.md (between two markers; the prose around it is written by hand).
+import type { ApiServerViewResult, Mode } from './apiserver-view.js';
+import type { ProfileSummary } from './profile.js';
+import type { ServerViewResult } from './server-view.js';
+import { ms } from './stats.js';
+
+export interface MachineInfo {
+  nproc: number;
+  cpuModel: string;
+  memoryGiB: number;
+  kernel: string;
+  loadAverageAtStart: number[];
+  loadAverageAtEnd: number[];
+}
+
+export interface BenchResult {
+  schema: 1;
+  startedAt: string;
+  finishedAt: string;
+  durationSeconds: number;
+  command: string;
+  quick: boolean;
+  machine: MachineInfo;
+  versions: Record<string, string>;
+  git: { commit: string; dirty: string[] };
+  setup: Record<string, string>;
+  serverView?: ServerViewResult;
+  apiServerView?: ApiServerViewResult;
+  profiles?: Record<string, ProfileSummary>;
+  targets: TargetCheck[];
+}
+
+export interface TargetCheck {
+  target: string;
+  limit: string;
+  measured: string;
+  met: boolean | null;
+}
+
+const MiB = 1024 * 1024;
+const fmtMs = (us: number): string => ms(us).toFixed(2);
+const fmtMiB = (bytes: number): string => (bytes / MiB).toFixed(1);
+
+export function checkTargets(result: Pick<BenchResult, 'serverView' | 'apiServerView'>): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  const sv = result.serverView;
+  if (sv) {
+    const pod = sv.payloads.find((p) => p.payload === 'pod-create-mutation');
+    if (pod) {
+      checks.push({ target: 'dify-guard throughput on the pod-mutation payload vs bare', limit: '>= 70 %', measured: `${(pod.throughputRatio * 100).toFixed(1)} %`, met: pod.throughputRatio >= 0.7 });
+    }
+    for (const p of sv.payloads) {
+      const p99 = p.runs['dify-guard'].paced.load.latency.p99Us;
+      const rate = sv.options.rate;
+      checks.push({ target: `p99 at ${rate} req/s, ${p.payload}`, limit: '<= 5 ms', measured: `${fmtMs(p99)} ms`, met: p99 <= 5000 });
+    }
+    const steady = Math.max(...sv.payloads.map((p) => p.runs['dify-guard'].paced.server.rssAtEndBytes));
+    checks.push({ target: `dify-guard steady RSS (end of each ${sv.options.rate} req/s run, max)`, limit: '<= 100 MiB', measured: `${fmtMiB(steady)} MiB`, met: steady <= 100 * MiB });
+    const lookups = sv.payloads.reduce((sum, p) => sum + p.runs['dify-guard'].connections.server.apiCalls.pvcReads + p.runs['dify-guard'].paced.server.apiCalls.pvcReads, 0);
+    const requests = sv.payloads.reduce((sum, p) => sum + p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests, 0);
+    checks.push({ target: 'API lookups per admission request, synced (server view)', limit: '0', measured: `${lookups} in ${requests} requests`, met: lookups === 0 });
+  }
+  const av = result.apiServerView;
+  if (av) {
+    const lookups = av.difyGuardApiCalls.pvcReads;
+    checks.push({ target: 'API lookups per admission request, synced (API-server view)', limit: '0', measured: `${lookups} in ${av.difyGuardApiCalls.admissionRequests} requests`, met: lookups === 0 });
+    const guard = av.podCreate.modes['dify-guard'].addedP50Us;
+    const policy = av.podCreate.modes.policy.addedP50Us;
+    checks.push({ target: 'added p50 per pod create through the API server, dify-guard vs none', limit: '<= 3 ms', measured: `${fmtMs(guard)} ms`, met: guard <= 3000 });
+    checks.push({
+      target: 'added p50 per pod create, dify-guard vs in-process policy', limit: '<= 2x policy',
+      measured: `${fmtMs(guard)} ms vs ${fmtMs(policy)} ms (${policy > 0 ? `${(guard / policy).toFixed(1)}x` : 'policy adds nothing measurable'})`,
+      met: policy > 0 ? guard <= 2 * policy : guard <= 0,
+    });
+  }
+  return checks;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, col) => Math.max(...rows.map((r) => (r[col] ?? '').length))) ?? [];
+  return rows.map((r, i) => {
+    const line = r.map((cell, col) => (col === 0 ? cell.padEnd(widths[col] ?? 0) : cell.padStart(widths[col] ?? 0))).join('  ');
+    return i === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
+  }).join('\n');
+}
+
+function markdownTable(rows: string[][]): string {
+  const [head, ...body] = rows;
+  if (!head) return '';
+  return [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+function serverRows(sv: ServerViewResult): string[][] {
+  const rows = [['payload', 'server', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'CPU cores', 'CPU us/req', 'peak RSS MiB', `p99 @${sv.options.rate}/s ms`, `RSS @${sv.options.rate}/s MiB`, 'ratio']];
+  for (const p of sv.payloads) {
+    for (const name of ['dify-guard', 'bare'] as const) {
+      const run = p.runs[name];
+      rows.push([
+        name === 'dify-guard' ? p.payload : '', name,
+        Math.round(run.connections.load.throughputRps).toString(),
+        fmtMs(run.connections.load.latency.p50Us), fmtMs(run.connections.load.latency.p99Us), fmtMs(run.connections.load.latency.p999Us),
+        run.connections.server.cores.toFixed(2), Math.round(run.connections.server.cpuUsPerRequest).toString(),
+        fmtMiB(Math.max(run.connections.server.peakRssBytes, run.paced.server.peakRssBytes)),
+        fmtMs(run.paced.load.latency.p99Us), fmtMiB(run.paced.server.rssAtEndBytes),
+        name === 'dify-guard' ? `${(p.throughputRatio * 100).toFixed(1)} %` : '',
+      ]);
+    }
+  }
+  return rows;
+}
+
+function apiRows(av: ApiServerViewResult): string[][] {
+  const rows = [['request', 'admission', 'p50 ms', 'p90 ms', 'p99 ms', 'added p50 ms', 'added p99 ms', 'statuses']];
+  const label: Record<Mode, string> = { none: 'none', 'dify-guard': 'dify-guard webhook', policy: 'in-process policy (MAP/VAP)' };
+  for (const [name, kind] of [['pod create', av.podCreate], ['password change', av.secretPasswordChange]] as const) {
+    for (const mode of ['none', 'dify-guard', 'policy'] as const) {
+      const m = kind.modes[mode];
+      rows.push([
+        mode === 'none' ? name : '', label[mode], fmtMs(m.latency.p50Us), fmtMs(m.latency.p90Us), fmtMs(m.latency.p99Us),
+        mode === 'none' ? '' : fmtMs(m.addedP50Us), mode === 'none' ? '' : fmtMs(m.addedP99Us),
+        Object.entries(m.statuses).map(([s, c]) => `${s}x${c}`).join(' '),
+      ]);
+    }
+  }
+  return rows;
+}
+
+function targetRows(checks: TargetCheck[]): string[][] {
+  return [['target', 'limit', 'measured', 'met'], ...checks.map((c) => [c.target, c.limit, c.measured, c.met === null ? '-' : c.met ? 'yes' : 'NO'])];
+}
+
+export function terminalReport(result: BenchResult): string {
+  const parts: string[] = [];
+  if (result.serverView) {
+    parts.push(`Server view (${result.serverView.options.connections} keep-alive TLS connections for ${result.serverView.options.seconds} s; then open loop at ${result.serverView.options.rate} req/s)`);
+    parts.push(table(serverRows(result.serverView)));
+  }
+  if (result.apiServerView) {
+    parts.push(`\nAPI-server view (N=${result.apiServerView.options.n} per namespace, interleaved)`);
+    parts.push(table(apiRows(result.apiServerView)));
+  }
+  parts.push('\nTargets');
+  parts.push(table(targetRows(result.targets)));
+  return parts.join('\n');
+}
+
+export function markdownReport(result: BenchResult, resultFile: string): string {
+  const m = result.machine;
+  const lines: string[] = [
+    `Run ${result.startedAt} (${Math.round(result.durationSeconds)} s), result file \`${resultFile}\`.`,
+    '',
+    `- Command: \`${result.command}\``,
+    `- Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}; load average (1/5/15 min) ${m.loadAverageAtStart.map((v) => v.toFixed(2)).join(' / ')} at start, ${m.loadAverageAtEnd.map((v) => v.toFixed(2)).join(' / ')} at end`,
+    `- Versions: ${Object.entries(result.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `- Code: ${result.git.commit}${result.git.dirty.length ? ` with uncommitted changes in ${result.git.dirty.join(', ')}` : ''}`,
+    ...Object.entries(result.setup).map(([k, v]) => `- ${k}: ${v}`),
+    '',
+  ];
+  if (result.serverView) {
+    const sv = result.serverView;
+    lines.push('### Server view', '',
+      `Fixed connections: autocannon, ${sv.options.connections} keep-alive TLS connections, ${sv.options.seconds} s after ${sv.options.warmupSeconds} s of warm-up. "@${sv.options.rate}/s": open loop, ${sv.options.rate} req/s for ${sv.options.seconds} s over up to ${sv.options.pacedSockets} keep-alive connections. CPU from process.cpuUsage() of the server process; RSS from /proc (VmRSS, sampled every 100 ms). ALPN (h2 offered): ${Object.entries(sv.alpn).map(([k, v]) => `${k} ${v || 'none, HTTP/1.1 only'}`).join(', ')}.`,
+      '', markdownTable(serverRows(sv)), '');
+    if (sv.options.autocannonRate) {
+      lines.push(`autocannon's own overallRate=${sv.options.rate} (bursts each second's budget; reference only), p99 ms: ${sv.payloads.map((p) => `${p.payload} dify-guard ${fmtMs(p.runs['dify-guard'].autocannonRate?.load.latency.p99Us ?? 0)} / bare ${fmtMs(p.runs.bare.autocannonRate?.load.latency.p99Us ?? 0)}`).join('; ')}.`, '');
+    }
+    lines.push(`dify-guard's outgoing API requests during the server-view runs: ${sv.payloads.map((p) => {
+      const c = p.runs['dify-guard'].connections.server.apiCalls;
+      const r = p.runs['dify-guard'].paced.server.apiCalls;
+      return `${p.payload}: ${c.pvcReads + r.pvcReads} lookups, ${c.eventWrites + r.eventWrites} Event writes, ${c.other + r.other} other in ${p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests} requests`;
+    }).join('; ')}.`, '');
+  }
+  if (result.apiServerView) {
+    const av = result.apiServerView;
+    const calls = av.difyGuardApiCalls;
+    lines.push('### API-server view', '',
+      `N=${av.options.n} requests per namespace and kind, sequential, the three namespaces interleaved (after ${av.options.warmup} warm-up requests each). Latency is the client's, per request. The policy namespace uses ${av.policyKinds.join(', ')}; its pod mutation ${av.podMutationEquivalent.equal ? 'yields the same env entries as dify-guard\'s (order aside)' : `differs from dify-guard's: ${av.podMutationEquivalent.differences.join(', ')}`}.`,
+      '', markdownTable(apiRows(av)), '',
+      `API server's own measure of its webhook calls: ${Object.entries(av.apiServerWebhookMetrics).map(([k, v]) => `${k} ${v.calls} calls, mean ${v.meanMs.toFixed(2)} ms`).join('; ') || 'none'}.`,
+      `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.pvcReads} PVC lookups (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes (${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.other} other${Object.keys(calls.byPath).length ? ` (${Object.entries(calls.byPath).map(([k, v]) => `${k} x${v}`).join(', ')})` : ''}. Audit log, writes by dify-guard's user over the whole view: ${Object.entries(av.auditedWritesByDifyGuard).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}.`,
+      '');
+  }
+  lines.push('### Targets', '', markdownTable(targetRows(result.targets)), '');
+  if (result.profiles) {
+    lines.push('### Where dify-guard spends its CPU (node --cpu-prof, fixed-connections load, separate runs)', '');
+    for (const [payload, p] of Object.entries(result.profiles)) {
+      lines.push(`**${payload}** (busy ${p.busyMs} ms of ${p.sampledMs} ms sampled). By area: ${p.byArea.slice(0, 10).map((a) => `${a.name} ${a.pct} %`).join(', ')}.`, '',
+        `Inclusive: ${p.topInclusive.filter((e) => !/^(processTicksAndRejections|runMicrotasks|emit|listOnTimeout|processTimers)$/.test(e.name)).slice(0, 10).map((e) => `${e.name} (${e.where}) ${e.pct} %`).join('; ')}.`, '');
+    }
+  }
+  return lines.join('\n');
+}
+
+export const MD_START = '<!-- bench:results:start -->';
+export const MD_END = '<!-- bench:results:end -->';
+
+/** BENCHMARKS.md with its generated block replaced (the block is appended when the markers are missing). */
+export function withGeneratedBlock(document: string, block: string): string {
+  const generated = `${MD_START}\n${block.trim()}\n${MD_END}`;
+  const start = document.indexOf(MD_START);
+  const end = document.indexOf(MD_END);
+  if (start === -1 || end === -1 || end < start) return `${document.trimEnd()}\n\n${generated}\n`;
+  return document.slice(0, start) + generated + document.slice(end + MD_END.length);
+}

@@ -1,0 +1,163 @@
+// Server view: the real dify-guard process (dist/src/main.js, started by the control-plane
+// harness, its PVC cache synced against the real API server) and a bare Node HTTPS server, loaded
+// in turn with the same AdmissionReview bodies from test/fixtures/.
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { contract } from '../../src/contract.js';
+import { loadReview } from '../../test/support/fixtures.js';
+import { autocannonRate, closedLoop, negotiatedProtocol, paced, postOnce, type Endpoint, type LoadResult } from './load.js';
+import { classifyCalls, deltaOf, type ServerProbe } from './probe.js';
+
+export interface Payload {
+  id: string;
+  description: string;
+  fixture: string;
+  path: string;
+  /** What dify-guard must answer (checked once before the load): a problem, or undefined. */
+  check(response: ReviewResponse): string | undefined;
+}
+
+interface ReviewResponse {
+  response?: { allowed?: boolean; patch?: string; status?: { code?: number } };
+}
+
+export const PAYLOADS: Payload[] = [
+  {
+    id: 'pod-create-mutation', fixture: 'pod-api-literal', path: contract.webhook.mutatePodsPath,
+    description: 'Dify api pod CREATE needing mutation (literal passwords, MIGRATION_ENABLED, a sidecar and an init container): allowed with a JSONPatch',
+    check: (r) => (r.response?.allowed === true && typeof r.response.patch === 'string' ? undefined : 'expected allowed with a patch'),
+  },
+  {
+    id: 'secret-password-change-denied', fixture: 'secret-postgresql-update-password', path: contract.webhook.validateSecretsPath,
+    description: 'PostgreSQL Secret UPDATE changing the password while the PVC exists: denied (audit log line + Warning Event)',
+    check: (r) => (r.response?.allowed === false && r.response.status?.code === 403 ? undefined : 'expected a 403 denial'),
+  },
+  {
+    id: 'secret-unchanged-allowed', fixture: 'secret-postgresql-update-unchanged', path: contract.webhook.validateSecretsPath,
+    description: 'PostgreSQL Secret UPDATE that leaves the password alone: allowed, no lookup',
+    check: (r) => (r.response?.allowed === true && r.response.patch === undefined ? undefined : 'expected allowed without a patch'),
+  },
+];
+
+export interface ServerTarget {
+  name: 'dify-guard' | 'bare';
+  port: number;
+  caFile: string;
+  probe: ServerProbe;
+}
+
+export interface ServerViewOptions {
+  warmupSeconds: number;
+  seconds: number;
+  connections: number;
+  rate: number;
+  pacedSockets: number;
+  /** Also run autocannon's own overallRate mode (bursty; for reference). */
+  autocannonRate: boolean;
+}
+
+export interface ServerUsage {
+  /** CPU of the server process over the run (process.cpuUsage deltas), in cores. */
+  cores: number;
+  cpuUsPerRequest: number;
+  peakRssBytes: number;
+  rssAtEndBytes: number;
+  /** Outgoing HTTP requests of the server during the run (and 0.5 s after), per admission request. */
+  apiCalls: ReturnType<typeof classifyCalls> & { perRequest: number; lookupsPerRequest: number; eventWritesPerRequest: number; byPath: Record<string, number> };
+}
+
+export interface MeasuredRun {
+  load: LoadResult;
+  server: ServerUsage;
+}
+
+export interface PayloadResult {
+  payload: string;
+  description: string;
+  bodyBytes: number;
+  responseBytes: Record<ServerTarget['name'], number>;
+  runs: Record<ServerTarget['name'], { connections: MeasuredRun; paced: MeasuredRun; autocannonRate?: MeasuredRun }>;
+  /** dify-guard / bare throughput, fixed connections. */
+  throughputRatio: number;
+}
+
+export interface ServerViewResult {
+  options: ServerViewOptions;
+  alpn: Record<ServerTarget['name'], string | false>;
+  payloads: PayloadResult[];
+  /** VmRSS / VmHWM of each server at the end of the view. */
+  memoryAtEnd: Record<ServerTarget['name'], { rssBytes: number; hwmBytes: number }>;
+}
+
+const endpointOf = (target: ServerTarget, path: string): Endpoint =>
+  ({ host: '127.0.0.1', port: target.port, path, ca: readFileSync(target.caFile) });
+
+async function measured(target: ServerTarget, load: () => Promise<LoadResult>): Promise<MeasuredRun> {
+  const before = await target.probe.snapshot();
+  const stopSampling = target.probe.sampleRss(100);
+  const result = await load();
+  const rss = stopSampling();
+  // Events queued by the last denials are sent within a few hundred ms: count them with the run.
+  await sleep(500);
+  const delta = deltaOf(before, await target.probe.snapshot());
+  const calls = classifyCalls(delta.calls);
+  const perRequest = (n: number): number => (result.requests > 0 ? n / result.requests : 0);
+  return {
+    load: result,
+    server: {
+      cores: delta.cpuSeconds / result.seconds,
+      cpuUsPerRequest: result.requests > 0 ? (delta.cpuSeconds * 1e6) / result.requests : 0,
+      peakRssBytes: rss.peakRssBytes,
+      rssAtEndBytes: rss.lastRssBytes,
+      apiCalls: {
+        ...calls, perRequest: perRequest(calls.total), lookupsPerRequest: perRequest(calls.pvcReads),
+        eventWritesPerRequest: perRequest(calls.eventWrites), byPath: delta.calls,
+      },
+    },
+  };
+}
+
+export async function runServerView(targets: ServerTarget[], options: ServerViewOptions,
+  log: (line: string) => void): Promise<ServerViewResult> {
+  const alpn = {} as ServerViewResult['alpn'];
+  for (const target of targets) alpn[target.name] = await negotiatedProtocol(endpointOf(target, '/'));
+  log(`ALPN offered h2,http/1.1 -> ${targets.map((t) => `${t.name}: ${alpn[t.name] || 'no ALPN (HTTP/1.1 only)'}`).join(', ')}`);
+
+  const payloads: PayloadResult[] = [];
+  for (const payload of PAYLOADS) {
+    const body = JSON.stringify(loadReview(payload.fixture));
+    const result: PayloadResult = {
+      payload: payload.id, description: payload.description, bodyBytes: Buffer.byteLength(body),
+      responseBytes: {} as PayloadResult['responseBytes'], runs: {} as PayloadResult['runs'], throughputRatio: 0,
+    };
+    for (const target of targets) {
+      const endpoint = endpointOf(target, payload.path);
+      const first = await postOnce(endpoint, body);
+      if (first.status !== 200) throw new Error(`${target.name} ${payload.id}: HTTP ${first.status}`);
+      if (target.name === 'dify-guard') {
+        const problem = payload.check(JSON.parse(first.text) as ReviewResponse);
+        if (problem) throw new Error(`dify-guard ${payload.id}: ${problem}; got ${first.text.slice(0, 300)}`);
+      }
+      result.responseBytes[target.name] = Buffer.byteLength(first.text);
+      log(`${payload.id} -> ${target.name}: warm-up ${options.warmupSeconds} s`);
+      await closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.warmupSeconds });
+      const connections = await measured(target, () => closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds }));
+      log(`  ${options.connections} connections: ${Math.round(connections.load.throughputRps)} req/s, p99 ${(connections.load.latency.p99Us / 1000).toFixed(2)} ms, server ${connections.server.cores.toFixed(2)} cores`);
+      const pacedRun = await measured(target, () => paced(endpoint, body, first.text, { rate: options.rate, seconds: options.seconds, sockets: options.pacedSockets }));
+      log(`  paced ${options.rate} req/s: p99 ${(pacedRun.load.latency.p99Us / 1000).toFixed(2)} ms, server ${pacedRun.server.cores.toFixed(2)} cores`);
+      const runs: PayloadResult['runs'][ServerTarget['name']] = { connections, paced: pacedRun };
+      if (options.autocannonRate) {
+        runs.autocannonRate = await measured(target, () => autocannonRate(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds, rate: options.rate }));
+        log(`  autocannon overallRate ${options.rate}: p99 ${(runs.autocannonRate.load.latency.p99Us / 1000).toFixed(2)} ms`);
+      }
+      result.runs[target.name] = runs;
+    }
+    const guard = result.runs['dify-guard']?.connections.load.throughputRps ?? 0;
+    const bare = result.runs.bare?.connections.load.throughputRps ?? 0;
+    result.throughputRatio = bare > 0 ? guard / bare : 0;
+    payloads.push(result);
+  }
+  const memoryAtEnd = {} as ServerViewResult['memoryAtEnd'];
+  for (const target of targets) memoryAtEnd[target.name] = target.probe.memoryFromProc();
+  return { options, alpn, payloads, memoryAtEnd };
+}

@@ -1,0 +1,227 @@
+// `npm run bench`: builds dist/ (package.json), then starts one real control plane (etcd +
+// kube-apiserver, test/controlplane/harness.ts), the real dify-guard process on it (dist/src/main.js
+// via the harness, its PVC cache synced) and a bare HTTPS server, and measures:
+//   1. server view (bench/lib/server-view.ts), 2. API-server view (bench/lib/apiserver-view.ts),
+//   3. dify-guard's API calls per admission request (both views), 4. CPU profiles of dify-guard.
+// Writes bench/results/<time>.json and latest.json, prints a table; --write-md refreshes the
+// generated block of BENCHMARKS.md. Loopback only. See BENCHMARKS.md for the method.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { join, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import { contract, expandName } from '../src/contract.js';
+import { DifyGuard } from '../test/controlplane/dify-guard.js';
+import { ControlPlane } from '../test/controlplane/harness.js';
+import { issueClientCert } from '../test/controlplane/pki.js';
+import { binary, repoRoot } from '../test/support/binaries.js';
+import { waitFor } from '../test/support/commands.js';
+import { loadReview } from '../test/support/fixtures.js';
+import { paths } from '../test/support/kube-rest.js';
+import { reservePort } from '../test/support/ports.js';
+import { ManagedProcess } from '../test/support/processes.js';
+import { runApiServerView } from './lib/apiserver-view.js';
+import { closedLoop, postOnce } from './lib/load.js';
+import { probeEnv, ServerProbe } from './lib/probe.js';
+import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
+import { checkTargets, markdownReport, terminalReport, withGeneratedBlock, type BenchResult } from './lib/report.js';
+import { PAYLOADS, runServerView, type ServerTarget } from './lib/server-view.js';
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    n: { type: 'string' },
+    seconds: { type: 'string' },
+    warmup: { type: 'string' },
+    connections: { type: 'string', default: '10' },
+    rate: { type: 'string', default: '1000' },
+    'skip-server-view': { type: 'boolean', default: false },
+    'skip-apiserver-view': { type: 'boolean', default: false },
+    'no-profile': { type: 'boolean', default: false },
+    'no-autocannon-rate': { type: 'boolean', default: false },
+    'write-md': { type: 'boolean', default: false },
+  },
+});
+
+const quick = args.quick === true;
+const seconds = Number(args.seconds ?? (quick ? 3 : 10));
+const warmupSeconds = Number(args.warmup ?? (quick ? 1 : 3));
+const n = Number(args.n ?? (quick ? 50 : 500));
+const RELEASE = 'dify';
+const GUARD_USER = 'bench:dify-guard';
+const resultsDir = join(repoRoot, 'bench/results');
+const started = new Date();
+const log = (line: string): void => { process.stderr.write(`[bench ${((Date.now() - started.getTime()) / 1000).toFixed(0).padStart(4)} s] ${line}\n`); };
+
+function firstLine(command: string, commandArgs: string[]): string {
+  try {
+    return execFileSync(command, commandArgs, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0]?.trim() ?? '';
+  } catch {
+    return 'unknown';
+  }
+}
+
+function cpuModel(): string {
+  const lscpu = firstLine('bash', ['-c', "lscpu | sed -n 's/^Model name: *//p' | head -1"]);
+  return lscpu && lscpu !== 'unknown' ? lscpu : cpus()[0]?.model ?? 'unknown';
+}
+
+/** A kubeconfig for dify-guard under its own user (group system:masters), so its requests can be told apart in the audit log. */
+function guardKubeconfig(cp: ControlPlane): string {
+  const cert = issueClientCert(join(cp.dir, 'pki'), GUARD_USER, ['system:masters']);
+  const file = join(cp.dir, 'dify-guard.kubeconfig');
+  writeFileSync(file, JSON.stringify({
+    apiVersion: 'v1', kind: 'Config',
+    clusters: [{ name: 'bench', cluster: { server: cp.server, 'certificate-authority': cp.pki.serving.caFile } }],
+    users: [{ name: 'dify-guard', user: { 'client-certificate': cert.certFile, 'client-key': cert.keyFile } }],
+    contexts: [{ name: 'bench', context: { cluster: 'bench', user: 'dify-guard' } }],
+    'current-context': 'bench',
+  }), { mode: 0o600 });
+  return file;
+}
+
+async function startGuard(cp: ControlPlane, kubeconfig: string, probeFile: string, nodeOptions: string[] = []): Promise<DifyGuard> {
+  return DifyGuard.start(cp, { entry: 'dist', env: { KUBECONFIG: kubeconfig, ...probeEnv(probeFile, nodeOptions) } });
+}
+
+async function startBare(cp: ControlPlane, guard: DifyGuard, probeFile: string): Promise<{ process: ManagedProcess; port: number; release(): void }> {
+  const reserved = await reservePort();
+  const bare = new ManagedProcess({
+    name: 'bare-server', dir: cp.dir, command: process.execPath, args: [join(repoRoot, 'bench/bare-server.mjs')],
+    env: {
+      PATH: process.env.PATH ?? '', BENCH_BARE_PORT: String(reserved.port),
+      BENCH_BARE_CERT: guard.certs.certFile, BENCH_BARE_KEY: guard.certs.keyFile, ...probeEnv(probeFile),
+    },
+  });
+  bare.start();
+  const endpoint = { host: '127.0.0.1', port: reserved.port, path: '/', ca: readFileSync(guard.certs.caFile) };
+  await Promise.race([bare.failOnExit(), waitFor('bare server', async () => ((await postOnce(endpoint, '{}')).status === 200 ? true : undefined), { timeoutMs: 15_000 })]);
+  return { process: bare, port: reserved.port, release: () => reserved.release() };
+}
+
+/** One dify-guard per payload under --cpu-prof, loaded like the fixed-connections run; the profile is written when it exits. */
+async function profileGuard(cp: ControlPlane, kubeconfig: string, profileDir: string): Promise<Record<string, ProfileSummary>> {
+  const summaries: Record<string, ProfileSummary> = {};
+  for (const payload of PAYLOADS) {
+    const dir = join(profileDir, payload.id);
+    mkdirSync(dir, { recursive: true });
+    const guard = await startGuard(cp, kubeconfig, join(cp.dir, `probe-profile-${payload.id}.json`), ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+    try {
+      const endpoint = { host: '127.0.0.1', port: guard.port, path: payload.path, ca: readFileSync(guard.certs.caFile) };
+      const body = JSON.stringify(loadReview(payload.fixture));
+      const expected = (await postOnce(endpoint, body)).text;
+      log(`profile ${payload.id}: ${warmupSeconds + seconds} s under load`);
+      await closedLoop(endpoint, body, expected, { connections: Number(args.connections), seconds: warmupSeconds + seconds });
+    } finally {
+      await guard.stop();
+    }
+    const file = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f))[0];
+    if (!file) throw new Error(`no .cpuprofile written in ${dir}`);
+    summaries[payload.id] = { ...summarizeProfile(file), file: relative(repoRoot, file) };
+  }
+  return summaries;
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(join(repoRoot, 'dist/src/main.js'))) throw new Error('dist/src/main.js is missing: `npm run bench` builds it (npm run build)');
+  const loadAverageAtStart = loadavg();
+  log(`load average ${loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}; ${quick ? 'QUICK run (development numbers)' : 'full run'}`);
+  const versions: Record<string, string> = {
+    node: process.version,
+    'kube-apiserver': firstLine(binary('kube-apiserver'), ['--version']).replace(/^Kubernetes /, ''),
+    etcd: firstLine(binary('etcd'), ['--version']).replace(/^etcd Version: /, 'v'),
+    helm: firstLine(binary('helm'), ['version', '--short']),
+    autocannon: (JSON.parse(readFileSync(join(repoRoot, 'node_modules/autocannon/package.json'), 'utf8')) as { version: string }).version,
+    fastify: (JSON.parse(readFileSync(join(repoRoot, 'node_modules/fastify/package.json'), 'utf8')) as { version: string }).version,
+  };
+  const git = {
+    commit: firstLine('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']),
+    dirty: execFileSync('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src', 'chart', 'package.json'], { encoding: 'utf8' })
+      .split('\n').filter(Boolean).map((l) => l.slice(3)),
+  };
+
+  const cp = await ControlPlane.start({ name: 'bench' });
+  let guard: DifyGuard | undefined;
+  let bare: Awaited<ReturnType<typeof startBare>> | undefined;
+  const result: BenchResult = {
+    schema: 1, startedAt: started.toISOString(), finishedAt: '', durationSeconds: 0,
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    quick,
+    machine: { nproc: cpus().length, cpuModel: cpuModel(), memoryGiB: totalmem() / 1024 ** 3, kernel: release(), loadAverageAtStart, loadAverageAtEnd: [] },
+    versions, git,
+    setup: {
+      'dify-guard': 'the real process (node dist/src/main.js, started by test/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, outgoing request counter)',
+      'bare server': 'bench/bare-server.mjs: node:https, same certificate, TLS floor and keep-alive timeouts, reads the body, answers a constant allowed AdmissionReview',
+      'load generator': 'this process (autocannon 1 worker, and an open-loop paced client on node:https), separate from both servers; the machine has 2 cores, so generator and server each get about one',
+      'control plane': 'test/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in blocking mode (Metadata level for writes)',
+    },
+    targets: [],
+  };
+  try {
+    const rest = cp.rest();
+    // The fixtures' Secret lives in namespace dify of release dify: its PVC exists, so a password change is denied.
+    await rest.create(paths.namespaces, { metadata: { name: 'dify' } });
+    await rest.create(paths.pvcs('dify'), {
+      metadata: { name: expandName(contract.names.postgresqlPvc, RELEASE) },
+      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+    });
+    const kubeconfig = guardKubeconfig(cp);
+    const guardProbeFile = join(cp.dir, 'probe-dify-guard.json');
+    guard = await startGuard(cp, kubeconfig, guardProbeFile);
+    const guardProbe = new ServerProbe('dify-guard', () => guard?.process.pid, guardProbeFile);
+    log(`dify-guard ready (pid ${guard.process.pid}, https://127.0.0.1:${guard.port}); PVC cache synced`);
+
+    if (!args['skip-server-view']) {
+      const bareProbeFile = join(cp.dir, 'probe-bare.json');
+      bare = await startBare(cp, guard, bareProbeFile);
+      const bareProcess = bare.process;
+      const targets: ServerTarget[] = [
+        { name: 'dify-guard', port: guard.port, caFile: guard.certs.caFile, probe: guardProbe },
+        { name: 'bare', port: bare.port, caFile: guard.certs.caFile, probe: new ServerProbe('bare', () => bareProcess.pid, bareProbeFile) },
+      ];
+      result.serverView = await runServerView(targets, {
+        warmupSeconds, seconds, connections: Number(args.connections), rate: Number(args.rate), pacedSockets: 16,
+        autocannonRate: !args['no-autocannon-rate'],
+      }, log);
+      await bare.process.stop(5_000);
+      bare.release();
+      bare = undefined;
+    }
+    if (!args['skip-apiserver-view']) {
+      result.apiServerView = await runApiServerView({ cp, guard, guardProbe, guardUser: GUARD_USER, rest }, { n, warmup: quick ? 5 : 20 }, log);
+    }
+    await guard.stop();
+    guard = undefined;
+    if (!args['no-profile'] && !args['skip-server-view']) {
+      result.profiles = await profileGuard(cp, kubeconfig, join(repoRoot, '.cache/bench-profiles', started.toISOString().replace(/[:.]/g, '-')));
+    }
+  } finally {
+    if (bare) { await bare.process.stop(5_000); bare.release(); }
+    if (guard) await guard.stop();
+    await cp.stop();
+  }
+
+  result.machine.loadAverageAtEnd = loadavg();
+  result.finishedAt = new Date().toISOString();
+  result.durationSeconds = (Date.now() - started.getTime()) / 1000;
+  result.targets = checkTargets(result);
+
+  mkdirSync(resultsDir, { recursive: true });
+  const stamp = started.toISOString().replace(/[:.]/g, '-');
+  const file = join(resultsDir, `${stamp}${quick ? '-quick' : ''}.json`);
+  const text = `${JSON.stringify(result, null, 2)}\n`;
+  writeFileSync(file, text);
+  writeFileSync(join(resultsDir, 'latest.json'), text);
+  process.stdout.write(`${terminalReport(result)}\n\nresults: ${relative(repoRoot, file)} (and bench/results/latest.json)\n`);
+  if (args['write-md']) {
+    const mdFile = join(repoRoot, 'BENCHMARKS.md');
+    const current = existsSync(mdFile) ? readFileSync(mdFile, 'utf8') : '# Benchmarks\n';
+    writeFileSync(mdFile, withGeneratedBlock(current, markdownReport(result, relative(repoRoot, file))));
+    process.stdout.write('BENCHMARKS.md: generated block refreshed\n');
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});
