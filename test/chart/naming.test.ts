@@ -70,13 +70,15 @@ for (const [release, namespace] of [['dify', 'dify'], ['acme', 'prod']] as const
       }
     });
 
-    t.test('plugin daemon: Deployment and Service on port 5002 with GET /health', async (t) => {
+    t.test('plugin daemon: Deployment and Service on port 5002, probed on its health route', async (t) => {
       const deploy = find(objects, 'Deployment', name('component', contract.components.pluginDaemon));
       const svc = find(objects, 'Service', name('component', contract.components.pluginDaemon));
       const http = ((svc.spec as Json).ports as Json[]).find((p) => p.name === 'http');
       t.equal(http?.port, 5002);
-      const probe = containersOf(deploy)[0]!.readinessProbe as Json;
-      t.equal((probe.httpGet as Json).path, '/health');
+      // The daemon serves GET /health/check only (internal/server/http_server.go); /health is a 404.
+      for (const kind of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
+        t.equal(((containersOf(deploy)[0]![kind] as Json).httpGet as Json).path, '/health/check', kind);
+      }
     });
 
     t.test('migration Job <release>-db-migration', async (t) => {

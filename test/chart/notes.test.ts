@@ -20,7 +20,10 @@ async function notes(values: Json, release: string, namespace: string): Promise<
   return String((parseObjects(r.stdout)[0]!.data as Json).notes);
 }
 
-/** The guide's check commands (確認コマンド and the Secret audit trail), for one release. */
+/**
+ * The guide's check commands (確認コマンド and the Secret audit trail), for one release. The plugin
+ * daemon's health route is /health/check (its http_server.go); the guide's /health answers 404.
+ */
 function guideCommands(release: string, ns: string): string[] {
   const daemon = expandName(contract.names.appLabel, release, contract.components.pluginDaemon);
   const api = expandName(contract.names.appLabel, release, contract.components.api);
@@ -31,8 +34,8 @@ function guideCommands(release: string, ns: string): string[] {
     `kubectl logs -n ${ns} job/${expandName(contract.names.migrationJob, release)}`,
     `kubectl exec -n ${ns} ${expandName(contract.names.postgresql, release)}-0 -- psql -U dify -d dify -c "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename;"`,
     `kubectl logs -n ${ns} -l app=${daemon}`,
-    `kubectl exec -n ${ns} $(kubectl get pods -n ${ns} -l app=${daemon} -o jsonpath='{.items[0].metadata.name}') -- curl -s http://localhost:5002/health`,
-    `kubectl exec -n ${ns} $(kubectl get pods -n ${ns} -l app=${api} -o jsonpath='{.items[0].metadata.name}') -- curl -sv http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002/health`,
+    `kubectl exec -n ${ns} $(kubectl get pods -n ${ns} -l app=${daemon} -o jsonpath='{.items[0].metadata.name}') -- curl -s http://localhost:5002/health/check`,
+    `kubectl exec -n ${ns} $(kubectl get pods -n ${ns} -l app=${api} -o jsonpath='{.items[0].metadata.name}') -- curl -sv http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002/health/check`,
     `kubectl get events -n ${ns} --field-selector involvedObject.name=${expandName(contract.names.postgresqlSecret, release)}`,
   ];
 }
@@ -56,4 +59,10 @@ t.test('warnings for a single dify-guard replica and a missing vector store; non
   t.notMatch(single, /vectorStore\.type is not set/);
   const off = await notes(deepMerge(requiredValues(), { webhook: { enabled: false } }), 'dify', 'dify');
   t.match(off, /dify-guard is not installed by this release/);
+});
+
+t.test('README.md (Japanese) gives the same commands for release dify', async (t) => {
+  const readme = readFileSync(join(chartDir, 'README.md'), 'utf8');
+  for (const command of guideCommands('dify', 'dify')) t.ok(readme.includes(command), command);
+  t.notMatch(readme, /localhost:5002\/health(?!\/check)[^\s|]*\s*$/m, 'no plugin daemon health command on the 404 path');
 });
