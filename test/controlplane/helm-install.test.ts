@@ -166,11 +166,33 @@ t.test('helm upgrade with the same password goes through (post-upgrade hook run 
   t.match(upgraded.result.stdout, /STATUS: deployed/);
 });
 
-t.test('helm uninstall works with the PVC present (DELETE allowed with a warning and an audit record)', async (t) => {
+t.test('helm uninstall works with the PVC present; the PostgreSQL Secret is kept with it', async (t) => {
   const res = await helm(['uninstall', release, '--namespace', namespace, '--timeout', '2m']);
   t.equal(res.status, 0, `helm uninstall succeeded\n${res.stderr}`);
-  t.equal((await rest.get(paths.secret(namespace, secretName))).status, 404, 'the Secret is gone');
+  const kept = await rest.get(paths.secret(namespace, secretName));
+  t.equal(kept.status, 200, 'the Secret is kept (helm.sh/resource-policy: keep, like the PVC whose password it records)');
+  t.equal((kept.body.data as Json)[SECRET_KEYS.postgresPassword], base64(password), 'with the password the PVC was initialised with');
   t.equal((await rest.get(paths.pvc(namespace, pvcName))).status, 200, 'the PVC (not owned by helm) keeps the data');
-  const line = await guard.waitForLog('DELETE audit line', (l) => l.audit === true && l.reason === 'DeleteUnderPvc');
-  t.match(line, { decision: 'allowed', operation: 'DELETE', name: secretName, pvc: `${namespace}/${pvcName}` });
+  for (const kind of WEBHOOK_KINDS) {
+    const list = await get(`/apis/admissionregistration.k8s.io/v1/${kind.toLowerCase()}s`);
+    t.same(list.items, [], `no ${kind} left behind`);
+  }
+});
+
+// DESIGN.md rule 3 through plain helm: uninstall removed the webhook configurations, and an install
+// creates them last (after the Secret), so the refusal must not depend on dify-guard being registered.
+t.test('a reinstall over the kept PVC with another password is refused (DESIGN rule 3)', async (t) => {
+  const otherValues = writeValues(cp.dir, 'reinstall-other-password', deepMerge(baseValues, { postgresql: { auth: { password: randomSecret() } } }));
+  const res = await helm(['install', release, chartDir, '--namespace', namespace, '-f', otherValues, '--timeout', '2m', '--no-hooks']);
+  t.not(res.status, 0, 'helm install fails');
+  t.match(res.stderr, pvcName, 'naming the PVC that keeps the old password');
+  t.equal(((await get(paths.secret(namespace, secretName))).data as Json)[SECRET_KEYS.postgresPassword], base64(password),
+    'the PostgreSQL password is unchanged');
+});
+
+t.test('a reinstall over the kept PVC with the same password goes through (the kept Secret is adopted)', async (t) => {
+  await helm(['uninstall', release, '--namespace', namespace, '--ignore-not-found', '--no-hooks']);
+  const again = await helmWithMigrationHook(['install', release, chartDir, '--namespace', namespace, '-f', valuesFile, '--timeout', '3m']);
+  t.equal(again.result.status, 0, `helm install succeeded\n${again.result.stderr}`);
+  t.equal(((await get(paths.secret(namespace, secretName))).data as Json)[SECRET_KEYS.postgresPassword], base64(password));
 });
