@@ -8,8 +8,9 @@ import t from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { binary } from '../support/binaries.js';
 import { run, waitFor, type CommandResult } from '../support/commands.js';
-import { paths, type Json, type KubeRest } from '../support/kube-rest.js';
-import { chartDir, deepMerge, podFromTemplate, randomSecret, testValues, writeValues } from './chart.js';
+import { paths, type Json } from '../support/kube-rest.js';
+import { chartDir, deepMerge, randomSecret, testValues, writeValues } from './chart.js';
+import { createStatefulSetPvc, jobPath as jobPathOf, runWithHookJob, type HookRun } from './controllers.js';
 import { startDifyGuard } from './dify-guard.js';
 import { startControlPlane } from './harness.js';
 import { SECRET_WEBHOOK, auditLines, base64 } from './stack.js';
@@ -21,7 +22,7 @@ const name = (component: string): string => expandName(contract.names.component,
 const secretName = expandName(contract.names.postgresqlSecret, release);
 const pvcName = expandName(contract.names.postgresqlPvc, release);
 const jobName = expandName(contract.names.migrationJob, release);
-const jobPath = `/apis/batch/v1/namespaces/${namespace}/jobs/${jobName}`;
+const jobPath = jobPathOf(namespace, jobName);
 
 const cp = await startControlPlane(t, { name: 'helm' });
 const guard = await startDifyGuard(t, cp);
@@ -37,37 +38,11 @@ function helm(args: string[]): Promise<CommandResult> {
   return run(binary('helm'), args, { env: cp.env(), timeoutMs: 240_000 });
 }
 
-/** Writes what the Job controller writes when the Job's pod has succeeded. */
-async function completeJob(client: KubeRest, job: Json): Promise<void> {
-  const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  const condition = (type: string, reason: string): Json => ({ type, status: 'True', reason, message: 'Reached expected number of succeeded pods', lastProbeTime: now, lastTransitionTime: now });
-  const status = {
-    startTime: now, completionTime: now, succeeded: 1, active: 0, ready: 0, terminating: 0,
-    uncountedTerminatedPods: {},
-    conditions: [condition('SuccessCriteriaMet', 'CompletionsReached'), condition('Complete', 'CompletionsReached')],
-  };
-  await client.ok('PUT', `${jobPath}/status`, { body: { ...job, status } });
+async function helmWithMigrationHook(args: string[]): Promise<HookRun> {
+  return runWithHookJob(rest, namespace, jobName, () => helm(args));
 }
 
-/** Runs a helm install/upgrade whose post hook is the migration Job, playing the Job controller. */
-async function helmWithMigrationHook(args: string[]): Promise<{ result: CommandResult; job: Json; migrationPod: Json }> {
-  const previousUid = ((await rest.request('GET', jobPath)).body.metadata as Json | undefined)?.uid;
-  const running = helm(args);
-  let finished: CommandResult | undefined;
-  void running.then((r) => { finished = r; });
-  const job = await waitFor('helm to create the migration hook Job', async () => {
-    if (finished) throw new Error(`helm ended before creating the hook Job:\n${finished.stderr}\n${finished.stdout}`);
-    const res = await rest.request('GET', jobPath);
-    return res.status === 200 && (res.body.metadata as Json).uid !== previousUid ? res.body : undefined;
-  }, { timeoutMs: 180_000, intervalMs: 250 });
-  // The pod the Job controller would create: it goes through pods.dify-guard.io like any other.
-  const pod = podFromTemplate(job, namespace);
-  const created = await rest.ok('POST', paths.pods(namespace), { body: pod });
-  await completeJob(rest, job);
-  return { result: await running, job, migrationPod: created };
-}
-
-let installed: { result: CommandResult; job: Json; migrationPod: Json };
+let installed: HookRun;
 
 t.test('helm install of the whole chart completes', async (t) => {
   installed = await helmWithMigrationHook(['install', release, chartDir, '--namespace', namespace, '--create-namespace', '-f', valuesFile, '--timeout', '3m']);
@@ -86,7 +61,7 @@ t.test('the migration hook Job is as the naming contract says, and its pod passe
   t.same([...((container.command as string[]) ?? []), ...((container.args as string[]) ?? [])], ['flask', 'db', 'upgrade'], 'runs `flask db upgrade` directly');
   const stored = await rest.ok('GET', jobPath);
   t.match(((stored.status as Json).conditions as Json[]).find((c) => c.type === 'Complete'), { status: 'True' }, 'marked complete by the test (no Job controller here)');
-  const env = (((installed.migrationPod.spec as Json).containers as Json[])[0] as Json).env as Json[];
+  const env = (((installed.pod.spec as Json).containers as Json[])[0] as Json).env as Json[];
   t.same(env.find((e) => e.name === contract.env.dbPassword)?.valueFrom, { secretKeyRef: { name: secretName, key: SECRET_KEYS.postgresPassword } },
     'the migration pod reads DB_PASSWORD from the PostgreSQL Secret');
 });
@@ -141,9 +116,7 @@ t.test('every object of the naming contract exists', async (t) => {
 
 t.test('with the PVC present, helm upgrade with another password is refused by dify-guard', async (t) => {
   const sts = await get(apps('statefulsets', expandName(contract.names.postgresql, release)));
-  const claim = structuredClone(((sts.spec as Json).volumeClaimTemplates as Json[])[0] as Json);
-  const metadata = { ...(claim.metadata as Json), name: pvcName, namespace, labels: (((sts.spec as Json).selector as Json).matchLabels as Json) };
-  await rest.ok('POST', paths.pvcs(namespace), { body: { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata, spec: claim.spec } });
+  t.equal(await createStatefulSetPvc(rest, sts), pvcName, 'the StatefulSet controller would create this PVC');
   // The cache learns of the new PVC through its watch.
   await waitFor('dify-guard to see the PVC', async () => {
     const next = randomSecret();
