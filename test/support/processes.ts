@@ -8,6 +8,8 @@ import { join } from 'node:path';
 const live = new Set<ManagedProcess>();
 const tempDirs = new Set<string>();
 let handlersInstalled = false;
+let interruptHandler: (() => Promise<void>) | undefined;
+let interruptedAt: number | undefined;
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {
   try { process.kill(-pid, signal); } catch { /* the group is gone */ }
@@ -28,6 +30,15 @@ function installHandlers(): void {
   process.on('exit', cleanupNow);
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     const onSignal = (): void => {
+      // npm forwards the terminal's Ctrl-C, so one keypress arrives twice: repeats within 2 s are the same one.
+      if (interruptHandler && interruptedAt !== undefined && Date.now() - interruptedAt < 2000) return;
+      if (interruptHandler && interruptedAt === undefined) {
+        // A program that stops gracefully (the demo) gets 30 s; a later signal or the deadline kills.
+        interruptedAt = Date.now();
+        const force = setTimeout(() => { cleanupNow(); process.exit(130); }, 30_000);
+        void interruptHandler().catch(() => undefined).finally(() => { clearTimeout(force); cleanupNow(); process.exit(130); });
+        return;
+      }
       cleanupNow();
       process.removeListener(signal, onSignal);
       // Re-raise so the default action (or tap's own handler) still ends the process.
@@ -35,6 +46,12 @@ function installHandlers(): void {
     };
     process.on(signal, onSignal);
   }
+}
+
+/** Makes SIGINT/SIGTERM/SIGHUP call `stop` (then exit 130) instead of killing everything at once. */
+export function onInterrupt(stop: () => Promise<void>): void {
+  interruptHandler = stop;
+  installHandlers();
 }
 
 /**
