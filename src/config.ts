@@ -28,6 +28,7 @@ export interface GuardConfig {
   redisSecretKey: string;
   eventsEnabled: boolean;
   shutdownTimeoutSeconds: number;
+  shutdownDelaySeconds: number;
   pvcResyncSeconds: number;
 }
 
@@ -109,7 +110,11 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
   },
   shutdownTimeoutSeconds: {
     env: 'DIFY_GUARD_SHUTDOWN_TIMEOUT_SECONDS', default: 25, schema: { type: 'integer', minimum: 1, maximum: 600 }, expects: 'must be an integer 1-600',
-    description: 'On SIGTERM, how long in-flight requests may take before connections are cut (keep it below terminationGracePeriodSeconds).',
+    description: 'On SIGTERM, the most the whole shutdown may take (delay below included) before open connections are cut; keep it below terminationGracePeriodSeconds.',
+  },
+  shutdownDelaySeconds: {
+    env: 'DIFY_GUARD_SHUTDOWN_DELAY_SECONDS', default: 5, schema: { type: 'integer', minimum: 0, maximum: 300 }, expects: 'must be an integer 0-300',
+    description: 'On SIGTERM, how long to keep serving (unready, closing each connection after its answer) so the Service stops routing here before the port closes.',
   },
   pvcResyncSeconds: {
     env: 'DIFY_GUARD_PVC_RESYNC_SECONDS', default: 300, schema: { type: 'integer', minimum: 10, maximum: 86_400 }, expects: 'must be an integer 10-86400',

@@ -56,12 +56,15 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     const deadline = Date.now() + config.shutdownTimeoutSeconds * 1000;
-    log.info({ signal }, 'shutting down: not ready any more, finishing in-flight requests');
+    const remaining = (): number => Math.max(0, deadline - Date.now());
+    log.info({ signal, delaySeconds: config.shutdownDelaySeconds }, 'shutting down: not ready any more, finishing in-flight requests');
     server.beginShutdown();
-    await server.close(config.shutdownTimeoutSeconds * 1000);
+    // Endpoints lag behind readiness: keep answering until the Service has stopped sending requests here.
+    await delay(Math.min(config.shutdownDelaySeconds * 1000, remaining()));
+    await server.close(Math.max(1000, remaining()));
     await pvcCache.stop();
     // Events already queued get what is left of the budget, and never more than a few seconds.
-    if (events) await Promise.race([events.idle(), delay(Math.min(3000, Math.max(0, deadline - Date.now())))]);
+    if (events) await Promise.race([events.idle(), delay(Math.min(3000, remaining()))]);
     log.info('dify-guard stopped');
     process.exit(0);
   };

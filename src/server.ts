@@ -54,7 +54,7 @@ export interface DifyGuardServer {
   readiness(): ReadinessChecks & { ready: boolean };
   /** Loads the certificate (a failure leaves the server unready, still watching) and opens both ports. */
   listen(options: ListenOptions): Promise<{ port: number; healthPort: number }>;
-  /** Readiness goes false at once; nothing else changes. */
+  /** Readiness goes false at once; requests are still judged, each answer closing its connection. */
   beginShutdown(): void;
   /**
    * Stops accepting, lets in-flight requests finish within `timeoutMs` (then cuts what is left),
@@ -86,8 +86,14 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
     // Like controller-runtime: idle keep-alive 90 s (the API server reuses connections), headers within 32 s.
     keepAliveTimeout: 90_000,
     requestTimeout: 30_000,
+    // A request that still arrives while closing is judged, not answered 503 (a webhook failure).
+    return503OnClosing: false,
     ...(certificate ? { serverFactory: httpsServerFactory(certificate) } : {}),
   }) as unknown as FastifyInstance;
+  // Once shutting down, every answer closes its connection, so the API server reconnects to a ready replica.
+  admission.addHook('onSend', async (_request, reply) => {
+    if (shuttingDown) void reply.header('connection', 'close');
+  });
 
   const readiness = (): ReadinessChecks & { ready: boolean } => {
     const checks = { certificate: certificate?.loaded ?? false, pvcCache: options.pvcCache.synced, shuttingDown };
