@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provides kube-apiserver, kubectl, etcd and helm at the versions pinned in versions.env, built with
 # Go from the Go module proxy into a gitignored cache, and prints the folder that holds them on its
-# last line of standard output. Rebuilds a binary only when its pinned version changes.
+# last line of standard output. Each component (kubernetes, etcd, helm) is cached under its own
+# version and rebuilt only when that pin changes; concurrent runs wait for one another (flock).
 #
 # DIFY_GUARD_TEST_ASSETS (or KUBEBUILDER_ASSETS) names a folder of existing binaries instead: they
 # are checked, not built. DIFY_GUARD_BIN_CACHE moves the cache (default: <repo>/.cache/bin).
@@ -26,15 +27,42 @@ if [ -n "$assets" ]; then
   exit 0
 fi
 
-command -v go >/dev/null || die "go is not installed: Go >= 1.26 is needed to build kube-apiserver, etcd and helm"
 cache=${DIFY_GUARD_BIN_CACHE:-$root/.cache/bin}
+mkdir -p "$cache"
+# One build at a time (parallel test files, a demo and CI may all ask at once); the others wait here.
+exec 9>"$cache/.lock"
+flock 9
+
+# Each component is cached under its own version, so changing one pin rebuilds only that one; the
+# folder handed out links the three together.
+k8s_dir=$cache/kubernetes-$KUBERNETES_VERSION
+etcd_dir=$cache/etcd-$ETCD_VERSION
+helm_dir=$cache/helm-$HELM_VERSION
 out="$cache/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
 src="$cache/src"
-mkdir -p "$out" "$src"
+mkdir -p "$out" "$src" "$k8s_dir" "$etcd_dir" "$helm_dir"
 start=$(date +%s)
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+
+# Binaries built by the first version of this script sit directly in $out: adopt them.
+for pair in "kube-apiserver:$k8s_dir" "kubectl:$k8s_dir" "etcd:$etcd_dir" "helm:$helm_dir"; do
+  n=${pair%%:*} d=${pair#*:}
+  if [ -f "$out/$n" ] && [ ! -L "$out/$n" ] && [ ! -e "$d/$n" ]; then mv "$out/$n" "$d/$n"; fi
+done
+
+need_go() {
+  command -v go >/dev/null || die "go is not installed: Go >= 1.26 is needed to build kube-apiserver, etcd and helm (or set DIFY_GUARD_TEST_ASSETS to a folder with them)"
+  export CGO_ENABLED=0 GOFLAGS=-mod=mod
+}
+
+# go build writes to a temporary name first, so an interrupted build never leaves a cached half binary.
+build_to() {
+  local target=$1; shift
+  rm -f "$target.tmp"
+  "$@" -o "$target.tmp" && mv "$target.tmp" "$target"
+}
 
 build_kubernetes() {
+  need_go
   local v=$KUBERNETES_VERSION minor staging dir=$src/kubernetes-$KUBERNETES_VERSION
   minor=${v#v1.}; minor=${minor%%.*}
   log "building kube-apiserver and kubectl $v (a cold build takes several minutes)"
@@ -56,38 +84,50 @@ build_kubernetes() {
     for m in $staging; do echo "replace $m => $m v0.${minor}.${v##*.}"; done
   } > "$dir/go.mod"
   printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > "$dir/tools.go"
-  (cd "$dir" && go mod tidy >/dev/null 2>&1 || go mod tidy)
+  (cd "$dir" && { go mod tidy >/dev/null 2>&1 || go mod tidy; })
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  (cd "$dir" && go build -trimpath -ldflags "$ld" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-  (cd "$dir" && go build -trimpath -ldflags "$ld" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl)
+  (cd "$dir" && build_to "$k8s_dir/kube-apiserver" go build -trimpath -ldflags "$ld" k8s.io/kubernetes/cmd/kube-apiserver)
+  (cd "$dir" && build_to "$k8s_dir/kubectl" go build -trimpath -ldflags "$ld" k8s.io/kubernetes/cmd/kubectl)
 }
 
 build_etcd() {
+  need_go
   local dir=$src/etcd-$ETCD_VERSION
   log "building etcd $ETCD_VERSION"
   rm -rf "$dir" && mkdir -p "$dir"
   printf 'module dify-guard.local/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > "$dir/go.mod"
   printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$dir/tools.go"
-  (cd "$dir" && go mod tidy >/dev/null 2>&1 || go mod tidy)
-  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
+  (cd "$dir" && { go mod tidy >/dev/null 2>&1 || go mod tidy; })
+  (cd "$dir" && build_to "$etcd_dir/etcd" go build -trimpath -ldflags "-s -w" go.etcd.io/etcd/server/v3)
 }
 
 build_helm() {
-  local major=${HELM_VERSION%%.*}
+  need_go
+  local major=${HELM_VERSION%%.*} tmp
   log "building helm $HELM_VERSION"
-  GOBIN="$out" go install -trimpath -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
+  tmp=$(mktemp -d "$helm_dir/.build.XXXXXX")
+  GOBIN="$tmp" go install -trimpath -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+  mv "$tmp/helm" "$helm_dir/helm" && rmdir "$tmp"
 }
 
-built=0
-{ [ -x "$out/kube-apiserver" ] && [ -x "$out/kubectl" ]; } || { build_kubernetes; built=1; }
-[ -x "$out/etcd" ] || { build_etcd; built=1; }
-[ -x "$out/helm" ] || { build_helm; built=1; }
+# A cached binary that does not run (a broken build, another machine's) is rebuilt.
+runs() { [ -x "$1" ] && "$@" >/dev/null 2>&1; }
 
-for n in "${names[@]}"; do [ -x "$out/$n" ] || die "$n was not built into $out"; done
-"$out/kube-apiserver" --version >/dev/null 2>&1 || die "$out/kube-apiserver does not run"
-"$out/etcd" --version >/dev/null 2>&1 || die "$out/etcd does not run"
-"$out/helm" version --short >/dev/null 2>&1 || die "$out/helm does not run"
+built=0
+{ runs "$k8s_dir/kube-apiserver" --version && runs "$k8s_dir/kubectl" version --client; } || { build_kubernetes; built=1; }
+runs "$etcd_dir/etcd" --version || { build_etcd; built=1; }
+runs "$helm_dir/helm" version --short || { build_helm; built=1; }
+
+"$k8s_dir/kube-apiserver" --version >/dev/null 2>&1 || die "$k8s_dir/kube-apiserver was built but does not run"
+"$k8s_dir/kubectl" version --client >/dev/null 2>&1 || die "$k8s_dir/kubectl was built but does not run"
+"$etcd_dir/etcd" --version >/dev/null 2>&1 || die "$etcd_dir/etcd was built but does not run"
+"$helm_dir/helm" version --short >/dev/null 2>&1 || die "$helm_dir/helm was built but does not run"
+ln -sfn "../kubernetes-$KUBERNETES_VERSION/kube-apiserver" "$out/kube-apiserver"
+ln -sfn "../kubernetes-$KUBERNETES_VERSION/kubectl" "$out/kubectl"
+ln -sfn "../etcd-$ETCD_VERSION/etcd" "$out/etcd"
+ln -sfn "../helm-$HELM_VERSION/helm" "$out/helm"
+for n in "${names[@]}"; do [ -x "$out/$n" ] || die "$n is missing from $out"; done
 if [ "$built" = 1 ]; then what=cold; else what=warm; fi
 log "$what set-up: $(( $(date +%s) - start )) s (kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION)"
 printf '%s\n' "$out"
