@@ -193,6 +193,27 @@ Renders nothing when disabled.
 {{- $password -}}
 {{- end -}}
 
+{{/*
+DESIGN rule 3 at render time (helm install/upgrade; lookup is empty under helm template): while the
+PostgreSQL PVC exists, the password must stay the one in the existing Secret. When this release's
+dify-guard webhook is registered, dify-guard refuses the change itself (with its audit trail). When it
+is not (a reinstall after `helm uninstall`: Helm creates webhook configurations after the kept Secret
+is written; or webhook.enabled=false), the chart refuses. The message names objects, never a value.
+*/}}
+{{- define "dify.checkPasswordUnderPvc" -}}
+{{- $c := include "dify.contract" . | fromJson -}}
+{{- $ns := .Release.Namespace -}}
+{{- $pvc := include "dify.name" (list . "postgresqlPvc") -}}
+{{- $secret := include "dify.name" (list . "postgresqlSecret") -}}
+{{- $guardRegistered := and .Values.webhook.enabled (lookup "admissionregistration.k8s.io/v1" "ValidatingWebhookConfiguration" "" (include "dify.guard.name" .)) -}}
+{{- if and (not $guardRegistered) (lookup "v1" "PersistentVolumeClaim" $ns $pvc) -}}
+{{- $current := index ((lookup "v1" "Secret" $ns $secret).data | default dict) $c.secretKeys.postgresPassword | default "" -}}
+{{- if and $current (ne $current (include "dify.postgresqlPassword" . | b64enc)) -}}
+{{- fail (printf "postgresql.auth.password differs from the password in Secret %s/%s while PVC %s/%s exists. PostgreSQL keeps the password it was initialised with in that volume and ignores the Secret afterwards, so every Dify component would fail to log in with error 28P01 (dify-guard refuses this change as well). Two ways out: (1) keep the old password: deploy with the original POSTGRES_PASSWORD; (2) if the data may be lost, delete the PVC, which DELETES ALL DIFY DATA, with `kubectl delete pvc -n %s %s`, then deploy with the new password." $ns $secret $ns $pvc $ns $pvc) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "dify.secretKey" -}}
 {{- required "secrets.difySecretKey is required (Dify's SECRET_KEY, which signs sessions and tokens). Generate it once, e.g. `openssl rand -hex 32`, and keep it; deploy.sh takes it from the DIFY_SECRET_KEY environment variable." .Values.secrets.difySecretKey | toString -}}
 {{- end -}}

@@ -5,6 +5,8 @@
 import t from 'tap';
 import { contract, expandName } from '../../src/contract.js';
 import { startControlPlane } from '../controlplane/harness.js';
+import { binary } from '../support/binaries.js';
+import { run } from '../support/commands.js';
 import { chartDir, requiredValues, valuesFile, type Json } from '../support/helm.js';
 
 const release = 'dify';
@@ -66,6 +68,27 @@ t.test('rotation: deleting the TLS Secret and upgrading issues a new CA, and bot
   t.ok((await caBundles()).every((ca) => ca === tls['ca.crt']), 'caBundle updated in both configurations');
 });
 
+const pvcName = expandName(contract.names.postgresqlPvc, release);
+// Another PostgreSQL password (and another SECRET_KEY, which the check ignores).
+const otherPassword = valuesFile(requiredValues());
+
+t.test('with the PVC present, another password is refused by the fail-closed Secret webhook (no dify-guard pod runs here)', async (t) => {
+  // The PVC the StatefulSet controller would create from its volumeClaimTemplate.
+  const pvc = { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: pvcName, namespace },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } };
+  const created = await cp.kubectl(['create', '-f', '-'], { input: JSON.stringify(pvc) });
+  t.equal(created.status, 0, created.stderr);
+  const pgSecret = expandName(contract.names.postgresqlSecret, release);
+  const before = await secretData(pgSecret);
+  const refused = await run(binary('helm'), ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', otherPassword], { env: cp.env() });
+  t.not(refused.status, 0, 'helm upgrade fails');
+  // The webhook is registered, so the chart leaves the decision (and its audit trail) to dify-guard.
+  t.match(refused.stderr, `failed calling webhook "${contract.webhook.secretWebhookName}"`);
+  t.same(await secretData(pgSecret), before, 'nothing changed');
+  await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
+  t.pass('the same password goes through');
+});
+
 t.test('the guide\'s uninstall: helm uninstall succeeds, removes every webhook configuration, keeps the PostgreSQL Secret', async (t) => {
   const pgSecret = expandName(contract.names.postgresqlSecret, release);
   const before = await secretData(pgSecret);
@@ -76,7 +99,13 @@ t.test('the guide\'s uninstall: helm uninstall succeeds, removes every webhook c
   t.ok(await exists(['secret', '-n', namespace, pgSecret]), 'the Secret stays with the PVC whose password it records');
   t.notOk(await exists(['secret', '-n', namespace, tlsSecret]), 'dify-guard\'s own Secret is removed');
 
-  // deploy.sh's `helm upgrade --install` adopts the kept Secret.
+  // A reinstall over the kept PVC: no webhook is registered yet, so the chart itself refuses another password...
+  const other = await run(binary('helm'), ['upgrade', '--install', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', otherPassword], { env: cp.env() });
+  t.not(other.status, 0, 'reinstall with another password refused');
+  t.match(other.stderr, `postgresql.auth.password differs from the password in Secret ${namespace}/${pgSecret} while PVC ${namespace}/${pvcName} exists`);
+  t.match(other.stderr, `kubectl delete pvc -n ${namespace} ${pvcName}`, 'with the way out');
+  t.same(await secretData(pgSecret), before, 'the kept password is untouched');
+  // ...and deploy.sh's `helm upgrade --install` with the same password adopts the kept Secret.
   await cp.helm(['upgrade', '--install', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
   t.same(await secretData(pgSecret), before, 'adopted unchanged');
   await cp.helm(['uninstall', release, '--namespace', namespace, '--no-hooks']);
