@@ -112,6 +112,7 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
           pvcStateOf: (namespace, name) => options.pvcCache.state(namespace, name),
           audit: options.audit,
           metrics,
+          log: log.child({ component: 'audit' }),
         }),
       },
     ],

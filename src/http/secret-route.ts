@@ -4,7 +4,9 @@ import { judgeSecretChange, secretChangeFromRequest } from '../admission/secret-
 import type { GuardSettings } from '../admission/settings.js';
 import type { AdmissionRequest, JsonObject, PvcStateOf, SecretDecision } from '../admission/types.js';
 import type { AuditSink } from '../audit/audit-trail.js';
+import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
+import { faultSummary } from './admission-plugin.js';
 import { allowed, denied, type AdmissionHandler, type AdmissionVerdict } from './admission-review.js';
 
 export interface SecretGuardDeps {
@@ -12,6 +14,7 @@ export interface SecretGuardDeps {
   pvcStateOf: PvcStateOf;
   audit: AuditSink;
   metrics: Metrics;
+  log: Logger;
 }
 
 export function secretGuardHandler(deps: SecretGuardDeps): AdmissionHandler {
@@ -25,7 +28,14 @@ export function secretGuardHandler(deps: SecretGuardDeps): AdmissionHandler {
       : denied(decision.message ?? `dify-guard denied this change (${decision.reason})`, decision.warnings);
     if (decision.reason !== 'NotGuarded') verdict.auditAnnotations = auditAnnotationsOf(decision);
     if (!decision.allowed) deps.metrics.denials.inc({ reason: decision.reason });
-    if (!decision.allowed || decision.audit) deps.audit.record(auditRecordOf(request, decision), { uid: secretUidOf(request) });
+    if (!decision.allowed || decision.audit) {
+      try {
+        deps.audit.record(auditRecordOf(request, decision), { uid: secretUidOf(request) });
+      } catch (fault) {
+        // The decision stands even if the trail cannot be written; the failure is logged without content.
+        deps.log.error({ uid: request.uid, fault: faultSummary(fault) }, 'audit record could not be written');
+      }
+    }
     return verdict;
   };
 }

@@ -149,6 +149,18 @@ t.test('admission over HTTPS', async (t) => {
     for (const secret of sensitiveStringsOf(review)) t.notMatch(captured.text(), secret);
   });
 
+  t.test('an audit sink that throws does not change the decision', async (t) => {
+    const record = audit.record;
+    audit.record = () => { throw new Error('disk full'); };
+    t.teardown(() => { audit.record = record; });
+    const review = loadReview('secret-postgresql-update-password');
+    const res = await postReview(port, validateSecretsPath, ca, review);
+    t.equal(res.status, 200);
+    t.equal(res.json.response.allowed, false);
+    t.equal(res.json.response.status.code, 403);
+    t.match(captured.lines().find((l) => l.msg === 'audit record could not be written'), { uid: review.request.uid, fault: { type: 'Error' } });
+  });
+
   t.test('an unknown path is 404 and does not reach a handler', async (t) => {
     const res = await postReview(port, '/mutate/secrets', ca, loadReview('pod-api'));
     t.equal(res.status, 404);
