@@ -4,38 +4,13 @@ label key, name template, Secret key, env var name and webhook name. Templates r
 "dify.contract" and never repeat those strings.
 */}}
 
-{{/*
-=== LOCAL CONTRACT ADDITIONS (pending in chart/files/contract.json, owned by the lead) ===
-Names that only the chart uses today. If the lead adds the same keys to contract.json, the
-contract's values win (mergeOverwrite below), so this block can then be deleted.
-*/}}
-{{- define "dify.contract.localAdditions" -}}
-names:
-  guard: "{release}-guard"
-  guardTls: "{release}-guard-tls"
-  appSecrets: "{release}-app-secrets"
-  postgresqlHeadless: "{release}-postgresql-hl"
-  redisHeadless: "{release}-redis-headless"
-  storage: "{release}-storage"
-components:
-  # nginx in front of a MetalLB LoadBalancer (loadBalancer.enabled); dify-guard never selects it.
-  proxy: proxy
-appSecretKeys:
-  secretKey: secret-key
-  sandboxApiKey: sandbox-api-key
-  pluginDaemonKey: plugin-daemon-key
-  innerApiKeyForPlugin: inner-api-key-for-plugin
-  openaiApiKey: openai-api-key
-{{- end -}}
-
 {{/* The contract as a dict: usage `$c := include "dify.contract" . | fromJson`. */}}
 {{- define "dify.contract" -}}
 {{- $contract := .Files.Get "files/contract.json" | fromJson -}}
 {{- if not $contract.names -}}
 {{- fail "chart/files/contract.json is missing or unreadable: the chart cannot name anything without it" -}}
 {{- end -}}
-{{- $local := include "dify.contract.localAdditions" . | fromYaml -}}
-{{- mustMergeOverwrite $local $contract | toJson -}}
+{{- $contract | toJson -}}
 {{- end -}}
 
 {{/* Expands a contract name template. Args: dict "template" "release" ["component"]. */}}
