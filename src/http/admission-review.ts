@@ -175,9 +175,10 @@ function valueAt(body: unknown, instancePath: string): unknown {
   return value;
 }
 
-// Only short envelope strings are quoted back: anything else may carry object content.
+// Only identifier-like strings ("admission.k8s.io/v1beta1", "v1", "Pod", "PATCH") are quoted back;
+// anything else, digits included, may be content that must not be echoed or logged.
 function shown(value: unknown): string {
-  if (typeof value === 'string' && value.length <= 64 && /^[\w./:-]*$/.test(value)) return JSON.stringify(value);
+  if (typeof value === 'string' && value.length <= 40 && /^(?:[A-Za-z]+(\.[a-z0-9-]+)*(\/v[0-9a-z]+)?|v\d+[a-z0-9]*)$/.test(value)) return JSON.stringify(value);
   return typeName(value);
 }
 
