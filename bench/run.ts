@@ -2,7 +2,8 @@
 // kube-apiserver, test/controlplane/harness.ts), the real dify-guard process on it (dist/src/main.js
 // via the harness, its PVC cache synced) and a bare HTTPS server, and measures:
 //   1. server view (bench/lib/server-view.ts), 2. API-server view (bench/lib/apiserver-view.ts),
-//   3. dify-guard's API calls per admission request (both views), 4. CPU profiles of dify-guard.
+//   3. dify-guard's API calls per admission request (both views), 4. CPU profiles of dify-guard
+//      under load (separate runs after the measured ones, so profiling never skews a number).
 // Writes bench/results/<time>.json and latest.json, prints a table; --write-md refreshes the
 // generated block of BENCHMARKS.md. Loopback only. See BENCHMARKS.md for the method.
 import { execFileSync } from 'node:child_process';
@@ -40,6 +41,8 @@ const { values: args } = parseArgs({
     'no-profile': { type: 'boolean', default: false },
     'no-autocannon-rate': { type: 'boolean', default: false },
     'write-md': { type: 'boolean', default: false },
+    // Extra Node flags for the dify-guard process only, for experiments (e.g. --max-semi-space-size=8).
+    'guard-node-options': { type: 'string', default: '' },
   },
 });
 
@@ -80,8 +83,9 @@ function guardKubeconfig(cp: ControlPlane): string {
   return file;
 }
 
-async function startGuard(cp: ControlPlane, kubeconfig: string, probeFile: string, nodeOptions: string[] = []): Promise<DifyGuard> {
-  return DifyGuard.start(cp, { entry: 'dist', env: { KUBECONFIG: kubeconfig, ...probeEnv(probeFile, nodeOptions) } });
+async function startGuard(cp: ControlPlane, kubeconfig: string, probeFile: string): Promise<DifyGuard> {
+  const extra = String(args['guard-node-options'] ?? '').split(' ').filter(Boolean);
+  return DifyGuard.start(cp, { entry: 'dist', env: { KUBECONFIG: kubeconfig, ...probeEnv(probeFile, extra) } });
 }
 
 async function startBare(cp: ControlPlane, guard: DifyGuard, probeFile: string): Promise<{ process: ManagedProcess; port: number; release(): void }> {
@@ -99,27 +103,24 @@ async function startBare(cp: ControlPlane, guard: DifyGuard, probeFile: string):
   return { process: bare, port: reserved.port, release: () => reserved.release() };
 }
 
-/** One dify-guard per payload under --cpu-prof, loaded like the fixed-connections run; the profile is written when it exits. */
-async function profileGuard(cp: ControlPlane, kubeconfig: string, profileDir: string): Promise<Record<string, ProfileSummary>> {
-  const summaries: Record<string, ProfileSummary> = {};
-  for (const payload of PAYLOADS) {
-    const dir = join(profileDir, payload.id);
-    mkdirSync(dir, { recursive: true });
-    const guard = await startGuard(cp, kubeconfig, join(cp.dir, `probe-profile-${payload.id}.json`), ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
-    try {
-      const endpoint = { host: '127.0.0.1', port: guard.port, path: payload.path, ca: readFileSync(guard.certs.caFile) };
-      const body = JSON.stringify(loadReview(payload.fixture));
-      const expected = (await postOnce(endpoint, body)).text;
-      log(`profile ${payload.id}: ${warmupSeconds + seconds} s under load`);
-      await closedLoop(endpoint, body, expected, { connections: Number(args.connections), seconds: warmupSeconds + seconds });
-    } finally {
-      await guard.stop();
-    }
-    const file = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f))[0];
-    if (!file) throw new Error(`no .cpuprofile written in ${dir}`);
-    summaries[payload.id] = { ...summarizeProfile(file), file: relative(repoRoot, file) };
-  }
-  return summaries;
+interface ProfiledServer { name: string; port: number; caFile: string; probe: ServerProbe }
+
+/**
+ * CPU profile of a running server under the fixed-connections load of a payload, just that
+ * window (in-process inspector session; its own frames are left out of the summary).
+ */
+async function profileServer(server: ProfiledServer, payload: (typeof PAYLOADS)[number], profileDir: string): Promise<ProfileSummary> {
+  mkdirSync(profileDir, { recursive: true });
+  const endpoint = { host: '127.0.0.1', port: server.port, path: payload.path, ca: readFileSync(server.caFile) };
+  const body = JSON.stringify(loadReview(payload.fixture));
+  const expected = (await postOnce(endpoint, body)).text;
+  const file = join(profileDir, `${server.name}-${payload.id}.cpuprofile`);
+  await server.probe.settle();
+  log(`profile ${server.name} ${payload.id}: ${seconds} s under load`);
+  await server.probe.command('profile-start');
+  const load = await closedLoop(endpoint, body, expected, { connections: Number(args.connections), seconds });
+  await server.probe.command(`profile-stop ${file}`);
+  return { ...summarizeProfile(file, load.requests), file: relative(repoRoot, file) };
 }
 
 async function main(): Promise<void> {
@@ -157,6 +158,7 @@ async function main(): Promise<void> {
     },
     targets: [],
   };
+  if (args['guard-node-options']) result.setup['dify-guard extra Node options (experiment)'] = String(args['guard-node-options']);
   try {
     const rest = cp.rest();
     // The fixtures' Secret lives in namespace dify of release dify: its PVC exists, so a password change is denied.
@@ -171,30 +173,37 @@ async function main(): Promise<void> {
     const guardProbe = new ServerProbe('dify-guard', () => guard?.process.pid, guardProbeFile);
     log(`dify-guard ready (pid ${guard.process.pid}, https://127.0.0.1:${guard.port}); PVC cache synced`);
 
+    const bareProbeFile = join(cp.dir, 'probe-bare.json');
+    bare = await startBare(cp, guard, bareProbeFile);
+    const bareProcess = bare.process;
+    const targets: ServerTarget[] = [
+      { name: 'dify-guard', port: guard.port, caFile: guard.certs.caFile, probe: guardProbe, healthPort: guard.healthPort },
+      { name: 'bare', port: bare.port, caFile: guard.certs.caFile, probe: new ServerProbe('bare', () => bareProcess.pid, bareProbeFile) },
+    ];
     if (!args['skip-server-view']) {
-      const bareProbeFile = join(cp.dir, 'probe-bare.json');
-      bare = await startBare(cp, guard, bareProbeFile);
-      const bareProcess = bare.process;
-      const targets: ServerTarget[] = [
-        { name: 'dify-guard', port: guard.port, caFile: guard.certs.caFile, probe: guardProbe },
-        { name: 'bare', port: bare.port, caFile: guard.certs.caFile, probe: new ServerProbe('bare', () => bareProcess.pid, bareProbeFile) },
-      ];
       result.serverView = await runServerView(targets, {
         warmupSeconds, seconds, connections: Number(args.connections), rate: Number(args.rate), pacedSockets: 16,
         autocannonRate: !args['no-autocannon-rate'],
       }, log);
-      await bare.process.stop(5_000);
-      bare.release();
-      bare = undefined;
     }
     if (!args['skip-apiserver-view']) {
       result.apiServerView = await runApiServerView({ cp, guard, guardProbe, guardUser: GUARD_USER, rest }, { n, warmup: quick ? 5 : 20 }, log);
     }
+    if (!args['no-profile']) {
+      const profileDir = join(repoRoot, '.cache/bench-profiles', started.toISOString().replace(/[:.]/g, '-'));
+      result.profiles = {};
+      for (const payload of PAYLOADS) {
+        result.profiles[`dify-guard ${payload.id}`] = await profileServer(targets[0] as ServerTarget, payload, profileDir);
+      }
+      // The reference: what the same load costs the bare server (TLS, HTTP, socket writes).
+      const podPayload = PAYLOADS[0] as (typeof PAYLOADS)[number];
+      result.profiles[`bare ${podPayload.id}`] = await profileServer(targets[1] as ServerTarget, podPayload, profileDir);
+    }
+    await bare.process.stop(5_000);
+    bare.release();
+    bare = undefined;
     await guard.stop();
     guard = undefined;
-    if (!args['no-profile'] && !args['skip-server-view']) {
-      result.profiles = await profileGuard(cp, kubeconfig, join(repoRoot, '.cache/bench-profiles', started.toISOString().replace(/[:.]/g, '-')));
-    }
   } finally {
     if (bare) { await bare.process.stop(5_000); bare.release(); }
     if (guard) await guard.stop();

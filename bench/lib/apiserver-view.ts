@@ -270,7 +270,7 @@ export async function runApiServerView(ctx: ApiServerViewContext, options: ApiSe
     apiServerWebhookMetrics,
     difyGuardApiCalls: {
       ...calls, admissionRequests, byPath: delta.calls,
-      lookupsPerAdmission: calls.pvcReads / admissionRequests,
+      lookupsPerAdmission: calls.lookups / admissionRequests,
       eventWritesPerDenial: calls.eventWrites / options.n,
     },
     auditedWritesByDifyGuard: audited,

@@ -1,7 +1,7 @@
 // The bench's view of a measured server process: snapshots from bench/support/server-probe.mjs
 // (process.cpuUsage, memory, outgoing HTTP requests), asked for with SIGUSR2, and RSS sampled from
 // /proc while a run lasts (peak within the run, without touching the process).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -15,6 +15,9 @@ export interface ProbeSnapshot {
   cpuUsage: { user: number; system: number };
   rssBytes: number;
   heapUsedBytes: number;
+  heapTotalBytes: number;
+  externalBytes: number;
+  arrayBuffersBytes: number;
   maxRssKiB: number;
   calls: Record<string, number>;
 }
@@ -27,8 +30,8 @@ export interface ProbeDelta {
   cores: number;
   /** Outgoing HTTP requests over the interval, by `METHOD /path`. */
   calls: Record<string, number>;
-  rssBytesAfter: number;
-  heapUsedBytesAfter: number;
+  /** process.memoryUsage() at the end of the interval. */
+  memoryAfter: { rssBytes: number; heapUsedBytes: number; heapTotalBytes: number; externalBytes: number; arrayBuffersBytes: number };
   maxRssKiBAfter: number;
 }
 
@@ -51,6 +54,12 @@ export class ServerProbe {
     return JSON.parse(readFileSync(this.file, 'utf8')) as ProbeSnapshot;
   }
 
+  /** Has the process start (`profile-start`) or stop and write (`profile-stop <file>`) a CPU profile, then snapshot. */
+  async command(command: string, timeoutMs = 30_000): Promise<ProbeSnapshot> {
+    writeFileSync(`${this.file}.cmd`, command);
+    return this.snapshot(timeoutMs);
+  }
+
   /** A fresh snapshot from the process (SIGUSR2, then wait for the file to change). */
   async snapshot(timeoutMs = 5_000): Promise<ProbeSnapshot> {
     const before = this.read()?.seq ?? 0;
@@ -62,6 +71,24 @@ export class ServerProbe {
       if (Date.now() > deadline) throw new Error(`${this.name}: no probe snapshot within ${timeoutMs} ms (is ${this.file} written?)`);
       await sleep(5);
     }
+  }
+
+  /**
+   * Waits until the process has made no outgoing request for quietMs (e.g. Events still queued
+   * from a flood of denials), so one run's backlog is not measured in the next one.
+   */
+  async settle(quietMs = 1_000, timeoutMs = 60_000): Promise<{ waitedMs: number; drained: boolean }> {
+    const started = Date.now();
+    const total = (s: ProbeSnapshot): number => Object.values(s.calls).reduce((sum, n) => sum + n, 0);
+    let last = total(await this.snapshot());
+    let quietSince = Date.now();
+    while (Date.now() - quietSince < quietMs) {
+      if (Date.now() - started > timeoutMs) return { waitedMs: Date.now() - started, drained: false };
+      await sleep(200);
+      const now = total(await this.snapshot());
+      if (now !== last) { last = now; quietSince = Date.now(); }
+    }
+    return { waitedMs: Date.now() - started, drained: true };
   }
 
   /** Current and peak RSS of the process's life, from /proc (bytes). */
@@ -103,20 +130,42 @@ export function deltaOf(before: ProbeSnapshot, after: ProbeSnapshot): ProbeDelta
   }
   return {
     wallSeconds, cpuSeconds, cores: wallSeconds > 0 ? cpuSeconds / wallSeconds : 0, calls,
-    rssBytesAfter: after.rssBytes, heapUsedBytesAfter: after.heapUsedBytes, maxRssKiBAfter: after.maxRssKiB,
+    memoryAfter: {
+      rssBytes: after.rssBytes, heapUsedBytes: after.heapUsedBytes, heapTotalBytes: after.heapTotalBytes,
+      externalBytes: after.externalBytes, arrayBuffersBytes: after.arrayBuffersBytes,
+    },
+    maxRssKiBAfter: after.maxRssKiB,
   };
 }
 
-/** Outgoing calls sorted into what they are for. */
-export function classifyCalls(calls: Record<string, number>): { pvcReads: number; eventWrites: number; other: number; total: number } {
-  let pvcReads = 0;
-  let eventWrites = 0;
-  let other = 0;
+export interface CallClasses {
+  /** GETs of one named object (e.g. a PVC by name): what a webhook without a cache would do per request. */
+  lookups: number;
+  /** LIST or WATCH of a whole collection: keeping the cache filled (start, resync, a watch re-opened). */
+  cacheListWatch: number;
+  /** Creates and patches of Events (the audit trail of refusals). */
+  eventWrites: number;
+  other: number;
+  total: number;
+}
+
+/** Outgoing calls sorted into what they are for (paths like /api/v1/namespaces/ns/persistentvolumeclaims/name). */
+export function classifyCalls(calls: Record<string, number>): CallClasses {
+  const classes: CallClasses = { lookups: 0, cacheListWatch: 0, eventWrites: 0, other: 0, total: 0 };
   for (const [key, count] of Object.entries(calls)) {
     const [method = '', path = ''] = key.split(' ');
-    if (/persistentvolumeclaims/.test(path) && method === 'GET') pvcReads += count;
-    else if (/\/events(\/|$|\?)/.test(path) && method !== 'GET') eventWrites += count;
-    else other += count;
+    const segments = path.replace(/\?watch$/, '').split('/').filter(Boolean);
+    // /api/v1/<resource>[/<name>] or /api/v1/namespaces/<ns>/<resource>[/<name>]; groups add one segment.
+    const base = segments[0] === 'apis' ? 3 : 2;
+    const rest = segments.slice(base);
+    const afterNamespace = rest[0] === 'namespaces' && rest.length >= 3 ? rest.slice(2) : rest;
+    const named = afterNamespace.length >= 2;
+    const resource = afterNamespace[0] ?? '';
+    if (method === 'GET' && named) classes.lookups += count;
+    else if (method === 'GET') classes.cacheListWatch += count;
+    else if (resource === 'events') classes.eventWrites += count;
+    else classes.other += count;
+    classes.total += count;
   }
-  return { pvcReads, eventWrites, other, total: pvcReads + eventWrites + other };
+  return classes;
 }

@@ -7,13 +7,25 @@ interface CallFrame { functionName: string; url: string; lineNumber: number; col
 interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
 interface CpuProfile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }
 
-export interface ProfileEntry { name: string; where: string; ms: number; pct: number }
+export interface ProfileEntry {
+  name: string;
+  where: string;
+  ms: number;
+  pct: number;
+  /** Microseconds per request served during the profile, when the request count is known. */
+  usPerRequest?: number;
+}
 
 export interface ProfileSummary {
   file: string;
+  /** Sampling interval (median gap between samples); every sample counts for one interval. */
+  intervalUs: number;
   sampledMs: number;
   /** Everything but (idle): what the process was busy with. */
   busyMs: number;
+  /** Requests answered during the profile (0 when unknown). */
+  requests: number;
+  busyUsPerRequest: number;
   byArea: ProfileEntry[];
   topSelf: ProfileEntry[];
   topInclusive: ProfileEntry[];
@@ -40,20 +52,34 @@ const where = (frame: CallFrame): string =>
   frame.url ? `${frame.url.replace(/^file:\/\/.*?\/(node_modules|dist)\//, '$1/')}:${frame.lineNumber + 1}` : '';
 const nameOf = (frame: CallFrame): string => frame.functionName || '(anonymous)';
 
-export function summarizeProfile(file: string, top = 20): ProfileSummary {
+export function summarizeProfile(file: string, requests = 0, top = 20): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  // The in-process inspector session's own frames (starting and stopping the profile) are the
+  // profiler's cost, not the server's: their samples are left out.
+  const excluded = new Set<number>();
+  const exclude = (node: ProfileNode): void => {
+    excluded.add(node.id);
+    for (const child of node.children ?? []) { const c = byId.get(child); if (c) exclude(c); }
+  };
+  for (const node of profile.nodes) if (node.callFrame.url === 'node:inspector' || node.callFrame.url === 'node:inspector/promises') exclude(node);
+  // Each sample weighs the sampling interval (the median gap). The actual gaps are wall-clock: on
+  // a shared machine a descheduled process shows a long gap charged to whatever syscall it was in.
+  const gaps = [...profile.timeDeltas].sort((a, b) => a - b);
+  const intervalUs = gaps[Math.floor(gaps.length / 2)] ?? 1000;
   const self = new Map<number, number>();
   let sampledUs = 0;
-  profile.samples.forEach((id, i) => {
-    const us = profile.timeDeltas[i] ?? 0;
-    sampledUs += us;
-    self.set(id, (self.get(id) ?? 0) + us);
-  });
+  for (const id of profile.samples) {
+    if (excluded.has(id)) continue;
+    sampledUs += intervalUs;
+    self.set(id, (self.get(id) ?? 0) + intervalUs);
+  }
   const idleUs = profile.nodes.filter((n) => n.callFrame.functionName === '(idle)').reduce((sum, n) => sum + (self.get(n.id) ?? 0), 0);
   const busyUs = sampledUs - idleUs;
-  const entry = (name: string, at: string, us: number): ProfileEntry =>
-    ({ name, where: at, ms: Math.round(us / 100) / 10, pct: busyUs > 0 ? Math.round((us / busyUs) * 1000) / 10 : 0 });
+  const entry = (name: string, at: string, us: number): ProfileEntry => ({
+    name, where: at, ms: Math.round(us / 100) / 10, pct: busyUs > 0 ? Math.round((us / busyUs) * 1000) / 10 : 0,
+    ...(requests > 0 ? { usPerRequest: Math.round((us / requests) * 10) / 10 } : {}),
+  });
 
   const areas = new Map<string, number>();
   const selfByFunction = new Map<string, { frame: CallFrame; us: number }>();
@@ -102,8 +128,11 @@ export function summarizeProfile(file: string, top = 20): ProfileSummary {
   const sorted = <T extends { us: number }>(map: Map<string, T>): [string, T][] => [...map.entries()].sort((a, b) => b[1].us - a[1].us);
   return {
     file,
+    intervalUs,
     sampledMs: Math.round(sampledUs / 1000),
     busyMs: Math.round(busyUs / 1000),
+    requests,
+    busyUsPerRequest: requests > 0 ? Math.round(busyUs / requests) : 0,
     byArea: [...areas.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).map(([area, us]) => entry(area, '', us)),
     topSelf: sorted(selfByFunction).slice(0, top).map(([, v]) => entry(nameOf(v.frame), where(v.frame), v.us)),
     topInclusive: sorted(inclusive).slice(0, top).map(([, v]) => entry(nameOf(v.frame), where(v.frame), v.us)),

@@ -57,14 +57,14 @@ export function checkTargets(result: Pick<BenchResult, 'serverView' | 'apiServer
     }
     const steady = Math.max(...sv.payloads.map((p) => p.runs['dify-guard'].paced.server.rssAtEndBytes));
     checks.push({ target: `dify-guard steady RSS (end of each ${sv.options.rate} req/s run, max)`, limit: '<= 100 MiB', measured: `${fmtMiB(steady)} MiB`, met: steady <= 100 * MiB });
-    const lookups = sv.payloads.reduce((sum, p) => sum + p.runs['dify-guard'].connections.server.apiCalls.pvcReads + p.runs['dify-guard'].paced.server.apiCalls.pvcReads, 0);
+    const lookups = sv.payloads.reduce((sum, p) => sum + p.runs['dify-guard'].connections.server.apiCalls.lookups + p.runs['dify-guard'].paced.server.apiCalls.lookups, 0);
     const requests = sv.payloads.reduce((sum, p) => sum + p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests, 0);
-    checks.push({ target: 'API lookups per admission request, synced (server view)', limit: '0', measured: `${lookups} in ${requests} requests`, met: lookups === 0 });
+    checks.push({ target: 'API reads per admission request, cache synced (server view)', limit: '0', measured: `${lookups} in ${requests} requests`, met: lookups === 0 });
   }
   const av = result.apiServerView;
   if (av) {
-    const lookups = av.difyGuardApiCalls.pvcReads;
-    checks.push({ target: 'API lookups per admission request, synced (API-server view)', limit: '0', measured: `${lookups} in ${av.difyGuardApiCalls.admissionRequests} requests`, met: lookups === 0 });
+    const lookups = av.difyGuardApiCalls.lookups;
+    checks.push({ target: 'API reads per admission request, cache synced (API-server view)', limit: '0', measured: `${lookups} in ${av.difyGuardApiCalls.admissionRequests} requests`, met: lookups === 0 });
     const guard = av.podCreate.modes['dify-guard'].addedP50Us;
     const policy = av.podCreate.modes.policy.addedP50Us;
     checks.push({ target: 'added p50 per pod create through the API server, dify-guard vs none', limit: '<= 3 ms', measured: `${fmtMs(guard)} ms`, met: guard <= 3000 });
@@ -92,7 +92,8 @@ function markdownTable(rows: string[][]): string {
 }
 
 function serverRows(sv: ServerViewResult): string[][] {
-  const rows = [['payload', 'server', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'CPU cores', 'CPU us/req', 'peak RSS MiB', `p99 @${sv.options.rate}/s ms`, `RSS @${sv.options.rate}/s MiB`, 'ratio']];
+  const rows = [['payload', 'server', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'CPU cores', 'CPU us/req', 'peak RSS MiB',
+    `p50 @${sv.options.rate}/s ms`, `p99 @${sv.options.rate}/s ms`, `p99.9 @${sv.options.rate}/s ms`, 'in-server p99 ms', `RSS @${sv.options.rate}/s MiB`, 'ratio']];
   for (const p of sv.payloads) {
     for (const name of ['dify-guard', 'bare'] as const) {
       const run = p.runs[name];
@@ -102,12 +103,18 @@ function serverRows(sv: ServerViewResult): string[][] {
         fmtMs(run.connections.load.latency.p50Us), fmtMs(run.connections.load.latency.p99Us), fmtMs(run.connections.load.latency.p999Us),
         run.connections.server.cores.toFixed(2), Math.round(run.connections.server.cpuUsPerRequest).toString(),
         fmtMiB(Math.max(run.connections.server.peakRssBytes, run.paced.server.peakRssBytes)),
-        fmtMs(run.paced.load.latency.p99Us), fmtMiB(run.paced.server.rssAtEndBytes),
+        fmtMs(run.paced.load.latency.p50Us), fmtMs(run.paced.load.latency.p99Us), fmtMs(run.paced.load.latency.p999Us),
+        run.paced.serverSideLatency ? run.paced.serverSideLatency.p99Ms.toFixed(2) : '-', fmtMiB(run.paced.server.rssAtEndBytes),
         name === 'dify-guard' ? `${(p.throughputRatio * 100).toFixed(1)} %` : '',
       ]);
     }
   }
   return rows;
+}
+
+function idleMemoryLine(sv: ServerViewResult): string {
+  return `Idle memory, before any load -> 5 s after the last run: ${Object.entries(sv.memoryIdle).map(([name, m]) =>
+    `${name} RSS ${fmtMiB(m.before.rssBytes)} -> ${fmtMiB(m.after.rssBytes)} MiB (V8 heap used ${fmtMiB(m.before.heapUsedBytes)} -> ${fmtMiB(m.after.heapUsedBytes)} MiB, lifetime peak RSS ${fmtMiB(m.after.hwmBytes)} MiB)`).join('; ')}.`;
 }
 
 function apiRows(av: ApiServerViewResult): string[][] {
@@ -135,6 +142,7 @@ export function terminalReport(result: BenchResult): string {
   if (result.serverView) {
     parts.push(`Server view (${result.serverView.options.connections} keep-alive TLS connections for ${result.serverView.options.seconds} s; then open loop at ${result.serverView.options.rate} req/s)`);
     parts.push(table(serverRows(result.serverView)));
+    parts.push(idleMemoryLine(result.serverView));
   }
   if (result.apiServerView) {
     parts.push(`\nAPI-server view (N=${result.apiServerView.options.n} per namespace, interleaved)`);
@@ -161,14 +169,14 @@ export function markdownReport(result: BenchResult, resultFile: string): string 
     const sv = result.serverView;
     lines.push('### Server view', '',
       `Fixed connections: autocannon, ${sv.options.connections} keep-alive TLS connections, ${sv.options.seconds} s after ${sv.options.warmupSeconds} s of warm-up. "@${sv.options.rate}/s": open loop, ${sv.options.rate} req/s for ${sv.options.seconds} s over up to ${sv.options.pacedSockets} keep-alive connections. CPU from process.cpuUsage() of the server process; RSS from /proc (VmRSS, sampled every 100 ms). ALPN (h2 offered): ${Object.entries(sv.alpn).map(([k, v]) => `${k} ${v || 'none, HTTP/1.1 only'}`).join(', ')}.`,
-      '', markdownTable(serverRows(sv)), '');
+      '', markdownTable(serverRows(sv)), '', idleMemoryLine(sv), '');
     if (sv.options.autocannonRate) {
       lines.push(`autocannon's own overallRate=${sv.options.rate} (bursts each second's budget; reference only), p99 ms: ${sv.payloads.map((p) => `${p.payload} dify-guard ${fmtMs(p.runs['dify-guard'].autocannonRate?.load.latency.p99Us ?? 0)} / bare ${fmtMs(p.runs.bare.autocannonRate?.load.latency.p99Us ?? 0)}`).join('; ')}.`, '');
     }
     lines.push(`dify-guard's outgoing API requests during the server-view runs: ${sv.payloads.map((p) => {
       const c = p.runs['dify-guard'].connections.server.apiCalls;
       const r = p.runs['dify-guard'].paced.server.apiCalls;
-      return `${p.payload}: ${c.pvcReads + r.pvcReads} lookups, ${c.eventWrites + r.eventWrites} Event writes, ${c.other + r.other} other in ${p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests} requests`;
+      return `${p.payload}: ${c.lookups + r.lookups} reads, ${c.eventWrites + r.eventWrites} Event writes, ${c.cacheListWatch + r.cacheListWatch} cache list/watch, ${c.other + r.other} other in ${p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests} requests`;
     }).join('; ')}.`, '');
   }
   if (result.apiServerView) {
@@ -178,15 +186,18 @@ export function markdownReport(result: BenchResult, resultFile: string): string 
       `N=${av.options.n} requests per namespace and kind, sequential, the three namespaces interleaved (after ${av.options.warmup} warm-up requests each). Latency is the client's, per request. The policy namespace uses ${av.policyKinds.join(', ')}; its pod mutation ${av.podMutationEquivalent.equal ? 'yields the same env entries as dify-guard\'s (order aside)' : `differs from dify-guard's: ${av.podMutationEquivalent.differences.join(', ')}`}.`,
       '', markdownTable(apiRows(av)), '',
       `API server's own measure of its webhook calls: ${Object.entries(av.apiServerWebhookMetrics).map(([k, v]) => `${k} ${v.calls} calls, mean ${v.meanMs.toFixed(2)} ms`).join('; ') || 'none'}.`,
-      `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.pvcReads} PVC lookups (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes (${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.other} other${Object.keys(calls.byPath).length ? ` (${Object.entries(calls.byPath).map(([k, v]) => `${k} x${v}`).join(', ')})` : ''}. Audit log, writes by dify-guard's user over the whole view: ${Object.entries(av.auditedWritesByDifyGuard).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}.`,
+      `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.lookups} reads (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes (${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.cacheListWatch} cache list/watch, ${calls.other} other${Object.keys(calls.byPath).length ? ` (${Object.entries(calls.byPath).map(([k, v]) => `${k} x${v}`).join(', ')})` : ''}. Audit log, writes by dify-guard's user over the whole view: ${Object.entries(av.auditedWritesByDifyGuard).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}.`,
       '');
   }
   lines.push('### Targets', '', markdownTable(targetRows(result.targets)), '');
   if (result.profiles) {
-    lines.push('### Where dify-guard spends its CPU (node --cpu-prof, fixed-connections load, separate runs)', '');
+    lines.push('### Where dify-guard spends its CPU (V8 CPU profile of the fixed-connections load, separate runs after the measured ones)', '');
     for (const [payload, p] of Object.entries(result.profiles)) {
-      lines.push(`**${payload}** (busy ${p.busyMs} ms of ${p.sampledMs} ms sampled). By area: ${p.byArea.slice(0, 10).map((a) => `${a.name} ${a.pct} %`).join(', ')}.`, '',
-        `Inclusive: ${p.topInclusive.filter((e) => !/^(processTicksAndRejections|runMicrotasks|emit|listOnTimeout|processTimers)$/.test(e.name)).slice(0, 10).map((e) => `${e.name} (${e.where}) ${e.pct} %`).join('; ')}.`, '');
+      const perRequest = (e: { usPerRequest?: number }): string => (e.usPerRequest !== undefined ? `, ${e.usPerRequest} us/req` : '');
+      lines.push(`**${payload}**: ${p.requests} requests, main thread busy ${p.busyMs} ms (${p.busyUsPerRequest} us per request).`, '',
+        `- By area: ${p.byArea.slice(0, 10).map((a) => `${a.name} ${a.pct} %${perRequest(a)}`).join(', ')}.`,
+        `- Self: ${p.topSelf.slice(0, 10).map((e) => `\`${e.name}\`${e.where ? ` (${e.where})` : ''} ${e.pct} %${perRequest(e)}`).join('; ')}.`,
+        `- Inclusive: ${p.topInclusive.filter((e) => !/^(processTicksAndRejections|runMicrotasks|emit|listOnTimeout|processTimers|\(anonymous\))$/.test(e.name)).slice(0, 10).map((e) => `\`${e.name}\` (${e.where}) ${e.pct} %`).join('; ')}.`, '');
     }
   }
   return lines.join('\n');

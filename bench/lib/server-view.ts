@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { contract } from '../../src/contract.js';
 import { loadReview } from '../../test/support/fixtures.js';
+import { scrapeBuckets, serverSideLatency, type ServerSideLatency } from './guard-metrics.js';
 import { autocannonRate, closedLoop, negotiatedProtocol, paced, postOnce, type Endpoint, type LoadResult } from './load.js';
 import { classifyCalls, deltaOf, type ServerProbe } from './probe.js';
 
@@ -44,6 +45,8 @@ export interface ServerTarget {
   port: number;
   caFile: string;
   probe: ServerProbe;
+  /** dify-guard's plain-HTTP health port, for its own request-duration histogram. */
+  healthPort?: number;
 }
 
 export interface ServerViewOptions {
@@ -62,6 +65,8 @@ export interface ServerUsage {
   cpuUsPerRequest: number;
   peakRssBytes: number;
   rssAtEndBytes: number;
+  /** process.memoryUsage() of the server right after the run. */
+  memoryAfter: ReturnType<typeof deltaOf>['memoryAfter'];
   /** Outgoing HTTP requests of the server during the run (and 0.5 s after), per admission request. */
   apiCalls: ReturnType<typeof classifyCalls> & { perRequest: number; lookupsPerRequest: number; eventWritesPerRequest: number; byPath: Record<string, number> };
 }
@@ -69,6 +74,8 @@ export interface ServerUsage {
 export interface MeasuredRun {
   load: LoadResult;
   server: ServerUsage;
+  /** dify-guard only: its own histogram of receive-to-answer time over the run. */
+  serverSideLatency?: ServerSideLatency;
 }
 
 export interface PayloadResult {
@@ -85,14 +92,23 @@ export interface ServerViewResult {
   options: ServerViewOptions;
   alpn: Record<ServerTarget['name'], string | false>;
   payloads: PayloadResult[];
-  /** VmRSS / VmHWM of each server at the end of the view. */
-  memoryAtEnd: Record<ServerTarget['name'], { rssBytes: number; hwmBytes: number }>;
+  /** Each server idle: before any load, and 5 s after the last run (VmRSS, VmHWM from /proc; V8 heap from the probe). */
+  memoryIdle: Record<ServerTarget['name'], { before: IdleMemory; after: IdleMemory }>;
+}
+
+export interface IdleMemory { rssBytes: number; hwmBytes: number; heapUsedBytes: number; heapTotalBytes: number }
+
+async function idleMemory(target: ServerTarget): Promise<IdleMemory> {
+  const snapshot = await target.probe.snapshot();
+  return { ...target.probe.memoryFromProc(), heapUsedBytes: snapshot.heapUsedBytes, heapTotalBytes: snapshot.heapTotalBytes };
 }
 
 const endpointOf = (target: ServerTarget, path: string): Endpoint =>
   ({ host: '127.0.0.1', port: target.port, path, ca: readFileSync(target.caFile) });
 
-async function measured(target: ServerTarget, load: () => Promise<LoadResult>): Promise<MeasuredRun> {
+async function measured(target: ServerTarget, route: string, load: () => Promise<LoadResult>): Promise<MeasuredRun> {
+  await target.probe.settle();
+  const bucketsBefore = target.healthPort ? await scrapeBuckets(target.healthPort, route) : undefined;
   const before = await target.probe.snapshot();
   const stopSampling = target.probe.sampleRss(100);
   const result = await load();
@@ -100,6 +116,7 @@ async function measured(target: ServerTarget, load: () => Promise<LoadResult>): 
   // Events queued by the last denials are sent within a few hundred ms: count them with the run.
   await sleep(500);
   const delta = deltaOf(before, await target.probe.snapshot());
+  const bucketsAfter = target.healthPort ? await scrapeBuckets(target.healthPort, route) : undefined;
   const calls = classifyCalls(delta.calls);
   const perRequest = (n: number): number => (result.requests > 0 ? n / result.requests : 0);
   return {
@@ -109,11 +126,13 @@ async function measured(target: ServerTarget, load: () => Promise<LoadResult>): 
       cpuUsPerRequest: result.requests > 0 ? (delta.cpuSeconds * 1e6) / result.requests : 0,
       peakRssBytes: rss.peakRssBytes,
       rssAtEndBytes: rss.lastRssBytes,
+      memoryAfter: delta.memoryAfter,
       apiCalls: {
-        ...calls, perRequest: perRequest(calls.total), lookupsPerRequest: perRequest(calls.pvcReads),
+        ...calls, perRequest: perRequest(calls.total), lookupsPerRequest: perRequest(calls.lookups),
         eventWritesPerRequest: perRequest(calls.eventWrites), byPath: delta.calls,
       },
     },
+    ...(bucketsBefore && bucketsAfter ? { serverSideLatency: serverSideLatency(bucketsBefore, bucketsAfter) } : {}),
   };
 }
 
@@ -122,6 +141,9 @@ export async function runServerView(targets: ServerTarget[], options: ServerView
   const alpn = {} as ServerViewResult['alpn'];
   for (const target of targets) alpn[target.name] = await negotiatedProtocol(endpointOf(target, '/'));
   log(`ALPN offered h2,http/1.1 -> ${targets.map((t) => `${t.name}: ${alpn[t.name] || 'no ALPN (HTTP/1.1 only)'}`).join(', ')}`);
+
+  const idleBefore = {} as Record<ServerTarget['name'], IdleMemory>;
+  for (const target of targets) idleBefore[target.name] = await idleMemory(target);
 
   const payloads: PayloadResult[] = [];
   for (const payload of PAYLOADS) {
@@ -139,15 +161,17 @@ export async function runServerView(targets: ServerTarget[], options: ServerView
         if (problem) throw new Error(`dify-guard ${payload.id}: ${problem}; got ${first.text.slice(0, 300)}`);
       }
       result.responseBytes[target.name] = Buffer.byteLength(first.text);
+      // The other server may still be sending Events queued by the last run: let it finish first.
+      for (const other of targets) await other.probe.settle();
       log(`${payload.id} -> ${target.name}: warm-up ${options.warmupSeconds} s`);
       await closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.warmupSeconds });
-      const connections = await measured(target, () => closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds }));
+      const connections = await measured(target, payload.path, () => closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds }));
       log(`  ${options.connections} connections: ${Math.round(connections.load.throughputRps)} req/s, p99 ${(connections.load.latency.p99Us / 1000).toFixed(2)} ms, server ${connections.server.cores.toFixed(2)} cores`);
-      const pacedRun = await measured(target, () => paced(endpoint, body, first.text, { rate: options.rate, seconds: options.seconds, sockets: options.pacedSockets }));
-      log(`  paced ${options.rate} req/s: p99 ${(pacedRun.load.latency.p99Us / 1000).toFixed(2)} ms, server ${pacedRun.server.cores.toFixed(2)} cores`);
+      const pacedRun = await measured(target, payload.path, () => paced(endpoint, body, first.text, { rate: options.rate, seconds: options.seconds, sockets: options.pacedSockets }));
+      log(`  paced ${options.rate} req/s: p99 ${(pacedRun.load.latency.p99Us / 1000).toFixed(2)} ms (schedule lag p99 ${((pacedRun.load.scheduleLagUs?.p99 ?? 0) / 1000).toFixed(2)} ms), server ${pacedRun.server.cores.toFixed(2)} cores${pacedRun.serverSideLatency ? `, server-side p99 ${pacedRun.serverSideLatency.p99Ms} ms` : ''}`);
       const runs: PayloadResult['runs'][ServerTarget['name']] = { connections, paced: pacedRun };
       if (options.autocannonRate) {
-        runs.autocannonRate = await measured(target, () => autocannonRate(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds, rate: options.rate }));
+        runs.autocannonRate = await measured(target, payload.path, () => autocannonRate(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds, rate: options.rate }));
         log(`  autocannon overallRate ${options.rate}: p99 ${(runs.autocannonRate.load.latency.p99Us / 1000).toFixed(2)} ms`);
       }
       result.runs[target.name] = runs;
@@ -157,7 +181,9 @@ export async function runServerView(targets: ServerTarget[], options: ServerView
     result.throughputRatio = bare > 0 ? guard / bare : 0;
     payloads.push(result);
   }
-  const memoryAtEnd = {} as ServerViewResult['memoryAtEnd'];
-  for (const target of targets) memoryAtEnd[target.name] = target.probe.memoryFromProc();
-  return { options, alpn, payloads, memoryAtEnd };
+  await sleep(5_000);
+  const memoryIdle = {} as ServerViewResult['memoryIdle'];
+  for (const target of targets) memoryIdle[target.name] = { before: idleBefore[target.name], after: await idleMemory(target) };
+  log(`idle RSS before/after: ${targets.map((t) => `${t.name} ${(memoryIdle[t.name].before.rssBytes / 2 ** 20).toFixed(1)}/${(memoryIdle[t.name].after.rssBytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`);
+  return { options, alpn, payloads, memoryIdle };
 }
