@@ -74,6 +74,8 @@ export class DifyGuard {
         [SETTINGS.tlsKeyFile.env]: this.certs.keyFile,
         [SETTINGS.logLevel.env]: 'info',
         [SETTINGS.shutdownTimeoutSeconds.env]: '5',
+        // The delay lets a Service stop routing to a terminating pod; the API server here calls the URL directly.
+        [SETTINGS.shutdownDelaySeconds.env]: '0',
         ...options.env,
       },
     });
