@@ -37,7 +37,8 @@ flock 9
 # folder handed out links the three together.
 k8s_dir=$cache/kubernetes-$KUBERNETES_VERSION
 etcd_dir=$cache/etcd-$ETCD_VERSION
-helm_dir=$cache/helm-$HELM_VERSION
+# "-k8s": built with the Kubernetes version stamp (an older cache without it is not reused).
+helm_dir=$cache/helm-$HELM_VERSION-k8s
 out="$cache/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
 src="$cache/src"
 mkdir -p "$out" "$src" "$k8s_dir" "$etcd_dir" "$helm_dir"
@@ -55,10 +56,11 @@ need_go() {
 }
 
 # go build writes to a temporary name first, so an interrupted build never leaves a cached half binary.
+# Usage: build_to TARGET PACKAGE GO-BUILD-FLAGS...
 build_to() {
-  local target=$1; shift
+  local target=$1 package=$2; shift 2
   rm -f "$target.tmp"
-  "$@" -o "$target.tmp" && mv "$target.tmp" "$target"
+  go build "$@" -o "$target.tmp" "$package" && mv "$target.tmp" "$target"
 }
 
 build_kubernetes() {
@@ -86,8 +88,8 @@ build_kubernetes() {
   printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > "$dir/tools.go"
   (cd "$dir" && { go mod tidy >/dev/null 2>&1 || go mod tidy; })
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  (cd "$dir" && build_to "$k8s_dir/kube-apiserver" go build -trimpath -ldflags "$ld" k8s.io/kubernetes/cmd/kube-apiserver)
-  (cd "$dir" && build_to "$k8s_dir/kubectl" go build -trimpath -ldflags "$ld" k8s.io/kubernetes/cmd/kubectl)
+  (cd "$dir" && build_to "$k8s_dir/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver -trimpath -ldflags "$ld")
+  (cd "$dir" && build_to "$k8s_dir/kubectl" k8s.io/kubernetes/cmd/kubectl -trimpath -ldflags "$ld")
 }
 
 build_etcd() {
@@ -98,7 +100,7 @@ build_etcd() {
   printf 'module dify-guard.local/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > "$dir/go.mod"
   printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$dir/tools.go"
   (cd "$dir" && { go mod tidy >/dev/null 2>&1 || go mod tidy; })
-  (cd "$dir" && build_to "$etcd_dir/etcd" go build -trimpath -ldflags "-s -w" go.etcd.io/etcd/server/v3)
+  (cd "$dir" && build_to "$etcd_dir/etcd" go.etcd.io/etcd/server/v3 -trimpath -ldflags "-s -w")
 }
 
 build_helm() {
@@ -106,8 +108,16 @@ build_helm() {
   local major=${HELM_VERSION%%.*} tmp
   log "building helm $HELM_VERSION"
   tmp=$(mktemp -d "$helm_dir/.build.XXXXXX")
-  GOBIN="$tmp" go install -trimpath -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+  # As helm's Makefile does, stamp the Kubernetes version of its client-go: otherwise `helm template`
+  # and `helm lint` assume Kubernetes v1.20 and a chart cannot declare a realistic kubeVersion.
+  local gomod kminor pkg=helm.sh/helm/$major
+  gomod=$(go mod download -json "$pkg@$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
+  kminor=$(sed -n 's#^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod" | head -1)
+  [ -n "$kminor" ] || die "could not read the k8s.io/client-go version of helm $HELM_VERSION"
+  GOBIN="$tmp" go install -trimpath -ldflags "-s -w -X $pkg/internal/version.version=$HELM_VERSION \
+    -X $pkg/pkg/lint/rules.k8sVersionMajor=1 -X $pkg/pkg/lint/rules.k8sVersionMinor=$kminor \
+    -X $pkg/pkg/chartutil.k8sVersionMajor=1 -X $pkg/pkg/chartutil.k8sVersionMinor=$kminor" \
+    "$pkg/cmd/helm@$HELM_VERSION"
   mv "$tmp/helm" "$helm_dir/helm" && rmdir "$tmp"
 }
 
@@ -126,7 +136,7 @@ runs "$helm_dir/helm" version --short || { build_helm; built=1; }
 ln -sfn "../kubernetes-$KUBERNETES_VERSION/kube-apiserver" "$out/kube-apiserver"
 ln -sfn "../kubernetes-$KUBERNETES_VERSION/kubectl" "$out/kubectl"
 ln -sfn "../etcd-$ETCD_VERSION/etcd" "$out/etcd"
-ln -sfn "../helm-$HELM_VERSION/helm" "$out/helm"
+ln -sfn "../helm-$HELM_VERSION-k8s/helm" "$out/helm"
 for n in "${names[@]}"; do [ -x "$out/$n" ] || die "$n is missing from $out"; done
 if [ "$built" = 1 ]; then what=cold; else what=warm; fi
 log "$what set-up: $(( $(date +%s) - start )) s (kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION)"
