@@ -43,6 +43,8 @@ const { values: args } = parseArgs({
     'write-md': { type: 'boolean', default: false },
     // Extra Node flags for the dify-guard process only, for experiments (e.g. --max-semi-space-size=8).
     'guard-node-options': { type: 'string', default: '' },
+    // Extra env for the dify-guard process, KEY=VALUE, repeatable (e.g. DIFY_GUARD_EVENTS_ENABLED=false).
+    'guard-env': { type: 'string', multiple: true, default: [] },
   },
 });
 
@@ -85,7 +87,8 @@ function guardKubeconfig(cp: ControlPlane): string {
 
 async function startGuard(cp: ControlPlane, kubeconfig: string, probeFile: string): Promise<DifyGuard> {
   const extra = String(args['guard-node-options'] ?? '').split(' ').filter(Boolean);
-  return DifyGuard.start(cp, { entry: 'dist', env: { KUBECONFIG: kubeconfig, ...probeEnv(probeFile, extra) } });
+  const env = Object.fromEntries((args['guard-env'] ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
+  return DifyGuard.start(cp, { entry: 'dist', env: { ...env, KUBECONFIG: kubeconfig, ...probeEnv(probeFile, extra) } });
 }
 
 async function startBare(cp: ControlPlane, guard: DifyGuard, probeFile: string): Promise<{ process: ManagedProcess; port: number; release(): void }> {
@@ -159,6 +162,7 @@ async function main(): Promise<void> {
     targets: [],
   };
   if (args['guard-node-options']) result.setup['dify-guard extra Node options (experiment)'] = String(args['guard-node-options']);
+  if (args['guard-env']?.length) result.setup['dify-guard extra env (experiment)'] = args['guard-env'].join(' ');
   try {
     const rest = cp.rest();
     // The fixtures' Secret lives in namespace dify of release dify: its PVC exists, so a password change is denied.

@@ -61,8 +61,16 @@ export function checkTargets(result: Pick<BenchResult, 'serverView' | 'apiServer
     const requests = sv.payloads.reduce((sum, p) => sum + p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests, 0);
     checks.push({ target: 'API reads per admission request, cache synced (server view)', limit: '0', measured: `${lookups} in ${requests} requests`, met: lookups === 0 });
   }
+  if (sv) {
+    const runs = sv.payloads.flatMap((p) => Object.values(p.runs).flatMap((r) => [r.connections, r.paced, ...(r.autocannonRate ? [r.autocannonRate] : [])]));
+    const bad = runs.reduce((sum, r) => sum + r.load.errors + r.load.timeouts + r.load.non2xx + r.load.mismatches, 0);
+    const total = runs.reduce((sum, r) => sum + r.load.requests, 0);
+    checks.push({ target: 'server view: every response as first checked (no error, timeout, non-2xx or different body)', limit: '0 bad', measured: `${bad} bad of ${total}`, met: bad === 0 });
+  }
   const av = result.apiServerView;
   if (av) {
+    const unexpected = av.podCreate.unexpected + av.secretPasswordChange.unexpected;
+    checks.push({ target: 'API-server view: expected statuses (201 pods; 200 / 403 / 403 password changes); policy mutation = dify-guard\'s', limit: '0 unexpected, same env', measured: `${unexpected} unexpected, ${av.podMutationEquivalent.equal ? 'same env' : 'env differs'}`, met: unexpected === 0 && av.podMutationEquivalent.equal });
     const lookups = av.difyGuardApiCalls.lookups;
     checks.push({ target: 'API reads per admission request, cache synced (API-server view)', limit: '0', measured: `${lookups} in ${av.difyGuardApiCalls.admissionRequests} requests`, met: lookups === 0 });
     const guard = av.podCreate.modes['dify-guard'].addedP50Us;
