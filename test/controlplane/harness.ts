@@ -128,7 +128,8 @@ export class ControlPlane {
         `--etcd-servers=${this.etcdUrl}`,
         `--tls-cert-file=${this.pki.serving.certFile}`, `--tls-private-key-file=${this.pki.serving.keyFile}`,
         `--secure-port=${secure}`, '--bind-address=127.0.0.1',
-        // Loopback is not a valid Endpoints address, so the "kubernetes" Service is left without endpoints.
+        // Advertising loopback works on a machine without a default route; loopback is not a valid
+        // Endpoints address, so the endpoint reconciler is off (the "kubernetes" Service has none).
         '--advertise-address=127.0.0.1', '--endpoint-reconciler-type=none',
         '--service-cluster-ip-range=10.0.0.0/24', '--allow-privileged=true',
         '--disable-admission-plugins=ServiceAccount', '--authorization-mode=RBAC',
