@@ -21,6 +21,8 @@ import { createMetrics, type Metrics } from './metrics.js';
 export interface PvcStateSource {
   state(namespace: string, name: string): PvcState;
   readonly synced: boolean;
+  /** True once the first full list has completed (readiness); `synced` is the watch's health now. */
+  readonly hasSynced: boolean;
 }
 
 export interface ServerOptions {
@@ -96,7 +98,7 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
   });
 
   const readiness = (): ReadinessChecks & { ready: boolean } => {
-    const checks = { certificate: certificate?.loaded ?? false, pvcCache: options.pvcCache.synced, shuttingDown };
+    const checks = { certificate: certificate?.loaded ?? false, pvcCache: options.pvcCache.hasSynced, shuttingDown };
     return { ...checks, ready: isReady(checks) };
   };
 

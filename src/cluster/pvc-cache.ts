@@ -47,6 +47,7 @@ export class PvcCache {
   private readonly live = new Map<number, ListWatch<V1PersistentVolumeClaim>>();
   private serving: ListWatch<V1PersistentVolumeClaim> | undefined;
   private healthy = false;
+  private everSynced = false;
   private generation = 0;
   private failures = 0;
   private lastSyncMs: number | undefined;
@@ -73,6 +74,11 @@ export class PvcCache {
   /** True after a successful list, until the next list or watch error. */
   get synced(): boolean {
     return this.healthy;
+  }
+
+  /** True once the first full list has completed; a later watch break does not reset it. */
+  get hasSynced(): boolean {
+    return this.everSynced;
   }
 
   get lastSyncTime(): Date | undefined {
@@ -134,6 +140,7 @@ export class PvcCache {
     const wasHealthy = this.healthy;
     this.serving = informer;
     this.healthy = true;
+    this.everSynced = true;
     this.failures = 0;
     this.lastSyncMs = this.now();
     for (const [otherId, other] of this.live) {

@@ -4,7 +4,12 @@ import type { FastifyInstance } from 'fastify';
 export interface ReadinessChecks {
   /** A serving certificate is loaded. */
   certificate: boolean;
-  /** The PVC cache has listed every PVC and its watch is healthy. */
+  /**
+   * The PVC cache has completed its first full list. A later watch break keeps the replica ready on
+   * purpose: password changes are then refused with "cannot verify, retry" while every other request
+   * is still answered, instead of the Service losing its endpoints and the API server failing every
+   * call to the Secret webhook (fail closed) and to the pod webhook.
+   */
   pvcCache: boolean;
   /** SIGTERM received: the replica is leaving the Service endpoints. */
   shuttingDown: boolean;

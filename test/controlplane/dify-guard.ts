@@ -140,6 +140,13 @@ export class DifyGuard {
   /** GET on the plain-HTTP health port: /healthz, /readyz or /metrics. */
   health(path: string): Promise<number> { return healthGet(this.healthPort, path); }
 
+  /** The value of one unlabelled gauge from /metrics (e.g. dify_guard_pvc_cache_synced). */
+  async gauge(name: string): Promise<number | undefined> {
+    const text = await (await fetch(`http://127.0.0.1:${this.healthPort}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line === undefined ? undefined : Number(line.slice(name.length + 1));
+  }
+
   /** Every JSON line dify-guard has written so far (non-JSON output is skipped). */
   logLines(): JsonLine[] {
     const lines: JsonLine[] = [];

@@ -101,9 +101,10 @@ t.test('the cache recovers after the API server restarts', async (t) => {
   const change = await reviewRequest(dify, true);
   const touch = await reviewRequest(dify, false);
   await cp.stopApiServer();
-  await waitFor('dify-guard to report not ready (cache cannot answer)', async () => ((await guard.health('/readyz')) !== 200 ? true : undefined),
+  await waitFor('dify-guard to see its PVC watch broken', async () => ((await guard.gauge('dify_guard_pvc_cache_synced')) === 0 ? true : undefined),
     { timeoutMs: 60_000 });
-  t.equal(await guard.health('/healthz'), 200, 'still alive: only readiness drops');
+  t.equal(await guard.health('/healthz'), 200, 'still alive');
+  t.equal(await guard.health('/readyz'), 200, 'still ready: a watch broken after the first sync keeps the replica in the Service');
 
   const refused = await guard.review(contract.webhook.validateSecretsPath, change);
   t.equal(refused.allowed, false, 'while the PVC state is unknown a password change is refused (fail closed)');
@@ -115,7 +116,7 @@ t.test('the cache recovers after the API server restarts', async (t) => {
   await cp.startApiServer();
   // Changed while dify-guard's watch is still reconnecting: the relist must bring it in.
   await deletePvc(teamB);
-  await waitFor('dify-guard ready again', async () => ((await guard.health('/readyz')) === 200 ? true : undefined), { timeoutMs: 90_000 });
+  await waitFor('dify-guard PVC cache synced again', async () => ((await guard.gauge('dify_guard_pvc_cache_synced')) === 1 ? true : undefined), { timeoutMs: 90_000 });
 
   const res = await rest.patch(paths.secret(dify.namespace, dify.secret), 'merge', passwordPatch());
   t.equal(res.status, 403, 'after the restart the PVC in dify still blocks a password change');

@@ -66,6 +66,7 @@ export function captureLog(level = 'trace'): CapturedLog {
 /** A PVC cache stand-in: `present` names `namespace/name`s that exist; everything else is absent. */
 export class FakePvcCache {
   synced = true;
+  hasSynced = true;
   readonly present = new Set<string>();
   lookups = 0;
   constructor(present: string[] = []) {
