@@ -22,6 +22,12 @@ if (install.status !== 0) {
 }
 const binDir = install.stdout.trim().split('\n').pop();
 
+// The compiler in strict mode is part of the suite: a type error counts as one failed test.
+console.log('# typecheck: tsc -p tsconfig.json --noEmit');
+const typecheck = spawnSync('tsc', ['-p', 'tsconfig.json', '--noEmit'], { cwd: root, stdio: 'inherit' });
+const typeFailures = typecheck.status === 0 ? 0 : 1;
+console.log(typeFailures ? 'not ok - typecheck' : 'ok - typecheck');
+
 const args = ['--reporter=tap', ...process.argv.slice(2)];
 const child = spawn('tap', args, {
   cwd: root,
@@ -42,6 +48,6 @@ child.on('close', (code, signal) => {
   const skipped = count('skip') + count('todo');
   let failed = count('fail');
   if (!m || (code !== 0 && failed === 0)) failed = Math.max(1, total - passed - skipped);
-  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
-  process.exit(code ?? (signal ? 1 : 0));
+  console.log(`${passed + 1 - typeFailures} passed, ${failed + typeFailures} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exit(typeFailures ? 1 : (code ?? (signal ? 1 : 0)));
 });
