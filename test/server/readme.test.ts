@@ -47,7 +47,7 @@ function renderSection(): string {
     `| ${securePort} (HTTPS, TLS 1.2+) | \`POST ${mutatePodsPath}\` | AdmissionReview v1. Pod CREATE: the JSONPatch that enforces the Pod rules (none when nothing changes); anything else allowed unchanged. |`,
     `| ${securePort} (HTTPS, TLS 1.2+) | \`POST ${validateSecretsPath}\` | AdmissionReview v1. The PostgreSQL Secret rules; a denial is \`allowed: false\` with \`status.code\` 403, reason \`Forbidden\`, and \`auditAnnotations\` \`decision\`, \`reason\`, \`pvc\`. |`,
     `| ${healthPort} (HTTP) | \`GET /healthz\` | 200 while the process runs (liveness). |`,
-    `| ${healthPort} (HTTP) | \`GET /readyz\` | 200 only when the serving certificate is loaded, the PVC cache has synced and no shutdown has begun; else 503. The JSON body lists the three checks. |`,
+    `| ${healthPort} (HTTP) | \`GET /readyz\` | 200 only when the serving certificate is loaded, the PVC cache has completed its first list and no shutdown has begun; else 503 (a watch broken later keeps it 200: only password changes are refused meanwhile). The JSON body lists the three checks. |`,
     `| ${healthPort} (HTTP) | \`GET /metrics\` | Prometheus text format (below). |`,
     '',
     'A request the webhook cannot judge is answered with an AdmissionReview whose `response.status.message`',
