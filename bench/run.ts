@@ -23,6 +23,7 @@ import { reservePort } from '../test/support/ports.js';
 import { ManagedProcess } from '../test/support/processes.js';
 import { runApiServerView } from './lib/apiserver-view.js';
 import { closedLoop, postOnce } from './lib/load.js';
+import { runMicro } from './lib/micro.js';
 import { probeEnv, ServerProbe } from './lib/probe.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { checkTargets, markdownReport, terminalReport, withGeneratedBlock, type BenchResult } from './lib/report.js';
@@ -144,6 +145,9 @@ async function main(): Promise<void> {
       .split('\n').filter(Boolean).map((l) => l.slice(3)),
   };
 
+  // First, while nothing else of the bench runs: the decisions' own cost, in this process.
+  const micro = runMicro(quick ? 500 : 2000);
+  log(`in-process steps: ${micro.map((m) => `${m.step.trim()} ${m.us} us`).join('; ')}`);
   const cp = await ControlPlane.start({ name: 'bench' });
   let guard: DifyGuard | undefined;
   let bare: Awaited<ReturnType<typeof startBare>> | undefined;
@@ -159,6 +163,7 @@ async function main(): Promise<void> {
       'load generator': 'this process (autocannon 1 worker, and an open-loop paced client on node:https), separate from both servers; the machine has 2 cores, so generator and server each get about one',
       'control plane': 'test/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in blocking mode (Metadata level for writes)',
     },
+    micro,
     targets: [],
   };
   if (args['guard-node-options']) result.setup['dify-guard extra Node options (experiment)'] = String(args['guard-node-options']);

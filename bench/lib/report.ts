@@ -1,6 +1,7 @@
 // The bench's outputs: the targets of the issue checked against a result, a terminal table, and
 // the generated block of BENCHMARKS.md (between two markers; the prose around it is written by hand).
 import type { ApiServerViewResult, Mode } from './apiserver-view.js';
+import type { MicroResult } from './micro.js';
 import type { ProfileSummary } from './profile.js';
 import type { ServerViewResult } from './server-view.js';
 import { ms } from './stats.js';
@@ -28,6 +29,8 @@ export interface BenchResult {
   serverView?: ServerViewResult;
   apiServerView?: ApiServerViewResult;
   profiles?: Record<string, ProfileSummary>;
+  /** In-process cost of each step, no network (bench/lib/micro.ts). */
+  micro: MicroResult[];
   targets: TargetCheck[];
 }
 
@@ -194,10 +197,11 @@ export function markdownReport(result: BenchResult, resultFile: string): string 
       `N=${av.options.n} requests per namespace and kind, sequential, the three namespaces interleaved (after ${av.options.warmup} warm-up requests each). Latency is the client's, per request. The policy namespace uses ${av.policyKinds.join(', ')}; its pod mutation ${av.podMutationEquivalent.equal ? 'yields the same env entries as dify-guard\'s (order aside)' : `differs from dify-guard's: ${av.podMutationEquivalent.differences.join(', ')}`}.`,
       '', markdownTable(apiRows(av)), '',
       `API server's own measure of its webhook calls: ${Object.entries(av.apiServerWebhookMetrics).map(([k, v]) => `${k} ${v.calls} calls, mean ${v.meanMs.toFixed(2)} ms`).join('; ') || 'none'}.`,
-      `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.lookups} reads (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes (${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.cacheListWatch} cache list/watch, ${calls.other} other${Object.keys(calls.byPath).length ? ` (${Object.entries(calls.byPath).map(([k, v]) => `${k} x${v}`).join(', ')})` : ''}. Audit log, writes by dify-guard's user over the whole view: ${Object.entries(av.auditedWritesByDifyGuard).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}.`,
+      `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.lookups} reads (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes (${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.cacheListWatch} cache list/watch, ${calls.other} other${Object.keys(calls.byPath).length ? ` (${Object.entries(calls.byPath).map(([k, v]) => `${k} x${v}`).join(', ')})` : ''}. Audit log, writes by dify-guard's user over the whole run (both views): ${Object.entries(av.auditedWritesByDifyGuard).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}.`,
       '');
   }
   lines.push('### Targets', '', markdownTable(targetRows(result.targets)), '');
+  lines.push('### In-process cost of each step (no network; best of 5 rounds)', '', markdownTable([['step', 'us'], ...result.micro.map((m) => [m.step.replace(/^ +/, '&nbsp;&nbsp;'), m.us.toFixed(1)])]), '');
   if (result.profiles) {
     lines.push('### Where dify-guard spends its CPU (V8 CPU profile of the fixed-connections load, separate runs after the measured ones)', '');
     for (const [payload, p] of Object.entries(result.profiles)) {
