@@ -336,3 +336,51 @@ t.test('a Secret of the guarded name without the guard labels is not selected by
   const user = 'after-relabel';
   await assertRefused(t, await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }), dify, user);
 });
+
+t.test('a labelled Secret of the guarded name whose instance label names another release is not guarded (recorded behaviour)', async (t) => {
+  // Reachable only through a DELETE (audited, warned): changing the instance label in place is refused above.
+  const deleted = await as('mislabel-deleter').delete(secretPath(dify));
+  t.equal(deleted.status, 200, 'DELETE allowed with its warning');
+  const creator = 'mislabel-creator';
+  const password = randomSecret();
+  const labels = { ...labelsOf(dify.chartSecret), [LABELS.instance]: teamB.release };
+  const created = await as(creator).create(paths.secrets(dify.namespace), {
+    ...dify.chartSecret, metadata: { ...(dify.chartSecret.metadata as Json), labels }, data: { ...(dify.chartSecret.data as Json), ...bothKeys(password) },
+  });
+  t.equal(created.status, 201, 'CREATE allowed');
+  t.same(created.warnings, [], 'without the "PVC keeps its old password" warning: judged as another release\'s Secret, not guarded');
+  dify.password = password;
+  const changer = 'mislabel-changer';
+  const next = randomSecret();
+  const changed = await as(changer).patch(secretPath(dify), 'merge', { data: bothKeys(next) });
+  t.equal(changed.status, 200, 'its password then changes under the PVC');
+  t.equal(await holdsPassword(dify, next), true, 'the changed password is stored');
+  dify.password = next;
+  await flushGuardLog('marker-2');
+  t.same(guard.logLines().filter((l) => l.audit === true && (l.user === creator || l.user === changer)), [], 'dify-guard recorded neither');
+
+  // Back to the chart's labels (allowed: the old object is not this release's guarded Secret), guarded again.
+  const restored = await as('mislabel-restorer').patch(secretPath(dify), 'merge', { metadata: { labels: labelsOf(dify.chartSecret) } });
+  t.equal(restored.status, 200, 'the chart\'s instance label can be put back');
+  const user = 'after-mislabel';
+  await assertRefused(t, await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }), dify, user);
+});
+
+t.test('a PVC being deleted (Terminating, held by its finalizer) still blocks a password change', async (t) => {
+  const deleting = await rest.delete(paths.pvc(teamB.namespace, teamB.pvc));
+  t.equal(deleting.status, 200, 'the PVC deletion is accepted');
+  const pvc = await rest.ok('GET', paths.pvc(teamB.namespace, teamB.pvc));
+  t.ok((pvc.metadata as Json).deletionTimestamp, 'the PVC is Terminating (pvc-protection keeps it while no controller runs)');
+  // The cluster-wide watch delivers in order: once a later PVC is seen, the Terminating update was seen before it.
+  const later = await rest.create(paths.pvcs(difyElsewhere.namespace), {
+    metadata: { name: difyElsewhere.pvc }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+  });
+  t.equal(later.status, 201);
+  await waitFor('dify-guard to see the later PVC', async () => ((await dryRunChange(difyElsewhere)) === 403 ? true : undefined), { timeoutMs: 30_000 });
+  const user = 'terminating-pvc';
+  await assertRefused(t, await as(user).patch(secretPath(teamB), 'merge', { data: bothKeys(randomSecret()) }), teamB, user);
+
+  await rest.patch(paths.pvc(teamB.namespace, teamB.pvc), 'merge', { metadata: { finalizers: null } });
+  await waitFor('dify-guard to see the PVC gone', async () => ((await dryRunChange(teamB)) === 200 ? true : undefined), { timeoutMs: 30_000 });
+  t.pass('once the PVC is really gone the change is allowed');
+});
