@@ -44,7 +44,9 @@ export function mutatePod(pod: JsonObject, settings: GuardSettings): MutationRes
   const injectCredentials = settings.injectCredentials.includes(component);
   if (!forceMigrationDisabled && !injectCredentials) return { patch: [], warnings: [] };
 
-  const mutated = structuredClone(pod);
+  // Copy on write: only the container lists, containers and env arrays that mutation edits are copied;
+  // everything else stays shared with `pod` (never modified), so compare() skips it by identity.
+  const mutated = withWritableContainers(pod);
   const containers = containersOf(mutated);
   const warnings: string[] = [];
   const plan: PodPlan = { forceMigrationDisabled };
@@ -256,6 +258,23 @@ function redisAuthDeclared(env: unknown[]): boolean {
 }
 
 // ---- raw JSON access -----------------------------------------------------------------------------
+
+/** A shallow copy of `pod` down to each container's env array: the only parts mutation writes. */
+function withWritableContainers(pod: JsonObject): JsonObject {
+  const spec = asObject(pod.spec);
+  if (!spec) return pod;
+  const specCopy: JsonObject = { ...spec };
+  for (const field of ['initContainers', 'containers']) {
+    const items = spec[field];
+    if (!Array.isArray(items)) continue;
+    specCopy[field] = items.map((item: unknown) => {
+      const container = asObject(item);
+      if (!container) return item;
+      return Array.isArray(container.env) ? { ...container, env: [...(container.env as unknown[])] } : { ...container };
+    });
+  }
+  return { ...pod, spec: specCopy };
+}
 
 function containersOf(pod: JsonObject): Container[] {
   const spec = asObject(pod.spec);

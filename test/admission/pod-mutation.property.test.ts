@@ -1,6 +1,7 @@
 // Property tests: for arbitrary pods and env lists, the mutation is idempotent, leaves every env
 // var it does not own exactly as it was (same relative order), yields a valid, usable env, and adds
-// nothing to init containers beyond the REDIS_PASSWORD a rewritten broker URL needs.
+// nothing to init containers beyond the REDIS_PASSWORD a rewritten broker URL needs; and it never
+// modifies its input (the pod shares everything it does not edit with the patched copy).
 import { isDeepStrictEqual } from 'node:util';
 import t from 'tap';
 import fc from 'fast-check';
@@ -9,7 +10,7 @@ import { mutatePod, REDIS_PASSWORD_REFERENCE } from '../../src/admission/pod-mut
 import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings, releaseNames } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
-import { mutateAndApply, type EnvEntry } from '../support/fixtures.js';
+import { fixtureNames, loadObject, mutateAndApply, type EnvEntry } from '../support/fixtures.js';
 
 const settings = defaultGuardSettings;
 const OWNED = Object.values(ENV);
@@ -219,4 +220,36 @@ t.test('init containers never gain a var, except REDIS_PASSWORD before a broker 
     { numRuns: NUM_RUNS },
   );
   t.pass('held for every generated pod');
+});
+
+/** `value` with every object and array in it frozen: a write anywhere throws (ESM code is strict). */
+function deepFrozen<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) deepFrozen(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+t.test('never modifies its input: a deep-frozen pod gets the same result as an unfrozen copy', async (t) => {
+  const podFixtures = fixtureNames().filter((n) => n.startsWith('pod-'));
+  t.ok(podFixtures.includes('pod-api-literal'), 'the fixture that needs the most edits is among them');
+  for (const name of podFixtures) {
+    const expected = mutatePod(loadObject(name), settings);
+    const frozen = deepFrozen(loadObject(name));
+    t.strictSame(mutatePod(frozen, settings), expected, name);
+    t.strictSame(frozen, loadObject(name), `${name}: input as loaded`);
+  }
+  fc.assert(
+    fc.property(pod, (p) => {
+      // structuredClone gives plain prototypes (fast-check may build null-prototype objects).
+      const before = structuredClone(p);
+      const expected = mutatePod(structuredClone(p), settings);
+      const frozen = deepFrozen(structuredClone(p));
+      const result = mutatePod(frozen, settings); // throws on any write to the input
+      if (!isDeepStrictEqual(result, expected)) throw new Error('a frozen input changed the result');
+      if (!isDeepStrictEqual(frozen, before)) throw new Error('the input changed');
+    }),
+    { numRuns: NUM_RUNS },
+  );
 });
