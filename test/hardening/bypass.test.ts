@@ -157,6 +157,30 @@ t.test(`changing ${LABELS.instance} alone (the first of two steps) is refused to
   await assertRefused(t, res, dify, user, 'GuardLabelsRemovedUnderPvc');
 });
 
+t.test(`removing ${LABELS.instance} (allowed: the release is then read from the Secret's name) does not open a second step`, async (t) => {
+  const removed = await as('instance-remover').patch(secretPath(dify), 'merge', { metadata: { labels: { [LABELS.instance]: null } } });
+  t.equal(removed.status, 200, 'the first step is allowed');
+  t.equal(labelsOf(await stored(dify))[LABELS.instance], undefined, 'the instance label is gone');
+  const user = 'after-instance-removal';
+  await assertRefused(t, await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }), dify, user);
+  const restored = await as('instance-restorer').patch(secretPath(dify), 'merge', { metadata: { labels: { [LABELS.instance]: dify.release } } });
+  t.equal(restored.status, 200, 'the label can be put back');
+});
+
+t.test('emptying the password (PUT with empty values) is refused', async (t) => {
+  const user = 'password-emptied';
+  const current = await stored(dify);
+  const data = { ...(current.data as Json), [SECRET_KEYS.postgresPassword]: '', [SECRET_KEYS.password]: '' };
+  await assertRefused(t, await as(user).replace(secretPath(dify), { ...current, data }), dify, user);
+});
+
+t.test('null password values in a PUT (stored as removed keys) are refused', async (t) => {
+  const user = 'password-nulled';
+  const current = await stored(dify);
+  const data = { ...(current.data as Json), [SECRET_KEYS.postgresPassword]: null, [SECRET_KEYS.password]: null };
+  await assertRefused(t, await as(user).replace(secretPath(dify), { ...current, data }), dify, user);
+});
+
 t.test(`changing ${SECRET_KEYS.password} alone is refused (the two keys would differ)`, async (t) => {
   const user = 'password-key-alone';
   const res = await as(user).patch(secretPath(dify), 'json', [{ op: 'replace', path: `/data/${SECRET_KEYS.password}`, value: base64(randomSecret()) }]);
