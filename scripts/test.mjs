@@ -1,7 +1,9 @@
 // `npm test`: provides the real binaries (kube-apiserver, etcd, kubectl, helm), runs the whole tap
-// suite, and ends with the plain line `N passed, N failed` (`, N skipped` when any are skipped).
+// suite, scans everything the suite captured for test passwords, and ends with the plain line `N passed, N failed` (`, N skipped` when any are skipped).
 // Extra arguments go to tap, e.g. `npm test -- test/admission`.
 import { spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -22,6 +24,13 @@ if (install.status !== 0) {
 }
 const binDir = install.stdout.trim().split('\n').pop();
 
+// Everything the suite prints or logs is kept here and scanned for test passwords at the end
+// (test/support/secrets.ts, test/support/leak-scan.ts); the folder is gitignored and kept for reading.
+const captureDir = join(root, '.cache', 'test-capture');
+rmSync(captureDir, { recursive: true, force: true });
+mkdirSync(captureDir, { recursive: true });
+const tapOutput = createWriteStream(join(captureDir, 'tap-output.txt'));
+
 // The compiler in strict mode is part of the suite: a type error counts as one failed test.
 console.log('# typecheck: tsc -p tsconfig.json --noEmit');
 const typecheck = spawnSync('tsc', ['-p', 'tsconfig.json', '--noEmit'], { cwd: root, stdio: 'inherit' });
@@ -31,15 +40,27 @@ console.log(typeFailures ? 'not ok - typecheck' : 'ok - typecheck');
 const args = ['--reporter=tap', ...process.argv.slice(2)];
 const child = spawn('tap', args, {
   cwd: root,
-  env: { ...process.env, DIFY_GUARD_BIN_DIR: binDir },
-  stdio: ['ignore', 'pipe', 'inherit'],
+  env: { ...process.env, DIFY_GUARD_BIN_DIR: binDir, DIFY_GUARD_CAPTURE_DIR: captureDir },
+  stdio: ['ignore', 'pipe', 'pipe'],
 });
 let tail = '';
 child.stdout.on('data', (chunk) => {
   process.stdout.write(chunk);
+  tapOutput.write(chunk);
   tail = (tail + chunk.toString('utf8')).slice(-4096);
 });
-child.on('close', (code, signal) => {
+child.stderr.on('data', (chunk) => {
+  process.stderr.write(chunk);
+  tapOutput.write(chunk);
+});
+child.on('close', async (code, signal) => {
+  await new Promise((resolve) => tapOutput.end(resolve));
+  // Across the whole suite: no test password, nor its base64, in anything captured (one more test).
+  const leakScan = spawnSync(process.execPath, ['--import', '@tapjs/typescript/import', 'test/support/leak-scan.ts', captureDir], {
+    cwd: root, stdio: 'inherit',
+  });
+  const leakFailures = leakScan.status === 0 ? 0 : 1;
+
   // tap's closing summary: `# { total: 12, pass: 11, fail: 1, skip: 0 }` (absent keys are zero).
   const m = [...tail.matchAll(/^# \{ (total: \d+[^}]*)\}$/gm)].pop();
   const count = (key) => Number(m?.[1].match(new RegExp(`\\b${key}: (\\d+)`))?.[1] ?? 0);
@@ -48,6 +69,7 @@ child.on('close', (code, signal) => {
   const skipped = count('skip') + count('todo');
   let failed = count('fail');
   if (!m || (code !== 0 && failed === 0)) failed = Math.max(1, total - passed - skipped);
-  console.log(`${passed + 1 - typeFailures} passed, ${failed + typeFailures} failed${skipped ? `, ${skipped} skipped` : ''}`);
-  process.exit(typeFailures ? 1 : (code ?? (signal ? 1 : 0)));
+  const extraFailures = typeFailures + leakFailures;
+  console.log(`${passed + 2 - extraFailures} passed, ${failed + extraFailures} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exit(extraFailures ? 1 : (code ?? (signal ? 1 : 0)));
 });

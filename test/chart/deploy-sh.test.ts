@@ -10,6 +10,7 @@ import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { binary } from '../support/binaries.js';
 import type { CommandResult } from '../support/commands.js';
 import { chartDir, testSecret } from '../support/helm.js';
+import { captureOutput } from '../support/secrets.js';
 
 const script = join(chartDir, 'deploy.sh');
 const dir = mkdtempSync(join(tmpdir(), 'dify-deploy-test-'));
@@ -55,6 +56,8 @@ function deploy(args: string[], env: Env = {}): CommandResult {
     stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 30_000,
   });
   if (r.error) throw r.error;
+  captureOutput('deploy.sh.stdout', r.stdout);
+  captureOutput('deploy.sh.stderr', r.stderr);
   return { command: `deploy.sh ${args.join(' ')}`, status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 const helmCalled = (): boolean => existsSync(`${helmLog}.args`);

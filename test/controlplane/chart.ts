@@ -1,17 +1,17 @@
 // The chart as `helm template` renders it, for the webhook configurations and the pod specs the
 // tests send through the API server.
-import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { binary, repoRoot } from '../support/binaries.js';
 import { runOk } from '../support/commands.js';
 import type { Json } from '../support/kube-rest.js';
+import { testSecret } from '../support/secrets.js';
 
 export const chartDir = join(repoRoot, 'chart');
 
-/** A random credential for one test run (never printed: tests compare it, they do not show it). */
-export const randomSecret = (): string => randomBytes(18).toString('base64url');
+/** A random credential for one test run (never printed; the end-of-suite scan finds any that is: test/support/secrets.ts). */
+export const randomSecret = testSecret;
 
 /** Values every install needs, with the webhook pointed at a dify-guard outside the cluster. */
 export function testValues(webhook: { url: string; caBundle: string }, extra: Json = {}): Json {

@@ -10,7 +10,7 @@ import { repoRoot } from '../support/binaries.js';
 import { run } from '../support/commands.js';
 
 t.test('npm run demo -- --once', async (t) => {
-  const res = await run('npm', ['run', '--silent', 'demo', '--', '--once'], { cwd: repoRoot, timeoutMs: 420_000 });
+  const res = await run('npm', ['run', '--silent', 'demo', '--', '--once'], { cwd: repoRoot, timeoutMs: 420_000, captureStdout: true });
   const out = res.stdout;
   t.equal(res.status, 0, res.status === 0 ? 'the demo exits 0' : `the demo failed:\n${res.stderr}\n${out.slice(-3000)}`);
   t.match(out, /STATUS: deployed/, 'the chart is installed');

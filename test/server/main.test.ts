@@ -14,6 +14,7 @@ import { contract } from '../../src/contract.js';
 import { repoRoot } from '../support/binaries.js';
 import { loadReview } from '../support/fixtures.js';
 import { reservePorts } from '../support/ports.js';
+import { captureOutput } from '../support/secrets.js';
 import { eventually, generateCerts, postReview, tempDir, type TeardownHost } from './support.js';
 
 interface Run {
@@ -38,6 +39,8 @@ function runMain(t: TeardownHost, env: NodeJS.ProcessEnv): Run {
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
+  // Kept for the end-of-suite password scan once both streams are drained.
+  child.once('close', () => { captureOutput('dify-guard-main.stdout', out); captureOutput('dify-guard-main.stderr', err); });
   t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
   return { child, stdout: () => out, stderr: () => err, exit };
 }

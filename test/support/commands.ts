@@ -1,5 +1,7 @@
 // Runs a command to completion and keeps everything it printed, for assertions and for failure messages.
 import { spawn } from 'node:child_process';
+import { basename } from 'node:path';
+import { captureOutput } from './secrets.js';
 
 export interface CommandResult {
   command: string;
@@ -13,6 +15,16 @@ export interface RunOptions {
   cwd?: string;
   input?: string;
   timeoutMs?: number;
+  /**
+   * Keep stdout for the end-of-suite password scan too (stderr is always kept). Off by default:
+   * stdout is often data that holds a Secret on purpose (`helm template`, `kubectl get -o yaml`).
+   */
+  captureStdout?: boolean;
+  /**
+   * Leave stderr out of the scan. Only for a client that echoes the caller's own input on purpose
+   * (`kubectl apply` prints the patch it sent, Secret data included, when it is refused): say so where used.
+   */
+  skipStderrCapture?: boolean;
 }
 
 export function run(command: string, args: string[], options: RunOptions = {}): Promise<CommandResult> {
@@ -28,12 +40,15 @@ export function run(command: string, args: string[], options: RunOptions = {}): 
     child.once('error', (e) => { clearTimeout(timer); reject(e); });
     child.once('close', (status) => {
       clearTimeout(timer);
-      resolve({
+      const result = {
         command: [command, ...args].join(' '),
         status,
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8'),
-      });
+      };
+      if (!options.skipStderrCapture) captureOutput(`${basename(command)}.stderr`, result.stderr);
+      if (options.captureStdout) captureOutput(`${basename(command)}.stdout`, result.stdout);
+      resolve(result);
     });
     child.stdin.end(options.input ?? '');
   });

@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { captureLogs } from './secrets.js';
 
 const live = new Set<ManagedProcess>();
 const tempDirs = new Set<string>();
@@ -20,7 +21,7 @@ function cleanupNow(): void {
   for (const p of live) if (p.pid) killGroup(p.pid, 'SIGKILL');
   live.clear();
   if (process.env.DIFY_GUARD_KEEP_TMP === '1') return;
-  for (const dir of tempDirs) try { rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ }
+  for (const dir of tempDirs) try { captureLogs(dir); rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ }
   tempDirs.clear();
 }
 
@@ -72,6 +73,7 @@ export function trackTempDir(dir: string): { release(): void } {
     release: () => {
       if (watchdog.pid) killGroup(watchdog.pid, 'SIGKILL');
       tempDirs.delete(dir);
+      captureLogs(dir);
       if (keep !== '1') rmSync(dir, { recursive: true, force: true });
     },
   };
