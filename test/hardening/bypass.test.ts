@@ -240,9 +240,12 @@ function privateFile(name: string, content: string): string {
 const kubectlAs = (user: string, args: string[], input?: string): Promise<CommandResult> =>
   run(binary('kubectl'), [...args, `--as=${user}`, '--as-group=system:masters'], { env: cp.env(), ...(input === undefined ? {} : { input }) });
 
-/** kubectl's stderr is never shown (`kubectl apply` prints its patch, password included): only these checks of it. */
-function assertKubectlRefused(t: Test, result: CommandResult, r: Release): void {
+const showsPassword = (text: string, password: string): boolean => text.includes(password) || text.includes(base64(password));
+
+/** kubectl's stderr is never shown, only checked. */
+function assertKubectlRefused(t: Test, result: CommandResult, r: Release, password: string): void {
   t.not(result.status, 0, 'kubectl fails');
+  t.equal(showsPassword(result.stderr, password), false, 'kubectl printed no password');
   t.equal(result.stderr.includes('Forbidden'), true, 'kubectl reports Forbidden');
   t.equal(result.stderr.includes(`admission webhook "${SECRET_WEBHOOK}" denied the request`), true, 'kubectl shows the webhook\'s refusal');
   t.equal(result.stderr.includes(`${r.namespace}/${r.pvc}`), true, 'kubectl shows the PVC that blocks it');
@@ -259,15 +262,21 @@ function secretManifest(r: Release, password: string): Json {
 
 t.test('client-side `kubectl apply` (strategic merge patch against last-applied) of a new password is refused', async (t) => {
   const first = await kubectlAs('applier-adopt', ['apply', '-f', privateFile('apply-same.json', JSON.stringify(secretManifest(dify, dify.password)))]);
-  t.equal(first.status, 0, 'applying the unchanged password is allowed (it records last-applied)');
+  t.equal(first.status, 0, 'the real kubectl applies the unchanged password (allowed; it records last-applied)');
+  t.equal(showsPassword(first.stderr, dify.password), false, 'kubectl printed no password');
   const annotations = ((await stored(dify)).metadata as Json).annotations as Record<string, string>;
-  t.ok(Object.keys(annotations).some((k) => k.endsWith('/last-applied-configuration')), 'the Secret now carries the last-applied annotation');
+  const lastApplied = Object.keys(annotations).find((k) => k.endsWith('/last-applied-configuration'));
+  t.ok(lastApplied, 'the Secret now carries the last-applied annotation');
 
+  // The changed apply is sent as the exact patch kubectl computes, not through kubectl: a refused
+  // `kubectl apply` prints its whole patch, the new password's base64 included, on stderr.
   const user = 'kubectl-applier';
-  const result = await kubectlAs(user, ['apply', '-f', privateFile('apply-new.json', JSON.stringify(secretManifest(dify, randomSecret())))]);
-  assertKubectlRefused(t, result, dify);
-  t.equal(await holdsPassword(dify, dify.password), true, 'the stored password is unchanged');
-  t.match(await guardLine(user), { decision: 'denied', reason: 'PasswordChangeUnderPvc', operation: 'UPDATE', name: dify.secret }, 'dify-guard wrote the audit line');
+  const password = randomSecret();
+  const manifest = secretManifest(dify, password);
+  const res = await as(user).patch(secretPath(dify), 'strategic', {
+    data: bothKeys(password), metadata: { annotations: { [lastApplied ?? '']: `${JSON.stringify(manifest)}\n` } },
+  }, { fieldManager: 'kubectl-client-side-apply' });
+  await assertRefused(t, res, dify, user);
 });
 
 /** `kubectl create secret generic <name> --from-file=... --dry-run=client -o yaml`: a Secret without any label. */
@@ -282,8 +291,9 @@ async function createdSecretYaml(r: Release, password: string): Promise<string> 
 
 t.test('`kubectl create secret ... --dry-run=client -o yaml | kubectl replace -f -` is refused', async (t) => {
   const user = 'kubectl-replacer';
-  const result = await kubectlAs(user, ['replace', '-f', '-'], await createdSecretYaml(dify, randomSecret()));
-  assertKubectlRefused(t, result, dify);
+  const password = randomSecret();
+  const result = await kubectlAs(user, ['replace', '-f', '-'], await createdSecretYaml(dify, password));
+  assertKubectlRefused(t, result, dify, password);
   t.equal(await holdsPassword(dify, dify.password), true, 'the stored password is unchanged');
   t.match(labelsOf(await stored(dify)), { [LABELS.name]: contract.values.difyName, [LABELS.component]: contract.components.postgresql }, 'the labels are unchanged');
   t.match(await guardLine(user), { decision: 'denied', reason: 'PasswordChangeUnderPvc', operation: 'UPDATE', name: dify.secret }, 'dify-guard wrote the audit line');
@@ -328,6 +338,7 @@ t.test('a Secret of the guarded name without the guard labels is not selected by
   const password = randomSecret();
   const result = await kubectlAs(replacer, ['replace', '--force', '-f', '-'], await createdSecretYaml(dify, password));
   t.equal(result.status, 0, 'kubectl replace --force succeeds');
+  t.equal(showsPassword(result.stderr, password), false, 'kubectl printed no password');
   t.equal(keepsOldPassword(result.stderr.split('\n').map((l) => l.replace(/^Warning: /, '')), dify), true,
     'kubectl shows the DELETE warning that the PVC keeps its password');
   const current = await stored(dify);
