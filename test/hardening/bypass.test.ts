@@ -1,7 +1,8 @@
 // Attempts to get around the PostgreSQL Secret guard through a real API server, each checked for
 // what the client sees, what is stored afterwards and dify-guard's audit line. What DESIGN.md allows
-// (delete then re-create) is asserted as allowed with its warnings, and what the webhook's label
-// selector leaves out (a Secret of the guarded name created without the guard labels) is recorded.
+// (delete then re-create) is asserted as allowed with its warnings, and what the webhook leaves out by
+// design (a Secret of the guarded name re-created without the guard labels, or labelled for another
+// release) is recorded as it behaves today.
 import { Buffer } from 'node:buffer';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -326,7 +327,7 @@ t.test('delete then re-create with another password: the documented route, allow
   await assertRefused(t, await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }), dify, user);
 });
 
-/** Waits until dify-guard has logged a refusal made after `before`, so that every earlier line is in the log. */
+/** Waits until dify-guard has logged a new dry-run refusal, so that every line of earlier requests is in the log. */
 async function flushGuardLog(marker: string): Promise<void> {
   await as(marker).patch(secretPath(teamB), 'merge', { data: bothKeys(randomSecret()) }, { dryRun: 'All' });
   await guardLine(marker);
