@@ -20,10 +20,8 @@ export interface GuardedPlane {
 }
 
 /** A control plane (dify-guard's readiness waits for its PVC cache's first list) and dify-guard on it. */
-export async function startGuardedPlane(t: TeardownHost, name: string, options: DifyGuardOptions = {},
-  beforeGuard?: (cp: ControlPlane) => void): Promise<GuardedPlane> {
+export async function startGuardedPlane(t: TeardownHost, name: string, options: DifyGuardOptions = {}): Promise<GuardedPlane> {
   const cp = await startControlPlane(t, { name });
-  beforeGuard?.(cp);
   const guard = await startDifyGuard(t, cp, options);
   return { cp, guard, ca: readFileSync(guard.certs.caFile) };
 }
@@ -232,6 +230,17 @@ export function connectResult(port: number): Promise<string> {
     socket.on('connect', () => { socket.destroy(); resolve('connected'); });
     socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
   });
+}
+
+/** Counter values of one metric from /metrics on the health port, by their label text (e.g. `result="loaded"`). */
+export async function counterValues(healthPort: number, name: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
+  const values: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const match = new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`).exec(line);
+    if (match) values[match[1] as string] = Number(match[2]);
+  }
+  return values;
 }
 
 /** Status of GET on the health port, or the transport error's code. */
