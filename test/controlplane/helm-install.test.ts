@@ -101,7 +101,8 @@ t.test('every object of the naming contract exists', async (t) => {
   t.ok(((daemon.spec as Json).ports as Json[]).some((p) => p.port === 5002), 'plugin daemon Service on 5002');
   const daemonDeployment = await get(apps('deployments', name(c.pluginDaemon)));
   const probe = ((((daemonDeployment.spec as Json).template as Json).spec as Json & { containers: Json[] }).containers[0] as Json).readinessProbe as Json;
-  t.match(probe, { httpGet: { path: '/health' } }, 'plugin daemon probed on GET /health');
+  // The daemon serves GET /health/check only (DESIGN.md and the guide say /health, which answers 404).
+  t.equal((probe.httpGet as Json | undefined)?.path, '/health/check', 'plugin daemon probed on GET /health/check');
 
   await get(`/apis/networking.k8s.io/v1/namespaces/${namespace}/ingresses/${expandName(contract.names.ingress, release)}`);
   t.pass(`Ingress ${expandName(contract.names.ingress, release)} exists`);
