@@ -1,0 +1,116 @@
+// SIGTERM to the real dify-guard process while it judges a continuous load over keep-alive and fresh
+// connections, with the load generator acting as a Kubernetes Service would: it polls /readyz every
+// 100 ms and, once it sees the replica unready, stops routing new requests to it after the moment
+// endpoint removal takes to propagate. Within DIFY_GUARD_SHUTDOWN_DELAY_SECONDS dify-guard keeps
+// judging; no request started is lost (no reset, no hang-up, no 5xx); /readyz turns 503 while the
+// admission port still accepts; then the port closes and the process exits 0 within its timeout.
+import t from 'tap';
+import { SETTINGS } from '../../src/config.js';
+import {
+  byProblem, connectResult, healthStatus, sleep, startGuardedPlane, startLoad,
+} from './load.js';
+
+const SHUTDOWN_DELAY_SECONDS = 2;
+const SHUTDOWN_TIMEOUT_SECONDS = 10;
+const READINESS_POLL_MS = 100;
+/** From the replica turning unready to the API server no longer picking it (endpoints, then its cache). */
+const ENDPOINT_PROPAGATION_MS = 1000;
+const LOAD_BEFORE_SIGTERM_MS = 2000;
+/** Slack over the shutdown timeout for the process to be reaped and seen exiting: a bound, not a timing. */
+const EXIT_SLACK_MS = 5000;
+
+interface Observation { at: number; result: number | string }
+
+t.test('SIGTERM under load: readiness off, the delay keeps judging, nothing started is lost, exit 0', async (t) => {
+  const { guard, ca } = await startGuardedPlane(t, 'shutdown', {
+    env: {
+      [SETTINGS.shutdownDelaySeconds.env]: String(SHUTDOWN_DELAY_SECONDS),
+      [SETTINGS.shutdownTimeoutSeconds.env]: String(SHUTDOWN_TIMEOUT_SECONDS),
+      // No tap instrumentation in dify-guard (NODE_OPTIONS): coverage recording would slow the load it serves.
+      NODE_OPTIONS: '',
+    },
+  });
+  const pid = guard.process.pid as number;
+
+  // The Service: routes while the replica is ready, stops a propagation delay after it is seen unready.
+  let routing = true;
+  let polling = true;
+  const readiness: Observation[] = [];
+  let unreadySeenAt: number | undefined;
+  const poller = (async () => {
+    while (polling) {
+      const result = await healthStatus(guard.healthPort, '/readyz');
+      readiness.push({ at: Date.now(), result });
+      if (result !== 200 && unreadySeenAt === undefined) {
+        unreadySeenAt = Date.now();
+        setTimeout(() => { routing = false; }, ENDPOINT_PROPAGATION_MS);
+      }
+      await sleep(READINESS_POLL_MS);
+    }
+  })();
+  const load = startLoad({ port: guard.port, ca, keepAliveWorkers: 4, freshWorkers: 4, keepGoing: () => routing });
+  t.teardown(async () => {
+    routing = false;
+    polling = false;
+    await Promise.all([load.done, poller]);
+    for (const agent of load.agents) agent.destroy();
+  });
+
+  await sleep(LOAD_BEFORE_SIGTERM_MS);
+  t.ok(readiness.length > 0 && readiness.every((o) => o.result === 200), 'ready all along before SIGTERM');
+  const exited = guard.process.failOnExit().then(
+    () => 'never' as const,
+    (error: Error) => {
+      const code = /exited \(code (-?\d+|null)\)/.exec(error.message)?.[1];
+      return { code: code === undefined || code === 'null' ? null : Number(code), at: Date.now() };
+    },
+  );
+  const sigtermAt = Date.now();
+  process.kill(pid, 'SIGTERM');
+
+  // The admission port, probed until it refuses (closed after the delay, or gone with the process).
+  const admissionPort: Observation[] = [];
+  const portProber = (async () => {
+    for (;;) {
+      const result = await connectResult(guard.port);
+      admissionPort.push({ at: Date.now(), result });
+      if (result !== 'connected') return;
+      await sleep(50);
+    }
+  })();
+
+  const bound = SHUTDOWN_TIMEOUT_SECONDS * 1000 + EXIT_SLACK_MS;
+  const exit = await Promise.race([exited, sleep(bound).then(() => 'still running' as const)]);
+  polling = false;
+  routing = false;
+  await Promise.all([load.done, poller, portProber]);
+
+  const records = load.records;
+  const failures = records.filter((r) => r.problem !== undefined);
+  const beforeSigterm = records.filter((r) => r.startedAt < sigtermAt);
+  const afterSigterm = records.filter((r) => r.startedAt >= sigtermAt);
+  const answeredAfterSigterm = afterSigterm.filter((r) => r.problem === undefined);
+  const first503 = readiness.find((o) => o.at >= sigtermAt && o.result === 503);
+  const closed = admissionPort.find((o) => o.result !== 'connected');
+  const acceptedAfter503 = first503 !== undefined && admissionPort.some((o) => o.result === 'connected' && o.at > first503.at);
+  const startedAfterUnready = unreadySeenAt === undefined ? [] : records.filter((r) => r.startedAt > (unreadySeenAt as number));
+  const exitInfo = typeof exit === 'object' ? exit : undefined;
+
+  t.comment(`requests: ${beforeSigterm.length} started before SIGTERM, ${afterSigterm.length} after (${answeredAfterSigterm.length} answered); failures: ${failures.length}`);
+  t.comment(`SIGTERM -> /readyz 503 seen: ${first503 ? first503.at - sigtermAt : '-'} ms; -> last request started: ${records.length > 0 ? Math.max(...records.map((r) => r.startedAt)) - sigtermAt : '-'} ms; `
+    + `-> admission port ${closed?.result ?? 'open'}: ${closed ? closed.at - sigtermAt : '-'} ms; -> exit: ${exitInfo ? exitInfo.at - sigtermAt : '-'} ms`);
+  t.comment(`exit code: ${exitInfo ? String(exitInfo.code) : String(exit)}; delay ${SHUTDOWN_DELAY_SECONDS} s, timeout ${SHUTDOWN_TIMEOUT_SECONDS} s, endpoint propagation modelled as ${ENDPOINT_PROPAGATION_MS} ms`);
+
+  t.same(byProblem(failures, (r) => `request ${r.id} (${r.lane})`), {}, 'no request started was lost: every one answered 200 with a valid review');
+  t.ok(beforeSigterm.length > 100, 'a real load ran before SIGTERM');
+  t.ok(answeredAfterSigterm.length > 0, 'requests started after SIGTERM were still judged (the delay kept answering)');
+  t.ok(first503, '/readyz answered 503 after SIGTERM');
+  t.ok(acceptedAfter503, 'the admission port still accepted connections after /readyz turned 503');
+  t.equal(closed?.result, 'ECONNREFUSED', 'then the admission port refused connections');
+  t.ok(first503 !== undefined && closed !== undefined && first503.at < closed.at, '/readyz went 503 before the listener closed');
+  t.same(startedAfterUnready.filter((r) => r.problem === undefined && r.connection !== 'close').map((r) => r.id), [],
+    'every answer to a request started once unready closed its connection');
+  t.not(exit, 'still running', `the process exited within the shutdown timeout (${SHUTDOWN_TIMEOUT_SECONDS} s, +${EXIT_SLACK_MS / 1000} s slack)`);
+  t.equal(exitInfo?.code, 0, 'with exit code 0');
+  t.ok(guard.logLines().some((l) => l.msg === 'dify-guard stopped'), 'having logged its orderly stop');
+});
