@@ -41,9 +41,10 @@ export function judgeSecretChange(change: SecretChange, settings: GuardSettings,
   const context: SecretMessageContext = { namespace, secret: secretName, pvc: pvc.name };
   const newPasswords = newSecret ? passwordsOf(newSecret) : undefined;
 
-  if (operation !== 'DELETE' && newPasswords && keysDiverge(newPasswords)) {
-    return { allowed: false, reason: 'PasswordKeysDiverge', message: secretMessages.keysDiverge(context), warnings: [], audit: true };
-  }
+  const diverge = (): SecretDecision =>
+    ({ allowed: false, reason: 'PasswordKeysDiverge', message: secretMessages.keysDiverge(context), warnings: [], audit: true });
+  const keysDifferAfter = operation !== 'DELETE' && newPasswords !== undefined && keysDiverge(newPasswords);
+  if (keysDifferAfter && operation !== 'UPDATE') return diverge();
 
   if (operation === 'DELETE') {
     const state = pvcStateOf(pvc.namespace, pvc.name);
@@ -76,9 +77,11 @@ export function judgeSecretChange(change: SecretChange, settings: GuardSettings,
   const passwordTouched = keyChanges.changed.length + keyChanges.removed.length > 0;
   const guardRemoved = oldSecret !== null && newSecret !== null && guardLabelsRemoved(oldSecret, newSecret, release, settings);
   if (!passwordTouched && !guardRemoved) {
-    return { allowed: true, reason: 'PasswordUnchanged', warnings: [], audit: false };
+    return keysDifferAfter ? diverge() : { allowed: true, reason: 'PasswordUnchanged', warnings: [], audit: false };
   }
   const state = pvcStateOf(pvc.namespace, pvc.name);
+  // One key changed alone is refused either way; under the PVC the refusal names the PVC that blocks it.
+  if (keysDifferAfter && !(state === 'present' && passwordTouched)) return diverge();
   if (state === 'absent') return { allowed: true, reason: 'NoPvc', warnings: [], pvc, audit: false };
   if (state !== 'present') {
     return { allowed: false, reason: 'PvcStateUnknown', message: secretMessages.pvcStateUnknown(context), warnings: [], pvc, audit: true };

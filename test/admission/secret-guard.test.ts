@@ -125,7 +125,7 @@ t.test('row 1: PVC absent -> allowed; PVC state unknown -> refused, fail closed'
   t.match(unknown.decision.message, PVC);
 });
 
-t.test('row 2: UPDATE leaving the two keys with different values is denied, whatever the PVC, with no lookup', async (t) => {
+t.test('row 2: UPDATE leaving the two keys with different values is denied, whatever the PVC; under the PVC the refusal names it', async (t) => {
   const diverging = [
     changeOf('secret-postgresql-update-unchanged', (c) => setPassword(c.newSecret, 'Only-One-Key-5544', [SECRET_KEYS.password])),
     changeOf('secret-postgresql-update-unchanged', (c) => setPassword(c.newSecret, 'Only-One-Key-5544', [SECRET_KEYS.postgresPassword])),
@@ -137,12 +137,24 @@ t.test('row 2: UPDATE leaving the two keys with different values is denied, what
     for (const state of STATES) {
       const { decision, calls } = judge(change, state);
       t.equal(decision.allowed, false, `case ${i}, PVC ${state}`);
-      t.equal(decision.reason, 'PasswordKeysDiverge');
+      // With the PVC there, one key changed alone is first of all a password change under it.
+      t.equal(decision.reason, state === 'present' ? 'PasswordChangeUnderPvc' : 'PasswordKeysDiverge', `case ${i}, PVC ${state}: reason`);
       t.equal(decision.audit, true);
-      t.equal(calls.length, 0, 'no lookup');
+      t.equal(calls.length, 1, 'one lookup: the PVC decides which refusal');
       t.match(decision.message, `Secret ${NAMESPACE}/${SECRET}`);
-      t.match(decision.message, `${SECRET_KEYS.postgresPassword} and ${SECRET_KEYS.password}`);
+      if (state === 'present') t.match(decision.message, `${NAMESPACE}/${PVC}`, 'the refusal names the PVC');
+      else t.match(decision.message, `${SECRET_KEYS.postgresPassword} and ${SECRET_KEYS.password}`);
     }
+  }
+  // Keys that already differed and an edit that leaves them as they are: refused without a lookup.
+  const alreadyDiverged = changeOf('secret-postgresql-update-unchanged', (c) => {
+    setPassword(c.oldSecret, 'Old-Diverged-1234', [SECRET_KEYS.password]);
+    setPassword(c.newSecret, 'Old-Diverged-1234', [SECRET_KEYS.password]);
+  });
+  for (const state of STATES) {
+    const { decision, calls } = judge(alreadyDiverged, state);
+    t.equal(decision.reason, 'PasswordKeysDiverge', `already diverged, PVC ${state}`);
+    t.equal(calls.length, 0, 'no lookup');
   }
   const onlyOneKey = changeOf('secret-postgresql-update-unchanged', (c) => delete dataOf(c.newSecret)[SECRET_KEYS.password]);
   t.not(judge(onlyOneKey, 'absent').decision.reason, 'PasswordKeysDiverge', 'one key alone cannot diverge');
