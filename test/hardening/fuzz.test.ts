@@ -7,9 +7,10 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { Agent } from 'node:https';
+import { gzipSync } from 'node:zlib';
 import { ENV, LABELS, SECRET_KEYS } from '../../src/contract.js';
 import { SETTINGS } from '../../src/config.js';
-import { fixtureNames, loadReview, type AdmissionReview } from '../support/fixtures.js';
+import { fixtureNames, loadReview, sensitiveStringsOf, type AdmissionReview } from '../support/fixtures.js';
 import { byProblem, MUTATE_PODS, problemWithAnswer, rssBytes, send, startGuardedPlane, VALIDATE_SECRETS } from './load.js';
 
 const SEED = Number(process.env.DIFY_GUARD_FUZZ_SEED ?? 20261124);
@@ -30,6 +31,7 @@ interface FuzzCase {
   /** `null`: no Content-Type header; undefined: application/json. */
   contentType?: string | null;
   chunked?: boolean;
+  headers?: Record<string, string>;
   /** The request's uid when it had a string one: a 200 must echo it. */
   uid?: string;
   /** The statuses this case may get (besides the general rule that applies to all). */
@@ -149,6 +151,22 @@ const contentTypes: Category = {
     const body = json(reviewWithUid(f, id));
     if (index % 4 === 0) return { path, body, contentType: dice.pick(jsonTypes), uid: id, expect: [200] };
     return { path, body, contentType: dice.pick(notJsonTypes), expect: [415] };
+  },
+};
+
+// Headers an API server does not send but a client might: the body is judged or refused, never misread.
+const headerCases: Category = {
+  name: 'headers', count: 200,
+  build: (dice, index, id): FuzzCase => {
+    const { f, path } = dice.pick(allFixtures);
+    const plain = json(reviewWithUid(f, id));
+    switch (index % 4) {
+      case 0: return { path, body: plain, headers: { expect: '100-continue' }, uid: id, expect: [200] };
+      // A compressed body is not decoded: refused (it is not JSON), not judged as something else.
+      case 1: return { path, body: gzipSync(plain), headers: { 'content-encoding': 'gzip' }, expect: [400, 415] };
+      case 2: return { path, body: plain, headers: { 'content-encoding': dice.pick(['identity', 'br', 'x-unknown']) }, uid: id, expect: [200, 415] };
+      default: return { path, body: plain, headers: { accept: dice.pick(['application/yaml', 'application/vnd.kubernetes.protobuf', 'text/html', '*/*']) }, uid: id, expect: [200] };
+    }
   },
 };
 
@@ -358,7 +376,7 @@ function arbitraryCategory(name: string, fixtures: string[], path: string, mutat
 }
 
 const categories: Category[] = [
-  malformedBytes, malformedText, malformedTruncated, contentTypes, wrongShape, deepNesting, oversized, nearLimit,
+  malformedBytes, malformedText, malformedTruncated, contentTypes, headerCases, wrongShape, deepNesting, oversized, nearLimit,
   arbitraryCategory('arbitrary-pod', podFixtures, MUTATE_PODS, podMutations),
   arbitraryCategory('arbitrary-secret', secretFixtures, VALIDATE_SECRETS, secretMutations),
 ];
@@ -380,6 +398,7 @@ t.test('10,000+ hostile bodies on both webhook paths of the real process', async
   const rssBefore = rssBytes(pid);
   t.comment(`seed ${SEED} (DIFY_GUARD_FUZZ_SEED replays it); body limit ${BODY_LIMIT} bytes; concurrency ${CONCURRENCY}`);
 
+  const secrets = [...new Set(fixtureNames().flatMap((name) => sensitiveStringsOf(loadReview(name))))];
   interface Outcome { id: string; problem?: string }
   const outcomes = new Map<string, Outcome[]>();
   const statusCounts = new Map<string, Map<number, number>>();
@@ -401,7 +420,10 @@ t.test('10,000+ hostile bodies on both webhook paths of the real process', async
         port: guard.port, ca, path: fuzzCase.path, body: fuzzCase.body, agent,
         ...(fuzzCase.contentType !== undefined ? { contentType: fuzzCase.contentType } : {}),
         ...(fuzzCase.chunked ? { chunked: true } : {}),
+        ...(fuzzCase.headers ? { headers: fuzzCase.headers } : {}),
       });
+      // A message may quote an identifier, never a fixture's password (plain or base64), cut or whole.
+      if (answer.status !== 200 && secrets.some((secret) => answer.text.includes(secret))) return { id, problem: 'a fixture password in the answer' };
       const counts = statusCounts.get(category.name) ?? new Map<number, number>();
       counts.set(answer.status, (counts.get(answer.status) ?? 0) + 1);
       statusCounts.set(category.name, counts);
@@ -446,6 +468,9 @@ t.test('10,000+ hostile bodies on both webhook paths of the real process', async
   t.ok(total >= 10_000, 'at least 10,000 bodies');
 
   t.ok(guard.process.running, 'the process is still running');
+  const log = guard.process.log();
+  t.ok(log.length > 0 && secrets.length > 0, 'there is a log and there are fixture passwords to look for');
+  t.equal(secrets.filter((secret) => log.includes(secret)).length, 0, 'no fixture password (plain or base64) in the log of the whole run');
   const after = reviewWithUid('pod-api-literal', 'after-the-fuzz');
   const normal = await send({ port: guard.port, ca, path: MUTATE_PODS, body: json(after) });
   t.equal(normal.status, 200, 'a normal review afterwards is answered');

@@ -47,6 +47,8 @@ export interface SendOptions {
   contentType?: string | null;
   /** Sent chunked (no Content-Length) when true. */
   chunked?: boolean;
+  /** More request headers (e.g. Expect, Content-Encoding). */
+  headers?: Record<string, string>;
   agent?: Agent | false;
 }
 
@@ -54,7 +56,7 @@ export interface SendOptions {
 export function send(options: SendOptions): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const body = options.body === undefined ? undefined : Buffer.isBuffer(options.body) ? options.body : Buffer.from(options.body, 'utf8');
-    const headers: Record<string, string | number> = {};
+    const headers: Record<string, string | number> = { ...options.headers };
     const contentType = options.contentType === undefined ? 'application/json' : options.contentType;
     if (contentType !== null) headers['content-type'] = contentType;
     if (!options.chunked) headers['content-length'] = body?.length ?? 0;
