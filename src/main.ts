@@ -68,8 +68,9 @@ async function main(): Promise<void> {
     log.info('dify-guard stopped');
     process.exit(0);
   };
-  process.once('SIGTERM', (signal) => void shutdown(signal));
-  process.once('SIGINT', (signal) => void shutdown(signal));
+  // `on`, not `once`: with no listener left, a repeated signal would kill the process mid-drain.
+  process.on('SIGTERM', (signal) => void shutdown(signal));
+  process.on('SIGINT', (signal) => void shutdown(signal));
 
   pvcCache.start();
   const ports = await server.listen({ host: config.bindAddress, port: config.port, healthPort: config.healthPort });
