@@ -4,11 +4,12 @@
 // endpoint removal takes to propagate. Within DIFY_GUARD_SHUTDOWN_DELAY_SECONDS dify-guard keeps
 // judging; no request started is lost (no reset, no hang-up, no 5xx); /readyz turns 503 while the
 // admission port still accepts; then the port closes and the process exits 0 within its timeout.
-import t from 'tap';
+import t, { type Test } from 'tap';
+import { readFileSync } from 'node:fs';
 import { SETTINGS } from '../../src/config.js';
-import {
-  byProblem, connectResult, healthStatus, sleep, startGuardedPlane, startLoad,
-} from './load.js';
+import { startControlPlane, type ControlPlane } from '../controlplane/harness.js';
+import { startDifyGuard } from '../controlplane/dify-guard.js';
+import { byProblem, connectResult, healthStatus, sleep, startLoad } from './load.js';
 
 const SHUTDOWN_DELAY_SECONDS = 2;
 const SHUTDOWN_TIMEOUT_SECONDS = 10;
@@ -21,8 +22,9 @@ const EXIT_SLACK_MS = 5000;
 
 interface Observation { at: number; result: number | string }
 
-t.test('SIGTERM under load: readiness off, the delay keeps judging, nothing started is lost, exit 0', async (t) => {
-  const { guard, ca } = await startGuardedPlane(t, 'shutdown', {
+/** One replica's shutdown under load; `repeat` sends SIGTERM again halfway through the delay. */
+async function shutdownUnderLoad(t: Test, cp: ControlPlane, repeat: boolean): Promise<void> {
+  const guard = await startDifyGuard(t, cp, {
     env: {
       [SETTINGS.shutdownDelaySeconds.env]: String(SHUTDOWN_DELAY_SECONDS),
       [SETTINGS.shutdownTimeoutSeconds.env]: String(SHUTDOWN_TIMEOUT_SECONDS),
@@ -30,6 +32,10 @@ t.test('SIGTERM under load: readiness off, the delay keeps judging, nothing star
       NODE_OPTIONS: '',
     },
   });
+  const ca = readFileSync(guard.certs.caFile);
+  // Every dify-guard of this control plane appends to the same log file.
+  const stopLines = (): number => guard.logLines().filter((l) => l.msg === 'dify-guard stopped').length;
+  const stoppedBefore = stopLines();
   const pid = guard.process.pid as number;
 
   // The Service: routes while the replica is ready, stops a propagation delay after it is seen unready.
@@ -67,6 +73,8 @@ t.test('SIGTERM under load: readiness off, the delay keeps judging, nothing star
   );
   const sigtermAt = Date.now();
   process.kill(pid, 'SIGTERM');
+  // As when kubelet stops the container again (a second delete with a shorter grace period, a drain racing an eviction).
+  const again = repeat ? sleep(SHUTDOWN_DELAY_SECONDS * 500).then(() => { if (guard.process.running) process.kill(pid, 'SIGTERM'); }) : Promise.resolve();
 
   // The admission port, probed until it refuses (closed after the delay, or gone with the process).
   const admissionPort: Observation[] = [];
@@ -83,7 +91,7 @@ t.test('SIGTERM under load: readiness off, the delay keeps judging, nothing star
   const exit = await Promise.race([exited, sleep(bound).then(() => 'still running' as const)]);
   polling = false;
   routing = false;
-  await Promise.all([load.done, poller, portProber]);
+  await Promise.all([load.done, poller, portProber, again]);
 
   const records = load.records;
   const failures = records.filter((r) => r.problem !== undefined);
@@ -112,5 +120,11 @@ t.test('SIGTERM under load: readiness off, the delay keeps judging, nothing star
     'every answer to a request started once unready closed its connection');
   t.not(exit, 'still running', `the process exited within the shutdown timeout (${SHUTDOWN_TIMEOUT_SECONDS} s, +${EXIT_SLACK_MS / 1000} s slack)`);
   t.equal(exitInfo?.code, 0, 'with exit code 0');
-  t.ok(guard.logLines().some((l) => l.msg === 'dify-guard stopped'), 'having logged its orderly stop');
+  t.equal(stopLines(), stoppedBefore + 1, 'having logged its orderly stop once');
+}
+
+t.test('shutdown under load', async (t) => {
+  const cp = await startControlPlane(t, { name: 'shutdown' });
+  await t.test('SIGTERM: readiness off, the delay keeps judging, nothing started is lost, exit 0', (t) => shutdownUnderLoad(t, cp, false));
+  await t.test('SIGTERM again during the delay: the same orderly shutdown', (t) => shutdownUnderLoad(t, cp, true));
 });
