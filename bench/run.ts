@@ -86,8 +86,19 @@ function guardKubeconfig(cp: ControlPlane): string {
   return file;
 }
 
+/** The Node flags the image runs dify-guard with: those between `node` and the entry in the Dockerfile's CMD. */
+function imageNodeFlags(dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8')): string[] {
+  const cmd = [...dockerfile.matchAll(/^CMD\s+(\[.*\])\s*$/gm)].at(-1)?.[1];
+  const argv = cmd ? (JSON.parse(cmd) as unknown) : undefined;
+  if (!Array.isArray(argv) || argv[0] !== 'node' || argv.at(-1) !== 'dist/src/main.js') {
+    throw new Error('Dockerfile: expected CMD ["node", ...flags, "dist/src/main.js"]');
+  }
+  return argv.slice(1, -1).map(String);
+}
+
 async function startGuard(cp: ControlPlane, kubeconfig: string, probeFile: string): Promise<DifyGuard> {
-  const extra = String(args['guard-node-options'] ?? '').split(' ').filter(Boolean);
+  // As the image runs it (its CMD's flags), then any experiment's flags (later flags win).
+  const extra = [...imageNodeFlags(), ...String(args['guard-node-options'] ?? '').split(' ').filter(Boolean)];
   const env = Object.fromEntries((args['guard-env'] ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
   return DifyGuard.start(cp, { entry: 'dist', env: { ...env, KUBECONFIG: kubeconfig, ...probeEnv(probeFile, extra) } });
 }
@@ -158,7 +169,7 @@ async function main(): Promise<void> {
     machine: { nproc: cpus().length, cpuModel: cpuModel(), memoryGiB: totalmem() / 1024 ** 3, kernel: release(), loadAverageAtStart, loadAverageAtEnd: [] },
     versions, git,
     setup: {
-      'dify-guard': 'the real process (node dist/src/main.js, started by test/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, outgoing request counter)',
+      'dify-guard': 'the real process (node dist/src/main.js with the Node flags of the Dockerfile\'s CMD, started by test/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, outgoing request counter)',
       'bare server': 'bench/bare-server.mjs: node:https, same certificate, TLS floor and keep-alive timeouts, reads the body, answers a constant allowed AdmissionReview',
       'load generator': 'this process (autocannon 1 worker, and an open-loop paced client on node:https), separate from both servers; the machine has 2 cores, so generator and server each get about one',
       'control plane': 'test/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in blocking mode (Metadata level for writes)',
@@ -166,6 +177,7 @@ async function main(): Promise<void> {
     micro,
     targets: [],
   };
+  result.setup['dify-guard Node options (the image\'s CMD)'] = imageNodeFlags().join(' ') || '(none)';
   if (args['guard-node-options']) result.setup['dify-guard extra Node options (experiment)'] = String(args['guard-node-options']);
   if (args['guard-env']?.length) result.setup['dify-guard extra env (experiment)'] = args['guard-env'].join(' ');
   try {
