@@ -1,7 +1,8 @@
 // Property tests: for arbitrary pods and env lists, the mutation is idempotent, leaves every env
 // var it does not own exactly as it was (same relative order), yields a valid, usable env, and adds
 // nothing to init containers beyond the REDIS_PASSWORD a rewritten broker URL needs; and it never
-// modifies its input (the pod shares everything it does not edit with the patched copy).
+// modifies its input (the pod shares everything it does not edit with the patched copy) nor lets the
+// patch share an object with it.
 import { isDeepStrictEqual } from 'node:util';
 import t from 'tap';
 import fc from 'fast-check';
@@ -231,13 +232,24 @@ function deepFrozen<T>(value: T): T {
   return value;
 }
 
+/** Throws if any object in `value` is frozen, i.e. shared with a deep-frozen input. */
+function assertOwnCopy(value: unknown): void {
+  if (typeof value !== 'object' || value === null) return;
+  const probe = value as Record<string, unknown>;
+  probe.__ownCopy = true; // a write to a frozen object throws
+  delete probe.__ownCopy;
+  for (const child of Object.values(value)) assertOwnCopy(child);
+}
+
 t.test('never modifies its input: a deep-frozen pod gets the same result as an unfrozen copy', async (t) => {
   const podFixtures = fixtureNames().filter((n) => n.startsWith('pod-'));
   t.ok(podFixtures.includes('pod-api-literal'), 'the fixture that needs the most edits is among them');
   for (const name of podFixtures) {
     const expected = mutatePod(loadObject(name), settings);
     const frozen = deepFrozen(loadObject(name));
-    t.strictSame(mutatePod(frozen, settings), expected, name);
+    const result = mutatePod(frozen, settings);
+    t.strictSame(result, expected, name);
+    t.doesNotThrow(() => result.patch.forEach((op) => assertOwnCopy(op.value)), `${name}: patch values share no object with the pod`);
     t.strictSame(frozen, loadObject(name), `${name}: input as loaded`);
   }
   fc.assert(
@@ -248,6 +260,7 @@ t.test('never modifies its input: a deep-frozen pod gets the same result as an u
       const frozen = deepFrozen(structuredClone(p));
       const result = mutatePod(frozen, settings); // throws on any write to the input
       if (!isDeepStrictEqual(result, expected)) throw new Error('a frozen input changed the result');
+      for (const op of result.patch) assertOwnCopy(op.value);
       if (!isDeepStrictEqual(frozen, before)) throw new Error('the input changed');
     }),
     { numRuns: NUM_RUNS },
