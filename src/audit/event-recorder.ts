@@ -1,5 +1,7 @@
 // Warning Events on guarded Secrets, in the events.k8s.io/v1 API: `regarding` names the Secret and
-// repeats are folded into the Event's `series` (count, lastObservedTime) instead of new Events.
+// repeats are folded into the Event's `series` (count, lastObservedTime) instead of new Events. As in
+// client-go's events recorder, repeats are counted locally and the series is written at most once per
+// flush interval, so a burst of refusals costs the API server one patch, not one per refusal.
 // (events.k8s.io/v1 is the API with a first-class series; it shares storage with core/v1 Events, so
 // `kubectl get events` and `kubectl events --for secret/<name>` show them as well.)
 // Emission runs in the background with a timeout: it never fails or delays an admission answer.
@@ -32,6 +34,8 @@ export interface SecretEventRecorderOptions {
   reportingInstance: string;
   /** Repeats of the same Secret and reason within this window update one Event. */
   aggregationWindowMs?: number;
+  /** Repeats are written to the Event's series at most this often. */
+  seriesFlushMs?: number;
   /** Bound on one API call. */
   timeoutMs?: number;
   /** Emissions in flight beyond this are dropped (and counted as failures). */
@@ -46,13 +50,18 @@ interface Series {
   eventName: string;
   count: number;
   lastObservedMs: number;
+  /** The count the API server has. */
+  writtenCount: number;
 }
 
 export class SecretEventRecorder {
   private readonly series = new Map<string, Series>();
   private readonly chains = new Map<string, Promise<void>>();
   private readonly pending = new Set<Promise<void>>();
+  /** Series writes waiting for their flush time, by key. */
+  private readonly flushes = new Map<string, { timer: NodeJS.Timeout; event: SecretEvent }>();
   private readonly windowMs: number;
+  private readonly flushMs: number;
   private readonly timeoutMs: number;
   private readonly maxPending: number;
   private readonly now: () => number;
@@ -60,6 +69,7 @@ export class SecretEventRecorder {
 
   constructor(private readonly options: SecretEventRecorderOptions) {
     this.windowMs = options.aggregationWindowMs ?? 10 * 60_000;
+    this.flushMs = options.seriesFlushMs ?? 1_000;
     this.timeoutMs = options.timeoutMs ?? 5_000;
     this.maxPending = options.maxPending ?? 100;
     this.now = options.now ?? Date.now;
@@ -75,10 +85,24 @@ export class SecretEventRecorder {
     }
     this.prune();
     const key = `${event.namespace}/${event.secretName}/${event.reason}`;
-    // Events about one Secret and reason are emitted in order, so a repeat finds the Event to update.
     const observedMs = this.now();
+    this.enqueue(key, event, () => this.emit(key, event, observedMs));
+  }
+
+  /** Resolves when every queued Event has been emitted or has failed (tests, shutdown); series waiting for their flush time are written now. */
+  async idle(): Promise<void> {
+    for (;;) {
+      for (const key of [...this.flushes.keys()]) this.flush(key);
+      if (this.pending.size === 0) return;
+      await Promise.allSettled([...this.pending]);
+    }
+  }
+
+  // Work about one Secret and reason runs in order, so a repeat finds the Event to update.
+  private enqueue(key: string, event: SecretEvent, work: () => Promise<void>): void {
+    const log = this.options.log;
     const task = (this.chains.get(key) ?? Promise.resolve())
-      .then(() => this.emit(key, event, observedMs))
+      .then(work)
       .catch((error: unknown) => {
         this.options.onFailure?.();
         log.warn({ namespace: event.namespace, secret: event.secretName, reason: event.reason, error: describeApiError(error) },
@@ -92,29 +116,48 @@ export class SecretEventRecorder {
     });
   }
 
-  /** Resolves when every queued Event has been emitted or has failed (tests, shutdown). */
-  async idle(): Promise<void> {
-    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
-  }
-
   private async emit(key: string, event: SecretEvent, now: number): Promise<void> {
     const existing = this.series.get(key);
     if (existing && now - existing.lastObservedMs <= this.windowMs) {
-      const count = existing.count + 1;
-      try {
-        await this.bounded(this.options.api.patch(event.namespace, existing.eventName,
-          { series: { count, lastObservedTime: microTime(now) } }));
-        existing.count = count;
-        existing.lastObservedMs = now;
-        return;
-      } catch (error) {
-        // The Event expired (events have a TTL) or was deleted: start a new one below.
-        if (!isNotFound(error)) throw error;
+      existing.count += 1;
+      existing.lastObservedMs = now;
+      if (!this.flushes.has(key)) {
+        const timer = setTimeout(() => this.flush(key), this.flushMs);
+        timer.unref();
+        this.flushes.set(key, { timer, event });
       }
+      return;
     }
+    await this.create(key, event, now);
+  }
+
+  private flush(key: string): void {
+    const scheduled = this.flushes.get(key);
+    if (!scheduled) return;
+    clearTimeout(scheduled.timer);
+    this.flushes.delete(key);
+    this.enqueue(key, scheduled.event, () => this.writeSeries(key, scheduled.event));
+  }
+
+  private async writeSeries(key: string, event: SecretEvent): Promise<void> {
+    const series = this.series.get(key);
+    if (!series || series.count === series.writtenCount) return;
+    const { count, lastObservedMs } = series;
+    try {
+      await this.bounded(this.options.api.patch(event.namespace, series.eventName,
+        { series: { count, lastObservedTime: microTime(lastObservedMs) } }));
+      series.writtenCount = Math.max(series.writtenCount, count);
+    } catch (error) {
+      // The Event expired (events have a TTL) or was deleted: start a new one.
+      if (!isNotFound(error)) throw error;
+      await this.create(key, event, lastObservedMs);
+    }
+  }
+
+  private async create(key: string, event: SecretEvent, now: number): Promise<void> {
     const body = this.eventBody(event, now);
     await this.bounded(this.options.api.create(event.namespace, body));
-    this.series.set(key, { eventName: (body.metadata as { name: string }).name, count: 1, lastObservedMs: now });
+    this.series.set(key, { eventName: (body.metadata as { name: string }).name, count: 1, lastObservedMs: now, writtenCount: 1 });
   }
 
   private eventBody(event: SecretEvent, now: number): JsonObject {
@@ -143,7 +186,7 @@ export class SecretEventRecorder {
 
   private prune(): void {
     const horizon = this.now() - this.windowMs;
-    for (const [key, entry] of this.series) if (entry.lastObservedMs < horizon) this.series.delete(key);
+    for (const [key, entry] of this.series) if (entry.lastObservedMs < horizon && !this.flushes.has(key)) this.series.delete(key);
   }
 
   private bounded<T>(promise: Promise<T>): Promise<T> {

@@ -58,7 +58,7 @@ t.test('the first record creates an events.k8s.io/v1 Warning Event regarding the
   t.notOk('series' in (call?.body ?? {}), 'no series on the first occurrence');
 });
 
-t.test('repeats within the window patch the series; after it, a new Event', async (t) => {
+t.test('repeats within the window are counted into one series patch; after it, a new Event', async (t) => {
   const { api, recorder, advance } = setup({ aggregationWindowMs: 10 * 60_000 });
   recorder.record(denial);
   advance(60_000);
@@ -66,17 +66,32 @@ t.test('repeats within the window patch the series; after it, a new Event', asyn
   advance(9 * 60_000);
   recorder.record(denial);
   await recorder.idle();
-  t.same(api.calls.map((c) => c.verb), ['create', 'patch', 'patch']);
+  t.same(api.calls.map((c) => c.verb), ['create', 'patch'], 'two repeats, one write');
   const name = (api.calls[0]?.body.metadata as { name: string }).name;
   t.equal(api.calls[1]?.name, name, 'the patch updates the created Event');
-  t.same(api.calls[1]?.body, { series: { count: 2, lastObservedTime: '2026-11-24T12:01:00.000000Z' } });
-  t.same(api.calls[2]?.body, { series: { count: 3, lastObservedTime: '2026-11-24T12:10:00.000000Z' } });
+  t.same(api.calls[1]?.body, { series: { count: 3, lastObservedTime: '2026-11-24T12:10:00.000000Z' } });
+
+  advance(60_000);
+  recorder.record(denial);
+  await recorder.idle();
+  t.same(api.calls.at(-1)?.body, { series: { count: 4, lastObservedTime: '2026-11-24T12:11:00.000000Z' } }, 'the next repeat continues the count');
 
   advance(10 * 60_000 + 1);
   recorder.record(denial);
   await recorder.idle();
   t.equal(api.calls.at(-1)?.verb, 'create', 'a quiet window starts a new Event');
   t.not((api.calls.at(-1)?.body.metadata as { name: string }).name, name);
+});
+
+t.test('a burst of repeats is written once the flush interval has passed, without anyone waiting', async (t) => {
+  const { api, recorder } = setup({ seriesFlushMs: 30 });
+  recorder.record(denial);
+  for (let i = 0; i < 50; i++) recorder.record(denial);
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(api.calls.map((c) => c.verb), ['create', 'patch'], '51 refusals, two API calls');
+  t.match(api.calls[1]?.body, { series: { count: 51 } });
+  await recorder.idle();
+  t.equal(api.calls.length, 2, 'nothing left to write');
 });
 
 t.test('another reason or another Secret is another Event', async (t) => {

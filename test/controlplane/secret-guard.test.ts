@@ -197,7 +197,8 @@ t.test('a server-side dry run is refused the same way, without an Event', async 
   const client = cp.rest({ name: user, groups: ['system:masters'] });
   const settled = await waitFor('earlier Events to settle', async () => {
     const before = eventTotal(await secretEvents(), 'PasswordChangeUnderPvc');
-    await new Promise((r) => setTimeout(r, 300));
+    // Longer than dify-guard's series flush interval (1 s): repeats are written at most once per interval.
+    await new Promise((r) => setTimeout(r, 1_500));
     return eventTotal(await secretEvents(), 'PasswordChangeUnderPvc') === before ? before : undefined;
   });
   const password = randomSecret();
