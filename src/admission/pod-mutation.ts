@@ -1,5 +1,6 @@
 // The Pods rules of DESIGN.md: Dify pods never migrate by themselves and never carry database or
 // Redis passwords as literals. Pure: raw pod JSON in, JSON Patch and warnings out.
+import jsonPatch from 'fast-json-patch';
 import { ENV, LABELS, SECRET_KEYS, contract } from '../contract.js';
 import { podWarnings, type RefFix } from './messages.js';
 import { asObject, nonEmptyString, stringMapOf } from './raw-json.js';
@@ -74,68 +75,7 @@ export function mutatePod(pod: JsonObject, settings: GuardSettings): MutationRes
     for (const w of treatContainer(container, plan)) if (!warnings.includes(w)) warnings.push(w);
   }
   // Every change warning comes from an actual edit of `mutated`, so an empty patch has none.
-  const patch: PatchOperation[] = [];
-  diffInto(patch, pod, mutated, '');
-  return { patch, warnings };
-}
-
-/**
- * Appends the JSON Patch from `before` to `after` as fast-json-patch's compare() writes it (same walk,
- * same operations), skipping by identity every subtree the two share; values are plain copies.
- */
-function diffInto(patch: PatchOperation[], before: object, after: object, path: string): void {
-  if (before === after) return;
-  const oldObject = before as Record<string, unknown>;
-  const newObject = after as Record<string, unknown>;
-  const oldKeys = Object.keys(before);
-  let deleted = false;
-  for (let index = oldKeys.length - 1; index >= 0; index--) {
-    const key = oldKeys[index] as string;
-    const oldValue = oldObject[key];
-    const newValue = newObject[key];
-    const present = Object.hasOwn(after, key);
-    if (present && oldValue === newValue) continue; // shared or equal: nothing to write
-    const keyPath = `${path}/${escapePointer(key)}`;
-    if (present && !(newValue === undefined && oldValue !== undefined && !Array.isArray(after))) {
-      if (typeof oldValue === 'object' && oldValue !== null && typeof newValue === 'object' && newValue !== null &&
-        Array.isArray(oldValue) === Array.isArray(newValue)) {
-        diffInto(patch, oldValue, newValue, keyPath);
-      } else if (oldValue !== newValue) {
-        patch.push({ op: 'replace', path: keyPath, value: plainCopy(newValue) });
-      }
-    } else if (Array.isArray(before) === Array.isArray(after)) {
-      patch.push({ op: 'remove', path: keyPath });
-      deleted = true;
-    } else {
-      patch.push({ op: 'replace', path, value: plainCopy(after) });
-    }
-  }
-  const newKeys = Object.keys(after);
-  if (!deleted && newKeys.length === oldKeys.length) return;
-  for (const key of newKeys) {
-    if (!Object.hasOwn(before, key) && newObject[key] !== undefined) {
-      patch.push({ op: 'add', path: `${path}/${escapePointer(key)}`, value: plainCopy(newObject[key]) });
-    }
-  }
-}
-
-/** A copy of a JSON value made of plain objects and arrays, so the patch never shares one with the pod. */
-function plainCopy(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(plainCopy);
-  if (typeof value !== 'object' || value === null) return value;
-  const copy: Record<string, unknown> = {};
-  for (const [key, item] of Object.entries(value)) {
-    if (item === undefined) continue; // as JSON drops it
-    // A "__proto__" key from JSON.parse is an own property; plain assignment would set the prototype.
-    if (key === '__proto__') Object.defineProperty(copy, key, { value: plainCopy(item), enumerable: true, writable: true, configurable: true });
-    else copy[key] = plainCopy(item);
-  }
-  return copy;
-}
-
-/** A key as a JSON Pointer segment (RFC 6901). */
-function escapePointer(key: string): string {
-  return key.includes('/') || key.includes('~') ? key.replaceAll('~', '~0').replaceAll('/', '~1') : key;
+  return { patch: jsonPatch.compare(pod, mutated) as PatchOperation[], warnings };
 }
 
 /** Brings one container's env to the plan; returns the warnings for what it changed. */
