@@ -2,13 +2,14 @@
 // answer is a well-formed AdmissionReview, a load generator over keep-alive and fresh connections,
 // and the process's resident memory.
 import { readFileSync } from 'node:fs';
-import { Agent, request } from 'node:https';
+import { Agent } from 'node:https';
 import { connect } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { contract } from '../../src/contract.js';
 import { startControlPlane, type ControlPlane, type TeardownHost } from '../controlplane/harness.js';
 import { startDifyGuard, type DifyGuard, type DifyGuardOptions } from '../controlplane/dify-guard.js';
 import { loadReview, type AdmissionReview } from '../support/fixtures.js';
+import { httpsRequest } from '../server/support.js';
 
 export const MUTATE_PODS = contract.webhook.mutatePodsPath;
 export const VALIDATE_SECRETS = contract.webhook.validateSecretsPath;
@@ -53,38 +54,23 @@ export interface SendOptions {
 }
 
 /** One POST over TLS (verifying the certificate against the CA); rejects on any transport error. */
-export function send(options: SendOptions): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const body = options.body === undefined ? undefined : Buffer.isBuffer(options.body) ? options.body : Buffer.from(options.body, 'utf8');
-    const headers: Record<string, string | number> = { ...options.headers };
-    const contentType = options.contentType === undefined ? 'application/json' : options.contentType;
-    if (contentType !== null) headers['content-type'] = contentType;
-    if (!options.chunked) headers['content-length'] = body?.length ?? 0;
-    const req = request({
-      host: '127.0.0.1', servername: 'localhost', port: options.port, path: options.path, method: 'POST',
-      ca: options.ca, headers, agent: options.agent ?? false,
-    }, (res) => {
-      const socket = res.socket as TLSSocket;
-      const fingerprint256 = socket.getPeerCertificate().fingerprint256;
-      const parts: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => parts.push(chunk));
-      res.on('end', () => {
-        const text = Buffer.concat(parts).toString('utf8');
-        let json: unknown;
-        try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, text, json, fingerprint256, reusedSocket: req.reusedSocket, socket, connection: res.headers.connection });
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    if (body !== undefined && options.chunked) {
-      // Pieces of 16 KiB, as a streaming client sends them.
-      for (let offset = 0; offset < body.length; offset += 16_384) req.write(body.subarray(offset, offset + 16_384));
-      req.end();
-    } else {
-      req.end(body);
-    }
+export async function send(options: SendOptions): Promise<Answer> {
+  const body = options.body === undefined ? undefined : Buffer.isBuffer(options.body) ? options.body : Buffer.from(options.body, 'utf8');
+  const headers: Record<string, string | number> = { ...options.headers };
+  const contentType = options.contentType === undefined ? 'application/json' : options.contentType;
+  if (contentType !== null) headers['content-type'] = contentType;
+  if (!options.chunked) headers['content-length'] = body?.length ?? 0;
+  // Chunked: pieces of 16 KiB, as a streaming client sends them.
+  const chunks = body !== undefined && options.chunked
+    ? Array.from({ length: Math.ceil(body.length / 16_384) }, (_, i) => body.subarray(i * 16_384, (i + 1) * 16_384))
+    : undefined;
+  const res = await httpsRequest({
+    port: options.port, path: options.path, ca: options.ca, headers,
+    ...(options.agent ? { agent: options.agent } : {}),
+    ...(chunks ? { chunks } : body !== undefined ? { body } : {}),
   });
+  const connection = res.headers.connection;
+  return { status: res.status, text: res.text, json: res.json as unknown, fingerprint256: res.fingerprint256, reusedSocket: res.reusedSocket, socket: res.socket, connection };
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
