@@ -2,10 +2,10 @@
 // tests send through the API server.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { binary, repoRoot } from '../support/binaries.js';
 import { runOk } from '../support/commands.js';
 import type { Json } from '../support/kube-rest.js';
+import { deepMerge, find, kindOf, nameOf, parseObjects } from '../support/manifests.js';
 import { testSecret } from '../support/secrets.js';
 
 export const chartDir = join(repoRoot, 'chart');
@@ -21,17 +21,6 @@ export function testValues(webhook: { url: string; caBundle: string }, extra: Js
     webhook: { url: webhook.url, caBundle: webhook.caBundle },
   }, extra);
 }
-
-export function deepMerge(base: Json, extra: Json): Json {
-  const out: Json = { ...base };
-  for (const [key, value] of Object.entries(extra)) {
-    const prior = out[key];
-    out[key] = isObject(prior) && isObject(value) ? deepMerge(prior, value) : value;
-  }
-  return out;
-}
-
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Writes values to a file in `dir` (so no credential appears on a command line) and returns its path. */
 export function writeValues(dir: string, name: string, values: Json): string {
@@ -55,7 +44,7 @@ export async function renderChart(options: RenderOptions): Promise<Json[]> {
     'template', options.release, chartDir, '--namespace', options.namespace, '-f', options.valuesFile,
     ...(options.extraArgs ?? []),
   ], { env: helmEnv(options.home) });
-  return parseAllDocuments(r.stdout).map((d) => d.toJS() as Json | null).filter((d): d is Json => isObject(d));
+  return parseObjects(r.stdout);
 }
 
 export function helmEnv(home: string): NodeJS.ProcessEnv {
@@ -65,17 +54,7 @@ export function helmEnv(home: string): NodeJS.ProcessEnv {
   };
 }
 
-export const kindOf = (o: Json): string => String(o.kind ?? '');
-export const nameOf = (o: Json): string => String((o.metadata as Json | undefined)?.name ?? '');
-
-export function findObject(objects: Json[], kind: string, name: string): Json {
-  const found = objects.find((o) => kindOf(o) === kind && nameOf(o) === name);
-  if (!found) {
-    const have = objects.map((o) => `${kindOf(o)}/${nameOf(o)}`).join(', ');
-    throw new Error(`the rendered chart has no ${kind} ${name} (it has: ${have})`);
-  }
-  return found;
-}
+export { deepMerge, kindOf, nameOf, find as findObject };
 
 /** A Pod as the controller of a Deployment/StatefulSet/Job would create it from its template. */
 export function podFromTemplate(workload: Json, namespace: string): Json {

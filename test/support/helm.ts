@@ -3,29 +3,14 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { binary, repoRoot } from './binaries.js';
 import { run, type CommandResult } from './commands.js';
-// A random credential (never printed; the end-of-suite scan finds any that is).
+import { deepMerge, find, isObject, kindOf, nameOf, parseObjects, type Json } from './manifests.js';
 import { testSecret } from './secrets.js';
 
-export { testSecret };
+export { deepMerge, find, isObject, kindOf, nameOf, parseObjects, testSecret, type Json };
 
 export const chartDir = join(repoRoot, 'chart');
-
-export type Json = { [key: string]: unknown };
-
-
-export const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-export function deepMerge(base: Json, extra: Json): Json {
-  const out: Json = { ...base };
-  for (const [key, value] of Object.entries(extra)) {
-    const prior = out[key];
-    out[key] = isObject(prior) && isObject(value) ? deepMerge(prior, value) : value;
-  }
-  return out;
-}
 
 /** The two values the chart requires, with fresh random secrets. */
 export function requiredValues(): { postgresql: { auth: { password: string } }; secrets: { difySecretKey: string } } {
@@ -68,10 +53,6 @@ export function template(values: Json, options: HelmOptions = {}): Promise<Comma
     '--namespace', options.namespace ?? 'dify', '-f', valuesFile(values), ...(options.args ?? [])]);
 }
 
-export function parseObjects(yamlText: string): Json[] {
-  return parseAllDocuments(yamlText).map((d) => d.toJS() as unknown).filter(isObject);
-}
-
 /** `helm template` that must succeed: the rendered objects and the raw text. */
 export async function render(values: Json, options: HelmOptions = {}): Promise<{ objects: Json[]; text: string }> {
   const r = await template(values, options);
@@ -81,16 +62,8 @@ export async function render(values: Json, options: HelmOptions = {}): Promise<{
 
 // ---- accessors ----
 
-export const kindOf = (o: Json): string => String(o.kind ?? '');
-export const nameOf = (o: Json): string => String((o.metadata as Json | undefined)?.name ?? '');
 export const labelsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.labels ?? {}) as Record<string, string>;
 export const annotationsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.annotations ?? {}) as Record<string, string>;
-
-export function find(objects: Json[], kind: string, name: string): Json {
-  const found = objects.find((o) => kindOf(o) === kind && nameOf(o) === name);
-  if (!found) throw new Error(`no ${kind} ${name} rendered (have: ${objects.map((o) => `${kindOf(o)}/${nameOf(o)}`).join(', ')})`);
-  return found;
-}
 
 export const ofKind = (objects: Json[], kind: string): Json[] => objects.filter((o) => kindOf(o) === kind);
 

@@ -1,8 +1,9 @@
 // A raw JSON client for the API server: objects travel as plain JSON (no typed model drops a field),
 // every patch type can be sent, and the response's Warning headers are kept for assertions.
 import { request } from 'node:https';
+import type { Json } from './manifests.js';
 
-export type Json = { [key: string]: unknown };
+export type { Json };
 
 export interface KubeResponse {
   status: number;
