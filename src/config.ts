@@ -12,7 +12,8 @@ import { contract } from './contract.js';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export interface GuardConfig {
+/** The process settings, plus the release name templates and Redis settings of GuardSettings (same keys). */
+export interface GuardConfig extends Omit<GuardSettings, 'forceMigrationDisabled' | 'injectCredentials'> {
   port: number;
   healthPort: number;
   bindAddress: string;
@@ -20,12 +21,6 @@ export interface GuardConfig {
   tlsKeyFile: string;
   bodyLimitBytes: number;
   logLevel: LogLevel;
-  postgresqlSecretTemplate: string;
-  postgresqlPvcTemplate: string;
-  redisHostTemplate: string;
-  redisPort: number;
-  redisSecretTemplate: string;
-  redisSecretKey: string;
   eventsEnabled: boolean;
   shutdownTimeoutSeconds: number;
   shutdownDelaySeconds: number;

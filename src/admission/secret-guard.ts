@@ -46,27 +46,18 @@ export function judgeSecretChange(change: SecretChange, settings: GuardSettings,
   const keysDifferAfter = operation !== 'DELETE' && newPasswords !== undefined && keysDiverge(newPasswords);
   if (keysDifferAfter && operation !== 'UPDATE') return diverge();
 
-  if (operation === 'DELETE') {
+  if (operation === 'DELETE' || operation === 'CREATE') {
     const state = pvcStateOf(pvc.namespace, pvc.name);
     if (state === 'absent') return { allowed: true, reason: 'NoPvc', warnings: [], pvc, audit: false };
-    // An unverifiable PVC is treated as present: the uninstall goes on, with the same trail.
+    // Allowed so that uninstall and reinstall work, an unverifiable PVC counted as present; audited,
+    // because a DELETE or a reinstall over old data is what explains a later 28P01.
+    const underPvc = operation === 'DELETE'
+      ? { reason: 'DeleteUnderPvc' as const, warning: secretWarnings.deleteUnderPvc(context) }
+      : { reason: 'CreateOverPvc' as const, warning: secretWarnings.createOverPvc(context) };
     return {
       allowed: true,
-      reason: state === 'present' ? 'DeleteUnderPvc' : 'PvcStateUnknown',
-      warnings: [state === 'present' ? secretWarnings.deleteUnderPvc(context) : secretWarnings.pvcStateUnknown(context)],
-      pvc,
-      audit: true,
-    };
-  }
-
-  if (operation === 'CREATE') {
-    const state = pvcStateOf(pvc.namespace, pvc.name);
-    if (state === 'absent') return { allowed: true, reason: 'NoPvc', warnings: [], pvc, audit: false };
-    // Audited: the record of a reinstall over old data explains a later 28P01.
-    return {
-      allowed: true,
-      reason: state === 'present' ? 'CreateOverPvc' : 'PvcStateUnknown',
-      warnings: [state === 'present' ? secretWarnings.createOverPvc(context) : secretWarnings.pvcStateUnknown(context)],
+      reason: state === 'present' ? underPvc.reason : 'PvcStateUnknown',
+      warnings: [state === 'present' ? underPvc.warning : secretWarnings.pvcStateUnknown(context)],
       pvc,
       audit: true,
     };
