@@ -24,6 +24,18 @@ if (install.status !== 0) {
 }
 const binDir = install.stdout.trim().split('\n').pop();
 
+// shellcheck (PyPI) and the real programs the chart configures (Debian's squid, nginx, redis-server,
+// PostgreSQL 15): installed here on a fresh machine, or the run stops with the command that fixes it.
+const prerequisites = spawnSync('bash', ['scripts/dev/prerequisites.sh'], {
+  cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8',
+});
+if (prerequisites.status !== 0) {
+  console.error('npm test: shellcheck or a real program the tests run could not be provided (see above); no test tier is skipped, so the run stops here.');
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
+const toolsBin = prerequisites.stdout.trim().split('\n').pop();
+
 // Everything the suite prints or logs is kept here and scanned for test passwords at the end
 // (test/support/secrets.ts, test/support/leak-scan.ts); the folder is gitignored and kept for reading.
 const captureDir = join(root, '.cache', 'test-capture');
@@ -40,7 +52,10 @@ console.log(typeFailures ? 'not ok - typecheck' : 'ok - typecheck');
 const args = ['--reporter=tap', ...process.argv.slice(2)];
 const child = spawn('tap', args, {
   cwd: root,
-  env: { ...process.env, DIFY_GUARD_BIN_DIR: binDir, DIFY_GUARD_CAPTURE_DIR: captureDir },
+  env: {
+    ...process.env, PATH: `${toolsBin}:${process.env.PATH}`,
+    DIFY_GUARD_BIN_DIR: binDir, DIFY_GUARD_TOOLS_BIN: toolsBin, DIFY_GUARD_CAPTURE_DIR: captureDir,
+  },
   stdio: ['ignore', 'pipe', 'pipe'],
 });
 let tail = '';

@@ -11,6 +11,7 @@ import { binary } from '../support/binaries.js';
 import type { CommandResult } from '../support/commands.js';
 import { chartDir, testSecret } from '../support/helm.js';
 import { captureOutput } from '../support/secrets.js';
+import { program } from '../support/programs.js';
 
 const script = join(chartDir, 'deploy.sh');
 const dir = mkdtempSync(join(tmpdir(), 'dify-deploy-test-'));
@@ -63,10 +64,10 @@ function deploy(args: string[], env: Env = {}): CommandResult {
 const helmCalled = (): boolean => existsSync(`${helmLog}.args`);
 const secrets = (): { POSTGRES_PASSWORD: string; DIFY_SECRET_KEY: string } => ({ POSTGRES_PASSWORD: testSecret(), DIFY_SECRET_KEY: testSecret() });
 
-t.test('shellcheck is clean (shellcheck must be installed: .ci/run installs it)', async (t) => {
-  const r = spawnSync('shellcheck', ['--shell=bash', '--severity=style', script], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+t.test('shellcheck is clean (scripts/dev/prerequisites.sh provides shellcheck)', async (t) => {
+  const r = spawnSync(program('shellcheck'), ['--shell=bash', '--severity=style', script], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
   if (r.error) {
-    t.fail(`shellcheck could not run (${r.error.message}): apt-get install -y shellcheck`);
+    t.fail(`shellcheck could not run (${r.error.message}): run scripts/dev/prerequisites.sh`);
     return;
   }
   t.equal(r.status, 0, r.stdout);
