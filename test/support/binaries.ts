@@ -1,4 +1,4 @@
-// Where the real kube-apiserver, etcd, kubectl and helm are. `npm test` provides them and sets
+// Where the real kube-apiserver, etcd, kubectl, helm and promtool are. `npm test` provides them and sets
 // DIFY_GUARD_BIN_DIR; a test file run on its own provides them the same way (never a skip).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -6,6 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+const BINARIES = ['kube-apiserver', 'etcd', 'kubectl', 'helm', 'promtool'] as const;
 
 let cached: string | undefined;
 
@@ -18,11 +20,11 @@ export function binDir(): string {
     });
     dir = out.trim().split('\n').pop() ?? '';
   }
-  for (const name of ['kube-apiserver', 'etcd', 'kubectl', 'helm']) {
+  for (const name of BINARIES) {
     if (!existsSync(join(dir, name))) throw new Error(`${name} is missing from ${dir}: run test/controlplane/binaries/install.sh`);
   }
   cached = dir;
   return dir;
 }
 
-export const binary = (name: 'kube-apiserver' | 'etcd' | 'kubectl' | 'helm'): string => join(binDir(), name);
+export const binary = (name: (typeof BINARIES)[number]): string => join(binDir(), name);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Provides kube-apiserver, kubectl, etcd and helm at the versions pinned in versions.env, built with
-# Go from the Go module proxy into a gitignored cache, and prints the folder that holds them on its
-# last line of standard output. Each component (kubernetes, etcd, helm) is cached under its own
+# Provides kube-apiserver, kubectl, etcd, helm and promtool at the versions pinned in versions.env, built
+# with Go from the Go module proxy into a gitignored cache, and prints the folder that holds them on its
+# last line of standard output. Each component (kubernetes, etcd, helm, prometheus) is cached under its own
 # version and rebuilt only when that pin changes; concurrent runs wait for one another (flock).
 #
 # DIFY_GUARD_TEST_ASSETS (or KUBEBUILDER_ASSETS) names a folder of existing binaries instead: they
@@ -15,7 +15,7 @@ root=$(cd "$here/../../.." && pwd)
 
 log() { printf '[binaries] %s\n' "$*" >&2; }
 die() { printf '[binaries] ERROR: %s\n' "$*" >&2; exit 1; }
-names=(kube-apiserver kubectl etcd helm)
+names=(kube-apiserver kubectl etcd helm promtool)
 
 assets=${DIFY_GUARD_TEST_ASSETS:-${KUBEBUILDER_ASSETS:-}}
 if [ -n "$assets" ]; then
@@ -34,14 +34,15 @@ exec 9>"$cache/.lock"
 flock 9
 
 # Each component is cached under its own version, so changing one pin rebuilds only that one; the
-# folder handed out links the three together.
+# folder handed out links them together.
 k8s_dir=$cache/kubernetes-$KUBERNETES_VERSION
 etcd_dir=$cache/etcd-$ETCD_VERSION
 # "-k8s": built with the Kubernetes version stamp (an older cache without it is not reused).
 helm_dir=$cache/helm-$HELM_VERSION-k8s
-out="$cache/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
+prom_dir=$cache/prometheus-$PROMETHEUS_VERSION
+out="$cache/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION-prometheus-$PROMETHEUS_VERSION"
 src="$cache/src"
-mkdir -p "$out" "$src" "$k8s_dir" "$etcd_dir" "$helm_dir"
+mkdir -p "$out" "$src" "$k8s_dir" "$etcd_dir" "$helm_dir" "$prom_dir"
 start=$(date +%s)
 
 # Binaries built by the first version of this script sit directly in $out: adopt them.
@@ -51,7 +52,7 @@ for pair in "kube-apiserver:$k8s_dir" "kubectl:$k8s_dir" "etcd:$etcd_dir" "helm:
 done
 
 need_go() {
-  command -v go >/dev/null || die "go is not installed: Go >= 1.26 is needed to build kube-apiserver, etcd and helm (or set DIFY_GUARD_TEST_ASSETS to a folder with them)"
+  command -v go >/dev/null || die "go is not installed: Go >= 1.26 is needed to build kube-apiserver, etcd, helm and promtool (or set DIFY_GUARD_TEST_ASSETS to a folder with them)"
   export CGO_ENABLED=0 GOFLAGS=-mod=mod
 }
 
@@ -121,6 +122,19 @@ build_helm() {
   mv "$tmp/helm" "$helm_dir/helm" && rmdir "$tmp"
 }
 
+build_promtool() {
+  need_go
+  local tmp release pkg=github.com/prometheus/prometheus
+  log "building promtool $PROMETHEUS_VERSION (a cold build downloads a large module graph)"
+  tmp=$(mktemp -d "$prom_dir/.build.XXXXXX")
+  # Prometheus 3.x is published as Go module v0.3MM.P for release 3.MM.P; promu stamps the release so.
+  release=${PROMETHEUS_VERSION#v0.}
+  release="${release:0:1}.$((10#${release:1:2})).${release#*.}"
+  GOBIN="$tmp" go install -trimpath -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+    "$pkg/cmd/promtool@$PROMETHEUS_VERSION"
+  mv "$tmp/promtool" "$prom_dir/promtool" && rmdir "$tmp"
+}
+
 # A cached binary that does not run (a broken build, another machine's) is rebuilt.
 runs() { [ -x "$1" ] && "$@" >/dev/null 2>&1; }
 
@@ -128,16 +142,19 @@ built=0
 { runs "$k8s_dir/kube-apiserver" --version && runs "$k8s_dir/kubectl" version --client; } || { build_kubernetes; built=1; }
 runs "$etcd_dir/etcd" --version || { build_etcd; built=1; }
 runs "$helm_dir/helm" version --short || { build_helm; built=1; }
+runs "$prom_dir/promtool" --version || { build_promtool; built=1; }
 
 "$k8s_dir/kube-apiserver" --version >/dev/null 2>&1 || die "$k8s_dir/kube-apiserver was built but does not run"
 "$k8s_dir/kubectl" version --client >/dev/null 2>&1 || die "$k8s_dir/kubectl was built but does not run"
 "$etcd_dir/etcd" --version >/dev/null 2>&1 || die "$etcd_dir/etcd was built but does not run"
 "$helm_dir/helm" version --short >/dev/null 2>&1 || die "$helm_dir/helm was built but does not run"
+"$prom_dir/promtool" --version >/dev/null 2>&1 || die "$prom_dir/promtool was built but does not run"
 ln -sfn "../kubernetes-$KUBERNETES_VERSION/kube-apiserver" "$out/kube-apiserver"
 ln -sfn "../kubernetes-$KUBERNETES_VERSION/kubectl" "$out/kubectl"
 ln -sfn "../etcd-$ETCD_VERSION/etcd" "$out/etcd"
 ln -sfn "../helm-$HELM_VERSION-k8s/helm" "$out/helm"
+ln -sfn "../prometheus-$PROMETHEUS_VERSION/promtool" "$out/promtool"
 for n in "${names[@]}"; do [ -x "$out/$n" ] || die "$n is missing from $out"; done
 if [ "$built" = 1 ]; then what=cold; else what=warm; fi
-log "$what set-up: $(( $(date +%s) - start )) s (kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION)"
+log "$what set-up: $(( $(date +%s) - start )) s (kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION, promtool $PROMETHEUS_VERSION)"
 printf '%s\n' "$out"
