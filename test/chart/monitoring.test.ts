@@ -19,7 +19,8 @@ import {
 const release = 'dify';
 const namespace = 'dify';
 const guardName = expandName(contract.names.guard, release);
-const ALL_ON = { monitoring: { serviceMonitor: { enabled: true }, prometheusRule: { enabled: true }, grafanaDashboard: { enabled: true } } };
+const on = { enabled: true };
+const ALL_ON = { monitoring: { serviceMonitor: on, prometheusRule: on, grafanaDashboard: on } };
 const fixture = join(repoRoot, 'test/fixtures/monitoring/dify-guard-alerts.promtool.yaml');
 const readme = readFileSync(join(chartDir, 'README.md'), 'utf8');
 
@@ -78,7 +79,8 @@ async function promtool(groups: RuleGroup[], args: (files: { rules: string; test
 
 /** The metric names a PromQL expression reads: every name before a `{` and every dify_guard_ name. */
 function metricsIn(promql: string): string[] {
-  const names = [...promql.matchAll(/([A-Za-z_:][A-Za-z0-9_:]*)\s*\{/g), ...promql.matchAll(/\b(dify_guard_[A-Za-z0-9_]+)/g)].map((m) => m[1]!);
+  const selected = promql.matchAll(/([A-Za-z_:][A-Za-z0-9_:]*)\s*\{/g);
+  const names = [...selected, ...promql.matchAll(/\b(dify_guard_[A-Za-z0-9_]+)/g)].map((m) => m[1]!);
   return [...new Set(names)];
 }
 
@@ -93,13 +95,27 @@ function metricOf(series: string): string | undefined {
   return knownMetrics.get(base) === 'histogram' ? base : undefined;
 }
 
+/**
+ * The labels an expression groups or matches dify-guard metrics by (`sum by (x)` and `{x="..."}`), checked against
+ * METRIC_SPECS; the target labels that Prometheus adds (job, namespace) and metrics not yet in METRIC_SPECS are skipped.
+ */
+function labelsUsed(promql: string): { metric: string; name: string; known: boolean }[] {
+  const specs = Object.values(METRIC_SPECS) as { name: string; labels: readonly string[] }[];
+  const spec = specs.find((s) => metricsIn(promql).includes(s.name));
+  if (!spec) return [];
+  const grouped = [...promql.matchAll(/\bby \(([^)]*)\)/g)].flatMap((m) => m[1]!.split(',').map((l) => l.trim()));
+  const matched = [...promql.matchAll(/([a-z_]+)=~?"/g)].map((m) => m[1]!);
+  return [...new Set([...grouped, ...matched])].filter((l) => !['job', 'namespace'].includes(l))
+    .map((name) => ({ metric: spec.name, name, known: spec.labels.includes(name) }));
+}
+
 t.test('a default install renders none of the monitoring objects; each switch renders only its own', async (t) => {
   const plain = (await render(requiredValues(), { release, namespace })).objects;
   t.same(ofKind(plain, 'ServiceMonitor'), []);
   t.same(ofKind(plain, 'PrometheusRule'), []);
   t.notOk(ofKind(plain, 'ConfigMap').some((c) => labelsOf(c).grafana_dashboard), 'no dashboard ConfigMap');
   for (const key of ['serviceMonitor', 'prometheusRule', 'grafanaDashboard'] as const) {
-    const objects = (await render(deepMerge(requiredValues(), { monitoring: { [key]: { enabled: true } } }), { release, namespace })).objects;
+    const objects = (await render(deepMerge(requiredValues(), { monitoring: { [key]: on } }), { release, namespace })).objects;
     t.equal(ofKind(objects, 'ServiceMonitor').length, key === 'serviceMonitor' ? 1 : 0, `${key}: ServiceMonitor`);
     t.equal(ofKind(objects, 'PrometheusRule').length, key === 'prometheusRule' ? 1 : 0, `${key}: PrometheusRule`);
     t.equal(ofKind(objects, 'ConfigMap').filter((c) => labelsOf(c).grafana_dashboard === '1').length, key === 'grafanaDashboard' ? 1 : 0,
@@ -146,7 +162,8 @@ t.test('thresholds, durations and severities come from values: the unit tests wr
 });
 
 t.test('seriesSelector replaces the ServiceMonitor job and namespace in every expression', async (t) => {
-  const groups = groupsOf(await renderMonitoring({ monitoring: { prometheusRule: { seriesSelector: 'job="kubernetes-pods",app="dify-guard"' } } }));
+  const seriesSelector = 'job="kubernetes-pods",app="dify-guard"';
+  const groups = groupsOf(await renderMonitoring({ monitoring: { prometheusRule: { seriesSelector } } }));
   for (const a of alertsOf(groups)) {
     t.match(a.expr, /\{job="kubernetes-pods",app="dify-guard"[,}]/, a.alert);
     t.notMatch(a.expr, new RegExp(`job="${guardName}"`), a.alert);
@@ -161,15 +178,18 @@ t.test('every alert reads only dify-guard metrics, has a severity, and tells the
     for (const series of metricsIn(a.expr)) {
       t.ok(metricOf(series) ?? PROMETHEUS_SERIES.includes(series), `${a.alert}: ${series} is a dify-guard metric or a Prometheus series`);
     }
+    for (const label of labelsUsed(a.expr)) t.ok(label.known, `${a.alert}: ${label.metric} has the label ${label.name}`);
     t.match(a.expr, new RegExp(`job="${guardName}",namespace="${namespace}"`), `${a.alert}: scoped to this release's dify-guard`);
     t.ok(a.labels.severity, `${a.alert}: severity`);
     t.ok(a.annotations.summary, `${a.alert}: summary`);
-    t.match(a.annotations.description, new RegExp(`\`kubectl [a-z]+ [^\`]*-n ${namespace}|\`kubectl get events -A`), `${a.alert}: a kubectl command`);
+    const command = new RegExp(`\`kubectl [a-z]+ [^\`]*-n ${namespace}|\`kubectl get events -A`);
+    t.match(a.annotations.description, command, `${a.alert}: a kubectl command`);
     t.ok(readme.includes(`#### ${a.alert}`), `${a.alert}: a runbook section in chart/README.md`);
   }
-  const runbook = await renderMonitoring({ monitoring: { prometheusRule: { runbookBaseUrl: 'https://git.example/dify/chart/README.md' } } });
+  const runbookBaseUrl = 'https://git.example/dify/chart/README.md';
+  const runbook = await renderMonitoring({ monitoring: { prometheusRule: { runbookBaseUrl } } });
   for (const a of alertsOf(groupsOf(runbook))) {
-    t.equal(a.annotations.runbook_url, `https://git.example/dify/chart/README.md#${a.alert.toLowerCase()}`, a.alert);
+    t.equal(a.annotations.runbook_url, `${runbookBaseUrl}#${a.alert.toLowerCase()}`, a.alert);
   }
   t.notOk(alerts.some((a) => a.annotations.runbook_url), 'no runbook_url without a base URL');
 });
@@ -195,11 +215,13 @@ t.test('the ServiceMonitor scrapes the dify-guard Service on its metrics port, a
   const port = ((find(objects, 'Service', guardName).spec as Json).ports as { name: string; port: number; targetPort: string }[])
     .find((p) => p.name === endpoint.port);
   t.equal(port?.port, contract.webhook.healthPort, `Service port ${endpoint.port} is the health/metrics port`);
-  const containerPorts = containersOf(find(objects, 'Deployment', guardName)).flatMap((c) => (c.ports ?? []) as { name: string; containerPort: number }[]);
-  t.equal(containerPorts.find((p) => p.name === port?.targetPort)?.containerPort, contract.webhook.healthPort, 'and reaches the container there');
+  const containerPorts = containersOf(find(objects, 'Deployment', guardName))
+    .flatMap((c) => (c.ports ?? []) as { name: string; containerPort: number }[]);
+  const target = containerPorts.find((p) => p.name === port?.targetPort);
+  t.equal(target?.containerPort, contract.webhook.healthPort, 'and reaches the container there');
   t.same(labelsOf(monitor), { ...labelsOf(find(objects, 'Service', guardName)) }, 'labelled as dify-guard');
   const labelled = await renderMonitoring({ monitoring: { serviceMonitor: { labels: { release: 'kube-prometheus-stack' } } } });
-  t.equal(labelsOf(find(labelled, 'ServiceMonitor', guardName)).release, 'kube-prometheus-stack', 'extra labels for serviceMonitorSelector');
+  t.equal(labelsOf(find(labelled, 'ServiceMonitor', guardName)).release, 'kube-prometheus-stack', 'extra labels');
 });
 
 t.test('the Grafana dashboard parses and queries only metrics that dify-guard exports', async (t) => {
@@ -216,7 +238,9 @@ t.test('the Grafana dashboard parses and queries only metrics that dify-guard ex
   t.ok(queried.size > 0);
   for (const series of queried) t.ok(metricOf(series), `${series} is exported by dify-guard (src/metrics.ts)`);
   const read = new Set([...queried].map((s) => metricOf(s)));
-  for (const key of ['requests', 'requestDuration', 'denials', 'pvcCacheSynced', 'pvcCacheAge', 'eventEmissionFailures', 'certificateReloads'] as const) {
+  const panels = ['requests', 'requestDuration', 'denials', 'pvcCacheSynced', 'pvcCacheAge', 'eventEmissionFailures',
+    'certificateReloads'] as const;
+  for (const key of panels) {
     t.ok(read.has(METRIC_NAMES[key]), `a panel reads ${METRIC_NAMES[key]}`);
   }
   for (const name of AWAITED_COUNTERS) t.ok(read.has(name), `a panel reads ${name}`);
@@ -228,14 +252,14 @@ t.test('monitoring without this release\'s in-cluster dify-guard is refused with
   for (const webhook of [{ enabled: false }, { url: 'https://10.0.0.5:8443', caBundle: 'Q0E=' }]) {
     const r = await template(deepMerge(deepMerge(requiredValues(), ALL_ON), { webhook }), { release, namespace });
     t.not(r.status, 0, JSON.stringify(webhook));
-    t.match(r.stderr, /monitoring\.serviceMonitor \/ prometheusRule \/ grafanaDashboard watch the dify-guard that this release runs in the cluster/);
+    t.match(r.stderr, /monitoring\.serviceMonitor \/ prometheusRule \/ grafanaDashboard watch the dify-guard that this release runs/);
   }
 });
 
 t.test('the schema refuses typos and malformed durations under monitoring', async (t) => {
   for (const [values, pattern] of [
     [{ monitoring: { serviceMonitor: { enable: true } } }, /additional properties 'enable' not allowed/],
-    [{ monitoring: { prometheusRule: { alerts: { unavailable: { for: '5 minutes' } } } } }, /\/monitoring\/prometheusRule\/alerts\/unavailable\/for/],
+    [{ monitoring: { prometheusRule: { alerts: { unavailable: { for: '5 minutes' } } } } }, /\/prometheusRule\/alerts\/unavailable\/for/],
     [{ monitoring: { prometheusRule: { alerts: { secretChangesDenied: { threshold: -1 } } } } }, /secretChangesDenied\/threshold/],
     [{ monitoring: { prometheusRule: { seriesSelector: '{job="x"}' } } }, /\/monitoring\/prometheusRule\/seriesSelector/],
   ] as const) {
