@@ -17,7 +17,7 @@ import { captureLog, eventually } from '../server/support.js';
 const NS = 'pvc-cache-test';
 const PVC = 'data-dify-postgresql-0';
 
-/** A KubeConfig for a user bound to exactly the ClusterRole dify-guard needs (DESIGN/brief: RBAC). */
+/** A KubeConfig for a user bound to exactly the ClusterRole dify-guard needs (least privilege: SECURITY.md). */
 async function guardKubeConfig(cp: ControlPlane): Promise<KubeConfig> {
   const admin = cp.rest();
   await admin.ok('POST', '/apis/rbac.authorization.k8s.io/v1/clusterroles', {

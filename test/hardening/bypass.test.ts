@@ -1,5 +1,5 @@
 // Attempts to get around the PostgreSQL Secret guard through a real API server, each checked for
-// what the client sees, what is stored afterwards and dify-guard's audit line. What DESIGN.md allows
+// what the client sees, what is stored afterwards and dify-guard's audit line. What docs/rules.md allows
 // (delete then re-create) is asserted as allowed with its warnings, and what the webhook leaves out by
 // design (a Secret of the guarded name re-created without the guard labels, or labelled for another
 // release) is recorded as it behaves today.

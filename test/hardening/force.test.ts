@@ -1,7 +1,7 @@
 // The `--force` flags of kubectl against the PostgreSQL Secret guard, with the real kubectl through a
 // real API server. `kubectl apply --force` re-creates an object only when its patch fails with a
 // Conflict or Invalid (422); dify-guard refuses with 403 Forbidden, so nothing is re-created.
-// `kubectl replace --force` deletes and re-creates from the start: DESIGN.md allows both steps
+// `kubectl replace --force` deletes and re-creates from the start: docs/rules.md allows both steps
 // (so that `helm uninstall` and a reinstall over kept data work), each with a warning and an audit
 // record. That is a documented route around the guard (SECURITY.md), asserted here as such.
 import { Buffer } from 'node:buffer';
