@@ -116,7 +116,8 @@ t.test('the checker itself: dangling references, wrong anchors and outside notes
 });
 
 t.test('GitHub anchors: lowercase, punctuation dropped, spaces to hyphens, repeats numbered', async (t) => {
-  const anchors = anchorsOf('# dify-guard: rules\n## What a default install gives\n## `DB_PASSWORD` & co.\n## Notes\n## Notes\n```\n# not a heading\n```\n');
+  const markdown = '# dify-guard: rules\n## What a default install gives\n## `DB_PASSWORD` & co.\n## Notes\n## Notes\n';
+  const anchors = anchorsOf(`${markdown}\`\`\`\n# not a heading\n\`\`\`\n`);
   t.same([...anchors], ['dify-guard-rules', 'what-a-default-install-gives', 'db_password--co', 'notes', 'notes-1']);
 });
 
