@@ -9,7 +9,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { binary } from '../support/binaries.js';
 import { run, runOk, waitFor, type CommandResult, type RunOptions } from '../support/commands.js';
 import { reservePorts, type ReservedPort } from '../support/ports.js';
-import { ManagedProcess, trackTempDir } from '../support/processes.js';
+import { ManagedProcess, trackTempDir, type TeardownHost } from '../support/processes.js';
 import { KubeRest } from '../support/kube-rest.js';
 import { generateControlPlanePki, issueClientCert, type ControlPlanePki } from './pki.js';
 
@@ -23,11 +23,6 @@ export interface AuditEvent {
   objectRef?: { resource?: string; namespace?: string; name?: string; apiGroup?: string; subresource?: string };
   responseStatus?: { code?: number; message?: string; reason?: string; status?: string };
   annotations?: Record<string, string>;
-}
-
-/** Anything with tap's `t.teardown`, so the harness stops even when a test fails. */
-export interface TeardownHost {
-  teardown(fn: () => unknown): void;
 }
 
 // Metadata for Secrets (every verb), and for every write elsewhere; reads, health probes and the

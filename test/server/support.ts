@@ -15,10 +15,7 @@ import type { AuditRecord, AuditSink } from '../../src/audit/audit-trail.js';
 import { buildServer, type DifyGuardServer, type ServerOptions } from '../../src/server.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import { repoRoot } from '../support/binaries.js';
-
-export interface TeardownHost {
-  teardown(fn: () => unknown): void;
-}
+import type { TeardownHost } from '../support/processes.js';
 
 export interface CertDir {
   dir: string;
