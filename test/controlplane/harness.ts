@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { binary } from '../support/binaries.js';
+import { helmEnv } from '../support/helm-env.js';
 import { run, runOk, waitFor, type CommandResult, type RunOptions } from '../support/commands.js';
 import { reservePorts, type ReservedPort } from '../support/ports.js';
 import { ManagedProcess, trackTempDir, type TeardownHost } from '../support/processes.js';
@@ -208,9 +209,7 @@ export class ControlPlane {
 
   /** The environment for kubectl, helm or dify-guard to reach this API server as admin. */
   env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-    return { ...process.env, KUBECONFIG: this.kubeconfigPath, HOME: this.dir, ...extra,
-      HELM_CACHE_HOME: join(this.dir, 'helm/cache'), HELM_CONFIG_HOME: join(this.dir, 'helm/config'),
-      HELM_DATA_HOME: join(this.dir, 'helm/data') };
+    return helmEnv(this.dir, { KUBECONFIG: this.kubeconfigPath, HOME: this.dir, ...extra });
   }
 
   kubectl(args: string[], options: RunOptions = {}): Promise<CommandResult> {

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { binary, repoRoot } from './binaries.js';
 import { run, type CommandResult } from './commands.js';
+import { helmEnv } from './helm-env.js';
 import { deepMerge, find, isObject, kindOf, nameOf, parseObjects, type Json } from './manifests.js';
 import { testSecret } from './secrets.js';
 
@@ -30,12 +31,8 @@ const home = mkdtempSync(join(tmpdir(), 'dify-chart-test-'));
 process.once('exit', () => rmSync(home, { recursive: true, force: true }));
 let valuesCount = 0;
 
-export const helmEnv = (): NodeJS.ProcessEnv => ({
-  ...process.env,
-  HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data'),
-  // No cluster: helm must never reach one from these tests.
-  KUBECONFIG: join(home, 'no-kubeconfig'),
-});
+// No cluster: helm must never reach one from these tests.
+const noClusterEnv = (): NodeJS.ProcessEnv => helmEnv(home, { KUBECONFIG: join(home, 'no-kubeconfig') });
 
 export function valuesFile(values: Json): string {
   const file = join(home, `values-${++valuesCount}.json`);
@@ -44,7 +41,7 @@ export function valuesFile(values: Json): string {
 }
 
 export function helm(args: string[]): Promise<CommandResult> {
-  return run(binary('helm'), args, { env: helmEnv(), timeoutMs: 60_000 });
+  return run(binary('helm'), args, { env: noClusterEnv(), timeoutMs: 60_000 });
 }
 
 /** `helm template`, whatever its outcome (for the failure tests). */
