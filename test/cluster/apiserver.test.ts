@@ -12,7 +12,8 @@ import { PvcCache, pvcSourceFor } from '../../src/cluster/pvc-cache.js';
 import { startControlPlane, type ControlPlane } from '../controlplane/harness.js';
 import { issueClientCert } from '../controlplane/pki.js';
 import { paths } from '../support/kube-rest.js';
-import { captureLog, eventually } from '../server/support.js';
+import { captureLog } from '../server/support.js';
+import { eventually } from '../support/commands.js';
 
 const NS = 'pvc-cache-test';
 const PVC = 'data-dify-postgresql-0';

@@ -161,12 +161,3 @@ export function postReview(port: number, path: string, ca: string | Buffer, revi
     port, path, ca, body: JSON.stringify(review), headers: { 'content-type': 'application/json' }, ...(agent ? { agent } : {}),
   });
 }
-
-/** Polls until `probe` returns true (for state that changes in the background), failing after `timeoutMs`. */
-export async function eventually(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
