@@ -8,6 +8,7 @@ import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings, type GuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject, PvcState, SecretChange, SecretDecision } from '../../src/admission/types.js';
 import { fixtureNames, loadReview, sensitiveStringsOf } from '../support/fixtures.js';
+import { labelsOf } from '../support/manifests.js';
 
 const settings = defaultGuardSettings;
 const NAMESPACE = 'dify';
@@ -36,8 +37,6 @@ function judge(change: SecretChange, state: PvcState, s: GuardSettings = setting
 }
 
 const dataOf = (secret: JsonObject | null): Record<string, string> => (secret?.data ?? {}) as Record<string, string>;
-const labelsOf = (secret: JsonObject | null): Record<string, string> =>
-  ((secret?.metadata as JsonObject).labels ?? {}) as Record<string, string>;
 const setPassword = (secret: JsonObject | null, plain: string, keys: readonly string[] = PASSWORD_KEYS): void => {
   for (const key of keys) dataOf(secret)[key] = b64(plain);
 };

@@ -15,6 +15,7 @@ import type { AuditEvent } from '../controlplane/harness.js';
 import { binary } from '../support/binaries.js';
 import { run, waitFor, type CommandResult } from '../support/commands.js';
 import { paths, type Json, type KubeResponse, type KubeRest } from '../support/kube-rest.js';
+import { labelsOf } from '../support/manifests.js';
 
 const stack = await startStack(t, 'bypass');
 const { cp, guard, rest } = stack;
@@ -57,7 +58,6 @@ const difyElsewhere = await installSecret('dify', 'dify-elsewhere', false);
 
 const secretPath = (r: Release): string => paths.secret(r.namespace, r.secret);
 const stored = (r: Release): Promise<Json> => rest.ok('GET', secretPath(r));
-const labelsOf = (o: Json): Record<string, string> => ((o.metadata as Json).labels ?? {}) as Record<string, string>;
 const escapePointer = (key: string): string => key.replaceAll('~', '~0').replaceAll('/', '~1');
 
 /** True when both password keys of the stored Secret decode to `password` (compared here, never shown). */

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { binary, repoRoot } from './binaries.js';
 import { run, type CommandResult } from './commands.js';
 import { helmEnv } from './helm-env.js';
-import { deepMerge, find, isObject, kindOf, nameOf, parseObjects, type Json } from './manifests.js';
+import { deepMerge, find, isObject, kindOf, labelsOf, nameOf, parseObjects, type Json } from './manifests.js';
 import { testSecret } from './secrets.js';
 
-export { deepMerge, find, isObject, kindOf, nameOf, parseObjects, testSecret, type Json };
+export { deepMerge, find, isObject, kindOf, labelsOf, nameOf, parseObjects, testSecret, type Json };
 
 export const chartDir = join(repoRoot, 'chart');
 
@@ -59,7 +59,6 @@ export async function render(values: Json, options: HelmOptions = {}): Promise<{
 
 // ---- accessors ----
 
-export const labelsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.labels ?? {}) as Record<string, string>;
 export const annotationsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.annotations ?? {}) as Record<string, string>;
 
 export const ofKind = (objects: Json[], kind: string): Json[] => objects.filter((o) => kindOf(o) === kind);

@@ -21,6 +21,12 @@ export function parseObjects(yamlText: string): Json[] {
 }
 
 export const kindOf = (o: Json): string => String(o.kind ?? '');
+
+/** An object's labels: its own map when it has one (so a test can edit it in place), else an empty one. */
+export function labelsOf(object: Json | null | undefined): Record<string, string> {
+  const labels = isObject(object?.metadata) ? object.metadata.labels : undefined;
+  return (isObject(labels) ? labels : {}) as Record<string, string>;
+}
 export const nameOf = (o: Json): string => String((o.metadata as Json | undefined)?.name ?? '');
 
 export function find(objects: Json[], kind: string, name: string): Json {
