@@ -12,6 +12,7 @@ import { PvcCache, pvcSourceFor } from '../../src/cluster/pvc-cache.js';
 import { startControlPlane, type ControlPlane } from '../controlplane/harness.js';
 import { issueClientCert } from '../controlplane/pki.js';
 import { paths } from '../support/kube-rest.js';
+import { pvcManifest } from '../support/manifests.js';
 import { captureLog } from '../server/support.js';
 import { eventually } from '../support/commands.js';
 
@@ -48,10 +49,7 @@ async function guardKubeConfig(cp: ControlPlane): Promise<KubeConfig> {
   return kc;
 }
 
-const pvcBody = (name: string) => ({
-  metadata: { name },
-  spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-});
+const pvcBody = (name: string) => pvcManifest(name);
 
 t.test('against a real API server', async (t) => {
   const cp = await startControlPlane(t, { name: 'cluster' });

@@ -15,7 +15,7 @@ import type { AuditEvent } from '../controlplane/harness.js';
 import { binary } from '../support/binaries.js';
 import { run, waitFor, type CommandResult } from '../support/commands.js';
 import { paths, type Json, type KubeResponse, type KubeRest } from '../support/kube-rest.js';
-import { labelsOf } from '../support/manifests.js';
+import { labelsOf, pvcManifest } from '../support/manifests.js';
 
 const stack = await startStack(t, 'bypass');
 const { cp, guard, rest } = stack;
@@ -40,10 +40,8 @@ async function installSecret(release: string, namespace: string, withPvc: boolea
   const chartSecret = findObject(await renderChart({ release, namespace, valuesFile, home: cp.dir }), 'Secret', secret);
   const pvc = expandName(contract.names.postgresqlPvc, release);
   if (withPvc) {
-    const res = await rest.create(paths.pvcs(namespace), {
-      metadata: { name: pvc, labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql } },
-      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-    });
+    const labels = { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql };
+    const res = await rest.create(paths.pvcs(namespace), pvcManifest(pvc, { labels }));
     if (res.status !== 201) throw new Error(`PVC ${namespace}/${pvc}: ${res.status}`);
   }
   const res = await rest.create(paths.secrets(namespace), chartSecret);
@@ -408,9 +406,7 @@ t.test('a PVC being deleted (Terminating, held by its finalizer) still blocks a 
   const pvc = await rest.ok('GET', paths.pvc(teamB.namespace, teamB.pvc));
   t.ok((pvc.metadata as Json).deletionTimestamp, 'the PVC is Terminating (pvc-protection keeps it while no controller runs)');
   // The cluster-wide watch delivers in order: once a later PVC is seen, the Terminating update was seen before it.
-  const later = await rest.create(paths.pvcs(difyElsewhere.namespace), {
-    metadata: { name: difyElsewhere.pvc }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-  });
+  const later = await rest.create(paths.pvcs(difyElsewhere.namespace), pvcManifest(difyElsewhere.pvc));
   t.equal(later.status, 201);
   await waitFor('dify-guard to see the later PVC', async () => ((await dryRunChange(difyElsewhere)) === 403 ? true : undefined), { timeoutMs: 30_000 });
   const user = 'terminating-pvc';

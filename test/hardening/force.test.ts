@@ -14,6 +14,7 @@ import { SECRET_WEBHOOK, auditLines, ensureNamespace, startStack } from '../cont
 import { binary } from '../support/binaries.js';
 import { run, waitFor, type RunOptions } from '../support/commands.js';
 import { paths, type Json } from '../support/kube-rest.js';
+import { pvcManifest } from '../support/manifests.js';
 
 const release = 'dify';
 const namespace = 'dify';
@@ -51,10 +52,8 @@ const kubectl = (user: string, args: string[], options: RunOptions = {}) =>
   run(binary('kubectl'), [...args, '-n', namespace, `--as=${user}`, '--as-group=system:masters'], { env: cp.env(), ...options });
 
 t.before(async () => {
-  const pvc = await rest.create(paths.pvcs(namespace), {
-    metadata: { name: pvcName, labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql } },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-  });
+  const labels = { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql };
+  const pvc = await rest.create(paths.pvcs(namespace), pvcManifest(pvcName, { labels }));
   if (pvc.status !== 201) throw new Error(`PVC: ${pvc.status}`);
   const secret = await rest.create(paths.secrets(namespace), chartSecret);
   if (secret.status !== 201) throw new Error(`Secret: ${secret.status} ${String(secret.body.message)}`);
