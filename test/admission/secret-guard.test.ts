@@ -124,7 +124,7 @@ t.test('password change: PVC absent -> allowed; PVC state unknown -> refused, fa
   t.match(unknown.decision.message, PVC);
 });
 
-t.test('diverging keys: UPDATE leaving the two keys with different values is denied, whatever the PVC; under the PVC the refusal names it', async (t) => {
+t.test('diverging keys: UPDATE leaving the two keys different is denied, whatever the PVC; under the PVC the refusal names it', async (t) => {
   const diverging = [
     changeOf('secret-postgresql-update-unchanged', (c) => setPassword(c.newSecret, 'Only-One-Key-5544', [SECRET_KEYS.password])),
     changeOf('secret-postgresql-update-unchanged', (c) => setPassword(c.newSecret, 'Only-One-Key-5544', [SECRET_KEYS.postgresPassword])),
