@@ -19,6 +19,7 @@ import { binary, repoRoot } from '../test/support/binaries.js';
 import { waitFor } from '../test/support/commands.js';
 import { loadReview } from '../test/support/fixtures.js';
 import { paths } from '../test/support/kube-rest.js';
+import { pvcManifest } from '../test/support/manifests.js';
 import { reservePort } from '../test/support/ports.js';
 import { ManagedProcess } from '../test/support/processes.js';
 import { runApiServerView } from './lib/apiserver-view.js';
@@ -184,10 +185,7 @@ async function main(): Promise<void> {
     const rest = cp.rest();
     // The fixtures' Secret lives in namespace dify of release dify: its PVC exists, so a password change is denied.
     await rest.create(paths.namespaces, { metadata: { name: 'dify' } });
-    await rest.create(paths.pvcs('dify'), {
-      metadata: { name: expandName(contract.names.postgresqlPvc, RELEASE) },
-      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-    });
+    await rest.create(paths.pvcs('dify'), pvcManifest(expandName(contract.names.postgresqlPvc, RELEASE)));
     const kubeconfig = guardKubeconfig(cp);
     const guardProbeFile = join(cp.dir, 'probe-dify-guard.json');
     guard = await startGuard(cp, kubeconfig, guardProbeFile);

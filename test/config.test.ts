@@ -22,7 +22,7 @@ t.test('with nothing set, every setting has its default', async (t) => {
   t.same(result.settings, defaultGuardSettings, 'the decisions get the default GuardSettings');
 });
 
-t.test('the brief\'s settings exist with their defaults', async (t) => {
+t.test('the documented settings exist with their defaults', async (t) => {
   const byEnv = Object.fromEntries(SETTING_KEYS.map((key) => [SETTINGS[key].env, SETTINGS[key].default]));
   t.match(byEnv, {
     DIFY_GUARD_PORT: 8443, DIFY_GUARD_HEALTH_PORT: 8080,

@@ -12,6 +12,7 @@ import { registerWebhooks } from '../../test/controlplane/webhooks.js';
 import { waitFor } from '../../test/support/commands.js';
 import { loadObject } from '../../test/support/fixtures.js';
 import { paths, type Json, type KubeRest } from '../../test/support/kube-rest.js';
+import { pvcManifest } from '../../test/support/manifests.js';
 import { ADMISSION_PATHS, podEnvBinding, podEnvPolicy, secretGuardBinding, secretGuardPolicy } from './policies.js';
 import { classifyCalls, deltaOf, type ServerProbe } from './probe.js';
 import { summarizeSamples, type LatencySummary } from './stats.js';
@@ -74,11 +75,7 @@ function postgresqlSecret(namespace: string): Json {
 }
 
 function postgresqlPvc(namespace: string): Json {
-  return {
-    apiVersion: 'v1', kind: 'PersistentVolumeClaim',
-    metadata: { name: expandName(contract.names.postgresqlPvc, RELEASE), namespace, labels },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-  };
+  return pvcManifest(expandName(contract.names.postgresqlPvc, RELEASE), { namespace, labels });
 }
 
 function benchPod(): Json {

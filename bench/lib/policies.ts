@@ -112,7 +112,7 @@ export function podEnvBinding(namespace: string): Json {
   };
 }
 
-/** admission-webhook-anchors.md §1 VAP: paramKind PersistentVolumeClaim, parameterNotFoundAction Allow. */
+/** A ValidatingAdmissionPolicy (Kubernetes docs, parameter resources): paramKind PersistentVolumeClaim, parameterNotFoundAction Allow. */
 export function secretGuardPolicy(): Json {
   const release = `oldObject.metadata.labels[${q(LABELS.instance)}]`;
   const secretName = contract.names.postgresqlSecret.split(RELEASE).map((part, i) => (i === 0 ? (part ? q(part) : '') : `${release}${part ? ` + ${q(part)}` : ''}`)).filter(Boolean).join(' + ');

@@ -169,7 +169,7 @@ Renders nothing when disabled.
 {{- end -}}
 
 {{/*
-DESIGN rule 3 at render time (helm install/upgrade; lookup is empty under helm template): while the
+docs/rules.md#postgresql-secret-rules at render time (helm install/upgrade; lookup is empty under helm template): while the
 PostgreSQL PVC exists, the password must stay the one in the existing Secret. When this release's
 dify-guard webhook is registered, dify-guard refuses the change itself (with its audit trail). When it
 is not (a reinstall after `helm uninstall`: Helm creates webhook configurations after the kept Secret

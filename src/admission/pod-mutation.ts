@@ -1,4 +1,4 @@
-// The Pods rules of DESIGN.md: Dify pods never migrate by themselves and never carry database or
+// The rules of docs/rules.md#pod-rules: Dify pods never migrate by themselves and never carry database or
 // Redis passwords as literals. Pure: raw pod JSON in, JSON Patch and warnings out.
 import jsonPatch from 'fast-json-patch';
 import { ENV, LABELS, SECRET_KEYS, contract } from '../contract.js';

@@ -1,4 +1,4 @@
-// The PostgreSQL Secret table of DESIGN.md, row by row, plus the brief's details (stringData,
+// The table of docs/rules.md#postgresql-secret-rules, line by line, plus the details below it (stringData,
 // removed keys, guard labels, fail-closed cache, dryRun, no lookup when nothing changes).
 import { Buffer } from 'node:buffer';
 import t from 'tap';
@@ -8,6 +8,7 @@ import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings, type GuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject, PvcState, SecretChange, SecretDecision } from '../../src/admission/types.js';
 import { fixtureNames, loadReview, sensitiveStringsOf } from '../support/fixtures.js';
+import { labelsOf } from '../support/manifests.js';
 
 const settings = defaultGuardSettings;
 const NAMESPACE = 'dify';
@@ -36,8 +37,6 @@ function judge(change: SecretChange, state: PvcState, s: GuardSettings = setting
 }
 
 const dataOf = (secret: JsonObject | null): Record<string, string> => (secret?.data ?? {}) as Record<string, string>;
-const labelsOf = (secret: JsonObject | null): Record<string, string> =>
-  ((secret?.metadata as JsonObject).labels ?? {}) as Record<string, string>;
 const setPassword = (secret: JsonObject | null, plain: string, keys: readonly string[] = PASSWORD_KEYS): void => {
   for (const key of keys) dataOf(secret)[key] = b64(plain);
 };
@@ -56,7 +55,7 @@ t.test('the fixtures are AdmissionReview v1 requests for the guarded Secret', as
   t.equal(secretChangeFromRequest(loadReview('secret-postgresql-create').request).oldSecret, null, 'CREATE has no old object');
 });
 
-t.test('row 1: UPDATE that changes the password while the PVC exists is denied, with the way out', async (t) => {
+t.test('password change under the PVC: UPDATE that changes the password while the PVC exists is denied, with the way out', async (t) => {
   const { decision, calls } = judge(changeOf('secret-postgresql-update-password'), 'present');
   t.equal(decision.allowed, false);
   t.equal(decision.reason, 'PasswordChangeUnderPvc');
@@ -75,7 +74,7 @@ t.test('row 1: UPDATE that changes the password while the PVC exists is denied, 
   t.strictSame(decision.warnings, []);
 });
 
-t.test('row 1: removing either key counts as a change', async (t) => {
+t.test('password change under the PVC: removing either key counts as a change', async (t) => {
   const cases: [string, readonly string[]][] = [
     ['postgres-password removed', [SECRET_KEYS.postgresPassword]],
     ['password removed', [SECRET_KEYS.password]],
@@ -90,7 +89,7 @@ t.test('row 1: removing either key counts as a change', async (t) => {
   }
 });
 
-t.test('row 1 through stringData (merged by the API server, but also handled when it is not)', async (t) => {
+t.test('password change under the PVC through stringData (merged by the API server, but also handled when it is not)', async (t) => {
   const { decision } = judge(changeOf('secret-postgresql-update-stringdata'), 'present');
   t.equal(decision.reason, 'PasswordChangeUnderPvc');
   const oneKeyLeft = changeOf('secret-postgresql-update-stringdata', (c) => {
@@ -112,7 +111,7 @@ t.test('row 1 through stringData (merged by the API server, but also handled whe
   t.equal(unchanged.calls.length, 0);
 });
 
-t.test('row 1: PVC absent -> allowed; PVC state unknown -> refused, fail closed', async (t) => {
+t.test('password change: PVC absent -> allowed; PVC state unknown -> refused, fail closed', async (t) => {
   const absent = judge(changeOf('secret-postgresql-update-password'), 'absent');
   t.strictSame(absent.decision, { allowed: true, reason: 'NoPvc', warnings: [], pvc: { namespace: NAMESPACE, name: PVC }, audit: false });
   const unknown = judge(changeOf('secret-postgresql-update-password'), 'unknown');
@@ -125,7 +124,7 @@ t.test('row 1: PVC absent -> allowed; PVC state unknown -> refused, fail closed'
   t.match(unknown.decision.message, PVC);
 });
 
-t.test('row 2: UPDATE leaving the two keys with different values is denied, whatever the PVC; under the PVC the refusal names it', async (t) => {
+t.test('diverging keys: UPDATE leaving the two keys different is denied, whatever the PVC; under the PVC the refusal names it', async (t) => {
   const diverging = [
     changeOf('secret-postgresql-update-unchanged', (c) => setPassword(c.newSecret, 'Only-One-Key-5544', [SECRET_KEYS.password])),
     changeOf('secret-postgresql-update-unchanged', (c) => setPassword(c.newSecret, 'Only-One-Key-5544', [SECRET_KEYS.postgresPassword])),
@@ -160,7 +159,7 @@ t.test('row 2: UPDATE leaving the two keys with different values is denied, what
   t.not(judge(onlyOneKey, 'absent').decision.reason, 'PasswordKeysDiverge', 'one key alone cannot diverge');
 });
 
-t.test('row 3: UPDATE leaving the password alone is allowed without asking the PVC cache', async (t) => {
+t.test('password unchanged: UPDATE leaving the password alone is allowed without asking the PVC cache', async (t) => {
   const edits: [string, (c: SecretChange) => void][] = [
     ['chart label bump (the fixture)', () => {}],
     ['annotation added', (c) => (((c.newSecret as JsonObject).metadata as JsonObject).annotations = { note: 'x' })],
@@ -204,7 +203,7 @@ t.test('removing the guard labels while the PVC exists is denied (no switching t
   t.strictSame(relabelAndChange.calls, [[NAMESPACE, PVC]]);
 });
 
-t.test('row 4: DELETE is allowed; under a PVC with a warning and an audit record', async (t) => {
+t.test('DELETE is allowed; under a PVC with a warning and an audit record', async (t) => {
   const present = judge(changeOf('secret-postgresql-delete'), 'present');
   t.equal(present.decision.allowed, true);
   t.equal(present.decision.reason, 'DeleteUnderPvc');
@@ -223,7 +222,7 @@ t.test('row 4: DELETE is allowed; under a PVC with a warning and an audit record
   t.equal(unknown.decision.warnings.length, 1);
 });
 
-t.test('row 5: CREATE over an existing PVC is allowed with a warning (and audited)', async (t) => {
+t.test('CREATE over an existing PVC is allowed with a warning (and audited)', async (t) => {
   const present = judge(changeOf('secret-postgresql-create'), 'present');
   t.equal(present.decision.allowed, true);
   t.equal(present.decision.reason, 'CreateOverPvc');

@@ -42,7 +42,7 @@ for (const [label, values] of [
     const env = guardEnv(containersOf(deploy)[0]!);
     const known = new Set([...Object.values(SETTINGS ?? {}).map((s) => s.env), CONFIG_FILE_ENV]);
     const names = Object.keys(env).filter((n) => n.startsWith('DIFY_GUARD_'));
-    t.ok(names.length >= 14, 'the settings of the brief are all set');
+    t.ok(names.length >= 14, 'every setting of src/config.ts the chart manages is set');
     for (const name of names) t.ok(known.has(name), `${name} is a setting of src/config.ts`);
     t.same(Object.keys(env).filter((n) => !n.startsWith('DIFY_GUARD_')), [], 'nothing else');
 

@@ -8,6 +8,7 @@ import { startControlPlane } from '../controlplane/harness.js';
 import { binary } from '../support/binaries.js';
 import { run } from '../support/commands.js';
 import { chartDir, requiredValues, valuesFile, type Json } from '../support/helm.js';
+import { pvcManifest } from '../support/manifests.js';
 
 const release = 'dify';
 const namespace = 'dify';
@@ -74,8 +75,7 @@ const otherPassword = valuesFile(requiredValues());
 
 t.test('with the PVC present, another password is refused by the fail-closed Secret webhook (no dify-guard pod runs here)', async (t) => {
   // The PVC the StatefulSet controller would create from its volumeClaimTemplate.
-  const pvc = { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: pvcName, namespace },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } };
+  const pvc = pvcManifest(pvcName, { namespace });
   const created = await cp.kubectl(['create', '-f', '-'], { input: JSON.stringify(pvc) });
   t.equal(created.status, 0, created.stderr);
   const pgSecret = expandName(contract.names.postgresqlSecret, release);

@@ -1,4 +1,4 @@
-// The naming contract of DESIGN.md, as the real helm renders the chart: every name the operators'
+// The naming contract (docs/rules.md#naming-contract), as the real helm renders the chart: every name the operators'
 // guide types (dify-postgresql-0, data-dify-postgresql-0, job/dify-db-migration, -l app=dify-api...)
 // comes out of contract.json's templates, for release dify and for any other release.
 import t from 'tap';

@@ -10,7 +10,7 @@ import {
 
 const release = 'dify';
 const svcName = (component: string): string => expandName(contract.names.component, release, component);
-// Dify 1.11's docker/nginx/conf.d/default.conf.template (reference/dify-domain.md §4).
+// Dify 1.11's docker/nginx/conf.d/default.conf.template (docs/dify-facts.md).
 const difyRoutes: [string, string, number][] = [
   ['/console/api', svcName(contract.components.api), 5001],
   ['/api', svcName(contract.components.api), 5001],

@@ -12,12 +12,14 @@ import { PvcCache, pvcSourceFor } from '../../src/cluster/pvc-cache.js';
 import { startControlPlane, type ControlPlane } from '../controlplane/harness.js';
 import { issueClientCert } from '../controlplane/pki.js';
 import { paths } from '../support/kube-rest.js';
-import { captureLog, eventually } from '../server/support.js';
+import { pvcManifest } from '../support/manifests.js';
+import { captureLog } from '../server/support.js';
+import { eventually } from '../support/commands.js';
 
 const NS = 'pvc-cache-test';
 const PVC = 'data-dify-postgresql-0';
 
-/** A KubeConfig for a user bound to exactly the ClusterRole dify-guard needs (DESIGN/brief: RBAC). */
+/** A KubeConfig for a user bound to exactly the ClusterRole dify-guard needs (least privilege: SECURITY.md). */
 async function guardKubeConfig(cp: ControlPlane): Promise<KubeConfig> {
   const admin = cp.rest();
   await admin.ok('POST', '/apis/rbac.authorization.k8s.io/v1/clusterroles', {
@@ -47,10 +49,7 @@ async function guardKubeConfig(cp: ControlPlane): Promise<KubeConfig> {
   return kc;
 }
 
-const pvcBody = (name: string) => ({
-  metadata: { name },
-  spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-});
+const pvcBody = (name: string) => pvcManifest(name);
 
 t.test('against a real API server', async (t) => {
   const cp = await startControlPlane(t, { name: 'cluster' });

@@ -4,6 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { binary, repoRoot } from '../support/binaries.js';
 import { runOk } from '../support/commands.js';
+import { helmEnv } from '../support/helm-env.js';
 import type { Json } from '../support/kube-rest.js';
 import { deepMerge, find, kindOf, nameOf, parseObjects } from '../support/manifests.js';
 import { testSecret } from '../support/secrets.js';
@@ -45,13 +46,6 @@ export async function renderChart(options: RenderOptions): Promise<Json[]> {
     ...(options.extraArgs ?? []),
   ], { env: helmEnv(options.home) });
   return parseObjects(r.stdout);
-}
-
-export function helmEnv(home: string): NodeJS.ProcessEnv {
-  return {
-    ...process.env,
-    HELM_CACHE_HOME: join(home, 'helm/cache'), HELM_CONFIG_HOME: join(home, 'helm/config'), HELM_DATA_HOME: join(home, 'helm/data'),
-  };
 }
 
 export { deepMerge, kindOf, nameOf, find as findObject };

@@ -10,7 +10,8 @@ import { repoRoot } from '../support/binaries.js';
 import { waitFor } from '../support/commands.js';
 import { reservePorts, type ReservedPort } from '../support/ports.js';
 import { ManagedProcess } from '../support/processes.js';
-import type { ControlPlane, TeardownHost } from './harness.js';
+import type { ControlPlane } from './harness.js';
+import type { TeardownHost } from '../support/processes.js';
 import { generateServingCert, type ServingCert } from './pki.js';
 
 export type JsonLine = { [key: string]: unknown };

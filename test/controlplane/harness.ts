@@ -7,9 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { binary } from '../support/binaries.js';
+import { helmEnv } from '../support/helm-env.js';
 import { run, runOk, waitFor, type CommandResult, type RunOptions } from '../support/commands.js';
 import { reservePorts, type ReservedPort } from '../support/ports.js';
-import { ManagedProcess, trackTempDir } from '../support/processes.js';
+import { ManagedProcess, trackTempDir, type TeardownHost } from '../support/processes.js';
 import { KubeRest } from '../support/kube-rest.js';
 import { generateControlPlanePki, issueClientCert, type ControlPlanePki } from './pki.js';
 
@@ -23,11 +24,6 @@ export interface AuditEvent {
   objectRef?: { resource?: string; namespace?: string; name?: string; apiGroup?: string; subresource?: string };
   responseStatus?: { code?: number; message?: string; reason?: string; status?: string };
   annotations?: Record<string, string>;
-}
-
-/** Anything with tap's `t.teardown`, so the harness stops even when a test fails. */
-export interface TeardownHost {
-  teardown(fn: () => unknown): void;
 }
 
 // Metadata for Secrets (every verb), and for every write elsewhere; reads, health probes and the
@@ -213,9 +209,7 @@ export class ControlPlane {
 
   /** The environment for kubectl, helm or dify-guard to reach this API server as admin. */
   env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-    return { ...process.env, KUBECONFIG: this.kubeconfigPath, HOME: this.dir, ...extra,
-      HELM_CACHE_HOME: join(this.dir, 'helm/cache'), HELM_CONFIG_HOME: join(this.dir, 'helm/config'),
-      HELM_DATA_HOME: join(this.dir, 'helm/data') };
+    return helmEnv(this.dir, { KUBECONFIG: this.kubeconfigPath, HOME: this.dir, ...extra });
   }
 
   kubectl(args: string[], options: RunOptions = {}): Promise<CommandResult> {

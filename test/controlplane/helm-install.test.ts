@@ -82,7 +82,7 @@ t.test('every object of the naming contract exists', async (t) => {
   const data = secret.data as Record<string, string>;
   t.equal(data[SECRET_KEYS.postgresPassword], base64(password), 'postgres-password holds the installed password');
   t.equal(data[SECRET_KEYS.password], data[SECRET_KEYS.postgresPassword], 'password is the same value');
-  // DESIGN.md naming contract: user dify, database dify.
+  // docs/rules.md#naming-contract: user dify, database dify.
   t.equal(data[SECRET_KEYS.postgresUsername], base64('dify'));
   t.equal(data[SECRET_KEYS.postgresDatabase], base64('dify'));
 
@@ -101,7 +101,7 @@ t.test('every object of the naming contract exists', async (t) => {
   t.ok(((daemon.spec as Json).ports as Json[]).some((p) => p.port === 5002), 'plugin daemon Service on 5002');
   const daemonDeployment = await get(apps('deployments', name(c.pluginDaemon)));
   const probe = ((((daemonDeployment.spec as Json).template as Json).spec as Json & { containers: Json[] }).containers[0] as Json).readinessProbe as Json;
-  // The daemon serves GET /health/check only (DESIGN.md and the guide say /health, which answers 404).
+  // The daemon serves GET /health/check only (docs/rules.md#naming-contract; the guide says /health, which answers 404).
   t.equal((probe.httpGet as Json | undefined)?.path, '/health/check', 'plugin daemon probed on GET /health/check');
 
   await get(`/apis/networking.k8s.io/v1/namespaces/${namespace}/ingresses/${expandName(contract.names.ingress, release)}`);
@@ -153,9 +153,9 @@ t.test('helm uninstall works with the PVC present; the PostgreSQL Secret is kept
   }
 });
 
-// DESIGN.md rule 3 through plain helm: uninstall removed the webhook configurations, and an install
+// docs/rules.md#postgresql-secret-rules through plain helm: uninstall removed the webhook configurations, and an install
 // creates them last (after the Secret), so the refusal must not depend on dify-guard being registered.
-t.test('a reinstall over the kept PVC with another password is refused (DESIGN rule 3)', async (t) => {
+t.test('a reinstall over the kept PVC with another password is refused (docs/rules.md#postgresql-secret-rules)', async (t) => {
   const otherValues = writeValues(cp.dir, 'reinstall-other-password', deepMerge(baseValues, { postgresql: { auth: { password: randomSecret() } } }));
   const res = await helm(['install', release, chartDir, '--namespace', namespace, '-f', otherValues, '--timeout', '2m', '--no-hooks']);
   t.not(res.status, 0, 'helm install fails');

@@ -6,6 +6,7 @@ import t, { type Test } from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../support/commands.js';
 import { paths, type Json } from '../support/kube-rest.js';
+import { pvcManifest } from '../support/manifests.js';
 import { findObject, randomSecret, renderChart, testValues, writeValues } from './chart.js';
 import { SECRET_WEBHOOK, base64, ensureNamespace, startStack } from './stack.js';
 
@@ -43,10 +44,7 @@ const expectDecision = (r: Release, status: number, what: string): Promise<true>
   waitFor(what, async () => ((await dryRunChange(r)) === status ? true : undefined), { timeoutMs: 30_000 });
 
 async function createPvc(r: Release): Promise<void> {
-  const res = await rest.create(paths.pvcs(r.namespace), {
-    metadata: { name: r.pvc, labels: { [LABELS.instance]: r.release } },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-  });
+  const res = await rest.create(paths.pvcs(r.namespace), pvcManifest(r.pvc, { labels: { [LABELS.instance]: r.release } }));
   if (res.status !== 201) throw new Error(`PVC ${r.pvc}: ${res.status}`);
 }
 

@@ -6,6 +6,7 @@ import t, { type Test } from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../support/commands.js';
 import { paths, type Json, type KubeResponse, type KubeRest } from '../support/kube-rest.js';
+import { pvcManifest } from '../support/manifests.js';
 import { findObject, randomSecret, renderChart, testValues, writeValues } from './chart.js';
 import type { AuditEvent } from './harness.js';
 import { SECRET_WEBHOOK, auditLines, base64, ensureNamespace, startStack, webhookAnnotations } from './stack.js';
@@ -35,11 +36,7 @@ function normalisedData(secret: Json): Record<string, string> {
 }
 
 function pvc(): Json {
-  return {
-    apiVersion: 'v1', kind: 'PersistentVolumeClaim',
-    metadata: { name: pvcName, namespace, labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql } },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-  };
+  return pvcManifest(pvcName, { namespace, labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql } });
 }
 
 async function storedSecret(): Promise<Json> { return rest.ok('GET', secretPath); }

@@ -1,5 +1,5 @@
 // Attempts to get around the PostgreSQL Secret guard through a real API server, each checked for
-// what the client sees, what is stored afterwards and dify-guard's audit line. What DESIGN.md allows
+// what the client sees, what is stored afterwards and dify-guard's audit line. What docs/rules.md allows
 // (delete then re-create) is asserted as allowed with its warnings, and what the webhook leaves out by
 // design (a Secret of the guarded name re-created without the guard labels, or labelled for another
 // release) is recorded as it behaves today.
@@ -15,6 +15,7 @@ import type { AuditEvent } from '../controlplane/harness.js';
 import { binary } from '../support/binaries.js';
 import { run, waitFor, type CommandResult } from '../support/commands.js';
 import { paths, type Json, type KubeResponse, type KubeRest } from '../support/kube-rest.js';
+import { labelsOf, pvcManifest } from '../support/manifests.js';
 
 const stack = await startStack(t, 'bypass');
 const { cp, guard, rest } = stack;
@@ -39,10 +40,8 @@ async function installSecret(release: string, namespace: string, withPvc: boolea
   const chartSecret = findObject(await renderChart({ release, namespace, valuesFile, home: cp.dir }), 'Secret', secret);
   const pvc = expandName(contract.names.postgresqlPvc, release);
   if (withPvc) {
-    const res = await rest.create(paths.pvcs(namespace), {
-      metadata: { name: pvc, labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql } },
-      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-    });
+    const labels = { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql };
+    const res = await rest.create(paths.pvcs(namespace), pvcManifest(pvc, { labels }));
     if (res.status !== 201) throw new Error(`PVC ${namespace}/${pvc}: ${res.status}`);
   }
   const res = await rest.create(paths.secrets(namespace), chartSecret);
@@ -57,7 +56,6 @@ const difyElsewhere = await installSecret('dify', 'dify-elsewhere', false);
 
 const secretPath = (r: Release): string => paths.secret(r.namespace, r.secret);
 const stored = (r: Release): Promise<Json> => rest.ok('GET', secretPath(r));
-const labelsOf = (o: Json): Record<string, string> => ((o.metadata as Json).labels ?? {}) as Record<string, string>;
 const escapePointer = (key: string): string => key.replaceAll('~', '~0').replaceAll('/', '~1');
 
 /** True when both password keys of the stored Secret decode to `password` (compared here, never shown). */
@@ -408,9 +406,7 @@ t.test('a PVC being deleted (Terminating, held by its finalizer) still blocks a 
   const pvc = await rest.ok('GET', paths.pvc(teamB.namespace, teamB.pvc));
   t.ok((pvc.metadata as Json).deletionTimestamp, 'the PVC is Terminating (pvc-protection keeps it while no controller runs)');
   // The cluster-wide watch delivers in order: once a later PVC is seen, the Terminating update was seen before it.
-  const later = await rest.create(paths.pvcs(difyElsewhere.namespace), {
-    metadata: { name: difyElsewhere.pvc }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-  });
+  const later = await rest.create(paths.pvcs(difyElsewhere.namespace), pvcManifest(difyElsewhere.pvc));
   t.equal(later.status, 201);
   await waitFor('dify-guard to see the later PVC', async () => ((await dryRunChange(difyElsewhere)) === 403 ? true : undefined), { timeoutMs: 30_000 });
   const user = 'terminating-pvc';

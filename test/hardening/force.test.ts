@@ -1,7 +1,7 @@
 // The `--force` flags of kubectl against the PostgreSQL Secret guard, with the real kubectl through a
 // real API server. `kubectl apply --force` re-creates an object only when its patch fails with a
 // Conflict or Invalid (422); dify-guard refuses with 403 Forbidden, so nothing is re-created.
-// `kubectl replace --force` deletes and re-creates from the start: DESIGN.md allows both steps
+// `kubectl replace --force` deletes and re-creates from the start: docs/rules.md allows both steps
 // (so that `helm uninstall` and a reinstall over kept data work), each with a warning and an audit
 // record. That is a documented route around the guard (SECURITY.md), asserted here as such.
 import { Buffer } from 'node:buffer';
@@ -14,6 +14,7 @@ import { SECRET_WEBHOOK, auditLines, ensureNamespace, startStack } from '../cont
 import { binary } from '../support/binaries.js';
 import { run, waitFor, type RunOptions } from '../support/commands.js';
 import { paths, type Json } from '../support/kube-rest.js';
+import { pvcManifest } from '../support/manifests.js';
 
 const release = 'dify';
 const namespace = 'dify';
@@ -51,10 +52,8 @@ const kubectl = (user: string, args: string[], options: RunOptions = {}) =>
   run(binary('kubectl'), [...args, '-n', namespace, `--as=${user}`, '--as-group=system:masters'], { env: cp.env(), ...options });
 
 t.before(async () => {
-  const pvc = await rest.create(paths.pvcs(namespace), {
-    metadata: { name: pvcName, labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql } },
-    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-  });
+  const labels = { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql };
+  const pvc = await rest.create(paths.pvcs(namespace), pvcManifest(pvcName, { labels }));
   if (pvc.status !== 201) throw new Error(`PVC: ${pvc.status}`);
   const secret = await rest.create(paths.secrets(namespace), chartSecret);
   if (secret.status !== 201) throw new Error(`Secret: ${secret.status} ${String(secret.body.message)}`);

@@ -11,6 +11,7 @@ import { gzipSync } from 'node:zlib';
 import { ENV, LABELS, SECRET_KEYS } from '../../src/contract.js';
 import { SETTINGS } from '../../src/config.js';
 import { fixtureNames, loadReview, sensitiveStringsOf, type AdmissionReview } from '../support/fixtures.js';
+import { labelsOf } from '../support/manifests.js';
 import { byProblem, MUTATE_PODS, problemWithAnswer, rssBytes, send, startGuardedPlane, VALIDATE_SECRETS } from './load.js';
 
 const SEED = Number(process.env.DIFY_GUARD_FUZZ_SEED ?? 20261124);
@@ -290,10 +291,6 @@ const metadataOf = (object: JsonRecord): JsonRecord => {
   const metadata = object.metadata;
   if (typeof metadata === 'object' && metadata !== null && !Array.isArray(metadata)) return metadata;
   return (object.metadata = {});
-};
-const labelsOf = (object: JsonRecord): JsonRecord => {
-  const labels = metadataOf(object).labels;
-  return typeof labels === 'object' && labels !== null && !Array.isArray(labels) ? labels : {};
 };
 const dataOf = (object: JsonRecord): JsonRecord => {
   const data = object.data;

@@ -14,7 +14,7 @@ import { METRIC_NAMES } from '../../src/metrics.js';
 import { startControlPlane } from '../controlplane/harness.js';
 import { startDifyGuard } from '../controlplane/dify-guard.js';
 import { generateServingCert } from '../controlplane/pki.js';
-import { eventually } from '../server/support.js';
+import { eventually } from '../support/commands.js';
 import { byProblem, counterValues, sleep, startLoad, type LoadRequestRecord } from './load.js';
 
 const ROTATIONS = 5;

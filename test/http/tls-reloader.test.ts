@@ -9,7 +9,8 @@ import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { contract } from '../../src/contract.js';
 import { METRIC_NAMES } from '../../src/metrics.js';
-import { captureLog, eventually, generateCerts, httpsRequest, postReview, startServer, tempDir } from '../server/support.js';
+import { captureLog, generateCerts, httpsRequest, postReview, startServer, tempDir } from '../server/support.js';
+import { eventually } from '../support/commands.js';
 import { loadReview } from '../support/fixtures.js';
 
 const path = contract.webhook.mutatePodsPath;

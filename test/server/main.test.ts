@@ -15,7 +15,9 @@ import { repoRoot } from '../support/binaries.js';
 import { loadReview } from '../support/fixtures.js';
 import { reservePorts } from '../support/ports.js';
 import { captureOutput } from '../support/secrets.js';
-import { eventually, generateCerts, postReview, tempDir, type TeardownHost } from './support.js';
+import { generateCerts, postReview, tempDir } from './support.js';
+import { eventually } from '../support/commands.js';
+import type { TeardownHost } from '../support/processes.js';
 
 interface Run {
   child: ChildProcess;

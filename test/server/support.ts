@@ -15,10 +15,7 @@ import type { AuditRecord, AuditSink } from '../../src/audit/audit-trail.js';
 import { buildServer, type DifyGuardServer, type ServerOptions } from '../../src/server.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import { repoRoot } from '../support/binaries.js';
-
-export interface TeardownHost {
-  teardown(fn: () => unknown): void;
-}
+import type { TeardownHost } from '../support/processes.js';
 
 export interface CertDir {
   dir: string;
@@ -163,13 +160,4 @@ export function postReview(port: number, path: string, ca: string | Buffer, revi
   return httpsRequest({
     port, path, ca, body: JSON.stringify(review), headers: { 'content-type': 'application/json' }, ...(agent ? { agent } : {}),
   });
-}
-
-/** Polls until `probe` returns true (for state that changes in the background), failing after `timeoutMs`. */
-export async function eventually(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }

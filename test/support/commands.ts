@@ -82,3 +82,8 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/** waitFor for state inside this process (logs, fakes, caches): polls every 25 ms until `probe` is true. */
+export async function eventually(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  await waitFor(what, async () => ((await probe()) ? true : undefined), { timeoutMs, intervalMs: 25 });
+}

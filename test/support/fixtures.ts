@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import jsonPatch from 'fast-json-patch';
 import { LABELS } from '../../src/contract.js';
+import { labelsOf } from './manifests.js';
 import { mutatePod } from '../../src/admission/pod-mutation.js';
 import type { GuardSettings } from '../../src/admission/settings.js';
 import type { AdmissionRequest, JsonObject, MutationResult } from '../../src/admission/types.js';
@@ -117,11 +118,7 @@ export function setEnv(pod: JsonObject, name: string, env: EnvEntry[] | undefine
 export const entriesNamed = (env: EnvEntry[], name: string): EnvEntry[] => env.filter((e) => e.name === name);
 export const indexOfName = (env: EnvEntry[], name: string): number => env.findIndex((e) => e.name === name);
 
-export function labelsOf(pod: JsonObject): Record<string, string> {
-  const metadata = pod.metadata as JsonObject;
-  metadata.labels ??= {};
-  return metadata.labels as Record<string, string>;
-}
+export { labelsOf };
 
 /** Relabels a pod as another component of the same release. */
 export function asComponent(pod: JsonObject, component: string): JsonObject {

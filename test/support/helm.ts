@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { binary, repoRoot } from './binaries.js';
 import { run, type CommandResult } from './commands.js';
-import { deepMerge, find, isObject, kindOf, nameOf, parseObjects, type Json } from './manifests.js';
+import { helmEnv } from './helm-env.js';
+import { deepMerge, find, isObject, kindOf, labelsOf, nameOf, parseObjects, type Json } from './manifests.js';
 import { testSecret } from './secrets.js';
 
-export { deepMerge, find, isObject, kindOf, nameOf, parseObjects, testSecret, type Json };
+export { deepMerge, find, isObject, kindOf, labelsOf, nameOf, parseObjects, testSecret, type Json };
 
 export const chartDir = join(repoRoot, 'chart');
 
@@ -30,12 +31,8 @@ const home = mkdtempSync(join(tmpdir(), 'dify-chart-test-'));
 process.once('exit', () => rmSync(home, { recursive: true, force: true }));
 let valuesCount = 0;
 
-export const helmEnv = (): NodeJS.ProcessEnv => ({
-  ...process.env,
-  HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data'),
-  // No cluster: helm must never reach one from these tests.
-  KUBECONFIG: join(home, 'no-kubeconfig'),
-});
+// No cluster: helm must never reach one from these tests.
+const noClusterEnv = (): NodeJS.ProcessEnv => helmEnv(home, { KUBECONFIG: join(home, 'no-kubeconfig') });
 
 export function valuesFile(values: Json): string {
   const file = join(home, `values-${++valuesCount}.json`);
@@ -44,7 +41,7 @@ export function valuesFile(values: Json): string {
 }
 
 export function helm(args: string[]): Promise<CommandResult> {
-  return run(binary('helm'), args, { env: helmEnv(), timeoutMs: 60_000 });
+  return run(binary('helm'), args, { env: noClusterEnv(), timeoutMs: 60_000 });
 }
 
 /** `helm template`, whatever its outcome (for the failure tests). */
@@ -62,7 +59,6 @@ export async function render(values: Json, options: HelmOptions = {}): Promise<{
 
 // ---- accessors ----
 
-export const labelsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.labels ?? {}) as Record<string, string>;
 export const annotationsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.annotations ?? {}) as Record<string, string>;
 
 export const ofKind = (objects: Json[], kind: string): Json[] => objects.filter((o) => kindOf(o) === kind);

@@ -21,7 +21,23 @@ export function parseObjects(yamlText: string): Json[] {
 }
 
 export const kindOf = (o: Json): string => String(o.kind ?? '');
+
+/** An object's labels: its own map when it has one (so a test can edit it in place), else an empty one. */
+export function labelsOf(object: Json | null | undefined): Record<string, string> {
+  const labels = isObject(object?.metadata) ? object.metadata.labels : undefined;
+  return (isObject(labels) ? labels : {}) as Record<string, string>;
+}
 export const nameOf = (o: Json): string => String((o.metadata as Json | undefined)?.name ?? '');
+
+/** A PersistentVolumeClaim as a StatefulSet's volumeClaimTemplate would make it (ReadWriteOnce, 1Gi). */
+export function pvcManifest(name: string, options: { namespace?: string; labels?: Record<string, string> } = {}): Json {
+  const { namespace, labels } = options;
+  return {
+    apiVersion: 'v1', kind: 'PersistentVolumeClaim',
+    metadata: { name, ...(namespace === undefined ? {} : { namespace }), ...(labels === undefined ? {} : { labels }) },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+  };
+}
 
 export function find(objects: Json[], kind: string, name: string): Json {
   const found = objects.find((o) => kindOf(o) === kind && nameOf(o) === name);

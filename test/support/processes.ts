@@ -6,6 +6,11 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync, unlinkSync, writ
 import { join } from 'node:path';
 import { captureLogs } from './secrets.js';
 
+/** Anything with tap's `t.teardown`, so what a test starts is stopped even when the test fails. */
+export interface TeardownHost {
+  teardown(fn: () => unknown): void;
+}
+
 const live = new Set<ManagedProcess>();
 const tempDirs = new Set<string>();
 let handlersInstalled = false;
