@@ -1,11 +1,16 @@
-// Where the real kube-apiserver, etcd, kubectl and helm are. `npm test` provides them and sets
-// DIFY_GUARD_BIN_DIR; a test file run on its own provides them the same way (never a skip).
+// Where the real kube-apiserver, etcd, kubectl and helm are (and, for the cluster tier,
+// kube-controller-manager, kube-scheduler, kwok and kwok's stages file). `npm test` provides them
+// and sets DIFY_GUARD_BIN_DIR; a test file run on its own provides them the same way (never a skip).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+
+const names = [
+  'kube-apiserver', 'etcd', 'kubectl', 'helm', 'kube-controller-manager', 'kube-scheduler', 'kwok', 'kwok-stages.yaml',
+] as const;
 
 let cached: string | undefined;
 
@@ -18,11 +23,14 @@ export function binDir(): string {
     });
     dir = out.trim().split('\n').pop() ?? '';
   }
-  for (const name of ['kube-apiserver', 'etcd', 'kubectl', 'helm']) {
+  for (const name of names) {
     if (!existsSync(join(dir, name))) throw new Error(`${name} is missing from ${dir}: run test/controlplane/binaries/install.sh`);
   }
   cached = dir;
   return dir;
 }
 
-export const binary = (name: 'kube-apiserver' | 'etcd' | 'kubectl' | 'helm'): string => join(binDir(), name);
+export type BinaryName = (typeof names)[number];
+
+/** The path of one of the files install.sh provides (`kwok-stages.yaml` is kwok's stage configuration). */
+export const binary = (name: BinaryName): string => join(binDir(), name);
