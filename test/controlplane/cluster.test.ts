@@ -7,18 +7,19 @@ import { contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../support/commands.js';
 import { paths, type Json } from '../support/kube-rest.js';
 import { chartDir, testValues, writeValues } from './chart.js';
-import { STORAGE_CLASS, startCluster } from './cluster.js';
+import { SIMULATED_CONTAINER_LOG, STORAGE_CLASS, startCluster } from './cluster.js';
 import { jobPath } from './controllers.js';
 import { startDifyGuard } from './dify-guard.js';
 import { ensureNamespace } from './stack.js';
 
-const cluster = await startCluster(t, { name: 'cluster' });
+const ns = 'proof';
+// `kubectl exec` into db-0 runs here, with one variable set (a stand-in for psql against the real PostgreSQL).
+const cluster = await startCluster(t, { name: 'cluster', execs: [{ namespace: ns, pod: 'db-0', env: { SIMULATED_POD: 'db-0' } }] });
 const { cp, rest } = cluster;
 t.teardown(() => {
   if (!t.passing()) t.comment(cluster.diagnostics());
 });
 
-const ns = 'proof';
 await ensureNamespace(rest, ns);
 const apps = (kind: string, name = ''): string => `/apis/apps/v1/namespaces/${ns}/${kind}${name ? `/${name}` : ''}`;
 const labels = (app: string): Json => ({ app });
@@ -104,6 +105,12 @@ t.test('a StatefulSet gets its pod Running and its PVC Bound to a provisioned vo
   t.equal(((pv.metadata as Json).annotations as Json)['pv.kubernetes.io/provisioned-by'], 'kubernetes.io/host-path',
     'the volume was made by the controller manager\'s host-path provisioner');
   t.equal(status(pv).phase, 'Bound', `PV ${String((pv.metadata as Json).name)} Bound`);
+  const exec = await cp.kubectl(['exec', '-n', ns, 'db-0', '--', 'sh', '-c', 'echo "$SIMULATED_POD"']);
+  t.equal(exec.stdout.trim(), 'db-0', `kubectl exec db-0 runs the command locally with the configured environment\n${exec.stderr}`);
+  const webPod = String((((await podsOf('web'))[0] as Json).metadata as Json).name);
+  const refused = await cp.kubectl(['exec', '-n', ns, webPod, '--', 'true']);
+  t.not(refused.status, 0, 'kubectl exec into a pod without a local target fails');
+  t.match(refused.stderr, `no exec found for container "web"`, 'kwok says why');
 });
 
 t.test('a Job completes: its pod Succeeded, the Job controller marks it Complete', async (t) => {
@@ -118,6 +125,9 @@ t.test('a Job completes: its pod Succeeded, the Job controller marks it Complete
   const pods = await podsOf('once');
   t.equal(pods.length, 1, 'one pod, made by the Job controller');
   t.equal(status(pods[0] as Json).phase, 'Succeeded', 'the pod Succeeded (kwok)');
+  const logs = await cp.kubectl(['logs', '-n', ns, 'job/once']);
+  t.equal(logs.status, 0, `kubectl logs job/once\n${logs.stderr}`);
+  t.equal(logs.stdout.trim(), SIMULATED_CONTAINER_LOG, 'kubectl logs reaches kwok through the API server and says what ran: nothing');
 });
 
 t.test('helm upgrade --install --wait of the chart finishes; the migration hook Job is run by the Job controller', async (t) => {
@@ -136,6 +146,9 @@ t.test('helm upgrade --install --wait of the chart finishes; the migration hook 
   const jobPods = (await rest.ok('GET', paths.pods(namespace), { query: { labelSelector: `job-name=${jobName}` } })).items as Json[];
   t.equal(jobPods.length, 1, 'the Job controller made one pod');
   t.equal(status(jobPods[0] as Json).phase, 'Succeeded', 'the migration pod Succeeded (kwok)');
+
+  const logs = await cp.kubectl(['logs', '-n', namespace, `job/${jobName}`]);
+  t.equal(logs.stdout.trim(), SIMULATED_CONTAINER_LOG, `kubectl logs job/${jobName} says the container was simulated`);
 
   const pvcName = expandName(contract.names.postgresqlPvc, release);
   t.equal(status(await rest.ok('GET', paths.pvc(namespace, pvcName))).phase, 'Bound', `PVC ${pvcName} Bound`);

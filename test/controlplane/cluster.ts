@@ -3,7 +3,8 @@
 // pods it moves through the stages of kwok's own release (Running and Ready; a Job's pod Succeeded;
 // deleted when asked). Everything else (scheduling, Deployments, StatefulSets and their PVCs, Jobs,
 // PDBs, garbage collection, service accounts) is done by the real controllers. One per test file.
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { request } from 'node:https';
 import { binary } from '../support/binaries.js';
 import { waitFor } from '../support/commands.js';
@@ -28,11 +29,56 @@ export const CONTROLLERS = [
   'persistentvolume-binder-controller', 'persistentvolumeclaim-protection-controller', 'persistentvolume-protection-controller',
 ] as const;
 
+/** What `kubectl logs` prints for every container: kwok serves it from a file, as a kubelet serves a container's log. */
+export const SIMULATED_CONTAINER_LOG =
+  '[kwok] simulated container: its status comes from kwok\'s stages; no image was pulled and no command ran';
+
+/**
+ * kwok's configuration besides its stages: one ClusterLogs for every pod, read from `logFile` (CRI
+ * log format, as a kubelet keeps it). JSON is YAML, which kwok's --config reads.
+ */
+export function kwokLogsConfig(logFile: string): string {
+  return JSON.stringify({
+    apiVersion: 'kwok.x-k8s.io/v1alpha1', kind: 'ClusterLogs', metadata: { name: 'simulated-containers' },
+    spec: { logs: [{ logsFile: logFile }] },
+  });
+}
+
+/**
+ * `kubectl exec` into one pod runs the command on this machine instead (kwok's ClusterExec, local
+ * target), in `workDir` with kwok's environment plus `env`: for pods that stand for a local program
+ * (e.g. psql against the real PostgreSQL). Only the pods listed here can be exec'ed into.
+ */
+export interface SimulatedExec {
+  namespace: string;
+  pod: string;
+  containers?: string[];
+  workDir?: string;
+  env?: Record<string, string>;
+}
+
+export function kwokExecConfig(exec: SimulatedExec, index: number): string {
+  const envs = Object.entries(exec.env ?? {}).map(([name, value]) => ({ name, value }));
+  const local = { ...(exec.workDir ? { workDir: exec.workDir } : {}), envs };
+  return JSON.stringify({
+    apiVersion: 'kwok.x-k8s.io/v1alpha1', kind: 'ClusterExec', metadata: { name: `local-${index}` },
+    spec: {
+      selector: { matchNamespaces: [exec.namespace], matchNames: [exec.pod] },
+      execs: [{ ...(exec.containers ? { containers: exec.containers } : {}), local }],
+    },
+  });
+}
+
+/** One line in the CRI log format kwok reads (`<RFC 3339 time> stdout F <text>`). */
+export const criLogLine = (text: string, at = new Date()): string => `${at.toISOString()} stdout F ${text}\n`;
+
 export interface ClusterOptions extends ControlPlaneOptions {
   /** Number of fake nodes (default 2). */
   nodes?: number;
   /** Where kwok takes pod addresses from (default 10.244.0.0/16, apart from the Service range 10.0.0.0/24). */
   podCidr?: string;
+  /** Pods whose `kubectl exec` runs locally (none by default). */
+  execs?: SimulatedExec[];
 }
 
 /** GET over HTTPS, verified against `ca`: the components serve their health on the control plane's certificate. */
@@ -94,6 +140,10 @@ export class Cluster {
     };
     this.nodeNames = Array.from({ length: options.nodes ?? 2 }, (_, i) => `kwok-node-${i}`);
     const tls = [`--tls-cert-file=${cp.pki.serving.certFile}`, `--tls-private-key-file=${cp.pki.serving.keyFile}`];
+    const logsConfig = join(cp.dir, 'kwok-debugging.yaml');
+    writeFileSync(join(cp.dir, 'simulated-container.cri'), criLogLine(SIMULATED_CONTAINER_LOG));
+    const documents = [kwokLogsConfig(join(cp.dir, 'simulated-container.cri')), ...(options.execs ?? []).map(kwokExecConfig)];
+    writeFileSync(logsConfig, documents.join('\n---\n'));
     this.controllerManager = new ManagedProcess({
       name: 'kube-controller-manager', dir: cp.dir, command: binary('kube-controller-manager'),
       args: [
@@ -118,7 +168,7 @@ export class Cluster {
       // HOME: kwok also reads ~/.kwok/kwok.yaml; the caller's must not change what is simulated.
       env: { ...process.env, HOME: cp.dir },
       args: [
-        `--kubeconfig=${cp.kubeconfigPath}`, `--config=${binary('kwok-stages.yaml')}`,
+        `--kubeconfig=${cp.kubeconfigPath}`, `--config=${binary('kwok-stages.yaml')}`, `--config=${logsConfig}`,
         '--manage-all-nodes=false', `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION.key}=${KWOK_NODE_ANNOTATION.value}`,
         `--cidr=${options.podCidr ?? '10.244.0.0/16'}`, '--node-ip=127.0.0.1', `--node-port=${kwokPort}`,
         `--server-address=127.0.0.1:${kwokPort}`, ...tls,
@@ -128,7 +178,11 @@ export class Cluster {
 
   /** Starts a control plane, then the controller manager, the scheduler and kwok, and waits until nodes are Ready. */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
-    const cp = await ControlPlane.start({ name: 'cluster', ...options, serviceAccountAdmission: true });
+    const cp = await ControlPlane.start({
+      name: 'cluster', ...options, serviceAccountAdmission: true,
+      // `kubectl logs`/`exec` go from the API server to the node's InternalIP (kwok's server), TLS verified.
+      apiServerArgs: (pki) => ['--kubelet-preferred-address-types=InternalIP', `--kubelet-certificate-authority=${pki.serving.caFile}`],
+    });
     let cluster: Cluster | undefined;
     try {
       cluster = new Cluster(cp, await reservePorts(3), options);

@@ -89,8 +89,8 @@ export interface ControlPlaneOptions {
    * manager creates each namespace's service accounts (test/controlplane/cluster.ts).
    */
   serviceAccountAdmission?: boolean;
-  /** More kube-apiserver flags (each flag given once: none of the harness's own). */
-  apiServerArgs?: string[];
+  /** More kube-apiserver flags, given the certificates (each flag given once: none of the harness's own). */
+  apiServerArgs?: (pki: ControlPlanePki) => string[];
 }
 
 export class ControlPlane {
@@ -145,7 +145,7 @@ export class ControlPlane {
         `--service-account-signing-key-file=${this.pki.serviceAccountKeyFile}`,
         `--client-ca-file=${this.pki.clientCaFile}`,
         `--audit-policy-file=${auditPolicyPath}`, `--audit-log-path=${this.auditLogPath}`, '--audit-log-mode=blocking',
-        ...(options.apiServerArgs ?? []),
+        ...(options.apiServerArgs?.(this.pki) ?? []),
       ],
     });
   }
