@@ -1,4 +1,4 @@
-// `npm test`: provides the real binaries (kube-apiserver, etcd, kubectl, helm), runs the whole tap
+// `npm test`: provides the real binaries (test/controlplane/binaries/versions.env), runs the whole tap
 // suite, scans everything the suite captured for test passwords, and ends with the plain line `N passed, N failed` (`, N skipped` when any are skipped).
 // Extra arguments go to tap, e.g. `npm test -- test/admission`.
 import { spawn, spawnSync } from 'node:child_process';
@@ -18,7 +18,7 @@ const install = spawnSync('bash', ['test/controlplane/binaries/install.sh'], {
   cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8',
 });
 if (install.status !== 0) {
-  console.error('npm test: the real kube-apiserver, etcd, kubectl and helm could not be provided (see above); no test tier is skipped, so the run stops here.');
+  console.error('npm test: the real binaries pinned in test/controlplane/binaries/versions.env could not be provided (see above); no test tier is skipped, so the run stops here.');
   console.log('0 passed, 1 failed');
   process.exit(1);
 }

@@ -80,6 +80,13 @@ function probe(url: string, tls?: { ca: Buffer; cert: Buffer; key: Buffer }): Pr
 export interface ControlPlaneOptions {
   /** Prefix of the temporary folder, to tell test files apart when DIFY_GUARD_KEEP_TMP=1. */
   name?: string;
+  /**
+   * Keeps the ServiceAccount admission plugin on, as on a real cluster: only where a controller
+   * manager creates each namespace's service accounts (test/controlplane/cluster.ts).
+   */
+  serviceAccountAdmission?: boolean;
+  /** More kube-apiserver flags, given the certificates (each flag given once: none of the harness's own). */
+  apiServerArgs?: (pki: ControlPlanePki) => string[];
 }
 
 export class ControlPlane {
@@ -95,7 +102,7 @@ export class ControlPlane {
   private readonly tmp: { release(): void };
   private stopped = false;
 
-  private constructor(dir: string, tmp: { release(): void }, ports: ReservedPort[]) {
+  private constructor(dir: string, tmp: { release(): void }, ports: ReservedPort[], options: ControlPlaneOptions) {
     this.dir = dir;
     this.tmp = tmp;
     this.ports = ports;
@@ -128,12 +135,13 @@ export class ControlPlane {
         // Endpoints address, so the endpoint reconciler is off (the "kubernetes" Service has none).
         '--advertise-address=127.0.0.1', '--endpoint-reconciler-type=none',
         '--service-cluster-ip-range=10.0.0.0/24', '--allow-privileged=true',
-        '--disable-admission-plugins=ServiceAccount', '--authorization-mode=RBAC',
+        ...(options.serviceAccountAdmission ? [] : ['--disable-admission-plugins=ServiceAccount']), '--authorization-mode=RBAC',
         `--service-account-issuer=${this.server}/`,
         `--service-account-key-file=${this.pki.serviceAccountPublicKeyFile}`,
         `--service-account-signing-key-file=${this.pki.serviceAccountKeyFile}`,
         `--client-ca-file=${this.pki.clientCaFile}`,
         `--audit-policy-file=${auditPolicyPath}`, `--audit-log-path=${this.auditLogPath}`, '--audit-log-mode=blocking',
+        ...(options.apiServerArgs?.(this.pki) ?? []),
       ],
     });
   }
@@ -144,7 +152,7 @@ export class ControlPlane {
     const ports = await reservePorts(3);
     let cp: ControlPlane | undefined;
     try {
-      cp = new ControlPlane(dir, tmp, ports);
+      cp = new ControlPlane(dir, tmp, ports, options);
       await cp.startEtcd();
       await cp.startApiServer();
       return cp;
@@ -205,6 +213,15 @@ export class ControlPlane {
     return new KubeRest(this.server, {
       ca: readFileSync(this.pki.serving.caFile), cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile),
     });
+  }
+
+  /** A kubeconfig file for another user signed by the client CA (a controller's own identity); returns its path. */
+  kubeconfigFor(user: string, groups: string[] = []): string {
+    const cert = issueClientCert(join(this.dir, 'pki'), user, groups);
+    const path = join(this.dir, `${user.replace(/[^a-z0-9-]/gi, '_')}.kubeconfig`);
+    const pki = { ...this.pki, adminCertFile: cert.certFile, adminKeyFile: cert.keyFile };
+    writeFileSync(path, kubeconfigYaml(this.server, pki), { mode: 0o600 });
+    return path;
   }
 
   /** The environment for kubectl, helm or dify-guard to reach this API server as admin. */

@@ -1,5 +1,6 @@
-// Where the real kube-apiserver, etcd, kubectl, helm and promtool are. `npm test` provides them and sets
-// DIFY_GUARD_BIN_DIR; a test file run on its own provides them the same way (never a skip).
+// Where the real kube-apiserver, etcd, kubectl, helm, promtool (and, for the cluster tier,
+// kube-controller-manager, kube-scheduler, kwok and kwok's stages file) are. `npm test` provides them
+// and sets DIFY_GUARD_BIN_DIR; a test file run on its own provides them the same way (never a skip).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +8,9 @@ import { join } from 'node:path';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
-const BINARIES = ['kube-apiserver', 'etcd', 'kubectl', 'helm', 'promtool'] as const;
+const BINARIES = [
+  'kube-apiserver', 'etcd', 'kubectl', 'helm', 'promtool', 'kube-controller-manager', 'kube-scheduler', 'kwok', 'kwok-stages.yaml',
+] as const;
 
 let cached: string | undefined;
 
@@ -27,4 +30,7 @@ export function binDir(): string {
   return dir;
 }
 
-export const binary = (name: (typeof BINARIES)[number]): string => join(binDir(), name);
+export type BinaryName = (typeof BINARIES)[number];
+
+/** The path of one of the files install.sh provides (`kwok-stages.yaml` is kwok's stage configuration). */
+export const binary = (name: BinaryName): string => join(binDir(), name);

@@ -1,0 +1,261 @@
+// A cluster on one machine: the control plane of harness.ts plus the real kube-controller-manager
+// and kube-scheduler, and kwok for the nodes. kwok simulates only the kubelets: fake Nodes whose
+// pods it moves through the stages of kwok's own release (Running and Ready; a Job's pod Succeeded;
+// deleted when asked). Everything else (scheduling, Deployments, StatefulSets and their PVCs, Jobs,
+// PDBs, garbage collection, service accounts) is done by the real controllers. One per test file.
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { request } from 'node:https';
+import { binary } from '../support/binaries.js';
+import { waitFor } from '../support/commands.js';
+import type { Json, KubeRest } from '../support/kube-rest.js';
+import { reservePorts, type ReservedPort } from '../support/ports.js';
+import { ManagedProcess } from '../support/processes.js';
+import { ControlPlane, type ControlPlaneOptions, type TeardownHost } from './harness.js';
+
+/** The annotation kwok is told to manage nodes by (kwok's own convention for fake nodes). */
+export const KWOK_NODE_ANNOTATION = { key: 'kwok.x-k8s.io/node', value: 'fake' } as const;
+/** The default StorageClass: the controller manager's host-path provisioner makes and binds the PVs. */
+export const STORAGE_CLASS = 'standard';
+
+// Chosen explicitly: no cloud provider, no node IPAM. The node lifecycle controller lifts the
+// not-ready taint the API server puts on every new Node once kwok reports it Ready (and keeps its lease).
+export const CONTROLLERS = [
+  'node-lifecycle-controller', 'serviceaccount-token-controller', 'serviceaccount-controller', 'root-ca-certificate-publisher-controller',
+  'namespace-controller', 'garbage-collector-controller', 'clusterrole-aggregation-controller',
+  'deployment-controller', 'replicaset-controller', 'statefulset-controller', 'job-controller', 'cronjob-controller',
+  'ttl-after-finished-controller', 'disruption-controller', 'pod-garbage-collector-controller',
+  'endpoints-controller', 'endpointslice-controller', 'endpointslice-mirroring-controller',
+  'persistentvolume-binder-controller', 'persistentvolumeclaim-protection-controller', 'persistentvolume-protection-controller',
+] as const;
+
+/** What `kubectl logs` prints for every container: kwok serves it from a file, as a kubelet serves a container's log. */
+export const SIMULATED_CONTAINER_LOG =
+  '[kwok] simulated container: its status comes from kwok\'s stages; no image was pulled and no command ran';
+
+/**
+ * kwok's configuration besides its stages: one ClusterLogs for every pod, read from `logFile` (CRI
+ * log format, as a kubelet keeps it). JSON is YAML, which kwok's --config reads.
+ */
+export function kwokLogsConfig(logFile: string): string {
+  return JSON.stringify({
+    apiVersion: 'kwok.x-k8s.io/v1alpha1', kind: 'ClusterLogs', metadata: { name: 'simulated-containers' },
+    spec: { logs: [{ logsFile: logFile }] },
+  });
+}
+
+/**
+ * `kubectl exec` into one pod runs the command on this machine instead (kwok's ClusterExec, local
+ * target), in `workDir` with kwok's environment plus `env`: for pods that stand for a local program
+ * (e.g. psql against the real PostgreSQL). Only the pods listed here can be exec'ed into.
+ */
+export interface SimulatedExec {
+  namespace: string;
+  pod: string;
+  containers?: string[];
+  workDir?: string;
+  env?: Record<string, string>;
+}
+
+export function kwokExecConfig(exec: SimulatedExec, index: number): string {
+  const envs = Object.entries(exec.env ?? {}).map(([name, value]) => ({ name, value }));
+  const local = { ...(exec.workDir ? { workDir: exec.workDir } : {}), envs };
+  return JSON.stringify({
+    apiVersion: 'kwok.x-k8s.io/v1alpha1', kind: 'ClusterExec', metadata: { name: `local-${index}` },
+    spec: {
+      selector: { matchNamespaces: [exec.namespace], matchNames: [exec.pod] },
+      execs: [{ ...(exec.containers ? { containers: exec.containers } : {}), local }],
+    },
+  });
+}
+
+/** One line in the CRI log format kwok reads (`<RFC 3339 time> stdout F <text>`). */
+export const criLogLine = (text: string, at = new Date()): string => `${at.toISOString()} stdout F ${text}\n`;
+
+export interface ClusterOptions extends ControlPlaneOptions {
+  /** Number of fake nodes (default 2). */
+  nodes?: number;
+  /** Where kwok takes pod addresses from (default 10.244.0.0/16, apart from the Service range 10.0.0.0/24). */
+  podCidr?: string;
+  /** Pods whose `kubectl exec` runs locally (none by default). */
+  execs?: SimulatedExec[];
+}
+
+/** GET over HTTPS, verified against `ca`: the components serve their health on the control plane's certificate. */
+function healthz(url: string, ca: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'GET', ca, timeout: 2000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export function fakeNode(name: string): Json {
+  return {
+    apiVersion: 'v1', kind: 'Node',
+    metadata: {
+      name,
+      annotations: { [KWOK_NODE_ANNOTATION.key]: KWOK_NODE_ANNOTATION.value },
+      labels: { 'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64', type: 'kwok' },
+    },
+    spec: {},
+  };
+}
+
+export function defaultStorageClass(): Json {
+  return {
+    apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass',
+    metadata: { name: STORAGE_CLASS, annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } },
+    provisioner: 'kubernetes.io/host-path', reclaimPolicy: 'Delete', volumeBindingMode: 'Immediate',
+  };
+}
+
+/** Ready (kwok's status) and without the not-ready taint (lifted by the node lifecycle controller). */
+const schedulable = (node: Json): boolean =>
+  (((node.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).some((c) => c.type === 'Ready' && c.status === 'True') &&
+  (((node.spec as Json | undefined)?.taints as Json[] | undefined) ?? []).length === 0;
+
+export class Cluster {
+  readonly controllerManager: ManagedProcess;
+  readonly scheduler: ManagedProcess;
+  readonly kwok: ManagedProcess;
+  readonly nodeNames: string[];
+  readonly rest: KubeRest;
+  private readonly ports: ReservedPort[];
+  private readonly urls: { controllerManager: string; scheduler: string; kwok: string };
+  private stopped = false;
+
+  private constructor(readonly cp: ControlPlane, ports: ReservedPort[], options: ClusterOptions) {
+    this.ports = ports;
+    this.rest = cp.rest();
+    const [kcmPort, schedulerPort, kwokPort] = ports.map((p) => p.port) as [number, number, number];
+    this.urls = {
+      controllerManager: `https://127.0.0.1:${kcmPort}/healthz`,
+      scheduler: `https://127.0.0.1:${schedulerPort}/healthz`,
+      kwok: `https://127.0.0.1:${kwokPort}/healthz`,
+    };
+    this.nodeNames = Array.from({ length: options.nodes ?? 2 }, (_, i) => `kwok-node-${i}`);
+    const tls = [`--tls-cert-file=${cp.pki.serving.certFile}`, `--tls-private-key-file=${cp.pki.serving.keyFile}`];
+    const logsConfig = join(cp.dir, 'kwok-debugging.yaml');
+    writeFileSync(join(cp.dir, 'simulated-container.cri'), criLogLine(SIMULATED_CONTAINER_LOG));
+    const documents = [kwokLogsConfig(join(cp.dir, 'simulated-container.cri')), ...(options.execs ?? []).map(kwokExecConfig)];
+    writeFileSync(logsConfig, documents.join('\n---\n'));
+    this.controllerManager = new ManagedProcess({
+      name: 'kube-controller-manager', dir: cp.dir, command: binary('kube-controller-manager'),
+      args: [
+        `--kubeconfig=${cp.kubeconfigFor('system:kube-controller-manager')}`, '--leader-elect=false',
+        `--secure-port=${kcmPort}`, '--bind-address=127.0.0.1', ...tls,
+        `--controllers=${CONTROLLERS.join(',')}`,
+        // Each controller acts as its own service account, as kubeadm sets it up.
+        '--use-service-account-credentials=true',
+        `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`, `--root-ca-file=${cp.pki.serving.caFile}`,
+        '--enable-hostpath-provisioner=true', '--kube-api-qps=100', '--kube-api-burst=200',
+      ],
+    });
+    this.scheduler = new ManagedProcess({
+      name: 'kube-scheduler', dir: cp.dir, command: binary('kube-scheduler'),
+      args: [
+        `--kubeconfig=${cp.kubeconfigFor('system:kube-scheduler')}`, '--leader-elect=false',
+        `--secure-port=${schedulerPort}`, '--bind-address=127.0.0.1', ...tls,
+      ],
+    });
+    this.kwok = new ManagedProcess({
+      name: 'kwok', dir: cp.dir, command: binary('kwok'),
+      // HOME: kwok also reads ~/.kwok/kwok.yaml; the caller's must not change what is simulated.
+      env: { ...process.env, HOME: cp.dir },
+      args: [
+        `--kubeconfig=${cp.kubeconfigPath}`, `--config=${binary('kwok-stages.yaml')}`, `--config=${logsConfig}`,
+        '--manage-all-nodes=false', `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION.key}=${KWOK_NODE_ANNOTATION.value}`,
+        `--cidr=${options.podCidr ?? '10.244.0.0/16'}`, '--node-ip=127.0.0.1', `--node-port=${kwokPort}`,
+        `--server-address=127.0.0.1:${kwokPort}`, ...tls,
+      ],
+    });
+  }
+
+  /** Starts a control plane, then the controller manager, the scheduler and kwok, and waits until nodes are Ready. */
+  static async start(options: ClusterOptions = {}): Promise<Cluster> {
+    const cp = await ControlPlane.start({
+      name: 'cluster', ...options, serviceAccountAdmission: true,
+      // `kubectl logs`/`exec` go from the API server to the node's InternalIP (kwok's server), TLS verified.
+      apiServerArgs: (pki) => ['--kubelet-preferred-address-types=InternalIP', `--kubelet-certificate-authority=${pki.serving.caFile}`],
+    });
+    let cluster: Cluster | undefined;
+    try {
+      cluster = new Cluster(cp, await reservePorts(3), options);
+      await cluster.startComponents();
+      await cluster.setUp();
+      return cluster;
+    } catch (err) {
+      if (cluster) await cluster.stop();
+      else await cp.stop();
+      throw err;
+    }
+  }
+
+  private async startComponents(): Promise<void> {
+    const ca = readFileSync(this.cp.pki.serving.caFile);
+    const parts = [
+      [this.controllerManager, this.urls.controllerManager],
+      [this.scheduler, this.urls.scheduler],
+      [this.kwok, this.urls.kwok],
+    ] as const;
+    for (const [process, url] of parts) {
+      process.start();
+      await Promise.race([
+        process.failOnExit(),
+        waitFor(`${process.name} ${url}`, async () => (await healthz(url, ca)) === 200 ? true : undefined,
+          { timeoutMs: 60_000, intervalMs: 200 }),
+      ]);
+    }
+  }
+
+  /** The fake nodes, the default StorageClass, and the default ServiceAccount (proof the controllers run). */
+  private async setUp(): Promise<void> {
+    for (const name of this.nodeNames) await this.rest.ok('POST', '/api/v1/nodes', { body: fakeNode(name) });
+    await this.rest.ok('POST', '/apis/storage.k8s.io/v1/storageclasses', { body: defaultStorageClass() });
+    await waitFor('every fake node Ready (kwok) and untainted (node lifecycle controller)', async () => {
+      const nodes = await Promise.all(this.nodeNames.map((n) => this.rest.ok('GET', `/api/v1/nodes/${n}`)));
+      return nodes.every(schedulable) ? true : undefined;
+    }, { timeoutMs: 60_000, intervalMs: 200 });
+    await waitFor('the ServiceAccount controller to create default/default', async () =>
+      (await this.rest.get('/api/v1/namespaces/default/serviceaccounts/default')).status === 200 ? true : undefined,
+    { timeoutMs: 60_000, intervalMs: 200 });
+  }
+
+  /** The last lines of every process's output, for a failing test's report. */
+  diagnostics(lines = 30): string {
+    const ours = [this.controllerManager, this.scheduler, this.kwok].map((p) => `--- ${p.name} (${p.logPath})\n${p.tail(lines)}`);
+    return [this.cp.diagnostics(lines), ...ours].join('\n');
+  }
+
+  /** The host-path provisioner makes a folder per PV under /tmp/hostpath_pv (fixed in Kubernetes): removes this cluster's. */
+  private async removeVolumeFolders(): Promise<void> {
+    const res = await this.rest.get('/api/v1/persistentvolumes').catch(() => undefined);
+    for (const pv of (res?.body.items as Json[] | undefined) ?? []) {
+      const path = String(((pv.spec as Json).hostPath as Json | undefined)?.path ?? '');
+      if (/^\/tmp\/hostpath_pv\/[0-9a-f-]+$/.test(path)) rmSync(path, { recursive: true, force: true });
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.removeVolumeFolders();
+    await this.kwok.stop(5_000);
+    await this.scheduler.stop(5_000);
+    await this.controllerManager.stop(5_000);
+    for (const p of this.ports) p.release();
+    await this.cp.stop();
+  }
+}
+
+/** Starts a cluster for one test file and stops it in the file's teardown. */
+export async function startCluster(t: TeardownHost, options: ClusterOptions = {}): Promise<Cluster> {
+  const cluster = await Cluster.start(options);
+  t.teardown(() => cluster.stop());
+  return cluster;
+}
