@@ -10,8 +10,8 @@ import { binary } from '../support/binaries.js';
 import { waitFor } from '../support/commands.js';
 import type { Json, KubeRest } from '../support/kube-rest.js';
 import { reservePorts, type ReservedPort } from '../support/ports.js';
-import { ManagedProcess } from '../support/processes.js';
-import { ControlPlane, type ControlPlaneOptions, type TeardownHost } from './harness.js';
+import { ManagedProcess, type TeardownHost } from '../support/processes.js';
+import { ControlPlane, type ControlPlaneOptions } from './harness.js';
 
 /** The annotation kwok is told to manage nodes by (kwok's own convention for fake nodes). */
 export const KWOK_NODE_ANNOTATION = { key: 'kwok.x-k8s.io/node', value: 'fake' } as const;
