@@ -1,10 +1,10 @@
 // How Dify is reached: the Ingress with the routes of Dify's own nginx (no /plugin: Dify has none),
 // the optional MetalLB LoadBalancer in front of an nginx proxy with the same routes, and the
-// storage classes of the PVCs (Nutanix CSI).
+// storage classes of the PVCs (Nutanix CSI). Where api and worker run on that storage: api-storage.test.ts.
 import t from 'tap';
-import { LABELS, contract, expandName } from '../../src/contract.js';
+import { contract, expandName } from '../../src/contract.js';
 import {
-  annotationsOf, containersOf, deepMerge, find, kindOf, nameOf, ofKind, render, requiredValues, template, workloads,
+  annotationsOf, containersOf, deepMerge, find, nameOf, ofKind, render, requiredValues, template,
   type Json,
 } from '../support/helm.js';
 
@@ -123,13 +123,4 @@ t.test('storage classes: global (e.g. Nutanix CSI) and per component, on every P
 
   const def = await render(requiredValues());
   for (const [name, spec] of pvcSpecs(def.objects)) t.notOk('storageClassName' in spec, `${name}: cluster default class`);
-});
-
-t.test('a ReadWriteOnce storage PVC keeps workers on the node of an api pod; ReadWriteMany does not', async (t) => {
-  const worker = (objects: Json[]): Json => workloads(objects).find((w) => kindOf(w) === 'Deployment' && nameOf(w) === svcName(contract.components.worker))!;
-  const rwo = await render(requiredValues());
-  const affinity = ((worker(rwo.objects).spec as Json).template as Json).spec as Json;
-  t.match(affinity.affinity, { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { [LABELS.component]: contract.components.api } } }] } });
-  const rwx = await render(deepMerge(requiredValues(), { storage: { persistence: { accessModes: ['ReadWriteMany'] } } }));
-  t.notOk((((worker(rwx.objects).spec as Json).template as Json).spec as Json).affinity);
 });
