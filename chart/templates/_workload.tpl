@@ -145,7 +145,8 @@ start anywhere when none runs yet, so the first one places the volume and the re
 {{- $c := include "dify.contract" . | fromJson -}}
 {{- $selector := dict
   "matchLabels" (dict (index $c.labels "name") $c.values.difyName (index $c.labels "instance") .Release.Name)
-  "matchExpressions" (list (dict "key" (index $c.labels "component") "operator" "In" "values" (list $c.components.api $c.components.worker))) -}}
+  "matchExpressions" (list (dict
+    "key" (index $c.labels "component") "operator" "In" "values" (list $c.components.api $c.components.worker))) -}}
 {{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" $selector -}}
 {{- toYaml (dict "podAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term))) -}}
 {{- end -}}

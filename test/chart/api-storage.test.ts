@@ -14,8 +14,10 @@ const api = (objects: Json[]): Json => find(objects, 'Deployment', deploymentNam
 const worker = (objects: Json[]): Json => find(objects, 'Deployment', deploymentName(contract.components.worker));
 const strategyOf = (d: Json): Json | undefined => (d.spec as Json).strategy as Json | undefined;
 interface Term { topologyKey: string; labelSelector: LabelSelector }
-const affinityTerms = (d: Json): Term[] =>
-  ((podTemplateOf(d).spec.affinity as Json | undefined)?.podAffinity as Json | undefined)?.requiredDuringSchedulingIgnoredDuringExecution as Term[] ?? [];
+const affinityTerms = (d: Json): Term[] => {
+  const podAffinity = (podTemplateOf(d).spec.affinity as Json | undefined)?.podAffinity as Json | undefined;
+  return podAffinity?.requiredDuringSchedulingIgnoredDuringExecution as Term[] ?? [];
+};
 
 t.test('ReadWriteOnce storage: api is replaced, not surged, and every pod that mounts the volume shares its node', async (t) => {
   const { objects } = await render(requiredValues());
@@ -27,7 +29,7 @@ t.test('ReadWriteOnce storage: api is replaced, not surged, and every pod that m
     t.equal(terms.length, 1, `${who}: one required pod affinity term`);
     t.equal(terms[0]?.topologyKey, 'kubernetes.io/hostname', `${who}: same node`);
     t.ok(selects(terms[0]?.labelSelector, apiLabels), `${who}: follows api pods`);
-    t.ok(selects(terms[0]?.labelSelector, workerLabels), `${who}: follows worker pods (a worker may hold the volume while api is replaced)`);
+    t.ok(selects(terms[0]?.labelSelector, workerLabels), `${who}: follows worker pods (one may hold the volume while api is replaced)`);
     const other = { ...apiLabels, [LABELS.instance]: 'another-release' };
     t.notOk(selects(terms[0]?.labelSelector, other), `${who}: not another release's pods`);
   }

@@ -32,13 +32,15 @@ t.test('default values: set on api, worker and beat, never localhost', async (t)
 });
 
 t.test('derived from the public origin: dify.urls first, then the Ingress host, then the LoadBalancer address', async (t) => {
+  const lb = (loadBalancer: Json): Json => ({ ingress: { enabled: false }, loadBalancer: { enabled: true, ...loadBalancer } });
   const cases: [string, Json, string][] = [
     ['TLS Ingress host', { ingress: { host: 'dify.example.com', tls: { enabled: true } } }, 'https://dify.example.com'],
     ['plain Ingress host', { ingress: { host: 'dify.example.com' } }, 'http://dify.example.com'],
-    ['LoadBalancer IP, port 80', { ingress: { enabled: false }, loadBalancer: { enabled: true, loadBalancerIP: '192.0.2.10' } }, 'http://192.0.2.10'],
-    ['LoadBalancer IP, other port', { ingress: { enabled: false }, loadBalancer: { enabled: true, loadBalancerIP: '192.0.2.10', port: 8080 } }, 'http://192.0.2.10:8080'],
-    ['IPv6 LoadBalancer IP', { ingress: { enabled: false }, loadBalancer: { enabled: true, loadBalancerIP: '2001:db8::10' } }, 'http://[2001:db8::10]'],
-    ['dify.urls.serviceApi wins', { ingress: { host: 'dify.example.com' }, dify: { urls: { serviceApi: 'https://api.example.com/' } } }, 'https://api.example.com'],
+    ['LoadBalancer IP, port 80', lb({ loadBalancerIP: '192.0.2.10' }), 'http://192.0.2.10'],
+    ['LoadBalancer IP, other port', lb({ loadBalancerIP: '192.0.2.10', port: 8080 }), 'http://192.0.2.10:8080'],
+    ['IPv6 LoadBalancer IP', lb({ loadBalancerIP: '2001:db8::10' }), 'http://[2001:db8::10]'],
+    ['dify.urls.serviceApi wins', { ingress: { host: 'dify.example.com' }, dify: { urls: { serviceApi: 'https://api.example.com/' } } },
+      'https://api.example.com'],
     ['dify.urls.consoleApi', { dify: { urls: { consoleApi: 'https://console.example.com' } } }, 'https://console.example.com'],
   ];
   for (const [what, values, origin] of cases) {

@@ -54,7 +54,8 @@ t.test('Ingress /e/: through the chart\'s nginx (a ClusterIP Service without the
   const conf = String((find(objects, 'ConfigMap', svcName('proxy')).data as Json)['default.conf']);
   t.match(conf, /proxy_set_header Dify-Hook-Url \$dify_scheme:\/\/\$host\$request_uri;/);
   const direct = await render(deepMerge(requiredValues(), { ingress: { pluginEndpointsThroughProxy: false } }));
-  const e = rulesOf(find(direct.objects, 'Ingress', expandName(contract.names.ingress, release)))[0]!.http.paths.find((p) => p.path === '/e/')!;
+  const directIngress = find(direct.objects, 'Ingress', expandName(contract.names.ingress, release));
+  const e = rulesOf(directIngress)[0]!.http.paths.find((p) => p.path === '/e/')!;
   t.same([e.backend.service.name, e.backend.service.port.number], [svcName(contract.components.pluginDaemon), 5002]);
   t.notOk(direct.objects.some((o) => nameOf(o) === svcName('proxy')), 'no proxy when nothing needs it');
 });

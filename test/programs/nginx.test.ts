@@ -122,7 +122,8 @@ async function startProxy(t: Test): Promise<Proxy> {
   const { port, release: free } = await reservePort();
   t.teardown(free);
   const mounts = containerFiles(privateDir('nginx'), rendered.conf, port, stubs);
-  const run = (args: string[]): { command: string; args: string[] } => inMountNamespace(mounts, ...spread(asUser(NGINX_UID, NGINX_UID, nginx, args)));
+  const run = (args: string[]): { command: string; args: string[] } =>
+    inMountNamespace(mounts, ...spread(asUser(NGINX_UID, NGINX_UID, nginx, args)));
   const check = await runProgram({ name: 'nginx-t', ...run(['-t']) });
   if (check.status !== 0) t.comment(check.stderr);
   t.equal(check.status, 0, 'nginx -t accepts the rendered config');
@@ -139,7 +140,8 @@ interface Reply { status: number; body: string }
 
 function get(port: number, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method: body ? 'POST' : 'GET', headers: { host: 'dify.example.com', ...headers } }, (res) => {
+    const options = { host: '127.0.0.1', port, path, method: body ? 'POST' : 'GET', headers: { host: 'dify.example.com', ...headers } };
+    const req = request(options, (res) => {
       let text = '';
       res.on('data', (b: Buffer) => { text += b.toString('utf8'); });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
@@ -229,7 +231,10 @@ function statusOfDeclaredBody(port: number, length: number): Promise<number> {
 /** The first chunk of a response; fails if none arrives while the upstream holds the response open. */
 function firstChunk(port: number, path: string): Promise<string> {
   return new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => { req.destroy(); reject(new Error(`no chunk of ${path} arrived: nginx buffers the response`)); }, 20_000);
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new Error(`no chunk of ${path} arrived: nginx buffers the response`));
+    }, 20_000);
     const req = request({ host: '127.0.0.1', port, path, headers: { host: 'dify.example.com' } }, (res) => {
       res.once('data', (b: Buffer) => { clearTimeout(timer); req.destroy(); resolve(b.toString('utf8')); });
     });

@@ -133,7 +133,8 @@ t.test('default squid.conf: Squid starts as the container starts it, stays up, p
   t.ok(proxy.squid.running, 'Squid is still running after serving');
   // Squid writes its logs as user proxy into the emptyDir, where the image's entrypoint tails them to stdout.
   const access = await logged(proxy, 'access.log', /127\.0\.0\.2 TCP_DENIED\/403 /);
-  t.match(access, /127\.0\.0\.1 TCP_MISS\/200 .* GET http:\/\/127\.0\.0\.1:\d+\/through-the-proxy/, 'access.log records the proxied request');
+  const proxied = /127\.0\.0\.1 TCP_MISS\/200 .* GET http:\/\/127\.0\.0\.1:\d+\/through-the-proxy/;
+  t.match(access, proxied, 'access.log records the proxied request');
   t.match(access, /127\.0\.0\.2 TCP_DENIED\/403 /, 'access.log records the refusal');
   t.match(await logged(proxy, 'cache.log', /Accepting HTTP Socket connections/), /Accepting HTTP/, 'cache.log is written');
   t.notMatch(proxy.squid.stderr, /FATAL/, 'no FATAL on stderr');
@@ -152,7 +153,8 @@ t.test('ssrfProxy.blockPrivateNetworks: Squid refuses private and loopback desti
 t.test('a change of squid.conf changes the Deployment\'s checksum annotation, so the proxy restarts with it', async (t) => {
   const { objects: a } = await render(requiredValues());
   const { objects: b } = await render(deepMerge(requiredValues(), { ssrfProxy: { blockPrivateNetworks: true } }));
-  const checksum = (objects: Json[]): string | undefined => podTemplateOf(find(objects, 'Deployment', name)).metadata.annotations?.['checksum/config'];
+  const checksum = (objects: Json[]): string | undefined =>
+    podTemplateOf(find(objects, 'Deployment', name)).metadata.annotations?.['checksum/config'];
   t.match(checksum(a), /^[0-9a-f]{64}$/, 'the pod template carries checksum/config');
   t.not(checksum(a), checksum(b), 'a different squid.conf, a different checksum');
 });

@@ -153,7 +153,8 @@ export function inMountNamespace(mounts: BindMount[], command: string, args: str
 export function asUser(uid: number, gid: number, command: string, args: string[]): { command: string; args: string[] } {
   return {
     command: 'sh',
-    args: ['-c', `chown ${uid}:${gid} /proc/self/fd/1 /proc/self/fd/2 && exec setpriv --reuid=${uid} --regid=${gid} --clear-groups -- "$0" "$@"`,
+    args: ['-c',
+      `chown ${uid}:${gid} /proc/self/fd/1 /proc/self/fd/2 && exec setpriv --reuid=${uid} --regid=${gid} --clear-groups -- "$0" "$@"`,
       command, ...args],
   };
 }
