@@ -349,6 +349,7 @@ annotations:
   value: {{ $urls.files | quote }}
 - name: INTERNAL_FILES_URL
   value: {{ printf "http://%s:%d" $api (int .Values.api.service.port) | quote }}
+{{ include "dify.env.publicUrls" . }}
 - name: STORAGE_TYPE
   value: opendal
 - name: OPENDAL_SCHEME
@@ -412,6 +413,43 @@ Kubernetes, and was a real bug of a community chart). Args: dict "env" list "whe
 {{- $_ := set $seen .name true -}}
 {{- end -}}
 {{- toYaml .env -}}
+{{- end -}}
+
+{{/*
+Return the public origin of Dify (scheme://host[:port]): the first dify.urls value set, else the Ingress
+host, else the LoadBalancer address; "" when none is known (Dify then shows paths without a host).
+*/}}
+{{- define "dify.publicOrigin" -}}
+{{- $urls := .Values.dify.urls -}}
+{{- $lb := .Values.loadBalancer -}}
+{{- $explicit := coalesce $urls.serviceApi $urls.appApi $urls.consoleApi $urls.appWeb $urls.consoleWeb -}}
+{{- if $explicit -}}
+{{- trimSuffix "/" $explicit -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.host -}}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host -}}
+{{- else if and $lb.enabled $lb.loadBalancerIP -}}
+{{- $ip := splitList "," $lb.loadBalancerIP | first | trim -}}
+{{- $host := ternary (printf "[%s]" $ip) $ip (contains ":" $ip) -}}
+{{- printf "http://%s%s" $host (ternary "" (printf ":%d" (int $lb.port)) (eq (int $lb.port) 80)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The public URLs Dify builds for outside callers, never Dify's localhost defaults: TRIGGER_URL (workflow
+webhook triggers, /triggers on api), ENDPOINT_URL_TEMPLATE (plugin endpoints, /e/ on the plugin daemon) and
+PLUGIN_REMOTE_INSTALL_HOST/PORT (shown for remote plugin debugging: the daemon's TCP port 5003).
+*/}}
+{{- define "dify.env.publicUrls" -}}
+{{- $origin := include "dify.publicOrigin" . -}}
+{{- $remote := .Values.pluginDaemon.remoteInstall -}}
+- name: TRIGGER_URL
+  value: {{ default $origin .Values.dify.urls.trigger | quote }}
+- name: ENDPOINT_URL_TEMPLATE
+  value: {{ default (printf "%s/e/{hook_id}" $origin) .Values.dify.urls.endpointTemplate | quote }}
+- name: PLUGIN_REMOTE_INSTALL_HOST
+  value: {{ default (printf "%s.%s.svc" (include "dify.fullname" (list . "pluginDaemon")) .Release.Namespace) $remote.host | quote }}
+- name: PLUGIN_REMOTE_INSTALL_PORT
+  value: {{ $remote.port | int | quote }}
 {{- end -}}
 
 {{/* The routes of Dify's own nginx (docker/nginx/conf.d/default.conf.template), for the Ingress and the proxy. */}}

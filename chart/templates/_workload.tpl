@@ -4,7 +4,7 @@ A Dify Deployment (and nothing else). Args (dict):
   values    the component's values  image      image reference
   env       env list (checked for duplicate names)      replicas  number
   ports     container ports         probes     dict of livenessProbe/readinessProbe/startupProbe handlers
-  command, args, volumeMounts, volumes, affinity, strategy: optional
+  command, args, volumeMounts, volumes, affinity, strategy, initContainers: optional
 */}}
 {{- define "dify.deployment" -}}
 {{- $root := .root -}}
@@ -48,6 +48,10 @@ spec:
       {{- end }}
       {{- with (default .affinity $values.affinity) }}
       affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .initContainers }}
+      initContainers:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       containers:
@@ -124,6 +128,61 @@ spec:
 {{- else }}
   emptyDir: {}
 {{- end }}
+{{- end -}}
+
+{{/* Return "true" when the api/worker storage is a PVC without ReadWriteMany: it attaches to one node at a time. */}}
+{{- define "dify.storage.singleNode" -}}
+{{- $p := .Values.storage.persistence -}}
+{{- if and $p.enabled (not (has "ReadWriteMany" $p.accessModes)) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Return the pod affinity of api and worker on single-node storage: every pod that mounts the volume runs on
+the node where it is attached (any api or worker pod of the release). A pod that matches its own term may
+start anywhere when none runs yet, so the first one places the volume and the rest follow it.
+*/}}
+{{- define "dify.storage.affinity" -}}
+{{- $c := include "dify.contract" . | fromJson -}}
+{{- $selector := dict
+  "matchLabels" (dict (index $c.labels "name") $c.values.difyName (index $c.labels "instance") .Release.Name)
+  "matchExpressions" (list (dict
+    "key" (index $c.labels "component") "operator" "In" "values" (list $c.components.api $c.components.worker))) -}}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" $selector -}}
+{{- toYaml (dict "podAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term))) -}}
+{{- end -}}
+
+{{/*
+Return the init container that hands the storage folder to Dify's user, as upstream's compose does with its
+init_permissions service: fsGroup is applied only where the CSI driver's fsGroupPolicy allows it (not on
+ReadWriteMany volumes with the default policy). It runs the PostgreSQL image the chart already pulls (the
+migration Job's wait runs it too: nothing more to mirror), as root with CHOWN and DAC_OVERRIDE only, changes
+only what Dify's user does not own yet, and never follows a symbolic link.
+*/}}
+{{- define "dify.storage.initContainer" -}}
+{{- $uid := int (default 1001 .Values.api.podSecurityContext.runAsUser) -}}
+{{- $gid := int (default $uid .Values.api.podSecurityContext.runAsGroup) -}}
+- name: storage-permissions
+  image: {{ include "dify.image" (dict "image" .Values.postgresql.image "root" . "defaultTag" "15-alpine") }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - /bin/sh
+    - -c
+    - {{ printf `find /app/api/storage \( ! -user %d -o ! -group %d \) -exec chown -h %d:%d {} +` $uid $gid $uid $gid | quote }}
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {cpu: 200m, memory: 64Mi}
+  securityContext:
+    runAsUser: 0
+    runAsGroup: 0
+    runAsNonRoot: false
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    capabilities:
+      drop: [ALL]
+      add: [CHOWN, DAC_OVERRIDE]
+  volumeMounts:
+    - name: storage
+      mountPath: /app/api/storage
 {{- end -}}
 
 {{/*

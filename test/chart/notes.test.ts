@@ -66,3 +66,13 @@ t.test('README.md (Japanese) gives the same commands for release dify', async (t
   for (const command of guideCommands('dify', 'dify')) t.ok(readme.includes(command), command);
   t.notMatch(readme, /localhost:5002\/health(?!\/check)[^\s|]*\s*$/m, 'no plugin daemon health command on the 404 path');
 });
+
+t.test('public address: a note when the chart cannot know it, none once ingress.host is set; /e/ through the proxy', async (t) => {
+  const unknown = await notes(requiredValues(), 'dify', 'dify');
+  t.match(unknown, /NOTE: the chart does not know Dify's public address/);
+  t.match(unknown, /Plugin endpoints \(\/e\/\) go through the nginx dify-proxy/);
+  const known = await notes(deepMerge(requiredValues(), { ingress: { host: 'dify.example.com' } }), 'dify', 'dify');
+  t.notMatch(known, /does not know Dify's public address/);
+  const direct = await notes(deepMerge(requiredValues(), { ingress: { pluginEndpointsThroughProxy: false } }), 'dify', 'dify');
+  t.notMatch(direct, /go through the nginx/);
+});

@@ -1,10 +1,10 @@
 // How Dify is reached: the Ingress with the routes of Dify's own nginx (no /plugin: Dify has none),
 // the optional MetalLB LoadBalancer in front of an nginx proxy with the same routes, and the
-// storage classes of the PVCs (Nutanix CSI).
+// storage classes of the PVCs (Nutanix CSI). Where api and worker run on that storage: api-storage.test.ts.
 import t from 'tap';
-import { LABELS, contract, expandName } from '../../src/contract.js';
+import { contract, expandName } from '../../src/contract.js';
 import {
-  annotationsOf, containersOf, deepMerge, find, kindOf, nameOf, ofKind, render, requiredValues, template, workloads,
+  annotationsOf, containersOf, deepMerge, find, nameOf, ofKind, render, requiredValues, template,
   type Json,
 } from '../support/helm.js';
 
@@ -26,6 +26,10 @@ const difyRoutes: [string, string, number][] = [
 interface Path { path: string; pathType: string; backend: { service: { name: string; port: { number: number } } } }
 const rulesOf = (ingress: Json): { host?: string; http: { paths: Path[] } }[] => (ingress.spec as Json).rules as never;
 
+// The Ingress sends /e/ through the chart's nginx, which adds Dify-Hook-Url (test/programs/nginx.test.ts runs it).
+const ingressRoutes = difyRoutes.map(([path, service, port]): [string, string, number] =>
+  (path === '/e/' ? [path, svcName('proxy'), 80] : [path, service, port]));
+
 t.test('Ingress <release>: exactly Dify\'s routes, each to an existing Service port', async (t) => {
   const { objects } = await render(requiredValues());
   const ingress = find(objects, 'Ingress', expandName(contract.names.ingress, release));
@@ -33,13 +37,27 @@ t.test('Ingress <release>: exactly Dify\'s routes, each to an existing Service p
   t.equal(rules.length, 1);
   t.notOk(rules[0]!.host, 'every host by default');
   const paths = rules[0]!.http.paths;
-  t.same(paths.map((p) => [p.path, p.backend.service.name, p.backend.service.port.number]), difyRoutes);
+  t.same(paths.map((p) => [p.path, p.backend.service.name, p.backend.service.port.number]), ingressRoutes);
   t.ok(paths.every((p) => p.pathType === 'Prefix'));
   t.notOk(paths.some((p) => p.path.startsWith('/plugin')), 'no invented /plugin route');
   for (const p of paths) {
     const svc = find(objects, 'Service', p.backend.service.name);
     t.ok(((svc.spec as Json).ports as Json[]).some((port) => port.port === p.backend.service.port.number), `${p.path}: Service port exists`);
   }
+});
+
+t.test('Ingress /e/: through the chart\'s nginx (a ClusterIP Service without the LoadBalancer), or straight to the daemon', async (t) => {
+  const { objects } = await render(requiredValues());
+  const proxy = find(objects, 'Service', svcName('proxy'));
+  t.equal((proxy.spec as Json).type, 'ClusterIP', 'no LoadBalancer unless loadBalancer.enabled');
+  t.same(annotationsOf(proxy), {}, 'no MetalLB annotations on the ClusterIP Service');
+  const conf = String((find(objects, 'ConfigMap', svcName('proxy')).data as Json)['default.conf']);
+  t.match(conf, /proxy_set_header Dify-Hook-Url \$dify_scheme:\/\/\$host\$request_uri;/);
+  const direct = await render(deepMerge(requiredValues(), { ingress: { pluginEndpointsThroughProxy: false } }));
+  const directIngress = find(direct.objects, 'Ingress', expandName(contract.names.ingress, release));
+  const e = rulesOf(directIngress)[0]!.http.paths.find((p) => p.path === '/e/')!;
+  t.same([e.backend.service.name, e.backend.service.port.number], [svcName(contract.components.pluginDaemon), 5002]);
+  t.notOk(direct.objects.some((o) => nameOf(o) === svcName('proxy')), 'no proxy when nothing needs it');
 });
 
 t.test('Ingress class, host, TLS and annotations are configurable', async (t) => {
@@ -76,13 +94,13 @@ t.test('MetalLB: a LoadBalancer Service with address and pool annotations, nginx
   for (const [path, service, port] of difyRoutes) {
     t.match(conf, new RegExp(`location ${path.replace(/\//g, '\\/')} \\{\\s+proxy_pass http://${service}:${port};`), `nginx ${path}`);
   }
-  t.match(conf, /proxy_set_header Dify-Hook-Url \$scheme:\/\/\$host\$request_uri;/, '/e/ keeps the Dify-Hook-Url header');
+  t.match(conf, /proxy_set_header Dify-Hook-Url \$dify_scheme:\/\/\$host\$request_uri;/, '/e/ keeps the Dify-Hook-Url header');
   const deploy = find(objects, 'Deployment', proxy);
   t.equal(containersOf(deploy)[0]!.readinessProbe ? 'probe' : 'none', 'probe');
   // The proxy is a Dify pod that dify-guard never treats.
   t.notOk((contract.podRules.injectCredentials as string[]).includes('proxy'));
-  const none = await render(requiredValues());
-  t.notOk(none.objects.some((o) => nameOf(o) === proxy), 'off by default');
+  const none = await render(deepMerge(requiredValues(), { ingress: { enabled: false } }));
+  t.notOk(none.objects.some((o) => nameOf(o) === proxy), 'no proxy without the LoadBalancer and the Ingress');
 });
 
 t.test('storage classes: global (e.g. Nutanix CSI) and per component, on every PVC', async (t) => {
@@ -106,13 +124,4 @@ t.test('storage classes: global (e.g. Nutanix CSI) and per component, on every P
 
   const def = await render(requiredValues());
   for (const [name, spec] of pvcSpecs(def.objects)) t.notOk('storageClassName' in spec, `${name}: cluster default class`);
-});
-
-t.test('a ReadWriteOnce storage PVC keeps workers on the node of an api pod; ReadWriteMany does not', async (t) => {
-  const worker = (objects: Json[]): Json => workloads(objects).find((w) => kindOf(w) === 'Deployment' && nameOf(w) === svcName(contract.components.worker))!;
-  const rwo = await render(requiredValues());
-  const affinity = ((worker(rwo.objects).spec as Json).template as Json).spec as Json;
-  t.match(affinity.affinity, { podAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { [LABELS.component]: contract.components.api } } }] } });
-  const rwx = await render(deepMerge(requiredValues(), { storage: { persistence: { accessModes: ['ReadWriteMany'] } } }));
-  t.notOk((((worker(rwx.objects).spec as Json).template as Json).spec as Json).affinity);
 });
