@@ -11,7 +11,7 @@ const read = (path: string): string => readFileSync(join(repoRoot, path), 'utf8'
 // What the TypeScript and JavaScript of the two commands spawn: the test suite, its support code and
 // scripts/ (scripts/image/ is `npm run image`, bench/ is `npm run bench`: neither is one of the two).
 const SPAWNING_ROOTS = ['test', 'scripts/test.mjs', 'scripts/demo.ts'];
-const SPAWN_CALL = /\b(?:spawn|spawnSync|execFile|execFileSync|run|runOk)\(\s*'([^']+)'/g;
+const SPAWN_CALL = /\b(?:(?:spawn|spawnSync|execFile|execFileSync|run|runOk)\(\s*|command:\s*)'([^']+)'/g;
 const BASH_INLINE = /\b(?:spawn|spawnSync|execFile|execFileSync)\(\s*'bash',\s*\[\s*'-c',\s*((?:'[^']*'\s*\+?\s*)+)/g;
 const SCRIPT_PATH = /'([\w./-]*\.sh)'/g;
 
