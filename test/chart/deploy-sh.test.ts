@@ -212,7 +212,7 @@ t.test('REDIS_PASSWORD: optional (the chart generates one), URL-safe, and a chan
   t.equal(without.status, 0, without.stderr);
   t.notMatch(without.stdout, 'pluginDaemon.redis', 'no Redis value without REDIS_PASSWORD: the chart generates and keeps one');
   const given = deploy(['--dry-run'], { ...secrets(), REDIS_PASSWORD: testSecret() });
-  t.match(given.stdout, '--set-file pluginDaemon.redis.password=***');
+  t.match(given.stdout, "--set-file 'pluginDaemon.redis.password=***'");
   const bad = `${testSecret()}@x`;
   const refused = deploy([], { ...secrets(), REDIS_PASSWORD: bad });
   t.equal(refused.status, 1);
