@@ -38,26 +38,36 @@ export class PipedServer {
   private readonly exited: Promise<number | null>;
 
   constructor(readonly name: string, user: SystemUser, command: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string) {
-    this.child = spawn('setpriv', asUser(user, command, args), { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group, so whatever it leaves behind can be killed with it.
+    this.child = spawn('setpriv', asUser(user, command, args), { env, cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const keep = (b: Buffer): void => { this.output += b.toString('utf8'); };
     this.child.stdout!.on('data', keep);
     this.child.stderr!.on('data', keep);
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
-    process.once('exit', () => this.child.kill('SIGKILL'));
+    process.once('exit', () => this.killGroup('SIGKILL'));
   }
 
   get log(): string { return this.output; }
   get running(): boolean { return this.child.exitCode === null && this.child.signalCode === null; }
 
-  /** SIGTERM (the container's stop), SIGKILL after 15 s; keeps what it printed for the password scan. */
-  async stop(): Promise<void> {
+  private killGroup(signal: NodeJS.Signals): void {
+    try { if (this.child.pid) process.kill(-this.child.pid, signal); } catch { /* the group is gone */ }
+  }
+
+  /**
+   * SIGTERM to the process itself (what the kubelet sends the container's process), SIGKILL after 15 s;
+   * then SIGKILL to anything left in its group. Returns the exit code; keeps the output for the password scan.
+   */
+  async stop(): Promise<number | null> {
     if (this.running) {
       this.child.kill('SIGTERM');
       const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
       await this.exited;
       clearTimeout(timer);
     }
+    this.killGroup('SIGKILL');
     captureOutput(`${this.name}.log`, this.output);
+    return this.exited;
   }
 }
 
