@@ -7,6 +7,7 @@ import { chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import t from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { run } from '../support/commands.js';
 import { reservePort } from '../support/ports.js';
 import { program } from '../support/programs.js';
 import { containersOf, find, initContainersOf, render, requiredValues, workloadOf, type Container } from '../support/helm.js';
@@ -54,6 +55,13 @@ async function initialise(): Promise<void> {
 
 let pg: PipedServer | undefined;
 t.teardown(async () => { await pg?.stop(); });
+
+t.test('the rendered check-data-directory and migration wait scripts pass shellcheck (POSIX sh)', async (t) => {
+  for (const [what, script] of [['check-data-directory', shellScript(check.command)], ['wait-for-postgresql', shellScript(wait.command)]] as const) {
+    const r = await run(program('shellcheck'), ['--shell=sh', '--severity=style', '-'], { input: script });
+    t.equal(r.status, 0, `${what}: ${r.stdout}`);
+  }
+});
 
 t.test('check-data-directory accepts an empty volume (PostgreSQL will initialise it)', async (t) => {
   t.same(check.volumeMounts, [{ name: 'data', mountPath: resolvedEnv(objects, check).DATA_VOLUME, readOnly: true }], 'the data volume, read-only');

@@ -4,6 +4,7 @@
 // the password gets NOAUTH and one with another gets WRONGPASS.
 import t, { type Test } from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { run } from '../support/commands.js';
 import { reservePort } from '../support/ports.js';
 import { program } from '../support/programs.js';
 import { containersOf, find, render, requiredValues, workloadOf, type Container } from '../support/helm.js';
@@ -36,6 +37,13 @@ const redis = new PipedServer('redis-server', redisUser, '/bin/sh', ['-c', shell
 t.teardown(() => redis.stop());
 
 const probe = shellScript((container.readinessProbe as { exec: { command: string[] } }).exec.command);
+
+t.test('the rendered command and probe pass shellcheck (POSIX sh)', async (t) => {
+  for (const script of [shellScript(container.command), probe]) {
+    const r = await run(program('shellcheck'), ['--shell=sh', '--severity=style', '-'], { input: script });
+    t.equal(r.status, 0, r.stdout);
+  }
+});
 
 t.test('the rendered command starts Redis with requirepass from the Secret; the probe passes', async (t) => {
   t.equal(env[ENV.redisPassword], password, 'REDIS_PASSWORD of the Redis container is the Secret\'s');
