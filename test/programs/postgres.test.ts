@@ -10,7 +10,7 @@ import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contra
 import { run } from '../support/commands.js';
 import { reservePort } from '../support/ports.js';
 import { program } from '../support/programs.js';
-import { containersOf, find, initContainersOf, render, requiredValues, workloadOf, type Container } from '../support/helm.js';
+import { containersOf, deepMerge, find, initContainersOf, render, requiredValues, workloadOf, type Container } from '../support/helm.js';
 import { resolvedEnv, secretValue, shellScript, type Env } from './rendered-env.js';
 import { PipedServer, privateDir, runAs, systemUser, until } from './run-as.js';
 
@@ -168,4 +168,15 @@ t.test('check-data-directory: its own PostgreSQL 15 volume starts; others stop w
     t.match(r.stderr, /What to do: /, `${what}: says what to do`);
     t.match(r.stderr, `kubectl delete pvc -n dify ${expandName(contract.names.postgresqlPvc, release)}`, `${what}: and the way to discard it`);
   }
+});
+
+t.test('the migration wait gives up with a clear message when PostgreSQL does not come (the Job then fails visibly)', async (t) => {
+  await pg?.stop();
+  const short = await render(deepMerge(requiredValues(), { migration: { waitForPostgresql: { timeoutSeconds: 10 } } }));
+  const shortWait = initContainersOf(workloadOf(short.objects, LABELS.component, contract.components.migration))[0]!;
+  const r = await runAs(postgres, '/bin/sh', ['-c', shellScript(shortWait.command)], {
+    ...resolvedEnv(short.objects, shortWait), PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port),
+  });
+  t.equal(r.status, 1);
+  t.match(r.stderr, `PostgreSQL 127.0.0.1:${port.port} did not become ready in 10s`);
 });
