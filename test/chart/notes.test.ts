@@ -57,6 +57,7 @@ t.test('warnings for a single dify-guard replica; the vector store, Redis auth a
   t.notMatch(plain, /weaviate/i);
   t.match(plain, /Redis requires a password \(Secret dify-redis, key redis-password\)/);
   t.match(plain, /NetworkPolicies: the sandbox reaches only the ssrf-proxy and DNS/);
+  t.match(plain, 'kubectl logs -n dify dify-postgresql-0 -c check-data-directory', 'where the data-safety check explains a refusal');
   const single = await notes(deepMerge(requiredValues(), { webhook: { replicaCount: 1 } }), 'dify', 'dify');
   t.match(single, /WARNING: webhook\.replicaCount is 1/);
   const open = await notes(deepMerge(requiredValues(), {

@@ -3,6 +3,8 @@
 // official image's entrypoint does), the StatefulSet's probe and the migration Job's wait command, the
 // Dify settings' credentials (a wrong password gets SQLSTATE 28P01), and the check-data-directory init
 // container's script on a volume laid out as Bitnami's, one of another major version, its own and an empty one.
+// Not run here: `CREATE EXTENSION vector`. The chart's image (pgvector/pgvector:pg15) carries pgvector, but
+// Debian bookworm has no postgresql-15-pgvector package (`apt-get install` finds none), so this server lacks it.
 import { chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import t from 'tap';
