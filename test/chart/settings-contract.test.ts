@@ -9,7 +9,7 @@ import { defaultGuardSettings } from '../../src/admission/settings.js';
 import { ENV, LABELS, contract } from '../../src/contract.js';
 import { repoRoot } from '../support/binaries.js';
 import {
-  allContainersOf, containersOf, kindOf, nameOf, ofKind, podTemplateOf, render, requiredValues, selects, workloadOf, workloads,
+  allContainersOf, containersOf, deepMerge, kindOf, nameOf, ofKind, podTemplateOf, render, requiredValues, selects, workloadOf, workloads,
   type Container, type EnvVar, type Json,
 } from '../support/helm.js';
 
@@ -110,16 +110,24 @@ t.test('a requirement the chart does not meet is reported (the checker can fail)
 });
 
 t.test('dify-guard\'s pod mutator changes nothing in the rendered Dify pods (chart and webhook agree)', async (t) => {
-  let checked = 0;
-  for (const w of workloads(objects)) {
-    const template = podTemplateOf(w);
-    const component = template.metadata.labels?.[LABELS.component] ?? '';
-    if (!contract.podRules.injectCredentials.includes(component)) continue;
-    const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, namespace: 'dify' }, spec: template.spec } as Json;
-    const result = mutatePod(pod as Parameters<typeof mutatePod>[0], defaultGuardSettings);
-    t.same(result, { patch: [], warnings: [] }, `${kindOf(w)} ${nameOf(w)}: no patch, no warning`);
-    t.ok(allContainersOf(w).some((c) => (c.env ?? []).some((e) => e.name === ENV.redisPassword)), `${nameOf(w)}: Redis auth declared`);
-    checked++;
+  const variants = [
+    ['defaults (Redis auth on, chart Secret)', {}, true],
+    ['Redis auth off', { pluginDaemon: { redis: { authEnabled: false } } }, false],
+    ['an existing Redis Secret', { pluginDaemon: { redis: { existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } } }, true],
+  ] as const;
+  for (const [what, values, auth] of variants) {
+    const rendered = Object.keys(values).length === 0 ? objects : (await render(deepMerge(requiredValues(), values as Json))).objects;
+    let checked = 0;
+    for (const w of workloads(rendered)) {
+      const template = podTemplateOf(w);
+      const component = template.metadata.labels?.[LABELS.component] ?? '';
+      if (!contract.podRules.injectCredentials.includes(component)) continue;
+      const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, namespace: 'dify' }, spec: template.spec } as Json;
+      const result = mutatePod(pod as Parameters<typeof mutatePod>[0], defaultGuardSettings);
+      t.same(result, { patch: [], warnings: [] }, `${what}: ${kindOf(w)} ${nameOf(w)}: no patch, no warning`);
+      t.equal(allContainersOf(w).some((c) => (c.env ?? []).some((e) => e.name === ENV.redisPassword)), auth, `${what}: ${nameOf(w)}: Redis auth`);
+      checked++;
+    }
+    t.equal(checked, contract.podRules.injectCredentials.length, what);
   }
-  t.equal(checked, contract.podRules.injectCredentials.length);
 });
