@@ -144,7 +144,8 @@ check_cluster() {
     && [ "$current_redis" != "$REDIS_PASSWORD" ]; then
     warn "REDIS_PASSWORD が現在の Redis パスワード (Secret ${redis_secret}) と異なります。
   更新後、Redis と Dify の Pod は再起動するまで古いパスワードのままです。helm の完了後に次を実行してください:
-    kubectl rollout restart -n ${namespace} statefulset/${release}-redis-master deploy/${release}-api deploy/${release}-worker deploy/${release}-beat deploy/${release}-plugin-daemon"
+    kubectl rollout restart -n ${namespace} statefulset/${release}-redis-master \\
+      deploy/${release}-api deploy/${release}-worker deploy/${release}-beat deploy/${release}-plugin-daemon"
   fi
   local current_key
   if current_key=$(secret_value "$app_secret" secret-key) && [ "$current_key" != "$DIFY_SECRET_KEY" ]; then

@@ -23,11 +23,13 @@ version_in() { if [ -r "$1/PG_VERSION" ]; then cat "$1/PG_VERSION"; else printf 
 if [ -e "$volume/data" ]; then
   bitnami="the layout of Bitnami's PostgreSQL image (/bitnami/postgresql/data)"
   refuse "holds data/ (PostgreSQL $(version_in "$volume/data")), $bitnami, not $own" \
-    "keep running the old chart's PostgreSQL image on it, or move the data: pg_dumpall with the old chart, then restore into this chart's database on a new volume."
+    "keep running the old chart's PostgreSQL image on it, or move the data: pg_dumpall with the old chart,
+then restore into this chart's database on a new volume."
 fi
 if [ -e "$volume/PG_VERSION" ]; then
   refuse "holds a PostgreSQL $(version_in "$volume") data directory at its root (the official image's default PGDATA), not in $own" \
-    "with PostgreSQL stopped, move the volume's files into a pgdata/ folder on it (a pod that mounts the PVC, as uid 999), or dump and restore."
+    "with PostgreSQL stopped, move the volume's files into a pgdata/ folder on it
+(a pod that mounts the PVC, as uid 999), or dump and restore."
 fi
 if [ -e "$own/PG_VERSION" ]; then
   found=$(version_in "$own")

@@ -222,7 +222,8 @@ t.test('REDIS_PASSWORD: optional (the chart generates one), URL-safe, and a chan
   const changed = deploy(['--dry-run'], { ...secrets(), REDIS_PASSWORD: testSecret(), STUB_REDIS: testSecret() });
   t.equal(changed.status, 0);
   t.match(changed.stderr, /REDIS_PASSWORD が現在の Redis パスワード \(Secret dify-redis\) と異なります/);
-  t.match(changed.stderr, 'kubectl rollout restart -n dify statefulset/dify-redis-master deploy/dify-api');
+  t.match(changed.stderr, 'kubectl rollout restart -n dify statefulset/dify-redis-master');
+  t.match(changed.stderr, 'deploy/dify-api deploy/dify-worker deploy/dify-beat deploy/dify-plugin-daemon');
   const same = testSecret();
   const kept = deploy(['--dry-run'], { ...secrets(), REDIS_PASSWORD: same, STUB_REDIS: same });
   t.notMatch(kept.stderr, /Redis パスワード/);

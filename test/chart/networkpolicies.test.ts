@@ -22,15 +22,18 @@ const podOf = (component: string): Record<string, string> => {
   if (!found) throw new Error(`no rendered pod of component ${component}`);
   return found.labels;
 };
-const policiesSelecting = (labels: Record<string, string>): PolicySpec[] => policies.map(specOf).filter((s) => selects(s.podSelector, labels));
+const policiesSelecting = (labels: Record<string, string>): PolicySpec[] =>
+  policies.map(specOf).filter((s) => selects(s.podSelector, labels));
+
+/** The peer covers the release's namespace: no namespaceSelector (its own) or an empty one (every namespace). */
+const anyNamespace = (peer: Peer): boolean => peer.namespaceSelector === undefined || Object.keys(peer.namespaceSelector).length === 0;
 
 /** True when some rule lets a pod with these labels (in the release's namespace) in on that port. */
 function admits(rules: Rule[] | undefined, peers: 'from' | 'to', labels: Record<string, string>, port: number | string): boolean {
   return (rules ?? []).some((rule) => {
     const portOk = !rule.ports || rule.ports.some((p) => p.port === undefined || p.port === port);
     const list = rule[peers];
-    const peerOk = !list || list.some((peer) => !peer.ipBlock && selects(peer.podSelector, labels) && (peer.namespaceSelector === undefined ||
-      Object.keys(peer.namespaceSelector).length === 0));
+    const peerOk = !list || list.some((peer) => !peer.ipBlock && selects(peer.podSelector, labels) && anyNamespace(peer));
     return portOk && peerOk;
   });
 }
@@ -42,7 +45,9 @@ const others = [c.web, c.sandbox, c.ssrfProxy, c.redis, c.postgresql].filter((x)
 t.test('rendered by default: sandbox, PostgreSQL and Redis, plain networking.k8s.io/v1', async (t) => {
   t.equal(policies.length, 3);
   for (const p of policies) t.equal(p.apiVersion, 'networking.k8s.io/v1', nameOf(p));
-  for (const component of [c.sandbox, c.postgresql, c.redis]) t.equal(policiesSelecting(podOf(component)).length, 1, `${component} is selected once`);
+  for (const component of [c.sandbox, c.postgresql, c.redis]) {
+    t.equal(policiesSelecting(podOf(component)).length, 1, `${component} is selected once`);
+  }
 });
 
 t.test('PostgreSQL and Redis accept exactly the components that use them, on their port', async (t) => {
@@ -69,9 +74,12 @@ t.test('the sandbox reaches only the ssrf-proxy and DNS, and only api and worker
     }
   }
   const dns = (policy!.egress ?? []).filter((r) => !r.to);
-  t.same(dns.flatMap((r) => r.ports ?? []), [{ port: 53, protocol: 'UDP' }, { port: 53, protocol: 'TCP' }], 'DNS: only port 53 to anywhere');
+  const dnsPorts = [{ port: 53, protocol: 'UDP' }, { port: 53, protocol: 'TCP' }];
+  t.same(dns.flatMap((r) => r.ports ?? []), dnsPorts, 'DNS: only port 53 to anywhere');
   for (const caller of [c.api, c.worker]) t.ok(admits(policy!.ingress, 'from', podOf(caller), 8194), `${caller} reaches it`);
-  for (const other of [c.web, c.pluginDaemon, c.ssrfProxy, c.beat]) t.notOk(admits(policy!.ingress, 'from', podOf(other), 8194), `${other} does not`);
+  for (const other of [c.web, c.pluginDaemon, c.ssrfProxy, c.beat]) {
+    t.notOk(admits(policy!.ingress, 'from', podOf(other), 8194), `${other} does not`);
+  }
 });
 
 t.test('dify-guard stays reachable by the API server (no policy selects its pods); it may reach PostgreSQL', async (t) => {
@@ -79,7 +87,8 @@ t.test('dify-guard stays reachable by the API server (no policy selects its pods
   t.ok(guard, 'dify-guard pods are rendered');
   t.same(policiesSelecting(guard!.labels), [], 'no NetworkPolicy restricts dify-guard');
   const [pg] = policiesSelecting(podOf(c.postgresql));
-  const guardPeer = (pg!.ingress ?? []).flatMap((r) => r.from ?? []).find((p) => p.namespaceSelector && selects(p.podSelector, guard!.labels));
+  const guardPeer = (pg!.ingress ?? []).flatMap((r) => r.from ?? [])
+    .find((p) => p.namespaceSelector && selects(p.podSelector, guard!.labels));
   t.ok(guardPeer, 'networkPolicy.postgresql.allowDifyGuard: dify-guard pods of any namespace');
   t.same(guardPeer!.namespaceSelector, {}, 'any namespace (one dify-guard serves every release)');
   const without = await render(deepMerge(requiredValues(), { networkPolicy: { postgresql: { allowDifyGuard: false } } }));
@@ -91,9 +100,11 @@ t.test('switchable: networkPolicy.enabled=false renders none; extraFrom peers ar
   const off = await render(deepMerge(requiredValues(), { networkPolicy: { enabled: false } }));
   t.same(ofKind(off.objects, 'NetworkPolicy'), []);
   const backup = { podSelector: { matchLabels: { app: 'backup' } } };
-  const extra = await render(deepMerge(requiredValues(), { networkPolicy: { postgresql: { extraFrom: [backup] }, redis: { extraFrom: [backup] } } }));
+  const extraFrom = [backup];
+  const extra = await render(deepMerge(requiredValues(), { networkPolicy: { postgresql: { extraFrom }, redis: { extraFrom } } }));
   for (const p of ofKind(extra.objects, 'NetworkPolicy').filter((o) => nameOf(o) !== 'dify-sandbox')) {
-    t.ok(admits(specOf(p).ingress, 'from', { app: 'backup' }, specOf(p).ingress![0]!.ports![0]!.port!), `${nameOf(p)} admits the extra peer`);
+    const port = specOf(p).ingress![0]!.ports![0]!.port!;
+    t.ok(admits(specOf(p).ingress, 'from', { app: 'backup' }, port), `${nameOf(p)} admits the extra peer`);
   }
   t.equal(kindOf(extra.objects.find((o) => kindOf(o) === 'NetworkPolicy')!), 'NetworkPolicy');
 });

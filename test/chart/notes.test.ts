@@ -66,7 +66,8 @@ t.test('warnings for a single dify-guard replica; the vector store, Redis auth a
   t.match(open, /vectorStore\.type is empty, so VECTOR_STORE is not set/);
   t.match(open, /WARNING: pluginDaemon\.redis\.authEnabled=false/);
   t.match(open, /WARNING: networkPolicy\.enabled=false/);
-  const alpine = await notes(deepMerge(requiredValues(), { postgresql: { image: { repository: 'postgres', tag: '15-alpine' } } }), 'dify', 'dify');
+  const alpineImage = { postgresql: { image: { repository: 'postgres', tag: '15-alpine' } } };
+  const alpine = await notes(deepMerge(requiredValues(), alpineImage), 'dify', 'dify');
   t.match(alpine, /WARNING: postgresql\.image\.repository is not a pgvector image/);
   const off = await notes(deepMerge(requiredValues(), { webhook: { enabled: false } }), 'dify', 'dify');
   t.match(off, /dify-guard is not installed by this release/);

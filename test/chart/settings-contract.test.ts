@@ -32,7 +32,8 @@ function contractTables(text: string): Map<string, Row[]> {
 const tables = contractTables(readFileSync(join(repoRoot, 'docs/dify-settings.md'), 'utf8'));
 const { objects } = await render(requiredValues());
 const services = ofKind(objects, 'Service');
-const podLabels = (component: string): Record<string, string> => podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.labels ?? {};
+const podLabels = (component: string): Record<string, string> =>
+  podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.labels ?? {};
 const containerOf = (component: string): Container => containersOf(workloadOf(objects, LABELS.component, component))[0]!;
 const envIn = (component: string, name: string): EnvVar | undefined => (containerOf(component).env ?? []).find((e) => e.name === name);
 
@@ -42,10 +43,12 @@ function serviceProblem(host: string, port: number, component: string): string |
   const svc = services.find((s) => nameOf(s) === host);
   if (!svc) return `no rendered Service ${host}`;
   const spec = svc.spec as { selector?: Record<string, string>; ports: ServicePort[] };
-  if (!selects({ matchLabels: spec.selector ?? {} }, podLabels(component)) || !spec.selector) return `Service ${host} does not select ${component}`;
+  const selected = spec.selector !== undefined && selects({ matchLabels: spec.selector }, podLabels(component));
+  if (!selected) return `Service ${host} does not select ${component}`;
   const servicePort = spec.ports.find((p) => p.port === port);
   if (!servicePort) return `Service ${host} has no port ${port}`;
-  const exposed = containersOf(workloadOf(objects, LABELS.component, component)).flatMap((c) => (c.ports ?? []) as { name?: string; containerPort: number }[]);
+  const exposed = containersOf(workloadOf(objects, LABELS.component, component))
+    .flatMap((c) => (c.ports ?? []) as { name?: string; containerPort: number }[]);
   const target = servicePort.targetPort ?? port;
   if (!exposed.some((p) => p.name === target || p.containerPort === target)) return `${component} exposes no port ${String(target)}`;
   return undefined;
@@ -125,7 +128,8 @@ t.test('dify-guard\'s pod mutator changes nothing in the rendered Dify pods (cha
       const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, namespace: 'dify' }, spec: template.spec } as Json;
       const result = mutatePod(pod as Parameters<typeof mutatePod>[0], defaultGuardSettings);
       t.same(result, { patch: [], warnings: [] }, `${what}: ${kindOf(w)} ${nameOf(w)}: no patch, no warning`);
-      t.equal(allContainersOf(w).some((c) => (c.env ?? []).some((e) => e.name === ENV.redisPassword)), auth, `${what}: ${nameOf(w)}: Redis auth`);
+      const declared = allContainersOf(w).some((c) => (c.env ?? []).some((e) => e.name === ENV.redisPassword));
+      t.equal(declared, auth, `${what}: ${nameOf(w)}: Redis auth`);
       checked++;
     }
     t.equal(checked, contract.podRules.injectCredentials.length, what);

@@ -59,14 +59,16 @@ let pg: PipedServer | undefined;
 t.teardown(async () => { await pg?.stop(); });
 
 t.test('the rendered check-data-directory and migration wait scripts pass shellcheck (POSIX sh)', async (t) => {
-  for (const [what, script] of [['check-data-directory', shellScript(check.command)], ['wait-for-postgresql', shellScript(wait.command)]] as const) {
+  const scripts = [['check-data-directory', shellScript(check.command)], ['wait-for-postgresql', shellScript(wait.command)]] as const;
+  for (const [what, script] of scripts) {
     const r = await run(program('shellcheck'), ['--shell=sh', '--severity=style', '-'], { input: script });
     t.equal(r.status, 0, `${what}: ${r.stdout}`);
   }
 });
 
 t.test('check-data-directory accepts an empty volume (PostgreSQL will initialise it)', async (t) => {
-  t.same(check.volumeMounts, [{ name: 'data', mountPath: resolvedEnv(objects, check).DATA_VOLUME, readOnly: true }], 'the data volume, read-only');
+  const mount = { name: 'data', mountPath: resolvedEnv(objects, check).DATA_VOLUME, readOnly: true };
+  t.same(check.volumeMounts, [mount], 'the data volume, read-only');
   mkdirSync(join(work.dir, 'empty'));
   const r = await runCheck(join(work.dir, 'empty'));
   t.equal(r.status, 0, r.stderr);
@@ -85,7 +87,8 @@ t.test('initialised with the rendered Secret\'s user, database and password; the
   t.equal(probe, shellScript((server.livenessProbe as { exec: { command: string[] } }).exec.command), 'one check for both probes');
   const probeEnv = { ...local, POSTGRES_USER: serverEnv.POSTGRES_USER, POSTGRES_DB: serverEnv.POSTGRES_DB };
   await until(pg, 'ready probe', async () => (await runAs(postgres, '/bin/sh', ['-c', probe], probeEnv)).status === 0);
-  const created = await runAs(postgres, program('psql'), ['-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-c', `CREATE DATABASE "${serverEnv.POSTGRES_DB}"`],
+  const createDb = `CREATE DATABASE "${serverEnv.POSTGRES_DB}"`;
+  const created = await runAs(postgres, program('psql'), ['-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-c', createDb],
     { ...local, PGUSER: serverEnv.POSTGRES_USER });
   t.equal(created.status, 0, created.stderr);
 
@@ -113,7 +116,8 @@ t.test('every component\'s DB_* settings authenticate; a different password gets
   // The plugin daemon connects to DB_DEFAULT_DATABASE first and creates its own database (it needs CREATEDB).
   const daemon = resolvedEnv(objects, component(contract.components.pluginDaemon));
   const created = await runAs(postgres, program('psql'), ['-v', 'ON_ERROR_STOP=1', '-c', `CREATE DATABASE ${daemon.DB_DATABASE}`], {
-    PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port), PGUSER: daemon.DB_USERNAME, PGDATABASE: daemon.DB_DEFAULT_DATABASE, PGPASSWORD: daemon[ENV.dbPassword],
+    PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port),
+    PGUSER: daemon.DB_USERNAME, PGDATABASE: daemon.DB_DEFAULT_DATABASE, PGPASSWORD: daemon[ENV.dbPassword],
   });
   t.equal(created.status, 0, created.stderr);
   const inOwn = await connectAs(daemon, daemon[ENV.dbPassword]!);
@@ -156,10 +160,12 @@ t.test('check-data-directory: its own PostgreSQL 15 volume starts; others stop w
 
   const pvc = `dify/${expandName(contract.names.postgresqlPvc, release)}`;
   const cases = [
-    ['Bitnami\'s layout (data/ under the volume)', fakeVolume('bitnami', 'data', '15'), /holds data\/ \(PostgreSQL 15\), the layout of Bitnami's PostgreSQL image/],
+    ['Bitnami\'s layout (data/ under the volume)', fakeVolume('bitnami', 'data', '15'),
+      /holds data\/ \(PostgreSQL 15\), the layout of Bitnami's PostgreSQL image/],
     ['Bitnami\'s layout, unreadable (uid 1001, 0700)', fakeVolume('bitnami-1001', 'data', '15', { name: 'x', uid: 1001, gid: 1001 }),
       /holds data\/ \(PostgreSQL unknown\), the layout of Bitnami's/],
-    ['another major version', fakeVolume('pg14', 'pgdata', '14'), /holds a PostgreSQL 14 data directory and this image runs PostgreSQL 15, which cannot open it/],
+    ['another major version', fakeVolume('pg14', 'pgdata', '14'),
+      /holds a PostgreSQL 14 data directory and this image runs PostgreSQL 15, which cannot open it/],
     ['a data directory at the volume root', fakeVolume('root', '.', '15'), /holds a PostgreSQL 15 data directory at its root/],
   ] as const;
   for (const [what, dir, found] of cases) {
@@ -168,7 +174,8 @@ t.test('check-data-directory: its own PostgreSQL 15 volume starts; others stop w
     t.match(r.stderr, found, `${what}: says what it found`);
     t.match(r.stderr, `PostgreSQL NOT started. Volume ${dir} (PVC ${pvc})`, `${what}: names the PVC`);
     t.match(r.stderr, /What to do: /, `${what}: says what to do`);
-    t.match(r.stderr, `kubectl delete pvc -n dify ${expandName(contract.names.postgresqlPvc, release)}`, `${what}: and the way to discard it`);
+    const discard = `kubectl delete pvc -n dify ${expandName(contract.names.postgresqlPvc, release)}`;
+    t.match(r.stderr, discard, `${what}: and the way to discard it`);
   }
 });
 

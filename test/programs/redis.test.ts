@@ -31,7 +31,8 @@ t.teardown(() => port.release());
 
 // The container's env; only where it listens and writes changes (loopback, a free port, a temporary folder).
 const env: Env = {
-  ...resolvedEnv(objects, container), PATH, REDIS_LISTEN_PORT: String(port.port), REDIS_BIND_ADDRESSES: '127.0.0.1', REDIS_DATA_DIR: work.dir,
+  ...resolvedEnv(objects, container), PATH,
+  REDIS_LISTEN_PORT: String(port.port), REDIS_BIND_ADDRESSES: '127.0.0.1', REDIS_DATA_DIR: work.dir,
 };
 const redis = new PipedServer('redis-server', redisUser, '/bin/sh', ['-c', shellScript(container.command)], env, work.dir);
 t.teardown(() => redis.stop());

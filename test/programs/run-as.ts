@@ -27,7 +27,8 @@ const asUser = (user: SystemUser, command: string, args: string[]): string[] =>
   [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--init-groups', '--', command, ...args];
 
 /** Runs a command to completion as `user`, env exactly as given (no inherited secrets). */
-export function runAs(user: SystemUser, command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<CommandResult> {
+export function runAs(user: SystemUser, command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000):
+  Promise<CommandResult> {
   return run('setpriv', asUser(user, command, args), { env, timeoutMs });
 }
 
