@@ -1,10 +1,9 @@
 // Real programs as their container runs them: as the program's own user (setpriv; the tests run as root),
 // stdout and stderr as pipes, in a private temporary folder removed at the end, with the env the chart renders.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { run, type CommandResult } from '../support/commands.js';
 import { captureOutput } from '../support/secrets.js';
 
