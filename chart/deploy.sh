@@ -19,7 +19,8 @@ Dify Community Edition と dify-guard を `helm upgrade --install --create-names
   DIFY_SECRET_KEY     Dify の SECRET_KEY (例: openssl rand -hex 32。毎回同じ値を使うこと)
 
 任意の環境変数:
-  REDIS_PASSWORD      設定すると Redis 認証を有効にします (pluginDaemon.redis.authEnabled=true)
+  REDIS_PASSWORD      Redis のパスワード (英数字と . _ ~ - のみ)。Redis 認証は既定で有効です。
+                      未設定なら初回インストール時にチャートが生成し、以後は Secret <release>-redis の値を使い続けます
   OPENAI_API_KEY      --openai-api-key の代わり (コマンドラインに鍵を残さない)
   KUBECONFIG          接続先クラスタ
   HELM, KUBECTL       helm / kubectl のパス (既定: PATH 上の helm, kubectl)
@@ -92,9 +93,15 @@ done
   export DIFY_SECRET_KEY=\$(openssl rand -hex 32)
 で生成し、以後は同じ値を使ってください (変えるとログイン中のセッションが無効になります)。"
 
+if [ -n "${REDIS_PASSWORD:-}" ] && ! [[ "$REDIS_PASSWORD" =~ ^[A-Za-z0-9._~-]+$ ]]; then
+  die "REDIS_PASSWORD に使える文字は英数字と . _ ~ - だけです (Kubernetes は \$(REDIS_PASSWORD) を URL エンコードせずに CELERY_BROKER_URL へ展開するため)。
+  未設定にすると、チャートが初回インストール時にパスワードを生成して保持します。"
+fi
+
 pvc="data-${release}-postgresql-0"
 pg_secret="${release}-postgresql"
 app_secret="${release}-app-secrets"
+redis_secret="${release}-redis"
 
 # Reads one key of a Secret (decoded) into stdout; never printed by this script.
 secret_value() {
@@ -132,6 +139,14 @@ check_cluster() {
       note "注意: Secret ${pg_secret} を読めないため、パスワードが PVC と一致するか確認できませんでした。初回と同じ POSTGRES_PASSWORD を使ってください。"
     fi
   fi
+  local current_redis
+  if [ -n "${REDIS_PASSWORD:-}" ] && current_redis=$(secret_value "$redis_secret" redis-password) \
+    && [ "$current_redis" != "$REDIS_PASSWORD" ]; then
+    warn "REDIS_PASSWORD が現在の Redis パスワード (Secret ${redis_secret}) と異なります。
+  更新後、Redis と Dify の Pod は再起動するまで古いパスワードのままです。helm の完了後に次を実行してください:
+    kubectl rollout restart -n ${namespace} statefulset/${release}-redis-master \\
+      deploy/${release}-api deploy/${release}-worker deploy/${release}-beat deploy/${release}-plugin-daemon"
+  fi
   local current_key
   if current_key=$(secret_value "$app_secret" secret-key) && [ "$current_key" != "$DIFY_SECRET_KEY" ]; then
     warn "DIFY_SECRET_KEY が現在の SECRET_KEY (Secret ${app_secret}) と異なります。更新するとログイン中のセッションとトークンが無効になります。"
@@ -158,11 +173,9 @@ secret_arg() {
 secret_arg postgresql.auth.password "$POSTGRES_PASSWORD"
 secret_arg secrets.difySecretKey "$DIFY_SECRET_KEY"
 if [ -n "$openai_api_key" ]; then secret_arg secrets.openaiApiKey "$openai_api_key"; fi
-if [ -n "${REDIS_PASSWORD:-}" ]; then
-  cmd+=(--set pluginDaemon.redis.authEnabled=true)
-  shown+=(--set pluginDaemon.redis.authEnabled=true)
-  secret_arg pluginDaemon.redis.password "$REDIS_PASSWORD"
-fi
+# Redis auth is on by default: a given REDIS_PASSWORD goes through a 0600 file like the others; without
+# one the chart generates a password on first install and keeps it (Secret <release>-redis).
+if [ -n "${REDIS_PASSWORD:-}" ]; then secret_arg pluginDaemon.redis.password "$REDIS_PASSWORD"; fi
 if [ -n "$image_tag" ]; then
   cmd+=(--set-string "image.tag=$image_tag")
   shown+=(--set-string "image.tag=$image_tag")

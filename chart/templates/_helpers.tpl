@@ -220,13 +220,23 @@ is written; or webhook.enabled=false), the chart refuses. The message names obje
 {{- default $c.secretKeys.redisPassword .Values.pluginDaemon.redis.existingSecretPasswordKey -}}
 {{- end -}}
 
-{{/* The chart-managed Redis password, checked; only called when the chart renders the Secret. */}}
+{{/*
+The chart-managed Redis password: the given one (checked), else the one in the existing <release>-redis
+Secret (kept across upgrades), else a new random one. Only called when the chart renders that Secret.
+*/}}
 {{- define "dify.redis.password" -}}
-{{- $password := required "pluginDaemon.redis.password is required when pluginDaemon.redis.authEnabled is true and no pluginDaemon.redis.existingSecret is given (deploy.sh takes it from REDIS_PASSWORD)" .Values.pluginDaemon.redis.password | toString -}}
-{{- if not (regexMatch "^[A-Za-z0-9._~-]+$" $password) -}}
+{{- $c := include "dify.contract" . | fromJson -}}
+{{- $given := .Values.pluginDaemon.redis.password | toString -}}
+{{- if $given -}}
+{{- if not (regexMatch "^[A-Za-z0-9._~-]+$" $given) -}}
 {{- fail "pluginDaemon.redis.password may contain only letters, digits and . _ ~ - : Kubernetes expands $(REDIS_PASSWORD) into CELERY_BROKER_URL without URL-encoding" -}}
 {{- end -}}
-{{- $password -}}
+{{- $given -}}
+{{- else -}}
+{{- $existing := (lookup "v1" "Secret" .Release.Namespace (include "dify.name" (list . "redisSecret"))).data | default dict -}}
+{{- $kept := index $existing $c.secretKeys.redisPassword | default "" -}}
+{{- if $kept -}}{{- $kept | b64dec -}}{{- else -}}{{- randAlphaNum 32 -}}{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

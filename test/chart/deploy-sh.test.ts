@@ -43,6 +43,7 @@ case "$*" in
   *"get pvc"*) [ "\${STUB_PVC:-}" = 1 ] && echo "persistentvolumeclaim/$4" ;;
   *"{.data.${SECRET_KEYS.postgresPassword}}"*) [ -n "\${STUB_PG:-}" ] && printf '%s' "$STUB_PG" | base64 -w0 ;;
   *"{.data.secret-key}"*) [ -n "\${STUB_KEY:-}" ] && printf '%s' "$STUB_KEY" | base64 -w0 ;;
+  *"{.data.${SECRET_KEYS.redisPassword}}"*) [ -n "\${STUB_REDIS:-}" ] && printf '%s' "$STUB_REDIS" | base64 -w0 ;;
 esac
 exit 0
 `);
@@ -191,7 +192,7 @@ t.test('a real run: helm gets the secrets through 0600 files that are gone after
   t.match(args, /^upgrade\n--install\ndify\n/);
   t.match(args, '--create-namespace');
   t.match(args, `--values\n${values}`);
-  t.match(args, '--set\npluginDaemon.redis.authEnabled=true');
+  t.notMatch(args, 'pluginDaemon.redis.authEnabled', 'Redis auth is the chart\'s default, not a flag of deploy.sh');
   const files = readFileSync(`${helmLog}.files`, 'utf8').trim().split('\n').map((l) => l.split(' '));
   const expected: Record<string, string> = {
     'postgresql.auth.password': env.POSTGRES_PASSWORD, 'secrets.difySecretKey': env.DIFY_SECRET_KEY,
@@ -204,4 +205,26 @@ t.test('a real run: helm gets the secrets through 0600 files that are gone after
     t.notOk(existsSync(path!), `${key}: removed when deploy.sh exits`);
   }
   t.notOk(r.stderr.includes(env.POSTGRES_PASSWORD));
+});
+
+t.test('REDIS_PASSWORD: optional (the chart generates one), URL-safe, and a change is warned about with the restart command', async (t) => {
+  const without = deploy(['--dry-run'], secrets());
+  t.equal(without.status, 0, without.stderr);
+  t.notMatch(without.stdout, 'pluginDaemon.redis', 'no Redis value without REDIS_PASSWORD: the chart generates and keeps one');
+  const given = deploy(['--dry-run'], { ...secrets(), REDIS_PASSWORD: testSecret() });
+  t.match(given.stdout, "--set-file 'pluginDaemon.redis.password=***'");
+  const bad = `${testSecret()}@x`;
+  const refused = deploy([], { ...secrets(), REDIS_PASSWORD: bad });
+  t.equal(refused.status, 1);
+  t.match(refused.stderr, /REDIS_PASSWORD に使える文字は英数字と \. _ ~ - だけです/);
+  t.notOk(refused.stderr.includes(bad), 'the password is not shown');
+  t.notOk(helmCalled());
+  const changed = deploy(['--dry-run'], { ...secrets(), REDIS_PASSWORD: testSecret(), STUB_REDIS: testSecret() });
+  t.equal(changed.status, 0);
+  t.match(changed.stderr, /REDIS_PASSWORD が現在の Redis パスワード \(Secret dify-redis\) と異なります/);
+  t.match(changed.stderr, 'kubectl rollout restart -n dify statefulset/dify-redis-master');
+  t.match(changed.stderr, 'deploy/dify-api deploy/dify-worker deploy/dify-beat deploy/dify-plugin-daemon');
+  const same = testSecret();
+  const kept = deploy(['--dry-run'], { ...secrets(), REDIS_PASSWORD: same, STUB_REDIS: same });
+  t.notMatch(kept.stderr, /Redis パスワード/);
 });

@@ -64,14 +64,34 @@ t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis hos
   t.equal(envOf(mainContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value, 'dify', 'api keeps Dify\'s database');
 });
 
-t.test('Redis without auth: no REDIS_PASSWORD, a broker URL without credentials, no Redis Secret', async (t) => {
+t.test('Redis without auth (authEnabled=false): no REDIS_PASSWORD, a broker URL without credentials, no Redis Secret', async (t) => {
+  const open = await render(deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: false } } }));
   for (const component of contract.podRules.injectCredentials) {
-    const c = mainContainer(base.objects, component);
+    const c = mainContainer(open.objects, component);
     t.notOk(envOf(c, ENV.redisPassword), `${component}`);
     const url = envOf(c, ENV.celeryBrokerUrl)?.value;
     if (url !== undefined) t.equal(url, `redis://${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`);
   }
-  t.notOk(base.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)));
+  t.notOk(open.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)));
+  const redis = containersOf(workloadOf(open.objects, LABELS.component, contract.components.redis))[0]!;
+  t.notOk(envOf(redis, ENV.redisPassword), 'the bundled Redis gets no requirepass');
+});
+
+t.test('Redis auth is on by default: a password generated once into <release>-redis, kept by uninstall', async (t) => {
+  const redisSecret = expandName(contract.names.redisSecret, release);
+  const secret = base.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret);
+  t.ok(secret, 'the chart renders <release>-redis with no value given');
+  const generated = Buffer.from(String((secret!.data as Json)[SECRET_KEYS.redisPassword]), 'base64').toString();
+  t.match(generated, /^[A-Za-z0-9]{32}$/, 'URL-safe, 32 characters');
+  t.equal((secret!.metadata as Json).annotations && ((secret!.metadata as Json).annotations as Json)['helm.sh/resource-policy'], 'keep');
+  for (const component of contract.podRules.injectCredentials) {
+    const c = mainContainer(base.objects, component);
+    t.same(envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef, { name: redisSecret, key: SECRET_KEYS.redisPassword }, component);
+  }
+  const again = await render(requiredValues());
+  const other = again.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret)!;
+  t.not((other.data as Json)[SECRET_KEYS.redisPassword], (secret!.data as Json)[SECRET_KEYS.redisPassword],
+    'random per render without a cluster (helm install/upgrade look the existing Secret up: test/controlplane)');
 });
 
 t.test('Redis with auth (chart Secret): REDIS_PASSWORD by secretKeyRef, defined before CELERY_BROKER_URL', async (t) => {

@@ -41,7 +41,9 @@ t.test('waits for PostgreSQL with pg_isready before migrating', async (t) => {
   const init = initContainersOf(job);
   t.equal(init.length, 1);
   const script = (init[0]!.command as string[]).join(' ');
-  t.match(script, /pg_isready -h dify-postgresql -p 5432/);
+  t.match(script, /until pg_isready -t 5;/);
+  t.same((init[0]!.env ?? []).map((e) => [e.name, e.value]), [['PGHOST', 'dify-postgresql'], ['PGPORT', '5432']],
+    'the PostgreSQL Service and port, read by pg_isready (libpq)');
   t.match(script, /exit 1/, 'gives up after its timeout, so the Job fails visibly');
 });
 

@@ -50,13 +50,25 @@ for (const [release, ns] of [['dify', 'dify'], ['acme', 'prod']] as const) {
   });
 }
 
-t.test('warnings for a single dify-guard replica and a missing vector store; none by default but the vector store', async (t) => {
+t.test('warnings for a single dify-guard replica; the vector store, Redis auth and NetworkPolicies as rendered', async (t) => {
   const plain = await notes(requiredValues(), 'dify', 'dify');
-  t.notMatch(plain, /WARNING: webhook\.replicaCount/);
-  t.match(plain, /vectorStore\.type is not set/);
-  const single = await notes(deepMerge(requiredValues(), { webhook: { replicaCount: 1 }, vectorStore: { type: 'pgvector' } }), 'dify', 'dify');
+  t.notMatch(plain, /WARNING/, 'no warning by default');
+  t.match(plain, /Vector store: pgvector in the bundled PostgreSQL/, 'pgvector by default, and no claim about weaviate');
+  t.notMatch(plain, /weaviate/i);
+  t.match(plain, /Redis requires a password \(Secret dify-redis, key redis-password\)/);
+  t.match(plain, /NetworkPolicies: the sandbox reaches only the ssrf-proxy and DNS/);
+  t.match(plain, 'kubectl logs -n dify dify-postgresql-0 -c check-data-directory', 'where the data-safety check explains a refusal');
+  const single = await notes(deepMerge(requiredValues(), { webhook: { replicaCount: 1 } }), 'dify', 'dify');
   t.match(single, /WARNING: webhook\.replicaCount is 1/);
-  t.notMatch(single, /vectorStore\.type is not set/);
+  const open = await notes(deepMerge(requiredValues(), {
+    vectorStore: { type: '' }, pluginDaemon: { redis: { authEnabled: false } }, networkPolicy: { enabled: false },
+  }), 'dify', 'dify');
+  t.match(open, /vectorStore\.type is empty, so VECTOR_STORE is not set/);
+  t.match(open, /WARNING: pluginDaemon\.redis\.authEnabled=false/);
+  t.match(open, /WARNING: networkPolicy\.enabled=false/);
+  const alpineImage = { postgresql: { image: { repository: 'postgres', tag: '15-alpine' } } };
+  const alpine = await notes(deepMerge(requiredValues(), alpineImage), 'dify', 'dify');
+  t.match(alpine, /WARNING: postgresql\.image\.repository is not a pgvector image/);
   const off = await notes(deepMerge(requiredValues(), { webhook: { enabled: false } }), 'dify', 'dify');
   t.match(off, /dify-guard is not installed by this release/);
 });
