@@ -35,6 +35,8 @@ export const podWarnings = {
     warning(`${where}: ${ENV.redisPassword} moved before ${before}, which uses it`),
   redisEndpointAdded: (where: string, names: readonly string[]): string =>
     warning(`${where}: ${names.join(', ')} added`),
+  secretUnknown: (where: string, envName: string, annotation: string): string =>
+    warning(`${where}: ${envName} is literal; add annotation ${annotation}`),
 };
 
 // ---- the PostgreSQL Secret ---------------------------------------------------------------------

@@ -83,3 +83,18 @@ matchExpressions:
     values:
       {{- toYaml (uniq (prepend (default list .Values.webhook.excludedNamespaces) "kube-system")) | nindent 6 }}
 {{- end -}}
+
+{{/* Repository paths of Dify images (JSON list): the contract's, then webhook.difyImages, without repeats. */}}
+{{- define "dify.guard.difyImages" -}}
+{{- $c := include "dify.contract" . | fromJson -}}
+{{- concat $c.difyImages (default list .Values.webhook.difyImages) | uniq | toJson -}}
+{{- end -}}
+
+{{/* The regular expression an image reference of one of those paths matches (src/admission/dify-containers.ts builds the same). */}}
+{{- define "dify.guard.difyImagePattern" -}}
+{{- $quoted := list -}}
+{{- range (include "dify.guard.difyImages" . | fromJsonArray) -}}
+{{- $quoted = append $quoted (regexQuoteMeta .) -}}
+{{- end -}}
+{{- printf "^(.*/)?(%s)(:[^/@]*)?(@.+)?$" (join "|" $quoted) -}}
+{{- end -}}
