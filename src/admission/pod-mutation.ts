@@ -148,7 +148,7 @@ function treatRedisPasswords(env: unknown[], container: Container, plan: PodPlan
   const ref = plan.redis;
   if (!ref) {
     const literal = [...CREDENTIALS.redisPasswords.filter((name) => hasLiteral(env, name)),
-      ...CREDENTIALS.redisUrls.filter((name) => env.some((e) => isEntryNamed(e, name) && typeof e.value === 'string' && rewriteBrokerUrl(e.value) !== e.value))];
+      ...CREDENTIALS.redisUrls.filter((name) => env.some((e) => isEntryNamed(e, name) && typeof e.value === 'string' && brokerUrlHasLiteralPassword(e.value)))];
     for (const name of literal) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.redisSecretName));
     return;
   }
@@ -298,6 +298,11 @@ function parseRedisUrl(url: string): RedisUrlParts | undefined {
 /** True when a Redis broker URL (or sentinel list) carries a password, literal or $(REDIS_PASSWORD). */
 export function brokerUrlHasPassword(url: string): boolean {
   return url.split(URL_SEPARATOR).some((part) => (parseRedisUrl(part)?.password ?? '') !== '');
+}
+
+/** True when a Redis URL (or sentinel list) embeds a literal password (not $(REDIS_PASSWORD)). */
+export function brokerUrlHasLiteralPassword(url: string): boolean {
+  return rewriteBrokerUrl(url) !== url;
 }
 
 /** The URL with every literal password replaced by $(REDIS_PASSWORD); the same string when none. */
