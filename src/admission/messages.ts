@@ -51,10 +51,14 @@ export const templateMessages = {
   lastAppliedWarning: (variables: readonly string[]): string =>
     warning(`last-applied-configuration stores ${listed(variables)} as literal; use secretKeyRef`),
   refusal: (kind: string, name: string, passwords: readonly string[], migration: boolean): string => {
-    const problems = [
-      ...(passwords.length > 0 ? [`its pod template stores ${listed(passwords)} as a literal password, readable by anyone who can read this ${kind}`] : []),
-      ...(migration ? [`its pod template sets ${ENV.migrationEnabled} to something other than "false", so its pods would migrate the database on start`] : []),
-    ];
+    const problems: string[] = [];
+    if (passwords.length > 0) {
+      problems.push(`its pod template stores ${listed(passwords)} as a literal password, readable by anyone who can read this ${kind}`);
+    }
+    if (migration) {
+      problems.push(`its pod template sets ${ENV.migrationEnabled} to something other than "false", `
+        + 'so its pods would migrate the database on start');
+    }
     return `${kind} ${name}: refused by dify-guard (webhook.templatePolicy=deny): ${problems.join('; and ')}. ` +
       'Give each password with valueFrom.secretKeyRef (the release\'s Secret), ' +
       `set ${ENV.migrationEnabled} to "false" (the chart's migration Job migrates), then apply again.`;

@@ -147,8 +147,9 @@ function treatPostgresqlPasswords(env: unknown[], container: Container, plan: Po
 function treatRedisPasswords(env: unknown[], container: Container, plan: PodPlan, treated: Treated): void {
   const ref = plan.redis;
   if (!ref) {
-    const literal = [...CREDENTIALS.redisPasswords.filter((name) => hasLiteral(env, name)),
-      ...CREDENTIALS.redisUrls.filter((name) => env.some((e) => isEntryNamed(e, name) && typeof e.value === 'string' && brokerUrlHasLiteralPassword(e.value)))];
+    const urlHasLiteral = (name: string): boolean =>
+      env.some((e) => isEntryNamed(e, name) && typeof e.value === 'string' && brokerUrlHasLiteralPassword(e.value));
+    const literal = [...CREDENTIALS.redisPasswords.filter((name) => hasLiteral(env, name)), ...CREDENTIALS.redisUrls.filter(urlHasLiteral)];
     for (const name of literal) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.redisSecretName));
     return;
   }

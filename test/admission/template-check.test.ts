@@ -9,6 +9,7 @@ import {
 } from '../../src/admission/template-check.js';
 import type { JsonObject } from '../../src/admission/types.js';
 import { loadObject, loadReview, sensitiveStringsOf } from '../support/fixtures.js';
+import { testSecret } from '../support/secrets.js';
 
 const settings = defaultGuardSettings;
 const deny = { ...settings, templatePolicy: 'deny' as const };
@@ -67,7 +68,9 @@ t.test('nothing to say', async (t) => {
     const env = apiEnv(object);
     for (const e of env) {
       if (e.name === ENV.migrationEnabled) e.value = 'false';
-      if (e.name === ENV.dbPassword || e.name === 'PGVECTOR_PASSWORD') { delete e.value; e.valueFrom = { secretKeyRef: { name: 'x', key: 'y' } }; }
+      if (e.name !== ENV.dbPassword && e.name !== 'PGVECTOR_PASSWORD') continue;
+      delete e.value;
+      e.valueFrom = { secretKeyRef: { name: 'x', key: 'y' } };
     }
     t.strictSame(judgeWorkloadTemplate('Deployment', object, deny), { allowed: true, findings: [], warnings: [] });
   });
@@ -113,7 +116,8 @@ t.test("controllers' own writes are not checked again (no warning storm)", async
   for (const [kind, owner] of [['ReplicaSet', 'Deployment'], ['Job', 'CronJob'], ['Deployment', 'SomeOperatorKind']]) {
     const object = asKind(kind as string, template(deployment()));
     (object.metadata as JsonObject).ownerReferences = [{ apiVersion: 'x', kind: owner, name: 'o', uid: 'u', controller: true }];
-    t.strictSame(judgeWorkloadTemplate(kind as string, object, deny), { allowed: true, findings: [], warnings: [] }, `${kind} of a ${owner}`);
+    const decision = judgeWorkloadTemplate(kind as string, object, deny);
+    t.strictSame(decision, { allowed: true, findings: [], warnings: [] }, `${kind} of a ${owner}`);
   }
   const notController = asKind('ReplicaSet', template(deployment()));
   (notController.metadata as JsonObject).ownerReferences = [{ apiVersion: 'x', kind: 'Thing', name: 'o', uid: 'u' }];
@@ -121,17 +125,21 @@ t.test("controllers' own writes are not checked again (no warning storm)", async
 });
 
 t.test("a pod's last-applied-configuration annotation", async (t) => {
-  const applied = (containers: JsonObject[]): JsonObject => ({
-    apiVersion: 'v1', kind: 'Pod',
-    metadata: { name: 'p', annotations: { [contract.annotations.lastApplied]: JSON.stringify({ apiVersion: 'v1', kind: 'Pod', spec: { containers } }) } },
-    spec: { containers },
-  });
-  const dify = { name: 'api', image: 'langgenius/dify-api:1.11.4', env: [{ name: ENV.dbPassword, value: 'Applied-Literal-55' }, { name: ENV.migrationEnabled, value: 'true' }] };
+  const applied = (containers: JsonObject[]): JsonObject => {
+    const manifest = JSON.stringify({ apiVersion: 'v1', kind: 'Pod', spec: { containers } });
+    const metadata = { name: 'p', annotations: { [contract.annotations.lastApplied]: manifest } };
+    return { apiVersion: 'v1', kind: 'Pod', metadata, spec: { containers } };
+  };
+  const literal = testSecret();
+  const dify = {
+    name: 'api', image: 'langgenius/dify-api:1.11.4',
+    env: [{ name: ENV.dbPassword, value: literal }, { name: ENV.migrationEnabled, value: 'true' }],
+  };
   const result = lastAppliedFindings(applied([dify]), settings);
   t.strictSame(result.findings, [{ container: 'api', variable: ENV.dbPassword, finding: 'literal_password' }], 'literal passwords only');
   t.equal(result.warnings.length, 1);
   t.match(result.warnings[0], /last-applied-configuration stores DB_PASSWORD as literal/);
-  t.notOk(JSON.stringify(result).includes('Applied-Literal-55'));
+  t.notOk(JSON.stringify(result).includes(literal));
   const owned = applied([dify]);
   (owned.metadata as JsonObject).ownerReferences = [{ kind: 'ReplicaSet', name: 'r', uid: 'u', controller: true }];
   t.strictSame(lastAppliedFindings(owned, settings).findings, [], 'a controller-owned pod: skipped');

@@ -154,7 +154,8 @@ t.test('kubectl apply of a Deployment storing a literal DB_PASSWORD prints the w
   t.match(applied.stderr, /Warning: dify-guard: Deployment stores DB_PASSWORD as literal; use valueFrom\.secretKeyRef/);
   t.match(applied.stderr, /Warning: dify-guard: Deployment sets MIGRATION_ENABLED other than "false"/);
   t.notOk(applied.stderr.includes(literal) || applied.stdout.includes(literal), 'kubectl printed no password');
-  const line = await guard.waitForLog('the template audit line', (l) => l.audit === true && l.kind === 'Deployment' && l.name === 'community-api');
+  const line = await guard.waitForLog('the template audit line',
+    (l) => l.audit === true && l.kind === 'Deployment' && l.name === 'community-api');
   t.match(line, { decision: 'allowed', mode: 'warn', operation: 'CREATE' });
   t.notOk(guard.process.log().includes(literal), 'dify-guard logged no password');
 
@@ -165,7 +166,9 @@ t.test('kubectl apply of a Deployment storing a literal DB_PASSWORD prints the w
   const replicaSet = await rest.create(`/apis/apps/v1/namespaces/${namespace}/replicasets`, {
     metadata: {
       name: 'community-api-6d9f8b7c5', labels: communityLabels,
-      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'Deployment', name: 'community-api', uid: (deployment.metadata as Json).uid, controller: true }],
+      ownerReferences: [{
+        apiVersion: 'apps/v1', kind: 'Deployment', name: 'community-api', uid: (deployment.metadata as Json).uid, controller: true,
+      }],
     },
     spec: { replicas: 1, selector: spec.selector, template: spec.template },
   });

@@ -3,7 +3,7 @@
 // metric of audited allowed Secret decisions. Nothing captured holds a password.
 import t, { type Test } from 'tap';
 import { buildServer } from '../../src/server.js';
-import { contract } from '../../src/contract.js';
+import { ENV, contract } from '../../src/contract.js';
 import { defaultGuardSettings, type GuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
 import { createMetrics } from '../../src/metrics.js';
@@ -19,7 +19,8 @@ function serve(t: Test, settings: GuardSettings = defaultGuardSettings) {
   });
   t.teardown(() => server.close(1000));
   const post = async (path: string, review: AdmissionReview): Promise<JsonObject> => {
-    const res = await server.admission.inject({ method: 'POST', url: path, payload: review, headers: { 'content-type': 'application/json' } });
+    const headers = { 'content-type': 'application/json' };
+    const res = await server.admission.inject({ method: 'POST', url: path, payload: review, headers });
     captureOutput(`${path} response`, res.body);
     t.equal(res.statusCode, 200, `${path} answered 200`);
     return (res.json() as { response: JsonObject }).response;
@@ -37,7 +38,8 @@ t.test('POST /validate/workloads, warn mode: allowed with warnings, an audit lin
   t.equal(response.allowed, true);
   t.equal((response.warnings as string[]).length, 2);
   t.strictSame(response.auditAnnotations, {
-    decision: 'allowed', mode: 'warn', findings: 'migration_enabled,literal_password', variables: 'MIGRATION_ENABLED,DB_PASSWORD,PGVECTOR_PASSWORD',
+    decision: 'allowed', mode: 'warn', findings: 'migration_enabled,literal_password',
+    variables: 'MIGRATION_ENABLED,DB_PASSWORD,PGVECTOR_PASSWORD',
   });
   const audit = captured.lines().filter((l) => l.audit === true);
   t.equal(audit.length, 1, 'one audit line');
@@ -61,7 +63,8 @@ t.test('POST /validate/workloads: a ReplicaSet owned by its Deployment, and a st
   const { post, captured } = serve(t, { ...defaultGuardSettings, templatePolicy: 'deny' });
   const owned = structuredClone(deployment);
   owned.request.kind = { group: 'apps', version: 'v1', kind: 'ReplicaSet' };
-  (owned.request.object!.metadata as JsonObject).ownerReferences = [{ apiVersion: 'apps/v1', kind: 'Deployment', name: 'd', uid: 'u', controller: true }];
+  const owner = { apiVersion: 'apps/v1', kind: 'Deployment', name: 'd', uid: 'u', controller: true };
+  (owned.request.object!.metadata as JsonObject).ownerReferences = [owner];
   t.strictSame(await post(contract.webhook.validateWorkloadsPath, owned), { uid: owned.request.uid, allowed: true });
   const status = structuredClone(deployment);
   status.request.subResource = 'status';
@@ -74,9 +77,12 @@ t.test('POST /mutate/pods: the mutation logged with names only; a last-applied l
   const review = loadReview('pod-community-api');
   const pod = review.request.object!;
   const literal = testSecret();
+  const applied = { name: ENV.dbPassword, value: literal };
   delete (pod.metadata as JsonObject).ownerReferences; // a bare pod, as kubectl apply creates it
   (pod.metadata as JsonObject).annotations = {
-    [contract.annotations.lastApplied]: JSON.stringify({ kind: 'Pod', spec: { containers: [{ name: 'api', image: 'langgenius/dify-api:1.11.4', env: [{ name: 'DB_PASSWORD', value: literal }] }] } }),
+    [contract.annotations.lastApplied]: JSON.stringify({
+      kind: 'Pod', spec: { containers: [{ name: 'api', image: 'langgenius/dify-api:1.11.4', env: [applied] }] },
+    }),
   };
   const response = await post(contract.webhook.mutatePodsPath, review);
   t.equal(response.patchType, 'JSONPatch');
