@@ -42,18 +42,17 @@ export function isDifyImage(image: unknown, settings: GuardSettings): boolean {
 export type ContainerRole = 'app' | 'declared' | 'other';
 
 export function containerRole(container: JsonObject, isInit: boolean, settings: GuardSettings): ContainerRole {
-  const names = envNamesOf(container);
-  const difyApp = isDifyImage(container.image, settings) || names.some((name) => DIFY_ONLY_SETTINGS.has(name));
+  const difyApp = isDifyImage(container.image, settings) || declaresAny(container, DIFY_ONLY_SETTINGS);
   // Least privilege: init containers (a pg_isready wait) never asked for credentials, so they only get corrections.
   if (difyApp) return isInit ? 'declared' : 'app';
-  return names.some((name) => OWNED_SETTINGS.has(name)) ? 'declared' : 'other';
+  return declaresAny(container, OWNED_SETTINGS) ? 'declared' : 'other';
 }
 
 /** True for a container that runs a Dify image or declares a Dify-only setting (what the CEL selects on). */
 export function isDifyContainer(container: unknown, settings: GuardSettings): boolean {
   const spec = asObject(container);
   if (!spec) return false;
-  return isDifyImage(spec.image, settings) || envNamesOf(spec).some((name) => DIFY_ONLY_SETTINGS.has(name));
+  return isDifyImage(spec.image, settings) || declaresAny(spec, DIFY_ONLY_SETTINGS);
 }
 
 /** This chart's pod: labelled name=dify with a component; its component, else undefined. */
@@ -74,12 +73,25 @@ export function runsDify(podOrTemplate: JsonObject, settings: GuardSettings): bo
   });
 }
 
-/** The env names a container declares; `env: null` or absent counts as none. */
+/** The env names a container declares; `env: null` or absent counts as none. Plain loops: this runs for every pod. */
 export function envNamesOf(container: JsonObject): string[] {
   const env = container.env;
-  if (!Array.isArray(env)) return [];
-  return env.flatMap((entry: unknown) => {
+  const names: string[] = [];
+  if (!Array.isArray(env)) return names;
+  for (const entry of env as unknown[]) {
     const name = asObject(entry)?.name;
-    return typeof name === 'string' ? [name] : [];
-  });
+    if (typeof name === 'string') names.push(name);
+  }
+  return names;
+}
+
+/** True when the container declares one of `names`. */
+function declaresAny(container: JsonObject, names: ReadonlySet<string>): boolean {
+  const env = container.env;
+  if (!Array.isArray(env)) return false;
+  for (const entry of env as unknown[]) {
+    const name = asObject(entry)?.name;
+    if (typeof name === 'string' && names.has(name)) return true;
+  }
+  return false;
 }

@@ -3,7 +3,7 @@
 // is left exactly as sent. Pure: raw pod JSON in, JSON Patch, warnings and the changed names out.
 import jsonPatch from 'fast-json-patch';
 import { ENV, SECRET_KEYS, contract } from '../contract.js';
-import { chartComponentOf, containerRole, runsDify, type ContainerRole } from './dify-containers.js';
+import { chartComponentOf, containerRole, envNamesOf, runsDify, type ContainerRole } from './dify-containers.js';
 import { podWarnings, type RefFix } from './messages.js';
 import { asObject, nonEmptyString, stringMapOf } from './raw-json.js';
 import { releaseNames, type GuardSettings } from './settings.js';
@@ -13,6 +13,8 @@ const CREDENTIALS = contract.credentialSettings;
 const ANNOTATIONS = contract.annotations;
 const [PRIMARY_DB_PASSWORD = ENV.dbPassword] = CREDENTIALS.postgresqlPasswords;
 const [PRIMARY_REDIS_PASSWORD = ENV.redisPassword] = CREDENTIALS.redisPasswords;
+const REDIS_PASSWORD_SETTINGS: ReadonlySet<string> = new Set(CREDENTIALS.redisPasswords);
+const REDIS_URL_SETTINGS: ReadonlySet<string> = new Set(CREDENTIALS.redisUrls);
 
 interface SecretRef {
   name: string;
@@ -43,6 +45,8 @@ interface Container {
 interface Treated {
   warnings: string[];
   variables: Set<string>;
+  /** The env names the container declared before treatment: settings it lacks need no pass over the env. */
+  declared: ReadonlySet<string>;
 }
 
 /** The `$(REDIS_PASSWORD)` reference that Kubernetes expands from an earlier env entry. */
@@ -111,10 +115,12 @@ function withDefined(refs: { postgresql: SecretRef | undefined; redis: SecretRef
 function treatContainer(container: Container, plan: PodPlan): Treated {
   const { spec, where } = container;
   const existing = spec.env;
-  const treated: Treated = { warnings: [], variables: new Set() };
   // `env: null` is a container with no env; anything else that is not a list is invalid and left to the API server.
-  if (existing !== undefined && existing !== null && !Array.isArray(existing)) return treated;
+  if (existing !== undefined && existing !== null && !Array.isArray(existing)) {
+    return { warnings: [], variables: new Set(), declared: new Set() };
+  }
   const env: unknown[] = Array.isArray(existing) ? existing : [];
+  const treated: Treated = { warnings: [], variables: new Set(), declared: new Set(envNamesOf(container.spec)) };
   const addAbsent = container.role === 'app';
 
   if (plan.forceMigrationDisabled && forceMigrationDisabled(env, addAbsent)) {
@@ -132,11 +138,12 @@ function treatContainer(container: Container, plan: PodPlan): Treated {
 function treatPostgresqlPasswords(env: unknown[], container: Container, plan: PodPlan, treated: Treated): void {
   const ref = plan.postgresql;
   for (const name of CREDENTIALS.postgresqlPasswords) {
+    const addAbsent = container.role === 'app' && name === PRIMARY_DB_PASSWORD;
+    if (!treated.declared.has(name) && !(ref && addAbsent)) continue;
     if (!ref) {
       if (hasLiteral(env, name)) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.postgresqlSecretName));
       continue;
     }
-    const addAbsent = container.role === 'app' && name === PRIMARY_DB_PASSWORD;
     for (const fix of enforceSecretRef(env, name, ref, addAbsent)) {
       treated.warnings.push(podWarnings.secretRef(container.where, name, fix, ref.name, ref.key));
       treated.variables.add(name);
@@ -147,27 +154,15 @@ function treatPostgresqlPasswords(env: unknown[], container: Container, plan: Po
 function treatRedisPasswords(env: unknown[], container: Container, plan: PodPlan, treated: Treated): void {
   const ref = plan.redis;
   if (!ref) {
-    const urlHasLiteral = (name: string): boolean =>
-      env.some((e) => isEntryNamed(e, name) && typeof e.value === 'string' && brokerUrlHasLiteralPassword(e.value));
-    const literal = [...CREDENTIALS.redisPasswords.filter((name) => hasLiteral(env, name)), ...CREDENTIALS.redisUrls.filter(urlHasLiteral)];
-    for (const name of literal) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.redisSecretName));
+    warnUnknownRedisSecret(env, container, treated);
     return;
   }
-  let urlRewritten = false;
-  for (const [index, entry] of env.entries()) {
-    const name = CREDENTIALS.redisUrls.find((n) => isEntryNamed(entry, n));
-    if (!name || !isEnvEntry(entry) || typeof entry.value !== 'string') continue;
-    const rewritten = rewriteBrokerUrl(entry.value);
-    if (rewritten === entry.value) continue;
-    env[index] = { ...entry, value: rewritten };
-    urlRewritten = true;
-    treated.warnings.push(podWarnings.brokerPassword(container.where, name));
-    treated.variables.add(name);
-  }
+  const urlRewritten = rewriteRedisUrls(env, container, treated);
   const fixes = new Set<RefFix>();
   for (const name of CREDENTIALS.redisPasswords) {
     // A rewritten URL now needs $(REDIS_PASSWORD): that container uses Redis, even an init container.
     const addAbsent = name === PRIMARY_REDIS_PASSWORD && (container.role === 'app' || urlRewritten);
+    if (!addAbsent && !treated.declared.has(name)) continue;
     for (const fix of enforceSecretRef(env, name, ref, addAbsent)) {
       if (name === PRIMARY_REDIS_PASSWORD) fixes.add(fix);
       treated.warnings.push(podWarnings.secretRef(container.where, name, fix, ref.name, ref.key));
@@ -179,6 +174,33 @@ function treatRedisPasswords(env: unknown[], container: Container, plan: PodPlan
     treated.variables.add(ENV.redisPassword);
     if (!fixes.has('added')) treated.warnings.push(podWarnings.redisPasswordMoved(container.where, movedBefore));
   }
+}
+
+/** Rewrites every literal password in a Redis URL setting to $(REDIS_PASSWORD); true when one was. */
+function rewriteRedisUrls(env: unknown[], container: Container, treated: Treated): boolean {
+  if (!CREDENTIALS.redisUrls.some((name) => treated.declared.has(name))) return false;
+  let rewrittenAny = false;
+  env.forEach((entry, index) => {
+    if (!isEnvEntry(entry) || !REDIS_URL_SETTINGS.has(entry.name) || typeof entry.value !== 'string') return;
+    const rewritten = rewriteBrokerUrl(entry.value);
+    if (rewritten === entry.value) return;
+    env[index] = { ...entry, value: rewritten };
+    rewrittenAny = true;
+    treated.warnings.push(podWarnings.brokerPassword(container.where, entry.name));
+    treated.variables.add(entry.name);
+  });
+  return rewrittenAny;
+}
+
+/** The Redis Secret is unknown: each literal Redis password is left, with a warning naming the annotation. */
+function warnUnknownRedisSecret(env: unknown[], container: Container, treated: Treated): void {
+  const literal = new Set<string>();
+  for (const entry of env) {
+    if (!isEnvEntry(entry) || typeof entry.value !== 'string' || entry.value === '') continue;
+    if (REDIS_PASSWORD_SETTINGS.has(entry.name)) literal.add(entry.name);
+    else if (REDIS_URL_SETTINGS.has(entry.name) && brokerUrlHasLiteralPassword(entry.value)) literal.add(entry.name);
+  }
+  for (const name of literal) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.redisSecretName));
 }
 
 /** REDIS_HOST/PORT from envFrom would be overridden by an explicit entry, so only a plain env gets them. */
@@ -321,13 +343,12 @@ export function rewriteBrokerUrl(url: string): string {
 /** Redis auth is on for a container that declares a Redis password or puts one in a Redis URL. */
 function redisAuthDeclared(env: unknown[]): boolean {
   return env.some((entry) => {
-    if (CREDENTIALS.redisPasswords.some((name) => isEntryNamed(entry, name))) {
-      // An empty literal is how manifests say "no password"; a reference to a missing Secret would stall the pod.
-      const e = entry as JsonObject;
-      return e.valueFrom !== undefined || (typeof e.value === 'string' && e.value !== '');
+    if (!isEnvEntry(entry)) return false;
+    // An empty literal is how manifests say "no password"; a reference to a missing Secret would stall the pod.
+    if (REDIS_PASSWORD_SETTINGS.has(entry.name)) {
+      return entry.valueFrom !== undefined || (typeof entry.value === 'string' && entry.value !== '');
     }
-    const url = CREDENTIALS.redisUrls.some((name) => isEntryNamed(entry, name)) ? (entry as JsonObject).value : undefined;
-    return typeof url === 'string' && brokerUrlHasPassword(url);
+    return REDIS_URL_SETTINGS.has(entry.name) && typeof entry.value === 'string' && brokerUrlHasPassword(entry.value);
   });
 }
 
