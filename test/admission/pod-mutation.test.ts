@@ -1,4 +1,4 @@
-// The Pods table of DESIGN.md, row by row, plus the details of the brief (order, literals, init containers).
+// The pod rules (docs/rules.md#pod-rules), row by row, plus the details: order, literals, init containers, sidecars, other charts.
 import t from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract } from '../../src/contract.js';
 import { mutatePod, rewriteBrokerUrl, brokerUrlHasPassword, REDIS_PASSWORD_REFERENCE } from '../../src/admission/pod-mutation.js';
