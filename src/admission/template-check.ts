@@ -3,6 +3,7 @@
 // values) or a refusal; the same for a pod's last-applied-configuration annotation. Controllers'
 // own writes (a ReplicaSet of a Deployment, a Job of a CronJob) are skipped: one warning, where the
 // operator writes. Pure: raw JSON in, decision out.
+import { isDeepStrictEqual } from 'node:util';
 import { ENV, contract } from '../contract.js';
 import { chartComponentOf, containerRole, runsDify } from './dify-containers.js';
 import { templateMessages } from './messages.js';
@@ -21,6 +22,8 @@ export interface TemplateFinding {
 
 export interface TemplateDecision {
   allowed: boolean;
+  /** The policy applied: `warn` also under `deny` for an UPDATE that leaves the template as it was. */
+  mode: TemplatePolicy;
   findings: TemplateFinding[];
   warnings: string[];
   /** For a refusal: what was refused, why and what to do. */
@@ -55,12 +58,20 @@ export function isControllerOwned(object: JsonObject): boolean {
   return Array.isArray(owners) && owners.some((owner: unknown) => asObject(owner)?.controller === true);
 }
 
-/** Judges one workload write (CREATE or UPDATE) of `kind` under the template policy. */
-export function judgeWorkloadTemplate(kind: string, object: JsonObject, settings: GuardSettings): TemplateDecision {
+/**
+ * Judges one workload write of `kind` under the template policy (`oldObject` for an UPDATE). An UPDATE
+ * that leaves the template as it was (a label, a finalizer removed by the garbage collector) is only
+ * warned even under deny, so an object stored before the policy can still be relabelled and deleted.
+ */
+export function judgeWorkloadTemplate(
+  kind: string, object: JsonObject, settings: GuardSettings, oldObject?: JsonObject | null,
+): TemplateDecision {
   const template = podTemplateOf(kind, object);
-  if (!template || isControllerOwned(object)) return { allowed: true, findings: [], warnings: [] };
+  const skip: TemplateDecision = { allowed: true, mode: settings.templatePolicy, findings: [], warnings: [] };
+  if (!template || isControllerOwned(object) || metadataOf(object).deletionTimestamp !== undefined) return skip;
   const findings = templateFindings(template, settings);
-  return decide(kind, nameOf(object), findings, settings.templatePolicy);
+  const unchanged = oldObject ? isDeepStrictEqual(podTemplateOf(kind, oldObject), template) : false;
+  return decide(kind, nameOf(object), findings, unchanged ? 'warn' : settings.templatePolicy);
 }
 
 /**
@@ -70,16 +81,17 @@ export function judgeWorkloadTemplate(kind: string, object: JsonObject, settings
 export function lastAppliedFindings(pod: JsonObject, settings: GuardSettings): TemplateDecision {
   const annotations = asObject(metadataOf(pod).annotations);
   const text = annotations?.[contract.annotations.lastApplied];
-  if (typeof text !== 'string' || isControllerOwned(pod)) return { allowed: true, findings: [], warnings: [] };
+  const none: TemplateDecision = { allowed: true, mode: 'warn', findings: [], warnings: [] };
+  if (typeof text !== 'string' || isControllerOwned(pod)) return none;
   let applied: JsonObject | undefined;
   try {
     applied = asObject(JSON.parse(text));
   } catch {
-    return { allowed: true, findings: [], warnings: [] }; // not JSON: nothing kubectl could re-apply either
+    return none; // not JSON: nothing kubectl could re-apply either
   }
-  if (!applied) return { allowed: true, findings: [], warnings: [] };
+  if (!applied) return none;
   const findings = templateFindings(applied, settings).filter((f) => f.finding === 'literal_password');
-  return { allowed: true, findings, warnings: findings.length > 0 ? [templateMessages.lastAppliedWarning(variablesOf(findings))] : [] };
+  return { ...none, findings, warnings: findings.length > 0 ? [templateMessages.lastAppliedWarning(variablesOf(findings))] : [] };
 }
 
 /** Findings of one pod (template): only Dify pods, only their Dify containers. */
@@ -120,15 +132,15 @@ function containerFindings(container: JsonObject, checkMigration: boolean): Temp
 }
 
 function decide(kind: string, name: string, findings: TemplateFinding[], policy: TemplatePolicy): TemplateDecision {
-  if (findings.length === 0) return { allowed: true, findings, warnings: [] };
+  if (findings.length === 0) return { allowed: true, mode: policy, findings, warnings: [] };
   const passwords = variablesOf(findings.filter((f) => f.finding === 'literal_password'));
   const migration = findings.some((f) => f.finding === 'migration_enabled');
   const warnings = [
     ...(passwords.length > 0 ? [templateMessages.passwordWarning(kind, passwords)] : []),
     ...(migration ? [templateMessages.migrationWarning(kind)] : []),
   ];
-  if (policy === 'warn') return { allowed: true, findings, warnings };
-  return { allowed: false, findings, warnings: [], message: templateMessages.refusal(kind, name, passwords, migration) };
+  if (policy === 'warn') return { allowed: true, mode: policy, findings, warnings };
+  return { allowed: false, mode: policy, findings, warnings: [], message: templateMessages.refusal(kind, name, passwords, migration) };
 }
 
 /** The distinct variable names of some findings, in order. */

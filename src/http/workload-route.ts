@@ -25,9 +25,9 @@ export function workloadTemplateHandler(deps: WorkloadRouteDeps): AdmissionHandl
     const checked = kind in TEMPLATE_PATHS && GROUPS[kind] === request.kind.group && !request.subResource
       && (request.operation === 'CREATE' || request.operation === 'UPDATE');
     if (!checked || !request.object) return allowed();
-    const decision = judgeWorkloadTemplate(kind, request.object, deps.settings);
+    const decision = judgeWorkloadTemplate(kind, request.object, deps.settings, request.oldObject);
     if (decision.findings.length === 0) return allowed();
-    const mode = deps.settings.templatePolicy;
+    const mode = decision.mode;
     for (const finding of new Set(decision.findings.map((f) => f.finding))) deps.metrics.templateFindings.inc({ kind, finding, mode });
     recordTemplateAudit(deps.log, {
       decision: decision.allowed ? 'allowed' : 'denied', uid: request.uid, user: request.userInfo.username ?? '',

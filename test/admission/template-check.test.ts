@@ -54,6 +54,21 @@ t.test('deny mode: refused, saying what, why and what to do, with no value', asy
   for (const s of secrets) t.notOk(JSON.stringify(decision).includes(s), 'no password in the refusal');
 });
 
+t.test('deny mode: an UPDATE that leaves the template as it was is only warned; an object being deleted is skipped', async (t) => {
+  const old = deployment();
+  const relabelled = deployment();
+  ((relabelled.metadata as JsonObject).labels as JsonObject).team = 'ai';
+  const decision = judgeWorkloadTemplate('Deployment', relabelled, deny, old);
+  t.match(decision, { allowed: true, mode: 'warn' }, 'a label change (or the garbage collector removing a finalizer) goes through');
+  t.equal(decision.warnings.length, 2, 'still warned');
+  const edited = deployment();
+  apiEnv(edited).push({ name: 'LOG_LEVEL', value: 'DEBUG' });
+  t.match(judgeWorkloadTemplate('Deployment', edited, deny, old), { allowed: false, mode: 'deny' }, 'a template change is refused');
+  const deleting = deployment();
+  (deleting.metadata as JsonObject).deletionTimestamp = '2026-12-02T19:00:00Z';
+  t.strictSame(judgeWorkloadTemplate('Deployment', deleting, deny, old).findings, [], 'being deleted: not checked');
+});
+
 t.test('every workload kind, at its own template path', async (t) => {
   for (const kind of Object.keys(TEMPLATE_PATHS)) {
     const decision = judgeWorkloadTemplate(kind, asKind(kind, template(deployment())), settings);
@@ -72,7 +87,7 @@ t.test('nothing to say', async (t) => {
       delete e.value;
       e.valueFrom = { secretKeyRef: { name: 'x', key: 'y' } };
     }
-    t.strictSame(judgeWorkloadTemplate('Deployment', object, deny), { allowed: true, findings: [], warnings: [] });
+    t.strictSame(judgeWorkloadTemplate('Deployment', object, deny), { allowed: true, mode: 'deny', findings: [], warnings: [] });
   });
   t.test('an empty literal and a broker URL without a password or with $(REDIS_PASSWORD)', async (t) => {
     const object = deployment();
@@ -117,7 +132,7 @@ t.test("controllers' own writes are not checked again (no warning storm)", async
     const object = asKind(kind as string, template(deployment()));
     (object.metadata as JsonObject).ownerReferences = [{ apiVersion: 'x', kind: owner, name: 'o', uid: 'u', controller: true }];
     const decision = judgeWorkloadTemplate(kind as string, object, deny);
-    t.strictSame(decision, { allowed: true, findings: [], warnings: [] }, `${kind} of a ${owner}`);
+    t.strictSame(decision, { allowed: true, mode: 'deny', findings: [], warnings: [] }, `${kind} of a ${owner}`);
   }
   const notController = asKind('ReplicaSet', template(deployment()));
   (notController.metadata as JsonObject).ownerReferences = [{ apiVersion: 'x', kind: 'Thing', name: 'o', uid: 'u' }];
