@@ -3,7 +3,8 @@
 // langgenius image, MIGRATION_ENABLED "true" from a ConfigMap) are mutated; a non-Dify pod and a
 // kube-system Dify pod are never even sent (dify-guard's request counter does not move). Pod
 // templates: `kubectl apply` of a Deployment storing a literal password prints dify-guard's warning
-// (never the password), a ReplicaSet its Deployment owns is not checked again, and deny mode refuses.
+// (never the password), a ReplicaSet its Deployment owns is not checked again, a CronJob is warned and
+// its Job is not sent, and deny mode refuses.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -94,6 +95,32 @@ t.test('a community-chart pod that names its Secret: credentials injected there;
   t.notOk(guard.process.log().includes(literal), 'dify-guard logged no password');
 });
 
+t.test('the CEL also recognises a renamed image by a Dify-only setting, and a Dify init container', async (t) => {
+  const renamed = communityApiPod();
+  const api = ((renamed.spec as Json).containers as Json[])[0]!;
+  api.image = 'harbor.corp/ai/dify-backend:1.11.4';
+  const key = { secretKeyRef: { name: 'community-dify-api', key: 'PLUGIN_DAEMON_KEY' } };
+  (api.env as Json[]).push({ name: 'PLUGIN_DAEMON_KEY', valueFrom: key });
+  const byEnv = await createPod(namespace, renamed);
+  t.same(envVar(byEnv.stored, 'api', ENV.migrationEnabled), { name: ENV.migrationEnabled, value: 'false' },
+    'renamed image, Dify-only setting: mutated');
+
+  const withInit = communityApiPod();
+  const app = ((withInit.spec as Json).containers as Json[])[0]!;
+  app.image = 'example.com/other:1';
+  app.env = [{ name: 'OTHER', value: 'x' }];
+  delete app.envFrom;
+  (withInit.spec as Json).initContainers = [{
+    name: 'migrate-check', image: 'docker.io/langgenius/dify-api:1.11.4@sha256:' + 'a'.repeat(64),
+    env: [{ name: ENV.migrationEnabled, value: 'true' }],
+  }];
+  const byInit = await createPod(namespace, withInit);
+  t.same(envVar(byInit.stored, 'migrate-check', ENV.migrationEnabled), { name: ENV.migrationEnabled, value: 'false' },
+    'a Dify init container (registry and digest): sent, and its MIGRATION_ENABLED corrected');
+  t.same(envVar(byInit.stored, 'api', 'OTHER'), { name: 'OTHER', value: 'x' }, 'the other container as sent');
+  t.notOk(envVar(byInit.stored, 'api', ENV.migrationEnabled), 'and not given MIGRATION_ENABLED');
+});
+
 async function assertNeverSent(t: Test, ns: string, pod: Json): Promise<void> {
   const before = await requestsTo(guard, contract.webhook.mutatePodsPath);
   const { stored, warnings, audit } = await createPod(ns, pod);
@@ -174,6 +201,36 @@ t.test('kubectl apply of a Deployment storing a literal DB_PASSWORD prints the w
   });
   t.equal(replicaSet.status, 201);
   t.same(replicaSet.warnings, [], 'the controller\'s own write: no second warning');
+  t.equal(await requestsTo(guard, contract.webhook.validateWorkloadsPath), before, 'not even sent to dify-guard');
+});
+
+t.test('a CronJob (template under jobTemplate) is warned; a Job it owns is not sent', async (t) => {
+  const literal = randomSecret();
+  const deployment = literalDeployment('unused', literal);
+  const template = (deployment.spec as Json).template as Json;
+  ((template.spec as Json).containers as Json[])[0]!.env = [{ name: 'PGVECTOR_PASSWORD', value: literal }];
+  (template.spec as Json).restartPolicy = 'Never';
+  const cronJob = {
+    apiVersion: 'batch/v1', kind: 'CronJob', metadata: { name: 'community-cleanup', namespace },
+    spec: { schedule: '0 3 * * *', jobTemplate: { spec: { template } } },
+  };
+  const applied = await cp.kubectl(['apply', '-f', manifest('cronjob-warn', cronJob)]);
+  t.equal(applied.status, 0);
+  t.match(applied.stderr, /Warning: dify-guard: CronJob stores PGVECTOR_PASSWORD as literal/);
+  t.notOk(applied.stderr.includes(literal), 'kubectl printed no password');
+  const stored = await rest.ok('GET', `/apis/batch/v1/namespaces/${namespace}/cronjobs/community-cleanup`);
+  const before = await requestsTo(guard, contract.webhook.validateWorkloadsPath);
+  const job = await rest.create(`/apis/batch/v1/namespaces/${namespace}/jobs`, {
+    metadata: {
+      name: 'community-cleanup-29000000',
+      ownerReferences: [{
+        apiVersion: 'batch/v1', kind: 'CronJob', name: 'community-cleanup', uid: (stored.metadata as Json).uid, controller: true,
+      }],
+    },
+    spec: { template },
+  });
+  t.equal(job.status, 201, String(job.body.message));
+  t.same(job.warnings, [], 'the CronJob controller\'s Job: no second warning');
   t.equal(await requestsTo(guard, contract.webhook.validateWorkloadsPath), before, 'not even sent to dify-guard');
 });
 
