@@ -111,7 +111,7 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
       + 'a container running one is a Dify container (add a mirror\'s renamed path here and in the chart\'s webhook.difyImages).',
   },
   templatePolicy: {
-    env: 'DIFY_GUARD_TEMPLATE_POLICY', default: defaultGuardSettings.templatePolicy, schema: { enum: ['warn', 'deny'] },
+    env: 'DIFY_GUARD_TEMPLATE_POLICY', default: defaultGuardSettings.templatePolicy, schema: { enum: [...contract.templatePolicies] },
     expects: 'must be warn or deny',
     description: `What POST ${contract.webhook.validateWorkloadsPath} answers for a Dify pod template with a literal password `
       + 'or MIGRATION_ENABLED other than "false": warn (allowed, with warnings) or deny.',
