@@ -13,7 +13,8 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** The process settings, plus the release name templates and Redis settings of GuardSettings (same keys). */
-export interface GuardConfig extends Omit<GuardSettings, 'forceMigrationDisabled' | 'injectCredentials'> {
+export interface GuardConfig extends Omit<GuardSettings, 'forceMigrationDisabled' | 'injectCredentials' | 'difyImages'> {
+  difyImages: string[];
   port: number;
   healthPort: number;
   bindAddress: string;
@@ -42,12 +43,15 @@ const port = (n: number): JsonSchema => ({ type: 'integer', minimum: n, maximum:
 // A Kubernetes name with {release} where the Helm release name goes.
 const nameTemplate: JsonSchema = { type: 'string', maxLength: 253, pattern: '^(?:[a-z0-9.-]|\\{release\\})*\\{release\\}(?:[a-z0-9.-]|\\{release\\})*$' };
 const filePath: JsonSchema = { type: 'string', pattern: '^\\S(.*\\S)?$' };
+// A repository path as image references write it: lowercase components separated by '/'.
+const imagePath = '^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$';
 const templateExpects = 'must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql")';
 
 export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> } = {
   port: {
     env: 'DIFY_GUARD_PORT', default: contract.webhook.securePort, schema: port(1), expects: 'must be an integer 1-65535',
-    description: `HTTPS port of the admission webhooks (POST ${contract.webhook.mutatePodsPath}, POST ${contract.webhook.validateSecretsPath}).`,
+    description: `HTTPS port of the admission webhooks (POST ${contract.webhook.mutatePodsPath}, ${contract.webhook.validateSecretsPath}, `
+      + `${contract.webhook.validateWorkloadsPath}).`,
   },
   healthPort: {
     env: 'DIFY_GUARD_HEALTH_PORT', default: contract.webhook.healthPort, schema: port(1), expects: 'must be an integer 1-65535, not the webhook port',
@@ -98,6 +102,19 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
     env: 'DIFY_GUARD_REDIS_SECRET_KEY', default: defaultGuardSettings.redisSecretKey,
     schema: { type: 'string', maxLength: 253, pattern: '^[-._a-zA-Z0-9]+$' }, expects: 'must be a Secret key (letters, digits, "-", "_", ".")',
     description: 'Key of the Redis password in that Secret.',
+  },
+  difyImages: {
+    env: 'DIFY_GUARD_DIFY_IMAGES', default: [...defaultGuardSettings.difyImages],
+    schema: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', maxLength: 255, pattern: imagePath } },
+    expects: 'must be a comma-separated list of image repository paths (e.g. "langgenius/dify-api,mirror/dify-api")',
+    description: 'Repository paths of Dify images, matched whatever the registry, tag or digest; '
+      + 'a container running one is a Dify container (add a mirror\'s renamed path here and in the chart\'s webhook.difyImages).',
+  },
+  templatePolicy: {
+    env: 'DIFY_GUARD_TEMPLATE_POLICY', default: defaultGuardSettings.templatePolicy, schema: { enum: [...contract.templatePolicies] },
+    expects: 'must be warn or deny',
+    description: `What POST ${contract.webhook.validateWorkloadsPath} answers for a Dify pod template with a literal password `
+      + 'or MIGRATION_ENABLED other than "false": warn (allowed, with warnings) or deny.',
   },
   eventsEnabled: {
     env: 'DIFY_GUARD_EVENTS_ENABLED', default: true, schema: { type: 'boolean' }, expects: 'must be true or false',
@@ -193,6 +210,8 @@ export function guardSettingsOf(config: GuardConfig): GuardSettings {
     redisPort: config.redisPort,
     redisSecretTemplate: config.redisSecretTemplate,
     redisSecretKey: config.redisSecretKey,
+    difyImages: Object.freeze([...config.difyImages]),
+    templatePolicy: config.templatePolicy,
   };
 }
 
@@ -225,6 +244,7 @@ function fromEnvString(raw: string, schema: JsonSchema): unknown {
   const text = raw.trim();
   if (schema.type === 'integer' && /^[+-]?\d+$/.test(text)) return Number(text);
   if (schema.type === 'boolean' && /^(true|false)$/i.test(text)) return text.toLowerCase() === 'true';
+  if (schema.type === 'array') return text.split(',').map((item) => item.trim()).filter((item) => item !== '');
   return raw;
 }
 

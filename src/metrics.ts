@@ -15,6 +15,10 @@ export interface Metrics {
   requests: Counter<'route' | 'decision' | 'code'>;
   requestDuration: Histogram<'route'>;
   denials: Counter<'reason'>;
+  /** Secret decisions allowed but audited (a DELETE or a CREATE under a PVC), by reason code. */
+  auditedAllowed: Counter<'reason'>;
+  /** Pod template findings: kind of object, finding (literal_password, migration_enabled), mode (warn, deny). */
+  templateFindings: Counter<'kind' | 'finding' | 'mode'>;
   eventEmissionFailures: Counter<never>;
   certificateReloads: Counter<'result'>;
   pvcCacheRestarts: Counter<never>;
@@ -35,6 +39,15 @@ export const METRIC_SPECS = {
   denials: {
     name: 'dify_guard_secret_denials_total', type: 'counter', labels: ['reason'],
     help: 'Secret changes denied, by reason code.',
+  },
+  auditedAllowed: {
+    name: 'dify_guard_secret_audited_allowed_total', type: 'counter', labels: ['reason'],
+    help: 'Secret changes allowed but audited, by reason code (DeleteUnderPvc, CreateOverPvc, PvcStateUnknown).',
+  },
+  templateFindings: {
+    name: 'dify_guard_template_findings_total', type: 'counter', labels: ['kind', 'finding', 'mode'],
+    help: 'Dify pod templates (and pods\' last-applied annotations) found storing a literal password or MIGRATION_ENABLED on, '
+      + 'by kind, finding (literal_password, migration_enabled) and mode (warn, deny).',
   },
   pvcCacheSynced: {
     name: 'dify_guard_pvc_cache_synced', type: 'gauge', labels: [],
@@ -76,6 +89,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     requests: new Counter({ ...specOf('requests'), registers: [registry] }),
     requestDuration: new Histogram({ ...specOf('requestDuration'), buckets: LATENCY_BUCKETS_SECONDS, registers: [registry] }),
     denials: new Counter({ ...specOf('denials'), registers: [registry] }),
+    auditedAllowed: new Counter({ ...specOf('auditedAllowed'), registers: [registry] }),
+    templateFindings: new Counter({ ...specOf('templateFindings'), registers: [registry] }),
     eventEmissionFailures: new Counter({ ...specOf('eventEmissionFailures'), registers: [registry] }),
     certificateReloads: new Counter({ ...specOf('certificateReloads'), registers: [registry] }),
     pvcCacheRestarts: new Counter({ ...specOf('pvcCacheRestarts'), registers: [registry] }),

@@ -13,6 +13,7 @@ import { admissionPlugin } from './http/admission-plugin.js';
 import { healthPlugin, isReady, type ReadinessChecks } from './http/health-plugin.js';
 import { metricsPlugin } from './http/metrics-plugin.js';
 import { podMutationHandler } from './http/pod-route.js';
+import { workloadTemplateHandler } from './http/workload-route.js';
 import { secretGuardHandler } from './http/secret-route.js';
 import { CertificateReloader } from './http/tls-reloader.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -106,7 +107,14 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
     bodyLimitBytes,
     metrics,
     routes: [
-      { path: contract.webhook.mutatePodsPath, handler: podMutationHandler(options.settings) },
+      {
+        path: contract.webhook.mutatePodsPath,
+        handler: podMutationHandler({ settings: options.settings, metrics, log: log.child({ component: 'pods' }) }),
+      },
+      {
+        path: contract.webhook.validateWorkloadsPath,
+        handler: workloadTemplateHandler({ settings: options.settings, metrics, log: log.child({ component: 'audit' }) }),
+      },
       {
         path: contract.webhook.validateSecretsPath,
         handler: secretGuardHandler({

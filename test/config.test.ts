@@ -122,3 +122,15 @@ t.test('config file problems name the file and the key', async (t) => {
   writeFileSync(list, '- port\n');
   t.same(problemsOf(loadConfig({ [CONFIG_FILE_ENV]: list })), [`${CONFIG_FILE_ENV} ${list}: must hold an object of settings, got a list`]);
 });
+
+t.test('DIFY_GUARD_DIFY_IMAGES is a comma-separated list of repository paths', async (t) => {
+  const loaded = loadConfig({ DIFY_GUARD_DIFY_IMAGES: ' langgenius/dify-api , mirror.corp/ai/dify-backend,' });
+  t.ok(loaded.ok);
+  if (loaded.ok) t.strictSame([...loaded.settings.difyImages], ['langgenius/dify-api', 'mirror.corp/ai/dify-backend']);
+  const bad = loadConfig({ DIFY_GUARD_DIFY_IMAGES: 'LangGenius/Dify-API:1.0' });
+  t.notOk(bad.ok);
+  if (!bad.ok) t.match(bad.problems[0], /^DIFY_GUARD_DIFY_IMAGES: must be a comma-separated list of image repository paths/);
+  const policy = loadConfig({ DIFY_GUARD_TEMPLATE_POLICY: 'block' });
+  t.notOk(policy.ok);
+  if (!policy.ok) t.match(policy.problems[0], /^DIFY_GUARD_TEMPLATE_POLICY: must be warn or deny, got "block"/);
+});

@@ -35,6 +35,34 @@ export const podWarnings = {
     warning(`${where}: ${ENV.redisPassword} moved before ${before}, which uses it`),
   redisEndpointAdded: (where: string, names: readonly string[]): string =>
     warning(`${where}: ${names.join(', ')} added`),
+  secretUnknown: (where: string, envName: string, annotation: string): string =>
+    warning(`${where}: ${envName} is literal; add annotation ${annotation}`),
+};
+
+// ---- pod templates --------------------------------------------------------------------------------
+
+const listed = (names: readonly string[]): string => names.join(', ');
+
+export const templateMessages = {
+  passwordWarning: (kind: string, variables: readonly string[]): string =>
+    warning(`${kind} stores ${listed(variables)} as literal; use valueFrom.secretKeyRef`),
+  migrationWarning: (kind: string): string =>
+    warning(`${kind} sets ${ENV.migrationEnabled} other than "false"; set "false" (a Job migrates)`),
+  lastAppliedWarning: (variables: readonly string[]): string =>
+    warning(`last-applied-configuration stores ${listed(variables)} as literal; use secretKeyRef`),
+  refusal: (kind: string, name: string, passwords: readonly string[], migration: boolean): string => {
+    const problems: string[] = [];
+    if (passwords.length > 0) {
+      problems.push(`its pod template stores ${listed(passwords)} as a literal password, readable by anyone who can read this ${kind}`);
+    }
+    if (migration) {
+      problems.push(`its pod template sets ${ENV.migrationEnabled} to something other than "false", `
+        + 'so its pods would migrate the database on start');
+    }
+    return `${kind} ${name}: refused by dify-guard (webhook.templatePolicy=deny): ${problems.join('; and ')}. ` +
+      'Give each password with valueFrom.secretKeyRef (the release\'s Secret), ' +
+      `set ${ENV.migrationEnabled} to "false" (the chart's migration Job migrates), then apply again.`;
+  },
 };
 
 // ---- the PostgreSQL Secret ---------------------------------------------------------------------

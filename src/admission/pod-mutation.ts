@@ -1,136 +1,225 @@
-// The rules of docs/rules.md#pod-rules: Dify pods never migrate by themselves and never carry database or
-// Redis passwords as literals. Pure: raw pod JSON in, JSON Patch and warnings out.
+// The Pods rules (docs/rules.md#pod-rules): Dify pods never migrate by themselves and never carry
+// database or Redis passwords as literals. Only Dify containers are treated; every other container
+// is left exactly as sent. Pure: raw pod JSON in, JSON Patch, warnings and the changed names out.
 import jsonPatch from 'fast-json-patch';
-import { ENV, LABELS, SECRET_KEYS, contract } from '../contract.js';
+import { ENV, SECRET_KEYS, contract } from '../contract.js';
+import { chartComponentOf, containerRole, envNamesOf, runsDify, type ContainerRole } from './dify-containers.js';
 import { podWarnings, type RefFix } from './messages.js';
 import { asObject, nonEmptyString, stringMapOf } from './raw-json.js';
 import { releaseNames, type GuardSettings } from './settings.js';
-import type { JsonObject, MutationResult, PatchOperation } from './types.js';
+import type { JsonObject, MutationResult, PatchOperation, PodChange } from './types.js';
+
+const CREDENTIALS = contract.credentialSettings;
+const ANNOTATIONS = contract.annotations;
+const [PRIMARY_DB_PASSWORD = ENV.dbPassword] = CREDENTIALS.postgresqlPasswords;
+const [PRIMARY_REDIS_PASSWORD = ENV.redisPassword] = CREDENTIALS.redisPasswords;
+const REDIS_PASSWORD_SETTINGS: ReadonlySet<string> = new Set(CREDENTIALS.redisPasswords);
+const REDIS_URL_SETTINGS: ReadonlySet<string> = new Set(CREDENTIALS.redisUrls);
 
 interface SecretRef {
   name: string;
   key: string;
 }
 
-/** What a matched pod must end up with; credentials only when its release is known. */
+/** What a Dify pod's containers must end up with; a Secret only where the release's Secret is known. */
 interface PodPlan {
   forceMigrationDisabled: boolean;
-  credentials?: {
-    dbPassword: SecretRef;
-    /** Set only when Redis auth is on for this pod. */
-    redisPassword?: SecretRef;
-    redisHost: string;
-    redisPort: string;
-  };
+  postgresql?: SecretRef;
+  /** Set only when Redis auth is on for this pod and its Secret is known. */
+  redis?: SecretRef;
+  /** This chart's pods only: the release's Redis endpoint, added when absent. */
+  redisEndpoint?: { host: string; port: string };
+  warnings: string[];
 }
 
 interface Container {
   /** `container api` or `init container wait-for-db`, for warnings. */
   where: string;
+  name: string;
   spec: JsonObject;
-  /** True for spec.containers, the only ones that get absent vars added. */
-  isApp: boolean;
+  /** `app` containers get absent settings added; `declared` ones only corrections. */
+  role: Exclude<ContainerRole, 'other'>;
+}
+
+/** What treating one container did: the warnings and the env names it changed. */
+interface Treated {
+  warnings: string[];
+  variables: Set<string>;
+  /** The env names the container declared before treatment: settings it lacks need no pass over the env. */
+  declared: ReadonlySet<string>;
 }
 
 /** The `$(REDIS_PASSWORD)` reference that Kubernetes expands from an earlier env entry. */
 export const REDIS_PASSWORD_REFERENCE = `$(${ENV.redisPassword})`;
 
 export function mutatePod(pod: JsonObject, settings: GuardSettings): MutationResult {
-  const labels = stringMapOf(pod, 'labels');
-  if (labels[LABELS.name] !== contract.values.difyName) return { patch: [], warnings: [] };
-  const component = labels[LABELS.component];
-  if (typeof component !== 'string') return { patch: [], warnings: [] };
-  const forceMigrationDisabled = settings.forceMigrationDisabled.includes(component);
-  const injectCredentials = settings.injectCredentials.includes(component);
-  if (!forceMigrationDisabled && !injectCredentials) return { patch: [], warnings: [] };
-
+  const plan = podPlanOf(pod, settings);
+  if (!plan) return { patch: [], warnings: [], changes: [] };
   // Copy on write: only the container lists, containers and env arrays that mutation edits are copied;
   // everything else stays shared with `pod` (never modified), so compare() skips it by identity.
   const mutated = withWritableContainers(pod);
-  const containers = containersOf(mutated);
-  const warnings: string[] = [];
-  const plan: PodPlan = { forceMigrationDisabled };
-  const release = labels[LABELS.instance];
-  if (injectCredentials) {
-    if (typeof release !== 'string' || release === '') {
-      warnings.push(podWarnings.noRelease(component));
-    } else {
-      const names = releaseNames(settings, release);
-      const annotations = stringMapOf(pod, 'annotations');
-      plan.credentials = {
-        dbPassword: { name: names.postgresqlSecret, key: SECRET_KEYS.postgresPassword },
-        redisHost: names.redisHost,
-        redisPort: String(settings.redisPort),
-      };
-      if (containers.some((c) => redisAuthDeclared(envOf(c.spec) ?? []))) {
-        plan.credentials.redisPassword = {
-          name: nonEmptyString(annotations[contract.annotations.redisSecretName]) ?? names.redisSecret,
-          key: nonEmptyString(annotations[contract.annotations.redisSecretKey]) ?? settings.redisSecretKey,
-        };
-      }
-    }
-  }
-
+  const containers = difyContainersOf(mutated, settings);
+  if (containers.length === 0) return { patch: [], warnings: plan.warnings, changes: [] };
+  if (plan.redis && !containers.some((c) => redisAuthDeclared(envOf(c.spec) ?? []))) delete plan.redis;
+  const warnings = [...plan.warnings];
+  const changes: PodChange[] = [];
   for (const container of containers) {
-    for (const w of treatContainer(container, plan)) if (!warnings.includes(w)) warnings.push(w);
+    const treated = treatContainer(container, plan);
+    for (const w of treated.warnings) if (!warnings.includes(w)) warnings.push(w);
+    if (treated.variables.size > 0) changes.push({ container: container.name, variables: [...treated.variables] });
   }
-  // Every change warning comes from an actual edit of `mutated`, so an empty patch has none.
-  return { patch: jsonPatch.compare(pod, mutated) as PatchOperation[], warnings };
+  // Every change warning comes from an actual edit of `mutated`, so an empty patch has none of those.
+  return { patch: jsonPatch.compare(pod, mutated) as PatchOperation[], warnings, changes };
 }
 
-/** Brings one container's env to the plan; returns the warnings for what it changed. */
-function treatContainer(container: Container, plan: PodPlan): string[] {
-  const { spec, where, isApp } = container;
+/** The plan for a Dify pod; undefined for any other pod (and for this chart's pods the rules leave alone). */
+function podPlanOf(pod: JsonObject, settings: GuardSettings): PodPlan | undefined {
+  const component = chartComponentOf(pod);
+  const annotations = stringMapOf(pod, 'annotations');
+  const annotated = {
+    postgresql: annotatedRef(annotations, ANNOTATIONS.postgresqlSecretName, ANNOTATIONS.postgresqlSecretKey, SECRET_KEYS.postgresPassword),
+    redis: annotatedRef(annotations, ANNOTATIONS.redisSecretName, ANNOTATIONS.redisSecretKey, settings.redisSecretKey),
+  };
+  if (component === undefined) {
+    // A Dify of another chart: held to MIGRATION_ENABLED=false; credentials only where the pod names its Secrets.
+    if (!runsDify(pod, settings)) return undefined;
+    return { forceMigrationDisabled: true, ...withDefined(annotated), warnings: [] };
+  }
+  const forceMigrationDisabled = settings.forceMigrationDisabled.includes(component);
+  if (!settings.injectCredentials.includes(component)) return forceMigrationDisabled ? { forceMigrationDisabled, warnings: [] } : undefined;
+  const release = stringMapOf(pod, 'labels')[contract.labels.instance];
+  if (typeof release !== 'string' || release === '') {
+    return { forceMigrationDisabled, ...withDefined(annotated), warnings: [podWarnings.noRelease(component)] };
+  }
+  const names = releaseNames(settings, release);
+  return {
+    forceMigrationDisabled,
+    postgresql: annotated.postgresql ?? { name: names.postgresqlSecret, key: SECRET_KEYS.postgresPassword },
+    redis: annotated.redis ?? { name: names.redisSecret, key: settings.redisSecretKey },
+    redisEndpoint: { host: names.redisHost, port: String(settings.redisPort) },
+    warnings: [],
+  };
+}
+
+/** The Secret a pod names through an annotation (the key annotation is optional). */
+function annotatedRef(annotations: Record<string, unknown>, nameKey: string, keyKey: string, defaultKey: string): SecretRef | undefined {
+  const name = nonEmptyString(annotations[nameKey]);
+  return name ? { name, key: nonEmptyString(annotations[keyKey]) ?? defaultKey } : undefined;
+}
+
+function withDefined(refs: { postgresql: SecretRef | undefined; redis: SecretRef | undefined }): Partial<PodPlan> {
+  return { ...(refs.postgresql ? { postgresql: refs.postgresql } : {}), ...(refs.redis ? { redis: refs.redis } : {}) };
+}
+
+/** Brings one Dify container's env to the plan; returns the warnings and the names it changed. */
+function treatContainer(container: Container, plan: PodPlan): Treated {
+  const { spec, where } = container;
   const existing = spec.env;
-  if (existing !== undefined && !Array.isArray(existing)) return []; // not a valid pod; the API server will say so
-  const env: unknown[] = existing ?? [];
-  const warnings: string[] = [];
-  // Least privilege: init containers (e.g. a pg_isready wait) never asked for credentials, so they only get corrections.
-  const addAbsent = isApp;
+  // `env: null` is a container with no env; anything else that is not a list is invalid and left to the API server.
+  if (existing !== undefined && existing !== null && !Array.isArray(existing)) {
+    return { warnings: [], variables: new Set(), declared: new Set() };
+  }
+  const env: unknown[] = Array.isArray(existing) ? existing : [];
+  const treated: Treated = { warnings: [], variables: new Set(), declared: new Set(envNamesOf(container.spec)) };
+  const addAbsent = container.role === 'app';
 
-  if (plan.forceMigrationDisabled && forceMigrationDisabled(env, addAbsent)) warnings.push(podWarnings.migrationForced(where));
+  if (plan.forceMigrationDisabled && forceMigrationDisabled(env, addAbsent)) {
+    treated.warnings.push(podWarnings.migrationForced(where));
+    treated.variables.add(ENV.migrationEnabled);
+  }
+  treatPostgresqlPasswords(env, container, plan, treated);
+  treatRedisPasswords(env, container, plan, treated);
+  if (plan.redisEndpoint && addAbsent) addRedisEndpoint(env, container, plan.redisEndpoint, treated);
 
-  const credentials = plan.credentials;
-  if (credentials) {
-    const dbFixes = enforceSecretRef(env, ENV.dbPassword, credentials.dbPassword, addAbsent);
-    for (const fix of dbFixes) {
-      warnings.push(podWarnings.secretRef(where, ENV.dbPassword, fix, credentials.dbPassword.name, credentials.dbPassword.key));
+  if (env.length > 0 && !Array.isArray(existing)) spec.env = env;
+  return treated;
+}
+
+function treatPostgresqlPasswords(env: unknown[], container: Container, plan: PodPlan, treated: Treated): void {
+  const ref = plan.postgresql;
+  for (const name of CREDENTIALS.postgresqlPasswords) {
+    const addAbsent = container.role === 'app' && name === PRIMARY_DB_PASSWORD;
+    if (!treated.declared.has(name) && !(ref && addAbsent)) continue;
+    if (!ref) {
+      if (hasLiteral(env, name)) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.postgresqlSecretName));
+      continue;
     }
-    const redisPassword = credentials.redisPassword;
-    if (redisPassword) {
-      let brokerRewritten = false;
-      for (const [index, entry] of env.entries()) {
-        if (!isEntryNamed(entry, ENV.celeryBrokerUrl) || typeof entry.value !== 'string') continue;
-        const rewritten = rewriteBrokerUrl(entry.value);
-        if (rewritten === entry.value) continue;
-        env[index] = { ...entry, value: rewritten };
-        brokerRewritten = true;
-        warnings.push(podWarnings.brokerPassword(where, ENV.celeryBrokerUrl));
-      }
-      // A rewritten URL now needs $(REDIS_PASSWORD): that container uses Redis, even an init container.
-      const redisFixes = enforceSecretRef(env, ENV.redisPassword, redisPassword, addAbsent || brokerRewritten);
-      for (const fix of redisFixes) {
-        warnings.push(podWarnings.secretRef(where, ENV.redisPassword, fix, redisPassword.name, redisPassword.key));
-      }
-      const movedBefore = defineRedisPasswordFirst(env);
-      if (movedBefore !== undefined && !redisFixes.includes('added')) {
-        warnings.push(podWarnings.redisPasswordMoved(where, movedBefore));
-      }
-    }
-    // A REDIS_HOST/PORT from envFrom would be overridden by an explicit entry, so only a plain env gets them.
-    if (addAbsent && (!Array.isArray(spec.envFrom) || spec.envFrom.length === 0)) {
-      const added: string[] = [];
-      for (const [name, value] of [[ENV.redisHost, credentials.redisHost], [ENV.redisPort, credentials.redisPort]] as const) {
-        if (env.some((entry) => isEntryNamed(entry, name))) continue;
-        env.push({ name, value });
-        added.push(name);
-      }
-      if (added.length > 0) warnings.push(podWarnings.redisEndpointAdded(where, added));
+    for (const fix of enforceSecretRef(env, name, ref, addAbsent)) {
+      treated.warnings.push(podWarnings.secretRef(container.where, name, fix, ref.name, ref.key));
+      treated.variables.add(name);
     }
   }
+}
 
-  if (existing === undefined && env.length > 0) spec.env = env;
-  return warnings;
+function treatRedisPasswords(env: unknown[], container: Container, plan: PodPlan, treated: Treated): void {
+  const ref = plan.redis;
+  if (!ref) {
+    warnUnknownRedisSecret(env, container, treated);
+    return;
+  }
+  const urlRewritten = rewriteRedisUrls(env, container, treated);
+  const fixes = new Set<RefFix>();
+  for (const name of CREDENTIALS.redisPasswords) {
+    // A rewritten URL now needs $(REDIS_PASSWORD): that container uses Redis, even an init container.
+    const addAbsent = name === PRIMARY_REDIS_PASSWORD && (container.role === 'app' || urlRewritten);
+    if (!addAbsent && !treated.declared.has(name)) continue;
+    for (const fix of enforceSecretRef(env, name, ref, addAbsent)) {
+      if (name === PRIMARY_REDIS_PASSWORD) fixes.add(fix);
+      treated.warnings.push(podWarnings.secretRef(container.where, name, fix, ref.name, ref.key));
+      treated.variables.add(name);
+    }
+  }
+  const movedBefore = defineRedisPasswordFirst(env);
+  if (movedBefore !== undefined) {
+    treated.variables.add(ENV.redisPassword);
+    if (!fixes.has('added')) treated.warnings.push(podWarnings.redisPasswordMoved(container.where, movedBefore));
+  }
+}
+
+/** Rewrites every literal password in a Redis URL setting to $(REDIS_PASSWORD); true when one was. */
+function rewriteRedisUrls(env: unknown[], container: Container, treated: Treated): boolean {
+  if (!CREDENTIALS.redisUrls.some((name) => treated.declared.has(name))) return false;
+  let rewrittenAny = false;
+  env.forEach((entry, index) => {
+    if (!isEnvEntry(entry) || !REDIS_URL_SETTINGS.has(entry.name) || typeof entry.value !== 'string') return;
+    const rewritten = rewriteBrokerUrl(entry.value);
+    if (rewritten === entry.value) return;
+    env[index] = { ...entry, value: rewritten };
+    rewrittenAny = true;
+    treated.warnings.push(podWarnings.brokerPassword(container.where, entry.name));
+    treated.variables.add(entry.name);
+  });
+  return rewrittenAny;
+}
+
+/** The Redis Secret is unknown: each literal Redis password is left, with a warning naming the annotation. */
+function warnUnknownRedisSecret(env: unknown[], container: Container, treated: Treated): void {
+  const literal = new Set<string>();
+  for (const entry of env) {
+    if (!isEnvEntry(entry) || typeof entry.value !== 'string' || entry.value === '') continue;
+    if (REDIS_PASSWORD_SETTINGS.has(entry.name)) literal.add(entry.name);
+    else if (REDIS_URL_SETTINGS.has(entry.name) && brokerUrlHasLiteralPassword(entry.value)) literal.add(entry.name);
+  }
+  for (const name of literal) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.redisSecretName));
+}
+
+/** REDIS_HOST/PORT from envFrom would be overridden by an explicit entry, so only a plain env gets them. */
+function addRedisEndpoint(env: unknown[], container: Container, endpoint: { host: string; port: string }, treated: Treated): void {
+  const envFrom = container.spec.envFrom;
+  if (Array.isArray(envFrom) && envFrom.length > 0) return;
+  const added: string[] = [];
+  for (const [name, value] of [[ENV.redisHost, endpoint.host], [ENV.redisPort, endpoint.port]] as const) {
+    if (env.some((entry) => isEntryNamed(entry, name))) continue;
+    env.push({ name, value });
+    added.push(name);
+    treated.variables.add(name);
+  }
+  if (added.length > 0) treated.warnings.push(podWarnings.redisEndpointAdded(container.where, added));
+}
+
+/** An entry `name` holding a non-empty literal value. */
+function hasLiteral(env: unknown[], name: string): boolean {
+  return env.some((entry) => isEntryNamed(entry, name) && typeof entry.value === 'string' && entry.value !== '');
 }
 
 /** MIGRATION_ENABLED="false" on every entry, added when absent if `addAbsent` (it beats envFrom); true when changed. */
@@ -234,6 +323,11 @@ export function brokerUrlHasPassword(url: string): boolean {
   return url.split(URL_SEPARATOR).some((part) => (parseRedisUrl(part)?.password ?? '') !== '');
 }
 
+/** True when a Redis URL (or sentinel list) embeds a literal password (not $(REDIS_PASSWORD)). */
+export function brokerUrlHasLiteralPassword(url: string): boolean {
+  return rewriteBrokerUrl(url) !== url;
+}
+
 /** The URL with every literal password replaced by $(REDIS_PASSWORD); the same string when none. */
 export function rewriteBrokerUrl(url: string): string {
   return url
@@ -246,14 +340,15 @@ export function rewriteBrokerUrl(url: string): string {
     .join(';');
 }
 
-/** Redis auth is on for a pod that declares a REDIS_PASSWORD or puts a password in its broker URL. */
+/** Redis auth is on for a container that declares a Redis password or puts one in a Redis URL. */
 function redisAuthDeclared(env: unknown[]): boolean {
   return env.some((entry) => {
-    if (isEntryNamed(entry, ENV.redisPassword)) {
-      // An empty literal is how manifests say "no password"; a reference to a missing Secret would stall the pod.
+    if (!isEnvEntry(entry)) return false;
+    // An empty literal is how manifests say "no password"; a reference to a missing Secret would stall the pod.
+    if (REDIS_PASSWORD_SETTINGS.has(entry.name)) {
       return entry.valueFrom !== undefined || (typeof entry.value === 'string' && entry.value !== '');
     }
-    return isEntryNamed(entry, ENV.celeryBrokerUrl) && typeof entry.value === 'string' && brokerUrlHasPassword(entry.value);
+    return REDIS_URL_SETTINGS.has(entry.name) && typeof entry.value === 'string' && brokerUrlHasPassword(entry.value);
   });
 }
 
@@ -276,20 +371,23 @@ function withWritableContainers(pod: JsonObject): JsonObject {
   return { ...pod, spec: specCopy };
 }
 
-function containersOf(pod: JsonObject): Container[] {
+/** The Dify containers of a pod (init containers first, as they run), each with its role. */
+function difyContainersOf(pod: JsonObject, settings: GuardSettings): Container[] {
   const spec = asObject(pod.spec);
   if (!spec) return [];
-  const list = (field: string, kind: string, isApp: boolean): Container[] => {
+  const list = (field: string, kind: string, isInit: boolean): Container[] => {
     const items = spec[field];
     if (!Array.isArray(items)) return [];
     return items.flatMap((item: unknown) => {
       const container = asObject(item);
       if (!container) return [];
+      const role = containerRole(container, isInit, settings);
+      if (role === 'other') return [];
       const name = typeof container.name === 'string' ? container.name : '?';
-      return [{ where: `${kind} ${name}`, spec: container, isApp }];
+      return [{ where: `${kind} ${name}`, name, spec: container, role }];
     });
   };
-  return [...list('initContainers', 'init container', false), ...list('containers', 'container', true)];
+  return [...list('initContainers', 'init container', true), ...list('containers', 'container', false)];
 }
 
 function envOf(container: JsonObject): unknown[] | undefined {

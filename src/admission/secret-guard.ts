@@ -1,4 +1,4 @@
-// The rules of docs/rules.md#postgresql-secret-rules: the password cannot change while the release's PVC
+// The PostgreSQL Secret rules (docs/rules.md#postgresql-secret-rules): the password cannot change while the release's PVC
 // exists. Pure: the PVC state comes from the injected pvcStateOf, asked only when it matters.
 import { Buffer } from 'node:buffer';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../contract.js';

@@ -19,7 +19,13 @@ export interface GuardSettings {
   forceMigrationDisabled: readonly string[];
   /** Components whose pods get DB/Redis credentials as Secret references. */
   injectCredentials: readonly string[];
+  /** Repository paths of Dify images (`langgenius/dify-api`), matched whatever the registry and tag. */
+  difyImages: readonly string[];
+  /** What a Dify pod template with a literal password or MIGRATION_ENABLED on gets: warnings, or a refusal. */
+  templatePolicy: TemplatePolicy;
 }
+
+export type TemplatePolicy = 'warn' | 'deny';
 
 export const defaultGuardSettings: Readonly<GuardSettings> = Object.freeze({
   postgresqlSecretTemplate: contract.names.postgresqlSecret,
@@ -30,6 +36,8 @@ export const defaultGuardSettings: Readonly<GuardSettings> = Object.freeze({
   redisSecretKey: contract.secretKeys.redisPassword,
   forceMigrationDisabled: Object.freeze([...contract.podRules.forceMigrationDisabled]),
   injectCredentials: Object.freeze([...contract.podRules.injectCredentials]),
+  difyImages: Object.freeze([...contract.difyImages]),
+  templatePolicy: 'warn',
 });
 
 /** The concrete object names of one release. */

@@ -30,10 +30,17 @@ export interface PatchOperation {
   from?: string;
 }
 
+/** One container a mutation changed, and the env names it changed there (names only, for the log). */
+export interface PodChange {
+  container: string;
+  variables: string[];
+}
+
 /** Result of mutating a pod: an empty patch means "no change". */
 export interface MutationResult {
   patch: PatchOperation[];
   warnings: string[];
+  changes: PodChange[];
 }
 
 /** Reason codes of the Secret guard; they appear in logs, metrics and audit annotations. */

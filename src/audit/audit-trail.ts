@@ -19,6 +19,28 @@ export interface AuditRecord {
   message: string;
 }
 
+/** The audit record of a Dify pod template (or last-applied annotation) with findings: names only, never values. */
+export interface TemplateAuditRecord {
+  decision: 'denied' | 'allowed';
+  uid: string;
+  user: string;
+  groups: string[];
+  operation: Operation;
+  kind: string;
+  namespace: string;
+  name: string;
+  mode: 'warn' | 'deny';
+  findings: { container: string; variable: string; finding: string }[];
+  dryRun: boolean;
+}
+
+/** Writes one template audit line (warn level, like every audit record). */
+export function recordTemplateAudit(log: Logger, entry: TemplateAuditRecord): void {
+  const { decision, uid, user, groups, operation, kind, namespace, name, mode, findings, dryRun } = entry;
+  log.warn({ audit: true, decision, uid, user, groups, operation, kind, namespace, name, mode, findings, dryRun },
+    decision === 'denied' ? 'Dify pod template refused' : 'Dify pod template stores what it should not');
+}
+
 /** Where the server sends audit records; injected, so tests can capture them. */
 export interface AuditSink {
   /** Never throws and never waits: the admission answer does not depend on it. */
@@ -43,7 +65,8 @@ export function createAuditTrail(options: AuditTrailOptions): AuditSink {
       options.events.record({
         namespace, secretName: name, secretUid: secret?.uid, reason,
         action: `${decision === 'denied' ? 'Deny' : 'Allow'}${operation.charAt(0)}${operation.slice(1).toLowerCase()}`,
-        note: message,
+        // Who made the change comes first, so the note's 1 KiB limit never cuts it off.
+        note: `${user || 'unknown user'}: ${message}`,
       });
     },
   };

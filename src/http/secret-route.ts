@@ -28,6 +28,7 @@ export function secretGuardHandler(deps: SecretGuardDeps): AdmissionHandler {
       : denied(decision.message ?? `dify-guard denied this change (${decision.reason})`, decision.warnings);
     if (decision.reason !== 'NotGuarded') verdict.auditAnnotations = auditAnnotationsOf(decision);
     if (!decision.allowed) deps.metrics.denials.inc({ reason: decision.reason });
+    else if (decision.audit) deps.metrics.auditedAllowed.inc({ reason: decision.reason });
     if (!decision.allowed || decision.audit) {
       try {
         deps.audit.record(auditRecordOf(request, decision), { uid: secretUidOf(request) });

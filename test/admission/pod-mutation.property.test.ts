@@ -14,7 +14,11 @@ import type { JsonObject } from '../../src/admission/types.js';
 import { fixtureNames, loadObject, mutateAndApply, type EnvEntry } from '../support/fixtures.js';
 
 const settings = defaultGuardSettings;
-const OWNED = Object.values(ENV);
+const CRED = contract.credentialSettings;
+const OWNED = [...new Set<string>([...Object.values(ENV), ...CRED.postgresqlPasswords, ...CRED.redisPasswords, ...CRED.redisUrls])];
+const REDIS_OWNED = new Set<string>([...CRED.redisPasswords, ...CRED.redisUrls]);
+const DIFY_IMAGE = 'langgenius/dify-api:1.11.4';
+const SIDECAR_IMAGE = 'fluent/fluent-bit:3.2.4';
 const NUM_RUNS = 400;
 
 const secretKeyRef = fc.record(
@@ -56,8 +60,9 @@ const container = (prefix: string): fc.Arbitrary<JsonObject> =>
   fc.record(
     {
       name: fc.constantFrom(`${prefix}a`, `${prefix}b`),
-      image: fc.constant('langgenius/dify-api:1.11.4'),
-      env: fc.array(envEntry, { maxLength: 10 }),
+      image: fc.constantFrom(DIFY_IMAGE, DIFY_IMAGE, SIDECAR_IMAGE),
+      // `env: null` (some clients send it) counts as no env.
+      env: fc.oneof({ weight: 6, arbitrary: fc.array(envEntry, { maxLength: 10 }) }, { weight: 1, arbitrary: fc.constant(null) }),
       envFrom: fc.constant([{ configMapRef: { name: 'shared-env' } }]),
     },
     { requiredKeys: ['name', 'image'] },
@@ -85,23 +90,32 @@ const pod: fc.Arbitrary<JsonObject> = fc
 interface PodFacts {
   forced: boolean;
   injects: boolean;
+  /** A Dify pod of another chart (or of no release) that names its Redis Secret: only the Redis settings are its. */
+  redisOnly: boolean;
   release?: string;
 }
 function factsOf(p: JsonObject): PodFacts {
-  const labels = (p.metadata as JsonObject).labels as Record<string, string>;
-  const dify = labels[LABELS.name] === contract.values.difyName;
+  const metadata = p.metadata as JsonObject;
+  const labels = metadata.labels as Record<string, string>;
+  const chart = labels[LABELS.name] === contract.values.difyName;
   const component = labels[LABELS.component] ?? '';
   const release = labels[LABELS.instance];
+  // Another chart's pod is a Dify pod when it runs a Dify image (the generator never writes a Dify-only setting).
+  const foreignDify = !chart && allContainers(p).some((c) => c.image === DIFY_IMAGE);
   return {
-    forced: dify && settings.forceMigrationDisabled.includes(component),
-    injects: dify && settings.injectCredentials.includes(component) && !!release,
+    forced: (chart && settings.forceMigrationDisabled.includes(component)) || foreignDify,
+    injects: chart && settings.injectCredentials.includes(component) && !!release,
+    // Without a release, only the Secrets the pod's annotations name are known.
+    redisOnly: (foreignDify || (chart && settings.injectCredentials.includes(component) && !release)) && metadata.annotations !== undefined,
     ...(release ? { release } : {}),
   };
 }
+/** A container the rules may touch: a Dify image, or one that declares a setting they own. */
+const isDifyContainer = (c: JsonObject): boolean => c.image === DIFY_IMAGE || envList(c).some((e) => OWNED.includes(e.name));
 const initContainers = (p: JsonObject): JsonObject[] => ((p.spec as JsonObject).initContainers as JsonObject[] | undefined) ?? [];
 const allContainers = (p: JsonObject): JsonObject[] => [...initContainers(p), ...((p.spec as JsonObject).containers as JsonObject[])];
 /** Whether each of allContainers(p) is an app container (spec.containers), the only kind that gets absent vars added. */
-const isAppFlags = (p: JsonObject): boolean[] => allContainers(p).map((_, i) => i >= initContainers(p).length);
+const isAppFlags = (p: JsonObject): boolean[] => allContainers(p).map((c, i) => i >= initContainers(p).length && c.image === DIFY_IMAGE);
 const envList = (c: JsonObject): EnvEntry[] => (c.env as EnvEntry[] | undefined) ?? [];
 
 t.test('idempotent: applying the patch then mutating again yields an empty patch', async (t) => {
@@ -122,12 +136,16 @@ t.test('env vars it does not own stay exactly as they were, in the same relative
       const before = structuredClone(p);
       const { after } = mutateAndApply(p, settings);
       const facts = factsOf(p);
-      const owned = new Set<string>([...(facts.forced ? [ENV.migrationEnabled] : []), ...(facts.injects ? OWNED : [])]);
+      const owned = new Set<string>([
+        ...(facts.forced ? [ENV.migrationEnabled] : []), ...(facts.injects ? OWNED : []), ...(facts.redisOnly ? REDIS_OWNED : []),
+      ]);
       if (owned.size === 0) {
         if (!isDeepStrictEqual(after, before)) throw new Error('a pod with no rule changed');
         return;
       }
       allContainers(before).forEach((c, i) => {
+        // JSON round trip: fast-check may build null-prototype objects; content is what counts.
+        if (!isDifyContainer(c) && JSON.stringify(allContainers(after)[i]) !== JSON.stringify(c)) throw new Error(`sidecar ${i} changed`);
         const kept = (env: EnvEntry[]): EnvEntry[] => env.filter((e) => !owned.has(e.name));
         const afterContainer = allContainers(after)[i] as JsonObject;
         if (!isDeepStrictEqual(kept(envList(afterContainer)), kept(envList(c)))) throw new Error(`container ${i}: foreign env changed`);
@@ -152,9 +170,10 @@ t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined
       const facts = factsOf(p);
       const isApp = isAppFlags(after);
       allContainers(after).forEach((c, i) => {
+        if (!isDifyContainer(allContainers(p)[i] as JsonObject)) return;
         const env = envList(c);
         const named = (name: string): EnvEntry[] => env.filter((e) => e.name === name);
-        if (facts.forced) {
+        if (facts.forced && isDifyContainer(allContainers(p)[i] as JsonObject)) {
           const migration = named(ENV.migrationEnabled);
           if ((isApp[i] && migration.length === 0) || migration.some((e) => e.value !== 'false' || e.valueFrom !== undefined)) {
             throw new Error('MIGRATION_ENABLED not forced');
@@ -211,7 +230,7 @@ t.test('init containers never gain a var, except REDIS_PASSWORD before a broker 
         const before = countNames(envList(c));
         const gained = [...countNames(envList(afterContainer))].filter(([name, n]) => n > (before.get(name) ?? 0)).map(([name]) => name);
         if (gained.length === 0) return;
-        const brokers = (env: EnvEntry[]): string => JSON.stringify(env.filter((e) => e.name === ENV.celeryBrokerUrl));
+        const brokers = (env: EnvEntry[]): string => JSON.stringify(env.filter((e) => (CRED.redisUrls as string[]).includes(e.name)));
         const brokerRewritten = brokers(envList(afterContainer)) !== brokers(envList(c));
         if (gained.length > 1 || gained[0] !== ENV.redisPassword || !brokerRewritten) {
           throw new Error(`init container ${i} gained ${gained.join(', ')}`);

@@ -1,4 +1,4 @@
-// The table of docs/rules.md#pod-rules, line by line, plus the details below it (order, literals, init containers).
+// The pod rules (docs/rules.md#pod-rules), row by row, plus the details: order, literals, init containers, sidecars, other charts.
 import t from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract } from '../../src/contract.js';
 import { mutatePod, rewriteBrokerUrl, brokerUrlHasPassword, REDIS_PASSWORD_REFERENCE } from '../../src/admission/pod-mutation.js';
@@ -42,7 +42,7 @@ const badEnv = (): EnvEntry[] => [
 t.test('compliant fixtures (as the chart renders them) and foreign pods get no patch and no warning', async (t) => {
   for (const name of compliantFixtures) {
     const result = mutatePod(loadObject(name), settings);
-    t.strictSame(result, { patch: [], warnings: [] }, name);
+    t.strictSame(result, { patch: [], warnings: [], changes: [] }, name);
   }
 });
 
@@ -270,19 +270,22 @@ t.test('REDIS_HOST and REDIS_PORT', async (t) => {
   });
 });
 
-t.test('several containers and init containers, with envFrom: every one checked, absent vars added only to app containers', async (t) => {
+t.test('several containers and init containers, with envFrom: Dify containers checked, a sidecar left byte for byte', async (t) => {
   const before = loadObject('pod-api-literal');
   const { result, after } = mutateAndApply(before, settings);
   const owned = new Set<string>(Object.values(ENV));
   const foreign = (env: EnvEntry[]): EnvEntry[] => env.filter((e) => !owned.has(e.name));
-  for (const name of ['api', 'log-shipper']) {
-    const env = envOf(after, name);
-    t.strictSame(entriesNamed(env, ENV.migrationEnabled), [{ name: ENV.migrationEnabled, value: 'false' }], `${name}: migration off`);
-    t.strictSame(entriesNamed(env, ENV.dbPassword), [{ name: ENV.dbPassword, valueFrom: dbRef }], `${name}: DB_PASSWORD`);
-    t.strictSame(entriesNamed(env, ENV.redisPassword), [{ name: ENV.redisPassword, valueFrom: redisRef }], `${name}: REDIS_PASSWORD (auth is on for the pod)`);
-    t.equal(entriesNamed(env, ENV.redisHost).length, 1, `${name}: REDIS_HOST`);
-    t.strictSame(foreign(env), foreign(envOf(before, name)), `${name}: env it does not own unchanged and in order`);
-  }
+  const env = envOf(after, 'api');
+  t.strictSame(entriesNamed(env, ENV.migrationEnabled), [{ name: ENV.migrationEnabled, value: 'false' }], 'api: migration off');
+  t.strictSame(entriesNamed(env, ENV.dbPassword), [{ name: ENV.dbPassword, valueFrom: dbRef }], 'api: DB_PASSWORD');
+  t.strictSame(entriesNamed(env, ENV.redisPassword), [{ name: ENV.redisPassword, valueFrom: redisRef }], 'api: REDIS_PASSWORD');
+  t.equal(entriesNamed(env, ENV.redisHost).length, 1, 'api: REDIS_HOST');
+  t.strictSame(foreign(env), foreign(envOf(before, 'api')), 'api: env it does not own unchanged and in order');
+  t.equal(JSON.stringify(containerOf(after, 'log-shipper')), JSON.stringify(containerOf(before, 'log-shipper')),
+    'the log-shipper sidecar (no Dify image, no Dify setting) is byte-equal: no password, no MIGRATION_ENABLED, no REDIS_HOST');
+  t.notOk(result.patch.some((op) => op.path.startsWith('/spec/containers/1')), 'no operation on the sidecar');
+  t.notOk(result.warnings.some((w) => w.includes('log-shipper')), 'no warning about the sidecar');
+  t.strictSame(result.changes.map((c) => c.container).sort(), ['api', 'wait-for-db'], 'the changes name the Dify containers only');
   const initBefore = envOf(before, 'wait-for-db', 'initContainers');
   const init = envOf(after, 'wait-for-db', 'initContainers');
   t.strictSame(
@@ -303,7 +306,7 @@ t.test('several containers and init containers, with envFrom: every one checked,
   t.equal(entriesNamed(api, ENV.redisHost)[0]?.value, names.redisHost, 'existing REDIS_HOST kept');
   t.strictSame(containerOf(after, 'api').envFrom, containerOf(before, 'api').envFrom, 'envFrom left alone');
   t.ok(result.patch.every((op) => /^\/spec\/(initContainers|containers)\/\d+\/env(\/|$)/.test(op.path)), 'only env is patched');
-  t.strictSame(mutatePod(after, settings), { patch: [], warnings: [] }, 'second pass: empty patch');
+  t.strictSame(mutatePod(after, settings), { patch: [], warnings: [], changes: [] }, 'second pass: empty patch');
 });
 
 t.test('init containers: existing owned vars corrected, absent ones never added', async (t) => {
@@ -333,7 +336,7 @@ t.test('init containers: existing owned vars corrected, absent ones never added'
   t.test('the chart-rendered migration pod (its wait-for-postgresql has no env) gets no patch', async (t) => {
     const pod = loadObject('pod-db-migration');
     t.equal(containerOf(pod, 'wait-for-postgresql', 'initContainers').env, undefined, 'the fixture renders it as the chart does');
-    t.strictSame(mutatePod(pod, settings), { patch: [], warnings: [] });
+    t.strictSame(mutatePod(pod, settings), { patch: [], warnings: [], changes: [] });
   });
   t.test('a literal DB_PASSWORD is replaced in place by the reference, nothing else added', async (t) => {
     const env = [{ name: 'PGHOST', value: 'h' }, { name: ENV.dbPassword, value: 'Init-Literal-5b6c' }, { name: 'PGUSER', value: 'dify' }];
@@ -405,7 +408,7 @@ t.test('pods without init containers or sidecars: the app container still gets e
       { name: ENV.redisHost, value: names.redisHost },
       { name: ENV.redisPort, value: String(settings.redisPort) },
     ]);
-    t.strictSame(mutatePod(after, settings), { patch: [], warnings: [] }, 'second pass: empty patch');
+    t.strictSame(mutatePod(after, settings), { patch: [], warnings: [], changes: [] }, 'second pass: empty patch');
     t.equal(result.warnings.length, 5, 'one warning per change: migration, DB_PASSWORD, broker URL, REDIS_PASSWORD, endpoint');
   });
 });
@@ -427,19 +430,103 @@ t.test('no instance label: MIGRATION_ENABLED still forced, no credentials, a war
   t.equal(onlyWarning.warnings.length, 1);
 });
 
-t.test('only pods labelled app.kubernetes.io/name=dify are Dify pods', async (t) => {
+t.test('Dify pods are recognised by what they run', async (t) => {
   const foreign = loadObject('pod-non-dify');
   t.equal(labelsOf(foreign)[LABELS.component], C.api, 'the foreign pod even claims to be an api');
-  t.strictSame(mutatePod(foreign, settings), { patch: [], warnings: [] });
+  t.strictSame(mutatePod(foreign, settings), { patch: [], warnings: [], changes: [] }, 'no Dify image, no Dify-only setting: not a Dify pod');
   const guard = workerPod(badEnv(), C.webhook);
   labelsOf(guard)[LABELS.name] = contract.values.guardName;
+  containerOf(guard, 'worker').image = 'dify-guard/dify-guard:1.0.0';
   t.strictSame(mutatePod(guard, settings).patch, [], "dify-guard's own pods");
-  const noComponent = workerPod(badEnv());
-  delete labelsOf(noComponent)[LABELS.component];
-  t.strictSame(mutatePod(noComponent, settings).patch, [], 'no component label');
-  const noLabels = workerPod(badEnv());
-  delete (noLabels.metadata as JsonObject).labels;
-  t.strictSame(mutatePod(noLabels, settings).patch, [], 'no labels at all');
+  const web = workerPod(badEnv(), C.web);
+  t.strictSame(mutatePod(web, settings).patch, [], "this chart's web pod, even running the api image");
+  for (const [what, edit] of [
+    ['no component label', (pod: JsonObject) => { delete labelsOf(pod)[LABELS.component]; }],
+    ['no labels at all', (pod: JsonObject) => { delete (pod.metadata as JsonObject).labels; }],
+  ] as const) {
+    const pod = workerPod(badEnv());
+    edit(pod);
+    const { result, after } = mutateAndApply(pod, settings);
+    t.strictSame(entriesNamed(envOf(after, 'worker'), ENV.migrationEnabled), [{ name: ENV.migrationEnabled, value: 'false' }],
+      `${what}: a Dify image, so MIGRATION_ENABLED is forced`);
+    t.strictSame(entriesNamed(envOf(after, 'worker'), ENV.dbPassword), entriesNamed(badEnv(), ENV.dbPassword),
+      `${what}: its Secret is unknown, so DB_PASSWORD is left as it is`);
+    t.ok(result.warnings.some((w) => w.includes(ENV.dbPassword) && w.includes(contract.annotations.postgresqlSecretName)),
+      `${what}: a warning names the annotation that would fix the literal`);
+    t.notOk(JSON.stringify(result).includes('Sneaky-Literal-1a2b3c'), `${what}: literal never echoed`);
+  }
+});
+
+t.test('a Dify pod of another chart (the community chart: envFrom ConfigMap, no labels of ours)', async (t) => {
+  const communityPod = (): JsonObject => {
+    const pod = workerPod([{ name: 'LOG_LEVEL', value: 'INFO' }]);
+    (pod.metadata as JsonObject).labels = { 'app.kubernetes.io/name': 'dify', 'app.kubernetes.io/instance': 'other', component: 'api' };
+    containerOf(pod, 'worker').image = 'registry.example.com:5000/langgenius/dify-api:1.11.4';
+    containerOf(pod, 'worker').envFrom = [{ configMapRef: { name: 'other-dify-api' } }, { secretRef: { name: 'other-dify-api' } }];
+    return pod;
+  };
+  t.test('MIGRATION_ENABLED added as "false" (it beats the ConfigMap), nothing else', async (t) => {
+    const { result, after } = mutateAndApply(communityPod(), settings);
+    t.strictSame(envOf(after, 'worker'), [{ name: 'LOG_LEVEL', value: 'INFO' }, { name: ENV.migrationEnabled, value: 'false' }]);
+    t.strictSame(result.changes, [{ container: 'worker', variables: [ENV.migrationEnabled] }]);
+    t.strictSame(mutatePod(after, settings).patch, [], 'second pass: empty patch');
+  });
+  t.test('annotations name its PostgreSQL and Redis Secrets: credentials injected there, no REDIS_HOST', async (t) => {
+    const pod = communityPod();
+    setEnv(pod, 'worker', [{ name: ENV.dbPassword, value: 'Community-Literal-42' }, { name: ENV.redisPassword, value: 'Community-Redis-43' }]);
+    (pod.metadata as JsonObject).annotations = {
+      [contract.annotations.postgresqlSecretName]: 'other-postgresql', [contract.annotations.postgresqlSecretKey]: 'password',
+      [contract.annotations.redisSecretName]: 'other-redis',
+    };
+    const { result, after } = mutateAndApply(pod, settings);
+    t.strictSame(envOf(after, 'worker'), [
+      { name: ENV.dbPassword, valueFrom: secretRef('other-postgresql', 'password') },
+      { name: ENV.redisPassword, valueFrom: secretRef('other-redis', settings.redisSecretKey) },
+      { name: ENV.migrationEnabled, value: 'false' },
+    ]);
+    t.notOk(JSON.stringify(result).includes('Community-'), 'literals never echoed');
+  });
+  t.test('a mirror that renames the image: recognised once its path is in difyImages', async (t) => {
+    const pod = communityPod();
+    containerOf(pod, 'worker').image = 'harbor.corp/ai/dify-backend@sha256:0123';
+    t.strictSame(mutatePod(pod, settings).patch, [], 'unknown path: not a Dify pod');
+    const mirrored = { ...settings, difyImages: [...settings.difyImages, 'ai/dify-backend'] };
+    t.ok(mutatePod(pod, mirrored).patch.length > 0, 'listed path: a Dify pod');
+  });
+});
+
+t.test('a container with env: null counts as one with no env', async (t) => {
+  const pod = workerPod(undefined, C.api);
+  containerOf(pod, 'worker').env = null;
+  const { after } = mutateAndApply(pod, settings);
+  t.strictSame(envOf(after, 'worker'), [
+    { name: ENV.migrationEnabled, value: 'false' },
+    { name: ENV.dbPassword, valueFrom: dbRef },
+    { name: ENV.redisHost, value: names.redisHost },
+    { name: ENV.redisPort, value: String(settings.redisPort) },
+  ]);
+  t.strictSame(mutatePod(after, settings).patch, [], 'second pass: empty patch');
+});
+
+t.test('every setting that carries a password is treated like DB_PASSWORD or REDIS_PASSWORD, never added', async (t) => {
+  const cred = contract.credentialSettings;
+  const env: EnvEntry[] = [
+    ...cred.postgresqlPasswords.map((name) => ({ name, value: `Pg-Literal-${name}` })),
+    ...cred.redisPasswords.map((name) => ({ name, value: `Redis-Literal-${name}` })),
+    ...cred.redisUrls.map((name) => ({ name, value: literalBroker(`Url-Literal-${name}`) })),
+  ];
+  const { result, after } = mutateAndApply(workerPod(env, C.worker), settings);
+  const out = envOf(after, 'worker');
+  t.ok(cred.postgresqlPasswords.includes('PGVECTOR_PASSWORD'), 'PGVECTOR_PASSWORD is one of them');
+  for (const name of cred.postgresqlPasswords) t.strictSame(entriesNamed(out, name), [{ name, valueFrom: dbRef }], `${name} -> PostgreSQL Secret`);
+  for (const name of cred.redisPasswords) t.strictSame(entriesNamed(out, name), [{ name, valueFrom: redisRef }], `${name} -> Redis Secret`);
+  for (const name of cred.redisUrls) t.equal(entriesNamed(out, name)[0]?.value, referencedBroker.replace(':6379/1', ':6379/1'), `${name} rewritten`);
+  t.notOk(/Literal/.test(JSON.stringify(result)), 'no literal echoed in patch or warnings');
+  const minimal = mutateAndApply(workerPod([], C.worker), settings).after;
+  for (const name of [...cred.postgresqlPasswords.slice(1), ...cred.redisPasswords]) {
+    t.strictSame(entriesNamed(envOf(minimal, 'worker'), name), [], `${name} is never added when absent`);
+  }
+  t.strictSame(mutatePod(after, settings).patch, [], 'second pass: empty patch');
 });
 
 t.test('the patch comes from the raw JSON: unknown fields and other paths untouched', async (t) => {

@@ -1,6 +1,6 @@
 // The audit trail: exactly the listed fields in one JSON line, and a Warning Event unless dry-run.
 import t from 'tap';
-import { createAuditTrail, type AuditRecord } from '../../src/audit/audit-trail.js';
+import { createAuditTrail, recordTemplateAudit, type AuditRecord } from '../../src/audit/audit-trail.js';
 import type { SecretEvent, SecretEventRecorder } from '../../src/audit/event-recorder.js';
 import { captureLog } from '../server/support.js';
 
@@ -32,15 +32,17 @@ t.test('one JSON line with the audit fields and nothing else', async (t) => {
   t.notMatch(captured.text(), 'c2VjcmV0');
 });
 
-t.test('a Warning Event unless dry-run', async (t) => {
+t.test('a Warning Event unless dry-run, naming who made the change first', async (t) => {
   const { events, trail } = setup();
   trail.record(record, { uid: 'secret-uid' });
   trail.record({ ...record, dryRun: true });
   trail.record({ ...record, decision: 'allowed', operation: 'DELETE', reason: 'DeleteUnderPvc' });
   t.same(events, [
-    { namespace: 'dify', secretName: 'dify-postgresql', secretUid: 'secret-uid', reason: 'PasswordChangeUnderPvc', action: 'DenyUpdate', note: record.message },
-    { namespace: 'dify', secretName: 'dify-postgresql', secretUid: undefined, reason: 'DeleteUnderPvc', action: 'AllowDelete', note: record.message },
+    { namespace: 'dify', secretName: 'dify-postgresql', secretUid: 'secret-uid', reason: 'PasswordChangeUnderPvc', action: 'DenyUpdate', note: `kubernetes-admin: ${record.message}` },
+    { namespace: 'dify', secretName: 'dify-postgresql', secretUid: undefined, reason: 'DeleteUnderPvc', action: 'AllowDelete', note: `kubernetes-admin: ${record.message}` },
   ]);
+  trail.record({ ...record, user: '' });
+  t.match(events[2]?.note, /^unknown user: /, 'a request without a username still says so');
 });
 
 t.test('with Events disabled, only the log line', async (t) => {
@@ -48,4 +50,17 @@ t.test('with Events disabled, only the log line', async (t) => {
   const trail = createAuditTrail({ log: captured.log });
   trail.record(record);
   t.equal(captured.lines().length, 1);
+});
+
+t.test('a template audit line: names and findings only', async (t) => {
+  const captured = captureLog('info');
+  recordTemplateAudit(captured.log, {
+    decision: 'allowed', uid: 'u1', user: 'alice', groups: ['g'], operation: 'CREATE', kind: 'Deployment', namespace: 'dify',
+    name: 'api', mode: 'warn', findings: [{ container: 'api', variable: 'DB_PASSWORD', finding: 'literal_password' }], dryRun: false,
+  });
+  const [line] = captured.lines();
+  t.equal(line?.level, 40);
+  t.equal(line?.audit, true);
+  t.same(line?.findings, [{ container: 'api', variable: 'DB_PASSWORD', finding: 'literal_password' }]);
+  t.equal(line?.user, 'alice');
 });

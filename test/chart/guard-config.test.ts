@@ -34,7 +34,10 @@ const guardEnv = (c: Container): Record<string, string> =>
 
 for (const [label, values] of [
   ['defaults', {}],
-  ['tuned', { webhook: { logLevel: 'debug', eventsEnabled: false, bodyLimitBytes: 1048576, shutdownTimeoutSeconds: 40, pvcResyncSeconds: 60, bindAddress: '::' } }],
+  ['tuned', { webhook: {
+    logLevel: 'debug', eventsEnabled: false, bodyLimitBytes: 1048576, shutdownTimeoutSeconds: 40, pvcResyncSeconds: 60, bindAddress: '::',
+    difyImages: ['ai/dify-backend', 'langgenius/dify-api'], templatePolicy: 'deny',
+  } }],
 ] as const) {
   t.test(`chart env (${label}) is what dify-guard reads`, async (t) => {
     const { objects } = await render(deepMerge(requiredValues(), values));
@@ -60,7 +63,11 @@ for (const [label, values] of [
     const shutdown = Number(c.shutdownTimeoutSeconds);
     const grace = Number((deploy.spec as { template: { spec: { terminationGracePeriodSeconds: number } } }).template.spec.terminationGracePeriodSeconds);
     t.ok(grace > shutdown, 'the pod\'s grace period outlasts dify-guard\'s own shutdown timeout');
-    if (label === 'tuned') t.match(c, { logLevel: 'debug', eventsEnabled: false, bodyLimitBytes: 1048576, pvcResyncSeconds: 60, bindAddress: '::' });
+    t.same(c.difyImages, label === 'tuned' ? [...contract.difyImages, 'ai/dify-backend'] : contract.difyImages,
+      'the contract\'s Dify images, then webhook.difyImages, without repeats');
+    if (label === 'tuned') {
+      t.match(c, { logLevel: 'debug', eventsEnabled: false, bodyLimitBytes: 1048576, pvcResyncSeconds: 60, bindAddress: '::', templatePolicy: 'deny' });
+    }
   });
 }
 
@@ -68,4 +75,14 @@ t.test('the image tag default is package.json\'s version (= Chart.yaml version)'
   const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
   const chartYaml = readFileSync(join(repoRoot, 'chart/Chart.yaml'), 'utf8');
   t.match(chartYaml, new RegExp(`^version: ${pkg.version.replace(/\./g, '\\.')}$`, 'm'));
+});
+
+t.test('values.schema.json accepts exactly the image paths dify-guard accepts', async (t) => {
+  const schema = JSON.parse(readFileSync(join(repoRoot, 'chart/values.schema.json'), 'utf8')) as
+    { properties: { webhook: { properties: { difyImages: { items: { pattern: string } }; templatePolicy: { enum: string[] } } } } };
+  const webhook = schema.properties.webhook.properties;
+  const settings = SETTINGS as unknown as Record<string, { schema: { items?: { pattern: string }; enum?: string[] } }>;
+  t.equal(webhook.difyImages.items.pattern, settings.difyImages?.schema.items?.pattern, 'the same pattern as DIFY_GUARD_DIFY_IMAGES');
+  t.same(webhook.templatePolicy.enum, settings.templatePolicy?.schema.enum, 'the same policies as DIFY_GUARD_TEMPLATE_POLICY');
+  t.same(webhook.templatePolicy.enum, contract.templatePolicies);
 });

@@ -1,11 +1,15 @@
-// dify-guard as the chart installs it: the two webhook configurations select exactly the chart's Dify
-// pods and its PostgreSQL Secret (selectors evaluated here against every rendered pod template and
-// Secret), never kube-system nor dify-guard itself; TLS in its three modes; Deployment, PDB, RBAC.
+// dify-guard as the chart installs it: the webhook configurations select Dify pods by what they run
+// (CEL matchConditions built from the contract's lists; the API server evaluates them in
+// test/controlplane), Dify pod templates, and the PostgreSQL Secret (selectors evaluated here against
+// every rendered Secret), never kube-system nor dify-guard itself; TLS in its three modes; Deployment, PDB, RBAC.
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { LABELS, contract, expandName } from '../../src/contract.js';
+import { chartComponentOf, difyImagePatternSource, runsDify } from '../../src/admission/dify-containers.js';
+import { defaultGuardSettings } from '../../src/admission/settings.js';
+import type { JsonObject } from '../../src/admission/types.js';
 import { repoRoot } from '../support/binaries.js';
 import {
   annotationsOf, containersOf, deepMerge, find, kindOf, labelsOf, nameOf, ofKind, podTemplateOf, render, requiredValues,
@@ -21,19 +25,38 @@ interface Webhook {
   rules: { operations: string[]; apiGroups: string[]; apiVersions: string[]; resources: string[]; scope: string }[];
   objectSelector: LabelSelector; namespaceSelector: LabelSelector; failurePolicy: string; sideEffects: string;
   matchPolicy: string; reinvocationPolicy?: string; timeoutSeconds: number; admissionReviewVersions: string[];
+  matchConditions?: { name: string; expression: string }[];
 }
 
-function configurations(objects: Json[]): { mutating: Json; validating: Json; pods: Webhook; secrets: Webhook } {
+function configurations(objects: Json[]): { mutating: Json; validating: Json; pods: Webhook; secrets: Webhook; workloads: Webhook } {
   const [mutating, ...m] = ofKind(objects, 'MutatingWebhookConfiguration');
   const [validating, ...v] = ofKind(objects, 'ValidatingWebhookConfiguration');
   if (!mutating || !validating || m.length || v.length) throw new Error('expected one Mutating and one ValidatingWebhookConfiguration');
-  const only = (c: Json): Webhook => {
+  const named = (c: Json, count: number, name: string): Webhook => {
     const hooks = c.webhooks as Webhook[];
-    if (hooks.length !== 1) throw new Error(`${nameOf(c)} has ${hooks.length} webhooks`);
-    return hooks[0]!;
+    if (hooks.length !== count) throw new Error(`${nameOf(c)} has ${hooks.length} webhooks`);
+    const hook = hooks.find((h) => h.name === name);
+    if (!hook) throw new Error(`${nameOf(c)} has no webhook ${name}`);
+    return hook;
   };
-  return { mutating, validating, pods: only(mutating), secrets: only(validating) };
+  return {
+    mutating, validating, pods: named(mutating, 1, contract.webhook.podWebhookName),
+    secrets: named(validating, 2, contract.webhook.secretWebhookName), workloads: named(validating, 2, contract.webhook.workloadWebhookName),
+  };
 }
+
+/** The CEL the chart should render for a pod (or template) at `path`, from the contract's lists. */
+function expectedDifyCel(path: string, images: readonly string[]): string {
+  const q = (value: unknown): string => JSON.stringify(value);
+  const labels = `${path}.metadata.labels`;
+  const chart = `(has(${labels}) && ${q(LABELS.name)} in ${labels} && ${labels}[${q(LABELS.name)}] == ${q(contract.values.difyName)}` +
+    ` && ${q(LABELS.component)} in ${labels} && ${labels}[${q(LABELS.component)}] in ${q(contract.podRules.injectCredentials)})`;
+  const container = `(has(c.image) && c.image.matches(${q(difyImagePatternSource(images))})) || ` +
+    `(has(c.env) && c.env.exists(e, e.name in ${q(contract.difyOnlySettings)}))`;
+  return `${chart} || ${path}.spec.containers.exists(c, ${container}) || ` +
+    `(has(${path}.spec.initContainers) && ${path}.spec.initContainers.exists(c, ${container}))`;
+}
+const TEMPLATE_PATH = "(request.kind.kind == 'CronJob' ? object.spec.jobTemplate.spec.template : object.spec.template)";
 
 const nsLabels = (name: string): Record<string, string> => ({ 'kubernetes.io/metadata.name': name });
 const isGuard = (labels: Record<string, string>): boolean => labels[LABELS.name] === contract.values.guardName;
@@ -45,19 +68,49 @@ const everything = deepMerge(requiredValues(), {
 const full = await render(everything, { release, namespace });
 const hooks = configurations(full.objects);
 
-t.test('the pod webhook selects exactly the chart\'s api/worker/beat/plugin-daemon/migration pods', async (t) => {
+t.test('the pod webhook selects Dify pods by what they run (CEL), never dify-guard\'s own', async (t) => {
+  t.same(hooks.pods.matchConditions, [{ name: 'dify-pods', expression: expectedDifyCel('object', contract.difyImages) }],
+    'CEL from the contract: this chart\'s labels, a Dify image (the regex src/admission/dify-containers.ts uses) or a Dify-only setting');
+  t.same(hooks.pods.objectSelector, { matchExpressions: [{ key: LABELS.name, operator: 'NotIn', values: [contract.values.guardName] }] });
   const selected: string[] = [];
   for (const w of workloads(full.objects)) {
+    const pod = podTemplateOf(w) as unknown as JsonObject;
     const labels = podTemplateOf(w).metadata.labels ?? {};
     const component = labels[LABELS.component] ?? '';
-    const want = !isGuard(labels) && (contract.podRules.injectCredentials as string[]).includes(component);
-    t.equal(selects(hooks.pods.objectSelector, labels), want, `${kindOf(w)} ${nameOf(w)} (${component})`);
-    if (want) selected.push(component);
+    const dify = selects(hooks.pods.objectSelector, labels) && (chartComponentOf(pod) !== undefined
+      ? (contract.podRules.injectCredentials as string[]).includes(component) : runsDify(pod, defaultGuardSettings));
+    if (dify) selected.push(component);
   }
-  t.same(selected.sort(), [...contract.podRules.injectCredentials].sort(), 'every such component is rendered and selected');
-  t.equal(workloads(full.objects).filter((w) => isGuard(podTemplateOf(w).metadata.labels ?? {})).length, 1, 'dify-guard\'s Deployment was evaluated, not selected');
-  // A pod of some other app with the same component name.
-  t.notOk(selects(hooks.pods.objectSelector, { [LABELS.component]: contract.components.api, app: 'other' }), 'not a Dify pod');
+  t.same(selected.sort(), [...contract.podRules.injectCredentials].sort(),
+    'of the rendered pods, the same decision selects exactly api/worker/beat/plugin-daemon/migration');
+  t.notOk(selects(hooks.pods.objectSelector, { [LABELS.name]: contract.values.guardName }), 'dify-guard\'s own pods');
+  const mirrored = configurations((await render(deepMerge(requiredValues(), { webhook: { difyImages: ['corp/dify.backend'] } }))).objects);
+  t.same(mirrored.pods.matchConditions?.[0]?.expression, expectedDifyCel('object', [...contract.difyImages, 'corp/dify.backend']),
+    'webhook.difyImages adds to the contract\'s images (dots quoted)');
+  const env = (containersOf(find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? []);
+  t.same(env.find((e) => e.name === 'DIFY_GUARD_DIFY_IMAGES')?.value, contract.difyImages.join(','), 'dify-guard gets the same list');
+});
+
+t.test('the workload webhook: Dify pod templates, CREATE and UPDATE, controller-owned objects left out', async (t) => {
+  const w = hooks.workloads;
+  t.same(w.rules, [
+    { operations: ['CREATE', 'UPDATE'], apiGroups: ['apps'], apiVersions: ['v1'], resources: ['deployments', 'statefulsets', 'daemonsets', 'replicasets'], scope: 'Namespaced' },
+    { operations: ['CREATE', 'UPDATE'], apiGroups: ['batch'], apiVersions: ['v1'], resources: ['jobs', 'cronjobs'], scope: 'Namespaced' },
+  ]);
+  t.same(w.matchConditions, [
+    { name: 'not-controller-owned', expression: '!has(object.metadata.ownerReferences) || !object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)' },
+    { name: 'dify-pod-template', expression: expectedDifyCel(TEMPLATE_PATH, contract.difyImages) },
+  ]);
+  t.equal(w.sideEffects, 'None', 'no Event: a log line and auditAnnotations');
+  t.equal(w.failurePolicy, 'Ignore', 'warn mode: advice only, an outage blocks nothing');
+  const env = (containersOf(find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? []);
+  t.same(env.find((e) => e.name === 'DIFY_GUARD_TEMPLATE_POLICY')?.value, 'warn');
+  const denying = await render(deepMerge(requiredValues(), { webhook: { templatePolicy: 'deny' } }));
+  t.equal(configurations(denying.objects).workloads.failurePolicy, 'Fail', 'deny mode: the policy holds');
+  const denyEnv = (containersOf(find(denying.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? []);
+  t.same(denyEnv.find((e) => e.name === 'DIFY_GUARD_TEMPLATE_POLICY')?.value, 'deny');
+  const typo = await template(deepMerge(requiredValues(), { webhook: { templatePolicy: 'block' } }));
+  t.not(typo.status, 0, 'the schema refuses another policy');
 });
 
 t.test('the Secret webhook selects exactly the PostgreSQL Secret', async (t) => {
@@ -69,12 +122,13 @@ t.test('the Secret webhook selects exactly the PostgreSQL Secret', async (t) => 
 });
 
 t.test('never kube-system; the release namespace yes; extra exclusions add to kube-system', async (t) => {
-  for (const hook of [hooks.pods, hooks.secrets]) {
+  for (const hook of [hooks.pods, hooks.secrets, hooks.workloads]) {
     t.notOk(selects(hook.namespaceSelector, nsLabels('kube-system')), `${hook.name}: kube-system`);
     t.ok(selects(hook.namespaceSelector, nsLabels(namespace)), `${hook.name}: ${namespace}`);
   }
   const { objects } = await render(deepMerge(requiredValues(), { webhook: { excludedNamespaces: ['sandbox-ns'] } }));
-  for (const hook of Object.values(configurations(objects)).slice(2) as Webhook[]) {
+  const excluded = configurations(objects);
+  for (const hook of [excluded.pods, excluded.secrets, excluded.workloads]) {
     t.notOk(selects(hook.namespaceSelector, nsLabels('kube-system')), `${hook.name}: still kube-system`);
     t.notOk(selects(hook.namespaceSelector, nsLabels('sandbox-ns')), `${hook.name}: sandbox-ns`);
   }
@@ -103,7 +157,10 @@ t.test('webhook settings: names, rules, sideEffects, policies, timeouts', async 
 });
 
 t.test('in-cluster: clientConfig calls dify-guard\'s Service on 443, which reaches the HTTPS container port', async (t) => {
-  for (const [hook, path] of [[hooks.pods, contract.webhook.mutatePodsPath], [hooks.secrets, contract.webhook.validateSecretsPath]] as const) {
+  for (const [hook, path] of [
+    [hooks.pods, contract.webhook.mutatePodsPath], [hooks.secrets, contract.webhook.validateSecretsPath],
+    [hooks.workloads, contract.webhook.validateWorkloadsPath],
+  ] as const) {
     const svcRef = hook.clientConfig.service!;
     t.equal(svcRef.namespace, namespace);
     t.equal(svcRef.path, path);
@@ -145,6 +202,7 @@ t.test('url mode: clientConfig.url = url + path with the given CA; nothing of di
     const c = configurations(objects);
     t.equal(c.pods.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.mutatePodsPath}`);
     t.equal(c.secrets.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.validateSecretsPath}`);
+    t.equal(c.workloads.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.validateWorkloadsPath}`);
     t.notOk(c.pods.clientConfig.service);
     t.equal(c.pods.clientConfig.caBundle, expected, 'base64 passes through, PEM is encoded');
     const guardObjects = objects.filter((o) => isGuard(labelsOf(o)) && !kindOf(o).endsWith('WebhookConfiguration'));

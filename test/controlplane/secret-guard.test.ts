@@ -181,6 +181,7 @@ t.test('a Warning Event on the Secret records the refusals, without any password
   const event = events.find((e) => e.reason === 'PasswordChangeUnderPvc') as Json;
   t.equal(event.type, 'Warning');
   t.match(String(event.note), `${namespace}/${pvcName}`, 'the Event says which PVC blocks the change');
+  t.match(String(event.note), /^operator-\d+: /, 'the Event names who made the change (the request\'s username) first');
   t.match(event.regarding, { kind: 'Secret', namespace, name: secretName }, 'the Event is about the Secret');
   assertNoSecretLeak(t, JSON.stringify(events), [originalPassword]);
   // An operator finds it with kubectl (core/v1 view of the same Event; `kubectl describe secret` shows no Events at all).

@@ -5,7 +5,7 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ENV, SECRET_KEYS } from '../../src/contract.js';
+import { SECRET_KEYS, contract } from '../../src/contract.js';
 import { TEST_SECRET_MARKER } from './secrets.js';
 
 export interface Needle { kind: string; text: string }
@@ -27,7 +27,9 @@ export function markerNeedles(marker: string = TEST_SECRET_MARKER): Needle[] {
   return needles;
 }
 
-const PASSWORD_ENV = new Set<string>([ENV.dbPassword, ENV.redisPassword]);
+const CREDENTIALS = contract.credentialSettings;
+const PASSWORD_ENV = new Set<string>([...CREDENTIALS.postgresqlPasswords, ...CREDENTIALS.redisPasswords]);
+const URL_ENV = new Set<string>(CREDENTIALS.redisUrls);
 const PASSWORD_KEYS = new Set<string>([SECRET_KEYS.postgresPassword, SECRET_KEYS.password, SECRET_KEYS.redisPassword]);
 
 /** The fixed passwords of test/fixtures: literal password env values, broker URL passwords, Secret password keys. */
@@ -39,7 +41,7 @@ export function fixturePasswords(fixturesDir: string): string[] {
     const o = node as Record<string, unknown>;
     if (typeof o.name === 'string' && typeof o.value === 'string' && o.value !== '') {
       if (PASSWORD_ENV.has(o.name)) found.add(o.value);
-      if (o.name === ENV.celeryBrokerUrl) {
+      if (URL_ENV.has(o.name)) {
         try { const p = decodeURIComponent(new URL(o.value).password); if (p && !p.startsWith('$(')) found.add(p); } catch { /* not a URL */ }
       }
     }

@@ -75,6 +75,16 @@ caBundle: {{ . }}
 {{- end }}
 {{- end -}}
 
+{{/* Never dify-guard's own pods and objects (label name=dify-guard). */}}
+{{- define "dify.guard.notGuardSelector" -}}
+{{- $c := include "dify.contract" . | fromJson -}}
+matchExpressions:
+  - key: {{ $c.labels.name }}
+    operator: NotIn
+    values:
+      - {{ $c.values.guardName }}
+{{- end -}}
+
 {{/* Never kube-system, nor the namespaces listed in webhook.excludedNamespaces. */}}
 {{- define "dify.guard.namespaceSelector" -}}
 matchExpressions:
@@ -82,4 +92,37 @@ matchExpressions:
     operator: NotIn
     values:
       {{- toYaml (uniq (prepend (default list .Values.webhook.excludedNamespaces) "kube-system")) | nindent 6 }}
+{{- end -}}
+
+{{/* Repository paths of Dify images (JSON list): the contract's, then webhook.difyImages, without repeats. */}}
+{{- define "dify.guard.difyImages" -}}
+{{- $c := include "dify.contract" . | fromJson -}}
+{{- concat $c.difyImages (default list .Values.webhook.difyImages) | uniq | toJson -}}
+{{- end -}}
+
+{{/* The regular expression an image reference of one of those paths matches (src/admission/dify-containers.ts builds the same). */}}
+{{- define "dify.guard.difyImagePattern" -}}
+{{- $quoted := list -}}
+{{- range (include "dify.guard.difyImages" . | fromJsonArray) -}}
+{{- $quoted = append $quoted (regexQuoteMeta .) -}}
+{{- end -}}
+{{- printf "^(.*/)?(%s)(:[^/@]*)?(@.+)?$" (join "|" $quoted) -}}
+{{- end -}}
+
+{{/*
+CEL that is true for a Dify pod (or pod template) at `path`: this chart's labels with a component the
+pod rules cover, or a container / init container that runs a Dify image or declares a setting only
+Dify reads. src/admission/dify-containers.ts decides the same. Args: dict "root" $ "path" CEL expression.
+*/}}
+{{- define "dify.guard.difyPodCel" -}}
+{{- $c := include "dify.contract" .root | fromJson -}}
+{{- $p := .path -}}
+{{- $labels := printf "%s.metadata.labels" $p -}}
+{{- $chart := printf "(has(%s.metadata.labels) && %s in %s && %s[%s] == %s && %s in %s && %s[%s] in %s)"
+  $p ($c.labels.name | toJson) $labels $labels ($c.labels.name | toJson) ($c.values.difyName | toJson)
+  ($c.labels.component | toJson) $labels $labels ($c.labels.component | toJson) ($c.podRules.injectCredentials | toJson) -}}
+{{- $container := printf "(has(c.image) && c.image.matches(%s)) || (has(c.env) && c.env.exists(e, e.name in %s))"
+  (include "dify.guard.difyImagePattern" .root | toJson) ($c.difyOnlySettings | toJson) -}}
+{{- printf "%s || %s.spec.containers.exists(c, %s) || (has(%s.spec.initContainers) && %s.spec.initContainers.exists(c, %s))"
+  $chart $p $container $p $p $container -}}
 {{- end -}}
