@@ -5,7 +5,7 @@
 import t from 'tap';
 import { LABELS, contract, expandName } from '../../src/contract.js';
 import {
-  deepMerge, find, initContainersOf, podTemplateOf, render, requiredValues, selects, type Json, type LabelSelector,
+  containersOf, deepMerge, find, initContainersOf, podTemplateOf, render, requiredValues, selects, type Json, type LabelSelector,
 } from '../support/helm.js';
 
 const release = 'dify';
@@ -49,7 +49,9 @@ t.test('storage-permissions: chowns the storage folder to Dify\'s user, as root 
   const init = initContainersOf(api(objects));
   t.same(init.map((c) => c.name), ['storage-permissions']);
   const c = init[0]!;
-  t.match(c.image, /^postgres:/, 'the PostgreSQL image the chart already uses: no other image to mirror');
+  const postgresql = find(objects, 'StatefulSet', expandName(contract.names.postgresql, release));
+  const postgresImage = containersOf(postgresql)[0]?.image;
+  t.equal(c.image, postgresImage, 'the PostgreSQL image the chart already uses: no other image to mirror');
   t.same(c.securityContext, {
     runAsUser: 0, runAsGroup: 0, runAsNonRoot: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
     capabilities: { drop: ['ALL'], add: ['CHOWN', 'DAC_OVERRIDE'] },

@@ -50,6 +50,8 @@ export function run(command: string, args: string[], options: RunOptions = {}): 
       if (options.captureStdout) captureOutput(`${basename(command)}.stdout`, result.stdout);
       resolve(result);
     });
+    // A command may exit before reading its input (a refusal, a crash): its exit status tells, not EPIPE.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }
