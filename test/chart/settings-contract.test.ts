@@ -127,7 +127,7 @@ t.test('dify-guard\'s pod mutator changes nothing in the rendered Dify pods (cha
       if (!contract.podRules.injectCredentials.includes(component)) continue;
       const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, namespace: 'dify' }, spec: template.spec } as Json;
       const result = mutatePod(pod as Parameters<typeof mutatePod>[0], defaultGuardSettings);
-      t.same(result, { patch: [], warnings: [] }, `${what}: ${kindOf(w)} ${nameOf(w)}: no patch, no warning`);
+      t.same(result, { patch: [], warnings: [], changes: [] }, `${what}: ${kindOf(w)} ${nameOf(w)}: no patch, no warning`);
       const declared = allContainersOf(w).some((c) => (c.env ?? []).some((e) => e.name === ENV.redisPassword));
       t.equal(declared, auth, `${what}: ${nameOf(w)}: Redis auth`);
       checked++;
