@@ -228,3 +228,33 @@ t.test('REDIS_PASSWORD: optional (the chart generates one), URL-safe, and a chan
   const kept = deploy(['--dry-run'], { ...secrets(), REDIS_PASSWORD: same, STUB_REDIS: same });
   t.notMatch(kept.stderr, /Redis パスワード/);
 });
+
+// chart/README.md, 28P01 step 5: the command as written, run by bash with kubectl and curl stubbed, hands curl
+// the whole URL (an unquoted `&` would split it in the pod's sh); the pod's script passes shellcheck.
+t.test('chart/README.md 28P01 step 5: the URL with & reaches curl whole, and the pod\'s sh -c script is shellcheck-clean', async (t) => {
+  const readme = readFileSync(join(chartDir, 'README.md'), 'utf8');
+  const block = /```bash\n((?:(?!```)[\s\S])*management\/models(?:(?!```)[\s\S])*)```/.exec(readme)?.[1];
+  if (!block) { t.fail('step 5 command block not found in chart/README.md'); return; }
+  const commands = block.split('\n').map((l) => l.trim()).join('\n');
+  const podScript = join(dir, 'pod-script.sh');
+  // kubectl stub: `exec ... -- sh -c SCRIPT` saves SCRIPT and runs it with sh; any other call prints a tenant id.
+  const harness = `kubectl() { if [ "\${*: -2:1}" != -c ]; then echo 0b6e1c1e-0000-4000-8000-000000000001; return; fi
+  printf '%s' "\${*: -1}" > '${podScript}'; PLUGIN_DAEMON_KEY=k PATH='${dir}/curlbin':"$PATH" sh -c "\${*: -1}"; }
+${commands}
+`;
+  const curlDir = join(dir, 'curlbin');
+  rmSync(curlDir, { recursive: true, force: true });
+  spawnSync('mkdir', [curlDir]);
+  writeFileSync(join(curlDir, 'curl'), '#!/bin/sh\nprintf \'%s\\n\' "$@"\n');
+  chmodSync(join(curlDir, 'curl'), 0o755);
+  const r = spawnSync('bash', ['-c', harness], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  captureOutput('readme-step5.stdout', r.stdout);
+  captureOutput('readme-step5.stderr', r.stderr);
+  t.equal(r.status, 0, r.stderr);
+  const args = r.stdout.trim().split('\n');
+  t.same(args, ['-s', '-H', 'X-Api-Key: k',
+    'http://dify-plugin-daemon:5002/plugin/0b6e1c1e-0000-4000-8000-000000000001/management/models?page=1&page_size=100'],
+  'curl gets the key header and the whole URL as one argument');
+  const sc = spawnSync(program('shellcheck'), ['--shell=sh', '--severity=style', podScript], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  t.equal(sc.status, 0, sc.stdout);
+});
