@@ -73,18 +73,28 @@ const pvcName = expandName(contract.names.postgresqlPvc, release);
 // Another PostgreSQL password (and another SECRET_KEY, which the check ignores).
 const otherPassword = valuesFile(requiredValues());
 
-t.test('with the PVC present, another password is refused by the fail-closed Secret webhook (no dify-guard pod runs here)', async (t) => {
+const refusal = (pgSecret: string): string =>
+  `postgresql.auth.password differs from the password in Secret ${namespace}/${pgSecret} while PVC ${namespace}/${pvcName} exists`;
+
+t.test('with the PVC present and dify-guard registered, the chart refuses another password itself, --dry-run=server included', async (t) => {
   // The PVC the StatefulSet controller would create from its volumeClaimTemplate.
   const pvc = pvcManifest(pvcName, { namespace });
   const created = await cp.kubectl(['create', '-f', '-'], { input: JSON.stringify(pvc) });
   t.equal(created.status, 0, created.stderr);
   const pgSecret = expandName(contract.names.postgresqlSecret, release);
   const before = await secretData(pgSecret);
+  t.equal((await webhookConfigs()).length, 2, 'dify-guard\'s webhooks are registered');
+  // A server dry-run sends nothing to the API server (no admission): only the chart's render-time check can refuse it.
+  const dryRun = await run(binary('helm'), ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--dry-run=server', '-f', otherPassword], { env: cp.env() });
+  t.not(dryRun.status, 0, 'helm upgrade --dry-run=server does not report success');
+  t.match(dryRun.stderr, refusal(pgSecret));
+  t.match(dryRun.stderr, `kubectl delete pvc -n ${namespace} ${pvcName}`, 'with the way out');
   const refused = await run(binary('helm'), ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', otherPassword], { env: cp.env() });
   t.not(refused.status, 0, 'helm upgrade fails');
-  // The webhook is registered, so the chart leaves the decision (and its audit trail) to dify-guard.
-  t.match(refused.stderr, `failed calling webhook "${contract.webhook.secretWebhookName}"`);
+  t.match(refused.stderr, refusal(pgSecret), 'refused at render time, before any write reaches the API server');
   t.same(await secretData(pgSecret), before, 'nothing changed');
+  const same = await run(binary('helm'), ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--dry-run=server', '--hide-secret', '-f', values], { env: cp.env(), captureStdout: true });
+  t.equal(same.status, 0, `the same password passes the server dry-run: ${same.stderr}`);
   await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
   t.pass('the same password goes through');
 });
@@ -102,7 +112,7 @@ t.test('the guide\'s uninstall: helm uninstall succeeds, removes every webhook c
   // A reinstall over the kept PVC: no webhook is registered yet, so the chart itself refuses another password...
   const other = await run(binary('helm'), ['upgrade', '--install', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', otherPassword], { env: cp.env() });
   t.not(other.status, 0, 'reinstall with another password refused');
-  t.match(other.stderr, `postgresql.auth.password differs from the password in Secret ${namespace}/${pgSecret} while PVC ${namespace}/${pvcName} exists`);
+  t.match(other.stderr, refusal(pgSecret));
   t.match(other.stderr, `kubectl delete pvc -n ${namespace} ${pvcName}`, 'with the way out');
   t.same(await secretData(pgSecret), before, 'the kept password is untouched');
   // ...and deploy.sh's `helm upgrade --install` with the same password adopts the kept Secret.
