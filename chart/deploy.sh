@@ -243,18 +243,20 @@ check_secret_key() {
   if [ -z "${DIFY_SECRET_KEY:-}" ]; then
     local read_it first="  export DIFY_SECRET_KEY=\$(openssl rand -hex 32)"
     read_it="  export DIFY_SECRET_KEY=\"\$($(read_back "$app_secret" secret-key))\""
-    case "$state" in
-      present) die "DIFY_SECRET_KEY が設定されていません。既存のインストールです (Secret ${app_secret} があります)。
+    if [ "$state" = present ]; then
+      die "DIFY_SECRET_KEY が設定されていません。既存のインストールです (Secret ${app_secret} があります)。
 新しく生成せず、現在の値を読み戻して使ってください (変えるとログイン中のセッションとトークンが無効になります):
-${read_it}" ;;
-      absent) die "DIFY_SECRET_KEY が設定されていません (Dify の SECRET_KEY)。初回インストールなので、次で生成し、安全な場所に保管して以後も同じ値を使ってください:
-${first}" ;;
-      *) die "DIFY_SECRET_KEY が設定されていません (Dify の SECRET_KEY)。クラスタを確認できないため、既存のインストールかどうか分かりません。
+${read_it}"
+    elif [ "$state" = absent ]; then
+      die "DIFY_SECRET_KEY が設定されていません (Dify の SECRET_KEY)。初回インストールなので、次で生成し、安全な場所に保管して以後も同じ値を使ってください:
+${first}"
+    else
+      die "DIFY_SECRET_KEY が設定されていません (Dify の SECRET_KEY)。クラスタを確認できないため、既存のインストールかどうか分かりません。
   既存のインストールなら、新しく生成せず現在の値を読み戻してください:
 ${read_it}
   初回インストールの場合に限り、生成して保管してください:
-${first}" ;;
-    esac
+${first}"
+    fi
   fi
   if [ "$state" = present ] && current=$(secret_value "$app_secret" secret-key) && [ "$current" != "$DIFY_SECRET_KEY" ]; then
     warn "DIFY_SECRET_KEY が現在の SECRET_KEY (Secret ${app_secret}) と異なります。更新するとログイン中のセッションとトークンが無効になります。
@@ -277,10 +279,13 @@ check_cluster() {
   if ! command -v "$kubectl_bin" >/dev/null 2>&1; then
     note "注意: kubectl が見つからないため、PVC ${pvc} の有無を確認できませんでした。"
   else
-    case "$(object_state pvc "$pvc")" in
-      present) check_postgresql ;;
-      unknown) note "注意: クラスタに接続できないため、PVC ${pvc} の有無を確認できませんでした。" ;;
-    esac
+    local state
+    state=$(object_state pvc "$pvc")
+    if [ "$state" = present ]; then
+      check_postgresql
+    elif [ "$state" = unknown ]; then
+      note "注意: クラスタに接続できないため、PVC ${pvc} の有無を確認できませんでした。"
+    fi
   fi
   check_secret_key
   check_redis
@@ -355,7 +360,9 @@ progress() {
   deploys=$(kube get deploy -n "$namespace" -l "app.kubernetes.io/instance=${release}" \
     -o 'jsonpath={range .items[*]}{.metadata.name} {.status.readyReplicas}/{.spec.replicas}{"\n"}{end}' 2>/dev/null \
     | awk '{ split($2, r, "/"); if (r[1] + 0 < r[2] + 0) printf "%s(%s) ", $1, $2 }') || deploys=
-  note "[$(date +%H:%M:%S)] 待機中 ($((SECONDS - started)) 秒経過 / 最大 ${timeout}): Job ${job}: ${job_line:-まだ作成されていません}${pods:+ Pod: ${pods}}"
+  local now elapsed=$((SECONDS - started))
+  now=$(date +%H:%M:%S)
+  note "[${now}] 待機中 (${elapsed} 秒経過 / 最大 ${timeout}): Job ${job}: ${job_line:-まだ作成されていません}${pods:+ Pod: ${pods}}"
   note "  準備ができていない Deployment: ${deploys:-なし}"
 }
 
@@ -390,6 +397,7 @@ run_helm() {
   done
   wait "$helm_pid" || rc=$?
   if [ "$rc" -ne 0 ]; then after_failure "$rc"; exit "$rc"; fi
-  note "helm が完了しました ($((SECONDS - started)) 秒)。"
+  local elapsed=$((SECONDS - started))
+  note "helm が完了しました (${elapsed} 秒)。"
 }
 run_helm
