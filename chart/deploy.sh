@@ -98,13 +98,13 @@ check_set_keys() {
   done
 }
 
-# A values file: the dotted path of every block-style key (`key:` at its indentation). A flow-style
-# mapping ({ ... }) naming a managed leaf cannot be placed by this reader, so it is refused as well.
+# A values file: the dotted path of every block-style key (`key:` at its indentation, quoted or not). A flow-style
+# mapping ({ ... }, JSON included) naming a managed leaf cannot be placed by this reader, so it is refused as well.
 values_keys() {
   awk '
     /^[[:space:]]*(#|$)/ { next }
-    match($0, /^ *[A-Za-z0-9_.-]+:/) {
-      len = RLENGTH; ind = match($0, /[^ ]/) - 1; key = substr($0, ind + 1, len - ind - 1)
+    match($0, /^ *["\047]?[A-Za-z0-9_.-]+["\047]?:/) {
+      len = RLENGTH; ind = match($0, /[^ ]/) - 1; key = substr($0, ind + 1, len - ind - 1); gsub(/["\047]/, "", key)
       while (n > 0 && indent[n] >= ind) n--
       n++; indent[n] = ind; name[n] = key; p = name[1]
       for (i = 2; i <= n; i++) p = p "." name[i]
@@ -115,7 +115,7 @@ values_keys() {
 check_values_file() {
   local file=$1 path
   while IFS= read -r path; do refuse_managed "$path" "values ファイル ${file}"; done < <(values_keys "$file")
-  if grep -Eq '[{].*(password|difySecretKey|openaiApiKey)[[:space:]]*:' "$file"; then
+  if grep -Eq '[{].*(password|difySecretKey|openaiApiKey)["'"'"']?[[:space:]]*:' "$file"; then
     bad_usage "values ファイル ${file} の { } 形式の値に password / difySecretKey / openaiApiKey があります。
   deploy.sh が管理するキー (${managed_keys[*]}) は、右側の環境変数で渡してください。"
   fi

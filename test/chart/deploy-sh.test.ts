@@ -375,7 +375,17 @@ t.test('-f values naming a managed key (block or flow style) is refused; other n
   const f = deploy(['--values', flow], secrets());
   t.equal(f.status, 2);
   t.match(f.stderr, /DIFY_SECRET_KEY/);
-  t.notOk(`${r.stderr}${f.stderr}`.includes(value), 'the value is not shown');
+  const json = join(dir, 'values.json');
+  writeFileSync(json, JSON.stringify({ pluginDaemon: { redis: { password: value } } }));
+  const j = deploy(['-f', json], secrets());
+  t.equal(j.status, 2, 'a JSON values file (YAML flow style) is read too');
+  t.match(j.stderr, /REDIS_PASSWORD/);
+  const quoted = join(dir, 'quoted.yaml');
+  writeFileSync(quoted, `"secrets":\n  'openaiApiKey': ${value}\n`);
+  const q = deploy(['-f', quoted], secrets());
+  t.equal(q.status, 2);
+  t.match(q.stderr, `values ファイル ${quoted} で secrets.openaiApiKey は指定できません。この値は deploy.sh が環境変数 OPENAI_API_KEY から渡します`);
+  t.notOk(`${r.stderr}${f.stderr}${j.stderr}${q.stderr}`.includes(value), 'the value is not shown');
   const ok = join(dir, 'ok.yaml');
   writeFileSync(ok, 'postgresql:\n  auth:\n    username: dify\npluginDaemon:\n  redis:\n    existingSecret: mine\nwebhook:\n  password: {}\n');
   const passed = deploy(['--dry-run', '-f', ok], secrets());
