@@ -357,12 +357,16 @@ progress() {
     -o 'jsonpath=active={.status.active} succeeded={.status.succeeded} failed={.status.failed}' 2>/dev/null) || job_line='(取得できません)'
   pods=$(kube get pods -n "$namespace" -l "job-name=${job}" \
     -o 'jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}' 2>/dev/null) || pods=
+  pods=${pods% }
   deploys=$(kube get deploy -n "$namespace" -l "app.kubernetes.io/instance=${release}" \
     -o 'jsonpath={range .items[*]}{.metadata.name} {.status.readyReplicas}/{.spec.replicas}{"\n"}{end}' 2>/dev/null \
-    | awk '{ split($2, r, "/"); if (r[1] + 0 < r[2] + 0) printf "%s(%s) ", $1, $2 }') || deploys=
+    | awk '{ split($2, r, "/"); if (r[1] + 0 < r[2] + 0) printf "%s%s(%d/%d)", sep, $1, r[1], r[2]; sep = " " }') || deploys=
   local now elapsed=$((SECONDS - started))
   now=$(date +%H:%M:%S)
-  note "[${now}] 待機中 (${elapsed} 秒経過 / 最大 ${timeout}): Job ${job}: ${job_line:-まだ作成されていません}${pods:+ Pod: ${pods}}"
+  if [ -n "$job_line" ]; then
+    job_line="$(printf '%s' "$job_line" | sed -E 's/=( |$)/=0\1/g') Pod: ${pods:-なし}"
+  fi
+  note "[${now}] 待機中 (${elapsed} 秒経過 / 最大 ${timeout}): Job ${job}: ${job_line:-まだ作成されていません}"
   note "  準備ができていない Deployment: ${deploys:-なし}"
 }
 

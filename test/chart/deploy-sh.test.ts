@@ -427,7 +427,7 @@ t.test('while helm runs: what it waits for and for how long, progress lines, and
   t.match(ok.stderr, `helm は post-install / post-upgrade hook の migration Job ${job} の完了を最大 7m 待ちます (--timeout 7m)`);
   t.match(ok.stderr, 'Deployment のロールアウト');
   t.ok(ok.stderr.indexOf('最大 7m 待ちます') < ok.stderr.indexOf('待機中'), 'said before the first progress line');
-  t.match(ok.stderr, new RegExp(`待機中 \\(\\d+ 秒経過 / 最大 7m\\): Job ${job}: active=1 succeeded= failed= Pod: ${job}-x1=Pending`));
+  t.match(ok.stderr, new RegExp(`待機中 \\(\\d+ 秒経過 / 最大 7m\\): Job ${job}: active=1 succeeded=0 failed=0 Pod: ${job}-x1=Pending`));
   t.match(ok.stderr, '準備ができていない Deployment: dify-api(0/1)');
   t.notMatch(ok.stderr, 'dify-web(', 'ready Deployments are not listed');
   t.match(ok.stderr, /helm が完了しました/);
