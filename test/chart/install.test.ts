@@ -104,7 +104,7 @@ t.test('with the PVC present and dify-guard registered, the chart refuses anothe
 // deploy.sh as the operator runs it, with the real kubectl and helm on this cluster (its PVC, its Secrets).
 const deploySh = (args: string[], extra: Record<string, string>): Promise<import('../support/commands.js').CommandResult> =>
   run('bash', [join(chartDir, 'deploy.sh'), ...args], {
-    env: { ...cp.env(), KUBECTL: binary('kubectl'), HELM: binary('helm'), ...extra }, timeoutMs: 120_000,
+    env: { ...cp.env(), KUBECTL: binary('kubectl'), HELM: binary('helm'), ...extra }, timeoutMs: 120_000, captureStdout: true,
   });
 // Runs the `export X="$(kubectl ...)"` line deploy.sh printed, with the real kubectl, and checks what it read.
 const readsBack = async (stderr: string, variable: string, expected: string): Promise<boolean> => {
@@ -168,6 +168,15 @@ t.test('the guide\'s uninstall: helm uninstall succeeds, removes every webhook c
   await cp.helm(['upgrade', '--install', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
   t.same(await secretData(pgSecret), before, 'adopted unchanged');
   await cp.helm(['uninstall', release, '--namespace', namespace, '--no-hooks']);
+  // The kept Secret deleted by hand (no webhook is registered now): nothing can tell the PVC's password any more.
+  t.equal((await cp.kubectl(['delete', 'secret', '-n', namespace, pgSecret])).status, 0);
+  const secrets = { POSTGRES_PASSWORD: testSecret(), DIFY_SECRET_KEY: testSecret() };
+  const unverifiable = await deploySh(['--dry-run'], secrets);
+  t.equal(unverifiable.status, 1, 'deploy.sh refuses: PVC without its Secret');
+  t.match(unverifiable.stderr, `PVC ${pvcName} (namespace ${namespace}) があるのに、そのパスワードを記録した Secret ${pgSecret} がありません`);
+  t.match(unverifiable.stderr, '--password-matches-volume');
+  const stated = await deploySh(['--dry-run', '--password-matches-volume'], secrets);
+  t.equal(stated.status, 0, `with the operator's statement it goes on: ${stated.stderr}`);
   const ns = await cp.kubectl(['delete', 'namespace', namespace, '--wait=false']);
   t.equal(ns.status, 0, ns.stderr);
 });
