@@ -97,7 +97,8 @@ t.test('shellcheck is clean (scripts/dev/prerequisites.sh provides shellcheck)',
 t.test('--help lists the guide\'s options and variables', async (t) => {
   const r = deploy(['--help']);
   t.equal(r.status, 0);
-  for (const word of ['--image-tag', '--openai-api-key', '--namespace', '--release', '--values', '--set', '--set-string', '--set-file', '--dry-run',
+  for (const word of ['--image-tag', '--openai-api-key', '--namespace', '--release', '--values', '--set', '--set-string', '--set-file',
+    '--dry-run',
     '--password-matches-volume', 'POSTGRES_PASSWORD', 'DIFY_SECRET_KEY', 'REDIS_PASSWORD', 'DEPLOY_PROGRESS_INTERVAL']) {
     t.match(r.stdout, word);
   }
@@ -168,7 +169,8 @@ const pgSecretOf = (release: string): string => expandName(contract.names.postgr
 // The whole way out, in order: read the kept password back, or stop PostgreSQL, delete the PVC, wait, new password, deploy.
 function assertWaysOut(t: Test, stderr: string): void {
   const steps = [
-    `export POSTGRES_PASSWORD="$(kubectl get secret -n dify ${pgSecretOf('dify')} -o jsonpath='{.data.${SECRET_KEYS.postgresPassword}}' | base64 -d)"`,
+    `export POSTGRES_PASSWORD="$(kubectl get secret -n dify ${pgSecretOf('dify')} `
+      + `-o jsonpath='{.data.${SECRET_KEYS.postgresPassword}}' | base64 -d)"`,
     `kubectl scale statefulset -n dify ${expandName(contract.names.postgresql, 'dify')} --replicas=0`,
     `kubectl delete pvc -n dify ${pvcOf('dify')}`,
     `kubectl wait --for=delete pvc/${pvcOf('dify')} -n dify`,
@@ -334,7 +336,8 @@ ${commands}
   t.same(args, ['-s', '-H', 'X-Api-Key: k',
     'http://dify-plugin-daemon:5002/plugin/0b6e1c1e-0000-4000-8000-000000000001/management/models?page=1&page_size=100'],
   'curl gets the key header and the whole URL as one argument');
-  const sc = spawnSync(program('shellcheck'), ['--shell=sh', '--severity=style', podScript], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  const sc = spawnSync(program('shellcheck'), ['--shell=sh', '--severity=style', podScript],
+    { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
   t.equal(sc.status, 0, sc.stdout);
 });
 
@@ -366,7 +369,8 @@ t.test('--set / --set-string / --set-file on a key deploy.sh manages is refused,
 t.test('-f values naming a managed key (block or flow style) is refused; other nested keys pass', async (t) => {
   const value = testSecret();
   const block = join(dir, 'block.yaml');
-  writeFileSync(block, `# site values\npostgresql:\n  primary:\n    resources: {}\n  auth:\n    # kept here by mistake\n    password: ${value}\ningress:\n  host: x\n`);
+  writeFileSync(block, ['# site values', 'postgresql:', '  primary:', '    resources: {}', '  auth:', '    # kept here by mistake',
+    `    password: ${value}`, 'ingress:', '  host: x', ''].join('\n'));
   const r = deploy(['-f', block], secrets());
   t.equal(r.status, 2);
   t.match(r.stderr, `values ファイル ${block} で postgresql.auth.password は指定できません。この値は deploy.sh が環境変数 POSTGRES_PASSWORD から渡します`);
@@ -387,7 +391,8 @@ t.test('-f values naming a managed key (block or flow style) is refused; other n
   t.match(q.stderr, `values ファイル ${quoted} で secrets.openaiApiKey は指定できません。この値は deploy.sh が環境変数 OPENAI_API_KEY から渡します`);
   t.notOk(`${r.stderr}${f.stderr}${j.stderr}${q.stderr}`.includes(value), 'the value is not shown');
   const ok = join(dir, 'ok.yaml');
-  writeFileSync(ok, 'postgresql:\n  auth:\n    username: dify\npluginDaemon:\n  redis:\n    existingSecret: mine\nwebhook:\n  password: {}\n');
+  writeFileSync(ok, ['postgresql:', '  auth:', '    username: dify', 'pluginDaemon:', '  redis:', '    existingSecret: mine',
+    'webhook:', '  password: {}', ''].join('\n'));
   const passed = deploy(['--dry-run', '-f', ok], secrets());
   t.equal(passed.status, 0, passed.stderr);
   t.notOk(helmCalled());
@@ -397,7 +402,8 @@ t.test('DIFY_SECRET_KEY missing: read it back on an existing install, generate i
   const pg = { POSTGRES_PASSWORD: testSecret() };
   const key = testSecret();
   const appSecret = expandName(contract.names.appSecrets, 'dify');
-  const readBack = `export DIFY_SECRET_KEY="$(kubectl get secret -n dify ${appSecret} -o jsonpath='{.data.${contract.appSecretKeys.secretKey}}' | base64 -d)"`;
+  const readBack = `export DIFY_SECRET_KEY="$(kubectl get secret -n dify ${appSecret} `
+    + `-o jsonpath='{.data.${contract.appSecretKeys.secretKey}}' | base64 -d)"`;
   const existing = deploy([], { ...pg, STUB_KEY: key });
   t.equal(existing.status, 1);
   t.match(existing.stderr, `既存のインストールです (Secret ${appSecret} があります)`);
@@ -405,7 +411,8 @@ t.test('DIFY_SECRET_KEY missing: read it back on an existing install, generate i
   t.notMatch(existing.stderr, 'openssl rand', 'never told to generate a new one');
   t.notOk(existing.stderr.includes(key));
   const line = existing.stderr.split('\n').find((l) => l.includes('export DIFY_SECRET_KEY="$('))!.trim();
-  const run = spawnSync('bash', ['-c', `${line}; [ "$DIFY_SECRET_KEY" = "$EXPECTED" ]`], { env: { PATH: `${dir}:${process.env.PATH}`, STUB_KEY: key, EXPECTED: key }, stdio: 'ignore' });
+  const run = spawnSync('bash', ['-c', `${line}; [ "$DIFY_SECRET_KEY" = "$EXPECTED" ]`],
+    { env: { PATH: `${dir}:${process.env.PATH}`, STUB_KEY: key, EXPECTED: key }, stdio: 'ignore' });
   t.equal(run.status, 0, 'the printed command reads the current SECRET_KEY back exactly');
   const first = deploy([], pg);
   t.equal(first.status, 1);
@@ -434,7 +441,8 @@ t.test('while helm runs: what it waits for and for how long, progress lines, and
   const failed = deploy([], { ...env, STUB_HELM_EXIT: '1' });
   t.equal(failed.status, 1, 'helm\'s exit code');
   t.match(failed.stderr, 'エラー: helm が失敗しました (終了コード 1)');
-  for (const command of [`kubectl logs -n dify job/${job}`, `kubectl describe job -n dify ${job}`, `kubectl describe pods -n dify -l job-name=${job}`]) {
+  for (const command of [`kubectl logs -n dify job/${job}`, `kubectl describe job -n dify ${job}`,
+    `kubectl describe pods -n dify -l job-name=${job}`]) {
     t.match(failed.stderr, command);
   }
   t.notOk(`${ok.stderr}${failed.stderr}`.includes(env.POSTGRES_PASSWORD));

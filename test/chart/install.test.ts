@@ -78,7 +78,7 @@ const otherPassword = valuesFile(requiredValues());
 const refusal = (pgSecret: string): string =>
   `postgresql.auth.password differs from the password in Secret ${namespace}/${pgSecret} while PVC ${namespace}/${pvcName} exists`;
 
-t.test('with the PVC present and dify-guard registered, the chart refuses another password itself, --dry-run=server included', async (t) => {
+t.test('PVC present, dify-guard registered: the chart refuses another password itself, --dry-run=server included', async (t) => {
   // The PVC the StatefulSet controller would create from its volumeClaimTemplate.
   const pvc = pvcManifest(pvcName, { namespace });
   const created = await cp.kubectl(['create', '-f', '-'], { input: JSON.stringify(pvc) });
@@ -87,7 +87,8 @@ t.test('with the PVC present and dify-guard registered, the chart refuses anothe
   const before = await secretData(pgSecret);
   t.equal((await webhookConfigs()).length, 2, 'dify-guard\'s webhooks are registered');
   // A server dry-run sends nothing to the API server (no admission): only the chart's render-time check can refuse it.
-  const dryRun = await run(binary('helm'), ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--dry-run=server', '-f', otherPassword], { env: cp.env() });
+  const dryRun = await run(binary('helm'),
+    ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--dry-run=server', '-f', otherPassword], { env: cp.env() });
   t.not(dryRun.status, 0, 'helm upgrade --dry-run=server does not report success');
   t.match(dryRun.stderr, refusal(pgSecret));
   t.match(dryRun.stderr, `kubectl delete pvc -n ${namespace} ${pvcName}`, 'with the way out');
@@ -95,7 +96,9 @@ t.test('with the PVC present and dify-guard registered, the chart refuses anothe
   t.not(refused.status, 0, 'helm upgrade fails');
   t.match(refused.stderr, refusal(pgSecret), 'refused at render time, before any write reaches the API server');
   t.same(await secretData(pgSecret), before, 'nothing changed');
-  const same = await run(binary('helm'), ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--dry-run=server', '--hide-secret', '-f', values], { env: cp.env(), captureStdout: true });
+  const same = await run(binary('helm'),
+    ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--dry-run=server', '--hide-secret', '-f', values],
+    { env: cp.env(), captureStdout: true });
   t.equal(same.status, 0, `the same password passes the server dry-run: ${same.stderr}`);
   await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
   t.pass('the same password goes through');
@@ -133,14 +136,15 @@ t.test('deploy.sh on this cluster: the refusals read the real Secrets, and the c
   t.notMatch(same.stderr, /警告/, 'the same password: no warning');
 });
 
-t.test('deploy.sh on this cluster: while helm waits for a hook Job that nothing runs, it says so and reports progress; then the next commands', async (t) => {
+t.test('deploy.sh on this cluster: a hook Job nothing runs: it says what it waits for, reports progress, then the next commands', async (t) => {
   const job = expandName(contract.names.migrationJob, release);
   const r = await deploySh(['--timeout', '20s'], {
     POSTGRES_PASSWORD: required.postgresql.auth.password, DIFY_SECRET_KEY: required.secrets.difySecretKey, DEPLOY_PROGRESS_INTERVAL: '3',
   });
   t.not(r.status, 0, 'helm fails: no Job controller runs the hook here');
   t.match(r.stderr, `migration Job ${job} の完了を最大 20s 待ちます (--timeout 20s)`);
-  t.match(r.stderr, new RegExp(`待機中 \\(\\d+ 秒経過 / 最大 20s\\): Job ${job}: active=0 succeeded=0 failed=0 Pod: なし`), 'the hook Job, read with the real kubectl');
+  t.match(r.stderr, new RegExp(`待機中 \\(\\d+ 秒経過 / 最大 20s\\): Job ${job}: active=0 succeeded=0 failed=0 Pod: なし`),
+    'the hook Job, read with the real kubectl');
   t.match(r.stderr, `準備ができていない Deployment: ${expandName(contract.names.component, release, contract.components.api)}(0/1)`,
     'no pod ever runs here, so the Deployments are listed as not ready');
   t.match(r.stderr, 'エラー: helm が失敗しました');
