@@ -48,10 +48,15 @@ Dify Community Edition と dify-guard を `helm upgrade --install --create-names
       --dry-run           実行せず、実行する helm コマンドを表示 (秘密情報は *** で伏せる)
   -h, --help              このヘルプ
 
-例:
-  export DIFY_SECRET_KEY=$(openssl rand -hex 32)
+例 (初回):
+  export DIFY_SECRET_KEY=$(openssl rand -hex 32)     # 初回のみ生成し、安全な場所に保管する
   export POSTGRES_PASSWORD='your-fixed-password'
   ./deploy.sh --image-tag 1.11.4 --openai-api-key sk-xxx
+
+例 (2 回目以降。リリース dify、namespace dify の場合):
+  export DIFY_SECRET_KEY="$(kubectl get secret -n dify dify-app-secrets -o jsonpath='{.data.secret-key}' | base64 -d)"
+  export POSTGRES_PASSWORD="$(kubectl get secret -n dify dify-postgresql -o jsonpath='{.data.postgres-password}' | base64 -d)"
+  ./deploy.sh --image-tag 1.11.4
 EOF
 }
 

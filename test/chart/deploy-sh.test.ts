@@ -102,6 +102,7 @@ t.test('--help lists the guide\'s options and variables', async (t) => {
     '--password-matches-volume', 'POSTGRES_PASSWORD', 'DIFY_SECRET_KEY', 'REDIS_PASSWORD', 'DEPLOY_PROGRESS_INTERVAL']) {
     t.match(r.stdout, word);
   }
+  t.match(r.stdout, `-o jsonpath='{.data.${contract.appSecretKeys.secretKey}}'`, 'how to read SECRET_KEY back on later runs');
   t.notOk(helmCalled());
 });
 

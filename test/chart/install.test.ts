@@ -136,7 +136,7 @@ t.test('deploy.sh on this cluster: the refusals read the real Secrets, and the c
   t.notMatch(same.stderr, /警告/, 'the same password: no warning');
 });
 
-t.test('deploy.sh on this cluster: a hook Job nothing runs: it says what it waits for, reports progress, then the next commands', async (t) => {
+t.test('deploy.sh on this cluster: a hook Job nothing runs: what it waits for, progress, then the next commands', async (t) => {
   const job = expandName(contract.names.migrationJob, release);
   const r = await deploySh(['--timeout', '20s'], {
     POSTGRES_PASSWORD: required.postgresql.auth.password, DIFY_SECRET_KEY: required.secrets.difySecretKey, DEPLOY_PROGRESS_INTERVAL: '3',
