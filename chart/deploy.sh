@@ -96,9 +96,9 @@ refuse_managed() {
 
 # --set a=1,b=2: every key of the comma-separated list.
 check_set_keys() {
-  local flag=$1 part
-  local IFS=,
-  for part in $2; do
+  local flag=$1 part parts
+  IFS=, read -r -a parts <<< "$2"
+  for part in "${parts[@]}"; do
     if [[ "$part" == *=* ]]; then refuse_managed "${part%%=*}" "$flag"; fi
   done
 }
