@@ -16,7 +16,8 @@ Dify Community Edition と dify-guard を `helm upgrade --install --create-names
 
 必須の環境変数:
   POSTGRES_PASSWORD   PostgreSQL のパスワード (固定。ランダム生成はしません)
-  DIFY_SECRET_KEY     Dify の SECRET_KEY (例: openssl rand -hex 32。毎回同じ値を使うこと)
+  DIFY_SECRET_KEY     Dify の SECRET_KEY (初回のみ openssl rand -hex 32 で生成し、以後は同じ値を使うこと。
+                      既存のインストールでは Secret <release>-app-secrets のキー secret-key から読み戻せます)
 
 任意の環境変数:
   REDIS_PASSWORD      Redis のパスワード (英数字と . _ ~ - のみ)。Redis 認証は既定で有効です。
@@ -24,6 +25,7 @@ Dify Community Edition と dify-guard を `helm upgrade --install --create-names
   OPENAI_API_KEY      --openai-api-key の代わり (コマンドラインに鍵を残さない)
   KUBECONFIG          接続先クラスタ
   HELM, KUBECTL       helm / kubectl のパス (既定: PATH 上の helm, kubectl)
+  DEPLOY_PROGRESS_INTERVAL  helm の実行中に進捗を表示する間隔 (秒。既定: 30)
 
 オプション:
   --image-tag TAG         Dify のイメージタグ (例: 1.11.4。既定: Chart の appVersion)
@@ -33,14 +35,28 @@ Dify Community Edition と dify-guard を `helm upgrade --install --create-names
   -f, --values FILE       追加の values ファイル (複数可)
       --set KEY=VALUE     helm にそのまま渡す (複数可)
       --set-string KEY=VALUE
-      --timeout DURATION  helm の待ち時間 (migration Job を含む。既定: 20m)
+      --set-file KEY=FILE
+                          deploy.sh が管理する次のキーは指定できません (環境変数で渡してください):
+                          postgresql.auth.password (POSTGRES_PASSWORD), secrets.difySecretKey (DIFY_SECRET_KEY),
+                          pluginDaemon.redis.password (REDIS_PASSWORD), secrets.openaiApiKey (OPENAI_API_KEY)。
+                          -f の values ファイルでも同じです
+      --timeout DURATION  helm の待ち時間 (migration Job の完了待ち。既定: 20m)
+      --password-matches-volume
+                          PVC data-<release>-postgresql-0 が残り Secret <release>-postgresql が無いとき、
+                          POSTGRES_PASSWORD が PVC の初期化時のパスワードと同じであることを運用者が明言する
+                          (照合する手段がないため、このフラグなしでは実行しません)
       --dry-run           実行せず、実行する helm コマンドを表示 (秘密情報は *** で伏せる)
   -h, --help              このヘルプ
 
-例:
-  export DIFY_SECRET_KEY=$(openssl rand -hex 32)
+例 (初回):
+  export DIFY_SECRET_KEY=$(openssl rand -hex 32)     # 初回のみ生成し、安全な場所に保管する
   export POSTGRES_PASSWORD='your-fixed-password'
   ./deploy.sh --image-tag 1.11.4 --openai-api-key sk-xxx
+
+例 (2 回目以降。リリース dify、namespace dify の場合):
+  export DIFY_SECRET_KEY="$(kubectl get secret -n dify dify-app-secrets -o jsonpath='{.data.secret-key}' | base64 -d)"
+  export POSTGRES_PASSWORD="$(kubectl get secret -n dify dify-postgresql -o jsonpath='{.data.postgres-password}' | base64 -d)"
+  ./deploy.sh --image-tag 1.11.4
 EOF
 }
 
@@ -55,10 +71,59 @@ image_tag=
 openai_api_key=${OPENAI_API_KEY:-}
 timeout=20m
 dry_run=false
+password_matches_volume=false
 passthrough=()
+values_files=()
 
 need_value() {
   if [ "$#" -lt 2 ] || [ -z "$2" ]; then bad_usage "$1 には値が必要です"; fi
+}
+
+# The values deploy.sh itself passes from environment variables: key=variable.
+managed_keys=(postgresql.auth.password=POSTGRES_PASSWORD secrets.difySecretKey=DIFY_SECRET_KEY
+  pluginDaemon.redis.password=REDIS_PASSWORD secrets.openaiApiKey=OPENAI_API_KEY)
+
+# Refuses a managed key given another way: deploy.sh's own --set-file would silently win over it.
+refuse_managed() {
+  local key=$1 how=$2 pair
+  for pair in "${managed_keys[@]}"; do
+    if [ "$key" = "${pair%%=*}" ]; then
+      bad_usage "${how} で ${key} は指定できません。この値は deploy.sh が環境変数 ${pair#*=} から渡します
+  (両方あると deploy.sh の値が黙って優先されるため、拒否します)。export ${pair#*=}=... を設定して再実行してください。"
+    fi
+  done
+}
+
+# --set a=1,b=2: every key of the comma-separated list.
+check_set_keys() {
+  local flag=$1 part parts
+  IFS=, read -r -a parts <<< "$2"
+  for part in "${parts[@]}"; do
+    if [[ "$part" == *=* ]]; then refuse_managed "${part%%=*}" "$flag"; fi
+  done
+}
+
+# A values file: the dotted path of every block-style key (`key:` at its indentation, quoted or not). A flow-style
+# mapping ({ ... }, JSON included) naming a managed leaf cannot be placed by this reader, so it is refused as well.
+values_keys() {
+  awk '
+    /^[[:space:]]*(#|$)/ { next }
+    match($0, /^ *["\047]?[A-Za-z0-9_.-]+["\047]?:/) {
+      len = RLENGTH; ind = match($0, /[^ ]/) - 1; key = substr($0, ind + 1, len - ind - 1); gsub(/["\047]/, "", key)
+      while (n > 0 && indent[n] >= ind) n--
+      n++; indent[n] = ind; name[n] = key; p = name[1]
+      for (i = 2; i <= n; i++) p = p "." name[i]
+      print p
+    }' "$1"
+}
+
+check_values_file() {
+  local file=$1 path
+  while IFS= read -r path; do refuse_managed "$path" "values ファイル ${file}"; done < <(values_keys "$file")
+  if grep -Eq '[{].*(password|difySecretKey|openaiApiKey)["'"'"']?[[:space:]]*:' "$file"; then
+    bad_usage "values ファイル ${file} の { } 形式の値に password / difySecretKey / openaiApiKey があります。
+  deploy.sh が管理するキー (${managed_keys[*]}) は、右側の環境変数で渡してください。"
+  fi
 }
 
 while [ "$#" -gt 0 ]; do
@@ -71,27 +136,35 @@ while [ "$#" -gt 0 ]; do
     --namespace=*) namespace=${1#*=}; shift ;;
     -r|--release) need_value "$@"; release=$2; shift 2 ;;
     --release=*) release=${1#*=}; shift ;;
-    -f|--values) need_value "$@"; [ -r "$2" ] || bad_usage "values ファイル $2 を読めません"; passthrough+=(--values "$2"); shift 2 ;;
-    --values=*) [ -r "${1#*=}" ] || bad_usage "values ファイル ${1#*=} を読めません"; passthrough+=(--values "${1#*=}"); shift ;;
-    --set|--set-string) need_value "$@"; [[ "$2" == *=* ]] || bad_usage "$1 は KEY=VALUE の形で指定してください"; passthrough+=("$1" "$2"); shift 2 ;;
+    -f|--values) need_value "$@"; values_files+=("$2"); shift 2 ;;
+    --values=*) values_files+=("${1#*=}"); shift ;;
+    --set|--set-string|--set-file)
+      need_value "$@"; [[ "$2" == *=* ]] || bad_usage "$1 は KEY=VALUE の形で指定してください"
+      check_set_keys "$1" "$2"; passthrough+=("$1" "$2"); shift 2 ;;
     --timeout) need_value "$@"; timeout=$2; shift 2 ;;
     --timeout=*) timeout=${1#*=}; shift ;;
+    --password-matches-volume) password_matches_volume=true; shift ;;
     --dry-run) dry_run=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) bad_usage "不明な引数: $1" ;;
   esac
 done
 
+for file in "${values_files[@]}"; do
+  [ -r "$file" ] || bad_usage "values ファイル $file を読めません"
+  check_values_file "$file"
+  passthrough+=(--values "$file")
+done
+
 [[ "$namespace" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || bad_usage "namespace '$namespace' は Kubernetes の名前として不正です"
 [[ "$release" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || bad_usage "リリース名 '$release' は Kubernetes の名前として不正です"
 [[ "$timeout" =~ ^[0-9]+(s|m|h)$ ]] || bad_usage "--timeout は 300s, 20m, 1h のように指定してください"
+interval=${DEPLOY_PROGRESS_INTERVAL:-30}
+[[ "$interval" =~ ^[1-9][0-9]*$ ]] || bad_usage "DEPLOY_PROGRESS_INTERVAL は秒数 (1 以上の整数) で指定してください"
 
 [ -n "${POSTGRES_PASSWORD:-}" ] || die "POSTGRES_PASSWORD が設定されていません。PostgreSQL のパスワードは固定です (ランダム生成はしません)。
   export POSTGRES_PASSWORD='your-fixed-password'
 を設定してから再実行してください。既存の PVC data-${release}-postgresql-0 がある場合は、初回と同じパスワードが必要です。"
-[ -n "${DIFY_SECRET_KEY:-}" ] || die "DIFY_SECRET_KEY が設定されていません (Dify の SECRET_KEY)。初回は
-  export DIFY_SECRET_KEY=\$(openssl rand -hex 32)
-で生成し、以後は同じ値を使ってください (変えるとログイン中のセッションが無効になります)。"
 
 if [ -n "${REDIS_PASSWORD:-}" ] && ! [[ "$REDIS_PASSWORD" =~ ^[A-Za-z0-9._~-]+$ ]]; then
   die "REDIS_PASSWORD に使える文字は英数字と . _ ~ - だけです (Kubernetes は \$(REDIS_PASSWORD) を URL エンコードせずに CELERY_BROKER_URL へ展開するため)。
@@ -102,55 +175,125 @@ pvc="data-${release}-postgresql-0"
 pg_secret="${release}-postgresql"
 app_secret="${release}-app-secrets"
 redis_secret="${release}-redis"
+job="${release}-db-migration"
+
+kube() { "$kubectl_bin" "$@" --request-timeout=10s; }
 
 # Reads one key of a Secret (decoded) into stdout; never printed by this script.
 secret_value() {
   local encoded
-  encoded=$("$kubectl_bin" get secret -n "$namespace" "$1" --ignore-not-found -o "jsonpath={.data.$2}" --request-timeout=10s 2>/dev/null) || return 1
+  encoded=$(kube get secret -n "$namespace" "$1" --ignore-not-found -o "jsonpath={.data.$2}" 2>/dev/null) || return 1
   [ -n "$encoded" ] || return 1
   printf '%s' "$encoded" | base64 -d
 }
 
-# The guide's rule: warn when the PostgreSQL PVC is there, because it keeps its first password.
-check_cluster() {
-  if ! command -v "$kubectl_bin" >/dev/null 2>&1; then
-    note "注意: kubectl が見つからないため、PVC ${pvc} の有無を確認できませんでした。"
+# present / absent / unknown (no kubectl, no cluster, or not allowed to read it).
+object_state() {
+  local out
+  command -v "$kubectl_bin" >/dev/null 2>&1 || { echo unknown; return; }
+  out=$(kube get "$1" -n "$namespace" "$2" --ignore-not-found -o name 2>/dev/null) || { echo unknown; return; }
+  if [ -n "$out" ]; then echo present; else echo absent; fi
+}
+
+# The command that reads a Secret's key back (printed for the operator; run by them, not here).
+read_back() {
+  printf "kubectl get secret -n %s %s -o jsonpath='{.data.%s}' | base64 -d" "$namespace" "$1" "$2"
+}
+
+# The whole way out when the PVC keeps a password: keep it, or lose the data, every command in order.
+ways_out() {
+  cat <<EOF
+  対処法は 2 つです:
+  (1) データを残す (通常はこちら): 初期化時のパスワードを使い続けます。Secret ${pg_secret} が残っていれば、それを読み戻します:
+        export POSTGRES_PASSWORD="\$($(read_back "$pg_secret" postgres-password))"
+        ./deploy.sh ... (同じオプションで再実行)
+  (2) パスワードを変える (データはすべて失われます): PostgreSQL を止め、PVC を削除してから新しいパスワードで導入します:
+        kubectl scale statefulset -n ${namespace} ${release}-postgresql --replicas=0
+        kubectl delete pvc -n ${namespace} ${pvc}
+        kubectl wait --for=delete pvc/${pvc} -n ${namespace} --timeout=5m
+        export POSTGRES_PASSWORD='new-password'
+        ./deploy.sh ... (同じオプションで再実行。StatefulSet は元の replicas に戻り、新しい PVC が作られます)
+EOF
+}
+
+# The PVC keeps the password it was initialised with: compare with the Secret without printing either.
+check_postgresql() {
+  local secret current
+  secret=$(object_state secret "$pg_secret")
+  if [ "$secret" = absent ]; then
+    [ "$password_matches_volume" = true ] || die "PVC ${pvc} (namespace ${namespace}) があるのに、そのパスワードを記録した Secret ${pg_secret} がありません。
+  PostgreSQL は PVC の初期化時のパスワードを使い続けますが、それと POSTGRES_PASSWORD が同じかどうかを確かめる手段がありません
+  (違えば Dify のすべてのコンポーネントが 28P01 で接続できなくなります)。
+  POSTGRES_PASSWORD が PVC の初期化時のパスワードと同じだと分かっている場合に限り、--password-matches-volume を付けて再実行してください。
+  分からない場合は、データを残すならパスワードを探してください。データを捨ててよい場合は次の (2) の手順です。
+$(ways_out)"
+    note "注意: --password-matches-volume の指定により、POSTGRES_PASSWORD を PVC ${pvc} の初期化時のパスワードとして Secret ${pg_secret} を作り直します (照合はできません)。"
     return 0
   fi
-  local found
-  if ! found=$("$kubectl_bin" get pvc -n "$namespace" "$pvc" --ignore-not-found -o name --request-timeout=10s 2>/dev/null); then
-    note "注意: クラスタに接続できないため、PVC ${pvc} の有無を確認できませんでした。"
-    return 0
-  fi
-  if [ -n "$found" ]; then
-    warn "PVC ${pvc} (namespace ${namespace}) が既に存在します。
-  PostgreSQL は初回起動時のパスワードを PVC に保持しており、POSTGRES_PASSWORD を変えても反映されません。
-  パスワードが一致しない場合は認証エラー (28P01) になります。dify-guard はこの PVC がある間、
-  Secret ${pg_secret} のパスワード変更を拒否します。パスワードを変える場合は (データは失われます):
-    kubectl delete pvc -n ${namespace} ${pvc}"
-    local current
-    if current=$(secret_value "$pg_secret" postgres-password); then
-      if [ "$current" != "$POSTGRES_PASSWORD" ]; then
-        die "POSTGRES_PASSWORD が Secret ${pg_secret} の現在のパスワードと一致しません。
+  if [ "$secret" = present ] && current=$(secret_value "$pg_secret" postgres-password); then
+    [ "$current" = "$POSTGRES_PASSWORD" ] && return 0
+    die "POSTGRES_PASSWORD が Secret ${pg_secret} の現在のパスワードと一致しません。
   PVC ${pvc} が残っているため、このままでは Dify が PostgreSQL に接続できず (28P01)、dify-guard も更新を拒否します。
-  初回と同じ POSTGRES_PASSWORD を設定するか、データを破棄してよい場合に限り PVC を削除してください。"
-      fi
+$(ways_out)"
+  fi
+  warn "PVC ${pvc} (namespace ${namespace}) が既に存在しますが、Secret ${pg_secret} を読めないため、
+  POSTGRES_PASSWORD が PVC の初期化時のパスワードと一致するか確認できませんでした。一致しないと 28P01 になります。
+$(ways_out)"
+}
+
+# SECRET_KEY: on an existing install it must be read back (a new one ends every session); generate only the first time.
+check_secret_key() {
+  local state current
+  state=$(object_state secret "$app_secret")
+  if [ -z "${DIFY_SECRET_KEY:-}" ]; then
+    local read_it first="  export DIFY_SECRET_KEY=\$(openssl rand -hex 32)"
+    read_it="  export DIFY_SECRET_KEY=\"\$($(read_back "$app_secret" secret-key))\""
+    if [ "$state" = present ]; then
+      die "DIFY_SECRET_KEY が設定されていません。既存のインストールです (Secret ${app_secret} があります)。
+新しく生成せず、現在の値を読み戻して使ってください (変えるとログイン中のセッションとトークンが無効になります):
+${read_it}"
+    elif [ "$state" = absent ]; then
+      die "DIFY_SECRET_KEY が設定されていません (Dify の SECRET_KEY)。初回インストールなので、次で生成し、安全な場所に保管して以後も同じ値を使ってください:
+${first}"
     else
-      note "注意: Secret ${pg_secret} を読めないため、パスワードが PVC と一致するか確認できませんでした。初回と同じ POSTGRES_PASSWORD を使ってください。"
+      die "DIFY_SECRET_KEY が設定されていません (Dify の SECRET_KEY)。クラスタを確認できないため、既存のインストールかどうか分かりません。
+  既存のインストールなら、新しく生成せず現在の値を読み戻してください:
+${read_it}
+  初回インストールの場合に限り、生成して保管してください:
+${first}"
     fi
   fi
-  local current_redis
-  if [ -n "${REDIS_PASSWORD:-}" ] && current_redis=$(secret_value "$redis_secret" redis-password) \
-    && [ "$current_redis" != "$REDIS_PASSWORD" ]; then
+  if [ "$state" = present ] && current=$(secret_value "$app_secret" secret-key) && [ "$current" != "$DIFY_SECRET_KEY" ]; then
+    warn "DIFY_SECRET_KEY が現在の SECRET_KEY (Secret ${app_secret}) と異なります。更新するとログイン中のセッションとトークンが無効になります。
+  現在の値を使う場合:
+  export DIFY_SECRET_KEY=\"\$($(read_back "$app_secret" secret-key))\""
+  fi
+}
+
+check_redis() {
+  local current
+  if [ -n "${REDIS_PASSWORD:-}" ] && current=$(secret_value "$redis_secret" redis-password) && [ "$current" != "$REDIS_PASSWORD" ]; then
     warn "REDIS_PASSWORD が現在の Redis パスワード (Secret ${redis_secret}) と異なります。
   更新後、Redis と Dify の Pod は再起動するまで古いパスワードのままです。helm の完了後に次を実行してください:
     kubectl rollout restart -n ${namespace} statefulset/${release}-redis-master \\
       deploy/${release}-api deploy/${release}-worker deploy/${release}-beat deploy/${release}-plugin-daemon"
   fi
-  local current_key
-  if current_key=$(secret_value "$app_secret" secret-key) && [ "$current_key" != "$DIFY_SECRET_KEY" ]; then
-    warn "DIFY_SECRET_KEY が現在の SECRET_KEY (Secret ${app_secret}) と異なります。更新するとログイン中のセッションとトークンが無効になります。"
+}
+
+check_cluster() {
+  if ! command -v "$kubectl_bin" >/dev/null 2>&1; then
+    note "注意: kubectl が見つからないため、PVC ${pvc} の有無を確認できませんでした。"
+  else
+    local state
+    state=$(object_state pvc "$pvc")
+    if [ "$state" = present ]; then
+      check_postgresql
+    elif [ "$state" = unknown ]; then
+      note "注意: クラスタに接続できないため、PVC ${pvc} の有無を確認できませんでした。"
+    fi
   fi
+  check_secret_key
+  check_redis
 }
 check_cluster
 
@@ -211,4 +354,59 @@ fi
 command -v "$helm_bin" >/dev/null 2>&1 || die "helm が見つかりません (Helm 3.x が必要です。HELM=/path/to/helm でも指定できます)"
 shown_line=$(quote "${shown[@]}")
 note "実行: ${shown_line}"
-"${cmd[@]}"
+
+# One progress line set: the migration hook Job, its pod, and this release's Deployments not yet ready.
+progress() {
+  local job_line pods deploys
+  job_line=$(kube get job -n "$namespace" "$job" --ignore-not-found \
+    -o 'jsonpath=active={.status.active} succeeded={.status.succeeded} failed={.status.failed}' 2>/dev/null) || job_line='(取得できません)'
+  pods=$(kube get pods -n "$namespace" -l "job-name=${job}" \
+    -o 'jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}' 2>/dev/null) || pods=
+  pods=${pods% }
+  deploys=$(kube get deploy -n "$namespace" -l "app.kubernetes.io/instance=${release}" \
+    -o 'jsonpath={range .items[*]}{.metadata.name} {.status.readyReplicas}/{.spec.replicas}{"\n"}{end}' 2>/dev/null \
+    | awk '{ split($2, r, "/"); if (r[1] + 0 < r[2] + 0) printf "%s%s(%d/%d)", sep, $1, r[1], r[2]; sep = " " }') || deploys=
+  local now elapsed=$((SECONDS - started))
+  now=$(date +%H:%M:%S)
+  if [ -n "$job_line" ]; then
+    job_line="$(printf '%s' "$job_line" | sed -E 's/=( |$)/=0\1/g') Pod: ${pods:-なし}"
+  fi
+  note "[${now}] 待機中 (${elapsed} 秒経過 / 最大 ${timeout}): Job ${job}: ${job_line:-まだ作成されていません}"
+  note "  準備ができていない Deployment: ${deploys:-なし}"
+}
+
+# What to type next when helm fails (the guide's commands for this release).
+after_failure() {
+  note "エラー: helm が失敗しました (終了コード $1)。次のコマンドで原因を確認してください:
+  kubectl get jobs,pods -n ${namespace}
+  kubectl logs -n ${namespace} job/${job}
+  kubectl logs -n ${namespace} job/${job} -c wait-for-postgresql
+  kubectl describe job -n ${namespace} ${job}
+  kubectl describe pods -n ${namespace} -l job-name=${job}
+  kubectl get events -n ${namespace} --sort-by=.lastTimestamp
+  Job を再実行する場合は、原因を取り除いてから ./deploy.sh を同じオプションで再実行してください (古い Job は削除されて作り直されます)。"
+}
+
+# helm in the background, a progress report every $interval seconds until it returns.
+run_helm() {
+  note "helm は post-install / post-upgrade hook の migration Job ${job} の完了を最大 ${timeout} 待ちます (--timeout ${timeout})。
+  Deployment のロールアウト (api, worker, web など) は helm の完了を待たずに進みます。${interval} 秒ごとに進捗を表示します。
+  確認: kubectl get jobs,pods -n ${namespace} / kubectl rollout status deploy/${release}-api -n ${namespace}"
+  started=$SECONDS
+  "${cmd[@]}" &
+  helm_pid=$!
+  trap 'kill "$helm_pid" 2>/dev/null; exit 130' INT TERM
+  local next=$((SECONDS + interval)) rc=0
+  while kill -0 "$helm_pid" 2>/dev/null; do
+    sleep 1
+    if [ "$SECONDS" -ge "$next" ] && kill -0 "$helm_pid" 2>/dev/null; then
+      progress
+      next=$((SECONDS + interval))
+    fi
+  done
+  wait "$helm_pid" || rc=$?
+  if [ "$rc" -ne 0 ]; then after_failure "$rc"; exit "$rc"; fi
+  local elapsed=$((SECONDS - started))
+  note "helm が完了しました (${elapsed} 秒)。"
+}
+run_helm

@@ -169,22 +169,21 @@ Renders nothing when disabled.
 {{- end -}}
 
 {{/*
-docs/rules.md#postgresql-secret-rules at render time (helm install/upgrade; lookup is empty under helm template): while the
-PostgreSQL PVC exists, the password must stay the one in the existing Secret. When this release's
-dify-guard webhook is registered, dify-guard refuses the change itself (with its audit trail). When it
-is not (a reinstall after `helm uninstall`: Helm creates webhook configurations after the kept Secret
-is written; or webhook.enabled=false), the chart refuses. The message names objects, never a value.
+docs/rules.md#postgresql-secret-rules at render time (helm install/upgrade, --dry-run=server included; lookup is empty under
+helm template and --dry-run=client): while the PostgreSQL PVC exists, the password must stay the one in the existing Secret.
+It runs whenever the Secret can be looked up, whether or not dify-guard is registered: a server dry-run sends nothing to the
+API server, so only this check can keep it from reporting success; a real upgrade is refused here before dify-guard would
+see the write. dify-guard still refuses (and audits) every other write of that Secret. The message names objects, never a value.
 */}}
 {{- define "dify.checkPasswordUnderPvc" -}}
 {{- $c := include "dify.contract" . | fromJson -}}
 {{- $ns := .Release.Namespace -}}
 {{- $pvc := include "dify.name" (list . "postgresqlPvc") -}}
 {{- $secret := include "dify.name" (list . "postgresqlSecret") -}}
-{{- $guardRegistered := and .Values.webhook.enabled (lookup "admissionregistration.k8s.io/v1" "ValidatingWebhookConfiguration" "" (include "dify.guard.name" .)) -}}
-{{- if and (not $guardRegistered) (lookup "v1" "PersistentVolumeClaim" $ns $pvc) -}}
+{{- if lookup "v1" "PersistentVolumeClaim" $ns $pvc -}}
 {{- $current := index ((lookup "v1" "Secret" $ns $secret).data | default dict) $c.secretKeys.postgresPassword | default "" -}}
 {{- if and $current (ne $current (include "dify.postgresqlPassword" . | b64enc)) -}}
-{{- fail (printf "postgresql.auth.password differs from the password in Secret %s/%s while PVC %s/%s exists. PostgreSQL keeps the password it was initialised with in that volume and ignores the Secret afterwards, so every Dify component would fail to log in with error 28P01 (dify-guard refuses this change as well). Two ways out: (1) keep the old password: deploy with the original POSTGRES_PASSWORD; (2) if the data may be lost, delete the PVC, which DELETES ALL DIFY DATA, with `kubectl delete pvc -n %s %s`, then deploy with the new password." $ns $secret $ns $pvc $ns $pvc) -}}
+{{- fail (printf "postgresql.auth.password differs from the password in Secret %s/%s while PVC %s/%s exists. PostgreSQL keeps the password it was initialised with in that volume and ignores the Secret afterwards, so every Dify component would fail to log in with error 28P01 (dify-guard refuses this change as well). Two ways out: (1) keep the old password: deploy with the original POSTGRES_PASSWORD (read it back with `kubectl get secret -n %s %s -o jsonpath='{.data.%s}' | base64 -d`); (2) if the data may be lost, stop PostgreSQL with `kubectl scale statefulset -n %s %s --replicas=0`, delete the PVC, which DELETES ALL DIFY DATA, with `kubectl delete pvc -n %s %s`, then deploy with the new password." $ns $secret $ns $pvc $ns $secret $c.secretKeys.postgresPassword $ns (include "dify.name" (list . "postgresql")) $ns $pvc) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

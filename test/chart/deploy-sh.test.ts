@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { binary } from '../support/binaries.js';
 import type { CommandResult } from '../support/commands.js';
@@ -32,15 +32,34 @@ for a in "$@"; do
   fi
   prev=$a
 done
+# STUB_HELM_WAIT=1: run until deploy.sh has reported progress once (the kubectl stub's marker), then exit STUB_HELM_EXIT.
+if [ "\${STUB_HELM_WAIT:-}" = 1 ]; then
+  for _ in $(seq 300); do [ -e "${helmLog}.progress" ] && break; sleep 0.1; done
+fi
+exit "\${STUB_HELM_EXIT:-0}"
 `);
 chmodSync(helmStub, 0o755);
 
-// kubectl stub: a cluster where the PVC exists (STUB_PVC=1) and the Secrets hold STUB_* values; STUB_DOWN=1: unreachable.
+// kubectl stub: a cluster where the PVC exists (STUB_PVC=1) and the Secrets hold STUB_* values (a Secret exists when its
+// value is set; STUB_PG_SECRET=1: the PostgreSQL Secret exists without a readable password); STUB_DOWN=1: unreachable;
+// STUB_FORBIDDEN=1: Secrets cannot be read. During helm: the hook Job and its pod, one Deployment not ready.
 const kubectlStub = join(dir, 'kubectl');
 writeFileSync(kubectlStub, `#!/usr/bin/env bash
 [ "\${STUB_DOWN:-}" = 1 ] && { echo 'The connection to the server was refused' >&2; exit 1; }
 case "$*" in
-  *"get pvc"*) [ "\${STUB_PVC:-}" = 1 ] && echo "persistentvolumeclaim/$4" ;;
+  *"get secret"*) [ "\${STUB_FORBIDDEN:-}" = 1 ] && { echo 'Error from server (Forbidden)' >&2; exit 1; } ;;
+esac
+case "$*" in
+  *"get pvc"*) [ "\${STUB_PVC:-}" = 1 ] && echo "persistentvolumeclaim/$5" ;;
+  *"get secret"*"-o name"*)
+    case "$5" in
+      *-postgresql) [ -n "\${STUB_PG:-}\${STUB_PG_SECRET:-}" ] && echo "secret/$5" ;;
+      *-app-secrets) [ -n "\${STUB_KEY:-}" ] && echo "secret/$5" ;;
+      *-redis) [ -n "\${STUB_REDIS:-}" ] && echo "secret/$5" ;;
+    esac ;;
+  *"get job"*) printf 'active=1 succeeded= failed='; touch "${helmLog}.progress" ;;
+  *"get pods"*) printf 'dify-db-migration-x1=Pending ' ;;
+  *"get deploy"*) printf 'dify-api 0/1\ndify-web 1/1\n' ;;
   *"{.data.${SECRET_KEYS.postgresPassword}}"*) [ -n "\${STUB_PG:-}" ] && printf '%s' "$STUB_PG" | base64 -w0 ;;
   *"{.data.secret-key}"*) [ -n "\${STUB_KEY:-}" ] && printf '%s' "$STUB_KEY" | base64 -w0 ;;
   *"{.data.${SECRET_KEYS.redisPassword}}"*) [ -n "\${STUB_REDIS:-}" ] && printf '%s' "$STUB_REDIS" | base64 -w0 ;;
@@ -53,6 +72,7 @@ interface Env { [key: string]: string | undefined }
 // stdin ignored: the script may exit before a writer to its stdin would finish (EPIPE).
 function deploy(args: string[], env: Env = {}): CommandResult {
   rmSync(`${helmLog}.args`, { force: true });
+  rmSync(`${helmLog}.progress`, { force: true });
   const r = spawnSync('bash', [script, ...args], {
     env: { PATH: process.env.PATH, HOME: dir, TMPDIR: dir, HELM: helmStub, KUBECTL: kubectlStub, ...env } as NodeJS.ProcessEnv,
     stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 30_000,
@@ -77,9 +97,12 @@ t.test('shellcheck is clean (scripts/dev/prerequisites.sh provides shellcheck)',
 t.test('--help lists the guide\'s options and variables', async (t) => {
   const r = deploy(['--help']);
   t.equal(r.status, 0);
-  for (const word of ['--image-tag', '--openai-api-key', '--namespace', '--release', '--values', '--set', '--dry-run', 'POSTGRES_PASSWORD', 'DIFY_SECRET_KEY', 'REDIS_PASSWORD']) {
+  for (const word of ['--image-tag', '--openai-api-key', '--namespace', '--release', '--values', '--set', '--set-string', '--set-file',
+    '--dry-run',
+    '--password-matches-volume', 'POSTGRES_PASSWORD', 'DIFY_SECRET_KEY', 'REDIS_PASSWORD', 'DEPLOY_PROGRESS_INTERVAL']) {
     t.match(r.stdout, word);
   }
+  t.match(r.stdout, `-o jsonpath='{.data.${contract.appSecretKeys.secretKey}}'`, 'how to read SECRET_KEY back on later runs');
   t.notOk(helmCalled());
 });
 
@@ -136,30 +159,89 @@ t.test('--dry-run prints the helm command with the secrets masked, and runs noth
 });
 
 t.test('--namespace and --release change every name, including the PVC that is checked', async (t) => {
-  const r = deploy(['--dry-run', '-n', 'team-a', '-r', 'acme'], { ...secrets(), STUB_PVC: '1' });
+  const r = deploy(['--dry-run', '-n', 'team-a', '-r', 'acme'], { ...secrets(), STUB_PVC: '1', STUB_PG_SECRET: '1' });
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, new RegExp(`upgrade --install acme ${chartDir} --namespace team-a --create-namespace`));
   t.match(r.stderr, expandName(contract.names.postgresqlPvc, 'acme'), 'deploy.sh\'s PVC name is the contract\'s');
 });
 
-t.test('the guide\'s warning when data-<release>-postgresql-0 exists; the same password passes', async (t) => {
+const pvcOf = (release: string): string => expandName(contract.names.postgresqlPvc, release);
+const pgSecretOf = (release: string): string => expandName(contract.names.postgresqlSecret, release);
+// The whole way out, in order: read the kept password back, or stop PostgreSQL, delete the PVC, wait, new password, deploy.
+function assertWaysOut(t: Test, stderr: string): void {
+  const steps = [
+    `export POSTGRES_PASSWORD="$(kubectl get secret -n dify ${pgSecretOf('dify')} `
+      + `-o jsonpath='{.data.${SECRET_KEYS.postgresPassword}}' | base64 -d)"`,
+    `kubectl scale statefulset -n dify ${expandName(contract.names.postgresql, 'dify')} --replicas=0`,
+    `kubectl delete pvc -n dify ${pvcOf('dify')}`,
+    `kubectl wait --for=delete pvc/${pvcOf('dify')} -n dify`,
+    "export POSTGRES_PASSWORD='new-password'",
+    './deploy.sh',
+  ];
+  let from = 0;
+  const missing = steps.filter((step) => {
+    const i = stderr.indexOf(step, from);
+    if (i >= 0) from = i + step.length;
+    return i < 0;
+  });
+  t.same(missing, [], 'every step of the way out is printed, in the order they must be run');
+  t.match(stderr, /データはすべて失われます/);
+}
+
+t.test('PVC and Secret hold the same password: no warning (compared without printing either)', async (t) => {
   const env = secrets();
   const r = deploy(['--dry-run'], { ...env, STUB_PVC: '1', STUB_PG: env.POSTGRES_PASSWORD });
   t.equal(r.status, 0, r.stderr);
-  const pvc = expandName(contract.names.postgresqlPvc, 'dify');
-  t.match(r.stderr, `警告: PVC ${pvc} (namespace dify) が既に存在します`);
-  t.match(r.stderr, /28P01/);
-  t.match(r.stderr, `kubectl delete pvc -n dify ${pvc}`);
+  t.notMatch(r.stderr, /警告/);
+  t.notMatch(r.stderr, pvcOf('dify'), 'nothing about the PVC');
+  t.notOk(r.stderr.includes(env.POSTGRES_PASSWORD));
 });
 
-t.test('a POSTGRES_PASSWORD that differs from the kept Secret under the PVC is refused up front', async (t) => {
+t.test('PVC present, Secret unreadable or without the password: the warning with the whole way out', async (t) => {
+  for (const stub of [{ STUB_FORBIDDEN: '1' }, { STUB_PG_SECRET: '1' }]) {
+    const r = deploy(['--dry-run'], { ...secrets(), STUB_PVC: '1', ...stub });
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stderr, `警告: PVC ${pvcOf('dify')} (namespace dify) が既に存在しますが、Secret ${pgSecretOf('dify')} を読めないため`);
+    t.match(r.stderr, /28P01/);
+    assertWaysOut(t, r.stderr);
+  }
+});
+
+t.test('a POSTGRES_PASSWORD that differs from the kept Secret under the PVC is refused up front, with the whole way out', async (t) => {
   const env = secrets();
   const old = testSecret();
   const r = deploy([], { ...env, STUB_PVC: '1', STUB_PG: old });
   t.equal(r.status, 1);
-  t.match(r.stderr, `POSTGRES_PASSWORD が Secret ${expandName(contract.names.postgresqlSecret, 'dify')} の現在のパスワードと一致しません`);
+  t.match(r.stderr, `POSTGRES_PASSWORD が Secret ${pgSecretOf('dify')} の現在のパスワードと一致しません`);
+  assertWaysOut(t, r.stderr);
   t.notOk(r.stderr.includes(old) || r.stderr.includes(env.POSTGRES_PASSWORD), 'neither password shown');
   t.notOk(helmCalled());
+});
+
+t.test('the printed read-back command returns the kept password (run by bash against the kubectl stub)', async (t) => {
+  const env = secrets();
+  const old = testSecret();
+  const r = deploy([], { ...env, STUB_PVC: '1', STUB_PG: old });
+  const line = r.stderr.split('\n').find((l) => l.includes('export POSTGRES_PASSWORD="$('))!.trim();
+  const run = spawnSync('bash', ['-c', `${line}; [ "$POSTGRES_PASSWORD" = "$EXPECTED" ]`], {
+    env: { PATH: `${dir}:${process.env.PATH}`, STUB_PG: old, EXPECTED: old }, stdio: 'ignore',
+  });
+  t.equal(run.status, 0, 'the command reads the Secret\'s postgres-password back exactly');
+});
+
+t.test('PVC present but its Secret deleted: refused unless --password-matches-volume states the password is the volume\'s', async (t) => {
+  const env = secrets();
+  const refused = deploy([], { ...env, STUB_PVC: '1' });
+  t.equal(refused.status, 1);
+  t.match(refused.stderr, `PVC ${pvcOf('dify')} (namespace dify) があるのに、そのパスワードを記録した Secret ${pgSecretOf('dify')} がありません`);
+  t.match(refused.stderr, /確かめる手段がありません/);
+  t.match(refused.stderr, '--password-matches-volume を付けて再実行してください');
+  t.notOk(helmCalled(), 'helm not run');
+  const stated = deploy(['--password-matches-volume'], { ...env, STUB_PVC: '1' });
+  t.equal(stated.status, 0, stated.stderr);
+  t.match(stated.stderr, /--password-matches-volume の指定により/);
+  t.ok(helmCalled(), 'helm run once the operator states it');
+  t.notOk(`${refused.stderr}${stated.stderr}`.includes(env.POSTGRES_PASSWORD), 'the password is not shown');
 });
 
 t.test('a different DIFY_SECRET_KEY is warned about (sessions end), not refused', async (t) => {
@@ -227,4 +309,142 @@ t.test('REDIS_PASSWORD: optional (the chart generates one), URL-safe, and a chan
   const same = testSecret();
   const kept = deploy(['--dry-run'], { ...secrets(), REDIS_PASSWORD: same, STUB_REDIS: same });
   t.notMatch(kept.stderr, /Redis パスワード/);
+});
+
+// chart/README.md, 28P01 step 5: the command as written, run by bash with kubectl and curl stubbed, hands curl
+// the whole URL (an unquoted `&` would split it in the pod's sh); the pod's script passes shellcheck.
+t.test('chart/README.md 28P01 step 5: the URL with & reaches curl whole, and the pod\'s sh -c script is shellcheck-clean', async (t) => {
+  const readme = readFileSync(join(chartDir, 'README.md'), 'utf8');
+  const block = /```bash\n((?:(?!```)[\s\S])*management\/models(?:(?!```)[\s\S])*)```/.exec(readme)?.[1];
+  if (!block) { t.fail('step 5 command block not found in chart/README.md'); return; }
+  const commands = block.split('\n').map((l) => l.trim()).join('\n');
+  const podScript = join(dir, 'pod-script.sh');
+  // kubectl stub: `exec ... -- sh -c SCRIPT` saves SCRIPT and runs it with sh; any other call prints a tenant id.
+  const harness = `kubectl() { if [ "\${*: -2:1}" != -c ]; then echo 0b6e1c1e-0000-4000-8000-000000000001; return; fi
+  printf '%s' "\${*: -1}" > '${podScript}'; PLUGIN_DAEMON_KEY=k PATH='${dir}/curlbin':"$PATH" sh -c "\${*: -1}"; }
+${commands}
+`;
+  const curlDir = join(dir, 'curlbin');
+  rmSync(curlDir, { recursive: true, force: true });
+  spawnSync('mkdir', [curlDir]);
+  writeFileSync(join(curlDir, 'curl'), '#!/bin/sh\nprintf \'%s\\n\' "$@"\n');
+  chmodSync(join(curlDir, 'curl'), 0o755);
+  const r = spawnSync('bash', ['-c', harness], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  captureOutput('readme-step5.stdout', r.stdout);
+  captureOutput('readme-step5.stderr', r.stderr);
+  t.equal(r.status, 0, r.stderr);
+  const args = r.stdout.trim().split('\n');
+  t.same(args, ['-s', '-H', 'X-Api-Key: k',
+    'http://dify-plugin-daemon:5002/plugin/0b6e1c1e-0000-4000-8000-000000000001/management/models?page=1&page_size=100'],
+  'curl gets the key header and the whole URL as one argument');
+  const sc = spawnSync(program('shellcheck'), ['--shell=sh', '--severity=style', podScript],
+    { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  t.equal(sc.status, 0, sc.stdout);
+});
+
+// The keys deploy.sh passes itself, and the variable the refusal must name.
+const MANAGED: Array<[string, string]> = [
+  ['postgresql.auth.password', 'POSTGRES_PASSWORD'], ['secrets.difySecretKey', 'DIFY_SECRET_KEY'],
+  ['pluginDaemon.redis.password', 'REDIS_PASSWORD'], ['secrets.openaiApiKey', 'OPENAI_API_KEY'],
+];
+
+t.test('--set / --set-string / --set-file on a key deploy.sh manages is refused, naming the key and the variable', async (t) => {
+  const file = join(dir, 'value.txt');
+  writeFileSync(file, testSecret());
+  for (const [key, variable] of MANAGED) {
+    const value = testSecret();
+    for (const [flag, arg] of [['--set', `${key}=${value}`], ['--set-string', `${key}=${value}`], ['--set-file', `${key}=${file}`],
+      ['--set', `ingress.host=x,${key}=${value}`]] as const) {
+      const r = deploy([flag, arg], secrets());
+      t.equal(r.status, 2, `${flag} ${key}`);
+      t.match(r.stderr, `${flag} で ${key} は指定できません。この値は deploy.sh が環境変数 ${variable} から渡します`);
+      t.notOk(r.stderr.includes(value), 'the value is not shown');
+    }
+  }
+  t.notOk(helmCalled());
+  const other = deploy(['--dry-run', '--set-file', `ingress.tls.crt=${file}`, '--set', 'postgresql.auth.username=dify'], secrets());
+  t.equal(other.status, 0, `other keys pass through: ${other.stderr}`);
+  t.match(other.stdout, `--set-file ingress.tls.crt=${file}`, 'a file path is not a secret: shown');
+});
+
+t.test('-f values naming a managed key (block or flow style) is refused; other nested keys pass', async (t) => {
+  const value = testSecret();
+  const block = join(dir, 'block.yaml');
+  writeFileSync(block, ['# site values', 'postgresql:', '  primary:', '    resources: {}', '  auth:', '    # kept here by mistake',
+    `    password: ${value}`, 'ingress:', '  host: x', ''].join('\n'));
+  const r = deploy(['-f', block], secrets());
+  t.equal(r.status, 2);
+  t.match(r.stderr, `values ファイル ${block} で postgresql.auth.password は指定できません。この値は deploy.sh が環境変数 POSTGRES_PASSWORD から渡します`);
+  const flow = join(dir, 'flow.yaml');
+  writeFileSync(flow, `secrets: {difySecretKey: ${value}}\n`);
+  const f = deploy(['--values', flow], secrets());
+  t.equal(f.status, 2);
+  t.match(f.stderr, /DIFY_SECRET_KEY/);
+  const json = join(dir, 'values.json');
+  writeFileSync(json, JSON.stringify({ pluginDaemon: { redis: { password: value } } }));
+  const j = deploy(['-f', json], secrets());
+  t.equal(j.status, 2, 'a JSON values file (YAML flow style) is read too');
+  t.match(j.stderr, /REDIS_PASSWORD/);
+  const quoted = join(dir, 'quoted.yaml');
+  writeFileSync(quoted, `"secrets":\n  'openaiApiKey': ${value}\n`);
+  const q = deploy(['-f', quoted], secrets());
+  t.equal(q.status, 2);
+  t.match(q.stderr, `values ファイル ${quoted} で secrets.openaiApiKey は指定できません。この値は deploy.sh が環境変数 OPENAI_API_KEY から渡します`);
+  t.notOk(`${r.stderr}${f.stderr}${j.stderr}${q.stderr}`.includes(value), 'the value is not shown');
+  const ok = join(dir, 'ok.yaml');
+  writeFileSync(ok, ['postgresql:', '  auth:', '    username: dify', 'pluginDaemon:', '  redis:', '    existingSecret: mine',
+    'webhook:', '  password: {}', ''].join('\n'));
+  const passed = deploy(['--dry-run', '-f', ok], secrets());
+  t.equal(passed.status, 0, passed.stderr);
+  t.notOk(helmCalled());
+});
+
+t.test('DIFY_SECRET_KEY missing: read it back on an existing install, generate it only on a first install', async (t) => {
+  const pg = { POSTGRES_PASSWORD: testSecret() };
+  const key = testSecret();
+  const appSecret = expandName(contract.names.appSecrets, 'dify');
+  const readBack = `export DIFY_SECRET_KEY="$(kubectl get secret -n dify ${appSecret} `
+    + `-o jsonpath='{.data.${contract.appSecretKeys.secretKey}}' | base64 -d)"`;
+  const existing = deploy([], { ...pg, STUB_KEY: key });
+  t.equal(existing.status, 1);
+  t.match(existing.stderr, `既存のインストールです (Secret ${appSecret} があります)`);
+  t.match(existing.stderr, readBack);
+  t.notMatch(existing.stderr, 'openssl rand', 'never told to generate a new one');
+  t.notOk(existing.stderr.includes(key));
+  const line = existing.stderr.split('\n').find((l) => l.includes('export DIFY_SECRET_KEY="$('))!.trim();
+  const run = spawnSync('bash', ['-c', `${line}; [ "$DIFY_SECRET_KEY" = "$EXPECTED" ]`],
+    { env: { PATH: `${dir}:${process.env.PATH}`, STUB_KEY: key, EXPECTED: key }, stdio: 'ignore' });
+  t.equal(run.status, 0, 'the printed command reads the current SECRET_KEY back exactly');
+  const first = deploy([], pg);
+  t.equal(first.status, 1);
+  t.match(first.stderr, /初回インストールなので/);
+  t.match(first.stderr, 'export DIFY_SECRET_KEY=$(openssl rand -hex 32)');
+  const unknown = deploy([], { ...pg, STUB_DOWN: '1' });
+  t.equal(unknown.status, 1);
+  t.match(unknown.stderr, readBack);
+  t.match(unknown.stderr, /初回インストールの場合に限り/);
+  t.ok(unknown.stderr.indexOf(readBack) < unknown.stderr.indexOf('openssl rand'), 'reading back comes first');
+  t.notOk(helmCalled());
+});
+
+t.test('while helm runs: what it waits for and for how long, progress lines, and the next commands when it fails', async (t) => {
+  const env = { ...secrets(), DEPLOY_PROGRESS_INTERVAL: '1', STUB_HELM_WAIT: '1' };
+  const job = expandName(contract.names.migrationJob, 'dify');
+  const ok = deploy(['--timeout', '7m'], env);
+  t.equal(ok.status, 0, ok.stderr);
+  t.match(ok.stderr, `helm は post-install / post-upgrade hook の migration Job ${job} の完了を最大 7m 待ちます (--timeout 7m)`);
+  t.match(ok.stderr, 'Deployment のロールアウト');
+  t.ok(ok.stderr.indexOf('最大 7m 待ちます') < ok.stderr.indexOf('待機中'), 'said before the first progress line');
+  t.match(ok.stderr, new RegExp(`待機中 \\(\\d+ 秒経過 / 最大 7m\\): Job ${job}: active=1 succeeded=0 failed=0 Pod: ${job}-x1=Pending`));
+  t.match(ok.stderr, '準備ができていない Deployment: dify-api(0/1)');
+  t.notMatch(ok.stderr, 'dify-web(', 'ready Deployments are not listed');
+  t.match(ok.stderr, /helm が完了しました/);
+  const failed = deploy([], { ...env, STUB_HELM_EXIT: '1' });
+  t.equal(failed.status, 1, 'helm\'s exit code');
+  t.match(failed.stderr, 'エラー: helm が失敗しました (終了コード 1)');
+  for (const command of [`kubectl logs -n dify job/${job}`, `kubectl describe job -n dify ${job}`,
+    `kubectl describe pods -n dify -l job-name=${job}`]) {
+    t.match(failed.stderr, command);
+  }
+  t.notOk(`${ok.stderr}${failed.stderr}`.includes(env.POSTGRES_PASSWORD));
 });
