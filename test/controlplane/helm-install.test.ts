@@ -124,7 +124,7 @@ t.test('every object of the naming contract exists', async (t) => {
   }
 });
 
-t.test('with the PVC present, helm upgrade with another password is refused by dify-guard', async (t) => {
+t.test('with the PVC present, helm upgrade with another password is refused (the chart at render time, before dify-guard)', async (t) => {
   const sts = await get(apps('statefulsets', expandName(contract.names.postgresql, release)));
   t.equal(await createStatefulSetPvc(rest, sts), pvcName, 'the StatefulSet controller would create this PVC');
   // The cache learns of the new PVC through its watch.
@@ -137,10 +137,13 @@ t.test('with the PVC present, helm upgrade with another password is refused by d
   const otherValues = writeValues(cp.dir, 'other-password', deepMerge(baseValues, { postgresql: { auth: { password: randomSecret() } } }));
   const refused = await helm(['upgrade', release, chartDir, '--namespace', namespace, '-f', otherValues, '--timeout', '2m']);
   t.not(refused.status, 0, 'helm upgrade fails');
-  t.match(refused.stderr, `admission webhook "${SECRET_WEBHOOK}" denied the request`);
+  // The chart's lookup check refuses first, so nothing reaches admission (and --dry-run=server is refused alike).
+  t.match(refused.stderr, `postgresql.auth.password differs from the password in Secret ${namespace}/${secretName}`);
+  t.notMatch(refused.stderr, `admission webhook "${SECRET_WEBHOOK}" denied the request`, 'helm never sent the change');
   t.match(refused.stderr, `kubectl delete pvc -n ${namespace} ${pvcName}`, 'the operator sees the way out in helm\'s output');
   t.equal(((await get(paths.secret(namespace, secretName))).data as Json)[SECRET_KEYS.postgresPassword], base64(password), 'the password is unchanged');
-  t.ok(auditLines(guard).some((l) => l.reason === 'PasswordChangeUnderPvc' && l.dryRun === false && l.name === secretName), 'dify-guard recorded the refusal');
+  const serverDryRun = await helm(['upgrade', release, chartDir, '--namespace', namespace, '-f', otherValues, '--dry-run=server']);
+  t.not(serverDryRun.status, 0, 'helm upgrade --dry-run=server does not report success either');
 });
 
 t.test('helm upgrade with the same password goes through (post-upgrade hook run again)', async (t) => {
