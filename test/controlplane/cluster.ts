@@ -188,6 +188,9 @@ export class Cluster {
         '--use-service-account-credentials=true',
         `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`, `--root-ca-file=${cp.pki.serving.caFile}`,
         '--enable-hostpath-provisioner=true', '--kube-api-qps=100', '--kube-api-burst=200',
+        // kwok's node leases can lag on a loaded machine: a node marked NotReady would have its pods marked
+        // unready for good (no kubelet re-asserts them), so the grace period is 5 minutes instead of 50 s.
+        '--node-monitor-grace-period=5m',
       ],
     });
     this.scheduler = new ManagedProcess({

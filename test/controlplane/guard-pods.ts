@@ -39,6 +39,8 @@ export class GuardPods {
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
   private readonly errors: string[] = [];
+  /** Processes still shutting down, by address: kwok hands a deleted pod's address to the next pod at once. */
+  private readonly leaving = new Map<string, Promise<void>>();
 
   constructor(private readonly cluster: Cluster, private readonly namespace: string) {}
 
@@ -59,11 +61,19 @@ export class GuardPods {
       const live = new Set(pods.filter((p) => !meta(p).deletionTimestamp).map((p) => str(meta(p).uid)));
       for (const [uid, served] of this.byUid) if (!live.has(uid)) this.stopPod(uid, served);
       for (const pod of pods) if (this.wanted(pod)) this.startPod(pod);
+      for (const pod of pods) await this.reassertReady(pod);
     } catch (err) {
       this.errors.push(`listing dify-guard pods: ${(err as Error).message}`);
     } finally {
       this.ticking = false;
     }
+  }
+
+  /** A ready process whose pod was marked unready (e.g. by the node lifecycle controller) is marked Ready again, as a kubelet's probe would. */
+  private async reassertReady(pod: Json): Promise<void> {
+    const served = this.byUid.get(str(meta(pod).uid));
+    const ready = (((pod.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).find((c) => c.type === 'Ready');
+    if (served?.ready && !served.stopped && ready?.status !== 'True') await this.markReady(pod);
   }
 
   private wanted(pod: Json): boolean {
@@ -74,7 +84,10 @@ export class GuardPods {
   private stopPod(uid: string, served: ServedPod): void {
     this.byUid.delete(uid);
     served.stopped = true;
-    void served.process?.stop(30_000);
+    const exit = (served.process?.stop(30_000) ?? Promise.resolve()).finally(() => {
+      if (this.leaving.get(served.ip) === exit) this.leaving.delete(served.ip);
+    });
+    this.leaving.set(served.ip, exit);
   }
 
   private startPod(pod: Json): void {
@@ -83,11 +96,16 @@ export class GuardPods {
     const served: ServedPod = { namespace: this.namespace, name, ip, ready: false, stopped: false };
     this.byUid.set(str(meta(pod).uid), served);
     this.served.push(served);
-    void this.run(pod, served).catch((err: Error) => this.errors.push(`pod ${name}: ${err.message}\n${served.process?.tail(20) ?? ''}`));
+    // A pod deleted while its process was still starting stops it on purpose: not a failure.
+    void this.run(pod, served).catch((err: Error) => {
+      if (!served.stopped) this.errors.push(`pod ${name}: ${err.message}\n${served.process?.tail(20) ?? ''}`);
+    });
   }
 
   private async run(pod: Json, served: ServedPod): Promise<void> {
     const env = await this.podEnv(pod, served);
+    // A CNI frees an address only once the old pod's sandbox is gone; kwok does not wait, so this does.
+    await this.leaving.get(served.ip);
     if (served.stopped) return;
     const process = new ManagedProcess({
       name: `dify-guard-pod-${served.name}`, dir: this.cluster.cp.dir, cwd: repoRoot, command: globalThis.process.execPath,
