@@ -71,3 +71,12 @@ t.test('a Dify pod is mutated and a password change refused, through the Service
   { timeoutMs: 15_000 });
   t.ok(logged, `logged by the process serving pod ${logged.name}`);
 });
+
+t.test('why pod addresses are not loopback: the API server refuses 127.0.0.0/8 in an EndpointSlice', async (t) => {
+  const res = await rest.create(`/apis/discovery.k8s.io/v1/namespaces/${namespace}/endpointslices`, {
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'loopback-probe', namespace },
+    addressType: 'IPv4', endpoints: [{ addresses: ['127.0.0.5'] }], ports: [{ name: 'https', port: 8443, protocol: 'TCP' }],
+  });
+  t.equal(res.status, 422, 'refused as invalid');
+  t.match(String(res.body.message), 'loopback', 'because the address is in the loopback range');
+});
