@@ -98,7 +98,8 @@ export function servedPodStages(stages: string, served: { label: string; value: 
   if (i < 0) throw new Error('kwok-stages.yaml has no pod-ready stage: the stages of kwok\'s release changed');
   const original = docs[i] as string;
   const expression = (operator: string): string =>
-    `    matchExpressions:\n    - key: '.metadata.labels["${served.label}"]'\n      operator: '${operator}'\n      values:\n      - '${served.value}'\n`;
+    `    matchExpressions:\n    - key: '.metadata.labels["${served.label}"]'\n` +
+    `      operator: '${operator}'\n      values:\n      - '${served.value}'\n`;
   const others = original.replace('    matchExpressions:\n', expression('NotIn'));
   const unready = original.replace('  name: pod-ready\n', '  name: pod-ready-served\n').replace('    matchExpressions:\n', expression('In'))
     .replace(/status: "True"\n(\s+)type: (Ready|ContainersReady)\n/g, 'status: "False"\n$1type: $2\n')

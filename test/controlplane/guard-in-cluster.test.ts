@@ -53,7 +53,8 @@ t.test('a Dify pod is mutated and a password change refused, through the Service
   const apiName = expandName(contract.names.component, release, contract.components.api);
   const pod = podFromTemplate(findObject(rendered, 'Deployment', apiName), namespace);
   for (const c of (pod.spec as Json).containers as Json[]) {
-    c.env = [...((c.env as Json[] | undefined) ?? []).filter((e) => e.name !== ENV.migrationEnabled), { name: ENV.migrationEnabled, value: 'true' }];
+    const others = ((c.env as Json[] | undefined) ?? []).filter((e) => e.name !== ENV.migrationEnabled);
+    c.env = [...others, { name: ENV.migrationEnabled, value: 'true' }];
   }
   const created = await rest.create(paths.pods(namespace), pod);
   t.equal(created.status, 201, `pod created: ${String(created.body.message ?? '')}`);
@@ -63,11 +64,15 @@ t.test('a Dify pod is mutated and a password change refused, through the Service
 
   const secretPath = paths.secret(namespace, expandName(contract.names.postgresqlSecret, release));
   const next = randomSecret();
-  const refused = await rest.patch(secretPath, 'merge', { data: { [SECRET_KEYS.postgresPassword]: base64(next), [SECRET_KEYS.password]: base64(next) } });
+  const data = { [SECRET_KEYS.postgresPassword]: base64(next), [SECRET_KEYS.password]: base64(next) };
+  const refused = await rest.patch(secretPath, 'merge', { data });
   t.equal(refused.status, 403, 'the password change is refused');
   t.match(String(refused.body.message), `admission webhook "${SECRET_WEBHOOK}" denied the request`, 'by the chart\'s webhook');
   const logged = await waitFor('a dify-guard pod process to log the refusal', () =>
-    guards.served.find((s) => (s.process?.log() ?? '').includes(secretPath.split('/').pop() as string) && /denied|refus/i.test(s.process?.log() ?? '')),
+    guards.served.find((s) => {
+      const log = s.process?.log() ?? '';
+      return log.includes(secretPath.split('/').pop() as string) && /denied|refus/i.test(log);
+    }),
   { timeoutMs: 15_000 });
   t.ok(logged, `logged by the process serving pod ${logged.name}`);
 });

@@ -69,7 +69,7 @@ export class GuardPods {
     }
   }
 
-  /** A ready process whose pod was marked unready (e.g. by the node lifecycle controller) is marked Ready again, as a kubelet's probe would. */
+  /** A ready process whose pod was marked unready (e.g. by the node lifecycle controller) is marked Ready again, as a probe would. */
   private async reassertReady(pod: Json): Promise<void> {
     const served = this.byUid.get(str(meta(pod).uid));
     const ready = (((pod.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).find((c) => c.type === 'Ready');

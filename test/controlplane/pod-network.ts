@@ -69,7 +69,8 @@ export function reserveLocalPodRange(): LocalPodRange {
       route('add', cidr);
     } catch (err) {
       unlinkSync(file);
-      throw new Error(`ip route add local ${cidr} dev lo failed (needs CAP_NET_ADMIN): ${String((err as { stderr?: Buffer }).stderr ?? err)}`);
+      const why = String((err as { stderr?: Buffer }).stderr ?? err);
+      throw new Error(`ip route add local ${cidr} dev lo failed (needs CAP_NET_ADMIN): ${why}`);
     }
     held.set(cidr, file);
     return { cidr, release: () => { if (held.has(cidr)) release(cidr, file); } };

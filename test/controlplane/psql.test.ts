@@ -28,7 +28,9 @@ const secret = findObject(await renderChart({ release, namespace, valuesFile: re
 const field = (key: string): string => secret.stringData
   ? String((secret.stringData as Json)[key] ?? '')
   : Buffer.from(String((secret.data as Json)[key] ?? ''), 'base64').toString('utf8');
-const auth = { user: field(SECRET_KEYS.postgresUsername), database: field(SECRET_KEYS.postgresDatabase), password: field(SECRET_KEYS.postgresPassword) };
+const auth = {
+  user: field(SECRET_KEYS.postgresUsername), database: field(SECRET_KEYS.postgresDatabase), password: field(SECRET_KEYS.postgresPassword),
+};
 const pg = await startPostgres(auth);
 t.teardown(() => pg.stop());
 
@@ -73,6 +75,7 @@ t.test('a wrong password is refused with 28P01', async (t) => {
   t.not(res.status, 0, 'psql fails');
   t.match(res.stderr, 'password authentication failed for user "dify"', 'psql says why');
   const logged = await waitFor('PostgreSQL to log the refusal', () =>
-    pg.server.stderr.split('\n').find((l) => l.startsWith('28P01 ') && l.includes('password authentication failed')), { timeoutMs: 10_000 });
+    pg.server.stderr.split('\n').find((l) => l.startsWith('28P01 ') && l.includes('password authentication failed')),
+  { timeoutMs: 10_000 });
   t.ok(logged, 'the server records SQLSTATE 28P01');
 });

@@ -45,12 +45,14 @@ function inNamespace(obj: Json, namespace: string): Json {
 
 /** An api pod as its ReplicaSet would create it, asking for migrations (dify-guard must turn them off), held by a scheduling gate. */
 function difyPod(namespace: string): Json {
-  const pod = podFromTemplate(findObject(rendered, 'Deployment', expandName(contract.names.component, release, contract.components.api)), namespace);
+  const api = findObject(rendered, 'Deployment', expandName(contract.names.component, release, contract.components.api));
+  const pod = podFromTemplate(api, namespace);
   const spec = pod.spec as Json;
   // Held before scheduling: the 500 pods test admission, not how many pods kwok's nodes hold.
   spec.schedulingGates = [{ name: 'dify-guard.test/admission-only' }];
   for (const c of spec.containers as Json[]) {
-    c.env = [...((c.env as Json[] | undefined) ?? []).filter((e) => e.name !== ENV.migrationEnabled), { name: ENV.migrationEnabled, value: 'true' }];
+    const others = ((c.env as Json[] | undefined) ?? []).filter((e) => e.name !== ENV.migrationEnabled);
+    c.env = [...others, { name: ENV.migrationEnabled, value: 'true' }];
   }
   return pod;
 }
@@ -85,7 +87,8 @@ async function createBatch(batch: number, figures: Figures): Promise<void> {
 
 async function tryPasswordChange(ns: string, figures: Figures): Promise<void> {
   const next = base64(randomSecret());
-  const res = await rest.patch(paths.secret(ns, secretName), 'merge', { data: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } });
+  const data = { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next };
+  const res = await rest.patch(paths.secret(ns, secretName), 'merge', { data });
   if (res.status === 403) figures.refused++;
   else figures.letThrough.push(`${ns}: ${res.status}`);
 }
@@ -97,7 +100,8 @@ t.test('500 Dify pods while a dify-guard replica is evicted and the Deployment r
   let roll: Promise<unknown> = Promise.resolve();
   for (let batch = 0; batch < PODS / BATCH; batch++) {
     if (batch === 2) roll = evictAndRoll();
-    await Promise.all([createBatch(batch, figures), batch < RELEASES ? tryPasswordChange(namespaces[batch] as string, figures) : undefined]);
+    const change = batch < RELEASES ? tryPasswordChange(namespaces[batch] as string, figures) : undefined;
+    await Promise.all([createBatch(batch, figures), change]);
   }
   const rollError = await roll.then(() => undefined, (err: Error) => err);
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
@@ -124,7 +128,9 @@ async function evictAndRoll(): Promise<void> {
   });
   const restart = await cp.kubectl(['rollout', 'restart', `deployment/${guardName}`, '-n', guardNamespace]);
   if (restart.status !== 0) throw new Error(`kubectl rollout restart: ${restart.stderr}`);
-  const status = await cp.kubectl(['rollout', 'status', `deployment/${guardName}`, '-n', guardNamespace, '--timeout=180s'], { timeoutMs: 200_000 });
+  const status = await cp.kubectl(['rollout', 'status', `deployment/${guardName}`, '-n', guardNamespace, '--timeout=180s'],
+    { timeoutMs: 200_000 });
   if (status.status !== 0) throw new Error(`kubectl rollout status: ${status.stderr}`);
-  await waitFor('two ready dify-guard processes after the roll', () => guards.readyPods().length === 2 ? true : undefined, { timeoutMs: 60_000 });
+  await waitFor('two ready dify-guard processes after the roll', () => guards.readyPods().length === 2 ? true : undefined,
+    { timeoutMs: 60_000 });
 }
