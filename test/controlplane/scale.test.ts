@@ -72,7 +72,11 @@ t.test('the chart with dify-guard in the cluster, and 20 releases\' PostgreSQL S
   t.pass(`${RELEASES} namespaces with the Secret ${secretName} and its PVC`);
 });
 
-interface Figures { created: number; mutated: number; failures: string[]; refused: number; letThrough: string[] }
+interface Figures {
+  created: number; mutated: number; failures: string[]; refused: number; letThrough: string[];
+  /** Pods created while the eviction and the roll were under way, and whether that window is open. */
+  duringRoll: number; rolling: boolean;
+}
 
 async function createBatch(batch: number, figures: Figures): Promise<void> {
   await Promise.all(Array.from({ length: BATCH }, async (_, i) => {
@@ -80,6 +84,7 @@ async function createBatch(batch: number, figures: Figures): Promise<void> {
     const res = await rest.create(paths.pods(ns), difyPod(ns));
     if (res.status !== 201) { figures.failures.push(`${ns}: ${res.status} ${String(res.body.message)}`); return; }
     figures.created++;
+    if (figures.rolling) figures.duringRoll++;
     const container = String((((res.body.spec as Json).containers as Json[])[0] as Json).name);
     if (envVar(res.body, container, ENV.migrationEnabled)?.value === 'false') figures.mutated++;
   }));
@@ -94,12 +99,15 @@ async function tryPasswordChange(ns: string, figures: Figures): Promise<void> {
 }
 
 t.test('500 Dify pods while a dify-guard replica is evicted and the Deployment rolled', async (t) => {
-  const figures: Figures = { created: 0, mutated: 0, failures: [], refused: 0, letThrough: [] };
+  const figures: Figures = { created: 0, mutated: 0, failures: [], refused: 0, letThrough: [], duringRoll: 0, rolling: false };
   const before = new Set(guards.served.map((s) => s.name));
   const started = Date.now();
   let roll: Promise<unknown> = Promise.resolve();
   for (let batch = 0; batch < PODS / BATCH; batch++) {
-    if (batch === 2) roll = evictAndRoll();
+    if (batch === 2) {
+      figures.rolling = true;
+      roll = evictAndRoll().finally(() => { figures.rolling = false; });
+    }
     const change = batch < RELEASES ? tryPasswordChange(namespaces[batch] as string, figures) : undefined;
     await Promise.all([createBatch(batch, figures), change]);
   }
@@ -108,7 +116,8 @@ t.test('500 Dify pods while a dify-guard replica is evicted and the Deployment r
   const replaced = guards.served.filter((s) => !before.has(s.name)).length;
   t.comment(`pods: ${figures.created} created, ${figures.mutated} mutated, ${figures.failures.length} failed; ` +
     `password changes: ${figures.refused} refused, ${figures.letThrough.length} let through; ` +
-    `dify-guard pods started during the run: ${replaced}; duration ${seconds} s`);
+    `dify-guard pods started during the run: ${replaced}; pods created during the eviction and roll: ${figures.duringRoll}; ` +
+    `duration ${seconds} s`);
   t.error(rollError, 'the eviction was allowed and the roll finished');
   t.same(figures.failures.slice(0, 5), [], '0 failed pod creations');
   t.equal(figures.created, PODS, `${PODS} pods created`);
@@ -116,6 +125,7 @@ t.test('500 Dify pods while a dify-guard replica is evicted and the Deployment r
   t.same(figures.letThrough, [], '0 password changes let through');
   t.equal(figures.refused, RELEASES, 'a password change refused in each namespace');
   t.ok(replaced >= 3, 'the eviction and the roll replaced the dify-guard pods (one for the eviction, two for the roll)');
+  t.ok(figures.duringRoll > 0, 'pods were created while the eviction and the roll were under way');
   t.same(guards.problems(), [], 'no dify-guard process failed');
 });
 
