@@ -12,6 +12,7 @@ import type { Json, KubeRest } from '../support/kube-rest.js';
 import { reservePorts, type ReservedPort } from '../support/ports.js';
 import { ManagedProcess, type TeardownHost } from '../support/processes.js';
 import { ControlPlane, type ControlPlaneOptions } from './harness.js';
+import { reserveLocalPodRange, type LocalPodRange } from './pod-network.js';
 
 /** The annotation kwok is told to manage nodes by (kwok's own convention for fake nodes). */
 export const KWOK_NODE_ANNOTATION = { key: 'kwok.x-k8s.io/node', value: 'fake' } as const;
@@ -79,6 +80,32 @@ export interface ClusterOptions extends ControlPlaneOptions {
   podCidr?: string;
   /** Pods whose `kubectl exec` runs locally (none by default). */
   execs?: SimulatedExec[];
+  /**
+   * Pods served by real local processes (guard-pods.ts): pod addresses come from a /24 routed to this
+   * machine (pod-network.ts, overrides podCidr), and pods with this label start Running but not Ready;
+   * the harness marks them Ready once their process answers its readiness probe, as a kubelet would.
+   */
+  servedPods?: { label: string; value: string };
+}
+
+/**
+ * kwok's stages, with pod-ready split in two: pods with the served label get Running with Ready and
+ * ContainersReady False (their readiness comes from a real process), every other pod as before.
+ */
+export function servedPodStages(stages: string, served: { label: string; value: string }): string {
+  const docs = stages.split('\n---\n');
+  const i = docs.findIndex((d) => /\n {2}name: pod-ready\n/.test(d));
+  if (i < 0) throw new Error('kwok-stages.yaml has no pod-ready stage: the stages of kwok\'s release changed');
+  const original = docs[i] as string;
+  const expression = (operator: string): string =>
+    `    matchExpressions:\n    - key: '.metadata.labels["${served.label}"]'\n` +
+    `      operator: '${operator}'\n      values:\n      - '${served.value}'\n`;
+  const others = original.replace('    matchExpressions:\n', expression('NotIn'));
+  const unready = original.replace('  name: pod-ready\n', '  name: pod-ready-served\n').replace('    matchExpressions:\n', expression('In'))
+    .replace(/status: "True"\n(\s+)type: (Ready|ContainersReady)\n/g, 'status: "False"\n$1type: $2\n')
+    .replace('ready: true', 'ready: false');
+  if (others === original || !unready.includes('status: "False"')) throw new Error('kwok\'s pod-ready stage has an unexpected shape');
+  return [...docs.slice(0, i), others, unready, ...docs.slice(i + 1)].join('\n---\n');
 }
 
 /** GET over HTTPS, verified against `ca`: the components serve their health on the control plane's certificate. */
@@ -126,6 +153,8 @@ export class Cluster {
   readonly nodeNames: string[];
   readonly rest: KubeRest;
   private readonly ports: ReservedPort[];
+  /** The pod range routed to this machine (with `servedPods`). */
+  readonly podRange: LocalPodRange | undefined;
   private readonly urls: { controllerManager: string; scheduler: string; kwok: string };
   private stopped = false;
 
@@ -142,6 +171,12 @@ export class Cluster {
     const tls = [`--tls-cert-file=${cp.pki.serving.certFile}`, `--tls-private-key-file=${cp.pki.serving.keyFile}`];
     const logsConfig = join(cp.dir, 'kwok-debugging.yaml');
     writeFileSync(join(cp.dir, 'simulated-container.cri'), criLogLine(SIMULATED_CONTAINER_LOG));
+    this.podRange = options.servedPods ? reserveLocalPodRange() : undefined;
+    let stagesFile = binary('kwok-stages.yaml');
+    if (options.servedPods) {
+      stagesFile = join(cp.dir, 'kwok-stages.yaml');
+      writeFileSync(stagesFile, servedPodStages(readFileSync(binary('kwok-stages.yaml'), 'utf8'), options.servedPods));
+    }
     const documents = [kwokLogsConfig(join(cp.dir, 'simulated-container.cri')), ...(options.execs ?? []).map(kwokExecConfig)];
     writeFileSync(logsConfig, documents.join('\n---\n'));
     this.controllerManager = new ManagedProcess({
@@ -154,6 +189,9 @@ export class Cluster {
         '--use-service-account-credentials=true',
         `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`, `--root-ca-file=${cp.pki.serving.caFile}`,
         '--enable-hostpath-provisioner=true', '--kube-api-qps=100', '--kube-api-burst=200',
+        // kwok's node leases can lag on a loaded machine: a node marked NotReady would have its pods marked
+        // unready for good (no kubelet re-asserts them), so the grace period is 5 minutes instead of 50 s.
+        '--node-monitor-grace-period=5m',
       ],
     });
     this.scheduler = new ManagedProcess({
@@ -168,9 +206,9 @@ export class Cluster {
       // HOME: kwok also reads ~/.kwok/kwok.yaml; the caller's must not change what is simulated.
       env: { ...process.env, HOME: cp.dir },
       args: [
-        `--kubeconfig=${cp.kubeconfigPath}`, `--config=${binary('kwok-stages.yaml')}`, `--config=${logsConfig}`,
+        `--kubeconfig=${cp.kubeconfigPath}`, `--config=${stagesFile}`, `--config=${logsConfig}`,
         '--manage-all-nodes=false', `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION.key}=${KWOK_NODE_ANNOTATION.value}`,
-        `--cidr=${options.podCidr ?? '10.244.0.0/16'}`, '--node-ip=127.0.0.1', `--node-port=${kwokPort}`,
+        `--cidr=${this.podRange?.cidr ?? options.podCidr ?? '10.244.0.0/16'}`, '--node-ip=127.0.0.1', `--node-port=${kwokPort}`,
         `--server-address=127.0.0.1:${kwokPort}`, ...tls,
       ],
     });
@@ -181,7 +219,9 @@ export class Cluster {
     const cp = await ControlPlane.start({
       name: 'cluster', ...options, serviceAccountAdmission: true,
       // `kubectl logs`/`exec` go from the API server to the node's InternalIP (kwok's server), TLS verified.
-      apiServerArgs: (pki) => ['--kubelet-preferred-address-types=InternalIP', `--kubelet-certificate-authority=${pki.serving.caFile}`],
+      // Webhook Services are called on their endpoints' pod addresses: no kube-proxy gives ClusterIPs a route here.
+      apiServerArgs: (pki) => ['--kubelet-preferred-address-types=InternalIP', `--kubelet-certificate-authority=${pki.serving.caFile}`,
+        '--enable-aggregator-routing=true'],
     });
     let cluster: Cluster | undefined;
     try {
@@ -249,6 +289,7 @@ export class Cluster {
     await this.scheduler.stop(5_000);
     await this.controllerManager.stop(5_000);
     for (const p of this.ports) p.release();
+    this.podRange?.release();
     await this.cp.stop();
   }
 }

@@ -39,6 +39,23 @@ function healthGet(port: number, path: string): Promise<number> {
   });
 }
 
+/** node's arguments for src/main.ts ('source', through tap's TypeScript loader) or dist/src/main.js ('dist'). */
+export function guardArgs(entry?: 'source' | 'dist'): string[] {
+  const chosen = entry ?? (process.env.DIFY_GUARD_ENTRY === 'dist' ? 'dist' : 'source');
+  const args = chosen === 'dist'
+    ? [join(repoRoot, 'dist/src/main.js')]
+    : ['--import', '@tapjs/typescript/import', join(repoRoot, 'src/main.ts')];
+  if (chosen === 'dist' && !existsSync(args[0] as string)) throw new Error('dist/src/main.js is missing: run `npm run build` first');
+  return args;
+}
+
+/** This process's environment without any dify-guard setting: settings come only from the test, never the calling shell. */
+export function guardBaseEnv(): NodeJS.ProcessEnv {
+  const ours = new Set(Object.values(SETTINGS).map((s) => s.env));
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !ours.has(k) && k !== CONFIG_FILE_ENV));
+  return { ...inherited, TS_NODE_TRANSPILE_ONLY: '1', TS_NODE_PROJECT: join(repoRoot, 'tsconfig.json') };
+}
+
 export class DifyGuard {
   readonly certs: ServingCert;
   readonly port: number;
@@ -53,20 +70,10 @@ export class DifyGuard {
     this.port = port;
     this.healthPort = healthPort;
     this.certs = generateServingCert(join(cp.dir, 'dify-guard-tls'), 'dify-guard', 'dify');
-    const entry = options.entry ?? (process.env.DIFY_GUARD_ENTRY === 'dist' ? 'dist' : 'source');
-    const args = entry === 'dist'
-      ? [join(repoRoot, 'dist/src/main.js')]
-      : ['--import', '@tapjs/typescript/import', join(repoRoot, 'src/main.ts')];
-    if (entry === 'dist' && !existsSync(args[0] as string)) throw new Error('dist/src/main.js is missing: run `npm run build` first');
-    // Settings come only from here: variables of the calling shell must not change what is tested.
-    const ours = new Set(Object.values(SETTINGS).map((s) => s.env));
-    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !ours.has(k) && k !== CONFIG_FILE_ENV));
     this.process = new ManagedProcess({
-      name: 'dify-guard', dir: cp.dir, cwd: repoRoot, command: process.execPath, args,
+      name: 'dify-guard', dir: cp.dir, cwd: repoRoot, command: process.execPath, args: guardArgs(options.entry),
       env: {
-        ...inherited,
-        TS_NODE_TRANSPILE_ONLY: '1',
-        TS_NODE_PROJECT: join(repoRoot, 'tsconfig.json'),
+        ...guardBaseEnv(),
         KUBECONFIG: cp.kubeconfigPath,
         [SETTINGS.port.env]: String(port),
         [SETTINGS.healthPort.env]: String(healthPort),
