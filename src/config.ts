@@ -92,7 +92,7 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
   },
   postgresqlPvcTemplate: {
     env: 'DIFY_GUARD_POSTGRESQL_PVC_TEMPLATE', default: defaultGuardSettings.postgresqlPvcTemplate, schema: nameTemplate, expects: templateExpects,
-    description: 'Name of a release\'s PostgreSQL data PVC; while it exists the password cannot change.',
+    description: 'Name of a release\'s PostgreSQL data PVC; while it exists the password can change only to one the database already accepts.',
   },
   redisHostTemplate: {
     env: 'DIFY_GUARD_REDIS_HOST_TEMPLATE', default: defaultGuardSettings.redisHostTemplate, schema: nameTemplate, expects: templateExpects,
