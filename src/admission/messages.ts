@@ -111,7 +111,7 @@ function verificationSentence(c: SecretMessageContext, verifiable: boolean, v: P
     case 'rejected':
       return `dify-guard asked ${where}: it does not accept this password yet (${v.detail ?? '28P01'}).`;
     case 'unreachable':
-      return `dify-guard cannot verify this password: ${where} did not answer within ${v.timeoutMs ?? '?'} ms ` +
+      return `dify-guard cannot verify this password: ${where} could not be asked within ${v.timeoutMs ?? '?'} ms ` +
         `(${v.detail ?? 'error'}), so the change is refused for now. Check that pod ${objectRef(c.namespace, postgresqlPod(c))} ` +
         'is Running and Ready, that its Service exists, and that NetworkPolicies let dify-guard reach its port ' +
         '(networkPolicy.postgresql.allowDifyGuard); then apply the change again.';

@@ -68,7 +68,7 @@ const refusals: { outcome: PasswordVerification; says: (string | RegExp)[] }[] =
   },
   {
     outcome: { outcome: 'unreachable', detail: 'ECONNREFUSED', address: 'dify-postgresql.dify.svc:5432', timeoutMs: 2000 },
-    says: ['cannot verify this password', 'within 2000 ms (ECONNREFUSED)', `pod ${NAMESPACE}/${POD} is Running and Ready`,
+    says: ['cannot verify this password', 'could not be asked within 2000 ms (ECONNREFUSED)', `pod ${NAMESPACE}/${POD} is Running and Ready`,
       'networkPolicy.postgresql.allowDifyGuard', 'apply the change again'],
   },
   {
