@@ -92,7 +92,8 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
   },
   postgresqlPvcTemplate: {
     env: 'DIFY_GUARD_POSTGRESQL_PVC_TEMPLATE', default: defaultGuardSettings.postgresqlPvcTemplate, schema: nameTemplate, expects: templateExpects,
-    description: 'Name of a release\'s PostgreSQL data PVC; while it exists the password can change only to one the database already accepts.',
+    description: 'Name of a release\'s PostgreSQL data PVC; while it exists the password can change only to one '
+      + 'the database already accepts.',
   },
   redisHostTemplate: {
     env: 'DIFY_GUARD_REDIS_HOST_TEMPLATE', default: defaultGuardSettings.redisHostTemplate, schema: nameTemplate, expects: templateExpects,
@@ -137,9 +138,10 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
       + 'Keep it well below the webhook\'s timeoutSeconds.',
   },
   postgresqlVerifyRateLimit: {
-    env: 'DIFY_GUARD_POSTGRESQL_VERIFY_RATE_LIMIT', default: 3, schema: { type: 'integer', minimum: 1, maximum: 60 }, expects: 'must be an integer 1-60',
-    description: 'Database checks per Secret per minute and per replica (dry runs count); past it the change is refused with when to retry, '
-      + 'so that dify-guard cannot serve to guess passwords.',
+    env: 'DIFY_GUARD_POSTGRESQL_VERIFY_RATE_LIMIT', default: 3, schema: { type: 'integer', minimum: 1, maximum: 60 },
+    expects: 'must be an integer 1-60',
+    description: 'Database checks per Secret per minute and per replica (dry runs count); past it the change is refused '
+      + 'with when to retry, so that dify-guard cannot serve to guess passwords.',
   },
   eventsEnabled: {
     env: 'DIFY_GUARD_EVENTS_ENABLED', default: true, schema: { type: 'boolean' }, expects: 'must be true or false',

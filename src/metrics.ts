@@ -55,7 +55,8 @@ export const METRIC_SPECS = {
   },
   verifiedRotations: {
     name: 'dify_guard_verified_rotations_total', type: 'counter', labels: [],
-    help: 'PostgreSQL password changes allowed under the PVC because the database already accepted the new password (dry runs not counted).',
+    help: 'PostgreSQL password changes allowed under the PVC because the database already accepted the new password '
+      + '(dry runs not counted).',
   },
   templateFindings: {
     name: 'dify_guard_template_findings_total', type: 'counter', labels: ['kind', 'finding', 'mode'],

@@ -61,7 +61,8 @@ export function createAuditTrail(options: AuditTrailOptions): AuditSink {
     record(entry, secret) {
       // The fields are listed one by one so that nothing else can ever slip into the line.
       const { decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, verification } = entry;
-      log.warn({ decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, ...(verification ? { verification } : {}) },
+      const answered = verification ? { verification } : {};
+      log.warn({ decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, ...answered },
         decision === 'denied' ? 'Secret change denied' : 'Secret change allowed under audit');
       if (dryRun || !options.events) return;
       options.events.record({

@@ -3,7 +3,9 @@
 // Secret); this handler turns the decision into a response, audit annotations, metrics and the trail.
 import { judgeSecretChange, passwordCheckOf, secretChangeFromRequest } from '../admission/secret-guard.js';
 import type { GuardSettings } from '../admission/settings.js';
-import type { AdmissionRequest, JsonObject, PasswordVerification, PvcState, PvcStateOf, SecretChange, SecretDecision } from '../admission/types.js';
+import type {
+  AdmissionRequest, JsonObject, PasswordVerification, PvcState, PvcStateOf, SecretChange, SecretDecision,
+} from '../admission/types.js';
 import type { AuditSink } from '../audit/audit-trail.js';
 import type { PasswordVerifier } from '../cluster/postgres-verifier.js';
 import type { Logger } from 'pino';

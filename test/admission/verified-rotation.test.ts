@@ -52,7 +52,9 @@ t.test('what to ask: the release, the Secret\'s user and database, the new passw
 
 t.test('accepted: allowed, audited as a verified rotation, with a short warning', async (t) => {
   const decision = judge(update(), { outcome: 'accepted', address: 'dify-postgresql.dify.svc:5432', timeoutMs: 2000 });
-  t.match(decision, { allowed: true, reason: 'PasswordRotationVerified', audit: true, verification: 'accepted', pvc: { namespace: NAMESPACE, name: PVC } });
+  t.match(decision, {
+    allowed: true, reason: 'PasswordRotationVerified', audit: true, verification: 'accepted', pvc: { namespace: NAMESPACE, name: PVC },
+  });
   t.match(decision.message, 'already accepts the new password');
   t.match(decision.message, 'Restart the Dify pods');
   t.equal(decision.warnings.length, 1);
@@ -68,8 +70,8 @@ const refusals: { outcome: PasswordVerification; says: (string | RegExp)[] }[] =
   },
   {
     outcome: { outcome: 'unreachable', detail: 'ECONNREFUSED', address: 'dify-postgresql.dify.svc:5432', timeoutMs: 2000 },
-    says: ['cannot verify this password', 'could not be asked within 2000 ms (ECONNREFUSED)', `pod ${NAMESPACE}/${POD} is Running and Ready`,
-      'networkPolicy.postgresql.allowDifyGuard', 'apply the change again'],
+    says: ['cannot verify this password', 'could not be asked within 2000 ms (ECONNREFUSED)',
+      `pod ${NAMESPACE}/${POD} is Running and Ready`, 'networkPolicy.postgresql.allowDifyGuard', 'apply the change again'],
   },
   {
     outcome: { outcome: 'rate-limited', retryAfterSeconds: 17, limitPerMinute: 3 },
@@ -78,7 +80,7 @@ const refusals: { outcome: PasswordVerification; says: (string | RegExp)[] }[] =
 ];
 
 for (const { outcome, says } of refusals) {
-  t.test(`${outcome.outcome}: refused as a password change under the PVC, saying what the database answered and how to rotate`, async (t) => {
+  t.test(`${outcome.outcome}: refused under the PVC, saying what the database answered and how to rotate`, async (t) => {
     const decision = judge(update(), outcome);
     t.match(decision, { allowed: false, reason: 'PasswordChangeUnderPvc', audit: true, verification: outcome.outcome });
     t.equal(decision.verify, undefined, 'judged: nothing more to ask');
@@ -95,7 +97,8 @@ for (const { outcome, says } of refusals) {
 t.test('no rotation through diverging keys, a removed key, or without the PVC', async (t) => {
   const accepted: PasswordVerification = { outcome: 'accepted' };
   const oneKey = update();
-  (oneKey.newSecret!.data as Record<string, string>)[SECRET_KEYS.password] = (oneKey.oldSecret!.data as Record<string, string>)[SECRET_KEYS.password]!;
+  const oldData = oneKey.oldSecret!.data as Record<string, string>;
+  (oneKey.newSecret!.data as Record<string, string>)[SECRET_KEYS.password] = oldData[SECRET_KEYS.password]!;
   t.match(judge(oneKey, accepted), { allowed: false, reason: 'PasswordChangeUnderPvc' }, 'keys diverge: refused even if accepted');
   t.equal(judge(oneKey).verify, undefined, 'and never asked');
   const removed = update();

@@ -75,8 +75,11 @@ for (const [label, values] of [
       tuned: '{release}-pg.{namespace}.svc.cluster.local:6432',
       'PostgreSQL Service on another port': contract.postgresqlAddressTemplate.replace(/:\d+$/, ':15432'),
     }[label];
-    t.match(c, { postgresqlAddressTemplate: address, postgresqlVerifyTimeoutMs: label === 'tuned' ? 1500 : 2000, postgresqlVerifyRateLimit: label === 'tuned' ? 5 : 3 },
-      'where and how dify-guard checks a new PostgreSQL password');
+    const tuned = label === 'tuned';
+    const check = {
+      postgresqlAddressTemplate: address, postgresqlVerifyTimeoutMs: tuned ? 1500 : 2000, postgresqlVerifyRateLimit: tuned ? 5 : 3,
+    };
+    t.match(c, check, 'where and how dify-guard checks a new PostgreSQL password');
   });
 }
 

@@ -22,8 +22,10 @@ export async function startLocalPostgres(name = 'postgres'): Promise<LocalPostgr
   const socketDir = join(work.dir, 'run');
   mkdirSync(socketDir);
   chownSync(socketDir, postgres.uid, postgres.gid);
-  const env = { PATH: `${dirname(program('postgres'))}:/usr/bin:/bin`, LANG: 'C.UTF-8', PGDATA: join(work.dir, 'data'), PGPORT: String(port.port),
-    PGHOST: socketDir, PGUSER: 'postgres', PGDATABASE: 'postgres' };
+  const env = {
+    PATH: `${dirname(program('postgres'))}:/usr/bin:/bin`, LANG: 'C.UTF-8', PGDATA: join(work.dir, 'data'), PGPORT: String(port.port),
+    PGHOST: socketDir, PGUSER: 'postgres', PGDATABASE: 'postgres',
+  };
   const asPostgres = (command: string, args: string[]): string[] =>
     [`--reuid=${postgres.uid}`, `--regid=${postgres.gid}`, '--init-groups', '--', command, ...args];
   const initdb = await run('setpriv', asPostgres(program('initdb'), ['--auth-local=trust', '--auth-host=md5', '--encoding=UTF8']), { env });
