@@ -104,7 +104,7 @@ const rotateInDatabase = (c: SecretMessageContext): string =>
 function verificationSentence(c: SecretMessageContext, verifiable: boolean, v: PasswordVerification | undefined): string {
   if (!verifiable) {
     return `dify-guard cannot ask the database: that needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} ` +
-      'in the Secret, and both password keys set to the same new value.';
+      'unchanged in the Secret, both password keys set to the same new value, and the guard labels kept.';
   }
   const where = `the release's PostgreSQL${v?.address ? ` at ${v.address}` : ''}`;
   switch (v?.outcome) {

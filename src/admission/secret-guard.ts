@@ -87,8 +87,8 @@ export function judgeSecretChange(
     return { allowed: false, reason: 'PvcStateUnknown', message: secretMessages.pvcStateUnknown(context), warnings: [], pvc, audit: true };
   }
   if (passwordTouched) {
-    // Diverging keys or a removed key cannot be a rotation: refused without asking the database.
-    const verifiable = !keysDifferAfter && keyChanges.removed.length === 0 && change.newSecret !== null
+    // Only a plain rotation is asked about: not diverging or removed keys, not one that also drops the guard labels.
+    const verifiable = !keysDifferAfter && !guardRemoved && keyChanges.removed.length === 0
       && passwordCheckOf(change, settings) !== undefined;
     return passwordChangeUnderPvc(context, keyChanges, pvc, verifiable, verification);
   }
@@ -140,8 +140,19 @@ export function passwordCheckOf(change: SecretChange, settings: GuardSettings): 
   const user = text(SECRET_KEYS.postgresUsername);
   const database = text(SECRET_KEYS.postgresDatabase);
   if (release === undefined || !password || !user || !database) return undefined;
+  // The login checked must be the one Dify keeps using: a request that also changes the user or database is not a rotation.
+  if (oldSecret && !sameLogin(oldSecret, values)) return undefined;
   const namespace = change.namespace || namespaceOf(subject);
   return { namespace, release, secretKey: `${namespace}/${nameOf(subject)}`, user, database, password };
+}
+
+function sameLogin(oldSecret: JsonObject, after: Map<string, Buffer>): boolean {
+  const before = valuesOf(oldSecret, [SECRET_KEYS.postgresUsername, SECRET_KEYS.postgresDatabase]);
+  return [SECRET_KEYS.postgresUsername, SECRET_KEYS.postgresDatabase].every((key) => {
+    const old = before.get(key);
+    const next = after.get(key);
+    return old !== undefined && next !== undefined && old.equals(next);
+  });
 }
 
 type Passwords = Map<string, Buffer>;

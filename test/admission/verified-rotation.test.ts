@@ -2,7 +2,7 @@
 // the release's PostgreSQL already accepts the new password. The database's answer is an input of the pure decision.
 import t, { type Test } from 'tap';
 import { Buffer } from 'node:buffer';
-import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { judgeSecretChange, passwordCheckOf, secretChangeFromRequest } from '../../src/admission/secret-guard.js';
 import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
@@ -107,6 +107,20 @@ t.test('no rotation through diverging keys, a removed key, or without the PVC', 
   t.equal(judge(update(), undefined, 'absent').verify, undefined, 'no PVC: allowed without asking');
   t.match(judge(update(), undefined, 'unknown'), { allowed: false, reason: 'PvcStateUnknown' }, 'PVC unknown: fail closed, not asked');
   t.equal(judge(update(), undefined, 'unknown').verify, undefined);
+});
+
+t.test('no rotation that also changes the user or database, or drops the guard labels', async (t) => {
+  const accepted: PasswordVerification = { outcome: 'accepted' };
+  const otherUser = update();
+  (otherUser.newSecret!.data as Record<string, string>)[SECRET_KEYS.postgresUsername] = Buffer.from('postgres').toString('base64');
+  t.equal(passwordCheckOf(otherUser, settings), undefined, 'another user: nothing to ask');
+  t.match(judge(otherUser, accepted), { allowed: false, reason: 'PasswordChangeUnderPvc' });
+  t.match(judge(otherUser).message, `needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} unchanged`);
+  const unlabelled = update();
+  const labels = (unlabelled.newSecret!.metadata as { labels: Record<string, string> }).labels;
+  delete labels[LABELS.component];
+  t.equal(judge(unlabelled).verify, undefined, 'the guard labels dropped: never asked');
+  t.match(judge(unlabelled, accepted), { allowed: false, reason: 'PasswordChangeUnderPvc' }, 'and refused even if accepted');
 });
 
 t.test('dry run: the same decision for every answer', async (t) => {
