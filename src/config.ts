@@ -26,6 +26,9 @@ export interface GuardConfig extends Omit<GuardSettings, 'forceMigrationDisabled
   shutdownTimeoutSeconds: number;
   shutdownDelaySeconds: number;
   pvcResyncSeconds: number;
+  postgresqlAddressTemplate: string;
+  postgresqlVerifyTimeoutMs: number;
+  postgresqlVerifyRateLimit: number;
 }
 
 type JsonSchema = Record<string, unknown>;
@@ -45,6 +48,11 @@ const nameTemplate: JsonSchema = { type: 'string', maxLength: 253, pattern: '^(?
 const filePath: JsonSchema = { type: 'string', pattern: '^\\S(.*\\S)?$' };
 // A repository path as image references write it: lowercase components separated by '/'.
 const imagePath = '^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$';
+// host:port (or [IPv6]:port), where {release} and {namespace} stand for the Secret's release and namespace.
+const addressTemplate: JsonSchema = {
+  type: 'string', maxLength: 300,
+  pattern: '^(?:\\[[0-9A-Fa-f:.]+\\]|(?:[A-Za-z0-9.-]|\\{release\\}|\\{namespace\\})+):[0-9]{1,5}$',
+};
 const templateExpects = 'must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql")';
 
 export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> } = {
@@ -84,7 +92,8 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
   },
   postgresqlPvcTemplate: {
     env: 'DIFY_GUARD_POSTGRESQL_PVC_TEMPLATE', default: defaultGuardSettings.postgresqlPvcTemplate, schema: nameTemplate, expects: templateExpects,
-    description: 'Name of a release\'s PostgreSQL data PVC; while it exists the password cannot change.',
+    description: 'Name of a release\'s PostgreSQL data PVC; while it exists the password can change only to one '
+      + 'the database already accepts.',
   },
   redisHostTemplate: {
     env: 'DIFY_GUARD_REDIS_HOST_TEMPLATE', default: defaultGuardSettings.redisHostTemplate, schema: nameTemplate, expects: templateExpects,
@@ -115,6 +124,24 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
     expects: 'must be warn or deny',
     description: `What POST ${contract.webhook.validateWorkloadsPath} answers for a Dify pod template with a literal password `
       + 'or MIGRATION_ENABLED other than "false": warn (allowed, with warnings) or deny.',
+  },
+  postgresqlAddressTemplate: {
+    env: 'DIFY_GUARD_POSTGRESQL_ADDRESS_TEMPLATE', default: contract.postgresqlAddressTemplate, schema: addressTemplate,
+    expects: 'must be host:port, where the host may contain {release} and {namespace} (e.g. "{release}-postgresql.{namespace}.svc:5432")',
+    description: 'Where a release\'s PostgreSQL listens. For a password change under the PVC, dify-guard connects there as the '
+      + 'Secret\'s user, to its database, with the new password (authentication only, no query) and allows the change if it is accepted.',
+  },
+  postgresqlVerifyTimeoutMs: {
+    env: 'DIFY_GUARD_POSTGRESQL_VERIFY_TIMEOUT_MS', default: 2000, schema: { type: 'integer', minimum: 100, maximum: 10_000 },
+    expects: 'must be an integer 100-10000',
+    description: 'How long that check may take (connect and authenticate); past it the change is refused as "cannot verify". '
+      + 'Keep it well below the webhook\'s timeoutSeconds.',
+  },
+  postgresqlVerifyRateLimit: {
+    env: 'DIFY_GUARD_POSTGRESQL_VERIFY_RATE_LIMIT', default: 3, schema: { type: 'integer', minimum: 1, maximum: 60 },
+    expects: 'must be an integer 1-60',
+    description: 'Database checks per Secret per minute and per replica (dry runs count); past it the change is refused '
+      + 'with when to retry, so that dify-guard cannot serve to guess passwords.',
   },
   eventsEnabled: {
     env: 'DIFY_GUARD_EVENTS_ENABLED', default: true, schema: { type: 'boolean' }, expects: 'must be true or false',

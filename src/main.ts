@@ -7,6 +7,7 @@ import { createAuditTrail } from './audit/audit-trail.js';
 import { SecretEventRecorder } from './audit/event-recorder.js';
 import { eventsApiFor } from './cluster/events-api.js';
 import { PvcCache, pvcSourceFor } from './cluster/pvc-cache.js';
+import { postgresVerifier } from './cluster/postgres-verifier.js';
 import { loadConfig } from './config.js';
 import { createMetrics } from './metrics.js';
 import { buildServer } from './server.js';
@@ -48,6 +49,8 @@ async function main(): Promise<void> {
     settings, log, pvcCache, metrics,
     audit: createAuditTrail({ log, ...(events ? { events } : {}) }),
     bodyLimitBytes: config.bodyLimitBytes,
+    passwordVerifier: postgresVerifier({ addressTemplate: config.postgresqlAddressTemplate, timeoutMs: config.postgresqlVerifyTimeoutMs }),
+    verifyRateLimitPerMinute: config.postgresqlVerifyRateLimit,
     tls: { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile },
   });
 

@@ -19,6 +19,10 @@ export interface Metrics {
   auditedAllowed: Counter<'reason'>;
   /** Pod template findings: kind of object, finding (literal_password, migration_enabled), mode (warn, deny). */
   templateFindings: Counter<'kind' | 'finding' | 'mode'>;
+  /** Checks of a new PostgreSQL password against the database, by outcome (accepted, rejected, unreachable, rate-limited). */
+  verifications: Counter<'outcome'>;
+  /** Password changes under the PVC allowed because the database already accepted the new password (dry runs not counted). */
+  verifiedRotations: Counter<never>;
   eventEmissionFailures: Counter<never>;
   certificateReloads: Counter<'result'>;
   pvcCacheRestarts: Counter<never>;
@@ -42,7 +46,17 @@ export const METRIC_SPECS = {
   },
   auditedAllowed: {
     name: 'dify_guard_secret_audited_allowed_total', type: 'counter', labels: ['reason'],
-    help: 'Secret changes allowed but audited, by reason code (DeleteUnderPvc, CreateOverPvc, PvcStateUnknown).',
+    help: 'Secret changes allowed but audited, by reason code (DeleteUnderPvc, CreateOverPvc, PvcStateUnknown, PasswordRotationVerified).',
+  },
+  verifications: {
+    name: 'dify_guard_postgresql_verifications_total', type: 'counter', labels: ['outcome'],
+    help: 'New PostgreSQL passwords checked against the release\'s database (a password change under the PVC), '
+      + 'by outcome (accepted, rejected, unreachable, rate-limited: not asked).',
+  },
+  verifiedRotations: {
+    name: 'dify_guard_verified_rotations_total', type: 'counter', labels: [],
+    help: 'PostgreSQL password changes allowed under the PVC because the database already accepted the new password '
+      + '(dry runs not counted).',
   },
   templateFindings: {
     name: 'dify_guard_template_findings_total', type: 'counter', labels: ['kind', 'finding', 'mode'],
@@ -91,6 +105,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     denials: new Counter({ ...specOf('denials'), registers: [registry] }),
     auditedAllowed: new Counter({ ...specOf('auditedAllowed'), registers: [registry] }),
     templateFindings: new Counter({ ...specOf('templateFindings'), registers: [registry] }),
+    verifications: new Counter({ ...specOf('verifications'), registers: [registry] }),
+    verifiedRotations: new Counter({ ...specOf('verifiedRotations'), registers: [registry] }),
     eventEmissionFailures: new Counter({ ...specOf('eventEmissionFailures'), registers: [registry] }),
     certificateReloads: new Counter({ ...specOf('certificateReloads'), registers: [registry] }),
     pvcCacheRestarts: new Counter({ ...specOf('pvcCacheRestarts'), registers: [registry] }),

@@ -16,6 +16,9 @@ import { podMutationHandler } from './http/pod-route.js';
 import { workloadTemplateHandler } from './http/workload-route.js';
 import { secretGuardHandler } from './http/secret-route.js';
 import { CertificateReloader } from './http/tls-reloader.js';
+import { RateLimiter } from './http/rate-limit.js';
+import { postgresVerifier, type PasswordVerifier } from './cluster/postgres-verifier.js';
+import { SETTINGS } from './config.js';
 import { createMetrics, type Metrics } from './metrics.js';
 
 /** What the server reads from the PVC cache: answers from memory, never an API call. */
@@ -33,6 +36,10 @@ export interface ServerOptions {
   audit: AuditSink;
   /** A fresh set on its own Registry when absent. */
   metrics?: Metrics;
+  /** Asks the release's PostgreSQL about a new password; by default at the default address and timeout. */
+  passwordVerifier?: PasswordVerifier;
+  /** Database checks per Secret per minute (default: the setting's default). */
+  verifyRateLimitPerMinute?: number;
   bodyLimitBytes?: number;
   /**
    * The serving certificate files. Without them the admission app speaks plain HTTP and never
@@ -123,6 +130,10 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
           audit: options.audit,
           metrics,
           log: log.child({ component: 'audit' }),
+          verifier: options.passwordVerifier ?? postgresVerifier({
+            addressTemplate: SETTINGS.postgresqlAddressTemplate.default, timeoutMs: SETTINGS.postgresqlVerifyTimeoutMs.default,
+          }),
+          rateLimiter: new RateLimiter({ perMinute: options.verifyRateLimitPerMinute ?? SETTINGS.postgresqlVerifyRateLimit.default }),
         }),
       },
     ],

@@ -89,6 +89,11 @@ t.test('every bad setting: one line naming the variable, what it must be, and wh
     [{ shutdownTimeoutSeconds: '0' }, 'DIFY_GUARD_SHUTDOWN_TIMEOUT_SECONDS: must be an integer 1-600, got 0'],
     [{ pvcResyncSeconds: '1' }, 'DIFY_GUARD_PVC_RESYNC_SECONDS: must be an integer 10-86400, got 1'],
     [{ tlsCertFile: ' ' }, 'DIFY_GUARD_TLS_CERT_FILE: must be a file path, got " "'],
+    [{ postgresqlAddressTemplate: '{release}-postgresql' }, 'DIFY_GUARD_POSTGRESQL_ADDRESS_TEMPLATE: must be host:port, '
+      + 'where the host may contain {release} and {namespace} (e.g. "{release}-postgresql.{namespace}.svc:5432"), '
+      + 'got "{release}-postgresql"'],
+    [{ postgresqlVerifyTimeoutMs: '50' }, 'DIFY_GUARD_POSTGRESQL_VERIFY_TIMEOUT_MS: must be an integer 100-10000, got 50'],
+    [{ postgresqlVerifyRateLimit: '0' }, 'DIFY_GUARD_POSTGRESQL_VERIFY_RATE_LIMIT: must be an integer 1-60, got 0'],
   ];
   for (const [values, line] of cases) t.same(problemsOf(loadConfig(env(values))), [line], line);
 });
@@ -121,6 +126,15 @@ t.test('config file problems name the file and the key', async (t) => {
   const list = join(dir, 'list.yaml');
   writeFileSync(list, '- port\n');
   t.same(problemsOf(loadConfig({ [CONFIG_FILE_ENV]: list })), [`${CONFIG_FILE_ENV} ${list}: must hold an object of settings, got a list`]);
+});
+
+t.test('the PostgreSQL check: address template (host:port, [IPv6]:port, a fixed address for tests), timeout, limit', async (t) => {
+  for (const address of ['{release}-postgresql.{namespace}.svc.cluster.local:5432', '127.0.0.1:15432', '[::1]:5432']) {
+    const settings = { postgresqlAddressTemplate: address, postgresqlVerifyTimeoutMs: '500', postgresqlVerifyRateLimit: '10' };
+    const result = loadConfig(env(settings));
+    const config = { postgresqlAddressTemplate: address, postgresqlVerifyTimeoutMs: 500, postgresqlVerifyRateLimit: 10 };
+    t.match(result, { ok: true, config }, address);
+  }
 });
 
 t.test('DIFY_GUARD_DIFY_IMAGES is a comma-separated list of repository paths', async (t) => {

@@ -174,7 +174,15 @@ helm template and --dry-run=client): while the PostgreSQL PVC exists, the passwo
 It runs whenever the Secret can be looked up, whether or not dify-guard is registered: a server dry-run sends nothing to the
 API server, so only this check can keep it from reporting success; a real upgrade is refused here before dify-guard would
 see the write. dify-guard still refuses (and audits) every other write of that Secret. The message names objects, never a value.
+postgresql.auth.rotatedInDatabase (the operator says the database already has the new password) hands the decision to
+dify-guard, which asks the database; it is refused where no dify-guard is registered to ask.
 */}}
+{{- define "dify.checkRotationNeedsGuard" -}}
+{{- if and .Values.postgresql.auth.rotatedInDatabase (not .Values.webhook.enabled) -}}
+{{- fail "postgresql.auth.rotatedInDatabase=true hands the password check to dify-guard, which asks the database whether it accepts the new password; with webhook.enabled=false nothing would check it. Enable the webhook, or keep the old password." -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "dify.checkPasswordUnderPvc" -}}
 {{- $c := include "dify.contract" . | fromJson -}}
 {{- $ns := .Release.Namespace -}}
@@ -182,8 +190,8 @@ see the write. dify-guard still refuses (and audits) every other write of that S
 {{- $secret := include "dify.name" (list . "postgresqlSecret") -}}
 {{- if lookup "v1" "PersistentVolumeClaim" $ns $pvc -}}
 {{- $current := index ((lookup "v1" "Secret" $ns $secret).data | default dict) $c.secretKeys.postgresPassword | default "" -}}
-{{- if and $current (ne $current (include "dify.postgresqlPassword" . | b64enc)) -}}
-{{- fail (printf "postgresql.auth.password differs from the password in Secret %s/%s while PVC %s/%s exists. PostgreSQL keeps the password it was initialised with in that volume and ignores the Secret afterwards, so every Dify component would fail to log in with error 28P01 (dify-guard refuses this change as well). Two ways out: (1) keep the old password: deploy with the original POSTGRES_PASSWORD (read it back with `kubectl get secret -n %s %s -o jsonpath='{.data.%s}' | base64 -d`); (2) if the data may be lost, stop PostgreSQL with `kubectl scale statefulset -n %s %s --replicas=0`, delete the PVC, which DELETES ALL DIFY DATA, with `kubectl delete pvc -n %s %s`, then deploy with the new password." $ns $secret $ns $pvc $ns $secret $c.secretKeys.postgresPassword $ns (include "dify.name" (list . "postgresql")) $ns $pvc) -}}
+{{- if and $current (ne $current (include "dify.postgresqlPassword" . | b64enc)) (not .Values.postgresql.auth.rotatedInDatabase) -}}
+{{- fail (printf "postgresql.auth.password differs from the password in Secret %s/%s while PVC %s/%s exists. PostgreSQL keeps the password it was initialised with in that volume and ignores the Secret afterwards, so every Dify component would fail to log in with error 28P01. The chart cannot ask the database whether it already accepts the new password; dify-guard can. Ways out: (1) keep the old password: deploy with the original POSTGRES_PASSWORD (read it back with `kubectl get secret -n %s %s -o jsonpath='{.data.%s}' | base64 -d`); (2) rotate without losing data: change the password in the database first (psql \\password in pod %s-0), then upgrade with --set postgresql.auth.rotatedInDatabase=true, and dify-guard lets the change through only if the database accepts the new password; (3) if the data may be lost, stop PostgreSQL with `kubectl scale statefulset -n %s %s --replicas=0`, delete the PVC, which DELETES ALL DIFY DATA, with `kubectl delete pvc -n %s %s`, then deploy with the new password." $ns $secret $ns $pvc $ns $secret $c.secretKeys.postgresPassword (include "dify.name" (list . "postgresql")) $ns (include "dify.name" (list . "postgresql")) $ns $pvc) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

@@ -1,6 +1,7 @@
 // Every sentence that dify-guard shows to an operator: admission warnings and denial messages.
 // None of them takes a Secret value as input, so none can leak one.
-import { ENV, LABELS, SECRET_KEYS, contract } from '../contract.js';
+import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../contract.js';
+import type { PasswordVerification } from './types.js';
 
 /** The API server may truncate longer warnings (AdmissionReview v1). */
 export const MAX_WARNING_LENGTH = 120;
@@ -87,18 +88,63 @@ export interface SecretMessageContext {
   namespace: string;
   secret: string;
   pvc: string;
+  release: string;
+}
+
+/** The release's PostgreSQL pod (its StatefulSet's first and only pod). */
+const postgresqlPod = (c: SecretMessageContext): string => `${expandName(contract.names.postgresql, c.release)}-0`;
+
+/** How to change the password in the database without putting it on a command line (psql asks for it twice). */
+const rotateInDatabase = (c: SecretMessageContext): string =>
+  `\`kubectl exec -it -n ${c.namespace} ${postgresqlPod(c)} -c ${contract.components.postgresql} -- ` +
+  `sh -c 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB"'\`, type \`\\password\` at its prompt and enter the new password there ` +
+  '(never in an ALTER ROLE on a command line, where it would stay in the shell history and the server log)';
+
+/** The sentence saying what the database answered, or why it was not asked. */
+function verificationSentence(c: SecretMessageContext, verifiable: boolean, v: PasswordVerification | undefined): string {
+  if (!verifiable) {
+    return `dify-guard cannot ask the database: that needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} ` +
+      'unchanged in the Secret, both password keys set to the same new value, and the guard labels kept.';
+  }
+  const where = `the release's PostgreSQL${v?.address ? ` at ${v.address}` : ''}`;
+  switch (v?.outcome) {
+    case 'rejected':
+      return `dify-guard asked ${where}: it does not accept this password yet (${v.detail ?? '28P01'}).`;
+    case 'unreachable':
+      return `dify-guard cannot verify this password: ${where} could not be asked within ${v.timeoutMs ?? '?'} ms ` +
+        `(${v.detail ?? 'error'}), so the change is refused for now. Check that pod ${objectRef(c.namespace, postgresqlPod(c))} ` +
+        'is Running and Ready, that its Service exists, and that NetworkPolicies let dify-guard reach its port ' +
+        '(networkPolicy.postgresql.allowDifyGuard); then apply the change again.';
+    case 'rate-limited':
+      return `dify-guard did not ask the database: this Secret had ${v.limitPerMinute ?? 'too many'} password checks in the last minute ` +
+        `(a limit that keeps dify-guard from serving to guess passwords). Retry in ${v.retryAfterSeconds ?? 60} s.`;
+    default:
+      return 'dify-guard has not asked the database about this password.';
+  }
 }
 
 export const secretMessages = {
-  passwordChangeUnderPvc: (c: SecretMessageContext, keys: PasswordKeyChanges): string =>
+  passwordChangeUnderPvc: (
+    c: SecretMessageContext, keys: PasswordKeyChanges, verifiable = false, verification?: PasswordVerification,
+  ): string =>
     `Secret ${objectRef(c.namespace, c.secret)}: the PostgreSQL password cannot change while ` +
-    `PVC ${objectRef(c.namespace, c.pvc)} exists (this request ${describeKeyChanges(keys)}). ` +
+    `PVC ${objectRef(c.namespace, c.pvc)} exists (this request ${describeKeyChanges(keys)}), ` +
+    'unless the database already accepts the new password. ' +
+    `${verificationSentence(c, verifiable, verification)} ` +
     'PostgreSQL keeps the password it was initialised with in that volume and ignores the Secret afterwards, ' +
     'so every Dify component (api, worker, plugin daemon, migration Job) would fail to log in with error 28P01. ' +
-    'Two ways out: ' +
-    '(1) keep the old password: restore it in the Secret, or re-run deploy.sh with the original POSTGRES_PASSWORD; ' +
-    '(2) if the data may be lost, delete the PVC, which DELETES ALL DIFY DATA, ' +
+    'Ways out: ' +
+    `(1) rotate without losing data: change the password in the database first, with ${rotateInDatabase(c)}; ` +
+    'then apply this change again (dify-guard checks the new password against the database and lets it through) ' +
+    'and restart the Dify pods; ' +
+    '(2) keep the old password: restore it in the Secret, or re-run deploy.sh with the original POSTGRES_PASSWORD; ' +
+    '(3) if the data may be lost, delete the PVC, which DELETES ALL DIFY DATA, ' +
     `with \`kubectl delete pvc -n ${c.namespace} ${c.pvc}\`, then redeploy with the new POSTGRES_PASSWORD.`,
+
+  rotationVerified: (c: SecretMessageContext): string =>
+    `Secret ${objectRef(c.namespace, c.secret)}: PostgreSQL password changed under PVC ${objectRef(c.namespace, c.pvc)}, ` +
+    'allowed because the release\'s PostgreSQL already accepts the new password (rotated in the database first). ' +
+    'Restart the Dify pods (api, worker, beat, plugin daemon) so that they read it.',
 
   keysDiverge: (c: SecretMessageContext): string =>
     `Secret ${objectRef(c.namespace, c.secret)}: keys ${PASSWORD_KEYS} would hold different passwords. ` +
@@ -125,6 +171,8 @@ export const secretWarnings = {
     warning(`PVC ${c.pvc} keeps its PostgreSQL password: reinstall with the same POSTGRES_PASSWORD`),
   createOverPvc: (c: SecretMessageContext): string =>
     warning(`PVC ${c.pvc} keeps its old PostgreSQL password: this Secret must hold that same password`),
+  rotationVerified: (): string =>
+    warning('PostgreSQL accepts the new password: rotation allowed; restart the Dify pods to use it'),
   pvcStateUnknown: (c: SecretMessageContext): string =>
     warning(`cannot verify PVC ${c.pvc}; if it exists it keeps its old PostgreSQL password`),
 };

@@ -1,11 +1,14 @@
 // The PostgreSQL Secret rules (docs/rules.md#postgresql-secret-rules): the password cannot change while the release's PVC
-// exists. Pure: the PVC state comes from the injected pvcStateOf, asked only when it matters.
+// exists, unless the release's PostgreSQL already accepts the new one (rotated in the database first). Pure: the PVC
+// state comes from the injected pvcStateOf, asked only when it matters; the database's answer is an input.
 import { Buffer } from 'node:buffer';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../contract.js';
 import { secretMessages, secretWarnings, type PasswordKeyChanges, type SecretMessageContext } from './messages.js';
 import { asObject, metadataOf, nonEmptyString, stringMapOf } from './raw-json.js';
 import { releaseFromName, type GuardSettings } from './settings.js';
-import type { AdmissionRequest, JsonObject, PvcStateOf, SecretChange, SecretDecision } from './types.js';
+import type {
+  AdmissionRequest, JsonObject, PasswordCheck, PasswordVerification, PvcStateOf, SecretChange, SecretDecision,
+} from './types.js';
 
 export type { SecretChange, PvcStateOf } from './types.js';
 
@@ -23,7 +26,13 @@ export function secretChangeFromRequest(request: AdmissionRequest): SecretChange
   };
 }
 
-export function judgeSecretChange(change: SecretChange, settings: GuardSettings, pvcStateOf: PvcStateOf): SecretDecision {
+/**
+ * The decision on one Secret request. `verification` is the database's answer for this request's new password,
+ * when the transport asked it (it does so only when a decision without it says `verify`).
+ */
+export function judgeSecretChange(
+  change: SecretChange, settings: GuardSettings, pvcStateOf: PvcStateOf, verification?: PasswordVerification,
+): SecretDecision {
   const { operation, oldSecret, newSecret } = change;
   // UPDATE and DELETE are judged by what the Secret was; relabelling it in the same request changes nothing.
   const subject = operation === 'CREATE' ? newSecret : (oldSecret ?? newSecret);
@@ -38,7 +47,7 @@ export function judgeSecretChange(change: SecretChange, settings: GuardSettings,
 
   const namespace = change.namespace || namespaceOf(subject);
   const pvc = { namespace, name: expandName(settings.postgresqlPvcTemplate, release) };
-  const context: SecretMessageContext = { namespace, secret: secretName, pvc: pvc.name };
+  const context: SecretMessageContext = { namespace, secret: secretName, pvc: pvc.name, release };
   const newPasswords = newSecret ? passwordsOf(newSecret) : undefined;
 
   const diverge = (): SecretDecision =>
@@ -78,14 +87,10 @@ export function judgeSecretChange(change: SecretChange, settings: GuardSettings,
     return { allowed: false, reason: 'PvcStateUnknown', message: secretMessages.pvcStateUnknown(context), warnings: [], pvc, audit: true };
   }
   if (passwordTouched) {
-    return {
-      allowed: false,
-      reason: 'PasswordChangeUnderPvc',
-      message: secretMessages.passwordChangeUnderPvc(context, keyChanges),
-      warnings: [],
-      pvc,
-      audit: true,
-    };
+    // Only a plain rotation is asked about: not diverging or removed keys, not one that also drops the guard labels.
+    const verifiable = !keysDifferAfter && !guardRemoved && keyChanges.removed.length === 0
+      && passwordCheckOf(change, settings) !== undefined;
+    return passwordChangeUnderPvc(context, keyChanges, pvc, verifiable, verification);
   }
   return {
     allowed: false,
@@ -97,20 +102,77 @@ export function judgeSecretChange(change: SecretChange, settings: GuardSettings,
   };
 }
 
+/** A password change under the PVC: allowed only when the database already accepts the new password. */
+function passwordChangeUnderPvc(
+  context: SecretMessageContext, keyChanges: PasswordKeyChanges, pvc: { namespace: string; name: string },
+  verifiable: boolean, verification: PasswordVerification | undefined,
+): SecretDecision {
+  if (verifiable && verification?.outcome === 'accepted') {
+    return {
+      allowed: true, reason: 'PasswordRotationVerified', message: secretMessages.rotationVerified(context),
+      warnings: [secretWarnings.rotationVerified()], pvc, audit: true, verification: 'accepted',
+    };
+  }
+  return {
+    allowed: false,
+    reason: 'PasswordChangeUnderPvc',
+    message: secretMessages.passwordChangeUnderPvc(context, keyChanges, verifiable, verification),
+    warnings: [],
+    pvc,
+    audit: true,
+    ...(verifiable && verification === undefined ? { verify: true } : {}),
+    ...(verifiable && verification ? { verification: verification.outcome } : {}),
+  };
+}
+
+/**
+ * What to ask the database for an UPDATE of a guarded Secret: its release, the Secret's user and database, and the
+ * new password. Undefined when the new Secret lacks one of them (then nothing can be verified).
+ */
+export function passwordCheckOf(change: SecretChange, settings: GuardSettings): PasswordCheck | undefined {
+  const { oldSecret, newSecret } = change;
+  const subject = oldSecret ?? newSecret;
+  if (!subject || !newSecret) return undefined;
+  const release = releaseOf(subject, settings);
+  const values = valuesOf(newSecret, [SECRET_KEYS.postgresUsername, SECRET_KEYS.postgresDatabase, ...PASSWORD_KEYS]);
+  const text = (key: string): string | undefined => values.get(key)?.toString('utf8');
+  const password = text(SECRET_KEYS.postgresPassword) ?? text(SECRET_KEYS.password);
+  const user = text(SECRET_KEYS.postgresUsername);
+  const database = text(SECRET_KEYS.postgresDatabase);
+  if (release === undefined || !password || !user || !database) return undefined;
+  // The login checked must be the one Dify keeps using: a request that also changes the user or database is not a rotation.
+  if (oldSecret && !sameLogin(oldSecret, values)) return undefined;
+  const namespace = change.namespace || namespaceOf(subject);
+  return { namespace, release, secretKey: `${namespace}/${nameOf(subject)}`, user, database, password };
+}
+
+function sameLogin(oldSecret: JsonObject, after: Map<string, Buffer>): boolean {
+  const before = valuesOf(oldSecret, [SECRET_KEYS.postgresUsername, SECRET_KEYS.postgresDatabase]);
+  return [SECRET_KEYS.postgresUsername, SECRET_KEYS.postgresDatabase].every((key) => {
+    const old = before.get(key);
+    const next = after.get(key);
+    return old !== undefined && next !== undefined && old.equals(next);
+  });
+}
+
 type Passwords = Map<string, Buffer>;
 
 /** Decoded password keys; stringData (normally merged by the API server already) overrides data. */
 function passwordsOf(secret: JsonObject): Passwords {
+  return valuesOf(secret, PASSWORD_KEYS);
+}
+
+function valuesOf(secret: JsonObject, keys: readonly string[]): Map<string, Buffer> {
   const data = asObject(secret.data) ?? {};
   const stringData = asObject(secret.stringData) ?? {};
-  const passwords: Passwords = new Map();
-  for (const key of PASSWORD_KEYS) {
+  const values = new Map<string, Buffer>();
+  for (const key of keys) {
     const plain = stringData[key];
     const encoded = data[key];
-    if (typeof plain === 'string') passwords.set(key, Buffer.from(plain, 'utf8'));
-    else if (typeof encoded === 'string') passwords.set(key, Buffer.from(encoded, 'base64'));
+    if (typeof plain === 'string') values.set(key, Buffer.from(plain, 'utf8'));
+    else if (typeof encoded === 'string') values.set(key, Buffer.from(encoded, 'base64'));
   }
-  return passwords;
+  return values;
 }
 
 function keysDiverge(passwords: Passwords): boolean {

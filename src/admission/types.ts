@@ -46,6 +46,7 @@ export interface MutationResult {
 /** Reason codes of the Secret guard; they appear in logs, metrics and audit annotations. */
 export type ReasonCode =
   | 'PasswordChangeUnderPvc'
+  | 'PasswordRotationVerified'
   | 'PasswordKeysDiverge'
   | 'GuardLabelsRemovedUnderPvc'
   | 'PvcStateUnknown'
@@ -68,6 +69,41 @@ export interface SecretDecision {
   pvc?: { namespace: string; name: string };
   /** True when the decision must leave an audit trail (every denial, DELETE under a PVC). */
   audit: boolean;
+  /**
+   * True when the database could make this password change safe: the transport asks it (passwordCheckOf,
+   * then a PasswordVerifier) and judges again with the answer. Until then the decision is the refusal.
+   */
+  verify?: boolean;
+  /** The database's answer this decision rests on, when one was asked. */
+  verification?: VerificationOutcome;
+}
+
+/** What asking the release's PostgreSQL gave: it accepted the new password, refused it, could not be asked in time, or was not asked. */
+export type VerificationOutcome = 'accepted' | 'rejected' | 'unreachable' | 'rate-limited';
+
+/** One verification's result: names, numbers and code names only (SQLSTATE, errno name), never a server message. */
+export interface PasswordVerification {
+  outcome: VerificationOutcome;
+  /** `28P01`, `ECONNREFUSED`, `ENOTFOUND`, `timeout`, ... */
+  detail?: string;
+  /** The `host:port` asked. */
+  address?: string;
+  timeoutMs?: number;
+  /** For rate-limited: when the next attempt on this Secret will be allowed. */
+  retryAfterSeconds?: number;
+  /** For rate-limited: attempts allowed per Secret per minute. */
+  limitPerMinute?: number;
+}
+
+/** What the transport needs to ask the database: the only place the new password leaves the request. */
+export interface PasswordCheck {
+  namespace: string;
+  release: string;
+  /** `namespace/name` of the Secret: the rate limit's key. */
+  secretKey: string;
+  user: string;
+  database: string;
+  password: string;
 }
 
 /** One Secret admission request, as judgeSecretChange reads it (old is null on CREATE, new on DELETE). */

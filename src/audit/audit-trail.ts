@@ -1,7 +1,7 @@
 // The audit trail of Secret decisions: one JSON log line per record and, unless dry-run, a Warning
 // Event on the Secret. Only names, codes and the operator message are recorded, never Secret data.
 import type { Logger } from 'pino';
-import type { Operation, ReasonCode } from '../admission/types.js';
+import type { Operation, ReasonCode, VerificationOutcome } from '../admission/types.js';
 import type { SecretEventRecorder } from './event-recorder.js';
 
 export interface AuditRecord {
@@ -17,6 +17,8 @@ export interface AuditRecord {
   pvc: string | null;
   dryRun: boolean;
   message: string;
+  /** For a password change under the PVC: what the release's PostgreSQL answered (accepted, rejected, ...). */
+  verification?: VerificationOutcome;
 }
 
 /** The audit record of a Dify pod template (or last-applied annotation) with findings: names only, never values. */
@@ -58,8 +60,9 @@ export function createAuditTrail(options: AuditTrailOptions): AuditSink {
   return {
     record(entry, secret) {
       // The fields are listed one by one so that nothing else can ever slip into the line.
-      const { decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message } = entry;
-      log.warn({ decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message },
+      const { decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, verification } = entry;
+      const answered = verification ? { verification } : {};
+      log.warn({ decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, ...answered },
         decision === 'denied' ? 'Secret change denied' : 'Secret change allowed under audit');
       if (dryRun || !options.events) return;
       options.events.record({

@@ -1,13 +1,18 @@
 // POST /validate/secrets: the pure judgeSecretChange decides, with PVC states from the watch-backed
-// cache; this handler turns the decision into a response, audit annotations, metrics and the trail.
-import { judgeSecretChange, secretChangeFromRequest } from '../admission/secret-guard.js';
+// cache and, for a password change under the PVC, the release's PostgreSQL's answer (rate-limited per
+// Secret); this handler turns the decision into a response, audit annotations, metrics and the trail.
+import { judgeSecretChange, passwordCheckOf, secretChangeFromRequest } from '../admission/secret-guard.js';
 import type { GuardSettings } from '../admission/settings.js';
-import type { AdmissionRequest, JsonObject, PvcStateOf, SecretDecision } from '../admission/types.js';
+import type {
+  AdmissionRequest, JsonObject, PasswordVerification, PvcState, PvcStateOf, SecretChange, SecretDecision,
+} from '../admission/types.js';
 import type { AuditSink } from '../audit/audit-trail.js';
+import type { PasswordVerifier } from '../cluster/postgres-verifier.js';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
 import { faultSummary } from './admission-plugin.js';
 import { allowed, denied, type AdmissionHandler, type AdmissionVerdict } from './admission-review.js';
+import type { RateLimiter } from './rate-limit.js';
 
 export interface SecretGuardDeps {
   settings: GuardSettings;
@@ -15,13 +20,22 @@ export interface SecretGuardDeps {
   audit: AuditSink;
   metrics: Metrics;
   log: Logger;
+  /** Asks the release's PostgreSQL whether it accepts a new password. */
+  verifier: PasswordVerifier;
+  /** Checks per Secret; a dry run counts too, or it would be an oracle without a limit. */
+  rateLimiter: RateLimiter;
 }
 
 export function secretGuardHandler(deps: SecretGuardDeps): AdmissionHandler {
-  return (request) => {
+  return async (request) => {
     const isSecret = request.kind.group === '' && request.kind.kind === 'Secret' && !request.subResource;
     if (!isSecret || request.operation === 'CONNECT') return allowed();
-    const decision = judgeSecretChange(secretChangeFromRequest(request), deps.settings, deps.pvcStateOf);
+    const change = secretChangeFromRequest(request);
+    // One cache answer per request, so both passes of the decision see the same PVC state.
+    const pvcStateOf = rememberedPvcState(deps.pvcStateOf);
+    let decision = judgeSecretChange(change, deps.settings, pvcStateOf);
+    if (decision.verify) decision = judgeSecretChange(change, deps.settings, pvcStateOf, await verify(deps, change, request.uid));
+    if (decision.reason === 'PasswordRotationVerified' && !change.dryRun) deps.metrics.verifiedRotations.inc();
 
     const verdict: AdmissionVerdict = decision.allowed
       ? allowed(decision.warnings)
@@ -38,6 +52,29 @@ export function secretGuardHandler(deps: SecretGuardDeps): AdmissionHandler {
       }
     }
     return verdict;
+  };
+}
+
+/** The database's answer for this request's new password, or rate-limited without asking. */
+async function verify(deps: SecretGuardDeps, change: SecretChange, uid: string): Promise<PasswordVerification | undefined> {
+  const check = passwordCheckOf(change, deps.settings);
+  if (!check) return undefined;
+  const limit = deps.rateLimiter.take(check.secretKey);
+  const verification: PasswordVerification = limit.allowed
+    ? await deps.verifier(check)
+    : { outcome: 'rate-limited', retryAfterSeconds: limit.retryAfterSeconds, limitPerMinute: deps.rateLimiter.perMinute };
+  deps.metrics.verifications.inc({ outcome: verification.outcome });
+  const { outcome, detail, address } = verification;
+  deps.log.info({ uid, secret: check.secretKey, outcome, detail, address, dryRun: change.dryRun }, 'PostgreSQL password check');
+  return verification;
+}
+
+function rememberedPvcState(pvcStateOf: PvcStateOf): PvcStateOf {
+  const seen = new Map<string, PvcState>();
+  return (namespace, name) => {
+    const key = `${namespace}/${name}`;
+    if (!seen.has(key)) seen.set(key, pvcStateOf(namespace, name));
+    return seen.get(key)!;
   };
 }
 
@@ -61,6 +98,7 @@ function auditRecordOf(request: AdmissionRequest, decision: SecretDecision): Par
     pvc: decision.pvc ? `${decision.pvc.namespace}/${decision.pvc.name}` : null,
     dryRun: request.dryRun === true,
     message: decision.message ?? decision.warnings.join(' '),
+    ...(decision.verification ? { verification: decision.verification } : {}),
   };
 }
 

@@ -32,6 +32,15 @@ t.test('one JSON line with the audit fields and nothing else', async (t) => {
   t.notMatch(captured.text(), 'c2VjcmV0');
 });
 
+t.test('a verified rotation: the line adds what the database answered; the Event says Allow', async (t) => {
+  const { captured, events, trail } = setup();
+  trail.record({ ...record, decision: 'allowed', reason: 'PasswordRotationVerified', verification: 'accepted', message: 'allowed' });
+  const { level, time, msg, audit, pid, hostname, ...fields } = captured.lines()[0]!;
+  t.equal(msg, 'Secret change allowed under audit');
+  t.match(fields, { reason: 'PasswordRotationVerified', verification: 'accepted' });
+  t.match(events, [{ reason: 'PasswordRotationVerified', action: 'AllowUpdate' }]);
+});
+
 t.test('a Warning Event unless dry-run, naming who made the change first', async (t) => {
   const { events, trail } = setup();
   trail.record(record, { uid: 'secret-uid' });

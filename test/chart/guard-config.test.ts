@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { LABELS, contract } from '../../src/contract.js';
 import { repoRoot } from '../support/binaries.js';
-import { containersOf, deepMerge, ofKind, podTemplateOf, render, requiredValues, type Container } from '../support/helm.js';
+import { containersOf, deepMerge, ofKind, podTemplateOf, render, requiredValues, template, type Container } from '../support/helm.js';
 
 interface ConfigModule {
   SETTINGS?: Record<string, { env: string }>;
@@ -37,7 +37,9 @@ for (const [label, values] of [
   ['tuned', { webhook: {
     logLevel: 'debug', eventsEnabled: false, bodyLimitBytes: 1048576, shutdownTimeoutSeconds: 40, pvcResyncSeconds: 60, bindAddress: '::',
     difyImages: ['ai/dify-backend', 'langgenius/dify-api'], templatePolicy: 'deny',
+    postgresql: { addressTemplate: '{release}-pg.{namespace}.svc.cluster.local:6432', verifyTimeoutMs: 1500, rateLimit: 5 },
   } }],
+  ['PostgreSQL Service on another port', { postgresql: { service: { port: 15432 } } }],
 ] as const) {
   t.test(`chart env (${label}) is what dify-guard reads`, async (t) => {
     const { objects } = await render(deepMerge(requiredValues(), values));
@@ -68,8 +70,27 @@ for (const [label, values] of [
     if (label === 'tuned') {
       t.match(c, { logLevel: 'debug', eventsEnabled: false, bodyLimitBytes: 1048576, pvcResyncSeconds: 60, bindAddress: '::', templatePolicy: 'deny' });
     }
+    const address = {
+      defaults: contract.postgresqlAddressTemplate,
+      tuned: '{release}-pg.{namespace}.svc.cluster.local:6432',
+      'PostgreSQL Service on another port': contract.postgresqlAddressTemplate.replace(/:\d+$/, ':15432'),
+    }[label];
+    const tuned = label === 'tuned';
+    const check = {
+      postgresqlAddressTemplate: address, postgresqlVerifyTimeoutMs: tuned ? 1500 : 2000, postgresqlVerifyRateLimit: tuned ? 5 : 3,
+    };
+    t.match(c, check, 'where and how dify-guard checks a new PostgreSQL password');
   });
 }
+
+t.test('a database check longer than the webhook timeout is refused at render time; the schema rejects a bad address', async (t) => {
+  const slow = await template(deepMerge(requiredValues(), { webhook: { timeoutSeconds: 2, postgresql: { verifyTimeoutMs: 2000 } } }));
+  t.not(slow.status, 0);
+  t.match(slow.stderr, 'webhook.postgresql.verifyTimeoutMs (2000) must be below webhook.timeoutSeconds (2 s)');
+  const bad = await template(deepMerge(requiredValues(), { webhook: { postgresql: { addressTemplate: 'no port here' } } }));
+  t.not(bad.status, 0);
+  t.match(bad.stderr, 'addressTemplate');
+});
 
 t.test('the image tag default is package.json\'s version (= Chart.yaml version)', async (t) => {
   const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
