@@ -96,6 +96,14 @@ t.test('PVC present, dify-guard registered: the chart refuses another password i
   t.not(refused.status, 0, 'helm upgrade fails');
   t.match(refused.stderr, refusal(pgSecret), 'refused at render time, before any write reaches the API server');
   t.same(await secretData(pgSecret), before, 'nothing changed');
+  // A rotation done in the database first: the chart hands the decision to dify-guard's webhook (no process serves it
+  // in this file, so the fail-closed webhook refuses the write; test/controlplane/verified-rotation.test.ts asks a real one).
+  const handedOver = await run(binary('helm'), ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', otherPassword,
+    '--set', 'postgresql.auth.rotatedInDatabase=true'], { env: cp.env() });
+  t.not(handedOver.status, 0, 'the change is still not stored');
+  t.notMatch(handedOver.stderr, refusal(pgSecret), 'rotatedInDatabase: no render-time refusal');
+  t.match(handedOver.stderr, contract.webhook.secretWebhookName, 'the Secret write reached dify-guard\'s webhook');
+  t.same(await secretData(pgSecret), before, 'nothing changed');
   const same = await run(binary('helm'),
     ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--dry-run=server', '--hide-secret', '-f', values],
     { env: cp.env(), captureStdout: true });
