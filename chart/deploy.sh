@@ -46,6 +46,14 @@ Dify Community Edition と dify-guard を `helm upgrade --install --create-names
                           POSTGRES_PASSWORD が PVC の初期化時のパスワードと同じであることを運用者が明言する
                           (照合する手段がないため、このフラグなしでは実行しません)
       --dry-run           実行せず、実行する helm コマンドを表示 (秘密情報は *** で伏せる)
+      --rotate-postgres-password
+                          データを残したまま PostgreSQL のパスワードを変更する (ローテーション)。
+                          新しいパスワードは POSTGRES_PASSWORD、現在のパスワードは Secret <release>-postgresql から読みます
+                          (どちらもコマンドラインには出しません)。手順: (1) 事前確認 (2) 稼働中のデータベースで ALTER ROLE
+                          (3) helm upgrade --reuse-values (postgresql.auth.rotatedInDatabase=true。dify-guard がデータベースで確認して通す)
+                          (4) api, worker, beat, plugin-daemon の再起動 (5) 新しいパスワードが使え、古いパスワードが使えないことの確認。
+                          途中で失敗しても同じコマンドで再実行すれば、状態を調べて続きから完了させます。
+                          一緒に使えるのは -n, -r, --timeout だけです (DIFY_SECRET_KEY は不要)
   -h, --help              このヘルプ
 
 例 (初回):
@@ -57,6 +65,10 @@ Dify Community Edition と dify-guard を `helm upgrade --install --create-names
   export DIFY_SECRET_KEY="$(kubectl get secret -n dify dify-app-secrets -o jsonpath='{.data.secret-key}' | base64 -d)"
   export POSTGRES_PASSWORD="$(kubectl get secret -n dify dify-postgresql -o jsonpath='{.data.postgres-password}' | base64 -d)"
   ./deploy.sh --image-tag 1.11.4
+
+例 (パスワードのローテーション。データは残ります):
+  read -rs -p '新しいパスワード: ' POSTGRES_PASSWORD; echo; export POSTGRES_PASSWORD
+  ./deploy.sh --rotate-postgres-password
 EOF
 }
 
@@ -72,6 +84,8 @@ openai_api_key=${OPENAI_API_KEY:-}
 timeout=20m
 dry_run=false
 password_matches_volume=false
+rotate=false
+other_options=()
 passthrough=()
 values_files=()
 
@@ -128,27 +142,33 @@ check_values_file() {
 
 while [ "$#" -gt 0 ]; do
   case "$1" in
-    --image-tag) need_value "$@"; image_tag=$2; shift 2 ;;
-    --image-tag=*) image_tag=${1#*=}; shift ;;
-    --openai-api-key) need_value "$@"; openai_api_key=$2; shift 2 ;;
-    --openai-api-key=*) openai_api_key=${1#*=}; shift ;;
+    --rotate-postgres-password) rotate=true; shift ;;
+    --image-tag) other_options+=("${1%%=*}"); need_value "$@"; image_tag=$2; shift 2 ;;
+    --image-tag=*) other_options+=("${1%%=*}"); image_tag=${1#*=}; shift ;;
+    --openai-api-key) other_options+=("${1%%=*}"); need_value "$@"; openai_api_key=$2; shift 2 ;;
+    --openai-api-key=*) other_options+=("${1%%=*}"); openai_api_key=${1#*=}; shift ;;
     -n|--namespace) need_value "$@"; namespace=$2; shift 2 ;;
     --namespace=*) namespace=${1#*=}; shift ;;
     -r|--release) need_value "$@"; release=$2; shift 2 ;;
     --release=*) release=${1#*=}; shift ;;
-    -f|--values) need_value "$@"; values_files+=("$2"); shift 2 ;;
-    --values=*) values_files+=("${1#*=}"); shift ;;
+    -f|--values) other_options+=("${1%%=*}"); need_value "$@"; values_files+=("$2"); shift 2 ;;
+    --values=*) other_options+=("${1%%=*}"); values_files+=("${1#*=}"); shift ;;
     --set|--set-string|--set-file)
       need_value "$@"; [[ "$2" == *=* ]] || bad_usage "$1 は KEY=VALUE の形で指定してください"
-      check_set_keys "$1" "$2"; passthrough+=("$1" "$2"); shift 2 ;;
+      check_set_keys "$1" "$2"; other_options+=("$1"); passthrough+=("$1" "$2"); shift 2 ;;
     --timeout) need_value "$@"; timeout=$2; shift 2 ;;
     --timeout=*) timeout=${1#*=}; shift ;;
-    --password-matches-volume) password_matches_volume=true; shift ;;
-    --dry-run) dry_run=true; shift ;;
+    --password-matches-volume) other_options+=("${1%%=*}"); password_matches_volume=true; shift ;;
+    --dry-run) other_options+=("${1%%=*}"); dry_run=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) bad_usage "不明な引数: $1" ;;
   esac
 done
+
+if [ "$rotate" = true ] && [ "${#other_options[@]}" -gt 0 ]; then
+  bad_usage "--rotate-postgres-password と ${other_options[0]} は一緒に使えません (ローテーションで使えるのは -n, -r, --timeout だけです。
+  ほかの値は現在のリリースのまま引き継ぎます)。"
+fi
 
 for file in "${values_files[@]}"; do
   [ -r "$file" ] || bad_usage "values ファイル $file を読めません"
@@ -295,6 +315,176 @@ check_cluster() {
   check_secret_key
   check_redis
 }
+
+# ---- --rotate-postgres-password: change the password in the running database, then the release, keeping the data ----
+pg_pod="${release}-postgresql-0"
+restarted=(api worker beat plugin-daemon)
+step() { note ""; note "== $* =="; }
+
+# kubectl exec into PostgreSQL, stdin passed through (secrets go there, never into argv).
+pg_exec() { "$kubectl_bin" exec -i -n "$namespace" "$pg_pod" -c postgresql --request-timeout=30s -- "$@"; }
+
+# A TCP login as the Secret's user with the password on stdin (read into PGPASSWORD inside the pod):
+# 0 accepted, 1 refused (28P01), 2 something else (pod, network, ...).
+pg_login() {
+  local out
+  # shellcheck disable=SC2016 # expanded by the pod's sh, not here
+  if out=$(printf '%s\n' "$1" | pg_exec sh -c 'IFS= read -r PGPASSWORD; export PGPASSWORD
+    exec psql -h 127.0.0.1 -U "$1" -d "$2" -w -X -Atc "SELECT 1"' sh "$pg_user" "$pg_db" 2>&1); then
+    return 0
+  fi
+  if [[ "$out" == *"password authentication failed"* ]]; then return 1; fi
+  return 2
+}
+
+# ALTER ROLE over the pod's local socket (trusted inside the image); the SQL on psql's stdin, its output never shown.
+pg_set_password() {
+  local out quoted=${1//\'/\'\'}
+  out=$(printf '%s\n' '\set ON_ERROR_STOP 0' "SET log_statement = 'none';" "SET log_min_error_statement = 'panic';" \
+    '\set ON_ERROR_STOP 1' "ALTER ROLE \"${pg_user}\" PASSWORD '${quoted}';" '\q' \
+    | pg_exec psql -U "$pg_user" -d "$pg_db" -X -q 2>&1) && return 0
+  # psql may echo the statement after an error: only its first line is shown, any password in it masked.
+  out=${out%%$'\n'*}
+  note "  psql: ${out//"$1"/***}"
+  return 1
+}
+
+rotation_refuse() {
+  die "$1
+  パスワードは変更していません (データベースも Secret ${pg_secret} も元のままです)。"
+}
+
+# (a) what must hold before anything changes; sets old_password, pg_user, pg_db.
+rotation_checks() {
+  step "1/5 事前確認 (PVC, Secret, PostgreSQL の Pod, 新しいパスワード)"
+  command -v "$helm_bin" >/dev/null 2>&1 || rotation_refuse "helm が見つかりません (HELM=/path/to/helm でも指定できます)。"
+  command -v "$kubectl_bin" >/dev/null 2>&1 || rotation_refuse "kubectl が見つかりません (KUBECTL=/path/to/kubectl でも指定できます)。"
+  case $(object_state pvc "$pvc") in
+    present) ;;
+    absent) rotation_refuse "PVC ${pvc} (namespace ${namespace}) がありません。データが無いのでローテーションは不要です。
+  新しい POSTGRES_PASSWORD で ./deploy.sh を通常どおり実行してください。" ;;
+    *) rotation_refuse "クラスタに接続できないため、PVC ${pvc} を確認できません。KUBECONFIG と接続を確認してください。" ;;
+  esac
+  old_password=$(secret_value "$pg_secret" "postgres-password") || rotation_refuse "Secret ${pg_secret} から現在のパスワードを読めません。
+  Secret があり、読む権限があることを確認してください: kubectl get secret -n ${namespace} ${pg_secret}"
+  pg_user=$(secret_value "$pg_secret" "postgres-username") || pg_user=dify
+  pg_db=$(secret_value "$pg_secret" "postgres-database") || pg_db=dify
+  [[ "$pg_user" =~ ^[a-z_][a-z0-9_]*$ && "$pg_db" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] \
+    || rotation_refuse "Secret ${pg_secret} のユーザー名またはデータベース名が想定外の形式です。"
+  local ready
+  ready=$(kube get pod -n "$namespace" "$pg_pod" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) || ready=
+  [ "$ready" = True ] || rotation_refuse "PostgreSQL の Pod ${pg_pod} が Ready ではありません。データベースが動いている間に実行してください:
+  kubectl get pod -n ${namespace} ${pg_pod}"
+  if [[ "$POSTGRES_PASSWORD" =~ [[:space:]\'\"\\] ]]; then
+    rotation_refuse "新しい POSTGRES_PASSWORD に空白・引用符・バックスラッシュは使えません (plugin daemon が引用なしの接続文字列を組み立てるため。チャートと同じ規則です)。"
+  fi
+  note "  PVC ${pvc}: あり / Secret ${pg_secret}: 読めます / Pod ${pg_pod}: Ready / 新しいパスワード: 使える文字だけです"
+}
+
+# Which of the two passwords the database accepts now: old, new, or none (sets db_state).
+detect_database() {
+  local rc=0
+  pg_login "$old_password" || rc=$?
+  if [ "$rc" -eq 0 ]; then db_state=old; return; fi
+  [ "$rc" -eq 1 ] || die "PostgreSQL (${pg_pod}) にログインを試せませんでした (28P01 以外の失敗)。Pod とデータベースの状態を確認してください:
+  kubectl get pod -n ${namespace} ${pg_pod}; kubectl logs -n ${namespace} ${pg_pod}"
+  rc=0; pg_login "$POSTGRES_PASSWORD" || rc=$?
+  if [ "$rc" -eq 0 ]; then db_state=new; else db_state=none; fi
+}
+
+# (b) the role's password in the running database.
+rotate_database() {
+  step "2/5 稼働中のデータベースでパスワードを変更 (ALTER ROLE。Pod 内のローカル接続)"
+  pg_set_password "$POSTGRES_PASSWORD" || die "データベースのパスワードを変更できませんでした。古いパスワードのまま使えます (何も変わっていません)。"
+  note "  データベースは新しいパスワードを受け付けます。この時点から古いパスワードでの新しい接続は 28P01 になるので、続けて Secret を更新します。"
+}
+
+# (c) the release, with the new password from a 0600 values file; dify-guard checks it against the database.
+rotate_release() {
+  step "3/5 リリースを更新 (helm upgrade --reuse-values、postgresql.auth.rotatedInDatabase=true。dify-guard がデータベースで確認します)"
+  workdir=$(mktemp -d "${TMPDIR:-/tmp}/dify-rotate.XXXXXX")
+  trap 'rm -rf -- "$workdir"' EXIT
+  (umask 077 && printf 'postgresql:\n  auth:\n    password: "%s"\n    rotatedInDatabase: true\n' "$POSTGRES_PASSWORD" > "$workdir/password.yaml")
+  local rc=0
+  note "実行: ${helm_bin} upgrade ${release} ${chart_dir} --namespace ${namespace} --reuse-values --values <0600 の一時ファイル> --timeout ${timeout}"
+  "$helm_bin" upgrade "$release" "$chart_dir" --namespace "$namespace" --reuse-values --values "$workdir/password.yaml" \
+    --timeout "$timeout" || rc=$?
+  rm -f -- "$workdir/password.yaml"
+  [ "$rc" -eq 0 ] && return 0
+  release_failed "$rc"
+}
+
+# helm failed: if the Secret still holds the old password, the database goes back to it (Dify keeps working).
+release_failed() {
+  local stored
+  stored=$(secret_value "$pg_secret" "postgres-password") || stored=
+  if [ "$stored" = "$POSTGRES_PASSWORD" ]; then
+    warn "helm は失敗しました (終了コード $1) が、Secret ${pg_secret} は新しいパスワードに更新済みです。続けて再起動します。"
+    return 0
+  fi
+  if pg_set_password "$old_password"; then
+    die "helm が失敗しました (終了コード $1)。データベースのパスワードを元に戻しました: 古いパスワードのまま使えます。
+  原因 (上の helm のメッセージ) を取り除いてから、同じコマンドで再実行してください。"
+  fi
+  die "helm が失敗し (終了コード $1)、データベースのパスワードも元に戻せませんでした。データベースは新しいパスワード、Secret は古いパスワードです
+  (Dify の新しい接続は 28P01 になります)。同じコマンド (同じ POSTGRES_PASSWORD) で再実行すると、続きから完了させます。"
+}
+
+# (d) what reads DB_PASSWORD at start.
+restart_components() {
+  step "4/5 パスワードを読むコンポーネントを再起動 (${restarted[*]})"
+  local names=() c
+  for c in "${restarted[@]}"; do names+=("deploy/${release}-${c}"); done
+  kube rollout restart -n "$namespace" "${names[@]}" >&2 || die "再起動を指示できませんでした。Secret とデータベースは新しいパスワードです。
+  同じコマンドで再実行するか、次を実行してください: kubectl rollout restart -n ${namespace} ${names[*]}"
+  for c in "${names[@]}"; do
+    "$kubectl_bin" rollout status -n "$namespace" "$c" --timeout="$timeout" >&2 || die "${c} の再起動が完了しませんでした。
+  Secret とデータベースは新しいパスワードです。kubectl describe -n ${namespace} ${c} で原因を確認し、同じコマンドで再実行してください。"
+  done
+}
+
+# (e) the new password logs in over TCP, the old one is refused (28P01).
+verify_rotation() {
+  step "5/5 確認 (TCP で新しいパスワードと古いパスワードでログイン)"
+  pg_login "$POSTGRES_PASSWORD" || die "新しいパスワードでログインできません。kubectl logs -n ${namespace} ${pg_pod} を確認してください。"
+  note "  新しいパスワード: ログインできます"
+  if [ -z "${old_password:-}" ]; then
+    note "  古いパスワード: 前回の実行で変更済みのため、ここでは分かりません (確認を省きます)"
+  elif pg_login "$old_password"; then
+    die "古いパスワードでもログインできます。ローテーションは完了していません。同じコマンドで再実行してください。"
+  else
+    note "  古いパスワード: 拒否されます (28P01)"
+  fi
+  note ""
+  note "完了: PostgreSQL のパスワードを変更しました (データはそのままです)。以後 ./deploy.sh では POSTGRES_PASSWORD に新しいパスワードを指定してください。"
+}
+
+rotate_postgres_password() {
+  rotation_checks
+  local db_state
+  if [ "$old_password" = "$POSTGRES_PASSWORD" ]; then
+    note "  POSTGRES_PASSWORD は Secret ${pg_secret} のパスワードと同じです: 前回の実行で Secret まで更新済みとみなし、再起動と確認を行います。"
+    old_password=
+    pg_login "$POSTGRES_PASSWORD" || die "Secret ${pg_secret} は POSTGRES_PASSWORD と同じですが、データベースが受け付けません。
+  別のパスワードを指定したか、データベースが変更されています。データベースが受け付けるパスワードを確かめてください。"
+  else
+    detect_database
+    case $db_state in
+      old) rotate_database ;;
+      new) note "  データベースは既に新しいパスワードです (前回の実行で変更済み)。Secret の更新から続けます。" ;;
+      none) die "データベースは Secret ${pg_secret} のパスワードも POSTGRES_PASSWORD も受け付けません (28P01)。
+  前回と別のパスワードを指定していないか確認してください。何も変更していません。" ;;
+    esac
+    rotate_release
+  fi
+  restart_components
+  verify_rotation
+}
+
+if [ "$rotate" = true ]; then
+  rotate_postgres_password
+  exit 0
+fi
 check_cluster
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/dify-deploy.XXXXXX")
