@@ -448,3 +448,142 @@ t.test('while helm runs: what it waits for and for how long, progress lines, and
   }
   t.notOk(`${ok.stderr}${failed.stderr}`.includes(env.POSTGRES_PASSWORD));
 });
+
+// --rotate-postgres-password against stubs: kubectl keeps the database's password and the Secret's in files, answers
+// `exec -i ... sh -c 'read PGPASSWORD; psql -h ...'` (a TCP login: 28P01 when it differs) and `exec -i ... psql` (ALTER ROLE
+// read from stdin); helm stores the values file's password into the Secret, or fails once when ROT_HELM_FAIL_ONCE names a file
+// that exists. Both record every argv, one call a line, so no password may appear in any of them.
+const rot = join(dir, 'rot');
+const rotKubectl = join(dir, 'rot-kubectl');
+const rotHelm = join(dir, 'rot-helm');
+writeFileSync(rotKubectl, `#!/usr/bin/env bash
+printf '%s\\n' "kubectl $*" >> "${rot}.argv"
+case "$*" in
+  *"get pvc"*) [ "\${ROT_PVC:-1}" = 1 ] && echo "persistentvolumeclaim/$5" ;;
+  *"get pod"*) printf '%s' "\${ROT_READY:-True}" ;;
+  *"{.data.${SECRET_KEYS.postgresPassword}}"*) base64 -w0 < "${rot}.secret" ;;
+  *"{.data.${SECRET_KEYS.postgresUsername}}"*|*"{.data.${SECRET_KEYS.postgresDatabase}}"*) printf dify | base64 -w0 ;;
+  *"exec -i"*"sh -c"*) IFS= read -r pw; [ "$pw" = "$(cat "${rot}.db")" ] && { echo 1; exit 0; }
+    echo 'psql: error: FATAL:  password authentication failed for user "dify"' >&2; exit 2 ;;
+  *"exec -i"*psql*) sql=$(cat); pw=\${sql#*PASSWORD \\'}; pw=\${pw%%\\';*}; printf '%s' "$pw" > "${rot}.db" ;;
+  *"rollout restart"*) echo restarted ;;
+  *"rollout status"*) echo 'successfully rolled out' ;;
+esac
+exit 0
+`);
+writeFileSync(rotHelm, `#!/usr/bin/env bash
+printf '%s\\n' "helm $*" >> "${rot}.argv"
+prev=
+for a in "$@"; do
+  if [ "$prev" = --values ]; then stat -c %a "$a" > "${rot}.values-mode"; cp "$a" "${rot}.values"; fi
+  prev=$a
+done
+if [ -n "\${ROT_HELM_FAIL_ONCE:-}" ] && [ -e "$ROT_HELM_FAIL_ONCE" ]; then rm -f "$ROT_HELM_FAIL_ONCE"; echo 'Error: UPGRADE FAILED' >&2; exit 1; fi
+sed -n 's/^ *password: "\\(.*\\)"$/\\1/p' "${rot}.values" | tr -d '\\n' > "${rot}.secret"
+exit 0
+`);
+chmodSync(rotKubectl, 0o755);
+chmodSync(rotHelm, 0o755);
+
+interface RotState { db: string; secret: string; argv: string }
+function rotate(args: string[], state: { db: string; secret: string }, env: Env = {}): CommandResult & { after: RotState } {
+  for (const f of ['argv', 'values', 'values-mode']) rmSync(`${rot}.${f}`, { force: true });
+  writeFileSync(`${rot}.db`, state.db);
+  writeFileSync(`${rot}.secret`, state.secret);
+  const r = spawnSync('bash', [script, '--rotate-postgres-password', ...args], {
+    env: { PATH: process.env.PATH, HOME: dir, TMPDIR: dir, HELM: rotHelm, KUBECTL: rotKubectl, ...env } as NodeJS.ProcessEnv,
+    stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 30_000,
+  });
+  if (r.error) throw r.error;
+  captureOutput('deploy.sh-rotate.stdout', r.stdout);
+  captureOutput('deploy.sh-rotate.stderr', r.stderr);
+  const read = (f: string): string => existsSync(`${rot}.${f}`) ? readFileSync(`${rot}.${f}`, 'utf8') : '';
+  const after = { db: read('db'), secret: read('secret'), argv: read('argv') };
+  captureOutput('deploy.sh-rotate.argv', after.argv);
+  return { command: `deploy.sh --rotate-postgres-password ${args.join(' ')}`, status: r.status, stdout: r.stdout, stderr: r.stderr, after };
+}
+
+t.test('--rotate-postgres-password: --help describes it; other options are refused (exit 2), nothing run', async (t) => {
+  t.match(deploy(['--help']).stdout, /--rotate-postgres-password[\s\S]*ALTER ROLE[\s\S]*再実行/);
+  const old = testSecret();
+  for (const extra of [['--image-tag', '1.11.4'], ['--set', 'a=b'], ['--dry-run'], ['-f', script]]) {
+    const r = rotate(extra, { db: old, secret: old }, { POSTGRES_PASSWORD: testSecret() });
+    t.equal(r.status, 2, extra.join(' '));
+    t.match(r.stderr, `--rotate-postgres-password と ${extra[0]} は一緒に使えません`);
+    t.equal(r.after.argv, '', 'no kubectl or helm call');
+  }
+  const unset = rotate([], { db: old, secret: old });
+  t.equal(unset.status, 1);
+  t.match(unset.stderr, 'POSTGRES_PASSWORD が設定されていません');
+});
+
+t.test('--rotate-postgres-password refuses up front (no PVC, pod not Ready, unsafe password), changing nothing', async (t) => {
+  const old = testSecret();
+  for (const [env, pattern] of [
+    [{ ROT_PVC: '0', POSTGRES_PASSWORD: testSecret() }, /PVC data-dify-postgresql-0 .*がありません。データが無いのでローテーションは不要です/],
+    [{ ROT_READY: 'False', POSTGRES_PASSWORD: testSecret() }, /dify-postgresql-0 が Ready ではありません/],
+    [{ POSTGRES_PASSWORD: `${testSecret()} x` }, /空白・引用符・バックスラッシュは使えません/],
+    [{ POSTGRES_PASSWORD: `${testSecret()}'x` }, /空白・引用符・バックスラッシュは使えません/],
+  ] as const) {
+    const r = rotate([], { db: old, secret: old }, env);
+    t.equal(r.status, 1, r.stderr);
+    t.match(r.stderr, pattern);
+    t.match(r.stderr, 'パスワードは変更していません');
+    t.same([r.after.db, r.after.secret], [old, old], 'database and Secret unchanged');
+    t.notMatch(r.after.argv, /^helm /m, 'helm not called');
+  }
+});
+
+t.test('--rotate-postgres-password: database, release, restarts, checks; no password in any argv', async (t) => {
+  const old = testSecret();
+  const next = testSecret();
+  const r = rotate(['-n', 'ns1', '-r', 'rel1'], { db: old, secret: old }, { POSTGRES_PASSWORD: next });
+  t.equal(r.status, 0, r.stderr);
+  t.same([r.after.db, r.after.secret], [next, next], 'the database and the Secret hold the new password');
+  for (const n of [1, 2, 3, 4, 5]) t.match(r.stderr, `== ${n}/5 `);
+  t.match(r.stderr, '古いパスワード: 拒否されます (28P01)');
+  t.match(r.stderr, '完了: PostgreSQL のパスワードを変更しました');
+  t.notOk(r.after.argv.includes(old) || r.after.argv.includes(next), 'neither password in any kubectl/helm argv');
+  t.notOk(r.stderr.includes(old) || r.stderr.includes(next), 'nor in the output');
+  t.match(r.after.argv, /^helm upgrade rel1 \S+ --namespace ns1 --reuse-values --values \S+ --timeout 20m$/m);
+  t.equal(readFileSync(`${rot}.values-mode`, 'utf8').trim(), '600', 'the values file is private');
+  t.match(readFileSync(`${rot}.values`, 'utf8'), 'rotatedInDatabase: true');
+  t.match(r.after.argv, /kubectl rollout restart -n ns1 deploy\/rel1-api deploy\/rel1-worker deploy\/rel1-beat deploy\/rel1-plugin-daemon/);
+  t.match(r.after.argv, /kubectl exec -i -n ns1 rel1-postgresql-0 -c postgresql .* -- psql /);
+  t.ok(r.after.argv.indexOf('exec -i') < r.after.argv.indexOf('helm upgrade'), 'the database first, then the release');
+  t.ok(r.after.argv.indexOf('helm upgrade') < r.after.argv.indexOf('rollout restart'), 'then the restarts');
+});
+
+t.test('--rotate-postgres-password: helm fails once, the database is put back; the re-run finishes', async (t) => {
+  const old = testSecret();
+  const next = testSecret();
+  const once = join(dir, 'fail-once');
+  writeFileSync(once, '');
+  const failed = rotate([], { db: old, secret: old }, { POSTGRES_PASSWORD: next, ROT_HELM_FAIL_ONCE: once });
+  t.equal(failed.status, 1);
+  t.match(failed.stderr, 'helm が失敗しました (終了コード 1)。データベースのパスワードを元に戻しました: 古いパスワードのまま使えます');
+  t.same([failed.after.db, failed.after.secret], [old, old], 'the old password works again');
+  t.notMatch(failed.after.argv, /rollout restart/);
+  const rerun = rotate([], failed.after, { POSTGRES_PASSWORD: next });
+  t.equal(rerun.status, 0, rerun.stderr);
+  t.same([rerun.after.db, rerun.after.secret], [next, next]);
+});
+
+t.test('--rotate-postgres-password re-run: from the state left by an interrupted run', async (t) => {
+  const old = testSecret();
+  const next = testSecret();
+  const dbDone = rotate([], { db: next, secret: old }, { POSTGRES_PASSWORD: next });
+  t.equal(dbDone.status, 0, dbDone.stderr);
+  t.match(dbDone.stderr, 'データベースは既に新しいパスワードです (前回の実行で変更済み)。Secret の更新から続けます。');
+  t.notMatch(dbDone.after.argv, /-- psql -U/, 'no second ALTER ROLE');
+  t.same([dbDone.after.db, dbDone.after.secret], [next, next]);
+  const secretDone = rotate([], { db: next, secret: next }, { POSTGRES_PASSWORD: next });
+  t.equal(secretDone.status, 0, secretDone.stderr);
+  t.match(secretDone.stderr, '前回の実行で Secret まで更新済みとみなし、再起動と確認を行います');
+  t.notMatch(secretDone.after.argv, /^helm /m, 'no helm upgrade');
+  t.match(secretDone.after.argv, /rollout restart/);
+  const neither = rotate([], { db: testSecret(), secret: old }, { POSTGRES_PASSWORD: next });
+  t.equal(neither.status, 1);
+  t.match(neither.stderr, 'Secret dify-postgresql のパスワードも POSTGRES_PASSWORD も受け付けません (28P01)');
+  t.notMatch(neither.after.argv, /^helm /m);
+});
