@@ -404,12 +404,13 @@ rotate_release() {
   step "3/5 リリースを更新 (helm upgrade --reuse-values、postgresql.auth.rotatedInDatabase=true。dify-guard がデータベースで確認します)"
   workdir=$(mktemp -d "${TMPDIR:-/tmp}/dify-rotate.XXXXXX")
   trap 'rm -rf -- "$workdir"' EXIT
-  (umask 077 && printf 'postgresql:\n  auth:\n    password: "%s"\n    rotatedInDatabase: true\n' "$POSTGRES_PASSWORD" > "$workdir/password.yaml")
+  local values="$workdir/password.yaml"
+  (umask 077 && printf 'postgresql:\n  auth:\n    password: "%s"\n    rotatedInDatabase: true\n' "$POSTGRES_PASSWORD" > "$values")
   local rc=0
-  note "実行: ${helm_bin} upgrade ${release} ${chart_dir} --namespace ${namespace} --reuse-values --values <0600 の一時ファイル> --timeout ${timeout}"
-  "$helm_bin" upgrade "$release" "$chart_dir" --namespace "$namespace" --reuse-values --values "$workdir/password.yaml" \
-    --timeout "$timeout" || rc=$?
-  rm -f -- "$workdir/password.yaml"
+  note "実行: ${helm_bin} upgrade ${release} ${chart_dir} --namespace ${namespace} --reuse-values \\
+    --values <0600 の一時ファイル> --timeout ${timeout}"
+  "$helm_bin" upgrade "$release" "$chart_dir" --namespace "$namespace" --reuse-values --values "$values" --timeout "$timeout" || rc=$?
+  rm -f -- "$values"
   [ "$rc" -eq 0 ] && return 0
   release_failed "$rc"
 }

@@ -478,7 +478,9 @@ for a in "$@"; do
   if [ "$prev" = --values ]; then stat -c %a "$a" > "${rot}.values-mode"; cp "$a" "${rot}.values"; fi
   prev=$a
 done
-if [ -n "\${ROT_HELM_FAIL_ONCE:-}" ] && [ -e "$ROT_HELM_FAIL_ONCE" ]; then rm -f "$ROT_HELM_FAIL_ONCE"; echo 'Error: UPGRADE FAILED' >&2; exit 1; fi
+if [ -n "\${ROT_HELM_FAIL_ONCE:-}" ] && [ -e "$ROT_HELM_FAIL_ONCE" ]; then
+  rm -f "$ROT_HELM_FAIL_ONCE"; echo 'Error: UPGRADE FAILED' >&2; exit 1
+fi
 sed -n 's/^ *password: "\\(.*\\)"$/\\1/p' "${rot}.values" | tr -d '\\n' > "${rot}.secret"
 exit 0
 `);
