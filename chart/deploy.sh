@@ -223,11 +223,14 @@ read_back() {
 # The whole way out when the PVC keeps a password: keep it, or lose the data, every command in order.
 ways_out() {
   cat <<EOF
-  対処法は 2 つです:
+  対処法は 3 つです:
   (1) データを残す (通常はこちら): 初期化時のパスワードを使い続けます。Secret ${pg_secret} が残っていれば、それを読み戻します:
         export POSTGRES_PASSWORD="\$($(read_back "$pg_secret" postgres-password))"
         ./deploy.sh ... (同じオプションで再実行)
-  (2) パスワードを変える (データはすべて失われます): PostgreSQL を止め、PVC を削除してから新しいパスワードで導入します:
+  (2) データを残したままパスワードを変える (Secret ${pg_secret} があり、PostgreSQL が動いているとき):
+        export POSTGRES_PASSWORD='new-password'
+        ./deploy.sh --rotate-postgres-password -n ${namespace} -r ${release}
+  (3) パスワードを変えてデータを捨てる (データはすべて失われます): PostgreSQL を止め、PVC を削除してから新しいパスワードで導入します:
         kubectl scale statefulset -n ${namespace} ${release}-postgresql --replicas=0
         kubectl delete pvc -n ${namespace} ${pvc}
         kubectl wait --for=delete pvc/${pvc} -n ${namespace} --timeout=5m
@@ -245,7 +248,7 @@ check_postgresql() {
   PostgreSQL は PVC の初期化時のパスワードを使い続けますが、それと POSTGRES_PASSWORD が同じかどうかを確かめる手段がありません
   (違えば Dify のすべてのコンポーネントが 28P01 で接続できなくなります)。
   POSTGRES_PASSWORD が PVC の初期化時のパスワードと同じだと分かっている場合に限り、--password-matches-volume を付けて再実行してください。
-  分からない場合は、データを残すならパスワードを探してください。データを捨ててよい場合は次の (2) の手順です。
+  分からない場合は、データを残すならパスワードを探してください。データを捨ててよい場合は次の (3) の手順です。
 $(ways_out)"
     note "注意: --password-matches-volume の指定により、POSTGRES_PASSWORD を PVC ${pvc} の初期化時のパスワードとして Secret ${pg_secret} を作り直します (照合はできません)。"
     return 0
