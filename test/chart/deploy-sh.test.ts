@@ -516,7 +516,10 @@ t.test('--rotate-postgres-password: --help describes it; other options are refus
   }
   const unset = rotate([], { db: old, secret: old });
   t.equal(unset.status, 1);
-  t.match(unset.stderr, 'POSTGRES_PASSWORD が設定されていません');
+  t.match(unset.stderr, 'POSTGRES_PASSWORD が設定されていません');  const differs = deploy(['-n', 'ns2'], { ...secrets(), STUB_PVC: '1', STUB_PG: old });
+  t.equal(differs.status, 1, 'a plain deploy.sh with another password is still refused');
+  t.match(differs.stderr, /\(2\) データを残したままパスワードを変える[\s\S]*\.\/deploy\.sh --rotate-postgres-password -n ns2 -r dify/,
+    'and its ways out name the rotation');
 });
 
 t.test('--rotate-postgres-password refuses up front (no PVC, pod not Ready, unsafe password), changing nothing', async (t) => {
