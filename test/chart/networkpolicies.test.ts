@@ -42,8 +42,8 @@ const c = contract.components;
 const users = [c.api, c.worker, c.beat, c.pluginDaemon, c.migration];
 const others = [c.web, c.sandbox, c.ssrfProxy, c.redis, c.postgresql].filter((x) => !users.includes(x));
 
-t.test('rendered by default: sandbox, PostgreSQL and Redis, plain networking.k8s.io/v1', async (t) => {
-  t.equal(policies.length, 3);
+t.test('rendered by default: sandbox, PostgreSQL, Redis and dify-guard, plain networking.k8s.io/v1', async (t) => {
+  t.equal(policies.length, 4);
   for (const p of policies) t.equal(p.apiVersion, 'networking.k8s.io/v1', nameOf(p));
   for (const component of [c.sandbox, c.postgresql, c.redis]) {
     t.equal(policiesSelecting(podOf(component)).length, 1, `${component} is selected once`);
@@ -82,10 +82,23 @@ t.test('the sandbox reaches only the ssrf-proxy and DNS, and only api and worker
   }
 });
 
-t.test('dify-guard stays reachable by the API server (no policy selects its pods); it may reach PostgreSQL', async (t) => {
+t.test('dify-guard stays reachable by the API server (ingress open); it reaches only PostgreSQL, the API and DNS', async (t) => {
   const guard = pods.find((p) => p.labels[LABELS.name] === contract.values.guardName);
   t.ok(guard, 'dify-guard pods are rendered');
-  t.same(policiesSelecting(guard!.labels), [], 'no NetworkPolicy restricts dify-guard');
+  const [own, ...more] = policiesSelecting(guard!.labels);
+  t.same(more, [], 'one NetworkPolicy selects dify-guard');
+  t.same(own!.policyTypes, ['Egress'], 'egress only: the API server calls the webhook from an address no selector names');
+  const otherNamespace = (peer: Peer): boolean => peer.namespaceSelector !== undefined && Object.keys(peer.namespaceSelector).length === 0;
+  const pgRule = own!.egress!.find((r) => (r.to ?? []).some((p) => otherNamespace(p) && selects(p.podSelector, podOf(c.postgresql))));
+  t.same(pgRule?.ports, [{ port: 'tcp-postgresql', protocol: 'TCP' }], 'PostgreSQL pods of any namespace, on their port only');
+  for (const other of [c.api, c.redis, c.pluginDaemon, c.sandbox]) {
+    t.notOk(admits(own!.egress, 'to', podOf(other), 'tcp-postgresql'), `not ${other}`);
+  }
+  const portsOf = (r: Rule): (number | string | undefined)[] => (r.ports ?? []).map((p) => p.port);
+  t.same(own!.egress!.map(portsOf), [['tcp-postgresql'], [443, 6443], [53, 53]], 'nothing but PostgreSQL, the API server and DNS');
+  const narrowed = await render(deepMerge(requiredValues(), { networkPolicy: { difyGuard: { apiServer: { cidrs: ['10.0.0.10/32'] } } } }));
+  const ownNarrowed = ofKind(narrowed.objects, 'NetworkPolicy').map(specOf).find((s) => selects(s.podSelector, guard!.labels))!;
+  t.same(ownNarrowed.egress![1]!.to, [{ ipBlock: { cidr: '10.0.0.10/32' } }], 'apiServer.cidrs narrows the API rule');
   const [pg] = policiesSelecting(podOf(c.postgresql));
   const guardPeer = (pg!.ingress ?? []).flatMap((r) => r.from ?? [])
     .find((p) => p.namespaceSelector && selects(p.podSelector, guard!.labels));
@@ -102,7 +115,7 @@ t.test('switchable: networkPolicy.enabled=false renders none; extraFrom peers ar
   const backup = { podSelector: { matchLabels: { app: 'backup' } } };
   const extraFrom = [backup];
   const extra = await render(deepMerge(requiredValues(), { networkPolicy: { postgresql: { extraFrom }, redis: { extraFrom } } }));
-  for (const p of ofKind(extra.objects, 'NetworkPolicy').filter((o) => nameOf(o) !== 'dify-sandbox')) {
+  for (const p of ofKind(extra.objects, 'NetworkPolicy').filter((o) => !['dify-sandbox', 'dify-guard'].includes(nameOf(o)))) {
     const port = specOf(p).ingress![0]!.ports![0]!.port!;
     t.ok(admits(specOf(p).ingress, 'from', { app: 'backup' }, port), `${nameOf(p)} admits the extra peer`);
   }

@@ -46,6 +46,7 @@ export function bashCode(script: string): string {
     out += c;
   }
   let code = out.replace(/\[\[[^\n]*?\]\]/g, ' ').replace(/\(\([^\n]*?\)\)/g, ' ');
+  code = code.replace(/^(\s*)[\w.*$'-]+(?:\s*\|\s*[\w.*$'-]+)*\)/gm, '$1'); // case labels: `present)`, `a|b)`
   while (/\$\{[^{}\n]*\}/.test(code)) code = code.replace(/\$\{[^{}\n]*\}/g, '$V'); // ${...} expansions
   return code.replace(/(\w\+?=)\([^()\n]*\)/g, '$1A'); // array assignments
 }
@@ -146,4 +147,8 @@ t.test('every program the two commands run by name is listed in the README or pr
   const withoutOpenssl = new Set([...listed].filter((name) => name !== 'openssl'));
   const reported = unlisted(spawned, withoutOpenssl, sources);
   t.ok(reported.includes('openssl (test/controlplane/pki.ts)'), 'a program left out of the list is reported');
+});
+
+t.test('case labels are patterns, not commands; the commands after them are', async (t) => {
+  t.same([...bashCommands('case $x in\n  present) ;;\n  a|b) rm -f y ;;\n  *) grep z ;;\nesac\n')].sort(), ['grep', 'rm']);
 });
