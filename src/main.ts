@@ -5,7 +5,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { createAuditTrail } from './audit/audit-trail.js';
 import { SecretEventRecorder } from './audit/event-recorder.js';
-import { eventsApiFor } from './cluster/events-api.js';
+import { eventsApiFor } from './audit/events-api.js';
 import { PvcCache, pvcSourceFor } from './cluster/pvc-cache.js';
 import { postgresVerifier } from './cluster/postgres-verifier.js';
 import { loadConfig } from './config.js';

@@ -9,6 +9,7 @@ import type { GuardSettings } from './admission/settings.js';
 import type { PvcState } from './admission/types.js';
 import type { AuditSink } from './audit/audit-trail.js';
 import { contract } from './contract.js';
+import { raceDeadline } from './deadline.js';
 import { admissionPlugin } from './http/admission-plugin.js';
 import { healthPlugin, isReady, type ReadinessChecks } from './http/health-plugin.js';
 import { metricsPlugin } from './http/metrics-plugin.js';
@@ -170,15 +171,12 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
     async close(timeoutMs = 25_000) {
       shuttingDown = true;
       certificate?.stop();
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), timeoutMs); });
       const closed = admission.close().then(() => 'closed' as const);
-      if (await Promise.race([closed, deadline]) === 'timeout') {
+      if (await raceDeadline(closed, timeoutMs, () => 'timeout' as const) === 'timeout') {
         log.warn({ timeoutMs }, 'shutdown timeout: closing the connections still open');
         admission.server.closeAllConnections();
         await closed;
       }
-      clearTimeout(timer);
       await health.close();
     },
   };

@@ -9,6 +9,12 @@ export function metadataOf(object: JsonObject | null | undefined): JsonObject {
   return asObject(object?.metadata) ?? {};
 }
 
+/** A string field of metadata itself (`name`, `uid`, ...), when it is one. */
+export function metadataString(object: JsonObject | null | undefined, field: string): string | undefined {
+  const value = metadataOf(object)[field];
+  return typeof value === 'string' ? value : undefined;
+}
+
 /** A string-valued field of metadata (labels and annotations are maps of strings). */
 export function stringMapOf(object: JsonObject | null | undefined, field: 'labels' | 'annotations'): Record<string, unknown> {
   return asObject(metadataOf(object)[field]) ?? {};

@@ -7,6 +7,7 @@
 // Emission runs in the background with a timeout: it never fails or delays an admission answer.
 import type { Logger } from 'pino';
 import type { JsonObject } from '../admission/types.js';
+import { describeApiError } from '../api-errors.js';
 
 export interface SecretEvent {
   namespace: string;
@@ -18,7 +19,7 @@ export interface SecretEvent {
   note: string;
 }
 
-/** The two calls the recorder makes; src/cluster/events-api.ts implements them on @kubernetes/client-node. */
+/** The two calls the recorder makes; src/audit/events-api.ts implements them on @kubernetes/client-node. */
 export interface EventsApi {
   create(namespace: string, event: JsonObject): Promise<void>;
   /** JSON merge patch of one Event; rejects with an error whose `code` is 404 when it is gone. */
@@ -214,22 +215,4 @@ export function truncateUtf8(text: string, limitBytes: number): string {
 function isNotFound(error: unknown): boolean {
   const e = error as { code?: unknown; statusCode?: unknown } | null;
   return e !== null && typeof e === 'object' && (e.code === 404 || e.statusCode === 404);
-}
-
-/** An API error as code, reason and the Status message (which names fields, not our Secret's data). */
-export function describeApiError(error: unknown): { code?: number | string; reason?: string; message: string } {
-  if (!(error instanceof Error)) return { message: String(error).slice(0, 300) };
-  const e = error as Error & { code?: number | string; body?: unknown };
-  const result: { code?: number | string; reason?: string; message: string } = { message: error.message.split('\n')[0]?.slice(0, 300) ?? '' };
-  if (e.code !== undefined) result.code = e.code;
-  if (typeof e.body === 'string') {
-    try {
-      const status = JSON.parse(e.body) as { reason?: string; message?: string };
-      if (status.reason) result.reason = status.reason;
-      if (status.message) result.message = status.message.slice(0, 300);
-    } catch {
-      // not a Status: the first line of the message is enough
-    }
-  }
-  return result;
 }

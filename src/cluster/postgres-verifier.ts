@@ -2,6 +2,7 @@
 // database, authenticate, end (no query). node-postgres (`pg`) speaks the wire protocol, SCRAM-SHA-256
 // and md5. Its errors are reduced to an outcome and a code name: a message could quote the input.
 import pg from 'pg';
+import { raceDeadline } from '../deadline.js';
 import type { PasswordCheck, PasswordVerification } from '../admission/types.js';
 
 /** Runs one authentication attempt; never rejects and never carries the password in what it returns. */
@@ -27,7 +28,10 @@ export function postgresVerifier(options: PostgresVerifierOptions): PasswordVeri
     });
     // An error after connect (the server closing first) must not become an unhandled 'error' event.
     client.on('error', () => undefined);
-    const result = await withTimeout(authenticate(client), options.timeoutMs, () => void client.end().catch(() => undefined));
+    const result = await raceDeadline(authenticate(client), options.timeoutMs, (): Pick<PasswordVerification, 'outcome' | 'detail'> => {
+      void client.end().catch(() => undefined);
+      return { outcome: 'unreachable', detail: 'timeout' };
+    });
     return { ...result, address, timeoutMs: options.timeoutMs };
   };
 }
@@ -50,20 +54,6 @@ export function outcomeOf(fault: unknown): Pick<PasswordVerification, 'outcome' 
   // pg's own connection timeout is an Error without a code; its text is pg's, never the input.
   if (fault instanceof Error && /timeout/i.test(fault.message)) return { outcome: 'unreachable', detail: 'timeout' };
   return { outcome: 'unreachable', detail: 'error' };
-}
-
-async function withTimeout<T extends Pick<PasswordVerification, 'outcome' | 'detail'>>(
-  work: Promise<T>, timeoutMs: number, onTimeout: () => void,
-): Promise<T | Pick<PasswordVerification, 'outcome' | 'detail'>> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<Pick<PasswordVerification, 'outcome' | 'detail'>>((resolve) => {
-    timer = setTimeout(() => { onTimeout(); resolve({ outcome: 'unreachable', detail: 'timeout' }); }, timeoutMs);
-  });
-  try {
-    return await Promise.race([work, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 export function expandAddress(template: string, release: string, namespace: string): string {

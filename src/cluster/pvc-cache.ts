@@ -12,7 +12,8 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { PvcState } from '../admission/types.js';
-import { describeApiError } from '../audit/event-recorder.js';
+import { describeApiError } from '../api-errors.js';
+import { raceDeadline } from '../deadline.js';
 
 export const PVC_WATCH_PATH = '/api/v1/persistentvolumeclaims';
 
@@ -120,7 +121,9 @@ export class PvcCache {
   private startGeneration(): void {
     const id = ++this.generation;
     const list = async (): Promise<PvcList> => {
-      const result = await withTimeout(this.options.source.list(), this.options.listTimeoutMs ?? 60_000);
+      const result = await raceDeadline(this.options.source.list(), this.options.listTimeoutMs ?? 60_000, (): never => {
+        throw new Error(`PVC list timed out after ${this.options.listTimeoutMs ?? 60_000} ms`);
+      });
       // A retired generation must not go on to open a watch.
       if (!this.live.has(id)) throw new RetiredGeneration();
       // ListWatch stores the list right after this promise settles; count it as synced after that.
@@ -193,15 +196,6 @@ export class PvcCache {
     this.live.delete(id);
     void informer.stop();
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`PVC list timed out after ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 class RetiredGeneration extends Error {

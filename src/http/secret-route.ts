@@ -1,10 +1,11 @@
 // POST /validate/secrets: the pure judgeSecretChange decides, with PVC states from the watch-backed
 // cache and, for a password change under the PVC, the release's PostgreSQL's answer (rate-limited per
 // Secret); this handler turns the decision into a response, audit annotations, metrics and the trail.
+import { metadataString } from '../admission/raw-json.js';
 import { judgeSecretChange, passwordCheckOf, secretChangeFromRequest } from '../admission/secret-guard.js';
 import type { GuardSettings } from '../admission/settings.js';
 import type {
-  AdmissionRequest, JsonObject, PasswordVerification, PvcState, PvcStateOf, SecretChange, SecretDecision,
+  AdmissionRequest, PasswordVerification, PvcState, PvcStateOf, SecretChange, SecretDecision,
 } from '../admission/types.js';
 import type { AuditSink } from '../audit/audit-trail.js';
 import type { PasswordVerifier } from '../cluster/postgres-verifier.js';
@@ -93,7 +94,7 @@ function auditRecordOf(request: AdmissionRequest, decision: SecretDecision): Par
     groups: request.userInfo.groups ?? [],
     operation: request.operation,
     namespace: request.namespace ?? '',
-    name: request.name || metadataOf(request.oldObject)?.name || metadataOf(request.object)?.name || '',
+    name: request.name || metadataString(request.oldObject, 'name') || metadataString(request.object, 'name') || '',
     reason: decision.reason,
     pvc: decision.pvc ? `${decision.pvc.namespace}/${decision.pvc.name}` : null,
     dryRun: request.dryRun === true,
@@ -103,12 +104,5 @@ function auditRecordOf(request: AdmissionRequest, decision: SecretDecision): Par
 }
 
 function secretUidOf(request: AdmissionRequest): string | undefined {
-  return metadataOf(request.oldObject)?.uid ?? metadataOf(request.object)?.uid;
-}
-
-function metadataOf(object: JsonObject | null | undefined): { name?: string; uid?: string } | undefined {
-  const metadata = object?.metadata;
-  if (typeof metadata !== 'object' || metadata === null) return undefined;
-  const { name, uid } = metadata as { name?: unknown; uid?: unknown };
-  return { ...(typeof name === 'string' ? { name } : {}), ...(typeof uid === 'string' ? { uid } : {}) };
+  return metadataString(request.oldObject, 'uid') ?? metadataString(request.object, 'uid');
 }

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { SecretEventRecorder } from '../../src/audit/event-recorder.js';
-import { eventsApiFor } from '../../src/cluster/events-api.js';
+import { eventsApiFor } from '../../src/audit/events-api.js';
 import { PvcCache, pvcSourceFor } from '../../src/cluster/pvc-cache.js';
 import { startControlPlane, type ControlPlane } from '../controlplane/harness.js';
 import { issueClientCert } from '../controlplane/pki.js';

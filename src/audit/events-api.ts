@@ -1,6 +1,6 @@
 // The Events calls of the audit trail on @kubernetes/client-node (events.k8s.io/v1).
 import { EventsV1Api, PatchStrategy, setHeaderOptions, type EventsV1Event, type KubeConfig } from '@kubernetes/client-node';
-import type { EventsApi } from '../audit/event-recorder.js';
+import type { EventsApi } from './event-recorder.js';
 
 export function eventsApiFor(kubeConfig: KubeConfig): EventsApi {
   const api = kubeConfig.makeApiClient(EventsV1Api);
