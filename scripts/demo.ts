@@ -76,6 +76,11 @@ const deployStatus = await new Promise<number>((resolve, reject) => {
   child.on('close', (code) => resolve(code ?? 1));
 });
 if (deployStatus !== 0) throw new Error(`deploy.sh exited ${deployStatus}\n${cluster.diagnostics()}`);
+say('    helm waited only for the hook Job; now the rollouts, as `kubectl rollout status` would:');
+await waitFor('every Deployment rolled out', async () => {
+  const list = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
+  return list.length > 0 && list.every((d) => (d.status as Json).readyReplicas === (d.spec as Json).replicas) ? true : undefined;
+}, { timeoutMs: 180_000 });
 const pods = await cp.kubectl(['get', 'pods', '-n', namespace]);
 say('\n    $ kubectl get pods -n dify');
 say(indent(pods.stdout, '      '));
