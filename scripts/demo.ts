@@ -56,10 +56,12 @@ step(2, 'A cluster: etcd, kube-apiserver, kube-controller-manager, kube-schedule
 const bin = binDir();
 cluster = await Cluster.start({
   name: 'demo', servedPods: GUARD_POD_LABEL,
-  execs: [{ namespace, pod: postgresPod, env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` } }],
+  execs: [{ namespace, pod: postgresPod,
+    env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` } }],
 });
 const { cp, rest } = cluster;
-say(`    API server ${cp.server}; nodes ${cluster.nodeNames.join(', ')}; pod addresses ${cluster.podRange?.cidr ?? ''} (routed to this machine)`);
+say(`    API server ${cp.server}; nodes ${cluster.nodeNames.join(', ')};`
+  + ` pod addresses ${cluster.podRange?.cidr ?? ''} (routed to this machine)`);
 guards = new GuardPods(cluster, namespace);
 guards.start();
 say('    dify-guard\'s pods will be served by real dify-guard processes on their pod addresses.');
@@ -68,7 +70,8 @@ step(3, 'cd chart && ./deploy.sh --image-tag 1.11.4   (POSTGRES_PASSWORD and DIF
 const deployEnv = { ...cp.env(), PATH: `${bin}:${process.env.PATH ?? ''}`, POSTGRES_PASSWORD: password, DIFY_SECRET_KEY: secretKey,
   DEPLOY_PROGRESS_INTERVAL: '10' };
 const deployStatus = await new Promise<number>((resolve, reject) => {
-  const child = spawn('bash', ['./deploy.sh', '--image-tag', '1.11.4'], { cwd: chartDir, env: deployEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', ['./deploy.sh', '--image-tag', '1.11.4'],
+    { cwd: chartDir, env: deployEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const show = (chunk: Buffer): void => { process.stdout.write(indent(chunk.toString('utf8'), '    | ') + '\n'); };
   child.stdout.on('data', show);
   child.stderr.on('data', show);
@@ -86,11 +89,15 @@ say('\n    $ kubectl get pods -n dify');
 say(indent(pods.stdout, '      '));
 
 step(4, 'A Dify api pod with MIGRATION_ENABLED=true and a literal DB_PASSWORD, as a hand-edited Deployment would create it');
-const deployment = await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments/${expandName(contract.names.component, release, contract.components.api)}`);
+const apiName = expandName(contract.names.component, release, contract.components.api);
+const deployment = await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments/${apiName}`);
 const pod = podFromTemplate(deployment, namespace);
 const env = (((pod.spec as Json).containers as Json[])[0] as Json).env as Json[];
 const literal = randomSecret();
-const setVar = (entry: Json): void => { const i = env.findIndex((e) => e.name === entry.name); if (i >= 0) env[i] = entry; else env.push(entry); };
+const setVar = (entry: Json): void => {
+  const i = env.findIndex((e) => e.name === entry.name);
+  if (i >= 0) env[i] = entry; else env.push(entry);
+};
 setVar({ name: ENV.migrationEnabled, value: 'true' });
 setVar({ name: ENV.dbPassword, value: literal });
 const shown = [ENV.migrationEnabled, ENV.dbPassword];
@@ -99,7 +106,8 @@ const describeEnv = (list: Json[]): string => shown.map((name) => {
   if (!e) return `${name.padEnd(18)} (absent)`;
   if (e.value === literal) return `${name.padEnd(18)} = <a literal password, not shown>`;
   const ref = (e.valueFrom as Json | undefined)?.secretKeyRef as Json | undefined;
-  return ref ? `${name.padEnd(18)} <- Secret ${String(ref.name)}, key ${String(ref.key)}` : `${name.padEnd(18)} = ${JSON.stringify(e.value)}`;
+  return ref ? `${name.padEnd(18)} <- Secret ${String(ref.name)}, key ${String(ref.key)}`
+    : `${name.padEnd(18)} = ${JSON.stringify(e.value)}`;
 }).join('\n');
 say('    sent to the API server:');
 say(indent(describeEnv(env), '      '));
@@ -118,7 +126,8 @@ await waitFor(`PVC ${pvcName} Bound`, async () =>
     ? true : undefined, { timeoutMs: 60_000 });
 const patchFile = join(cp.dir, 'new-password.patch.json');
 const next = randomSecret();
-writeFileSync(patchFile, JSON.stringify({ stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } }), { mode: 0o600 });
+const patch = { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } };
+writeFileSync(patchFile, JSON.stringify(patch), { mode: 0o600 });
 const kubectlArgs = ['patch', 'secret', secretName, '-n', namespace, '--type', 'merge', '--patch-file', patchFile];
 say(`    $ kubectl ${kubectlArgs.join(' ')}    (the file holds another password)`);
 const refused = await cp.kubectl(kubectlArgs);
@@ -143,8 +152,10 @@ const apiAudit = await cp.waitForAuditEvent('the API server audit event', (e) =>
   e.objectRef?.name === secretName && e.verb === 'patch' && e.responseStatus?.code === 403 && e.stage === 'ResponseComplete');
 say(`\n    the API server's audit log (${cp.auditLogPath}):`);
 say(indent(JSON.stringify({
-  auditID: apiAudit.auditID, verb: apiAudit.verb, user: apiAudit.user.username, objectRef: apiAudit.objectRef, code: apiAudit.responseStatus?.code,
-  annotations: Object.fromEntries(Object.entries(apiAudit.annotations ?? {}).filter(([k]) => k.startsWith(`${contract.webhook.secretWebhookName}/`))),
+  auditID: apiAudit.auditID, verb: apiAudit.verb, user: apiAudit.user.username, objectRef: apiAudit.objectRef,
+  code: apiAudit.responseStatus?.code,
+  annotations: Object.fromEntries(Object.entries(apiAudit.annotations ?? {})
+    .filter(([k]) => k.startsWith(`${contract.webhook.secretWebhookName}/`))),
 }, null, 2), '      '));
 const eventArgs = ['get', 'events', '-n', namespace, '--field-selector', `involvedObject.name=${secretName}`];
 await waitFor('the Warning Event', async () => ((await cp.kubectl([...eventArgs, '-o', 'name'])).stdout.trim() ? true : undefined));
@@ -163,6 +174,9 @@ if (once) {
   process.exit(0);
 }
 
+// chart/README.md's table check, as written (one line to paste).
+const tableCheck = 'kubectl exec -n dify dify-postgresql-0 -- psql -U dify -d dify -c '
+  + '"SELECT tablename FROM pg_tables WHERE schemaname = \'public\' ORDER BY tablename;"';
 say(`
 == Running (${elapsed()}). From another terminal, paste these two lines, then type the guide's commands as written:
 
@@ -171,10 +185,12 @@ say(`
 
   kubectl get pods -n ${namespace}
   kubectl get jobs -n ${namespace}
-  kubectl exec -n ${namespace} ${postgresPod} -- psql -U dify -d dify -c "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename;"
+  ${tableCheck}
   helm status ${release} -n ${namespace}
   cd ${chartDir} && ./deploy.sh --image-tag 1.11.4    # with POSTGRES_PASSWORD / DIFY_SECRET_KEY read back as chart/README.md shows
-  kubectl delete job -n ${namespace} ${expandName(contract.names.migrationJob, release)} && helm upgrade ${release} . -n ${namespace} --reuse-values
+  # Job を再実行, in ${chartDir}:
+  kubectl delete job -n ${namespace} ${expandName(contract.names.migrationJob, release)}
+  helm upgrade ${release} . -n ${namespace} --reuse-values
   curl -s ${metricsUrl}
 
   dify-guard replicas' logs: ${guards.readyPods().map((p) => p.process?.logPath ?? '').join(' ')}

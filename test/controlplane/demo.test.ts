@@ -15,7 +15,8 @@ t.test('npm run demo -- --once', async (t) => {
   const res = await run('npm', ['run', '--silent', 'demo', '--', '--once'], { cwd: repoRoot, timeoutMs: 600_000, captureStdout: true });
   const out = res.stdout;
   t.equal(res.status, 0, res.status === 0 ? 'the demo exits 0' : `the demo failed:\n${res.stderr}\n${out.slice(-3000)}`);
-  t.match(out, /\| 実行: helm upgrade --install dify \S+\/chart .*--set-file 'postgresql.auth.password=\*\*\*'/, 'deploy.sh\'s own output, password masked');
+  t.match(out, /\| 実行: helm upgrade --install dify \S+\/chart .*--set-file 'postgresql.auth.password=\*\*\*'/,
+    'deploy.sh\'s own output, password masked');
   t.match(out, /\| helm は post-install \/ post-upgrade hook の migration Job dify-db-migration の完了を最大 20m 待ちます/, 'what helm waits for');
   t.match(out, /\| STATUS: deployed/, 'the chart is installed by deploy.sh');
   t.match(out, /\| helm が完了しました/, 'deploy.sh finishes');

@@ -58,7 +58,8 @@ const uid = (o: Json): string => String((o.metadata as Json).uid);
 /** The Job's pods, created by the Job controller (owner reference to this Job). */
 const jobPods = async (j: Json): Promise<Json[]> => ((await rest.ok('GET', `/api/v1/namespaces/${namespace}/pods`,
   { query: { labelSelector: `job-name=${jobName}` } })).items as Json[])
-  .filter((p) => (((p.metadata as Json).ownerReferences as Json[] | undefined) ?? []).some((o) => o.uid === uid(j) && o.controller === true));
+  .filter((p) => (((p.metadata as Json).ownerReferences as Json[] | undefined) ?? [])
+    .some((o) => o.uid === uid(j) && o.controller === true));
 
 let firstJob: Json = {};
 t.test('./deploy.sh --image-tag 1.11.4 installs; the real Job controller runs the hook Job', async (t) => {
