@@ -1,150 +1,200 @@
-// `npm run demo`: a real kube-apiserver + etcd on this machine, the real dify-guard (dist/src/main.js,
-// as in the image), and the chart installed with helm. Shows a Dify pod being corrected and a
-// PostgreSQL password change being refused with its audit trail, then keeps running for kubectl.
-// Ctrl-C stops everything and removes the temporary folder. `--once` exits after the walkthrough.
+// `npm run demo`: the operators' workflow on a cluster on this machine. A real kube-apiserver + etcd,
+// kube-controller-manager and kube-scheduler, kwok for the nodes (test/controlplane/cluster.ts);
+// dify-guard's pods served by real dify-guard processes (dist/src/main.js) on their pod addresses;
+// `kubectl exec dify-postgresql-0 -- psql` mapped to a real PostgreSQL 15. Installs with chart/deploy.sh
+// as the guide does, shows a Dify pod corrected and a PostgreSQL password change refused with its audit
+// trail, then keeps running for the guide's commands. Ctrl-C stops everything and removes what it made.
+// `--once` exits after the walkthrough. No password is ever printed.
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ENV, SECRET_KEYS, contract, expandName } from '../src/contract.js';
-import { binary, binDir } from '../test/support/binaries.js';
-import { run, waitFor, type CommandResult } from '../test/support/commands.js';
+import { binDir } from '../test/support/binaries.js';
+import { waitFor } from '../test/support/commands.js';
 import { paths, type Json } from '../test/support/kube-rest.js';
+import { startPostgres, type LocalPostgres } from '../test/support/postgresql.js';
 import { onInterrupt } from '../test/support/processes.js';
-import { chartDir, podFromTemplate, randomSecret, testValues, writeValues } from '../test/controlplane/chart.js';
-import { createStatefulSetPvc, runWithHookJob } from '../test/controlplane/controllers.js';
-import { DifyGuard } from '../test/controlplane/dify-guard.js';
-import { ControlPlane } from '../test/controlplane/harness.js';
+import { program } from '../test/support/programs.js';
+import { chartDir, podFromTemplate, randomSecret } from '../test/controlplane/chart.js';
+import { Cluster } from '../test/controlplane/cluster.js';
+import { GUARD_POD_LABEL, GuardPods } from '../test/controlplane/guard-pods.js';
 
 const once = process.argv.includes('--once');
 const release = 'dify';
 const namespace = 'dify';
 const secretName = expandName(contract.names.postgresqlSecret, release);
+const postgresPod = `${expandName(contract.names.postgresql, release)}-0`;
 const started = Date.now();
+process.env.DIFY_GUARD_ENTRY = 'dist';
 
 const say = (text = ''): void => { process.stdout.write(`${text}\n`); };
-const step = (n: number, title: string): void => say(`\n== [${n}/6] ${title}  (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+const elapsed = (): string => `${((Date.now() - started) / 1000).toFixed(1)} s`;
+const step = (n: number, title: string): void => say(`\n== [${n}/7] ${title}  (${elapsed()})`);
 const indent = (text: string, by = '    '): string => text.trimEnd().split('\n').map((l) => by + l).join('\n');
 
-let cp: ControlPlane | undefined;
-let guard: DifyGuard | undefined;
+let cluster: Cluster | undefined;
+let guards: GuardPods | undefined;
+let pg: LocalPostgres | undefined;
 const stopAll = async (): Promise<void> => {
-  say('\nStopping dify-guard, kube-apiserver and etcd ...');
-  await guard?.stop();
-  await cp?.stop();
-  say('Stopped; the temporary folder is removed.');
+  say('\nStopping the dify-guard pods, kwok, the controllers, kube-apiserver, etcd and PostgreSQL ...');
+  await guards?.stop();
+  await cluster?.stop();
+  await pg?.stop();
+  say('Stopped; the routes, the temporary folders and this cluster\'s /tmp/hostpath_pv folders are removed.');
 };
 onInterrupt(stopAll);
 
-step(1, 'Binaries: kube-apiserver, etcd, kubectl, helm (test/controlplane/binaries/install.sh; built once with Go, then cached)');
+// The operator's secrets: in this process's environment for deploy.sh only, never printed.
+const password = randomSecret();
+const secretKey = randomSecret();
+
+step(1, 'PostgreSQL 15 (Debian\'s) for `kubectl exec dify-postgresql-0 -- psql`: user dify, database dify, POSTGRES_PASSWORD');
+pg = await startPostgres({ user: 'dify', database: 'dify', password });
+say(`    127.0.0.1:${pg.port} (scram-sha-256 over TCP, trust on its socket, as inside the container)`);
+
+step(2, 'A cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (real); kwok for the kubelets');
 const bin = binDir();
-say(`    ${bin}`);
+cluster = await Cluster.start({
+  name: 'demo', servedPods: GUARD_POD_LABEL,
+  execs: [{ namespace, pod: postgresPod,
+    env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` } }],
+});
+const { cp, rest } = cluster;
+say(`    API server ${cp.server}; nodes ${cluster.nodeNames.join(', ')};`
+  + ` pod addresses ${cluster.podRange?.cidr ?? ''} (routed to this machine)`);
+guards = new GuardPods(cluster, namespace);
+guards.start();
+say('    dify-guard\'s pods will be served by real dify-guard processes on their pod addresses.');
 
-step(2, 'A local control plane: etcd + kube-apiserver on 127.0.0.1 (no kubelet, no controllers)');
-cp = await ControlPlane.start({ name: 'demo' });
-say(`    API server ${cp.server}, audit log ${cp.auditLogPath}`);
+step(3, 'cd chart && ./deploy.sh --image-tag 1.11.4   (POSTGRES_PASSWORD and DIFY_SECRET_KEY in the environment)');
+const deployEnv = { ...cp.env(), PATH: `${bin}:${process.env.PATH ?? ''}`, POSTGRES_PASSWORD: password, DIFY_SECRET_KEY: secretKey,
+  DEPLOY_PROGRESS_INTERVAL: '10' };
+const deployStatus = await new Promise<number>((resolve, reject) => {
+  const child = spawn('bash', ['./deploy.sh', '--image-tag', '1.11.4'],
+    { cwd: chartDir, env: deployEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const show = (chunk: Buffer): void => { process.stdout.write(indent(chunk.toString('utf8'), '    | ') + '\n'); };
+  child.stdout.on('data', show);
+  child.stderr.on('data', show);
+  child.on('error', reject);
+  child.on('close', (code) => resolve(code ?? 1));
+});
+if (deployStatus !== 0) throw new Error(`deploy.sh exited ${deployStatus}\n${cluster.diagnostics()}`);
+say('    helm waited only for the hook Job; now the rollouts, as `kubectl rollout status` would:');
+await waitFor('every Deployment rolled out', async () => {
+  const list = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
+  return list.length > 0 && list.every((d) => (d.status as Json).readyReplicas === (d.spec as Json).replicas) ? true : undefined;
+}, { timeoutMs: 180_000 });
+const pods = await cp.kubectl(['get', 'pods', '-n', namespace]);
+say('\n    $ kubectl get pods -n dify');
+say(indent(pods.stdout, '      '));
 
-step(3, 'dify-guard: node dist/src/main.js with a certificate from certs/generate.sh');
-guard = await DifyGuard.start(cp, { entry: 'dist' });
-say(`    webhooks at ${guard.url('/')} (ready: PVC cache synced), log ${guard.process.logPath}`);
-
-step(4, `helm upgrade --install ${release} ./chart -n ${namespace} (dify-guard outside the cluster: webhook.url)`);
-const rest = cp.rest();
-// The demo password lives only in this 0600 values file; it is never printed.
-const valuesFile = writeValues(cp.dir, 'demo', testValues({ url: guard.url(''), caBundle: guard.caBundle }));
-say(`    values: ${valuesFile} (demo password inside, mode 0600)`);
-say('    No Job controller runs here: when helm waits for the post-install hook Job, the demo creates');
-say('    its pod (through dify-guard) and marks the Job complete, as the Job controller would.');
-const helmArgs = ['upgrade', '--install', release, chartDir, '--namespace', namespace, '--create-namespace', '-f', valuesFile, '--timeout', '3m'];
-const installed = await runWithHookJob(rest, namespace, expandName(contract.names.migrationJob, release),
-  () => run(binary('helm'), helmArgs, { env: cp.env(), timeoutMs: 240_000 }));
-if (installed.result.status !== 0) throw new Error(`helm failed:\n${installed.result.stderr}`);
-say(indent(installed.result.stdout.split('\n').filter((l) => /^(NAME|NAMESPACE|STATUS|REVISION):/.test(l)).join('\n')));
-
-step(5, 'A Dify api pod with MIGRATION_ENABLED=true and a literal DB_PASSWORD, as Deployment dify-api would create it');
-const deployment = await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments/${expandName(contract.names.component, release, contract.components.api)}`);
+step(4, 'A Dify api pod with MIGRATION_ENABLED=true and a literal DB_PASSWORD, as a hand-edited Deployment would create it');
+const apiName = expandName(contract.names.component, release, contract.components.api);
+const deployment = await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments/${apiName}`);
 const pod = podFromTemplate(deployment, namespace);
-const container = ((pod.spec as Json).containers as Json[])[0] as Json;
-const env = container.env as Json[];
+const env = (((pod.spec as Json).containers as Json[])[0] as Json).env as Json[];
 const literal = randomSecret();
-const setVar = (entry: Json): void => { const i = env.findIndex((e) => e.name === entry.name); if (i >= 0) env[i] = entry; else env.push(entry); };
+const setVar = (entry: Json): void => {
+  const i = env.findIndex((e) => e.name === entry.name);
+  if (i >= 0) env[i] = entry; else env.push(entry);
+};
 setVar({ name: ENV.migrationEnabled, value: 'true' });
 setVar({ name: ENV.dbPassword, value: literal });
-const shown = [ENV.migrationEnabled, ENV.dbPassword, ENV.redisHost, ENV.redisPort];
+const shown = [ENV.migrationEnabled, ENV.dbPassword];
 const describeEnv = (list: Json[]): string => shown.map((name) => {
   const e = list.find((x) => x.name === name);
   if (!e) return `${name.padEnd(18)} (absent)`;
   if (e.value === literal) return `${name.padEnd(18)} = <a literal password, not shown>`;
   const ref = (e.valueFrom as Json | undefined)?.secretKeyRef as Json | undefined;
-  return ref ? `${name.padEnd(18)} <- Secret ${String(ref.name)}, key ${String(ref.key)}` : `${name.padEnd(18)} = ${JSON.stringify(e.value)}`;
+  return ref ? `${name.padEnd(18)} <- Secret ${String(ref.name)}, key ${String(ref.key)}`
+    : `${name.padEnd(18)} = ${JSON.stringify(e.value)}`;
 }).join('\n');
 say('    sent to the API server:');
 say(indent(describeEnv(env), '      '));
 const created = await rest.create(paths.pods(namespace), pod);
 if (created.status !== 201) throw new Error(`pod create: ${created.status} ${String(created.body.message)}`);
 const storedEnv = ((((created.body.spec as Json).containers as Json[])[0] as Json).env as Json[]);
-say(`    stored as pod ${String((created.body.metadata as Json).name)} (after pods.dify-guard.io):`);
+say(`    stored as pod ${String((created.body.metadata as Json).name)} (after dify-guard's pods webhook, served in the cluster):`);
 say(indent(describeEnv(storedEnv), '      '));
 say('    warnings the client received:');
 say(indent(created.warnings.join('\n'), '      '));
 
-step(6, 'Changing the PostgreSQL password while its PVC exists');
-const sts = await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/statefulsets/${expandName(contract.names.postgresql, release)}`);
-const pvcName = await createStatefulSetPvc(rest, sts);
-say(`    PVC ${namespace}/${pvcName} created from the StatefulSet's volumeClaimTemplate (as its controller would).`);
-await waitFor('dify-guard to see the PVC', async () => {
-  const next = randomSecret();
-  const r = await rest.patch(paths.secret(namespace, secretName), 'merge', { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } }, { dryRun: 'All' });
-  return r.status === 403 ? true : undefined;
-});
+step(5, 'Changing the PostgreSQL password while its PVC exists (the StatefulSet controller made it)');
+const pvcName = expandName(contract.names.postgresqlPvc, release);
+await waitFor(`PVC ${pvcName} Bound`, async () =>
+  ((await rest.get(`/api/v1/namespaces/${namespace}/persistentvolumeclaims/${pvcName}`)).body.status as Json | undefined)?.phase === 'Bound'
+    ? true : undefined, { timeoutMs: 60_000 });
 const patchFile = join(cp.dir, 'new-password.patch.json');
 const next = randomSecret();
-writeFileSync(patchFile, JSON.stringify({ stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } }), { mode: 0o600 });
+const patch = { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } };
+writeFileSync(patchFile, JSON.stringify(patch), { mode: 0o600 });
 const kubectlArgs = ['patch', 'secret', secretName, '-n', namespace, '--type', 'merge', '--patch-file', patchFile];
-say(`    $ kubectl ${kubectlArgs.join(' ')}`);
-const refused: CommandResult = await cp.kubectl(kubectlArgs);
-say(indent(`${refused.stderr}${refused.stdout}`.replace(/\. /g, '.\n  '), '    '));
+say(`    $ kubectl ${kubectlArgs.join(' ')}    (the file holds another password)`);
+const refused = await cp.kubectl(kubectlArgs);
+say(indent(`${refused.stderr}${refused.stdout}`, '    '));
 say(`    (kubectl exit code ${refused.status})`);
+if (refused.status === 0) throw new Error('the password change was not refused');
 
-const line = await guard.waitForLog('the audit line', (l) => l.audit === true && l.dryRun === false && l.reason === 'PasswordChangeUnderPvc');
-say('\n    dify-guard audit record (JSON log line):');
-const { message: _message, ...record } = line;
+step(6, 'The audit trail');
+const denial = (l: Json): boolean => l.audit === true && l.dryRun === false && l.reason === 'PasswordChangeUnderPvc';
+const found = await waitFor('the audit line in a dify-guard replica\'s log', () => {
+  for (const s of guards?.served ?? []) {
+    for (const raw of (s.process?.log() ?? '').split('\n')) {
+      try { const l = JSON.parse(raw) as Json; if (denial(l)) return { pod: s.name, line: l }; } catch { /* not JSON */ }
+    }
+  }
+  return undefined;
+}, { timeoutMs: 15_000 });
+say(`    dify-guard audit record (JSON log line of replica ${found.pod}):`);
+const { message: _message, ...record } = found.line;
 say(indent(JSON.stringify(record, null, 2), '      '));
 const apiAudit = await cp.waitForAuditEvent('the API server audit event', (e) =>
-  e.objectRef?.name === secretName && e.verb === 'patch' && e.responseStatus?.code === 403 && e.stage === 'ResponseComplete' && !e.requestURI.includes('dryRun'));
+  e.objectRef?.name === secretName && e.verb === 'patch' && e.responseStatus?.code === 403 && e.stage === 'ResponseComplete');
 say(`\n    the API server's audit log (${cp.auditLogPath}):`);
 say(indent(JSON.stringify({
-  auditID: apiAudit.auditID, verb: apiAudit.verb, user: apiAudit.user.username, objectRef: apiAudit.objectRef, code: apiAudit.responseStatus?.code,
-  annotations: Object.fromEntries(Object.entries(apiAudit.annotations ?? {}).filter(([k]) => k.startsWith(`${contract.webhook.secretWebhookName}/`))),
+  auditID: apiAudit.auditID, verb: apiAudit.verb, user: apiAudit.user.username, objectRef: apiAudit.objectRef,
+  code: apiAudit.responseStatus?.code,
+  annotations: Object.fromEntries(Object.entries(apiAudit.annotations ?? {})
+    .filter(([k]) => k.startsWith(`${contract.webhook.secretWebhookName}/`))),
 }, null, 2), '      '));
-await waitFor('the Warning Event', async () => {
-  const r = await cp?.kubectl(['get', 'events', '-n', namespace, '--field-selector', `involvedObject.name=${secretName}`, '-o', 'name']);
-  return r?.stdout.trim() ? true : undefined;
-});
-const events = await cp.kubectl(['get', 'events', '-n', namespace, '--field-selector', `involvedObject.name=${secretName}`]);
-say('\n    $ kubectl get events -n dify --field-selector involvedObject.name=dify-postgresql');
-say(indent(events.stdout, '      '));
+const eventArgs = ['get', 'events', '-n', namespace, '--field-selector', `involvedObject.name=${secretName}`];
+await waitFor('the Warning Event', async () => ((await cp.kubectl([...eventArgs, '-o', 'name'])).stdout.trim() ? true : undefined));
+say(`\n    $ kubectl ${eventArgs.join(' ')}`);
+say(indent((await cp.kubectl(eventArgs)).stdout, '      '));
+
+step(7, 'Metrics');
+const replica = guards.readyPods()[0];
+const metricsUrl = `http://${replica?.ip ?? '?'}:8080/metrics`;
+const metrics = await fetch(metricsUrl).then((r) => r.text());
+say(`    ${metricsUrl}  (replica ${replica?.name ?? '?'}; ${metrics.split('\n').filter((l) => l && !l.startsWith('#')).length} samples)`);
 
 if (once) {
+  say(`\nWalkthrough done in ${elapsed()}.`);
   await stopAll();
   process.exit(0);
 }
 
+// chart/README.md's table check, as written (one line to paste).
+const tableCheck = 'kubectl exec -n dify dify-postgresql-0 -- psql -U dify -d dify -c '
+  + '"SELECT tablename FROM pg_tables WHERE schemaname = \'public\' ORDER BY tablename;"';
 say(`
-== Running. Try it yourself from another terminal (${((Date.now() - started) / 1000).toFixed(1)} s so far):
+== Running (${elapsed()}). From another terminal, paste these two lines, then type the guide's commands as written:
 
   export KUBECONFIG=${cp.kubeconfigPath}
   export PATH=${bin}:$PATH    # kubectl and helm built for this demo
 
-  kubectl get deployments,statefulsets,jobs,pods,secrets,pvc -n ${namespace}
-  kubectl get events -n ${namespace}
+  kubectl get pods -n ${namespace}
+  kubectl get jobs -n ${namespace}
+  ${tableCheck}
   helm status ${release} -n ${namespace}
-  # refused while the PVC exists (both keys must hold the same password):
-  kubectl patch secret ${secretName} -n ${namespace} --type merge -p '{"stringData":{"${SECRET_KEYS.postgresPassword}":"another","${SECRET_KEYS.password}":"another"}}'
-  # delete the PVC (no controller-manager here, so also drop its protection finalizer), then the same change is allowed:
-  kubectl delete pvc -n ${namespace} ${pvcName} --wait=false && kubectl patch pvc -n ${namespace} ${pvcName} -p '{"metadata":{"finalizers":null}}'
+  cd ${chartDir} && ./deploy.sh --image-tag 1.11.4    # with POSTGRES_PASSWORD / DIFY_SECRET_KEY read back as chart/README.md shows
+  # Job を再実行, in ${chartDir}:
+  kubectl delete job -n ${namespace} ${expandName(contract.names.migrationJob, release)}
+  helm upgrade ${release} . -n ${namespace} --reuse-values
+  curl -s ${metricsUrl}
 
-  tail -f ${guard.process.logPath}    # dify-guard's JSON log
-  tail -f ${cp.auditLogPath}    # the API server's audit log
-  (everything lives in ${dirname(cp.kubeconfigPath)})
+  dify-guard replicas' logs: ${guards.readyPods().map((p) => p.process?.logPath ?? '').join(' ')}
+  the API server's audit log: ${cp.auditLogPath}
 
 Press Ctrl-C to stop everything.`);
 // Keeps the event loop alive until Ctrl-C.

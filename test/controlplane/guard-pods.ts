@@ -149,7 +149,10 @@ export class GuardPods {
   private async markReady(pod: Json): Promise<void> {
     const now = new Date().toISOString();
     const conditions = ['Ready', 'ContainersReady'].map((type) => ({ type, status: 'True', lastTransitionTime: now }));
-    const containerStatuses = ((pod.spec as Json).containers as Json[]).map((c) => ({ name: c.name, ready: true }));
+    // The list is replaced, not merged: kept running with its image, as kwok wrote it (kubectl's READY counts running and ready).
+    const containerStatuses = ((pod.spec as Json).containers as Json[]).map((c) => ({
+      name: c.name, image: c.image, ready: true, started: true, restartCount: 0, state: { running: { startedAt: now } },
+    }));
     await this.cluster.rest.ok('PATCH', `${paths.pod(this.namespace, str(meta(pod).name))}/status`, {
       contentType: PATCH.strategic, body: { status: { conditions, containerStatuses } },
     });
