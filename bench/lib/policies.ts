@@ -60,9 +60,12 @@ function envExpression(field: 'containers' | 'initContainers'): string {
 const initEntryToFix = `(e.name == ${q(ENV.migrationEnabled)} && variables.forceMigration) || e.name == ${q(ENV.dbPassword)} || ` +
   `e.name == ${q(ENV.redisPassword)} || (${brokerToFix})`;
 
+/** As dify-guard's default image list: only the Dify containers are treated (a sidecar is left as sent). */
+const DIFY_IMAGE = `(has(c.image) && (c.image.contains("langgenius/dify-api") || c.image.contains("langgenius/dify-plugin-daemon")))`;
+
 function patchesFor(field: 'containers' | 'initContainers'): string {
   if (field === 'containers') {
-    return `object.spec.containers.map(c, JSONPatch{op: "add", ` +
+    return `object.spec.containers.filter(c, ${DIFY_IMAGE}).map(c, JSONPatch{op: "add", ` +
       `path: "/spec/containers/" + string(object.spec.containers.indexOf(c)) + "/env", value: ${envExpression(field)}})`;
   }
   return `(has(object.spec.initContainers) ? object.spec.initContainers.filter(c, has(c.env)).map(c, ` +
