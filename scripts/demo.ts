@@ -17,6 +17,7 @@ import { onInterrupt } from '../test/support/processes.js';
 import { program } from '../test/support/programs.js';
 import { chartDir, podFromTemplate, randomSecret } from '../test/controlplane/chart.js';
 import { Cluster } from '../test/controlplane/cluster.js';
+import { SETTINGS } from '../src/config.js';
 import { GUARD_POD_LABEL, GuardPods } from '../test/controlplane/guard-pods.js';
 
 const once = process.argv.includes('--once');
@@ -62,7 +63,9 @@ cluster = await Cluster.start({
 const { cp, rest } = cluster;
 say(`    API server ${cp.server}; nodes ${cluster.nodeNames.join(', ')};`
   + ` pod addresses ${cluster.podRange?.cidr ?? ''} (routed to this machine)`);
-guards = new GuardPods(cluster, namespace);
+// No cluster DNS here: dify-guard's check of a password change asks the real PostgreSQL behind the
+// simulated dify-postgresql-0 (the same server `kubectl exec dify-postgresql-0 -- psql` reaches).
+guards = new GuardPods(cluster, namespace, { [SETTINGS.postgresqlAddressTemplate.env]: `127.0.0.1:${pg.port}` });
 guards.start();
 say('    dify-guard\'s pods will be served by real dify-guard processes on their pod addresses.');
 

@@ -25,7 +25,8 @@ t.test('npm run demo -- --once', async (t) => {
   t.match(out, `${ENV.dbPassword}        = <a literal password, not shown>`, 'the literal is shown as hidden');
   t.match(out, new RegExp(`${ENV.dbPassword}\\s+<- Secret`), 'DB_PASSWORD from the Secret after');
   t.match(out, `admission webhook "${contract.webhook.secretWebhookName}" denied the request`, 'the refusal the user sees');
-  t.match(out, 'Two ways out:', 'the full message');
+  t.match(out, 'it does not accept this password yet', 'dify-guard asked the real PostgreSQL behind dify-postgresql-0');
+  t.match(out, 'rotate without losing data', 'the full message, with the ways out');
   t.match(out, /dify-guard audit record \(JSON log line of replica dify-guard-\S+\)/, 'from an in-cluster replica');
   t.match(out, '"reason": "PasswordChangeUnderPvc"', 'the dify-guard audit record');
   t.match(out, `"${contract.webhook.secretWebhookName}/decision": "denied"`, 'the API server audit annotations');

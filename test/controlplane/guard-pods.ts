@@ -42,7 +42,9 @@ export class GuardPods {
   /** Processes still shutting down, by address: kwok hands a deleted pod's address to the next pod at once. */
   private readonly leaving = new Map<string, Promise<void>>();
 
-  constructor(private readonly cluster: Cluster, private readonly namespace: string) {}
+  /** `envOverrides`: what this machine maps differently from a cluster (e.g. no cluster DNS for Service names). */
+  constructor(private readonly cluster: Cluster, private readonly namespace: string,
+    private readonly envOverrides: NodeJS.ProcessEnv = {}) {}
 
   start(): void {
     this.timer = setInterval(() => { void this.tick(); }, 200);
@@ -142,6 +144,7 @@ export class GuardPods {
       [SETTINGS.tlsCertFile.env]: join(dir, 'tls.crt'),
       [SETTINGS.tlsKeyFile.env]: join(dir, 'tls.key'),
       [SETTINGS.bindAddress.env]: served.ip,
+      ...this.envOverrides,
     };
   }
 
