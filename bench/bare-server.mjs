@@ -7,21 +7,30 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 
 const port = Number(process.env.BENCH_BARE_PORT);
-const answer = Buffer.from(JSON.stringify({
-  apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: '', allowed: true },
-}));
+const answer = Buffer.from(
+  JSON.stringify({
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    response: { uid: '', allowed: true },
+  }),
+);
 
-const server = createServer({
-  cert: readFileSync(String(process.env.BENCH_BARE_CERT)),
-  key: readFileSync(String(process.env.BENCH_BARE_KEY)),
-  minVersion: 'TLSv1.2',
-}, (request, response) => {
-  request.on('data', () => { /* the body is read and dropped */ });
-  request.on('end', () => {
-    response.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': answer.length });
-    response.end(answer);
-  });
-});
+const server = createServer(
+  {
+    cert: readFileSync(String(process.env.BENCH_BARE_CERT)),
+    key: readFileSync(String(process.env.BENCH_BARE_KEY)),
+    minVersion: 'TLSv1.2',
+  },
+  (request, response) => {
+    request.on('data', () => {
+      /* the body is read and dropped */
+    });
+    request.on('end', () => {
+      response.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': answer.length });
+      response.end(answer);
+    });
+  },
+);
 server.keepAliveTimeout = 90_000;
 server.headersTimeout = 32_000;
 server.requestTimeout = 30_000;

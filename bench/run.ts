@@ -58,11 +58,17 @@ const RELEASE = 'dify';
 const GUARD_USER = 'bench:dify-guard';
 const resultsDir = join(repoRoot, 'bench/results');
 const started = new Date();
-const log = (line: string): void => { process.stderr.write(`[bench ${((Date.now() - started.getTime()) / 1000).toFixed(0).padStart(4)} s] ${line}\n`); };
+const log = (line: string): void => {
+  process.stderr.write(`[bench ${((Date.now() - started.getTime()) / 1000).toFixed(0).padStart(4)} s] ${line}\n`);
+};
 
 function firstLine(command: string, commandArgs: string[]): string {
   try {
-    return execFileSync(command, commandArgs, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n')[0]?.trim() ?? '';
+    return (
+      execFileSync(command, commandArgs, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+        .split('\n')[0]
+        ?.trim() ?? ''
+    );
   } catch {
     return 'unknown';
   }
@@ -70,20 +76,25 @@ function firstLine(command: string, commandArgs: string[]): string {
 
 function cpuModel(): string {
   const lscpu = firstLine('bash', ['-c', "lscpu | sed -n 's/^Model name: *//p' | head -1"]);
-  return lscpu && lscpu !== 'unknown' ? lscpu : cpus()[0]?.model ?? 'unknown';
+  return lscpu && lscpu !== 'unknown' ? lscpu : (cpus()[0]?.model ?? 'unknown');
 }
 
 /** A kubeconfig for dify-guard under its own user (group system:masters), so its requests can be told apart in the audit log. */
 function guardKubeconfig(cp: ControlPlane): string {
   const cert = issueClientCert(join(cp.dir, 'pki'), GUARD_USER, ['system:masters']);
   const file = join(cp.dir, 'dify-guard.kubeconfig');
-  writeFileSync(file, JSON.stringify({
-    apiVersion: 'v1', kind: 'Config',
-    clusters: [{ name: 'bench', cluster: { server: cp.server, 'certificate-authority': cp.pki.serving.caFile } }],
-    users: [{ name: 'dify-guard', user: { 'client-certificate': cert.certFile, 'client-key': cert.keyFile } }],
-    contexts: [{ name: 'bench', context: { cluster: 'bench', user: 'dify-guard' } }],
-    'current-context': 'bench',
-  }), { mode: 0o600 });
+  writeFileSync(
+    file,
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'bench', cluster: { server: cp.server, 'certificate-authority': cp.pki.serving.caFile } }],
+      users: [{ name: 'dify-guard', user: { 'client-certificate': cert.certFile, 'client-key': cert.keyFile } }],
+      contexts: [{ name: 'bench', context: { cluster: 'bench', user: 'dify-guard' } }],
+      'current-context': 'bench',
+    }),
+    { mode: 0o600 },
+  );
   return file;
 }
 
@@ -99,33 +110,64 @@ function imageNodeFlags(dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 
 
 async function startGuard(cp: ControlPlane, kubeconfig: string, probeFile: string): Promise<DifyGuard> {
   // As the image runs it (its CMD's flags), then any experiment's flags (later flags win).
-  const extra = [...imageNodeFlags(), ...String(args['guard-node-options'] ?? '').split(' ').filter(Boolean)];
-  const env = Object.fromEntries((args['guard-env'] ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
+  const extra = [
+    ...imageNodeFlags(),
+    ...String(args['guard-node-options'] ?? '')
+      .split(' ')
+      .filter(Boolean),
+  ];
+  const env = Object.fromEntries(
+    (args['guard-env'] ?? []).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
+  );
   return DifyGuard.start(cp, { entry: 'dist', env: { ...env, KUBECONFIG: kubeconfig, ...probeEnv(probeFile, extra) } });
 }
 
-async function startBare(cp: ControlPlane, guard: DifyGuard, probeFile: string): Promise<{ process: ManagedProcess; port: number; release(): void }> {
+async function startBare(
+  cp: ControlPlane,
+  guard: DifyGuard,
+  probeFile: string,
+): Promise<{ process: ManagedProcess; port: number; release(): void }> {
   const reserved = await reservePort();
   const bare = new ManagedProcess({
-    name: 'bare-server', dir: cp.dir, command: process.execPath, args: [join(repoRoot, 'bench/bare-server.mjs')],
+    name: 'bare-server',
+    dir: cp.dir,
+    command: process.execPath,
+    args: [join(repoRoot, 'bench/bare-server.mjs')],
     env: {
-      PATH: process.env.PATH ?? '', BENCH_BARE_PORT: String(reserved.port),
-      BENCH_BARE_CERT: guard.certs.certFile, BENCH_BARE_KEY: guard.certs.keyFile, ...probeEnv(probeFile),
+      PATH: process.env.PATH ?? '',
+      BENCH_BARE_PORT: String(reserved.port),
+      BENCH_BARE_CERT: guard.certs.certFile,
+      BENCH_BARE_KEY: guard.certs.keyFile,
+      ...probeEnv(probeFile),
     },
   });
   bare.start();
   const endpoint = { host: '127.0.0.1', port: reserved.port, path: '/', ca: readFileSync(guard.certs.caFile) };
-  await Promise.race([bare.failOnExit(), waitFor('bare server', async () => ((await postOnce(endpoint, '{}')).status === 200 ? true : undefined), { timeoutMs: 15_000 })]);
+  await Promise.race([
+    bare.failOnExit(),
+    waitFor('bare server', async () => ((await postOnce(endpoint, '{}')).status === 200 ? true : undefined), {
+      timeoutMs: 15_000,
+    }),
+  ]);
   return { process: bare, port: reserved.port, release: () => reserved.release() };
 }
 
-interface ProfiledServer { name: string; port: number; caFile: string; probe: ServerProbe }
+interface ProfiledServer {
+  name: string;
+  port: number;
+  caFile: string;
+  probe: ServerProbe;
+}
 
 /**
  * CPU profile of a running server under the fixed-connections load of a payload, just that
  * window (in-process inspector session; its own frames are left out of the summary).
  */
-async function profileServer(server: ProfiledServer, payload: (typeof PAYLOADS)[number], profileDir: string): Promise<ProfileSummary> {
+async function profileServer(
+  server: ProfiledServer,
+  payload: (typeof PAYLOADS)[number],
+  profileDir: string,
+): Promise<ProfileSummary> {
   mkdirSync(profileDir, { recursive: true });
   const endpoint = { host: '127.0.0.1', port: server.port, path: payload.path, ca: readFileSync(server.caFile) };
   const body = JSON.stringify(loadReview(payload.fixture));
@@ -140,21 +182,32 @@ async function profileServer(server: ProfiledServer, payload: (typeof PAYLOADS)[
 }
 
 async function main(): Promise<void> {
-  if (!existsSync(join(repoRoot, 'dist/src/main.js'))) throw new Error('dist/src/main.js is missing: `npm run bench` builds it (npm run build)');
+  if (!existsSync(join(repoRoot, 'dist/src/main.js')))
+    throw new Error('dist/src/main.js is missing: `npm run bench` builds it (npm run build)');
   const loadAverageAtStart = loadavg();
-  log(`load average ${loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}; ${quick ? 'QUICK run (development numbers)' : 'full run'}`);
+  log(
+    `load average ${loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}; ${quick ? 'QUICK run (development numbers)' : 'full run'}`,
+  );
   const versions: Record<string, string> = {
     node: process.version,
     'kube-apiserver': firstLine(binary('kube-apiserver'), ['--version']).replace(/^Kubernetes /, ''),
     etcd: firstLine(binary('etcd'), ['--version']).replace(/^etcd Version: /, 'v'),
     helm: firstLine(binary('helm'), ['version', '--short']),
-    autocannon: (JSON.parse(readFileSync(join(repoRoot, 'node_modules/autocannon/package.json'), 'utf8')) as { version: string }).version,
-    fastify: (JSON.parse(readFileSync(join(repoRoot, 'node_modules/fastify/package.json'), 'utf8')) as { version: string }).version,
+    autocannon: (
+      JSON.parse(readFileSync(join(repoRoot, 'node_modules/autocannon/package.json'), 'utf8')) as { version: string }
+    ).version,
+    fastify: (
+      JSON.parse(readFileSync(join(repoRoot, 'node_modules/fastify/package.json'), 'utf8')) as { version: string }
+    ).version,
   };
   const git = {
     commit: firstLine('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']),
-    dirty: execFileSync('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src', 'chart', 'package.json'], { encoding: 'utf8' })
-      .split('\n').filter(Boolean).map((l) => l.slice(3)),
+    dirty: execFileSync('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src', 'chart', 'package.json'], {
+      encoding: 'utf8',
+    })
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.slice(3)),
   };
 
   // First, while nothing else of the bench runs: the decisions' own cost, in this process.
@@ -164,22 +217,38 @@ async function main(): Promise<void> {
   let guard: DifyGuard | undefined;
   let bare: Awaited<ReturnType<typeof startBare>> | undefined;
   const result: BenchResult = {
-    schema: 1, startedAt: started.toISOString(), finishedAt: '', durationSeconds: 0,
+    schema: 1,
+    startedAt: started.toISOString(),
+    finishedAt: '',
+    durationSeconds: 0,
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
     quick,
-    machine: { nproc: cpus().length, cpuModel: cpuModel(), memoryGiB: totalmem() / 1024 ** 3, kernel: release(), loadAverageAtStart, loadAverageAtEnd: [] },
-    versions, git,
+    machine: {
+      nproc: cpus().length,
+      cpuModel: cpuModel(),
+      memoryGiB: totalmem() / 1024 ** 3,
+      kernel: release(),
+      loadAverageAtStart,
+      loadAverageAtEnd: [],
+    },
+    versions,
+    git,
     setup: {
-      'dify-guard': 'the real process (node dist/src/main.js with the Node flags of the Dockerfile\'s CMD, started by test/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, outgoing request counter)',
-      'bare server': 'bench/bare-server.mjs: node:https, same certificate, TLS floor and keep-alive timeouts, reads the body, answers a constant allowed AdmissionReview',
-      'load generator': 'this process (autocannon 1 worker, and an open-loop paced client on node:https), separate from both servers; the machine has 2 cores, so generator and server each get about one',
-      'control plane': 'test/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in blocking mode (Metadata level for writes)',
+      'dify-guard':
+        "the real process (node dist/src/main.js with the Node flags of the Dockerfile's CMD, started by test/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, outgoing request counter)",
+      'bare server':
+        'bench/bare-server.mjs: node:https, same certificate, TLS floor and keep-alive timeouts, reads the body, answers a constant allowed AdmissionReview',
+      'load generator':
+        'this process (autocannon 1 worker, and an open-loop paced client on node:https), separate from both servers; the machine has 2 cores, so generator and server each get about one',
+      'control plane':
+        'test/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in blocking mode (Metadata level for writes)',
     },
     micro,
     targets: [],
   };
-  result.setup['dify-guard Node options (the image\'s CMD)'] = imageNodeFlags().join(' ') || '(none)';
-  if (args['guard-node-options']) result.setup['dify-guard extra Node options (experiment)'] = String(args['guard-node-options']);
+  result.setup["dify-guard Node options (the image's CMD)"] = imageNodeFlags().join(' ') || '(none)';
+  if (args['guard-node-options'])
+    result.setup['dify-guard extra Node options (experiment)'] = String(args['guard-node-options']);
   if (args['guard-env']?.length) result.setup['dify-guard extra env (experiment)'] = args['guard-env'].join(' ');
   try {
     const rest = cp.rest();
@@ -196,27 +265,58 @@ async function main(): Promise<void> {
     bare = await startBare(cp, guard, bareProbeFile);
     const bareProcess = bare.process;
     const targets: ServerTarget[] = [
-      { name: 'dify-guard', port: guard.port, caFile: guard.certs.caFile, probe: guardProbe, healthPort: guard.healthPort },
-      { name: 'bare', port: bare.port, caFile: guard.certs.caFile, probe: new ServerProbe('bare', () => bareProcess.pid, bareProbeFile) },
+      {
+        name: 'dify-guard',
+        port: guard.port,
+        caFile: guard.certs.caFile,
+        probe: guardProbe,
+        healthPort: guard.healthPort,
+      },
+      {
+        name: 'bare',
+        port: bare.port,
+        caFile: guard.certs.caFile,
+        probe: new ServerProbe('bare', () => bareProcess.pid, bareProbeFile),
+      },
     ];
     if (!args['skip-server-view']) {
-      result.serverView = await runServerView(targets, {
-        warmupSeconds, seconds, connections: Number(args.connections), rate: Number(args.rate), pacedSockets: 16,
-        autocannonRate: !args['no-autocannon-rate'],
-      }, log);
+      result.serverView = await runServerView(
+        targets,
+        {
+          warmupSeconds,
+          seconds,
+          connections: Number(args.connections),
+          rate: Number(args.rate),
+          pacedSockets: 16,
+          autocannonRate: !args['no-autocannon-rate'],
+        },
+        log,
+      );
     }
     if (!args['skip-apiserver-view']) {
-      result.apiServerView = await runApiServerView({ cp, guard, guardProbe, guardUser: GUARD_USER, rest }, { n, warmup: quick ? 5 : 20 }, log);
+      result.apiServerView = await runApiServerView(
+        { cp, guard, guardProbe, guardUser: GUARD_USER, rest },
+        { n, warmup: quick ? 5 : 20 },
+        log,
+      );
     }
     if (!args['no-profile']) {
       const profileDir = join(repoRoot, '.cache/bench-profiles', started.toISOString().replace(/[:.]/g, '-'));
       result.profiles = {};
       for (const payload of PAYLOADS) {
-        result.profiles[`dify-guard ${payload.id}`] = await profileServer(targets[0] as ServerTarget, payload, profileDir);
+        result.profiles[`dify-guard ${payload.id}`] = await profileServer(
+          targets[0] as ServerTarget,
+          payload,
+          profileDir,
+        );
       }
       // The reference: what the same load costs the bare server (TLS, HTTP, socket writes).
       const podPayload = PAYLOADS[0] as (typeof PAYLOADS)[number];
-      result.profiles[`bare ${podPayload.id}`] = await profileServer(targets[1] as ServerTarget, podPayload, profileDir);
+      result.profiles[`bare ${podPayload.id}`] = await profileServer(
+        targets[1] as ServerTarget,
+        podPayload,
+        profileDir,
+      );
     }
     await bare.process.stop(5_000);
     bare.release();
@@ -224,7 +324,10 @@ async function main(): Promise<void> {
     await guard.stop();
     guard = undefined;
   } finally {
-    if (bare) { await bare.process.stop(5_000); bare.release(); }
+    if (bare) {
+      await bare.process.stop(5_000);
+      bare.release();
+    }
     if (guard) await guard.stop();
     await cp.stop();
   }
@@ -240,7 +343,9 @@ async function main(): Promise<void> {
   const text = `${JSON.stringify(result, null, 2)}\n`;
   writeFileSync(file, text);
   writeFileSync(join(resultsDir, 'latest.json'), text);
-  process.stdout.write(`${terminalReport(result)}\n\nresults: ${relative(repoRoot, file)} (and bench/results/latest.json)\n`);
+  process.stdout.write(
+    `${terminalReport(result)}\n\nresults: ${relative(repoRoot, file)} (and bench/results/latest.json)\n`,
+  );
   if (args['write-md']) {
     const mdFile = join(repoRoot, 'BENCHMARKS.md');
     const current = existsSync(mdFile) ? readFileSync(mdFile, 'utf8') : '# Benchmarks\n';
@@ -250,6 +355,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+  process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   process.exitCode = 1;
 });

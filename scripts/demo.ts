@@ -28,10 +28,17 @@ const postgresPod = `${expandName(contract.names.postgresql, release)}-0`;
 const started = Date.now();
 process.env.DIFY_GUARD_ENTRY = 'dist';
 
-const say = (text = ''): void => { process.stdout.write(`${text}\n`); };
+const say = (text = ''): void => {
+  process.stdout.write(`${text}\n`);
+};
 const elapsed = (): string => `${((Date.now() - started) / 1000).toFixed(1)} s`;
 const step = (n: number, title: string): void => say(`\n== [${n}/7] ${title}  (${elapsed()})`);
-const indent = (text: string, by = '    '): string => text.trimEnd().split('\n').map((l) => by + l).join('\n');
+const indent = (text: string, by = '    '): string =>
+  text
+    .trimEnd()
+    .split('\n')
+    .map((l) => by + l)
+    .join('\n');
 
 let cluster: Cluster | undefined;
 let guards: GuardPods | undefined;
@@ -41,7 +48,7 @@ const stopAll = async (): Promise<void> => {
   await guards?.stop();
   await cluster?.stop();
   await pg?.stop();
-  say('Stopped; the routes, the temporary folders and this cluster\'s /tmp/hostpath_pv folders are removed.');
+  say("Stopped; the routes, the temporary folders and this cluster's /tmp/hostpath_pv folders are removed.");
 };
 onInterrupt(stopAll);
 
@@ -49,33 +56,54 @@ onInterrupt(stopAll);
 const password = randomSecret();
 const secretKey = randomSecret();
 
-step(1, 'PostgreSQL 15 (Debian\'s) for `kubectl exec dify-postgresql-0 -- psql`: user dify, database dify, POSTGRES_PASSWORD');
+step(
+  1,
+  "PostgreSQL 15 (Debian's) for `kubectl exec dify-postgresql-0 -- psql`: user dify, database dify, POSTGRES_PASSWORD",
+);
 pg = await startPostgres({ user: 'dify', database: 'dify', password });
 say(`    127.0.0.1:${pg.port} (scram-sha-256 over TCP, trust on its socket, as inside the container)`);
 
 step(2, 'A cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (real); kwok for the kubelets');
 const bin = binDir();
 cluster = await Cluster.start({
-  name: 'demo', servedPods: GUARD_POD_LABEL,
-  execs: [{ namespace, pod: postgresPod,
-    env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` } }],
+  name: 'demo',
+  servedPods: GUARD_POD_LABEL,
+  execs: [
+    {
+      namespace,
+      pod: postgresPod,
+      env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` },
+    },
+  ],
 });
 const { cp, rest } = cluster;
-say(`    API server ${cp.server}; nodes ${cluster.nodeNames.join(', ')};`
-  + ` pod addresses ${cluster.podRange?.cidr ?? ''} (routed to this machine)`);
+say(
+  `    API server ${cp.server}; nodes ${cluster.nodeNames.join(', ')};` +
+    ` pod addresses ${cluster.podRange?.cidr ?? ''} (routed to this machine)`,
+);
 // No cluster DNS here: dify-guard's check of a password change asks the real PostgreSQL behind the
 // simulated dify-postgresql-0 (the same server `kubectl exec dify-postgresql-0 -- psql` reaches).
 guards = new GuardPods(cluster, namespace, { [SETTINGS.postgresqlAddressTemplate.env]: `127.0.0.1:${pg.port}` });
 guards.start();
-say('    dify-guard\'s pods will be served by real dify-guard processes on their pod addresses.');
+say("    dify-guard's pods will be served by real dify-guard processes on their pod addresses.");
 
 step(3, 'cd chart && ./deploy.sh --image-tag 1.11.4   (POSTGRES_PASSWORD and DIFY_SECRET_KEY in the environment)');
-const deployEnv = { ...cp.env(), PATH: `${bin}:${process.env.PATH ?? ''}`, POSTGRES_PASSWORD: password, DIFY_SECRET_KEY: secretKey,
-  DEPLOY_PROGRESS_INTERVAL: '10' };
+const deployEnv = {
+  ...cp.env(),
+  PATH: `${bin}:${process.env.PATH ?? ''}`,
+  POSTGRES_PASSWORD: password,
+  DIFY_SECRET_KEY: secretKey,
+  DEPLOY_PROGRESS_INTERVAL: '10',
+};
 const deployStatus = await new Promise<number>((resolve, reject) => {
-  const child = spawn('bash', ['./deploy.sh', '--image-tag', '1.11.4'],
-    { cwd: chartDir, env: deployEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-  const show = (chunk: Buffer): void => { process.stdout.write(indent(chunk.toString('utf8'), '    | ') + '\n'); };
+  const child = spawn('bash', ['./deploy.sh', '--image-tag', '1.11.4'], {
+    cwd: chartDir,
+    env: deployEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const show = (chunk: Buffer): void => {
+    process.stdout.write(indent(chunk.toString('utf8'), '    | ') + '\n');
+  };
   child.stdout.on('data', show);
   child.stderr.on('data', show);
   child.on('error', reject);
@@ -83,15 +111,24 @@ const deployStatus = await new Promise<number>((resolve, reject) => {
 });
 if (deployStatus !== 0) throw new Error(`deploy.sh exited ${deployStatus}\n${cluster.diagnostics()}`);
 say('    helm waited only for the hook Job; now the rollouts, as `kubectl rollout status` would:');
-await waitFor('every Deployment rolled out', async () => {
-  const list = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
-  return list.length > 0 && list.every((d) => (d.status as Json).readyReplicas === (d.spec as Json).replicas) ? true : undefined;
-}, { timeoutMs: 180_000 });
+await waitFor(
+  'every Deployment rolled out',
+  async () => {
+    const list = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
+    return list.length > 0 && list.every((d) => (d.status as Json).readyReplicas === (d.spec as Json).replicas)
+      ? true
+      : undefined;
+  },
+  { timeoutMs: 180_000 },
+);
 const pods = await cp.kubectl(['get', 'pods', '-n', namespace]);
 say('\n    $ kubectl get pods -n dify');
 say(indent(pods.stdout, '      '));
 
-step(4, 'A Dify api pod with MIGRATION_ENABLED=true and a literal DB_PASSWORD, as a hand-edited Deployment would create it');
+step(
+  4,
+  'A Dify api pod with MIGRATION_ENABLED=true and a literal DB_PASSWORD, as a hand-edited Deployment would create it',
+);
 const apiName = expandName(contract.names.component, release, contract.components.api);
 const deployment = await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments/${apiName}`);
 const pod = podFromTemplate(deployment, namespace);
@@ -99,34 +136,49 @@ const env = (((pod.spec as Json).containers as Json[])[0] as Json).env as Json[]
 const literal = randomSecret();
 const setVar = (entry: Json): void => {
   const i = env.findIndex((e) => e.name === entry.name);
-  if (i >= 0) env[i] = entry; else env.push(entry);
+  if (i >= 0) env[i] = entry;
+  else env.push(entry);
 };
 setVar({ name: ENV.migrationEnabled, value: 'true' });
 setVar({ name: ENV.dbPassword, value: literal });
 const shown = [ENV.migrationEnabled, ENV.dbPassword];
-const describeEnv = (list: Json[]): string => shown.map((name) => {
-  const e = list.find((x) => x.name === name);
-  if (!e) return `${name.padEnd(18)} (absent)`;
-  if (e.value === literal) return `${name.padEnd(18)} = <a literal password, not shown>`;
-  const ref = (e.valueFrom as Json | undefined)?.secretKeyRef as Json | undefined;
-  return ref ? `${name.padEnd(18)} <- Secret ${String(ref.name)}, key ${String(ref.key)}`
-    : `${name.padEnd(18)} = ${JSON.stringify(e.value)}`;
-}).join('\n');
+const describeEnv = (list: Json[]): string =>
+  shown
+    .map((name) => {
+      const e = list.find((x) => x.name === name);
+      if (!e) return `${name.padEnd(18)} (absent)`;
+      if (e.value === literal) return `${name.padEnd(18)} = <a literal password, not shown>`;
+      const ref = (e.valueFrom as Json | undefined)?.secretKeyRef as Json | undefined;
+      return ref
+        ? `${name.padEnd(18)} <- Secret ${String(ref.name)}, key ${String(ref.key)}`
+        : `${name.padEnd(18)} = ${JSON.stringify(e.value)}`;
+    })
+    .join('\n');
 say('    sent to the API server:');
 say(indent(describeEnv(env), '      '));
 const created = await rest.create(paths.pods(namespace), pod);
 if (created.status !== 201) throw new Error(`pod create: ${created.status} ${String(created.body.message)}`);
-const storedEnv = ((((created.body.spec as Json).containers as Json[])[0] as Json).env as Json[]);
-say(`    stored as pod ${String((created.body.metadata as Json).name)} (after dify-guard's pods webhook, served in the cluster):`);
+const storedEnv = (((created.body.spec as Json).containers as Json[])[0] as Json).env as Json[];
+say(
+  `    stored as pod ${String((created.body.metadata as Json).name)} (after dify-guard's pods webhook, served in the cluster):`,
+);
 say(indent(describeEnv(storedEnv), '      '));
 say('    warnings the client received:');
 say(indent(created.warnings.join('\n'), '      '));
 
 step(5, 'Changing the PostgreSQL password while its PVC exists (the StatefulSet controller made it)');
 const pvcName = expandName(contract.names.postgresqlPvc, release);
-await waitFor(`PVC ${pvcName} Bound`, async () =>
-  ((await rest.get(`/api/v1/namespaces/${namespace}/persistentvolumeclaims/${pvcName}`)).body.status as Json | undefined)?.phase === 'Bound'
-    ? true : undefined, { timeoutMs: 60_000 });
+await waitFor(
+  `PVC ${pvcName} Bound`,
+  async () =>
+    (
+      (await rest.get(`/api/v1/namespaces/${namespace}/persistentvolumeclaims/${pvcName}`)).body.status as
+        Json | undefined
+    )?.phase === 'Bound'
+      ? true
+      : undefined,
+  { timeoutMs: 60_000 },
+);
 const patchFile = join(cp.dir, 'new-password.patch.json');
 const next = randomSecret();
 const patch = { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } };
@@ -140,28 +192,60 @@ if (refused.status === 0) throw new Error('the password change was not refused')
 
 step(6, 'The audit trail');
 const denial = (l: Json): boolean => l.audit === true && l.dryRun === false && l.reason === 'PasswordChangeUnderPvc';
-const found = await waitFor('the audit line in a dify-guard replica\'s log', () => {
-  for (const s of guards?.served ?? []) {
-    for (const raw of (s.process?.log() ?? '').split('\n')) {
-      try { const l = JSON.parse(raw) as Json; if (denial(l)) return { pod: s.name, line: l }; } catch { /* not JSON */ }
+const found = await waitFor(
+  "the audit line in a dify-guard replica's log",
+  () => {
+    for (const s of guards?.served ?? []) {
+      for (const raw of (s.process?.log() ?? '').split('\n')) {
+        try {
+          const l = JSON.parse(raw) as Json;
+          if (denial(l)) return { pod: s.name, line: l };
+        } catch {
+          /* not JSON */
+        }
+      }
     }
-  }
-  return undefined;
-}, { timeoutMs: 15_000 });
+    return undefined;
+  },
+  { timeoutMs: 15_000 },
+);
 say(`    dify-guard audit record (JSON log line of replica ${found.pod}):`);
 const { message: _message, ...record } = found.line;
 say(indent(JSON.stringify(record, null, 2), '      '));
-const apiAudit = await cp.waitForAuditEvent('the API server audit event', (e) =>
-  e.objectRef?.name === secretName && e.verb === 'patch' && e.responseStatus?.code === 403 && e.stage === 'ResponseComplete');
+const apiAudit = await cp.waitForAuditEvent(
+  'the API server audit event',
+  (e) =>
+    e.objectRef?.name === secretName &&
+    e.verb === 'patch' &&
+    e.responseStatus?.code === 403 &&
+    e.stage === 'ResponseComplete',
+);
 say(`\n    the API server's audit log (${cp.auditLogPath}):`);
-say(indent(JSON.stringify({
-  auditID: apiAudit.auditID, verb: apiAudit.verb, user: apiAudit.user.username, objectRef: apiAudit.objectRef,
-  code: apiAudit.responseStatus?.code,
-  annotations: Object.fromEntries(Object.entries(apiAudit.annotations ?? {})
-    .filter(([k]) => k.startsWith(`${contract.webhook.secretWebhookName}/`))),
-}, null, 2), '      '));
+say(
+  indent(
+    JSON.stringify(
+      {
+        auditID: apiAudit.auditID,
+        verb: apiAudit.verb,
+        user: apiAudit.user.username,
+        objectRef: apiAudit.objectRef,
+        code: apiAudit.responseStatus?.code,
+        annotations: Object.fromEntries(
+          Object.entries(apiAudit.annotations ?? {}).filter(([k]) =>
+            k.startsWith(`${contract.webhook.secretWebhookName}/`),
+          ),
+        ),
+      },
+      null,
+      2,
+    ),
+    '      ',
+  ),
+);
 const eventArgs = ['get', 'events', '-n', namespace, '--field-selector', `involvedObject.name=${secretName}`];
-await waitFor('the Warning Event', async () => ((await cp.kubectl([...eventArgs, '-o', 'name'])).stdout.trim() ? true : undefined));
+await waitFor('the Warning Event', async () =>
+  (await cp.kubectl([...eventArgs, '-o', 'name'])).stdout.trim() ? true : undefined,
+);
 say(`\n    $ kubectl ${eventArgs.join(' ')}`);
 say(indent((await cp.kubectl(eventArgs)).stdout, '      '));
 
@@ -169,7 +253,9 @@ step(7, 'Metrics');
 const replica = guards.readyPods()[0];
 const metricsUrl = `http://${replica?.ip ?? '?'}:8080/metrics`;
 const metrics = await fetch(metricsUrl).then((r) => r.text());
-say(`    ${metricsUrl}  (replica ${replica?.name ?? '?'}; ${metrics.split('\n').filter((l) => l && !l.startsWith('#')).length} samples)`);
+say(
+  `    ${metricsUrl}  (replica ${replica?.name ?? '?'}; ${metrics.split('\n').filter((l) => l && !l.startsWith('#')).length} samples)`,
+);
 
 if (once) {
   say(`\nWalkthrough done in ${elapsed()}.`);
@@ -178,8 +264,9 @@ if (once) {
 }
 
 // chart/README.md's table check, as written (one line to paste).
-const tableCheck = 'kubectl exec -n dify dify-postgresql-0 -- psql -U dify -d dify -c '
-  + '"SELECT tablename FROM pg_tables WHERE schemaname = \'public\' ORDER BY tablename;"';
+const tableCheck =
+  'kubectl exec -n dify dify-postgresql-0 -- psql -U dify -d dify -c ' +
+  '"SELECT tablename FROM pg_tables WHERE schemaname = \'public\' ORDER BY tablename;"';
 say(`
 == Running (${elapsed()}). From another terminal, paste these two lines, then type the guide's commands as written:
 
@@ -196,7 +283,10 @@ say(`
   helm upgrade ${release} . -n ${namespace} --reuse-values
   curl -s ${metricsUrl}
 
-  dify-guard replicas' logs: ${guards.readyPods().map((p) => p.process?.logPath ?? '').join(' ')}
+  dify-guard replicas' logs: ${guards
+    .readyPods()
+    .map((p) => p.process?.logPath ?? '')
+    .join(' ')}
   the API server's audit log: ${cp.auditLogPath}
 
 Press Ctrl-C to stop everything.`);

@@ -3,7 +3,9 @@
 export function describeApiError(error: unknown): { code?: number | string; reason?: string; message: string } {
   if (!(error instanceof Error)) return { message: String(error).slice(0, 300) };
   const e = error as Error & { code?: number | string; body?: unknown };
-  const result: { code?: number | string; reason?: string; message: string } = { message: error.message.split('\n')[0]?.slice(0, 300) ?? '' };
+  const result: { code?: number | string; reason?: string; message: string } = {
+    message: error.message.split('\n')[0]?.slice(0, 300) ?? '',
+  };
   if (e.code !== undefined) result.code = e.code;
   if (typeof e.body === 'string') {
     try {

@@ -22,7 +22,11 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const { config, settings } = loaded;
-  const log = pino({ level: config.logLevel, base: { service: 'dify-guard' }, timestamp: pino.stdTimeFunctions.isoTime });
+  const log = pino({
+    level: config.logLevel,
+    base: { service: 'dify-guard' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  });
 
   // KUBECONFIG when set, else the pod's service account (token re-read as it rotates).
   const kubeConfig = new KubeConfig();
@@ -38,18 +42,24 @@ async function main(): Promise<void> {
   metrics.observeCache(pvcCache);
   const events = config.eventsEnabled
     ? new SecretEventRecorder({
-      api: eventsApiFor(kubeConfig),
-      log: log.child({ component: 'events' }),
-      reportingController: REPORTING_CONTROLLER,
-      reportingInstance: hostname(),
-      onFailure: () => metrics.eventEmissionFailures.inc(),
-    })
+        api: eventsApiFor(kubeConfig),
+        log: log.child({ component: 'events' }),
+        reportingController: REPORTING_CONTROLLER,
+        reportingInstance: hostname(),
+        onFailure: () => metrics.eventEmissionFailures.inc(),
+      })
     : undefined;
   const server = buildServer({
-    settings, log, pvcCache, metrics,
+    settings,
+    log,
+    pvcCache,
+    metrics,
     audit: createAuditTrail({ log, ...(events ? { events } : {}) }),
     bodyLimitBytes: config.bodyLimitBytes,
-    passwordVerifier: postgresVerifier({ addressTemplate: config.postgresqlAddressTemplate, timeoutMs: config.postgresqlVerifyTimeoutMs }),
+    passwordVerifier: postgresVerifier({
+      addressTemplate: config.postgresqlAddressTemplate,
+      timeoutMs: config.postgresqlVerifyTimeoutMs,
+    }),
     verifyRateLimitPerMinute: config.postgresqlVerifyRateLimit,
     tls: { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile },
   });
@@ -60,7 +70,10 @@ async function main(): Promise<void> {
     stopping = true;
     const deadline = Date.now() + config.shutdownTimeoutSeconds * 1000;
     const remaining = (): number => Math.max(0, deadline - Date.now());
-    log.info({ signal, delaySeconds: config.shutdownDelaySeconds }, 'shutting down: not ready any more, finishing in-flight requests');
+    log.info(
+      { signal, delaySeconds: config.shutdownDelaySeconds },
+      'shutting down: not ready any more, finishing in-flight requests',
+    );
     server.beginShutdown();
     // Endpoints lag behind readiness: keep answering until the Service has stopped sending requests here.
     await delay(Math.min(config.shutdownDelaySeconds * 1000, remaining()));
@@ -77,7 +90,10 @@ async function main(): Promise<void> {
 
   pvcCache.start();
   const ports = await server.listen({ host: config.bindAddress, port: config.port, healthPort: config.healthPort });
-  log.info({ ...ports, bindAddress: config.bindAddress, certificateLoaded: server.certificate?.loaded ?? false }, 'dify-guard listening');
+  log.info(
+    { ...ports, bindAddress: config.bindAddress, certificateLoaded: server.certificate?.loaded ?? false },
+    'dify-guard listening',
+  );
 }
 
 function delay(ms: number): Promise<void> {

@@ -33,60 +33,88 @@ export interface Metrics {
 /** Every dify-guard metric: name, type, labels and help, for the code, the README and the tests (one source). */
 export const METRIC_SPECS = {
   requests: {
-    name: 'dify_guard_admission_requests_total', type: 'counter', labels: ['route', 'decision', 'code'],
+    name: 'dify_guard_admission_requests_total',
+    type: 'counter',
+    labels: ['route', 'decision', 'code'],
     help: 'AdmissionReview requests answered, by route, decision (allowed, patched, denied, rejected, error) and HTTP status code.',
   },
   requestDuration: {
-    name: 'dify_guard_admission_request_duration_seconds', type: 'histogram', labels: ['route'],
+    name: 'dify_guard_admission_request_duration_seconds',
+    type: 'histogram',
+    labels: ['route'],
     help: 'Time from receiving an AdmissionReview to answering it, in seconds, by route.',
   },
   denials: {
-    name: 'dify_guard_secret_denials_total', type: 'counter', labels: ['reason'],
+    name: 'dify_guard_secret_denials_total',
+    type: 'counter',
+    labels: ['reason'],
     help: 'Secret changes denied, by reason code.',
   },
   auditedAllowed: {
-    name: 'dify_guard_secret_audited_allowed_total', type: 'counter', labels: ['reason'],
+    name: 'dify_guard_secret_audited_allowed_total',
+    type: 'counter',
+    labels: ['reason'],
     help: 'Secret changes allowed but audited, by reason code (DeleteUnderPvc, CreateOverPvc, PvcStateUnknown, PasswordRotationVerified).',
   },
   verifications: {
-    name: 'dify_guard_postgresql_verifications_total', type: 'counter', labels: ['outcome'],
-    help: 'New PostgreSQL passwords checked against the release\'s database (a password change under the PVC), '
-      + 'by outcome (accepted, rejected, unreachable, rate-limited: not asked).',
+    name: 'dify_guard_postgresql_verifications_total',
+    type: 'counter',
+    labels: ['outcome'],
+    help:
+      "New PostgreSQL passwords checked against the release's database (a password change under the PVC), " +
+      'by outcome (accepted, rejected, unreachable, rate-limited: not asked).',
   },
   verifiedRotations: {
-    name: 'dify_guard_verified_rotations_total', type: 'counter', labels: [],
-    help: 'PostgreSQL password changes allowed under the PVC because the database already accepted the new password '
-      + '(dry runs not counted).',
+    name: 'dify_guard_verified_rotations_total',
+    type: 'counter',
+    labels: [],
+    help:
+      'PostgreSQL password changes allowed under the PVC because the database already accepted the new password ' +
+      '(dry runs not counted).',
   },
   templateFindings: {
-    name: 'dify_guard_template_findings_total', type: 'counter', labels: ['kind', 'finding', 'mode'],
-    help: 'Dify pod templates (and pods\' last-applied annotations) found storing a literal password or MIGRATION_ENABLED on, '
-      + 'by kind, finding (literal_password, migration_enabled) and mode (warn, deny).',
+    name: 'dify_guard_template_findings_total',
+    type: 'counter',
+    labels: ['kind', 'finding', 'mode'],
+    help:
+      "Dify pod templates (and pods' last-applied annotations) found storing a literal password or MIGRATION_ENABLED on, " +
+      'by kind, finding (literal_password, migration_enabled) and mode (warn, deny).',
   },
   pvcCacheSynced: {
-    name: 'dify_guard_pvc_cache_synced', type: 'gauge', labels: [],
+    name: 'dify_guard_pvc_cache_synced',
+    type: 'gauge',
+    labels: [],
     help: '1 when the PVC cache is synced and its watch is healthy, else 0 (password changes are then refused).',
   },
   pvcCacheAge: {
-    name: 'dify_guard_pvc_cache_age_seconds', type: 'gauge', labels: [],
+    name: 'dify_guard_pvc_cache_age_seconds',
+    type: 'gauge',
+    labels: [],
     help: 'Seconds since the PVC cache last listed every PVC (since start if it never has).',
   },
   pvcCacheRestarts: {
-    name: 'dify_guard_pvc_cache_restarts_total', type: 'counter', labels: [],
+    name: 'dify_guard_pvc_cache_restarts_total',
+    type: 'counter',
+    labels: [],
     help: 'Times the PVC list/watch was restarted after an error.',
   },
   eventEmissionFailures: {
-    name: 'dify_guard_event_emission_failures_total', type: 'counter', labels: [],
+    name: 'dify_guard_event_emission_failures_total',
+    type: 'counter',
+    labels: [],
     help: 'Warning Events on Secrets that could not be created or updated (errors, timeouts, overload).',
   },
   certificateReloads: {
-    name: 'dify_guard_tls_certificate_reloads_total', type: 'counter', labels: ['result'],
+    name: 'dify_guard_tls_certificate_reloads_total',
+    type: 'counter',
+    labels: ['result'],
     help: 'Serving certificate loads from disk, by result (loaded, failed); an unchanged pair is not counted.',
   },
 } as const;
 
-export const METRIC_NAMES = Object.fromEntries(Object.entries(METRIC_SPECS).map(([key, spec]) => [key, spec.name])) as
-  { [K in keyof typeof METRIC_SPECS]: (typeof METRIC_SPECS)[K]['name'] };
+export const METRIC_NAMES = Object.fromEntries(Object.entries(METRIC_SPECS).map(([key, spec]) => [key, spec.name])) as {
+  [K in keyof typeof METRIC_SPECS]: (typeof METRIC_SPECS)[K]['name'];
+};
 
 // Webhooks answer in milliseconds; the buckets resolve 0.5 ms to 10 s (the API server's default timeout).
 export const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -95,13 +123,22 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const registry = new Registry();
   const startedAt = Date.now();
   // Until a cache is attached, the age counts from process start, so an alert on age still fires.
-  let cache: CacheStatus = { synced: false, get ageSeconds() { return (Date.now() - startedAt) / 1000; } };
+  let cache: CacheStatus = {
+    synced: false,
+    get ageSeconds() {
+      return (Date.now() - startedAt) / 1000;
+    },
+  };
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
 
   const metrics: Metrics = {
     registry,
     requests: new Counter({ ...specOf('requests'), registers: [registry] }),
-    requestDuration: new Histogram({ ...specOf('requestDuration'), buckets: LATENCY_BUCKETS_SECONDS, registers: [registry] }),
+    requestDuration: new Histogram({
+      ...specOf('requestDuration'),
+      buckets: LATENCY_BUCKETS_SECONDS,
+      registers: [registry],
+    }),
     denials: new Counter({ ...specOf('denials'), registers: [registry] }),
     auditedAllowed: new Counter({ ...specOf('auditedAllowed'), registers: [registry] }),
     templateFindings: new Counter({ ...specOf('templateFindings'), registers: [registry] }),
@@ -110,20 +147,30 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     eventEmissionFailures: new Counter({ ...specOf('eventEmissionFailures'), registers: [registry] }),
     certificateReloads: new Counter({ ...specOf('certificateReloads'), registers: [registry] }),
     pvcCacheRestarts: new Counter({ ...specOf('pvcCacheRestarts'), registers: [registry] }),
-    observeCache(status) { cache = status; },
+    observeCache(status) {
+      cache = status;
+    },
   };
   new Gauge({
-    ...specOf('pvcCacheSynced'), registers: [registry],
-    collect() { this.set(cache.synced ? 1 : 0); },
+    ...specOf('pvcCacheSynced'),
+    registers: [registry],
+    collect() {
+      this.set(cache.synced ? 1 : 0);
+    },
   });
   new Gauge({
-    ...specOf('pvcCacheAge'), registers: [registry],
-    collect() { this.set(cache.ageSeconds); },
+    ...specOf('pvcCacheAge'),
+    registers: [registry],
+    collect() {
+      this.set(cache.ageSeconds);
+    },
   });
   return metrics;
 }
 
-function specOf<K extends keyof typeof METRIC_SPECS>(key: K): { name: string; help: string; labelNames: (typeof METRIC_SPECS)[K]['labels'] } {
+function specOf<K extends keyof typeof METRIC_SPECS>(
+  key: K,
+): { name: string; help: string; labelNames: (typeof METRIC_SPECS)[K]['labels'] } {
   const spec = METRIC_SPECS[key];
   return { name: spec.name, help: spec.help, labelNames: spec.labels };
 }

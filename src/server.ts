@@ -3,7 +3,12 @@
 // /healthz, /readyz and /metrics over plain HTTP. Tests call them with `inject` or on real ports.
 import type { Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerFactory } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyServerFactory,
+} from 'fastify';
 import type { Logger } from 'pino';
 import type { GuardSettings } from './admission/settings.js';
 import type { PvcState } from './admission/types.js';
@@ -84,9 +89,10 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
 
   const certificate = options.tls
     ? new CertificateReloader({
-      ...options.tls, log: log.child({ component: 'tls' }),
-      onResult: (result) => metrics.certificateReloads.inc({ result }),
-    })
+        ...options.tls,
+        log: log.child({ component: 'tls' }),
+        onResult: (result) => metrics.certificateReloads.inc({ result }),
+      })
     : undefined;
 
   const admission = Fastify({
@@ -121,7 +127,11 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
       },
       {
         path: contract.webhook.validateWorkloadsPath,
-        handler: workloadTemplateHandler({ settings: options.settings, metrics, log: log.child({ component: 'audit' }) }),
+        handler: workloadTemplateHandler({
+          settings: options.settings,
+          metrics,
+          log: log.child({ component: 'audit' }),
+        }),
       },
       {
         path: contract.webhook.validateSecretsPath,
@@ -131,10 +141,15 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
           audit: options.audit,
           metrics,
           log: log.child({ component: 'audit' }),
-          verifier: options.passwordVerifier ?? postgresVerifier({
-            addressTemplate: SETTINGS.postgresqlAddressTemplate.default, timeoutMs: SETTINGS.postgresqlVerifyTimeoutMs.default,
+          verifier:
+            options.passwordVerifier ??
+            postgresVerifier({
+              addressTemplate: SETTINGS.postgresqlAddressTemplate.default,
+              timeoutMs: SETTINGS.postgresqlVerifyTimeoutMs.default,
+            }),
+          rateLimiter: new RateLimiter({
+            perMinute: options.verifyRateLimitPerMinute ?? SETTINGS.postgresqlVerifyRateLimit.default,
           }),
-          rateLimiter: new RateLimiter({ perMinute: options.verifyRateLimitPerMinute ?? SETTINGS.postgresqlVerifyRateLimit.default }),
         }),
       },
     ],
@@ -156,11 +171,14 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
     async listen(listenOptions) {
       await certificate?.start();
       await admission.listen({
-        host: listenOptions.host, port: listenOptions.port,
-        listenTextResolver: (address) => `admission webhooks listening at ${certificate ? address.replace(/^http:/, 'https:') : address}`,
+        host: listenOptions.host,
+        port: listenOptions.port,
+        listenTextResolver: (address) =>
+          `admission webhooks listening at ${certificate ? address.replace(/^http:/, 'https:') : address}`,
       });
       await health.listen({
-        host: listenOptions.healthHost ?? listenOptions.host, port: listenOptions.healthPort,
+        host: listenOptions.healthHost ?? listenOptions.host,
+        port: listenOptions.healthPort,
         listenTextResolver: (address) => `health and metrics listening at ${address}`,
       });
       return { port: portOf(admission), healthPort: portOf(health) };
@@ -172,7 +190,7 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
       shuttingDown = true;
       certificate?.stop();
       const closed = admission.close().then(() => 'closed' as const);
-      if (await raceDeadline(closed, timeoutMs, () => 'timeout' as const) === 'timeout') {
+      if ((await raceDeadline(closed, timeoutMs, () => 'timeout' as const)) === 'timeout') {
         log.warn({ timeoutMs }, 'shutdown timeout: closing the connections still open');
         admission.server.closeAllConnections();
         await closed;

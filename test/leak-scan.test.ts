@@ -23,7 +23,10 @@ function scanOne(t: Test, content: string, planted?: string): string[] {
 
 t.test('the fixtures give their literal, broker URL and Secret passwords', async (t) => {
   t.ok(fixtures.length >= 3, `${fixtures.length} fixture passwords`);
-  t.notOk(fixtures.some((p) => p.startsWith('$(')), 'a $(REDIS_PASSWORD) reference is not a password');
+  t.notOk(
+    fixtures.some((p) => p.startsWith('$(')),
+    'a $(REDIS_PASSWORD) reference is not a password',
+  );
 });
 
 t.test('a clean log has no finding', async (t) => {
@@ -39,7 +42,10 @@ for (const prefix of ['', 'x', 'xy']) {
   t.test(`its base64 is found at byte alignment ${prefix.length}, alone or inside a larger encoded text`, async (t) => {
     const encoded = Buffer.from(`${prefix}${testSecret()}`, 'utf8').toString('base64');
     t.ok(scanOne(t, `"data":{"password":"${encoded}"}`).some((k) => k.startsWith('base64 of a test password')));
-    const embedded = Buffer.from(JSON.stringify({ env: [{ name: 'DB_PASSWORD', value: `${prefix}${testSecret()}` }] }), 'utf8').toString('base64');
+    const embedded = Buffer.from(
+      JSON.stringify({ env: [{ name: 'DB_PASSWORD', value: `${prefix}${testSecret()}` }] }),
+      'utf8',
+    ).toString('base64');
     t.ok(scanOne(t, embedded).some((k) => k.startsWith('base64 of a test password')));
   });
 }

@@ -20,7 +20,11 @@ import { summarizeSamples, type LatencySummary } from './stats.js';
 export const MODES = ['none', 'dify-guard', 'policy'] as const;
 export type Mode = (typeof MODES)[number];
 
-export const NAMESPACES: Record<Mode, string> = { none: 'bench-none', 'dify-guard': 'bench-guard', policy: 'bench-policy' };
+export const NAMESPACES: Record<Mode, string> = {
+  none: 'bench-none',
+  'dify-guard': 'bench-guard',
+  policy: 'bench-policy',
+};
 const RELEASE = 'dify';
 export const POD_FIXTURE = 'pod-api-literal';
 
@@ -54,22 +58,34 @@ export interface ApiServerViewResult {
   /** What the API server measured for its calls to dify-guard's webhooks during the timed loops. */
   apiServerWebhookMetrics: Record<string, { calls: number; meanMs: number }>;
   /** dify-guard's own outgoing requests during the timed loops. */
-  difyGuardApiCalls: ReturnType<typeof classifyCalls> & { admissionRequests: number; lookupsPerAdmission: number; eventWritesPerDenial: number; byPath: Record<string, number> };
+  difyGuardApiCalls: ReturnType<typeof classifyCalls> & {
+    admissionRequests: number;
+    lookupsPerAdmission: number;
+    eventWritesPerDenial: number;
+    byPath: Record<string, number>;
+  };
   /** Writes by dify-guard's user in the API server's audit log over the whole view (reads are not audited by the harness's policy). */
   auditedWritesByDifyGuard: Record<string, number>;
 }
 
-const labels = { [LABELS.name]: contract.values.difyName, [LABELS.instance]: RELEASE, [LABELS.component]: contract.components.postgresql };
+const labels = {
+  [LABELS.name]: contract.values.difyName,
+  [LABELS.instance]: RELEASE,
+  [LABELS.component]: contract.components.postgresql,
+};
 const b64 = (text: string): string => Buffer.from(text, 'utf8').toString('base64');
 
 function postgresqlSecret(namespace: string): Json {
   const password = b64(randomSecret());
   return {
-    apiVersion: 'v1', kind: 'Secret',
+    apiVersion: 'v1',
+    kind: 'Secret',
     metadata: { name: expandName(contract.names.postgresqlSecret, RELEASE), namespace, labels },
     data: {
-      [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password,
-      [SECRET_KEYS.postgresUsername]: b64('dify'), [SECRET_KEYS.postgresDatabase]: b64('dify'),
+      [SECRET_KEYS.postgresPassword]: password,
+      [SECRET_KEYS.password]: password,
+      [SECRET_KEYS.postgresUsername]: b64('dify'),
+      [SECRET_KEYS.postgresDatabase]: b64('dify'),
     },
   };
 }
@@ -86,7 +102,8 @@ function benchPod(): Json {
 
 async function createOk(rest: KubeRest, path: string, body: Json): Promise<void> {
   const res = await rest.create(path, body);
-  if (res.status !== 201 && res.status !== 409) throw new Error(`POST ${path}: ${res.status} ${String(res.body.message)}`);
+  if (res.status !== 201 && res.status !== 409)
+    throw new Error(`POST ${path}: ${res.status} ${String(res.body.message)}`);
 }
 
 /** The password-change merge patch: one of two new values, so that with no admission each attempt really changes it. */
@@ -113,8 +130,12 @@ function envMap(pod: Json): Record<string, Record<string, string>> {
   return out;
 }
 
-const canonical = (value: unknown): string => JSON.stringify(value, (_key, v: unknown) =>
-  (v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b))) : v));
+const canonical = (value: unknown): string =>
+  JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
+      : v,
+  );
 
 async function webhookMetrics(rest: KubeRest): Promise<Record<string, { sum: number; count: number }>> {
   const res = await rest.request('GET', '/metrics');
@@ -138,8 +159,11 @@ export interface ApiServerViewContext {
   rest: KubeRest;
 }
 
-export async function runApiServerView(ctx: ApiServerViewContext, options: ApiServerViewOptions,
-  log: (line: string) => void): Promise<ApiServerViewResult> {
+export async function runApiServerView(
+  ctx: ApiServerViewContext,
+  options: ApiServerViewOptions,
+  log: (line: string) => void,
+): Promise<ApiServerViewResult> {
   const { cp, guard, rest } = ctx;
   for (const mode of MODES) {
     const ns = NAMESPACES[mode];
@@ -147,8 +171,10 @@ export async function runApiServerView(ctx: ApiServerViewContext, options: ApiSe
     await createOk(rest, paths.pvcs(ns), postgresqlPvc(ns));
     await createOk(rest, paths.secrets(ns), postgresqlSecret(ns));
   }
-  log('API-server view: registering the chart\'s webhook configurations and the in-process policies');
-  await registerWebhooks(cp, guard, { values: { webhook: { excludedNamespaces: [NAMESPACES.none, NAMESPACES.policy] } } });
+  log("API-server view: registering the chart's webhook configurations and the in-process policies");
+  await registerWebhooks(cp, guard, {
+    values: { webhook: { excludedNamespaces: [NAMESPACES.none, NAMESPACES.policy] } },
+  });
   const policyKinds: string[] = [];
   for (const [path, body] of [
     [ADMISSION_PATHS.ValidatingAdmissionPolicy, secretGuardPolicy()],
@@ -162,23 +188,40 @@ export async function runApiServerView(ctx: ApiServerViewContext, options: ApiSe
 
   const podText: Record<Mode, string> = { none: '', 'dify-guard': '', policy: '' };
   for (const mode of MODES) podText[mode] = JSON.stringify(benchPod());
-  const secretPath = (mode: Mode): string => paths.secret(NAMESPACES[mode], expandName(contract.names.postgresqlSecret, RELEASE));
+  const secretPath = (mode: Mode): string =>
+    paths.secret(NAMESPACES[mode], expandName(contract.names.postgresqlSecret, RELEASE));
   const [patchA, patchB] = passwordPatches();
 
   // Policies and webhooks take effect asynchronously: wait until a dry run shows each one at work.
   // The Dify container (the fixture's `api`); its log-shipper sidecar is left as sent by both.
-  const migrationForced = (pod: Json): boolean => envMap(pod)['containers/api']?.[contract.env.migrationEnabled] === '"false"';
+  const migrationForced = (pod: Json): boolean =>
+    envMap(pod)['containers/api']?.[contract.env.migrationEnabled] === '"false"';
   for (const mode of ['dify-guard', 'policy'] as const) {
-    await waitFor(`${mode}: a dry-run Dify pod comes back mutated`, async () => {
-      const res = await rest.request('POST', paths.pods(NAMESPACES[mode]), { body: podText[mode], query: { dryRun: 'All' } });
-      if (res.status === 201 && migrationForced(res.body)) return true;
-      throw new Error(`HTTP ${res.status}: ${res.status === 201 ? 'not mutated' : String(res.body.message)}`);
-    }, { timeoutMs: 30_000, intervalMs: 200 });
-    await waitFor(`${mode}: a dry-run password change is refused`, async () => {
-      const res = await rest.request('PATCH', secretPath(mode), { body: patchA, contentType: 'application/merge-patch+json', query: { dryRun: 'All' } });
-      if (res.status === 403) return true;
-      throw new Error(`HTTP ${res.status}: ${String(res.body.message ?? 'not refused')}`);
-    }, { timeoutMs: 30_000, intervalMs: 200 });
+    await waitFor(
+      `${mode}: a dry-run Dify pod comes back mutated`,
+      async () => {
+        const res = await rest.request('POST', paths.pods(NAMESPACES[mode]), {
+          body: podText[mode],
+          query: { dryRun: 'All' },
+        });
+        if (res.status === 201 && migrationForced(res.body)) return true;
+        throw new Error(`HTTP ${res.status}: ${res.status === 201 ? 'not mutated' : String(res.body.message)}`);
+      },
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
+    await waitFor(
+      `${mode}: a dry-run password change is refused`,
+      async () => {
+        const res = await rest.request('PATCH', secretPath(mode), {
+          body: patchA,
+          contentType: 'application/merge-patch+json',
+          query: { dryRun: 'All' },
+        });
+        if (res.status === 403) return true;
+        throw new Error(`HTTP ${res.status}: ${String(res.body.message ?? 'not refused')}`);
+      },
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
   }
   const dryRunPod = async (mode: Mode): Promise<Json> =>
     (await rest.request('POST', paths.pods(NAMESPACES[mode]), { body: podText[mode], query: { dryRun: 'All' } })).body;
@@ -190,16 +233,29 @@ export async function runApiServerView(ctx: ApiServerViewContext, options: ApiSe
       if (byGuard[key]?.[name] !== byPolicy[key]?.[name]) differences.push(`${key} ${name}`);
     }
   }
-  log(`pod mutation by the policy ${differences.length === 0 ? 'matches' : 'DIFFERS from'} dify-guard's (env entries; order aside)${differences.length ? `: ${differences.join(', ')}` : ''}`);
+  log(
+    `pod mutation by the policy ${differences.length === 0 ? 'matches' : 'DIFFERS from'} dify-guard's (env entries; order aside)${differences.length ? `: ${differences.join(', ')}` : ''}`,
+  );
 
   const podCreate = (mode: Mode) => () => rest.request('POST', paths.pods(NAMESPACES[mode]), { body: podText[mode] });
   // Each namespace alternates between the two values, so every attempt is a real change.
   const attempts: Record<Mode, number> = { none: 0, 'dify-guard': 0, policy: 0 };
   const passwordChange = (mode: Mode) => () =>
-    rest.request('PATCH', secretPath(mode), { body: attempts[mode]++ % 2 === 0 ? patchB : patchA, contentType: 'application/merge-patch+json' });
+    rest.request('PATCH', secretPath(mode), {
+      body: attempts[mode]++ % 2 === 0 ? patchB : patchA,
+      contentType: 'application/merge-patch+json',
+    });
 
-  const timeLoop = async (what: string, count: number, send: (mode: Mode, i: number) => () => Promise<{ status: number }>,
-    expected: Record<Mode, number>): Promise<{ samples: Record<Mode, number[]>; statuses: Record<Mode, Record<string, number>>; unexpected: number }> => {
+  const timeLoop = async (
+    what: string,
+    count: number,
+    send: (mode: Mode, i: number) => () => Promise<{ status: number }>,
+    expected: Record<Mode, number>,
+  ): Promise<{
+    samples: Record<Mode, number[]>;
+    statuses: Record<Mode, Record<string, number>>;
+    unexpected: number;
+  }> => {
     const samples: Record<Mode, number[]> = { none: [], 'dify-guard': [], policy: [] };
     const statuses: Record<Mode, Record<string, number>> = { none: {}, 'dify-guard': {}, policy: {} };
     let unexpected = 0;
@@ -234,11 +290,21 @@ export async function runApiServerView(ctx: ApiServerViewContext, options: ApiSe
   const metricsAfter = await webhookMetrics(rest);
 
   const summarize = (description: string, loop: typeof pods, expected: Record<Mode, number>): RequestKindResult => {
-    const latency = Object.fromEntries(MODES.map((m) => [m, summarizeSamples(loop.samples[m])])) as Record<Mode, LatencySummary>;
-    const modes = Object.fromEntries(MODES.map((m) => [m, {
-      latency: latency[m], addedP50Us: latency[m].p50Us - latency.none.p50Us, addedP99Us: latency[m].p99Us - latency.none.p99Us,
-      statuses: loop.statuses[m],
-    }])) as Record<Mode, ModeResult>;
+    const latency = Object.fromEntries(MODES.map((m) => [m, summarizeSamples(loop.samples[m])])) as Record<
+      Mode,
+      LatencySummary
+    >;
+    const modes = Object.fromEntries(
+      MODES.map((m) => [
+        m,
+        {
+          latency: latency[m],
+          addedP50Us: latency[m].p50Us - latency.none.p50Us,
+          addedP99Us: latency[m].p99Us - latency.none.p99Us,
+          statuses: loop.statuses[m],
+        },
+      ]),
+    ) as Record<Mode, ModeResult>;
     return { description, expectedStatus: expected, modes, unexpected: loop.unexpected };
   };
 
@@ -260,13 +326,20 @@ export async function runApiServerView(ctx: ApiServerViewContext, options: ApiSe
   }
 
   return {
-    options, policyKinds,
+    options,
+    policyKinds,
     podMutationEquivalent: { equal: differences.length === 0, differences },
     podCreate: summarize(`Dify api pod CREATE (${POD_FIXTURE}, needs mutation)`, pods, podExpected),
-    secretPasswordChange: summarize('PostgreSQL Secret password change (merge patch); refused by dify-guard and the policy, stored without admission', secrets, secretExpected),
+    secretPasswordChange: summarize(
+      'PostgreSQL Secret password change (merge patch); refused by dify-guard and the policy, stored without admission',
+      secrets,
+      secretExpected,
+    ),
     apiServerWebhookMetrics,
     difyGuardApiCalls: {
-      ...calls, admissionRequests, byPath: delta.calls,
+      ...calls,
+      admissionRequests,
+      byPath: delta.calls,
       lookupsPerAdmission: calls.lookups / admissionRequests,
       eventWritesPerDenial: calls.eventWrites / options.n,
     },

@@ -49,7 +49,8 @@ function quantile(sorted: [number, number][], total: number, q: number): number 
 }
 
 export function serverSideLatency(before: Buckets, after: Buckets): ServerSideLatency {
-  const delta: [number, number][] = [...after.entries()].map(([bound, count]) => [bound, count - (before.get(bound) ?? 0)] as [number, number])
+  const delta: [number, number][] = [...after.entries()]
+    .map(([bound, count]) => [bound, count - (before.get(bound) ?? 0)] as [number, number])
     .sort((a, b) => a[0] - b[0]);
   const total = delta.find(([bound]) => !Number.isFinite(bound))?.[1] ?? 0;
   if (total === 0) return { count: 0, p50Ms: 0, p99Ms: 0, within5ms: 0 };

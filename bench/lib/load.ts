@@ -50,14 +50,23 @@ function cpuSince(start: NodeJS.CpuUsage, seconds: number): number {
 /** One POST, to check what a server answers before loading it. */
 export function postOnce(endpoint: Endpoint, body: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({
-      host: endpoint.host, port: endpoint.port, path: endpoint.path, method: 'POST', ca: endpoint.ca, agent: false,
-      headers: { ...JSON_HEADERS, 'content-length': Buffer.byteLength(body) }, timeout: 10_000,
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-    });
+    const req = request(
+      {
+        host: endpoint.host,
+        port: endpoint.port,
+        path: endpoint.path,
+        method: 'POST',
+        ca: endpoint.ca,
+        agent: false,
+        headers: { ...JSON_HEADERS, 'content-length': Buffer.byteLength(body) },
+        timeout: 10_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`POST ${url(endpoint)} timed out`)));
     req.on('error', reject);
     req.end(body);
@@ -67,38 +76,62 @@ export function postOnce(endpoint: Endpoint, body: string): Promise<{ status: nu
 /** The protocol the server picks when offered h2 and http/1.1 over ALPN (false: it does not speak ALPN). */
 export function negotiatedProtocol(endpoint: Endpoint): Promise<string | false> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: endpoint.host, port: endpoint.port, ca: endpoint.ca, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
-      const protocol = socket.alpnProtocol ?? false;
-      socket.end();
-      resolve(protocol);
-    });
+    const socket = connect(
+      { host: endpoint.host, port: endpoint.port, ca: endpoint.ca, ALPNProtocols: ['h2', 'http/1.1'] },
+      () => {
+        const protocol = socket.alpnProtocol ?? false;
+        socket.end();
+        resolve(protocol);
+      },
+    );
     socket.on('error', reject);
   });
 }
 
-function runAutocannon(endpoint: Endpoint, body: string, expectBody: string,
-  options: { connections: number; seconds: number; overallRate?: number }): Promise<LoadResult> {
+function runAutocannon(
+  endpoint: Endpoint,
+  body: string,
+  expectBody: string,
+  options: { connections: number; seconds: number; overallRate?: number },
+): Promise<LoadResult> {
   const histogram = microsecondHistogram();
   const cpu = process.cpuUsage();
   const started = process.hrtime.bigint();
   let responses = 0;
   return new Promise((resolve, reject) => {
-    const instance = autocannon({
-      url: url(endpoint), method: 'POST', headers: JSON_HEADERS, body,
-      connections: options.connections, pipelining: 1, duration: options.seconds, timeout: 10,
-      expectBody, tlsOptions: { ca: endpoint.ca },
-      ...(options.overallRate ? { overallRate: options.overallRate } : {}),
-    }, (error, result) => {
-      if (error) return reject(error);
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      resolve({
-        generator: options.overallRate ? 'autocannon-rate' : 'autocannon-connections',
-        connections: options.connections, targetRate: options.overallRate ?? null, seconds,
-        requests: responses, throughputRps: responses / seconds, latency: summarizeHistogram(histogram),
-        errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx, mismatches: result.mismatches,
-        generatorCores: cpuSince(cpu, seconds),
-      });
-    });
+    const instance = autocannon(
+      {
+        url: url(endpoint),
+        method: 'POST',
+        headers: JSON_HEADERS,
+        body,
+        connections: options.connections,
+        pipelining: 1,
+        duration: options.seconds,
+        timeout: 10,
+        expectBody,
+        tlsOptions: { ca: endpoint.ca },
+        ...(options.overallRate ? { overallRate: options.overallRate } : {}),
+      },
+      (error, result) => {
+        if (error) return reject(error);
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        resolve({
+          generator: options.overallRate ? 'autocannon-rate' : 'autocannon-connections',
+          connections: options.connections,
+          targetRate: options.overallRate ?? null,
+          seconds,
+          requests: responses,
+          throughputRps: responses / seconds,
+          latency: summarizeHistogram(histogram),
+          errors: result.errors,
+          timeouts: result.timeouts,
+          non2xx: result.non2xx,
+          mismatches: result.mismatches,
+          generatorCores: cpuSince(cpu, seconds),
+        });
+      },
+    );
     instance.on('response', (_client, statusCode, _bytes, responseTimeMs) => {
       responses += 1;
       if (statusCode >= 200 && statusCode < 300) recordMs(histogram, responseTimeMs);
@@ -106,18 +139,34 @@ function runAutocannon(endpoint: Endpoint, body: string, expectBody: string,
   });
 }
 
-export function closedLoop(endpoint: Endpoint, body: string, expectBody: string,
-  options: { connections: number; seconds: number }): Promise<LoadResult> {
+export function closedLoop(
+  endpoint: Endpoint,
+  body: string,
+  expectBody: string,
+  options: { connections: number; seconds: number },
+): Promise<LoadResult> {
   return runAutocannon(endpoint, body, expectBody, options);
 }
 
-export function autocannonRate(endpoint: Endpoint, body: string, expectBody: string,
-  options: { connections: number; seconds: number; rate: number }): Promise<LoadResult> {
-  return runAutocannon(endpoint, body, expectBody, { connections: options.connections, seconds: options.seconds, overallRate: options.rate });
+export function autocannonRate(
+  endpoint: Endpoint,
+  body: string,
+  expectBody: string,
+  options: { connections: number; seconds: number; rate: number },
+): Promise<LoadResult> {
+  return runAutocannon(endpoint, body, expectBody, {
+    connections: options.connections,
+    seconds: options.seconds,
+    overallRate: options.rate,
+  });
 }
 
-export function paced(endpoint: Endpoint, body: string, expectBody: string,
-  options: { rate: number; seconds: number; sockets: number }): Promise<LoadResult> {
+export function paced(
+  endpoint: Endpoint,
+  body: string,
+  expectBody: string,
+  options: { rate: number; seconds: number; sockets: number },
+): Promise<LoadResult> {
   const total = Math.round(options.rate * options.seconds);
   const intervalNs = 1e9 / options.rate;
   const agent = new Agent({ keepAlive: true, maxSockets: options.sockets, keepAliveMsecs: 1000 });
@@ -143,34 +192,64 @@ export function paced(endpoint: Endpoint, body: string, expectBody: string,
       const seconds = Number(lastDone - t0) / 1e9;
       const lagSummary = summarizeHistogram(lag);
       resolve({
-        generator: 'paced-open-loop', connections: options.sockets, targetRate: options.rate, seconds,
-        requests: finished, throughputRps: finished / seconds, latency: summarizeHistogram(histogram),
-        errors, timeouts, non2xx, mismatches, generatorCores: cpuSince(cpu, seconds),
+        generator: 'paced-open-loop',
+        connections: options.sockets,
+        targetRate: options.rate,
+        seconds,
+        requests: finished,
+        throughputRps: finished / seconds,
+        latency: summarizeHistogram(histogram),
+        errors,
+        timeouts,
+        non2xx,
+        mismatches,
+        generatorCores: cpuSince(cpu, seconds),
         scheduleLagUs: { p99: lagSummary.p99Us, max: lagSummary.maxUs },
       });
     };
     const send = (): void => {
       const start = process.hrtime.bigint();
       let done = false;
-      const finish = (): void => { if (!done) { done = true; complete(); } };
-      const req = request({
-        host: endpoint.host, port: endpoint.port, path: endpoint.path, method: 'POST', ca: endpoint.ca, agent, headers, timeout: 10_000,
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const status = res.statusCode ?? 0;
-          if (status >= 200 && status < 300) {
-            recordMs(histogram, Number(process.hrtime.bigint() - start) / 1e6);
-            if (Buffer.concat(chunks).toString('utf8') !== expectBody) mismatches += 1;
-          } else {
-            non2xx += 1;
-          }
-          finish();
-        });
+      const finish = (): void => {
+        if (!done) {
+          done = true;
+          complete();
+        }
+      };
+      const req = request(
+        {
+          host: endpoint.host,
+          port: endpoint.port,
+          path: endpoint.path,
+          method: 'POST',
+          ca: endpoint.ca,
+          agent,
+          headers,
+          timeout: 10_000,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300) {
+              recordMs(histogram, Number(process.hrtime.bigint() - start) / 1e6);
+              if (Buffer.concat(chunks).toString('utf8') !== expectBody) mismatches += 1;
+            } else {
+              non2xx += 1;
+            }
+            finish();
+          });
+        },
+      );
+      req.on('timeout', () => {
+        timeouts += 1;
+        req.destroy(new Error('timeout'));
       });
-      req.on('timeout', () => { timeouts += 1; req.destroy(new Error('timeout')); });
-      req.on('error', () => { errors += 1; finish(); });
+      req.on('error', () => {
+        errors += 1;
+        finish();
+      });
       req.end(payload);
     };
     const tick = (): void => {

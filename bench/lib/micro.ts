@@ -9,7 +9,10 @@ import type { AdmissionRequest, JsonObject, PatchOperation } from '../../src/adm
 import { checkAdmissionReview, denied, patched, reviewResponse } from '../../src/http/admission-review.js';
 import { loadReview } from '../../test/support/fixtures.js';
 
-export interface MicroResult { step: string; us: number }
+export interface MicroResult {
+  step: string;
+  us: number;
+}
 
 function time(step: string, fn: () => unknown, iterations: number): MicroResult {
   for (let i = 0; i < Math.min(1000, iterations); i++) fn();
@@ -39,12 +42,36 @@ export function runMicro(iterations = 2000): MicroResult[] {
     time('mutatePod (pod-api-literal), total', () => mutatePod(pod, defaultGuardSettings), iterations),
     // mutatePod copies only what it edits; a whole-pod copy and diff are what it used to cost.
     time('  (for comparison) structuredClone(pod)', () => structuredClone(pod), iterations),
-    time('  (for comparison) fast-json-patch compare(pod, separate mutated copy)', () => jsonpatch.compare(pod, mutated), iterations),
-    time('reviewResponse of the pod verdict (patch to base64)', () => reviewResponse('uid', patched(mutation.patch as PatchOperation[], mutation.warnings)), iterations),
-    time('JSON.stringify of that response (fastify\'s default serializer)', () => JSON.stringify(podResponse), iterations),
+    time(
+      '  (for comparison) fast-json-patch compare(pod, separate mutated copy)',
+      () => jsonpatch.compare(pod, mutated),
+      iterations,
+    ),
+    time(
+      'reviewResponse of the pod verdict (patch to base64)',
+      () => reviewResponse('uid', patched(mutation.patch as PatchOperation[], mutation.warnings)),
+      iterations,
+    ),
+    time(
+      "JSON.stringify of that response (fastify's default serializer)",
+      () => JSON.stringify(podResponse),
+      iterations,
+    ),
     time(`JSON.parse of the Secret AdmissionReview (${deniedText.length} B)`, () => JSON.parse(deniedText), iterations),
-    time('judgeSecretChange, password change under PVC (denied)', () => judgeSecretChange(secretChangeFromRequest(deniedRequest), defaultGuardSettings, () => 'present'), iterations),
-    time('judgeSecretChange, nothing changed (allowed)', () => judgeSecretChange(secretChangeFromRequest(unchangedRequest), defaultGuardSettings, () => 'present'), iterations),
-    time('reviewResponse of the denial', () => reviewResponse('uid', denied(decision.message ?? '', decision.warnings)), iterations),
+    time(
+      'judgeSecretChange, password change under PVC (denied)',
+      () => judgeSecretChange(secretChangeFromRequest(deniedRequest), defaultGuardSettings, () => 'present'),
+      iterations,
+    ),
+    time(
+      'judgeSecretChange, nothing changed (allowed)',
+      () => judgeSecretChange(secretChangeFromRequest(unchangedRequest), defaultGuardSettings, () => 'present'),
+      iterations,
+    ),
+    time(
+      'reviewResponse of the denial',
+      () => reviewResponse('uid', denied(decision.message ?? '', decision.warnings)),
+      iterations,
+    ),
   ];
 }

@@ -14,9 +14,12 @@ const q = (text: string): string => JSON.stringify(text);
 const list = (items: readonly string[]): string => `[${items.map(q).join(', ')}]`;
 const RELEASE = '{release}';
 // A name template as a CEL expression of variables.release, e.g. variables.release + "-postgresql".
-const templateCel = (template: string): string => template.split(RELEASE)
-  .map((part, index) => (index === 0 ? (part ? q(part) : '') : `variables.release${part ? ` + ${q(part)}` : ''}`))
-  .filter(Boolean).join(' + ');
+const templateCel = (template: string): string =>
+  template
+    .split(RELEASE)
+    .map((part, index) => (index === 0 ? (part ? q(part) : '') : `variables.release${part ? ` + ${q(part)}` : ''}`))
+    .filter(Boolean)
+    .join(' + ');
 
 export const POLICY_NAMES = {
   secretGuard: 'bench-postgresql-password-guard',
@@ -38,9 +41,11 @@ function envExpression(field: 'containers' | 'initContainers'): string {
   if (field === 'initContainers') {
     // Corrections only: one replace per entry to fix (a list mixing stored and built entries makes
     // kube-apiserver v1.36.3 panic converting it, in cel-go's baseList.ConvertToNative).
-    return `e.name == ${q(ENV.migrationEnabled)} ? ${type}{name: e.name, value: "false"} : ` +
+    return (
+      `e.name == ${q(ENV.migrationEnabled)} ? ${type}{name: e.name, value: "false"} : ` +
       `e.name == ${q(ENV.dbPassword)} ? ${type}{name: e.name, valueFrom: ${dbRef}} : ` +
-      `e.name == ${q(ENV.redisPassword)} ? ${type}{name: e.name, valueFrom: ${redisRef}} : ${brokerValue}`;
+      `e.name == ${q(ENV.redisPassword)} ? ${type}{name: e.name, valueFrom: ${redisRef}} : ${brokerValue}`
+    );
   }
   const replaced = list([ENV.migrationEnabled, ENV.dbPassword, ENV.redisPassword]);
   const has = (name: string): string => `(has(c.env) && c.env.exists(e, e.name == ${q(name)}))`;
@@ -57,7 +62,8 @@ function envExpression(field: 'containers' | 'initContainers'): string {
 }
 
 /** The init-container env entries dify-guard corrects (it adds none to init containers). */
-const initEntryToFix = `(e.name == ${q(ENV.migrationEnabled)} && variables.forceMigration) || e.name == ${q(ENV.dbPassword)} || ` +
+const initEntryToFix =
+  `(e.name == ${q(ENV.migrationEnabled)} && variables.forceMigration) || e.name == ${q(ENV.dbPassword)} || ` +
   `e.name == ${q(ENV.redisPassword)} || (${brokerToFix})`;
 
 /** As dify-guard's default image list: only the Dify containers are treated (a sidecar is left as sent). */
@@ -65,13 +71,17 @@ const DIFY_IMAGE = `(has(c.image) && (c.image.contains("langgenius/dify-api") ||
 
 function patchesFor(field: 'containers' | 'initContainers'): string {
   if (field === 'containers') {
-    return `object.spec.containers.filter(c, ${DIFY_IMAGE}).map(c, JSONPatch{op: "add", ` +
-      `path: "/spec/containers/" + string(object.spec.containers.indexOf(c)) + "/env", value: ${envExpression(field)}})`;
+    return (
+      `object.spec.containers.filter(c, ${DIFY_IMAGE}).map(c, JSONPatch{op: "add", ` +
+      `path: "/spec/containers/" + string(object.spec.containers.indexOf(c)) + "/env", value: ${envExpression(field)}})`
+    );
   }
-  return `(has(object.spec.initContainers) ? object.spec.initContainers.filter(c, has(c.env)).map(c, ` +
+  return (
+    `(has(object.spec.initContainers) ? object.spec.initContainers.filter(c, has(c.env)).map(c, ` +
     `c.env.filter(e, ${initEntryToFix}).map(e, JSONPatch{op: "replace", ` +
     `path: "/spec/initContainers/" + string(object.spec.initContainers.indexOf(c)) + "/env/" + string(c.env.indexOf(e)), ` +
-    `value: ${envExpression(field)}})).flatten() : [])`;
+    `value: ${envExpression(field)}})).flatten() : [])`
+  );
 }
 
 const anyEnv = (field: 'containers' | 'initContainers', test: string): string =>
@@ -81,7 +91,8 @@ const anyEnv = (field: 'containers' | 'initContainers', test: string): string =>
 export function podEnvPolicy(): Json {
   const redisUsed = `e.name == ${q(ENV.redisPassword)} || (e.name == ${q(ENV.celeryBrokerUrl)} && has(e.value) && e.value.matches(${q(literalPassword.replace('[^@$]', '[^@]'))}))`;
   return {
-    apiVersion: 'admissionregistration.k8s.io/v1', kind: 'MutatingAdmissionPolicy',
+    apiVersion: 'admissionregistration.k8s.io/v1',
+    kind: 'MutatingAdmissionPolicy',
     metadata: { name: POLICY_NAMES.podEnv },
     spec: {
       failurePolicy: 'Fail',
@@ -93,20 +104,37 @@ export function podEnvPolicy(): Json {
           matchExpressions: [{ key: LABELS.component, operator: 'In', values: contract.podRules.injectCredentials }],
         },
       },
-      matchConditions: [{ name: 'has-release', expression: `has(object.metadata.labels) && ${q(LABELS.instance)} in object.metadata.labels` }],
+      matchConditions: [
+        {
+          name: 'has-release',
+          expression: `has(object.metadata.labels) && ${q(LABELS.instance)} in object.metadata.labels`,
+        },
+      ],
       variables: [
         { name: 'release', expression: `object.metadata.labels[${q(LABELS.instance)}]` },
-        { name: 'forceMigration', expression: `object.metadata.labels[${q(LABELS.component)}] in ${list(contract.podRules.forceMigrationDisabled)}` },
-        { name: 'redisAuth', expression: `${anyEnv('containers', redisUsed)} || ${anyEnv('initContainers', redisUsed)}` },
+        {
+          name: 'forceMigration',
+          expression: `object.metadata.labels[${q(LABELS.component)}] in ${list(contract.podRules.forceMigrationDisabled)}`,
+        },
+        {
+          name: 'redisAuth',
+          expression: `${anyEnv('containers', redisUsed)} || ${anyEnv('initContainers', redisUsed)}`,
+        },
       ],
-      mutations: [{ patchType: 'JSONPatch', jsonPatch: { expression: `${patchesFor('containers')} + ${patchesFor('initContainers')}` } }],
+      mutations: [
+        {
+          patchType: 'JSONPatch',
+          jsonPatch: { expression: `${patchesFor('containers')} + ${patchesFor('initContainers')}` },
+        },
+      ],
     },
   };
 }
 
 export function podEnvBinding(namespace: string): Json {
   return {
-    apiVersion: 'admissionregistration.k8s.io/v1', kind: 'MutatingAdmissionPolicyBinding',
+    apiVersion: 'admissionregistration.k8s.io/v1',
+    kind: 'MutatingAdmissionPolicyBinding',
     metadata: { name: POLICY_NAMES.podEnv },
     spec: {
       policyName: POLICY_NAMES.podEnv,
@@ -118,34 +146,46 @@ export function podEnvBinding(namespace: string): Json {
 /** A ValidatingAdmissionPolicy (Kubernetes docs, parameter resources): paramKind PersistentVolumeClaim, parameterNotFoundAction Allow. */
 export function secretGuardPolicy(): Json {
   const release = `oldObject.metadata.labels[${q(LABELS.instance)}]`;
-  const secretName = contract.names.postgresqlSecret.split(RELEASE).map((part, i) => (i === 0 ? (part ? q(part) : '') : `${release}${part ? ` + ${q(part)}` : ''}`)).filter(Boolean).join(' + ');
+  const secretName = contract.names.postgresqlSecret
+    .split(RELEASE)
+    .map((part, i) => (i === 0 ? (part ? q(part) : '') : `${release}${part ? ` + ${q(part)}` : ''}`))
+    .filter(Boolean)
+    .join(' + ');
   const same = (key: string): string => `object.?data[?${q(key)}] == oldObject.?data[?${q(key)}]`;
   return {
-    apiVersion: 'admissionregistration.k8s.io/v1', kind: 'ValidatingAdmissionPolicy',
+    apiVersion: 'admissionregistration.k8s.io/v1',
+    kind: 'ValidatingAdmissionPolicy',
     metadata: { name: POLICY_NAMES.secretGuard },
     spec: {
       failurePolicy: 'Fail',
       paramKind: { apiVersion: 'v1', kind: 'PersistentVolumeClaim' },
       matchConstraints: {
         resourceRules: [{ apiGroups: [''], apiVersions: ['v1'], operations: ['UPDATE'], resources: ['secrets'] }],
-        objectSelector: { matchLabels: { [LABELS.name]: contract.values.difyName, [LABELS.component]: contract.components.postgresql } },
+        objectSelector: {
+          matchLabels: { [LABELS.name]: contract.values.difyName, [LABELS.component]: contract.components.postgresql },
+        },
       },
-      matchConditions: [{
-        name: 'release-postgresql-secret',
-        expression: `has(oldObject.metadata.labels) && ${q(LABELS.instance)} in oldObject.metadata.labels && oldObject.metadata.name == ${secretName}`,
-      }],
-      validations: [{
-        expression: `${same(SECRET_KEYS.postgresPassword)} && ${same(SECRET_KEYS.password)}`,
-        messageExpression: `"the PostgreSQL password cannot change while PersistentVolumeClaim " + params.metadata.namespace + "/" + params.metadata.name + " exists"`,
-        reason: 'Forbidden',
-      }],
+      matchConditions: [
+        {
+          name: 'release-postgresql-secret',
+          expression: `has(oldObject.metadata.labels) && ${q(LABELS.instance)} in oldObject.metadata.labels && oldObject.metadata.name == ${secretName}`,
+        },
+      ],
+      validations: [
+        {
+          expression: `${same(SECRET_KEYS.postgresPassword)} && ${same(SECRET_KEYS.password)}`,
+          messageExpression: `"the PostgreSQL password cannot change while PersistentVolumeClaim " + params.metadata.namespace + "/" + params.metadata.name + " exists"`,
+          reason: 'Forbidden',
+        },
+      ],
     },
   };
 }
 
 export function secretGuardBinding(namespace: string, release: string): Json {
   return {
-    apiVersion: 'admissionregistration.k8s.io/v1', kind: 'ValidatingAdmissionPolicyBinding',
+    apiVersion: 'admissionregistration.k8s.io/v1',
+    kind: 'ValidatingAdmissionPolicyBinding',
     metadata: { name: POLICY_NAMES.secretGuard },
     spec: {
       policyName: POLICY_NAMES.secretGuard,

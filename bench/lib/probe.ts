@@ -31,7 +31,13 @@ export interface ProbeDelta {
   /** Outgoing HTTP requests over the interval, by `METHOD /path`. */
   calls: Record<string, number>;
   /** process.memoryUsage() at the end of the interval. */
-  memoryAfter: { rssBytes: number; heapUsedBytes: number; heapTotalBytes: number; externalBytes: number; arrayBuffersBytes: number };
+  memoryAfter: {
+    rssBytes: number;
+    heapUsedBytes: number;
+    heapTotalBytes: number;
+    externalBytes: number;
+    arrayBuffersBytes: number;
+  };
   maxRssKiBAfter: number;
 }
 
@@ -41,7 +47,11 @@ export function probeEnv(file: string, extraNodeOptions: string[] = []): Record<
 }
 
 export class ServerProbe {
-  constructor(readonly name: string, private readonly pidOf: () => number | undefined, readonly file: string) {}
+  constructor(
+    readonly name: string,
+    private readonly pidOf: () => number | undefined,
+    readonly file: string,
+  ) {}
 
   get pid(): number {
     const pid = this.pidOf();
@@ -68,7 +78,8 @@ export class ServerProbe {
     for (;;) {
       const current = this.read();
       if (current && current.seq > before) return current;
-      if (Date.now() > deadline) throw new Error(`${this.name}: no probe snapshot within ${timeoutMs} ms (is ${this.file} written?)`);
+      if (Date.now() > deadline)
+        throw new Error(`${this.name}: no probe snapshot within ${timeoutMs} ms (is ${this.file} written?)`);
       await sleep(5);
     }
   }
@@ -86,7 +97,10 @@ export class ServerProbe {
       if (Date.now() - started > timeoutMs) return { waitedMs: Date.now() - started, drained: false };
       await sleep(200);
       const now = total(await this.snapshot());
-      if (now !== last) { last = now; quietSince = Date.now(); }
+      if (now !== last) {
+        last = now;
+        quietSince = Date.now();
+      }
     }
     return { waitedMs: Date.now() - started, drained: true };
   }
@@ -108,7 +122,9 @@ export class ServerProbe {
         last = this.memoryFromProc().rssBytes;
         peak = Math.max(peak, last);
         samples += 1;
-      } catch { /* the process is gone: the caller will find out */ }
+      } catch {
+        /* the process is gone: the caller will find out */
+      }
     };
     take();
     const timer = setInterval(take, intervalMs);
@@ -122,17 +138,24 @@ export class ServerProbe {
 
 export function deltaOf(before: ProbeSnapshot, after: ProbeSnapshot): ProbeDelta {
   const wallSeconds = Number(BigInt(after.atNs) - BigInt(before.atNs)) / 1e9;
-  const cpuSeconds = (after.cpuUsage.user - before.cpuUsage.user + after.cpuUsage.system - before.cpuUsage.system) / 1e6;
+  const cpuSeconds =
+    (after.cpuUsage.user - before.cpuUsage.user + after.cpuUsage.system - before.cpuUsage.system) / 1e6;
   const calls: Record<string, number> = {};
   for (const [key, count] of Object.entries(after.calls)) {
     const diff = count - (before.calls[key] ?? 0);
     if (diff > 0) calls[key] = diff;
   }
   return {
-    wallSeconds, cpuSeconds, cores: wallSeconds > 0 ? cpuSeconds / wallSeconds : 0, calls,
+    wallSeconds,
+    cpuSeconds,
+    cores: wallSeconds > 0 ? cpuSeconds / wallSeconds : 0,
+    calls,
     memoryAfter: {
-      rssBytes: after.rssBytes, heapUsedBytes: after.heapUsedBytes, heapTotalBytes: after.heapTotalBytes,
-      externalBytes: after.externalBytes, arrayBuffersBytes: after.arrayBuffersBytes,
+      rssBytes: after.rssBytes,
+      heapUsedBytes: after.heapUsedBytes,
+      heapTotalBytes: after.heapTotalBytes,
+      externalBytes: after.externalBytes,
+      arrayBuffersBytes: after.arrayBuffersBytes,
     },
     maxRssKiBAfter: after.maxRssKiB,
   };
@@ -154,7 +177,10 @@ export function classifyCalls(calls: Record<string, number>): CallClasses {
   const classes: CallClasses = { lookups: 0, cacheListWatch: 0, eventWrites: 0, other: 0, total: 0 };
   for (const [key, count] of Object.entries(calls)) {
     const [method = '', path = ''] = key.split(' ');
-    const segments = path.replace(/\?watch$/, '').split('/').filter(Boolean);
+    const segments = path
+      .replace(/\?watch$/, '')
+      .split('/')
+      .filter(Boolean);
     // /api/v1/<resource>[/<name>] or /api/v1/namespaces/<ns>/<resource>[/<name>]; groups add one segment.
     const base = segments[0] === 'apis' ? 3 : 2;
     const rest = segments.slice(base);

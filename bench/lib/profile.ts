@@ -3,9 +3,22 @@
 // by function (recursion counted once), so a missed target can be pinned to a function.
 import { readFileSync } from 'node:fs';
 
-interface CallFrame { functionName: string; url: string; lineNumber: number; columnNumber: number }
-interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
-interface CpuProfile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] }
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+interface ProfileNode {
+  id: number;
+  callFrame: CallFrame;
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
 
 export interface ProfileEntry {
   name: string;
@@ -45,7 +58,11 @@ export function areaOf(frame: CallFrame): string {
   if (srcMatch) return srcMatch[1] ? `src/${srcMatch[1]}` : 'src';
   const nodeMatch = /^node:(?:internal\/)?([^/]+)/.exec(url);
   if (nodeMatch?.[1]) return `node:${nodeMatch[1].replace(/^_/, '').replace(/_.*$/, '')}`;
-  return url.replace(/^file:\/\//, '').split('/').slice(-2).join('/');
+  return url
+    .replace(/^file:\/\//, '')
+    .split('/')
+    .slice(-2)
+    .join('/');
 }
 
 const where = (frame: CallFrame): string =>
@@ -60,9 +77,13 @@ export function summarizeProfile(file: string, requests = 0, top = 20): ProfileS
   const excluded = new Set<number>();
   const exclude = (node: ProfileNode): void => {
     excluded.add(node.id);
-    for (const child of node.children ?? []) { const c = byId.get(child); if (c) exclude(c); }
+    for (const child of node.children ?? []) {
+      const c = byId.get(child);
+      if (c) exclude(c);
+    }
   };
-  for (const node of profile.nodes) if (node.callFrame.url === 'node:inspector' || node.callFrame.url === 'node:inspector/promises') exclude(node);
+  for (const node of profile.nodes)
+    if (node.callFrame.url === 'node:inspector' || node.callFrame.url === 'node:inspector/promises') exclude(node);
   // Each sample weighs the sampling interval (the median gap). The actual gaps are wall-clock: on
   // a shared machine a descheduled process shows a long gap charged to whatever syscall it was in.
   const gaps = [...profile.timeDeltas].sort((a, b) => a - b);
@@ -74,10 +95,15 @@ export function summarizeProfile(file: string, requests = 0, top = 20): ProfileS
     sampledUs += intervalUs;
     self.set(id, (self.get(id) ?? 0) + intervalUs);
   }
-  const idleUs = profile.nodes.filter((n) => n.callFrame.functionName === '(idle)').reduce((sum, n) => sum + (self.get(n.id) ?? 0), 0);
+  const idleUs = profile.nodes
+    .filter((n) => n.callFrame.functionName === '(idle)')
+    .reduce((sum, n) => sum + (self.get(n.id) ?? 0), 0);
   const busyUs = sampledUs - idleUs;
   const entry = (name: string, at: string, us: number): ProfileEntry => ({
-    name, where: at, ms: Math.round(us / 100) / 10, pct: busyUs > 0 ? Math.round((us / busyUs) * 1000) / 10 : 0,
+    name,
+    where: at,
+    ms: Math.round(us / 100) / 10,
+    pct: busyUs > 0 ? Math.round((us / busyUs) * 1000) / 10 : 0,
     ...(requests > 0 ? { usPerRequest: Math.round((us / requests) * 10) / 10 } : {}),
   });
 
@@ -125,7 +151,8 @@ export function summarizeProfile(file: string, requests = 0, top = 20): ProfileS
   };
   if (root) visit(root);
 
-  const sorted = <T extends { us: number }>(map: Map<string, T>): [string, T][] => [...map.entries()].sort((a, b) => b[1].us - a[1].us);
+  const sorted = <T extends { us: number }>(map: Map<string, T>): [string, T][] =>
+    [...map.entries()].sort((a, b) => b[1].us - a[1].us);
   return {
     file,
     intervalUs,
@@ -133,8 +160,15 @@ export function summarizeProfile(file: string, requests = 0, top = 20): ProfileS
     busyMs: Math.round(busyUs / 1000),
     requests,
     busyUsPerRequest: requests > 0 ? Math.round(busyUs / requests) : 0,
-    byArea: [...areas.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).map(([area, us]) => entry(area, '', us)),
-    topSelf: sorted(selfByFunction).slice(0, top).map(([, v]) => entry(nameOf(v.frame), where(v.frame), v.us)),
-    topInclusive: sorted(inclusive).slice(0, top).map(([, v]) => entry(nameOf(v.frame), where(v.frame), v.us)),
+    byArea: [...areas.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([area, us]) => entry(area, '', us)),
+    topSelf: sorted(selfByFunction)
+      .slice(0, top)
+      .map(([, v]) => entry(nameOf(v.frame), where(v.frame), v.us)),
+    topInclusive: sorted(inclusive)
+      .slice(0, top)
+      .map(([, v]) => entry(nameOf(v.frame), where(v.frame), v.us)),
   };
 }

@@ -51,36 +51,89 @@ export function checkTargets(result: Pick<BenchResult, 'serverView' | 'apiServer
   if (sv) {
     const pod = sv.payloads.find((p) => p.payload === 'pod-create-mutation');
     if (pod) {
-      checks.push({ target: 'dify-guard throughput on the pod-mutation payload vs bare', limit: '>= 70 %', measured: `${(pod.throughputRatio * 100).toFixed(1)} %`, met: pod.throughputRatio >= 0.7 });
+      checks.push({
+        target: 'dify-guard throughput on the pod-mutation payload vs bare',
+        limit: '>= 70 %',
+        measured: `${(pod.throughputRatio * 100).toFixed(1)} %`,
+        met: pod.throughputRatio >= 0.7,
+      });
     }
     for (const p of sv.payloads) {
       const p99 = p.runs['dify-guard'].paced.load.latency.p99Us;
       const rate = sv.options.rate;
-      checks.push({ target: `p99 at ${rate} req/s, ${p.payload}`, limit: '<= 5 ms', measured: `${fmtMs(p99)} ms`, met: p99 <= 5000 });
+      checks.push({
+        target: `p99 at ${rate} req/s, ${p.payload}`,
+        limit: '<= 5 ms',
+        measured: `${fmtMs(p99)} ms`,
+        met: p99 <= 5000,
+      });
     }
     const steady = Math.max(...sv.payloads.map((p) => p.runs['dify-guard'].paced.server.rssAtEndBytes));
-    checks.push({ target: `dify-guard steady RSS (end of each ${sv.options.rate} req/s run, max)`, limit: '<= 100 MiB', measured: `${fmtMiB(steady)} MiB`, met: steady <= 100 * MiB });
-    const lookups = sv.payloads.reduce((sum, p) => sum + p.runs['dify-guard'].connections.server.apiCalls.lookups + p.runs['dify-guard'].paced.server.apiCalls.lookups, 0);
-    const requests = sv.payloads.reduce((sum, p) => sum + p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests, 0);
-    checks.push({ target: 'API reads per admission request, cache synced (server view)', limit: '0', measured: `${lookups} in ${requests} requests`, met: lookups === 0 });
+    checks.push({
+      target: `dify-guard steady RSS (end of each ${sv.options.rate} req/s run, max)`,
+      limit: '<= 100 MiB',
+      measured: `${fmtMiB(steady)} MiB`,
+      met: steady <= 100 * MiB,
+    });
+    const lookups = sv.payloads.reduce(
+      (sum, p) =>
+        sum +
+        p.runs['dify-guard'].connections.server.apiCalls.lookups +
+        p.runs['dify-guard'].paced.server.apiCalls.lookups,
+      0,
+    );
+    const requests = sv.payloads.reduce(
+      (sum, p) => sum + p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests,
+      0,
+    );
+    checks.push({
+      target: 'API reads per admission request, cache synced (server view)',
+      limit: '0',
+      measured: `${lookups} in ${requests} requests`,
+      met: lookups === 0,
+    });
   }
   if (sv) {
-    const runs = sv.payloads.flatMap((p) => Object.values(p.runs).flatMap((r) => [r.connections, r.paced, ...(r.autocannonRate ? [r.autocannonRate] : [])]));
+    const runs = sv.payloads.flatMap((p) =>
+      Object.values(p.runs).flatMap((r) => [r.connections, r.paced, ...(r.autocannonRate ? [r.autocannonRate] : [])]),
+    );
     const bad = runs.reduce((sum, r) => sum + r.load.errors + r.load.timeouts + r.load.non2xx + r.load.mismatches, 0);
     const total = runs.reduce((sum, r) => sum + r.load.requests, 0);
-    checks.push({ target: 'server view: every response as first checked (no error, timeout, non-2xx or different body)', limit: '0 bad', measured: `${bad} bad of ${total}`, met: bad === 0 });
+    checks.push({
+      target: 'server view: every response as first checked (no error, timeout, non-2xx or different body)',
+      limit: '0 bad',
+      measured: `${bad} bad of ${total}`,
+      met: bad === 0,
+    });
   }
   const av = result.apiServerView;
   if (av) {
     const unexpected = av.podCreate.unexpected + av.secretPasswordChange.unexpected;
-    checks.push({ target: 'API-server view: expected statuses (201 pods; 200 / 403 / 403 password changes); policy mutation = dify-guard\'s', limit: '0 unexpected, same env', measured: `${unexpected} unexpected, ${av.podMutationEquivalent.equal ? 'same env' : 'env differs'}`, met: unexpected === 0 && av.podMutationEquivalent.equal });
+    checks.push({
+      target:
+        "API-server view: expected statuses (201 pods; 200 / 403 / 403 password changes); policy mutation = dify-guard's",
+      limit: '0 unexpected, same env',
+      measured: `${unexpected} unexpected, ${av.podMutationEquivalent.equal ? 'same env' : 'env differs'}`,
+      met: unexpected === 0 && av.podMutationEquivalent.equal,
+    });
     const lookups = av.difyGuardApiCalls.lookups;
-    checks.push({ target: 'API reads per admission request, cache synced (API-server view)', limit: '0', measured: `${lookups} in ${av.difyGuardApiCalls.admissionRequests} requests`, met: lookups === 0 });
+    checks.push({
+      target: 'API reads per admission request, cache synced (API-server view)',
+      limit: '0',
+      measured: `${lookups} in ${av.difyGuardApiCalls.admissionRequests} requests`,
+      met: lookups === 0,
+    });
     const guard = av.podCreate.modes['dify-guard'].addedP50Us;
     const policy = av.podCreate.modes.policy.addedP50Us;
-    checks.push({ target: 'added p50 per pod create through the API server, dify-guard vs none', limit: '<= 3 ms', measured: `${fmtMs(guard)} ms`, met: guard <= 3000 });
     checks.push({
-      target: 'added p50 per pod create, dify-guard vs in-process policy', limit: '<= 2x policy',
+      target: 'added p50 per pod create through the API server, dify-guard vs none',
+      limit: '<= 3 ms',
+      measured: `${fmtMs(guard)} ms`,
+      met: guard <= 3000,
+    });
+    checks.push({
+      target: 'added p50 per pod create, dify-guard vs in-process policy',
+      limit: '<= 2x policy',
       measured: `${fmtMs(guard)} ms vs ${fmtMs(policy)} ms (${policy > 0 ? `${(guard / policy).toFixed(1)}x` : 'policy adds nothing measurable'})`,
       met: policy > 0 ? guard <= 2 * policy : guard <= 0,
     });
@@ -90,32 +143,64 @@ export function checkTargets(result: Pick<BenchResult, 'serverView' | 'apiServer
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, col) => Math.max(...rows.map((r) => (r[col] ?? '').length))) ?? [];
-  return rows.map((r, i) => {
-    const line = r.map((cell, col) => (col === 0 ? cell.padEnd(widths[col] ?? 0) : cell.padStart(widths[col] ?? 0))).join('  ');
-    return i === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
-  }).join('\n');
+  return rows
+    .map((r, i) => {
+      const line = r
+        .map((cell, col) => (col === 0 ? cell.padEnd(widths[col] ?? 0) : cell.padStart(widths[col] ?? 0)))
+        .join('  ');
+      return i === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
+    })
+    .join('\n');
 }
 
 function markdownTable(rows: string[][]): string {
   const [head, ...body] = rows;
   if (!head) return '';
-  return [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [
+    `| ${head.join(' | ')} |`,
+    `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+    ...body.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
 }
 
 function serverRows(sv: ServerViewResult): string[][] {
-  const rows = [['payload', 'server', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'CPU cores', 'CPU us/req', 'peak RSS MiB',
-    `p50 @${sv.options.rate}/s ms`, `p99 @${sv.options.rate}/s ms`, `p99.9 @${sv.options.rate}/s ms`, 'in-server p99 ms', `RSS @${sv.options.rate}/s MiB`, 'ratio']];
+  const rows = [
+    [
+      'payload',
+      'server',
+      'req/s',
+      'p50 ms',
+      'p99 ms',
+      'p99.9 ms',
+      'CPU cores',
+      'CPU us/req',
+      'peak RSS MiB',
+      `p50 @${sv.options.rate}/s ms`,
+      `p99 @${sv.options.rate}/s ms`,
+      `p99.9 @${sv.options.rate}/s ms`,
+      'in-server p99 ms',
+      `RSS @${sv.options.rate}/s MiB`,
+      'ratio',
+    ],
+  ];
   for (const p of sv.payloads) {
     for (const name of ['dify-guard', 'bare'] as const) {
       const run = p.runs[name];
       rows.push([
-        name === 'dify-guard' ? p.payload : '', name,
+        name === 'dify-guard' ? p.payload : '',
+        name,
         Math.round(run.connections.load.throughputRps).toString(),
-        fmtMs(run.connections.load.latency.p50Us), fmtMs(run.connections.load.latency.p99Us), fmtMs(run.connections.load.latency.p999Us),
-        run.connections.server.cores.toFixed(2), Math.round(run.connections.server.cpuUsPerRequest).toString(),
+        fmtMs(run.connections.load.latency.p50Us),
+        fmtMs(run.connections.load.latency.p99Us),
+        fmtMs(run.connections.load.latency.p999Us),
+        run.connections.server.cores.toFixed(2),
+        Math.round(run.connections.server.cpuUsPerRequest).toString(),
         fmtMiB(Math.max(run.connections.server.peakRssBytes, run.paced.server.peakRssBytes)),
-        fmtMs(run.paced.load.latency.p50Us), fmtMs(run.paced.load.latency.p99Us), fmtMs(run.paced.load.latency.p999Us),
-        run.paced.serverSideLatency ? run.paced.serverSideLatency.p99Ms.toFixed(2) : '-', fmtMiB(run.paced.server.rssAtEndBytes),
+        fmtMs(run.paced.load.latency.p50Us),
+        fmtMs(run.paced.load.latency.p99Us),
+        fmtMs(run.paced.load.latency.p999Us),
+        run.paced.serverSideLatency ? run.paced.serverSideLatency.p99Ms.toFixed(2) : '-',
+        fmtMiB(run.paced.server.rssAtEndBytes),
         name === 'dify-guard' ? `${(p.throughputRatio * 100).toFixed(1)} %` : '',
       ]);
     }
@@ -124,20 +209,38 @@ function serverRows(sv: ServerViewResult): string[][] {
 }
 
 function idleMemoryLine(sv: ServerViewResult): string {
-  return `Idle memory, before any load -> 5 s after the last run: ${Object.entries(sv.memoryIdle).map(([name, m]) =>
-    `${name} RSS ${fmtMiB(m.before.rssBytes)} -> ${fmtMiB(m.after.rssBytes)} MiB (V8 heap used ${fmtMiB(m.before.heapUsedBytes)} -> ${fmtMiB(m.after.heapUsedBytes)} MiB, lifetime peak RSS ${fmtMiB(m.after.hwmBytes)} MiB)`).join('; ')}.`;
+  return `Idle memory, before any load -> 5 s after the last run: ${Object.entries(sv.memoryIdle)
+    .map(
+      ([name, m]) =>
+        `${name} RSS ${fmtMiB(m.before.rssBytes)} -> ${fmtMiB(m.after.rssBytes)} MiB (V8 heap used ${fmtMiB(m.before.heapUsedBytes)} -> ${fmtMiB(m.after.heapUsedBytes)} MiB, lifetime peak RSS ${fmtMiB(m.after.hwmBytes)} MiB)`,
+    )
+    .join('; ')}.`;
 }
 
 function apiRows(av: ApiServerViewResult): string[][] {
   const rows = [['request', 'admission', 'p50 ms', 'p90 ms', 'p99 ms', 'added p50 ms', 'added p99 ms', 'statuses']];
-  const label: Record<Mode, string> = { none: 'none', 'dify-guard': 'dify-guard webhook', policy: 'in-process policy (MAP/VAP)' };
-  for (const [name, kind] of [['pod create', av.podCreate], ['password change', av.secretPasswordChange]] as const) {
+  const label: Record<Mode, string> = {
+    none: 'none',
+    'dify-guard': 'dify-guard webhook',
+    policy: 'in-process policy (MAP/VAP)',
+  };
+  for (const [name, kind] of [
+    ['pod create', av.podCreate],
+    ['password change', av.secretPasswordChange],
+  ] as const) {
     for (const mode of ['none', 'dify-guard', 'policy'] as const) {
       const m = kind.modes[mode];
       rows.push([
-        mode === 'none' ? name : '', label[mode], fmtMs(m.latency.p50Us), fmtMs(m.latency.p90Us), fmtMs(m.latency.p99Us),
-        mode === 'none' ? '' : fmtMs(m.addedP50Us), mode === 'none' ? '' : fmtMs(m.addedP99Us),
-        Object.entries(m.statuses).map(([s, c]) => `${s}x${c}`).join(' '),
+        mode === 'none' ? name : '',
+        label[mode],
+        fmtMs(m.latency.p50Us),
+        fmtMs(m.latency.p90Us),
+        fmtMs(m.latency.p99Us),
+        mode === 'none' ? '' : fmtMs(m.addedP50Us),
+        mode === 'none' ? '' : fmtMs(m.addedP99Us),
+        Object.entries(m.statuses)
+          .map(([s, c]) => `${s}x${c}`)
+          .join(' '),
       ]);
     }
   }
@@ -145,13 +248,18 @@ function apiRows(av: ApiServerViewResult): string[][] {
 }
 
 function targetRows(checks: TargetCheck[]): string[][] {
-  return [['target', 'limit', 'measured', 'met'], ...checks.map((c) => [c.target, c.limit, c.measured, c.met === null ? '-' : c.met ? 'yes' : 'NO'])];
+  return [
+    ['target', 'limit', 'measured', 'met'],
+    ...checks.map((c) => [c.target, c.limit, c.measured, c.met === null ? '-' : c.met ? 'yes' : 'NO']),
+  ];
 }
 
 export function terminalReport(result: BenchResult): string {
   const parts: string[] = [];
   if (result.serverView) {
-    parts.push(`Server view (${result.serverView.options.connections} keep-alive TLS connections for ${result.serverView.options.seconds} s; then open loop at ${result.serverView.options.rate} req/s)`);
+    parts.push(
+      `Server view (${result.serverView.options.connections} keep-alive TLS connections for ${result.serverView.options.seconds} s; then open loop at ${result.serverView.options.rate} req/s)`,
+    );
     parts.push(table(serverRows(result.serverView)));
     parts.push(idleMemoryLine(result.serverView));
   }
@@ -171,45 +279,116 @@ export function markdownReport(result: BenchResult, resultFile: string): string 
     '',
     `- Command: \`${result.command}\``,
     `- Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}; load average (1/5/15 min) ${m.loadAverageAtStart.map((v) => v.toFixed(2)).join(' / ')} at start, ${m.loadAverageAtEnd.map((v) => v.toFixed(2)).join(' / ')} at end`,
-    `- Versions: ${Object.entries(result.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `- Versions: ${Object.entries(result.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
     `- Code: ${result.git.commit}${result.git.dirty.length ? ` with uncommitted changes in ${result.git.dirty.join(', ')}` : ''}`,
     ...Object.entries(result.setup).map(([k, v]) => `- ${k}: ${v}`),
     '',
   ];
   if (result.serverView) {
     const sv = result.serverView;
-    lines.push('### Server view', '',
-      `Fixed connections: autocannon, ${sv.options.connections} keep-alive TLS connections, ${sv.options.seconds} s after ${sv.options.warmupSeconds} s of warm-up. "@${sv.options.rate}/s": open loop, ${sv.options.rate} req/s for ${sv.options.seconds} s over up to ${sv.options.pacedSockets} keep-alive connections. CPU from process.cpuUsage() of the server process; RSS from /proc (VmRSS, sampled every 100 ms). ALPN (h2 offered): ${Object.entries(sv.alpn).map(([k, v]) => `${k} ${v || 'none, HTTP/1.1 only'}`).join(', ')}.`,
-      '', markdownTable(serverRows(sv)), '', idleMemoryLine(sv), '');
+    lines.push(
+      '### Server view',
+      '',
+      `Fixed connections: autocannon, ${sv.options.connections} keep-alive TLS connections, ${sv.options.seconds} s after ${sv.options.warmupSeconds} s of warm-up. "@${sv.options.rate}/s": open loop, ${sv.options.rate} req/s for ${sv.options.seconds} s over up to ${sv.options.pacedSockets} keep-alive connections. CPU from process.cpuUsage() of the server process; RSS from /proc (VmRSS, sampled every 100 ms). ALPN (h2 offered): ${Object.entries(
+        sv.alpn,
+      )
+        .map(([k, v]) => `${k} ${v || 'none, HTTP/1.1 only'}`)
+        .join(', ')}.`,
+      '',
+      markdownTable(serverRows(sv)),
+      '',
+      idleMemoryLine(sv),
+      '',
+    );
     if (sv.options.autocannonRate) {
-      lines.push(`autocannon's own overallRate=${sv.options.rate} (bursts each second's budget; reference only), p99 ms: ${sv.payloads.map((p) => `${p.payload} dify-guard ${fmtMs(p.runs['dify-guard'].autocannonRate?.load.latency.p99Us ?? 0)} / bare ${fmtMs(p.runs.bare.autocannonRate?.load.latency.p99Us ?? 0)}`).join('; ')}.`, '');
+      lines.push(
+        `autocannon's own overallRate=${sv.options.rate} (bursts each second's budget; reference only), p99 ms: ${sv.payloads.map((p) => `${p.payload} dify-guard ${fmtMs(p.runs['dify-guard'].autocannonRate?.load.latency.p99Us ?? 0)} / bare ${fmtMs(p.runs.bare.autocannonRate?.load.latency.p99Us ?? 0)}`).join('; ')}.`,
+        '',
+      );
     }
-    lines.push(`dify-guard's outgoing API requests during the server-view runs: ${sv.payloads.map((p) => {
-      const c = p.runs['dify-guard'].connections.server.apiCalls;
-      const r = p.runs['dify-guard'].paced.server.apiCalls;
-      return `${p.payload}: ${c.lookups + r.lookups} reads, ${c.eventWrites + r.eventWrites} Event writes, ${c.cacheListWatch + r.cacheListWatch} cache list/watch, ${c.other + r.other} other in ${p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests} requests`;
-    }).join('; ')}.`, '');
+    lines.push(
+      `dify-guard's outgoing API requests during the server-view runs: ${sv.payloads
+        .map((p) => {
+          const c = p.runs['dify-guard'].connections.server.apiCalls;
+          const r = p.runs['dify-guard'].paced.server.apiCalls;
+          return `${p.payload}: ${c.lookups + r.lookups} reads, ${c.eventWrites + r.eventWrites} Event writes, ${c.cacheListWatch + r.cacheListWatch} cache list/watch, ${c.other + r.other} other in ${p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests} requests`;
+        })
+        .join('; ')}.`,
+      '',
+    );
   }
   if (result.apiServerView) {
     const av = result.apiServerView;
     const calls = av.difyGuardApiCalls;
-    lines.push('### API-server view', '',
-      `N=${av.options.n} requests per namespace and kind, sequential, the three namespaces interleaved (after ${av.options.warmup} warm-up requests each). Latency is the client's, per request. The policy namespace uses ${av.policyKinds.join(', ')}; its pod mutation ${av.podMutationEquivalent.equal ? 'yields the same env entries as dify-guard\'s (order aside)' : `differs from dify-guard's: ${av.podMutationEquivalent.differences.join(', ')}`}.`,
-      '', markdownTable(apiRows(av)), '',
-      `API server's own measure of its webhook calls: ${Object.entries(av.apiServerWebhookMetrics).map(([k, v]) => `${k} ${v.calls} calls, mean ${v.meanMs.toFixed(2)} ms`).join('; ') || 'none'}.`,
-      `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.lookups} reads (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes (${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.cacheListWatch} cache list/watch, ${calls.other} other${Object.keys(calls.byPath).length ? ` (${Object.entries(calls.byPath).map(([k, v]) => `${k} x${v}`).join(', ')})` : ''}. Audit log, writes by dify-guard's user over the whole run (both views): ${Object.entries(av.auditedWritesByDifyGuard).map(([k, v]) => `${k} x${v}`).join(', ') || 'none'}.`,
-      '');
+    lines.push(
+      '### API-server view',
+      '',
+      `N=${av.options.n} requests per namespace and kind, sequential, the three namespaces interleaved (after ${av.options.warmup} warm-up requests each). Latency is the client's, per request. The policy namespace uses ${av.policyKinds.join(', ')}; its pod mutation ${av.podMutationEquivalent.equal ? "yields the same env entries as dify-guard's (order aside)" : `differs from dify-guard's: ${av.podMutationEquivalent.differences.join(', ')}`}.`,
+      '',
+      markdownTable(apiRows(av)),
+      '',
+      `API server's own measure of its webhook calls: ${
+        Object.entries(av.apiServerWebhookMetrics)
+          .map(([k, v]) => `${k} ${v.calls} calls, mean ${v.meanMs.toFixed(2)} ms`)
+          .join('; ') || 'none'
+      }.`,
+      `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.lookups} reads (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes (${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.cacheListWatch} cache list/watch, ${calls.other} other${
+        Object.keys(calls.byPath).length
+          ? ` (${Object.entries(calls.byPath)
+              .map(([k, v]) => `${k} x${v}`)
+              .join(', ')})`
+          : ''
+      }. Audit log, writes by dify-guard's user over the whole run (both views): ${
+        Object.entries(av.auditedWritesByDifyGuard)
+          .map(([k, v]) => `${k} x${v}`)
+          .join(', ') || 'none'
+      }.`,
+      '',
+    );
   }
   lines.push('### Targets', '', markdownTable(targetRows(result.targets)), '');
-  lines.push('### In-process cost of each step (no network; best of 5 rounds)', '', markdownTable([['step', 'us'], ...result.micro.map((m) => [m.step.replace(/^ +/, '&nbsp;&nbsp;'), m.us.toFixed(1)])]), '');
+  lines.push(
+    '### In-process cost of each step (no network; best of 5 rounds)',
+    '',
+    markdownTable([
+      ['step', 'us'],
+      ...result.micro.map((m) => [m.step.replace(/^ +/, '&nbsp;&nbsp;'), m.us.toFixed(1)]),
+    ]),
+    '',
+  );
   if (result.profiles) {
-    lines.push('### Where dify-guard spends its CPU (V8 CPU profile of the fixed-connections load, separate runs after the measured ones)', '');
+    lines.push(
+      '### Where dify-guard spends its CPU (V8 CPU profile of the fixed-connections load, separate runs after the measured ones)',
+      '',
+    );
     for (const [payload, p] of Object.entries(result.profiles)) {
-      const perRequest = (e: { usPerRequest?: number }): string => (e.usPerRequest !== undefined ? `, ${e.usPerRequest} us/req` : '');
-      lines.push(`**${payload}**: ${p.requests} requests, main thread busy ${p.busyMs} ms (${p.busyUsPerRequest} us per request).`, '',
-        `- By area: ${p.byArea.slice(0, 10).map((a) => `${a.name} ${a.pct} %${perRequest(a)}`).join(', ')}.`,
-        `- Self: ${p.topSelf.slice(0, 10).map((e) => `\`${e.name}\`${e.where ? ` (${e.where})` : ''} ${e.pct} %${perRequest(e)}`).join('; ')}.`,
-        `- Inclusive: ${p.topInclusive.filter((e) => !/^(processTicksAndRejections|runMicrotasks|emit|listOnTimeout|processTimers|\(anonymous\))$/.test(e.name)).slice(0, 10).map((e) => `\`${e.name}\` (${e.where}) ${e.pct} %`).join('; ')}.`, '');
+      const perRequest = (e: { usPerRequest?: number }): string =>
+        e.usPerRequest !== undefined ? `, ${e.usPerRequest} us/req` : '';
+      lines.push(
+        `**${payload}**: ${p.requests} requests, main thread busy ${p.busyMs} ms (${p.busyUsPerRequest} us per request).`,
+        '',
+        `- By area: ${p.byArea
+          .slice(0, 10)
+          .map((a) => `${a.name} ${a.pct} %${perRequest(a)}`)
+          .join(', ')}.`,
+        `- Self: ${p.topSelf
+          .slice(0, 10)
+          .map((e) => `\`${e.name}\`${e.where ? ` (${e.where})` : ''} ${e.pct} %${perRequest(e)}`)
+          .join('; ')}.`,
+        `- Inclusive: ${p.topInclusive
+          .filter(
+            (e) =>
+              !/^(processTicksAndRejections|runMicrotasks|emit|listOnTimeout|processTimers|\(anonymous\))$/.test(
+                e.name,
+              ),
+          )
+          .slice(0, 10)
+          .map((e) => `\`${e.name}\` (${e.where}) ${e.pct} %`)
+          .join('; ')}.`,
+        '',
+      );
     }
   }
   return lines.join('\n');

@@ -6,7 +6,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { contract } from '../../src/contract.js';
 import { loadReview } from '../../test/support/fixtures.js';
 import { scrapeBuckets, serverSideLatency, type ServerSideLatency } from './guard-metrics.js';
-import { autocannonRate, closedLoop, negotiatedProtocol, paced, postOnce, type Endpoint, type LoadResult } from './load.js';
+import {
+  autocannonRate,
+  closedLoop,
+  negotiatedProtocol,
+  paced,
+  postOnce,
+  type Endpoint,
+  type LoadResult,
+} from './load.js';
 import { classifyCalls, deltaOf, type ServerProbe } from './probe.js';
 
 export interface Payload {
@@ -24,19 +32,32 @@ interface ReviewResponse {
 
 export const PAYLOADS: Payload[] = [
   {
-    id: 'pod-create-mutation', fixture: 'pod-api-literal', path: contract.webhook.mutatePodsPath,
-    description: 'Dify api pod CREATE needing mutation (literal passwords, MIGRATION_ENABLED, a sidecar and an init container): allowed with a JSONPatch',
-    check: (r) => (r.response?.allowed === true && typeof r.response.patch === 'string' ? undefined : 'expected allowed with a patch'),
+    id: 'pod-create-mutation',
+    fixture: 'pod-api-literal',
+    path: contract.webhook.mutatePodsPath,
+    description:
+      'Dify api pod CREATE needing mutation (literal passwords, MIGRATION_ENABLED, a sidecar and an init container): allowed with a JSONPatch',
+    check: (r) =>
+      r.response?.allowed === true && typeof r.response.patch === 'string'
+        ? undefined
+        : 'expected allowed with a patch',
   },
   {
-    id: 'secret-password-change-denied', fixture: 'secret-postgresql-update-password', path: contract.webhook.validateSecretsPath,
-    description: 'PostgreSQL Secret UPDATE changing the password while the PVC exists: denied (audit log line + Warning Event)',
-    check: (r) => (r.response?.allowed === false && r.response.status?.code === 403 ? undefined : 'expected a 403 denial'),
+    id: 'secret-password-change-denied',
+    fixture: 'secret-postgresql-update-password',
+    path: contract.webhook.validateSecretsPath,
+    description:
+      'PostgreSQL Secret UPDATE changing the password while the PVC exists: denied (audit log line + Warning Event)',
+    check: (r) =>
+      r.response?.allowed === false && r.response.status?.code === 403 ? undefined : 'expected a 403 denial',
   },
   {
-    id: 'secret-unchanged-allowed', fixture: 'secret-postgresql-update-unchanged', path: contract.webhook.validateSecretsPath,
+    id: 'secret-unchanged-allowed',
+    fixture: 'secret-postgresql-update-unchanged',
+    path: contract.webhook.validateSecretsPath,
     description: 'PostgreSQL Secret UPDATE that leaves the password alone: allowed, no lookup',
-    check: (r) => (r.response?.allowed === true && r.response.patch === undefined ? undefined : 'expected allowed without a patch'),
+    check: (r) =>
+      r.response?.allowed === true && r.response.patch === undefined ? undefined : 'expected allowed without a patch',
   },
 ];
 
@@ -68,7 +89,12 @@ export interface ServerUsage {
   /** process.memoryUsage() of the server right after the run. */
   memoryAfter: ReturnType<typeof deltaOf>['memoryAfter'];
   /** Outgoing HTTP requests of the server during the run (and 0.5 s after), per admission request. */
-  apiCalls: ReturnType<typeof classifyCalls> & { perRequest: number; lookupsPerRequest: number; eventWritesPerRequest: number; byPath: Record<string, number> };
+  apiCalls: ReturnType<typeof classifyCalls> & {
+    perRequest: number;
+    lookupsPerRequest: number;
+    eventWritesPerRequest: number;
+    byPath: Record<string, number>;
+  };
 }
 
 export interface MeasuredRun {
@@ -96,15 +122,28 @@ export interface ServerViewResult {
   memoryIdle: Record<ServerTarget['name'], { before: IdleMemory; after: IdleMemory }>;
 }
 
-export interface IdleMemory { rssBytes: number; hwmBytes: number; heapUsedBytes: number; heapTotalBytes: number }
+export interface IdleMemory {
+  rssBytes: number;
+  hwmBytes: number;
+  heapUsedBytes: number;
+  heapTotalBytes: number;
+}
 
 async function idleMemory(target: ServerTarget): Promise<IdleMemory> {
   const snapshot = await target.probe.snapshot();
-  return { ...target.probe.memoryFromProc(), heapUsedBytes: snapshot.heapUsedBytes, heapTotalBytes: snapshot.heapTotalBytes };
+  return {
+    ...target.probe.memoryFromProc(),
+    heapUsedBytes: snapshot.heapUsedBytes,
+    heapTotalBytes: snapshot.heapTotalBytes,
+  };
 }
 
-const endpointOf = (target: ServerTarget, path: string): Endpoint =>
-  ({ host: '127.0.0.1', port: target.port, path, ca: readFileSync(target.caFile) });
+const endpointOf = (target: ServerTarget, path: string): Endpoint => ({
+  host: '127.0.0.1',
+  port: target.port,
+  path,
+  ca: readFileSync(target.caFile),
+});
 
 async function measured(target: ServerTarget, route: string, load: () => Promise<LoadResult>): Promise<MeasuredRun> {
   await target.probe.settle();
@@ -128,19 +167,27 @@ async function measured(target: ServerTarget, route: string, load: () => Promise
       rssAtEndBytes: rss.lastRssBytes,
       memoryAfter: delta.memoryAfter,
       apiCalls: {
-        ...calls, perRequest: perRequest(calls.total), lookupsPerRequest: perRequest(calls.lookups),
-        eventWritesPerRequest: perRequest(calls.eventWrites), byPath: delta.calls,
+        ...calls,
+        perRequest: perRequest(calls.total),
+        lookupsPerRequest: perRequest(calls.lookups),
+        eventWritesPerRequest: perRequest(calls.eventWrites),
+        byPath: delta.calls,
       },
     },
     ...(bucketsBefore && bucketsAfter ? { serverSideLatency: serverSideLatency(bucketsBefore, bucketsAfter) } : {}),
   };
 }
 
-export async function runServerView(targets: ServerTarget[], options: ServerViewOptions,
-  log: (line: string) => void): Promise<ServerViewResult> {
+export async function runServerView(
+  targets: ServerTarget[],
+  options: ServerViewOptions,
+  log: (line: string) => void,
+): Promise<ServerViewResult> {
   const alpn = {} as ServerViewResult['alpn'];
   for (const target of targets) alpn[target.name] = await negotiatedProtocol(endpointOf(target, '/'));
-  log(`ALPN offered h2,http/1.1 -> ${targets.map((t) => `${t.name}: ${alpn[t.name] || 'no ALPN (HTTP/1.1 only)'}`).join(', ')}`);
+  log(
+    `ALPN offered h2,http/1.1 -> ${targets.map((t) => `${t.name}: ${alpn[t.name] || 'no ALPN (HTTP/1.1 only)'}`).join(', ')}`,
+  );
 
   const idleBefore = {} as Record<ServerTarget['name'], IdleMemory>;
   for (const target of targets) idleBefore[target.name] = await idleMemory(target);
@@ -149,8 +196,12 @@ export async function runServerView(targets: ServerTarget[], options: ServerView
   for (const payload of PAYLOADS) {
     const body = JSON.stringify(loadReview(payload.fixture));
     const result: PayloadResult = {
-      payload: payload.id, description: payload.description, bodyBytes: Buffer.byteLength(body),
-      responseBytes: {} as PayloadResult['responseBytes'], runs: {} as PayloadResult['runs'], throughputRatio: 0,
+      payload: payload.id,
+      description: payload.description,
+      bodyBytes: Buffer.byteLength(body),
+      responseBytes: {} as PayloadResult['responseBytes'],
+      runs: {} as PayloadResult['runs'],
+      throughputRatio: 0,
     };
     for (const target of targets) {
       const endpoint = endpointOf(target, payload.path);
@@ -164,15 +215,38 @@ export async function runServerView(targets: ServerTarget[], options: ServerView
       // The other server may still be sending Events queued by the last run: let it finish first.
       for (const other of targets) await other.probe.settle();
       log(`${payload.id} -> ${target.name}: warm-up ${options.warmupSeconds} s`);
-      await closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.warmupSeconds });
-      const connections = await measured(target, payload.path, () => closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds }));
-      log(`  ${options.connections} connections: ${Math.round(connections.load.throughputRps)} req/s, p99 ${(connections.load.latency.p99Us / 1000).toFixed(2)} ms, server ${connections.server.cores.toFixed(2)} cores`);
-      const pacedRun = await measured(target, payload.path, () => paced(endpoint, body, first.text, { rate: options.rate, seconds: options.seconds, sockets: options.pacedSockets }));
-      log(`  paced ${options.rate} req/s: p99 ${(pacedRun.load.latency.p99Us / 1000).toFixed(2)} ms (schedule lag p99 ${((pacedRun.load.scheduleLagUs?.p99 ?? 0) / 1000).toFixed(2)} ms), server ${pacedRun.server.cores.toFixed(2)} cores${pacedRun.serverSideLatency ? `, server-side p99 ${pacedRun.serverSideLatency.p99Ms} ms` : ''}`);
+      await closedLoop(endpoint, body, first.text, {
+        connections: options.connections,
+        seconds: options.warmupSeconds,
+      });
+      const connections = await measured(target, payload.path, () =>
+        closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds }),
+      );
+      log(
+        `  ${options.connections} connections: ${Math.round(connections.load.throughputRps)} req/s, p99 ${(connections.load.latency.p99Us / 1000).toFixed(2)} ms, server ${connections.server.cores.toFixed(2)} cores`,
+      );
+      const pacedRun = await measured(target, payload.path, () =>
+        paced(endpoint, body, first.text, {
+          rate: options.rate,
+          seconds: options.seconds,
+          sockets: options.pacedSockets,
+        }),
+      );
+      log(
+        `  paced ${options.rate} req/s: p99 ${(pacedRun.load.latency.p99Us / 1000).toFixed(2)} ms (schedule lag p99 ${((pacedRun.load.scheduleLagUs?.p99 ?? 0) / 1000).toFixed(2)} ms), server ${pacedRun.server.cores.toFixed(2)} cores${pacedRun.serverSideLatency ? `, server-side p99 ${pacedRun.serverSideLatency.p99Ms} ms` : ''}`,
+      );
       const runs: PayloadResult['runs'][ServerTarget['name']] = { connections, paced: pacedRun };
       if (options.autocannonRate) {
-        runs.autocannonRate = await measured(target, payload.path, () => autocannonRate(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds, rate: options.rate }));
-        log(`  autocannon overallRate ${options.rate}: p99 ${(runs.autocannonRate.load.latency.p99Us / 1000).toFixed(2)} ms`);
+        runs.autocannonRate = await measured(target, payload.path, () =>
+          autocannonRate(endpoint, body, first.text, {
+            connections: options.connections,
+            seconds: options.seconds,
+            rate: options.rate,
+          }),
+        );
+        log(
+          `  autocannon overallRate ${options.rate}: p99 ${(runs.autocannonRate.load.latency.p99Us / 1000).toFixed(2)} ms`,
+        );
       }
       result.runs[target.name] = runs;
     }
@@ -183,7 +257,10 @@ export async function runServerView(targets: ServerTarget[], options: ServerView
   }
   await sleep(5_000);
   const memoryIdle = {} as ServerViewResult['memoryIdle'];
-  for (const target of targets) memoryIdle[target.name] = { before: idleBefore[target.name], after: await idleMemory(target) };
-  log(`idle RSS before/after: ${targets.map((t) => `${t.name} ${(memoryIdle[t.name].before.rssBytes / 2 ** 20).toFixed(1)}/${(memoryIdle[t.name].after.rssBytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`);
+  for (const target of targets)
+    memoryIdle[target.name] = { before: idleBefore[target.name], after: await idleMemory(target) };
+  log(
+    `idle RSS before/after: ${targets.map((t) => `${t.name} ${(memoryIdle[t.name].before.rssBytes / 2 ** 20).toFixed(1)}/${(memoryIdle[t.name].after.rssBytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`,
+  );
   return { options, alpn, payloads, memoryIdle };
 }

@@ -37,10 +37,17 @@ function snapshot() {
   seq += 1;
   const memory = process.memoryUsage();
   const body = {
-    pid: process.pid, seq, atNs: process.hrtime.bigint().toString(),
-    cpuUsage: process.cpuUsage(), rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, heapTotalBytes: memory.heapTotal,
-    externalBytes: memory.external, arrayBuffersBytes: memory.arrayBuffers,
-    maxRssKiB: process.resourceUsage().maxRSS, calls: { ...calls },
+    pid: process.pid,
+    seq,
+    atNs: process.hrtime.bigint().toString(),
+    cpuUsage: process.cpuUsage(),
+    rssBytes: memory.rss,
+    heapUsedBytes: memory.heapUsed,
+    heapTotalBytes: memory.heapTotal,
+    externalBytes: memory.external,
+    arrayBuffersBytes: memory.arrayBuffers,
+    maxRssKiB: process.resourceUsage().maxRSS,
+    calls: { ...calls },
   };
   // Written aside and renamed, so the reader never sees half a file.
   writeFileSync(`${file}.tmp`, JSON.stringify(body));
@@ -70,7 +77,9 @@ async function runCommand() {
 
 if (file) {
   process.on('SIGUSR2', () => {
-    runCommand().catch((error) => process.stderr.write(`server-probe: ${String(error)}\n`)).finally(snapshot);
+    runCommand()
+      .catch((error) => process.stderr.write(`server-probe: ${String(error)}\n`))
+      .finally(snapshot);
   });
   snapshot();
 }

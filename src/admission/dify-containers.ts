@@ -12,7 +12,10 @@ const CREDENTIALS = contract.credentialSettings;
 
 /** Every env var name the pod rules own: a container declaring one is treated (corrected, never given more). */
 export const OWNED_SETTINGS: ReadonlySet<string> = new Set([
-  contract.env.migrationEnabled, ...CREDENTIALS.postgresqlPasswords, ...CREDENTIALS.redisPasswords, ...CREDENTIALS.redisUrls,
+  contract.env.migrationEnabled,
+  ...CREDENTIALS.postgresqlPasswords,
+  ...CREDENTIALS.redisPasswords,
+  ...CREDENTIALS.redisUrls,
 ]);
 
 const DIFY_ONLY_SETTINGS: ReadonlySet<string> = new Set(contract.difyOnlySettings);

@@ -54,15 +54,21 @@ export const templateMessages = {
   refusal: (kind: string, name: string, passwords: readonly string[], migration: boolean): string => {
     const problems: string[] = [];
     if (passwords.length > 0) {
-      problems.push(`its pod template stores ${listed(passwords)} as a literal password, readable by anyone who can read this ${kind}`);
+      problems.push(
+        `its pod template stores ${listed(passwords)} as a literal password, readable by anyone who can read this ${kind}`,
+      );
     }
     if (migration) {
-      problems.push(`its pod template sets ${ENV.migrationEnabled} to something other than "false", `
-        + 'so its pods would migrate the database on start');
+      problems.push(
+        `its pod template sets ${ENV.migrationEnabled} to something other than "false", ` +
+          'so its pods would migrate the database on start',
+      );
     }
-    return `${kind} ${name}: refused by dify-guard (webhook.templatePolicy=deny): ${problems.join('; and ')}. ` +
-      'Give each password with valueFrom.secretKeyRef (the release\'s Secret), ' +
-      `set ${ENV.migrationEnabled} to "false" (the chart's migration Job migrates), then apply again.`;
+    return (
+      `${kind} ${name}: refused by dify-guard (webhook.templatePolicy=deny): ${problems.join('; and ')}. ` +
+      "Give each password with valueFrom.secretKeyRef (the release's Secret), " +
+      `set ${ENV.migrationEnabled} to "false" (the chart's migration Job migrates), then apply again.`
+    );
   },
 };
 
@@ -101,23 +107,33 @@ const rotateInDatabase = (c: SecretMessageContext): string =>
   '(never in an ALTER ROLE on a command line, where it would stay in the shell history and the server log)';
 
 /** The sentence saying what the database answered, or why it was not asked. */
-function verificationSentence(c: SecretMessageContext, verifiable: boolean, v: PasswordVerification | undefined): string {
+function verificationSentence(
+  c: SecretMessageContext,
+  verifiable: boolean,
+  v: PasswordVerification | undefined,
+): string {
   if (!verifiable) {
-    return `dify-guard cannot ask the database: that needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} ` +
-      'unchanged in the Secret, both password keys set to the same new value, and the guard labels kept.';
+    return (
+      `dify-guard cannot ask the database: that needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} ` +
+      'unchanged in the Secret, both password keys set to the same new value, and the guard labels kept.'
+    );
   }
   const where = `the release's PostgreSQL${v?.address ? ` at ${v.address}` : ''}`;
   switch (v?.outcome) {
     case 'rejected':
       return `dify-guard asked ${where}: it does not accept this password yet (${v.detail ?? '28P01'}).`;
     case 'unreachable':
-      return `dify-guard cannot verify this password: ${where} could not be asked within ${v.timeoutMs ?? '?'} ms ` +
+      return (
+        `dify-guard cannot verify this password: ${where} could not be asked within ${v.timeoutMs ?? '?'} ms ` +
         `(${v.detail ?? 'error'}), so the change is refused for now. Check that pod ${objectRef(c.namespace, postgresqlPod(c))} ` +
         'is Running and Ready, that its Service exists, and that NetworkPolicies let dify-guard reach its port ' +
-        '(networkPolicy.postgresql.allowDifyGuard); then apply the change again.';
+        '(networkPolicy.postgresql.allowDifyGuard); then apply the change again.'
+      );
     case 'rate-limited':
-      return `dify-guard did not ask the database: this Secret had ${v.limitPerMinute ?? 'too many'} password checks in the last minute ` +
-        `(a limit that keeps dify-guard from serving to guess passwords). Retry in ${v.retryAfterSeconds ?? 60} s.`;
+      return (
+        `dify-guard did not ask the database: this Secret had ${v.limitPerMinute ?? 'too many'} password checks in the last minute ` +
+        `(a limit that keeps dify-guard from serving to guess passwords). Retry in ${v.retryAfterSeconds ?? 60} s.`
+      );
     default:
       return 'dify-guard has not asked the database about this password.';
   }
@@ -125,7 +141,10 @@ function verificationSentence(c: SecretMessageContext, verifiable: boolean, v: P
 
 export const secretMessages = {
   passwordChangeUnderPvc: (
-    c: SecretMessageContext, keys: PasswordKeyChanges, verifiable = false, verification?: PasswordVerification,
+    c: SecretMessageContext,
+    keys: PasswordKeyChanges,
+    verifiable = false,
+    verification?: PasswordVerification,
   ): string =>
     `Secret ${objectRef(c.namespace, c.secret)}: the PostgreSQL password cannot change while ` +
     `PVC ${objectRef(c.namespace, c.pvc)} exists (this request ${describeKeyChanges(keys)}), ` +
@@ -143,7 +162,7 @@ export const secretMessages = {
 
   rotationVerified: (c: SecretMessageContext): string =>
     `Secret ${objectRef(c.namespace, c.secret)}: PostgreSQL password changed under PVC ${objectRef(c.namespace, c.pvc)}, ` +
-    'allowed because the release\'s PostgreSQL already accepts the new password (rotated in the database first). ' +
+    "allowed because the release's PostgreSQL already accepts the new password (rotated in the database first). " +
     'Restart the Dify pods (api, worker, beat, plugin daemon) so that they read it.',
 
   keysDiverge: (c: SecretMessageContext): string =>
@@ -163,7 +182,6 @@ export const secretMessages = {
     `PVC ${objectRef(c.namespace, c.pvc)} exists (its PVC cache is not in sync with the API server), ` +
     'and this request could change the PostgreSQL password or its guard. Retry in a few seconds; ' +
     'if this persists, check the dify-guard pods and their logs.',
-
 };
 
 export const secretWarnings = {

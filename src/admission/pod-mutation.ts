@@ -77,7 +77,12 @@ function podPlanOf(pod: JsonObject, settings: GuardSettings): PodPlan | undefine
   const component = chartComponentOf(pod);
   const annotations = stringMapOf(pod, 'annotations');
   const annotated = {
-    postgresql: annotatedRef(annotations, ANNOTATIONS.postgresqlSecretName, ANNOTATIONS.postgresqlSecretKey, SECRET_KEYS.postgresPassword),
+    postgresql: annotatedRef(
+      annotations,
+      ANNOTATIONS.postgresqlSecretName,
+      ANNOTATIONS.postgresqlSecretKey,
+      SECRET_KEYS.postgresPassword,
+    ),
     redis: annotatedRef(annotations, ANNOTATIONS.redisSecretName, ANNOTATIONS.redisSecretKey, settings.redisSecretKey),
   };
   if (component === undefined) {
@@ -86,7 +91,8 @@ function podPlanOf(pod: JsonObject, settings: GuardSettings): PodPlan | undefine
     return { forceMigrationDisabled: true, ...withDefined(annotated), warnings: [] };
   }
   const forceMigrationDisabled = settings.forceMigrationDisabled.includes(component);
-  if (!settings.injectCredentials.includes(component)) return forceMigrationDisabled ? { forceMigrationDisabled, warnings: [] } : undefined;
+  if (!settings.injectCredentials.includes(component))
+    return forceMigrationDisabled ? { forceMigrationDisabled, warnings: [] } : undefined;
   const release = stringMapOf(pod, 'labels')[contract.labels.instance];
   if (typeof release !== 'string' || release === '') {
     return { forceMigrationDisabled, ...withDefined(annotated), warnings: [podWarnings.noRelease(component)] };
@@ -102,7 +108,12 @@ function podPlanOf(pod: JsonObject, settings: GuardSettings): PodPlan | undefine
 }
 
 /** The Secret a pod names through an annotation (the key annotation is optional). */
-function annotatedRef(annotations: Record<string, unknown>, nameKey: string, keyKey: string, defaultKey: string): SecretRef | undefined {
+function annotatedRef(
+  annotations: Record<string, unknown>,
+  nameKey: string,
+  keyKey: string,
+  defaultKey: string,
+): SecretRef | undefined {
   const name = nonEmptyString(annotations[nameKey]);
   return name ? { name, key: nonEmptyString(annotations[keyKey]) ?? defaultKey } : undefined;
 }
@@ -141,7 +152,8 @@ function treatPostgresqlPasswords(env: unknown[], container: Container, plan: Po
     const addAbsent = container.role === 'app' && name === PRIMARY_DB_PASSWORD;
     if (!treated.declared.has(name) && !(ref && addAbsent)) continue;
     if (!ref) {
-      if (hasLiteral(env, name)) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.postgresqlSecretName));
+      if (hasLiteral(env, name))
+        treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.postgresqlSecretName));
       continue;
     }
     for (const fix of enforceSecretRef(env, name, ref, addAbsent)) {
@@ -200,15 +212,24 @@ function warnUnknownRedisSecret(env: unknown[], container: Container, treated: T
     if (REDIS_PASSWORD_SETTINGS.has(entry.name)) literal.add(entry.name);
     else if (REDIS_URL_SETTINGS.has(entry.name) && brokerUrlHasLiteralPassword(entry.value)) literal.add(entry.name);
   }
-  for (const name of literal) treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.redisSecretName));
+  for (const name of literal)
+    treated.warnings.push(podWarnings.secretUnknown(container.where, name, ANNOTATIONS.redisSecretName));
 }
 
 /** REDIS_HOST/PORT from envFrom would be overridden by an explicit entry, so only a plain env gets them. */
-function addRedisEndpoint(env: unknown[], container: Container, endpoint: { host: string; port: string }, treated: Treated): void {
+function addRedisEndpoint(
+  env: unknown[],
+  container: Container,
+  endpoint: { host: string; port: string },
+  treated: Treated,
+): void {
   const envFrom = container.spec.envFrom;
   if (Array.isArray(envFrom) && envFrom.length > 0) return;
   const added: string[] = [];
-  for (const [name, value] of [[ENV.redisHost, endpoint.host], [ENV.redisPort, endpoint.port]] as const) {
+  for (const [name, value] of [
+    [ENV.redisHost, endpoint.host],
+    [ENV.redisPort, endpoint.port],
+  ] as const) {
     if (env.some((entry) => isEntryNamed(entry, name))) continue;
     env.push({ name, value });
     added.push(name);
@@ -275,8 +296,11 @@ function isSecretRefTo(entry: JsonObject, ref: SecretRef): boolean {
  */
 function defineRedisPasswordFirst(env: unknown[]): string | undefined {
   const firstUser = env.findIndex(
-    (entry) => isEnvEntry(entry) && entry.name !== ENV.redisPassword &&
-      typeof entry.value === 'string' && entry.value.includes(REDIS_PASSWORD_REFERENCE),
+    (entry) =>
+      isEnvEntry(entry) &&
+      entry.name !== ENV.redisPassword &&
+      typeof entry.value === 'string' &&
+      entry.value.includes(REDIS_PASSWORD_REFERENCE),
   );
   const definition = env.findIndex((entry) => isEntryNamed(entry, ENV.redisPassword));
   if (firstUser < 0 || definition < 0 || definition < firstUser) return undefined;

@@ -16,7 +16,10 @@ export function metadataString(object: JsonObject | null | undefined, field: str
 }
 
 /** A string-valued field of metadata (labels and annotations are maps of strings). */
-export function stringMapOf(object: JsonObject | null | undefined, field: 'labels' | 'annotations'): Record<string, unknown> {
+export function stringMapOf(
+  object: JsonObject | null | undefined,
+  field: 'labels' | 'annotations',
+): Record<string, unknown> {
   return asObject(metadataOf(object)[field]) ?? {};
 }
 

@@ -7,7 +7,13 @@ import { secretMessages, secretWarnings, type PasswordKeyChanges, type SecretMes
 import { asObject, metadataOf, nonEmptyString, stringMapOf } from './raw-json.js';
 import { releaseFromName, type GuardSettings } from './settings.js';
 import type {
-  AdmissionRequest, JsonObject, PasswordCheck, PasswordVerification, PvcStateOf, SecretChange, SecretDecision,
+  AdmissionRequest,
+  JsonObject,
+  PasswordCheck,
+  PasswordVerification,
+  PvcStateOf,
+  SecretChange,
+  SecretDecision,
 } from './types.js';
 
 export type { SecretChange, PvcStateOf } from './types.js';
@@ -31,7 +37,10 @@ export function secretChangeFromRequest(request: AdmissionRequest): SecretChange
  * when the transport asked it (it does so only when a decision without it says `verify`).
  */
 export function judgeSecretChange(
-  change: SecretChange, settings: GuardSettings, pvcStateOf: PvcStateOf, verification?: PasswordVerification,
+  change: SecretChange,
+  settings: GuardSettings,
+  pvcStateOf: PvcStateOf,
+  verification?: PasswordVerification,
 ): SecretDecision {
   const { operation, oldSecret, newSecret } = change;
   // UPDATE and DELETE are judged by what the Secret was; relabelling it in the same request changes nothing.
@@ -39,7 +48,9 @@ export function judgeSecretChange(
   const secretName = subject ? nameOf(subject) : '';
   const release = subject ? releaseOf(subject, settings) : undefined;
   if (
-    release === undefined || secretName === '' || !['CREATE', 'UPDATE', 'DELETE'].includes(operation) ||
+    release === undefined ||
+    secretName === '' ||
+    !['CREATE', 'UPDATE', 'DELETE'].includes(operation) ||
     expandName(settings.postgresqlSecretTemplate, release) !== secretName
   ) {
     return { allowed: true, reason: 'NotGuarded', warnings: [], audit: false };
@@ -50,8 +61,13 @@ export function judgeSecretChange(
   const context: SecretMessageContext = { namespace, secret: secretName, pvc: pvc.name, release };
   const newPasswords = newSecret ? passwordsOf(newSecret) : undefined;
 
-  const diverge = (): SecretDecision =>
-    ({ allowed: false, reason: 'PasswordKeysDiverge', message: secretMessages.keysDiverge(context), warnings: [], audit: true });
+  const diverge = (): SecretDecision => ({
+    allowed: false,
+    reason: 'PasswordKeysDiverge',
+    message: secretMessages.keysDiverge(context),
+    warnings: [],
+    audit: true,
+  });
   const keysDifferAfter = operation !== 'DELETE' && newPasswords !== undefined && keysDiverge(newPasswords);
   if (keysDifferAfter && operation !== 'UPDATE') return diverge();
 
@@ -60,9 +76,10 @@ export function judgeSecretChange(
     if (state === 'absent') return { allowed: true, reason: 'NoPvc', warnings: [], pvc, audit: false };
     // Allowed so that uninstall and reinstall work, an unverifiable PVC counted as present; audited,
     // because a DELETE or a reinstall over old data is what explains a later 28P01.
-    const underPvc = operation === 'DELETE'
-      ? { reason: 'DeleteUnderPvc' as const, warning: secretWarnings.deleteUnderPvc(context) }
-      : { reason: 'CreateOverPvc' as const, warning: secretWarnings.createOverPvc(context) };
+    const underPvc =
+      operation === 'DELETE'
+        ? { reason: 'DeleteUnderPvc' as const, warning: secretWarnings.deleteUnderPvc(context) }
+        : { reason: 'CreateOverPvc' as const, warning: secretWarnings.createOverPvc(context) };
     return {
       allowed: true,
       reason: state === 'present' ? underPvc.reason : 'PvcStateUnknown',
@@ -73,9 +90,11 @@ export function judgeSecretChange(
   }
 
   // UPDATE
-  const keyChanges = oldSecret && newPasswords ? passwordKeyChanges(passwordsOf(oldSecret), newPasswords) : { changed: [], removed: [] };
+  const keyChanges =
+    oldSecret && newPasswords ? passwordKeyChanges(passwordsOf(oldSecret), newPasswords) : { changed: [], removed: [] };
   const passwordTouched = keyChanges.changed.length + keyChanges.removed.length > 0;
-  const guardRemoved = oldSecret !== null && newSecret !== null && guardLabelsRemoved(oldSecret, newSecret, release, settings);
+  const guardRemoved =
+    oldSecret !== null && newSecret !== null && guardLabelsRemoved(oldSecret, newSecret, release, settings);
   if (!passwordTouched && !guardRemoved) {
     return keysDifferAfter ? diverge() : { allowed: true, reason: 'PasswordUnchanged', warnings: [], audit: false };
   }
@@ -84,12 +103,22 @@ export function judgeSecretChange(
   if (keysDifferAfter && !(state === 'present' && passwordTouched)) return diverge();
   if (state === 'absent') return { allowed: true, reason: 'NoPvc', warnings: [], pvc, audit: false };
   if (state !== 'present') {
-    return { allowed: false, reason: 'PvcStateUnknown', message: secretMessages.pvcStateUnknown(context), warnings: [], pvc, audit: true };
+    return {
+      allowed: false,
+      reason: 'PvcStateUnknown',
+      message: secretMessages.pvcStateUnknown(context),
+      warnings: [],
+      pvc,
+      audit: true,
+    };
   }
   if (passwordTouched) {
     // Only a plain rotation is asked about: not diverging or removed keys, not one that also drops the guard labels.
-    const verifiable = !keysDifferAfter && !guardRemoved && keyChanges.removed.length === 0
-      && passwordCheckOf(change, settings) !== undefined;
+    const verifiable =
+      !keysDifferAfter &&
+      !guardRemoved &&
+      keyChanges.removed.length === 0 &&
+      passwordCheckOf(change, settings) !== undefined;
     return passwordChangeUnderPvc(context, keyChanges, pvc, verifiable, verification);
   }
   return {
@@ -104,13 +133,21 @@ export function judgeSecretChange(
 
 /** A password change under the PVC: allowed only when the database already accepts the new password. */
 function passwordChangeUnderPvc(
-  context: SecretMessageContext, keyChanges: PasswordKeyChanges, pvc: { namespace: string; name: string },
-  verifiable: boolean, verification: PasswordVerification | undefined,
+  context: SecretMessageContext,
+  keyChanges: PasswordKeyChanges,
+  pvc: { namespace: string; name: string },
+  verifiable: boolean,
+  verification: PasswordVerification | undefined,
 ): SecretDecision {
   if (verifiable && verification?.outcome === 'accepted') {
     return {
-      allowed: true, reason: 'PasswordRotationVerified', message: secretMessages.rotationVerified(context),
-      warnings: [secretWarnings.rotationVerified()], pvc, audit: true, verification: 'accepted',
+      allowed: true,
+      reason: 'PasswordRotationVerified',
+      message: secretMessages.rotationVerified(context),
+      warnings: [secretWarnings.rotationVerified()],
+      pvc,
+      audit: true,
+      verification: 'accepted',
     };
   }
   return {
@@ -202,14 +239,21 @@ function isCopyOfOtherKey(key: string, value: Buffer, before: Passwords): boolea
 }
 
 /** True when the new object would no longer be selected and guarded as this release's Secret. */
-function guardLabelsRemoved(oldSecret: JsonObject, newSecret: JsonObject, release: string, settings: GuardSettings): boolean {
+function guardLabelsRemoved(
+  oldSecret: JsonObject,
+  newSecret: JsonObject,
+  release: string,
+  settings: GuardSettings,
+): boolean {
   if (!carriesGuardLabels(oldSecret)) return false;
   return !carriesGuardLabels(newSecret) || releaseOf(newSecret, settings) !== release;
 }
 
 function carriesGuardLabels(secret: JsonObject): boolean {
   const labels = labelsOf(secret);
-  return labels[LABELS.name] === contract.values.difyName && labels[LABELS.component] === contract.components.postgresql;
+  return (
+    labels[LABELS.name] === contract.values.difyName && labels[LABELS.component] === contract.components.postgresql
+  );
 }
 
 /** The instance label, else the release read back from the Secret's name. */

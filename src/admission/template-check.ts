@@ -31,7 +31,10 @@ export interface TemplateDecision {
 }
 
 const CREDENTIALS = contract.credentialSettings;
-const PASSWORD_SETTINGS: ReadonlySet<string> = new Set([...CREDENTIALS.postgresqlPasswords, ...CREDENTIALS.redisPasswords]);
+const PASSWORD_SETTINGS: ReadonlySet<string> = new Set([
+  ...CREDENTIALS.postgresqlPasswords,
+  ...CREDENTIALS.redisPasswords,
+]);
 const URL_SETTINGS: ReadonlySet<string> = new Set(CREDENTIALS.redisUrls);
 
 /** The workload kinds whose pod template is checked, and where their template sits. */
@@ -64,7 +67,10 @@ export function isControllerOwned(object: JsonObject): boolean {
  * warned even under deny, so an object stored before the policy can still be relabelled and deleted.
  */
 export function judgeWorkloadTemplate(
-  kind: string, object: JsonObject, settings: GuardSettings, oldObject?: JsonObject | null,
+  kind: string,
+  object: JsonObject,
+  settings: GuardSettings,
+  oldObject?: JsonObject | null,
 ): TemplateDecision {
   const template = podTemplateOf(kind, object);
   const skip: TemplateDecision = { allowed: true, mode: settings.templatePolicy, findings: [], warnings: [] };
@@ -91,19 +97,27 @@ export function lastAppliedFindings(pod: JsonObject, settings: GuardSettings): T
   }
   if (!applied) return none;
   const findings = templateFindings(applied, settings).filter((f) => f.finding === 'literal_password');
-  return { ...none, findings, warnings: findings.length > 0 ? [templateMessages.lastAppliedWarning(variablesOf(findings))] : [] };
+  return {
+    ...none,
+    findings,
+    warnings: findings.length > 0 ? [templateMessages.lastAppliedWarning(variablesOf(findings))] : [],
+  };
 }
 
 /** Findings of one pod (template): only Dify pods, only their Dify containers. */
 export function templateFindings(template: JsonObject, settings: GuardSettings): TemplateFinding[] {
   const component = chartComponentOf(template);
-  const isDify = component !== undefined ? settings.injectCredentials.includes(component) : runsDify(template, settings);
+  const isDify =
+    component !== undefined ? settings.injectCredentials.includes(component) : runsDify(template, settings);
   if (!isDify) return [];
   // This chart's migration Job runs the migration itself: its MIGRATION_ENABLED is not the pods' rule.
   const checkMigration = component === undefined || settings.forceMigrationDisabled.includes(component);
   const spec = asObject(template.spec) ?? {};
   const findings: TemplateFinding[] = [];
-  for (const [field, isInit] of [['initContainers', true], ['containers', false]] as const) {
+  for (const [field, isInit] of [
+    ['initContainers', true],
+    ['containers', false],
+  ] as const) {
     const items = spec[field];
     if (!Array.isArray(items)) continue;
     for (const item of items) {
@@ -123,7 +137,9 @@ function containerFindings(container: JsonObject, checkMigration: boolean): Temp
     const variable = entry?.name;
     if (!entry || typeof variable !== 'string') return [];
     const value = entry.value;
-    const literal = typeof value === 'string' && value !== '' &&
+    const literal =
+      typeof value === 'string' &&
+      value !== '' &&
       (PASSWORD_SETTINGS.has(variable) || (URL_SETTINGS.has(variable) && brokerUrlHasLiteralPassword(value)));
     if (literal) return [{ container: name, variable, finding: 'literal_password' }];
     const migrationOn = variable === ENV.migrationEnabled && (value !== 'false' || entry.valueFrom !== undefined);
@@ -140,7 +156,13 @@ function decide(kind: string, name: string, findings: TemplateFinding[], policy:
     ...(migration ? [templateMessages.migrationWarning(kind)] : []),
   ];
   if (policy === 'warn') return { allowed: true, mode: policy, findings, warnings };
-  return { allowed: false, mode: policy, findings, warnings: [], message: templateMessages.refusal(kind, name, passwords, migration) };
+  return {
+    allowed: false,
+    mode: policy,
+    findings,
+    warnings: [],
+    message: templateMessages.refusal(kind, name, passwords, migration),
+  };
 }
 
 /** The distinct variable names of some findings, in order. */

@@ -39,8 +39,10 @@ export interface TemplateAuditRecord {
 /** Writes one template audit line (warn level, like every audit record). */
 export function recordTemplateAudit(log: Logger, entry: TemplateAuditRecord): void {
   const { decision, uid, user, groups, operation, kind, namespace, name, mode, findings, dryRun } = entry;
-  log.warn({ audit: true, decision, uid, user, groups, operation, kind, namespace, name, mode, findings, dryRun },
-    decision === 'denied' ? 'Dify pod template refused' : 'Dify pod template stores what it should not');
+  log.warn(
+    { audit: true, decision, uid, user, groups, operation, kind, namespace, name, mode, findings, dryRun },
+    decision === 'denied' ? 'Dify pod template refused' : 'Dify pod template stores what it should not',
+  );
 }
 
 /** Where the server sends audit records; injected, so tests can capture them. */
@@ -60,13 +62,19 @@ export function createAuditTrail(options: AuditTrailOptions): AuditSink {
   return {
     record(entry, secret) {
       // The fields are listed one by one so that nothing else can ever slip into the line.
-      const { decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, verification } = entry;
+      const { decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, verification } =
+        entry;
       const answered = verification ? { verification } : {};
-      log.warn({ decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, ...answered },
-        decision === 'denied' ? 'Secret change denied' : 'Secret change allowed under audit');
+      log.warn(
+        { decision, uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, ...answered },
+        decision === 'denied' ? 'Secret change denied' : 'Secret change allowed under audit',
+      );
       if (dryRun || !options.events) return;
       options.events.record({
-        namespace, secretName: name, secretUid: secret?.uid, reason,
+        namespace,
+        secretName: name,
+        secretUid: secret?.uid,
+        reason,
         action: `${decision === 'denied' ? 'Deny' : 'Allow'}${operation.charAt(0)}${operation.slice(1).toLowerCase()}`,
         // Who made the change comes first, so the note's 1 KiB limit never cuts it off.
         note: `${user || 'unknown user'}: ${message}`,

@@ -80,7 +80,10 @@ export class SecretEventRecorder {
   record(event: SecretEvent): void {
     const log = this.options.log;
     if (this.pending.size >= this.maxPending) {
-      log.warn({ namespace: event.namespace, secret: event.secretName, reason: event.reason }, 'Event dropped: too many Events in flight');
+      log.warn(
+        { namespace: event.namespace, secret: event.secretName, reason: event.reason },
+        'Event dropped: too many Events in flight',
+      );
       this.options.onFailure?.();
       return;
     }
@@ -102,13 +105,13 @@ export class SecretEventRecorder {
   // Work about one Secret and reason runs in order, so a repeat finds the Event to update.
   private enqueue(key: string, event: SecretEvent, work: () => Promise<void>): void {
     const log = this.options.log;
-    const task = (this.chains.get(key) ?? Promise.resolve())
-      .then(work)
-      .catch((error: unknown) => {
-        this.options.onFailure?.();
-        log.warn({ namespace: event.namespace, secret: event.secretName, reason: event.reason, error: describeApiError(error) },
-          'could not emit a Warning Event on the Secret');
-      });
+    const task = (this.chains.get(key) ?? Promise.resolve()).then(work).catch((error: unknown) => {
+      this.options.onFailure?.();
+      log.warn(
+        { namespace: event.namespace, secret: event.secretName, reason: event.reason, error: describeApiError(error) },
+        'could not emit a Warning Event on the Secret',
+      );
+    });
     this.chains.set(key, task);
     this.pending.add(task);
     void task.finally(() => {
@@ -145,8 +148,11 @@ export class SecretEventRecorder {
     if (!series || series.count === series.writtenCount) return;
     const { count, lastObservedMs } = series;
     try {
-      await this.bounded(this.options.api.patch(event.namespace, series.eventName,
-        { series: { count, lastObservedTime: microTime(lastObservedMs) } }));
+      await this.bounded(
+        this.options.api.patch(event.namespace, series.eventName, {
+          series: { count, lastObservedTime: microTime(lastObservedMs) },
+        }),
+      );
       series.writtenCount = Math.max(series.writtenCount, count);
     } catch (error) {
       // The Event expired (events have a TTL) or was deleted: start a new one.
@@ -158,11 +164,21 @@ export class SecretEventRecorder {
   private async create(key: string, event: SecretEvent, now: number): Promise<void> {
     const body = this.eventBody(event, now);
     await this.bounded(this.options.api.create(event.namespace, body));
-    this.series.set(key, { eventName: (body.metadata as { name: string }).name, count: 1, lastObservedMs: now, writtenCount: 1 });
+    this.series.set(key, {
+      eventName: (body.metadata as { name: string }).name,
+      count: 1,
+      lastObservedMs: now,
+      writtenCount: 1,
+    });
   }
 
   private eventBody(event: SecretEvent, now: number): JsonObject {
-    const regarding: JsonObject = { apiVersion: 'v1', kind: 'Secret', namespace: event.namespace, name: event.secretName };
+    const regarding: JsonObject = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      namespace: event.namespace,
+      name: event.secretName,
+    };
     if (event.secretUid) regarding.uid = event.secretUid;
     return {
       apiVersion: 'events.k8s.io/v1',
@@ -187,7 +203,8 @@ export class SecretEventRecorder {
 
   private prune(): void {
     const horizon = this.now() - this.windowMs;
-    for (const [key, entry] of this.series) if (entry.lastObservedMs < horizon && !this.flushes.has(key)) this.series.delete(key);
+    for (const [key, entry] of this.series)
+      if (entry.lastObservedMs < horizon && !this.flushes.has(key)) this.series.delete(key);
   }
 
   private bounded<T>(promise: Promise<T>): Promise<T> {
@@ -207,7 +224,9 @@ export function microTime(ms: number): string {
 export function truncateUtf8(text: string, limitBytes: number): string {
   if (Buffer.byteLength(text, 'utf8') <= limitBytes) return text;
   const ellipsis = '…';
-  const cut = Buffer.from(text, 'utf8').subarray(0, limitBytes - Buffer.byteLength(ellipsis, 'utf8')).toString('utf8');
+  const cut = Buffer.from(text, 'utf8')
+    .subarray(0, limitBytes - Buffer.byteLength(ellipsis, 'utf8'))
+    .toString('utf8');
   // A cut inside a multi-byte character decodes to U+FFFD: drop it.
   return cut.replace(/\uFFFD$/, '') + ellipsis;
 }

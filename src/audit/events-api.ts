@@ -1,5 +1,11 @@
 // The Events calls of the audit trail on @kubernetes/client-node (events.k8s.io/v1).
-import { EventsV1Api, PatchStrategy, setHeaderOptions, type EventsV1Event, type KubeConfig } from '@kubernetes/client-node';
+import {
+  EventsV1Api,
+  PatchStrategy,
+  setHeaderOptions,
+  type EventsV1Event,
+  type KubeConfig,
+} from '@kubernetes/client-node';
 import type { EventsApi } from './event-recorder.js';
 
 export function eventsApiFor(kubeConfig: KubeConfig): EventsApi {
@@ -10,7 +16,10 @@ export function eventsApiFor(kubeConfig: KubeConfig): EventsApi {
       await api.createNamespacedEvent({ namespace, body: event as unknown as EventsV1Event });
     },
     async patch(namespace, name, mergePatch) {
-      await api.patchNamespacedEvent({ namespace, name, body: mergePatch }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      await api.patchNamespacedEvent(
+        { namespace, name, body: mergePatch },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
     },
   };
 }

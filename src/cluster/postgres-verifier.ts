@@ -23,15 +23,25 @@ export function postgresVerifier(options: PostgresVerifierOptions): PasswordVeri
     const target = parseAddress(address);
     if (!target) return { outcome: 'unreachable', detail: 'bad-address', address, timeoutMs: options.timeoutMs };
     const client = new pg.Client({
-      host: target.host, port: target.port, user: check.user, database: check.database, password: check.password,
-      connectionTimeoutMillis: options.timeoutMs, ssl: false, application_name: 'dify-guard',
+      host: target.host,
+      port: target.port,
+      user: check.user,
+      database: check.database,
+      password: check.password,
+      connectionTimeoutMillis: options.timeoutMs,
+      ssl: false,
+      application_name: 'dify-guard',
     });
     // An error after connect (the server closing first) must not become an unhandled 'error' event.
     client.on('error', () => undefined);
-    const result = await raceDeadline(authenticate(client), options.timeoutMs, (): Pick<PasswordVerification, 'outcome' | 'detail'> => {
-      void client.end().catch(() => undefined);
-      return { outcome: 'unreachable', detail: 'timeout' };
-    });
+    const result = await raceDeadline(
+      authenticate(client),
+      options.timeoutMs,
+      (): Pick<PasswordVerification, 'outcome' | 'detail'> => {
+        void client.end().catch(() => undefined);
+        return { outcome: 'unreachable', detail: 'timeout' };
+      },
+    );
     return { ...result, address, timeoutMs: options.timeoutMs };
   };
 }

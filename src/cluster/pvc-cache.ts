@@ -7,8 +7,12 @@
 // went quiet without an error (pepr#745, kubernetes-client/javascript#596), on top of the
 // client's own inactivity timeout. A 410 Gone makes ListWatch relist by itself.
 import {
-  CoreV1Api, ListWatch, Watch,
-  type KubeConfig, type KubernetesListObject, type V1PersistentVolumeClaim,
+  CoreV1Api,
+  ListWatch,
+  Watch,
+  type KubeConfig,
+  type KubernetesListObject,
+  type V1PersistentVolumeClaim,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { PvcState } from '../admission/types.js';
@@ -130,7 +134,12 @@ export class PvcCache {
       setImmediate(() => this.listed(id, result.items.length));
       return result;
     };
-    const informer = new ListWatch<V1PersistentVolumeClaim>(PVC_WATCH_PATH, this.options.source.watch as Watch, list, false);
+    const informer = new ListWatch<V1PersistentVolumeClaim>(
+      PVC_WATCH_PATH,
+      this.options.source.watch as Watch,
+      list,
+      false,
+    );
     this.live.set(id, informer);
     informer.on('error', (error) => this.failed(id, error));
     informer.start().catch((error: unknown) => this.failed(id, error));
@@ -168,8 +177,10 @@ export class PvcCache {
     this.healthy = false;
     const delayMs = this.backoffDelay();
     this.failures += 1;
-    this.options.log.warn({ error: describeApiError(error), retryInMs: Math.round(delayMs), failures: this.failures },
-      'PVC list/watch failed: password changes are refused until it lists again');
+    this.options.log.warn(
+      { error: describeApiError(error), retryInMs: Math.round(delayMs), failures: this.failures },
+      'PVC list/watch failed: password changes are refused until it lists again',
+    );
     this.options.onRestart?.();
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {

@@ -4,8 +4,15 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Metrics } from '../metrics.js';
 import {
-  ADMISSION_API_VERSION, ADMISSION_KIND, checkAdmissionReview, decisionOf, errored, reviewResponse, uidOf,
-  type AdmissionHandler, type AdmissionVerdict,
+  ADMISSION_API_VERSION,
+  ADMISSION_KIND,
+  checkAdmissionReview,
+  decisionOf,
+  errored,
+  reviewResponse,
+  uidOf,
+  type AdmissionHandler,
+  type AdmissionVerdict,
 } from './admission-review.js';
 
 export interface AdmissionRoute {
@@ -40,7 +47,11 @@ declare module 'fastify' {
 
 /** A bad request: the status and a message naming the problem. */
 class AdmissionInputError extends Error {
-  constructor(readonly statusCode: number, readonly reason: string, message: string) {
+  constructor(
+    readonly statusCode: number,
+    readonly reason: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -53,20 +64,34 @@ export async function admissionPlugin(app: FastifyInstance, options: AdmissionPl
   app.decorateRequest('admissionTrace', null);
   // Only JSON is accepted; fastify's own parsers are replaced so that no parser error can quote the body.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser(JSON_MEDIA_TYPE, { parseAs: 'buffer', bodyLimit: bodyLimitBytes }, (_request, body, done) => {
-    const text = (body as Buffer).toString('utf8');
-    if (text.trim() === '') {
-      done(new AdmissionInputError(400, 'BadRequest', 'request body is empty: expected an AdmissionReview'), undefined);
-      return;
-    }
-    try {
-      done(null, JSON.parse(text));
-    } catch (error) {
-      // JSON.parse's message quotes the input, so only the position is passed on.
-      const position = /position (\d+)/.exec(String((error as Error).message))?.[1];
-      done(new AdmissionInputError(400, 'BadRequest', `malformed JSON in the request body${position ? ` at position ${position}` : ''}: expected an AdmissionReview`), undefined);
-    }
-  });
+  app.addContentTypeParser(
+    JSON_MEDIA_TYPE,
+    { parseAs: 'buffer', bodyLimit: bodyLimitBytes },
+    (_request, body, done) => {
+      const text = (body as Buffer).toString('utf8');
+      if (text.trim() === '') {
+        done(
+          new AdmissionInputError(400, 'BadRequest', 'request body is empty: expected an AdmissionReview'),
+          undefined,
+        );
+        return;
+      }
+      try {
+        done(null, JSON.parse(text));
+      } catch (error) {
+        // JSON.parse's message quotes the input, so only the position is passed on.
+        const position = /position (\d+)/.exec(String((error as Error).message))?.[1];
+        done(
+          new AdmissionInputError(
+            400,
+            'BadRequest',
+            `malformed JSON in the request body${position ? ` at position ${position}` : ''}: expected an AdmissionReview`,
+          ),
+          undefined,
+        );
+      }
+    },
+  );
 
   app.addHook('onRequest', async (request) => {
     request.admissionTrace = { startedAt: process.hrtime.bigint(), uid: '', outcome: 'rejected' };
@@ -81,10 +106,20 @@ export async function admissionPlugin(app: FastifyInstance, options: AdmissionPl
     const code = reply.statusCode;
     metrics.requests.inc({ route, decision: trace.outcome, code: String(code) });
     metrics.requestDuration.observe({ route }, seconds);
-    request.log.debug({
-      uid: trace.uid, route, decision: trace.outcome, code, seconds,
-      operation: trace.operation, kind: trace.kind, namespace: trace.namespace, name: trace.name,
-    }, 'admission request answered');
+    request.log.debug(
+      {
+        uid: trace.uid,
+        route,
+        decision: trace.outcome,
+        code,
+        seconds,
+        operation: trace.operation,
+        kind: trace.kind,
+        namespace: trace.namespace,
+        name: trace.name,
+      },
+      'admission request answered',
+    );
   });
 
   app.setErrorHandler((error: FastifyError | AdmissionInputError, request, reply) => {
@@ -92,8 +127,18 @@ export async function admissionPlugin(app: FastifyInstance, options: AdmissionPl
     const rejection = describeRejection(error, request, bodyLimitBytes);
     if (rejection) {
       if (trace) trace.outcome = 'rejected';
-      request.log.info({ uid: trace?.uid ?? '', route: request.routeOptions.url, code: rejection.statusCode, problem: rejection.message }, 'admission request rejected');
-      return reply.code(rejection.statusCode).send(reviewResponse(trace?.uid ?? '', errored(rejection.statusCode, rejection.reason, rejection.message)));
+      request.log.info(
+        {
+          uid: trace?.uid ?? '',
+          route: request.routeOptions.url,
+          code: rejection.statusCode,
+          problem: rejection.message,
+        },
+        'admission request rejected',
+      );
+      return reply
+        .code(rejection.statusCode)
+        .send(reviewResponse(trace?.uid ?? '', errored(rejection.statusCode, rejection.reason, rejection.message)));
     }
     return answerFault(request, reply, error);
   });
@@ -108,11 +153,17 @@ export async function admissionPlugin(app: FastifyInstance, options: AdmissionPl
       }
       const check = checkAdmissionReview(request.body);
       if (!check.ok) {
-        throw new AdmissionInputError(400, 'BadRequest', `not a valid ${ADMISSION_API_VERSION} ${ADMISSION_KIND}: ${check.problems.join('; ')}`);
+        throw new AdmissionInputError(
+          400,
+          'BadRequest',
+          `not a valid ${ADMISSION_API_VERSION} ${ADMISSION_KIND}: ${check.problems.join('; ')}`,
+        );
       }
       const admission = check.request;
       Object.assign(trace, {
-        operation: admission.operation, kind: admission.kind.kind, namespace: admission.namespace,
+        operation: admission.operation,
+        kind: admission.kind.kind,
+        namespace: admission.namespace,
         name: admission.name || undefined,
       });
       let verdict: AdmissionVerdict;
@@ -133,29 +184,54 @@ function answerFault(request: FastifyRequest, reply: FastifyReply, fault: unknow
   const uid = trace?.uid ?? '';
   // The fault's message may quote what it was reading, so only its type and stack frames are logged.
   request.log.error({ uid, route: request.routeOptions.url, fault: faultSummary(fault) }, 'admission handler failed');
-  return reply.code(500).send(reviewResponse(uid, errored(500, 'InternalError',
-    `dify-guard could not judge this request (uid ${uid || 'unknown'}): internal error, see the webhook's log`)));
+  return reply
+    .code(500)
+    .send(
+      reviewResponse(
+        uid,
+        errored(
+          500,
+          'InternalError',
+          `dify-guard could not judge this request (uid ${uid || 'unknown'}): internal error, see the webhook's log`,
+        ),
+      ),
+    );
 }
 
 /** The type and stack frames of a fault, without its message. */
 export function faultSummary(fault: unknown): { type: string; frames: string[] } {
   if (!(fault instanceof Error)) return { type: typeof fault, frames: [] };
-  const frames = (fault.stack ?? '').split('\n').filter((line) => /^\s+at /.test(line)).map((line) => line.trim()).slice(0, 10);
+  const frames = (fault.stack ?? '')
+    .split('\n')
+    .filter((line) => /^\s+at /.test(line))
+    .map((line) => line.trim())
+    .slice(0, 10);
   return { type: fault.name || fault.constructor.name, frames };
 }
 
-function describeRejection(error: FastifyError | AdmissionInputError, request: FastifyRequest, limit: number):
-  { statusCode: number; reason: string; message: string } | undefined {
+function describeRejection(
+  error: FastifyError | AdmissionInputError,
+  request: FastifyRequest,
+  limit: number,
+): { statusCode: number; reason: string; message: string } | undefined {
   if (error instanceof AdmissionInputError) return error;
   switch (error.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return { statusCode: 413, reason: 'RequestEntityTooLarge', message: `request body is larger than the limit of ${limit} bytes` };
+      return {
+        statusCode: 413,
+        reason: 'RequestEntityTooLarge',
+        message: `request body is larger than the limit of ${limit} bytes`,
+      };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return unsupportedMediaType(request);
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return { statusCode: 400, reason: 'BadRequest', message: 'request body is empty: expected an AdmissionReview' };
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-      return { statusCode: 400, reason: 'BadRequest', message: 'request body length does not match its Content-Length header' };
+      return {
+        statusCode: 400,
+        reason: 'BadRequest',
+        message: 'request body length does not match its Content-Length header',
+      };
     default:
       break;
   }
@@ -169,7 +245,11 @@ function describeRejection(error: FastifyError | AdmissionInputError, request: F
 function unsupportedMediaType(request: FastifyRequest): AdmissionInputError {
   const header = request.headers['content-type'];
   const got = header === undefined ? 'no Content-Type header' : `Content-Type ${JSON.stringify(header.slice(0, 100))}`;
-  return new AdmissionInputError(415, 'UnsupportedMediaType', `unsupported content type: expected ${JSON_MEDIA_TYPE}, got ${got}`);
+  return new AdmissionInputError(
+    415,
+    'UnsupportedMediaType',
+    `unsupported content type: expected ${JSON_MEDIA_TYPE}, got ${got}`,
+  );
 }
 
 function isJson(contentType: string | undefined): boolean {

@@ -121,11 +121,11 @@ export const admissionReviewSchema = {
 } as const;
 
 const ajv = new Ajv({ allErrors: true, strict: true });
-const validateEnvelope = ajv.compile<{ apiVersion: string; kind: string; request: AdmissionRequest }>(admissionReviewSchema);
+const validateEnvelope = ajv.compile<{ apiVersion: string; kind: string; request: AdmissionRequest }>(
+  admissionReviewSchema,
+);
 
-export type EnvelopeCheck =
-  | { ok: true; request: AdmissionRequest }
-  | { ok: false; uid: string; problems: string[] };
+export type EnvelopeCheck = { ok: true; request: AdmissionRequest } | { ok: false; uid: string; problems: string[] };
 
 /** Checks a parsed body against the envelope schema; problems name the field and what was wrong. */
 export function checkAdmissionReview(body: unknown): EnvelopeCheck {
@@ -151,7 +151,7 @@ function describeProblem(error: ErrorObject, body: unknown): string {
     case 'const':
       return `${path} must be ${JSON.stringify((error.params as { allowedValue: unknown }).allowedValue)}, got ${shown(valueAt(body, error.instancePath))}`;
     case 'enum':
-      return `${path} must be one of ${((error.params as { allowedValues: unknown[] }).allowedValues).join(', ')}, got ${shown(valueAt(body, error.instancePath))}`;
+      return `${path} must be one of ${(error.params as { allowedValues: unknown[] }).allowedValues.join(', ')}, got ${shown(valueAt(body, error.instancePath))}`;
     case 'type':
       return `${path || 'the body'} must be ${describeType((error.params as { type: string | string[] }).type)}, got ${typeName(valueAt(body, error.instancePath))}`;
     case 'minLength':
@@ -163,7 +163,11 @@ function describeProblem(error: ErrorObject, body: unknown): string {
 
 /** `/request/kind` -> `request.kind`. */
 function fieldName(instancePath: string): string {
-  return instancePath.split('/').slice(1).map((part) => part.replaceAll('~1', '/').replaceAll('~0', '~')).join('.');
+  return instancePath
+    .split('/')
+    .slice(1)
+    .map((part) => part.replaceAll('~1', '/').replaceAll('~0', '~'))
+    .join('.');
 }
 
 function valueAt(body: unknown, instancePath: string): unknown {
@@ -178,7 +182,12 @@ function valueAt(body: unknown, instancePath: string): unknown {
 // Only identifier-like strings ("admission.k8s.io/v1beta1", "v1", "Pod", "PATCH") are quoted back;
 // anything else, digits included, may be content that must not be echoed or logged.
 function shown(value: unknown): string {
-  if (typeof value === 'string' && value.length <= 40 && /^(?:[A-Za-z]+(\.[a-z0-9-]+)*(\/v[0-9a-z]+)?|v\d+[a-z0-9]*)$/.test(value)) return JSON.stringify(value);
+  if (
+    typeof value === 'string' &&
+    value.length <= 40 &&
+    /^(?:[A-Za-z]+(\.[a-z0-9-]+)*(\/v[0-9a-z]+)?|v\d+[a-z0-9]*)$/.test(value)
+  )
+    return JSON.stringify(value);
   return typeName(value);
 }
 
@@ -192,7 +201,19 @@ function typeName(value: unknown): string {
 
 function describeType(type: string | string[]): string {
   const names = Array.isArray(type) ? type : [type];
-  return names.map((name) => (name === 'null' ? 'null' : name === 'object' ? 'an object' : name === 'array' ? 'an array' : name === 'integer' ? 'an integer' : `a ${name}`)).join(' or ');
+  return names
+    .map((name) =>
+      name === 'null'
+        ? 'null'
+        : name === 'object'
+          ? 'an object'
+          : name === 'array'
+            ? 'an array'
+            : name === 'integer'
+              ? 'an integer'
+              : `a ${name}`,
+    )
+    .join(' or ');
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

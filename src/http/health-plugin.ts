@@ -15,7 +15,8 @@ export interface ReadinessChecks {
   shuttingDown: boolean;
 }
 
-export const isReady = (checks: ReadinessChecks): boolean => checks.certificate && checks.pvcCache && !checks.shuttingDown;
+export const isReady = (checks: ReadinessChecks): boolean =>
+  checks.certificate && checks.pvcCache && !checks.shuttingDown;
 
 export interface HealthPluginOptions {
   readiness: () => ReadinessChecks;

@@ -18,8 +18,11 @@ export interface PodRouteDeps {
 
 export function podMutationHandler(deps: PodRouteDeps): AdmissionHandler {
   return (request) => {
-    const isPodCreate = request.operation === 'CREATE' && request.kind.group === '' && request.kind.kind === 'Pod'
-      && !request.subResource;
+    const isPodCreate =
+      request.operation === 'CREATE' &&
+      request.kind.group === '' &&
+      request.kind.kind === 'Pod' &&
+      !request.subResource;
     if (!isPodCreate || !request.object) return allowed();
     const result = mutatePod(request.object, deps.settings);
     if (result.patch.length > 0) logMutation(deps.log, request, request.object, result);
@@ -27,9 +30,17 @@ export function podMutationHandler(deps: PodRouteDeps): AdmissionHandler {
     if (applied.findings.length > 0) {
       deps.metrics.templateFindings.inc({ kind: 'Pod', finding: 'literal_password', mode: 'warn' });
       recordTemplateAudit(deps.log, {
-        decision: 'allowed', uid: request.uid, user: request.userInfo.username ?? '', groups: request.userInfo.groups ?? [],
-        operation: request.operation, kind: 'Pod', namespace: request.namespace ?? '', name: podName(request.object),
-        mode: 'warn', findings: applied.findings, dryRun: request.dryRun === true,
+        decision: 'allowed',
+        uid: request.uid,
+        user: request.userInfo.username ?? '',
+        groups: request.userInfo.groups ?? [],
+        operation: request.operation,
+        kind: 'Pod',
+        namespace: request.namespace ?? '',
+        name: podName(request.object),
+        mode: 'warn',
+        findings: applied.findings,
+        dryRun: request.dryRun === true,
       });
     }
     return patched(result.patch, [...result.warnings, ...applied.warnings]);
@@ -38,12 +49,18 @@ export function podMutationHandler(deps: PodRouteDeps): AdmissionHandler {
 
 function logMutation(log: Logger, request: AdmissionRequest, pod: JsonObject, result: MutationResult): void {
   const metadata = (pod.metadata ?? {}) as { name?: unknown; generateName?: unknown };
-  log.info({
-    uid: request.uid, namespace: request.namespace ?? '',
-    name: typeof metadata.name === 'string' ? metadata.name : undefined,
-    generateName: typeof metadata.generateName === 'string' ? metadata.generateName : undefined,
-    user: request.userInfo.username ?? '', dryRun: request.dryRun === true, changes: result.changes,
-  }, 'Dify pod mutated');
+  log.info(
+    {
+      uid: request.uid,
+      namespace: request.namespace ?? '',
+      name: typeof metadata.name === 'string' ? metadata.name : undefined,
+      generateName: typeof metadata.generateName === 'string' ? metadata.generateName : undefined,
+      user: request.userInfo.username ?? '',
+      dryRun: request.dryRun === true,
+      changes: result.changes,
+    },
+    'Dify pod mutated',
+  );
 }
 
 function podName(pod: JsonObject): string {

@@ -11,7 +11,10 @@ export interface RateLimiterOptions {
   maxKeys?: number;
 }
 
-interface Bucket { tokens: number; at: number }
+interface Bucket {
+  tokens: number;
+  at: number;
+}
 
 export class RateLimiter {
   private readonly buckets = new Map<string, Bucket>();
@@ -25,7 +28,9 @@ export class RateLimiter {
     this.maxKeys = options.maxKeys ?? 10_000;
   }
 
-  get perMinute(): number { return this.options.perMinute; }
+  get perMinute(): number {
+    return this.options.perMinute;
+  }
 
   /** Takes one attempt for `key` if its bucket has one; else says when the next one will be there. */
   take(key: string): LimitAnswer {

@@ -5,7 +5,12 @@ import { metadataString } from '../admission/raw-json.js';
 import { judgeSecretChange, passwordCheckOf, secretChangeFromRequest } from '../admission/secret-guard.js';
 import type { GuardSettings } from '../admission/settings.js';
 import type {
-  AdmissionRequest, PasswordVerification, PvcState, PvcStateOf, SecretChange, SecretDecision,
+  AdmissionRequest,
+  PasswordVerification,
+  PvcState,
+  PvcStateOf,
+  SecretChange,
+  SecretDecision,
 } from '../admission/types.js';
 import type { AuditSink } from '../audit/audit-trail.js';
 import type { PasswordVerifier } from '../cluster/postgres-verifier.js';
@@ -35,7 +40,8 @@ export function secretGuardHandler(deps: SecretGuardDeps): AdmissionHandler {
     // One cache answer per request, so both passes of the decision see the same PVC state.
     const pvcStateOf = rememberedPvcState(deps.pvcStateOf);
     let decision = judgeSecretChange(change, deps.settings, pvcStateOf);
-    if (decision.verify) decision = judgeSecretChange(change, deps.settings, pvcStateOf, await verify(deps, change, request.uid));
+    if (decision.verify)
+      decision = judgeSecretChange(change, deps.settings, pvcStateOf, await verify(deps, change, request.uid));
     if (decision.reason === 'PasswordRotationVerified' && !change.dryRun) deps.metrics.verifiedRotations.inc();
 
     const verdict: AdmissionVerdict = decision.allowed
@@ -57,16 +63,27 @@ export function secretGuardHandler(deps: SecretGuardDeps): AdmissionHandler {
 }
 
 /** The database's answer for this request's new password, or rate-limited without asking. */
-async function verify(deps: SecretGuardDeps, change: SecretChange, uid: string): Promise<PasswordVerification | undefined> {
+async function verify(
+  deps: SecretGuardDeps,
+  change: SecretChange,
+  uid: string,
+): Promise<PasswordVerification | undefined> {
   const check = passwordCheckOf(change, deps.settings);
   if (!check) return undefined;
   const limit = deps.rateLimiter.take(check.secretKey);
   const verification: PasswordVerification = limit.allowed
     ? await deps.verifier(check)
-    : { outcome: 'rate-limited', retryAfterSeconds: limit.retryAfterSeconds, limitPerMinute: deps.rateLimiter.perMinute };
+    : {
+        outcome: 'rate-limited',
+        retryAfterSeconds: limit.retryAfterSeconds,
+        limitPerMinute: deps.rateLimiter.perMinute,
+      };
   deps.metrics.verifications.inc({ outcome: verification.outcome });
   const { outcome, detail, address } = verification;
-  deps.log.info({ uid, secret: check.secretKey, outcome, detail, address, dryRun: change.dryRun }, 'PostgreSQL password check');
+  deps.log.info(
+    { uid, secret: check.secretKey, outcome, detail, address, dryRun: change.dryRun },
+    'PostgreSQL password check',
+  );
   return verification;
 }
 
@@ -81,7 +98,10 @@ function rememberedPvcState(pvcStateOf: PvcStateOf): PvcStateOf {
 
 /** The API server prefixes these keys with the webhook name and writes them to its audit log. */
 function auditAnnotationsOf(decision: SecretDecision): Record<string, string> {
-  const annotations: Record<string, string> = { decision: decision.allowed ? 'allowed' : 'denied', reason: decision.reason };
+  const annotations: Record<string, string> = {
+    decision: decision.allowed ? 'allowed' : 'denied',
+    reason: decision.reason,
+  };
   if (decision.pvc) annotations.pvc = `${decision.pvc.namespace}/${decision.pvc.name}`;
   return annotations;
 }

@@ -102,7 +102,9 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
       });
       return this.rereading;
     }
-    this.reloading = this.readAndSwap().finally(() => { this.reloading = undefined; });
+    this.reloading = this.readAndSwap().finally(() => {
+      this.reloading = undefined;
+    });
     return this.reloading;
   }
 
@@ -113,7 +115,10 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
     try {
       [cert, key] = await Promise.all([readFile(certFile), readFile(keyFile)]);
     } catch (error) {
-      return this.failed(`cannot read the certificate files: ${(error as NodeJS.ErrnoException).code ?? 'error'}`, undefined);
+      return this.failed(
+        `cannot read the certificate files: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+        undefined,
+      );
     }
     const hash = createHash('sha256').update(cert).update('\0').update(key).digest('hex');
     if (hash === this.contentHash) return 'unchanged';
@@ -123,10 +128,14 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
       createSecureContext({ cert, key, minVersion: TLS_MIN_VERSION });
       const x509 = new X509Certificate(cert);
       info = { fingerprint256: x509.fingerprint256, subject: x509.subject, issuer: x509.issuer, validTo: x509.validTo };
-      if (Date.parse(x509.validTo) < Date.now()) log.warn({ certFile, validTo: x509.validTo }, 'the serving certificate has expired');
+      if (Date.parse(x509.validTo) < Date.now())
+        log.warn({ certFile, validTo: x509.validTo }, 'the serving certificate has expired');
     } catch (error) {
       // OpenSSL's reason (e.g. "key values mismatch") names the problem; it never quotes key material.
-      return this.failed(`the certificate and key do not load: ${String((error as Error).message).split('\n')[0]}`, hash);
+      return this.failed(
+        `the certificate and key do not load: ${String((error as Error).message).split('\n')[0]}`,
+        hash,
+      );
     }
     this.context = { cert, key };
     this.contentHash = hash;
@@ -142,8 +151,12 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
   private failed(problem: string, hash: string | undefined): ReloadResult {
     // The same broken content is reported once, not at every poll.
     if (hash === undefined || hash !== this.failedHash) {
-      this.options.log.error({ certFile: this.options.certFile, keyFile: this.options.keyFile, problem, keptPrevious: this.loaded },
-        this.loaded ? 'new serving certificate rejected; the previous one stays in use' : 'no serving certificate could be loaded');
+      this.options.log.error(
+        { certFile: this.options.certFile, keyFile: this.options.keyFile, problem, keptPrevious: this.loaded },
+        this.loaded
+          ? 'new serving certificate rejected; the previous one stays in use'
+          : 'no serving certificate could be loaded',
+      );
       this.options.onResult?.('failed');
     }
     if (hash !== undefined) this.failedHash = hash;
@@ -157,13 +170,19 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
       try {
         const watcher = watch(folder, { persistent: false }, () => this.scheduleReload());
         watcher.on('error', (error) => {
-          this.options.log.warn({ folder, code: (error as NodeJS.ErrnoException).code }, 'certificate folder watch failed; polling continues');
+          this.options.log.warn(
+            { folder, code: (error as NodeJS.ErrnoException).code },
+            'certificate folder watch failed; polling continues',
+          );
           watcher.close();
           this.watchers = this.watchers.filter((w) => w !== watcher);
         });
         this.watchers.push(watcher);
       } catch (error) {
-        this.options.log.warn({ folder, code: (error as NodeJS.ErrnoException).code }, 'cannot watch the certificate folder; polling instead');
+        this.options.log.warn(
+          { folder, code: (error as NodeJS.ErrnoException).code },
+          'cannot watch the certificate folder; polling instead',
+        );
       }
     }
   }

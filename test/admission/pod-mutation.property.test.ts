@@ -15,7 +15,9 @@ import { fixtureNames, loadObject, mutateAndApply, type EnvEntry } from '../supp
 
 const settings = defaultGuardSettings;
 const CRED = contract.credentialSettings;
-const OWNED = [...new Set<string>([...Object.values(ENV), ...CRED.postgresqlPasswords, ...CRED.redisPasswords, ...CRED.redisUrls])];
+const OWNED = [
+  ...new Set<string>([...Object.values(ENV), ...CRED.postgresqlPasswords, ...CRED.redisPasswords, ...CRED.redisUrls]),
+];
 const REDIS_OWNED = new Set<string>([...CRED.redisPasswords, ...CRED.redisUrls]);
 const DIFY_IMAGE = 'langgenius/dify-api:1.11.4';
 const SIDECAR_IMAGE = 'fluent/fluent-bit:3.2.4';
@@ -34,10 +36,22 @@ const valueFrom: fc.Arbitrary<JsonObject> = fc.oneof(
   fc.constant({ configMapKeyRef: { name: 'cm', key: 'k' } }),
   fc.constant({ fieldRef: { fieldPath: 'metadata.name' } }),
 );
-const password = fc.oneof(fc.string({ maxLength: 12 }), fc.constant(REDIS_PASSWORD_REFERENCE), fc.constant('p@ss:w/rd'));
+const password = fc.oneof(
+  fc.string({ maxLength: 12 }),
+  fc.constant(REDIS_PASSWORD_REFERENCE),
+  fc.constant('p@ss:w/rd'),
+);
 const redisUrl = fc
-  .tuple(fc.constantFrom('redis', 'rediss', 'sentinel', 'amqp'), fc.constantFrom('', 'default', 'user'), fc.option(password), fc.constantFrom('h', 'dify-redis-master:6379/1'))
-  .map(([scheme, user, pw, host]) => `${scheme}://${user}${pw === null ? '' : `:${pw}`}${user || pw !== null ? '@' : ''}${host}`);
+  .tuple(
+    fc.constantFrom('redis', 'rediss', 'sentinel', 'amqp'),
+    fc.constantFrom('', 'default', 'user'),
+    fc.option(password),
+    fc.constantFrom('h', 'dify-redis-master:6379/1'),
+  )
+  .map(
+    ([scheme, user, pw, host]) =>
+      `${scheme}://${user}${pw === null ? '' : `:${pw}`}${user || pw !== null ? '@' : ''}${host}`,
+  );
 const envValue = fc.oneof(
   fc.string({ maxLength: 16 }),
   fc.constantFrom('true', 'false', '', '6379'),
@@ -62,7 +76,10 @@ const container = (prefix: string): fc.Arbitrary<JsonObject> =>
       name: fc.constantFrom(`${prefix}a`, `${prefix}b`),
       image: fc.constantFrom(DIFY_IMAGE, DIFY_IMAGE, SIDECAR_IMAGE),
       // `env: null` (some clients send it) counts as no env.
-      env: fc.oneof({ weight: 6, arbitrary: fc.array(envEntry, { maxLength: 10 }) }, { weight: 1, arbitrary: fc.constant(null) }),
+      env: fc.oneof(
+        { weight: 6, arbitrary: fc.array(envEntry, { maxLength: 10 }) },
+        { weight: 1, arbitrary: fc.constant(null) },
+      ),
       envFrom: fc.constant([{ configMapRef: { name: 'shared-env' } }]),
     },
     { requiredKeys: ['name', 'image'] },
@@ -72,7 +89,13 @@ const pod: fc.Arbitrary<JsonObject> = fc
     name: fc.constantFrom(contract.values.difyName, contract.values.difyName, 'other'),
     component: fc.constantFrom(...Object.values(contract.components)),
     instance: fc.option(fc.constantFrom('dify', 'prod', ''), { nil: undefined }),
-    annotations: fc.option(fc.constant({ [contract.annotations.redisSecretName]: 'corp-redis', [contract.annotations.redisSecretKey]: 'auth' }), { nil: undefined }),
+    annotations: fc.option(
+      fc.constant({
+        [contract.annotations.redisSecretName]: 'corp-redis',
+        [contract.annotations.redisSecretKey]: 'auth',
+      }),
+      { nil: undefined },
+    ),
     containers: fc.array(container('c'), { minLength: 1, maxLength: 3 }),
     initContainers: fc.option(fc.array(container('i'), { maxLength: 2 }), { nil: undefined }),
   })
@@ -106,16 +129,24 @@ function factsOf(p: JsonObject): PodFacts {
     forced: (chart && settings.forceMigrationDisabled.includes(component)) || foreignDify,
     injects: chart && settings.injectCredentials.includes(component) && !!release,
     // Without a release, only the Secrets the pod's annotations name are known.
-    redisOnly: (foreignDify || (chart && settings.injectCredentials.includes(component) && !release)) && metadata.annotations !== undefined,
+    redisOnly:
+      (foreignDify || (chart && settings.injectCredentials.includes(component) && !release)) &&
+      metadata.annotations !== undefined,
     ...(release ? { release } : {}),
   };
 }
 /** A container the rules may touch: a Dify image, or one that declares a setting they own. */
-const isDifyContainer = (c: JsonObject): boolean => c.image === DIFY_IMAGE || envList(c).some((e) => OWNED.includes(e.name));
-const initContainers = (p: JsonObject): JsonObject[] => ((p.spec as JsonObject).initContainers as JsonObject[] | undefined) ?? [];
-const allContainers = (p: JsonObject): JsonObject[] => [...initContainers(p), ...((p.spec as JsonObject).containers as JsonObject[])];
+const isDifyContainer = (c: JsonObject): boolean =>
+  c.image === DIFY_IMAGE || envList(c).some((e) => OWNED.includes(e.name));
+const initContainers = (p: JsonObject): JsonObject[] =>
+  ((p.spec as JsonObject).initContainers as JsonObject[] | undefined) ?? [];
+const allContainers = (p: JsonObject): JsonObject[] => [
+  ...initContainers(p),
+  ...((p.spec as JsonObject).containers as JsonObject[]),
+];
 /** Whether each of allContainers(p) is an app container (spec.containers), the only kind that gets absent vars added. */
-const isAppFlags = (p: JsonObject): boolean[] => allContainers(p).map((c, i) => i >= initContainers(p).length && c.image === DIFY_IMAGE);
+const isAppFlags = (p: JsonObject): boolean[] =>
+  allContainers(p).map((c, i) => i >= initContainers(p).length && c.image === DIFY_IMAGE);
 const envList = (c: JsonObject): EnvEntry[] => (c.env as EnvEntry[] | undefined) ?? [];
 
 t.test('idempotent: applying the patch then mutating again yields an empty patch', async (t) => {
@@ -137,7 +168,9 @@ t.test('env vars it does not own stay exactly as they were, in the same relative
       const { after } = mutateAndApply(p, settings);
       const facts = factsOf(p);
       const owned = new Set<string>([
-        ...(facts.forced ? [ENV.migrationEnabled] : []), ...(facts.injects ? OWNED : []), ...(facts.redisOnly ? REDIS_OWNED : []),
+        ...(facts.forced ? [ENV.migrationEnabled] : []),
+        ...(facts.injects ? OWNED : []),
+        ...(facts.redisOnly ? REDIS_OWNED : []),
       ]);
       if (owned.size === 0) {
         if (!isDeepStrictEqual(after, before)) throw new Error('a pod with no rule changed');
@@ -145,10 +178,12 @@ t.test('env vars it does not own stay exactly as they were, in the same relative
       }
       allContainers(before).forEach((c, i) => {
         // JSON round trip: fast-check may build null-prototype objects; content is what counts.
-        if (!isDifyContainer(c) && JSON.stringify(allContainers(after)[i]) !== JSON.stringify(c)) throw new Error(`sidecar ${i} changed`);
+        if (!isDifyContainer(c) && JSON.stringify(allContainers(after)[i]) !== JSON.stringify(c))
+          throw new Error(`sidecar ${i} changed`);
         const kept = (env: EnvEntry[]): EnvEntry[] => env.filter((e) => !owned.has(e.name));
         const afterContainer = allContainers(after)[i] as JsonObject;
-        if (!isDeepStrictEqual(kept(envList(afterContainer)), kept(envList(c)))) throw new Error(`container ${i}: foreign env changed`);
+        if (!isDeepStrictEqual(kept(envList(afterContainer)), kept(envList(c))))
+          throw new Error(`container ${i}: foreign env changed`);
         const { env: _a, ...restAfter } = afterContainer;
         const { env: _b, ...restBefore } = c;
         if (!isDeepStrictEqual(restAfter, restBefore)) throw new Error(`container ${i}: something besides env changed`);
@@ -165,7 +200,8 @@ t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined
       const { result, after } = mutateAndApply(p, settings); // applyPatch validates each operation
       for (const w of result.warnings) if (w.length > MAX_WARNING_LENGTH) throw new Error(`warning too long: ${w}`);
       for (const op of result.patch) {
-        if (!/^\/spec\/(initContainers|containers)\/\d+\/env(\/|$)/.test(op.path)) throw new Error(`patch outside env: ${op.path}`);
+        if (!/^\/spec\/(initContainers|containers)\/\d+\/env(\/|$)/.test(op.path))
+          throw new Error(`patch outside env: ${op.path}`);
       }
       const facts = factsOf(p);
       const isApp = isAppFlags(after);
@@ -175,30 +211,43 @@ t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined
         const named = (name: string): EnvEntry[] => env.filter((e) => e.name === name);
         if (facts.forced && isDifyContainer(allContainers(p)[i] as JsonObject)) {
           const migration = named(ENV.migrationEnabled);
-          if ((isApp[i] && migration.length === 0) || migration.some((e) => e.value !== 'false' || e.valueFrom !== undefined)) {
+          if (
+            (isApp[i] && migration.length === 0) ||
+            migration.some((e) => e.value !== 'false' || e.valueFrom !== undefined)
+          ) {
             throw new Error('MIGRATION_ENABLED not forced');
           }
         }
         if (!facts.injects || !facts.release) return;
         const names = releaseNames(settings, facts.release);
         const db = named(ENV.dbPassword);
-        const dbOk = (e: EnvEntry): boolean => isDeepStrictEqual(e.valueFrom, { secretKeyRef: { name: names.postgresqlSecret, key: SECRET_KEYS.postgresPassword } }) ||
+        const dbOk = (e: EnvEntry): boolean =>
+          isDeepStrictEqual(e.valueFrom, {
+            secretKeyRef: { name: names.postgresqlSecret, key: SECRET_KEYS.postgresPassword },
+          }) ||
           // an entry already correct is kept as it was (e.g. with optional: false or an empty value)
-          ((e.value === undefined || e.value === '') && (e.valueFrom as JsonObject | undefined)?.secretKeyRef !== undefined &&
+          ((e.value === undefined || e.value === '') &&
+            (e.valueFrom as JsonObject | undefined)?.secretKeyRef !== undefined &&
             Object.keys(e.valueFrom as JsonObject).length === 1 &&
             ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).name === names.postgresqlSecret &&
             ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).key === SECRET_KEYS.postgresPassword &&
             ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).optional !== true);
-        if ((isApp[i] && db.length === 0) || !db.every(dbOk)) throw new Error('DB_PASSWORD not a reference to the release Secret');
+        if ((isApp[i] && db.length === 0) || !db.every(dbOk))
+          throw new Error('DB_PASSWORD not a reference to the release Secret');
         const definedAt = env.findIndex((e) => e.name === ENV.redisPassword && e.valueFrom !== undefined);
-        const firstUser = env.findIndex((e) => e.name !== ENV.redisPassword && typeof e.value === 'string' && e.value.includes(REDIS_PASSWORD_REFERENCE));
-        if (definedAt >= 0 && firstUser >= 0 && definedAt > firstUser) throw new Error('REDIS_PASSWORD defined after a user of $(REDIS_PASSWORD)');
+        const firstUser = env.findIndex(
+          (e) =>
+            e.name !== ENV.redisPassword && typeof e.value === 'string' && e.value.includes(REDIS_PASSWORD_REFERENCE),
+        );
+        if (definedAt >= 0 && firstUser >= 0 && definedAt > firstUser)
+          throw new Error('REDIS_PASSWORD defined after a user of $(REDIS_PASSWORD)');
         if (definedAt >= 0) {
           for (const broker of named(ENV.celeryBrokerUrl)) {
             if (typeof broker.value !== 'string') continue;
             for (const part of broker.value.split(';')) {
               const literal = /^(redis|rediss|sentinel):\/\/[^:@/]*:([^@]+)@[^@]*$/.exec(part)?.[2];
-              if (literal !== undefined && literal !== REDIS_PASSWORD_REFERENCE) throw new Error(`literal password left in ${broker.value}`);
+              if (literal !== undefined && literal !== REDIS_PASSWORD_REFERENCE)
+                throw new Error(`literal password left in ${broker.value}`);
             }
           }
         }
@@ -209,38 +258,45 @@ t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined
   t.pass('held for every generated pod');
 });
 
-t.test('init containers never gain a var, except REDIS_PASSWORD before a broker URL whose password it rewrote', async (t) => {
-  const countNames = (env: EnvEntry[]): Map<string, number> => {
-    const counts = new Map<string, number>();
-    for (const e of env) counts.set(e.name, (counts.get(e.name) ?? 0) + 1);
-    return counts;
-  };
-  fc.assert(
-    fc.property(pod, (p) => {
-      const { after } = mutateAndApply(p, settings);
-      initContainers(p).forEach((c, i) => {
-        const afterContainer = initContainers(after)[i] as JsonObject;
-        if (!('env' in c)) {
-          if ('env' in afterContainer) throw new Error(`init container ${i}: env field added`);
-          return;
-        }
-        const ownsNothing = envList(c).every((e) => !(OWNED as string[]).includes(e.name));
-        // fast-check may build null-prototype objects; the JSON round trip compares content only.
-        if (ownsNothing && JSON.stringify(afterContainer) !== JSON.stringify(c)) throw new Error(`init container ${i} owning nothing changed`);
-        const before = countNames(envList(c));
-        const gained = [...countNames(envList(afterContainer))].filter(([name, n]) => n > (before.get(name) ?? 0)).map(([name]) => name);
-        if (gained.length === 0) return;
-        const brokers = (env: EnvEntry[]): string => JSON.stringify(env.filter((e) => (CRED.redisUrls as string[]).includes(e.name)));
-        const brokerRewritten = brokers(envList(afterContainer)) !== brokers(envList(c));
-        if (gained.length > 1 || gained[0] !== ENV.redisPassword || !brokerRewritten) {
-          throw new Error(`init container ${i} gained ${gained.join(', ')}`);
-        }
-      });
-    }),
-    { numRuns: NUM_RUNS },
-  );
-  t.pass('held for every generated pod');
-});
+t.test(
+  'init containers never gain a var, except REDIS_PASSWORD before a broker URL whose password it rewrote',
+  async (t) => {
+    const countNames = (env: EnvEntry[]): Map<string, number> => {
+      const counts = new Map<string, number>();
+      for (const e of env) counts.set(e.name, (counts.get(e.name) ?? 0) + 1);
+      return counts;
+    };
+    fc.assert(
+      fc.property(pod, (p) => {
+        const { after } = mutateAndApply(p, settings);
+        initContainers(p).forEach((c, i) => {
+          const afterContainer = initContainers(after)[i] as JsonObject;
+          if (!('env' in c)) {
+            if ('env' in afterContainer) throw new Error(`init container ${i}: env field added`);
+            return;
+          }
+          const ownsNothing = envList(c).every((e) => !(OWNED as string[]).includes(e.name));
+          // fast-check may build null-prototype objects; the JSON round trip compares content only.
+          if (ownsNothing && JSON.stringify(afterContainer) !== JSON.stringify(c))
+            throw new Error(`init container ${i} owning nothing changed`);
+          const before = countNames(envList(c));
+          const gained = [...countNames(envList(afterContainer))]
+            .filter(([name, n]) => n > (before.get(name) ?? 0))
+            .map(([name]) => name);
+          if (gained.length === 0) return;
+          const brokers = (env: EnvEntry[]): string =>
+            JSON.stringify(env.filter((e) => (CRED.redisUrls as string[]).includes(e.name)));
+          const brokerRewritten = brokers(envList(afterContainer)) !== brokers(envList(c));
+          if (gained.length > 1 || gained[0] !== ENV.redisPassword || !brokerRewritten) {
+            throw new Error(`init container ${i} gained ${gained.join(', ')}`);
+          }
+        });
+      }),
+      { numRuns: NUM_RUNS },
+    );
+    t.pass('held for every generated pod');
+  },
+);
 
 /** `value` with every object and array in it frozen: a write anywhere throws (ESM code is strict). */
 function deepFrozen<T>(value: T): T {
@@ -268,7 +324,10 @@ t.test('never modifies its input: a deep-frozen pod gets the same result as an u
     const frozen = deepFrozen(loadObject(name));
     const result = mutatePod(frozen, settings);
     t.strictSame(result, expected, name);
-    t.doesNotThrow(() => result.patch.forEach((op) => assertOwnCopy(op.value)), `${name}: patch values share no object with the pod`);
+    t.doesNotThrow(
+      () => result.patch.forEach((op) => assertOwnCopy(op.value)),
+      `${name}: patch values share no object with the pod`,
+    );
     t.strictSame(frozen, loadObject(name), `${name}: input as loaded`);
   }
   fc.assert(

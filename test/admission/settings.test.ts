@@ -7,8 +7,10 @@ import { difyImagePatternSource, isDifyImage } from '../../src/admission/dify-co
 t.test('defaults are the contract', async (t) => {
   t.strictSame(
     {
-      ...defaultGuardSettings, forceMigrationDisabled: [...defaultGuardSettings.forceMigrationDisabled],
-      injectCredentials: [...defaultGuardSettings.injectCredentials], difyImages: [...defaultGuardSettings.difyImages],
+      ...defaultGuardSettings,
+      forceMigrationDisabled: [...defaultGuardSettings.forceMigrationDisabled],
+      injectCredentials: [...defaultGuardSettings.injectCredentials],
+      difyImages: [...defaultGuardSettings.difyImages],
     },
     {
       postgresqlSecretTemplate: contract.names.postgresqlSecret,
@@ -34,7 +36,10 @@ t.test('releaseNames expands every template for one release', async (t) => {
     redisHost: expandName(contract.names.redisMaster, 'prod'),
     redisSecret: expandName(contract.names.redisSecret, 'prod'),
   });
-  t.equal(releaseNames({ ...defaultGuardSettings, redisHostTemplate: 'redis.{release}.svc' }, 'a').redisHost, 'redis.a.svc');
+  t.equal(
+    releaseNames({ ...defaultGuardSettings, redisHostTemplate: 'redis.{release}.svc' }, 'a').redisHost,
+    'redis.a.svc',
+  );
 });
 
 t.test('releaseFromName reads the release back, or says it cannot', async (t) => {
@@ -52,16 +57,28 @@ t.test('releaseFromName reads the release back, or says it cannot', async (t) =>
 
 t.test('Dify images match on the repository path, whatever the registry, tag or digest', async (t) => {
   const matches = [
-    'langgenius/dify-api', 'langgenius/dify-api:1.11.4', 'docker.io/langgenius/dify-api:1.11.4',
-    'registry.example.com:5000/langgenius/dify-plugin-daemon:0.5.2-local', 'harbor.corp/dockerhub-proxy/langgenius/dify-api@sha256:abc',
+    'langgenius/dify-api',
+    'langgenius/dify-api:1.11.4',
+    'docker.io/langgenius/dify-api:1.11.4',
+    'registry.example.com:5000/langgenius/dify-plugin-daemon:0.5.2-local',
+    'harbor.corp/dockerhub-proxy/langgenius/dify-api@sha256:abc',
     'langgenius/dify-api:1.11.4@sha256:abc',
   ];
   const others = [
-    'langgenius/dify-web:1.11.4', 'langgenius/dify-api-extra:1', 'evil.io/notlanggenius/dify-api:1', 'langgenius/dify-sandbox:0.2.12',
-    'fluent/fluent-bit:3', 'langgenius/dify-api/extra:1', '',
+    'langgenius/dify-web:1.11.4',
+    'langgenius/dify-api-extra:1',
+    'evil.io/notlanggenius/dify-api:1',
+    'langgenius/dify-sandbox:0.2.12',
+    'fluent/fluent-bit:3',
+    'langgenius/dify-api/extra:1',
+    '',
   ];
   for (const image of matches) t.ok(isDifyImage(image, defaultGuardSettings), image);
   for (const image of others) t.notOk(isDifyImage(image, defaultGuardSettings), image || '(empty)');
   t.notOk(isDifyImage(42, defaultGuardSettings), 'not a string');
-  t.equal(difyImagePatternSource(['a.b/c']), '^(.*/)?(a\\.b/c)(:[^/@]*)?(@.+)?$', 'dots are quoted, as regexQuoteMeta does in the chart');
+  t.equal(
+    difyImagePatternSource(['a.b/c']),
+    '^(.*/)?(a\\.b/c)(:[^/@]*)?(@.+)?$',
+    'dots are quoted, as regexQuoteMeta does in the chart',
+  );
 });

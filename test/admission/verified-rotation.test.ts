@@ -32,14 +32,18 @@ t.test('without an answer, a password change under the PVC is the refusal, marke
   t.match(decision.message, 'has not asked the database');
 });
 
-t.test('what to ask: the release, the Secret\'s user and database, the new password', async (t) => {
+t.test("what to ask: the release, the Secret's user and database, the new password", async (t) => {
   const change = update();
   const check = passwordCheckOf(change, settings)!;
   const data = change.newSecret!.data as Record<string, string>;
   const plain = (key: string): string => Buffer.from(data[key]!, 'base64').toString('utf8');
   t.strictSame(check, {
-    namespace: NAMESPACE, release: 'dify', secretKey: `${NAMESPACE}/dify-postgresql`,
-    user: plain(SECRET_KEYS.postgresUsername), database: plain(SECRET_KEYS.postgresDatabase), password: plain(SECRET_KEYS.postgresPassword),
+    namespace: NAMESPACE,
+    release: 'dify',
+    secretKey: `${NAMESPACE}/dify-postgresql`,
+    user: plain(SECRET_KEYS.postgresUsername),
+    database: plain(SECRET_KEYS.postgresDatabase),
+    password: plain(SECRET_KEYS.postgresPassword),
   });
   const noUser = update();
   delete (noUser.newSecret!.data as Record<string, string>)[SECRET_KEYS.postgresUsername];
@@ -53,7 +57,11 @@ t.test('what to ask: the release, the Secret\'s user and database, the new passw
 t.test('accepted: allowed, audited as a verified rotation, with a short warning', async (t) => {
   const decision = judge(update(), { outcome: 'accepted', address: 'dify-postgresql.dify.svc:5432', timeoutMs: 2000 });
   t.match(decision, {
-    allowed: true, reason: 'PasswordRotationVerified', audit: true, verification: 'accepted', pvc: { namespace: NAMESPACE, name: PVC },
+    allowed: true,
+    reason: 'PasswordRotationVerified',
+    audit: true,
+    verification: 'accepted',
+    pvc: { namespace: NAMESPACE, name: PVC },
   });
   t.match(decision.message, 'already accepts the new password');
   t.match(decision.message, 'Restart the Dify pods');
@@ -69,9 +77,19 @@ const refusals: { outcome: PasswordVerification; says: (string | RegExp)[] }[] =
     says: ['does not accept this password yet (28P01)', 'at dify-postgresql.dify.svc:5432'],
   },
   {
-    outcome: { outcome: 'unreachable', detail: 'ECONNREFUSED', address: 'dify-postgresql.dify.svc:5432', timeoutMs: 2000 },
-    says: ['cannot verify this password', 'could not be asked within 2000 ms (ECONNREFUSED)',
-      `pod ${NAMESPACE}/${POD} is Running and Ready`, 'networkPolicy.postgresql.allowDifyGuard', 'apply the change again'],
+    outcome: {
+      outcome: 'unreachable',
+      detail: 'ECONNREFUSED',
+      address: 'dify-postgresql.dify.svc:5432',
+      timeoutMs: 2000,
+    },
+    says: [
+      'cannot verify this password',
+      'could not be asked within 2000 ms (ECONNREFUSED)',
+      `pod ${NAMESPACE}/${POD} is Running and Ready`,
+      'networkPolicy.postgresql.allowDifyGuard',
+      'apply the change again',
+    ],
   },
   {
     outcome: { outcome: 'rate-limited', retryAfterSeconds: 17, limitPerMinute: 3 },
@@ -80,18 +98,29 @@ const refusals: { outcome: PasswordVerification; says: (string | RegExp)[] }[] =
 ];
 
 for (const { outcome, says } of refusals) {
-  t.test(`${outcome.outcome}: refused under the PVC, saying what the database answered and how to rotate`, async (t) => {
-    const decision = judge(update(), outcome);
-    t.match(decision, { allowed: false, reason: 'PasswordChangeUnderPvc', audit: true, verification: outcome.outcome });
-    t.equal(decision.verify, undefined, 'judged: nothing more to ask');
-    for (const text of says) t.match(decision.message, text);
-    t.match(decision.message, `kubectl exec -it -n ${NAMESPACE} ${POD} -c postgresql -- sh -c 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB"'`,
-      'how to rotate in the database: psql in the PostgreSQL pod');
-    t.match(decision.message, '`\\password`', 'the password typed at psql\'s prompt, never on a command line');
-    t.match(decision.message, '28P01');
-    t.match(decision.message, `kubectl delete pvc -n ${NAMESPACE} ${PVC}`, 'the other ways out stay');
-    assertNoSecret(t, decision);
-  });
+  t.test(
+    `${outcome.outcome}: refused under the PVC, saying what the database answered and how to rotate`,
+    async (t) => {
+      const decision = judge(update(), outcome);
+      t.match(decision, {
+        allowed: false,
+        reason: 'PasswordChangeUnderPvc',
+        audit: true,
+        verification: outcome.outcome,
+      });
+      t.equal(decision.verify, undefined, 'judged: nothing more to ask');
+      for (const text of says) t.match(decision.message, text);
+      t.match(
+        decision.message,
+        `kubectl exec -it -n ${NAMESPACE} ${POD} -c postgresql -- sh -c 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB"'`,
+        'how to rotate in the database: psql in the PostgreSQL pod',
+      );
+      t.match(decision.message, '`\\password`', "the password typed at psql's prompt, never on a command line");
+      t.match(decision.message, '28P01');
+      t.match(decision.message, `kubectl delete pvc -n ${NAMESPACE} ${PVC}`, 'the other ways out stay');
+      assertNoSecret(t, decision);
+    },
+  );
 }
 
 t.test('no rotation through diverging keys, a removed key, or without the PVC', async (t) => {
@@ -99,32 +128,50 @@ t.test('no rotation through diverging keys, a removed key, or without the PVC', 
   const oneKey = update();
   const oldData = oneKey.oldSecret!.data as Record<string, string>;
   (oneKey.newSecret!.data as Record<string, string>)[SECRET_KEYS.password] = oldData[SECRET_KEYS.password]!;
-  t.match(judge(oneKey, accepted), { allowed: false, reason: 'PasswordChangeUnderPvc' }, 'keys diverge: refused even if accepted');
+  t.match(
+    judge(oneKey, accepted),
+    { allowed: false, reason: 'PasswordChangeUnderPvc' },
+    'keys diverge: refused even if accepted',
+  );
   t.equal(judge(oneKey).verify, undefined, 'and never asked');
   const removed = update();
   delete (removed.newSecret!.data as Record<string, string>)[SECRET_KEYS.password];
   t.match(judge(removed, accepted), { allowed: false, reason: 'PasswordChangeUnderPvc' }, 'a removed key: refused');
   t.equal(judge(update(), undefined, 'absent').verify, undefined, 'no PVC: allowed without asking');
-  t.match(judge(update(), undefined, 'unknown'), { allowed: false, reason: 'PvcStateUnknown' }, 'PVC unknown: fail closed, not asked');
+  t.match(
+    judge(update(), undefined, 'unknown'),
+    { allowed: false, reason: 'PvcStateUnknown' },
+    'PVC unknown: fail closed, not asked',
+  );
   t.equal(judge(update(), undefined, 'unknown').verify, undefined);
 });
 
 t.test('no rotation that also changes the user or database, or drops the guard labels', async (t) => {
   const accepted: PasswordVerification = { outcome: 'accepted' };
   const otherUser = update();
-  (otherUser.newSecret!.data as Record<string, string>)[SECRET_KEYS.postgresUsername] = Buffer.from('postgres').toString('base64');
+  (otherUser.newSecret!.data as Record<string, string>)[SECRET_KEYS.postgresUsername] =
+    Buffer.from('postgres').toString('base64');
   t.equal(passwordCheckOf(otherUser, settings), undefined, 'another user: nothing to ask');
   t.match(judge(otherUser, accepted), { allowed: false, reason: 'PasswordChangeUnderPvc' });
-  t.match(judge(otherUser).message, `needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} unchanged`);
+  t.match(
+    judge(otherUser).message,
+    `needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} unchanged`,
+  );
   const unlabelled = update();
   const labels = (unlabelled.newSecret!.metadata as { labels: Record<string, string> }).labels;
   delete labels[LABELS.component];
   t.equal(judge(unlabelled).verify, undefined, 'the guard labels dropped: never asked');
-  t.match(judge(unlabelled, accepted), { allowed: false, reason: 'PasswordChangeUnderPvc' }, 'and refused even if accepted');
+  t.match(
+    judge(unlabelled, accepted),
+    { allowed: false, reason: 'PasswordChangeUnderPvc' },
+    'and refused even if accepted',
+  );
 });
 
 t.test('dry run: the same decision for every answer', async (t) => {
-  for (const outcome of [undefined, { outcome: 'accepted' }, ...refusals.map((r) => r.outcome)] as (PasswordVerification | undefined)[]) {
+  for (const outcome of [undefined, { outcome: 'accepted' }, ...refusals.map((r) => r.outcome)] as (
+    PasswordVerification | undefined
+  )[]) {
     const dry = update();
     dry.dryRun = true;
     t.strictSame(judge(dry, outcome), judge(update(), outcome), outcome?.outcome ?? 'no answer');

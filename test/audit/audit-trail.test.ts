@@ -5,15 +5,27 @@ import type { SecretEvent, SecretEventRecorder } from '../../src/audit/event-rec
 import { captureLog } from '../server/support.js';
 
 const record: AuditRecord = {
-  decision: 'denied', uid: '2c7f0b4e', user: 'kubernetes-admin', groups: ['system:authenticated'], operation: 'UPDATE',
-  namespace: 'dify', name: 'dify-postgresql', reason: 'PasswordChangeUnderPvc', pvc: 'dify/data-dify-postgresql-0',
-  dryRun: false, message: 'Secret dify/dify-postgresql: refused',
+  decision: 'denied',
+  uid: '2c7f0b4e',
+  user: 'kubernetes-admin',
+  groups: ['system:authenticated'],
+  operation: 'UPDATE',
+  namespace: 'dify',
+  name: 'dify-postgresql',
+  reason: 'PasswordChangeUnderPvc',
+  pvc: 'dify/data-dify-postgresql-0',
+  dryRun: false,
+  message: 'Secret dify/dify-postgresql: refused',
 };
 
 function setup() {
   const captured = captureLog('info');
   const events: SecretEvent[] = [];
-  const recorder = { record: (e: SecretEvent) => { events.push(e); } } as unknown as SecretEventRecorder;
+  const recorder = {
+    record: (e: SecretEvent) => {
+      events.push(e);
+    },
+  } as unknown as SecretEventRecorder;
   return { captured, events, trail: createAuditTrail({ log: captured.log, events: recorder }) };
 }
 
@@ -25,16 +37,26 @@ t.test('one JSON line with the audit fields and nothing else', async (t) => {
   t.equal(lines.length, 1);
   const { level, time, msg, audit, pid, hostname, ...fields } = lines[0]!;
   t.equal(level, 40, 'warn');
-  t.ok(time && pid && hostname, 'pino\'s own fields');
+  t.ok(time && pid && hostname, "pino's own fields");
   t.equal(msg, 'Secret change denied');
   t.equal(audit, true, 'marked as an audit line');
-  t.same(fields, record, 'exactly uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, decision');
+  t.same(
+    fields,
+    record,
+    'exactly uid, user, groups, operation, namespace, name, reason, pvc, dryRun, message, decision',
+  );
   t.notMatch(captured.text(), 'c2VjcmV0');
 });
 
 t.test('a verified rotation: the line adds what the database answered; the Event says Allow', async (t) => {
   const { captured, events, trail } = setup();
-  trail.record({ ...record, decision: 'allowed', reason: 'PasswordRotationVerified', verification: 'accepted', message: 'allowed' });
+  trail.record({
+    ...record,
+    decision: 'allowed',
+    reason: 'PasswordRotationVerified',
+    verification: 'accepted',
+    message: 'allowed',
+  });
   const { level, time, msg, audit, pid, hostname, ...fields } = captured.lines()[0]!;
   t.equal(msg, 'Secret change allowed under audit');
   t.match(fields, { reason: 'PasswordRotationVerified', verification: 'accepted' });
@@ -47,8 +69,22 @@ t.test('a Warning Event unless dry-run, naming who made the change first', async
   trail.record({ ...record, dryRun: true });
   trail.record({ ...record, decision: 'allowed', operation: 'DELETE', reason: 'DeleteUnderPvc' });
   t.same(events, [
-    { namespace: 'dify', secretName: 'dify-postgresql', secretUid: 'secret-uid', reason: 'PasswordChangeUnderPvc', action: 'DenyUpdate', note: `kubernetes-admin: ${record.message}` },
-    { namespace: 'dify', secretName: 'dify-postgresql', secretUid: undefined, reason: 'DeleteUnderPvc', action: 'AllowDelete', note: `kubernetes-admin: ${record.message}` },
+    {
+      namespace: 'dify',
+      secretName: 'dify-postgresql',
+      secretUid: 'secret-uid',
+      reason: 'PasswordChangeUnderPvc',
+      action: 'DenyUpdate',
+      note: `kubernetes-admin: ${record.message}`,
+    },
+    {
+      namespace: 'dify',
+      secretName: 'dify-postgresql',
+      secretUid: undefined,
+      reason: 'DeleteUnderPvc',
+      action: 'AllowDelete',
+      note: `kubernetes-admin: ${record.message}`,
+    },
   ]);
   trail.record({ ...record, user: '' });
   t.match(events[2]?.note, /^unknown user: /, 'a request without a username still says so');
@@ -64,8 +100,17 @@ t.test('with Events disabled, only the log line', async (t) => {
 t.test('a template audit line: names and findings only', async (t) => {
   const captured = captureLog('info');
   recordTemplateAudit(captured.log, {
-    decision: 'allowed', uid: 'u1', user: 'alice', groups: ['g'], operation: 'CREATE', kind: 'Deployment', namespace: 'dify',
-    name: 'api', mode: 'warn', findings: [{ container: 'api', variable: 'DB_PASSWORD', finding: 'literal_password' }], dryRun: false,
+    decision: 'allowed',
+    uid: 'u1',
+    user: 'alice',
+    groups: ['g'],
+    operation: 'CREATE',
+    kind: 'Deployment',
+    namespace: 'dify',
+    name: 'api',
+    mode: 'warn',
+    findings: [{ container: 'api', variable: 'DB_PASSWORD', finding: 'literal_password' }],
+    dryRun: false,
   });
   const [line] = captured.lines();
   t.equal(line?.level, 40);

@@ -2,10 +2,22 @@
 // emission that never blocks or fails the caller (errors, hangs, overload).
 import t from 'tap';
 import type { JsonObject } from '../../src/admission/types.js';
-import { EVENT_NOTE_LIMIT_BYTES, SecretEventRecorder, microTime, truncateUtf8, type EventsApi, type SecretEvent } from '../../src/audit/event-recorder.js';
+import {
+  EVENT_NOTE_LIMIT_BYTES,
+  SecretEventRecorder,
+  microTime,
+  truncateUtf8,
+  type EventsApi,
+  type SecretEvent,
+} from '../../src/audit/event-recorder.js';
 import { captureLog } from '../server/support.js';
 
-interface Call { verb: 'create' | 'patch'; namespace: string; name?: string; body: JsonObject }
+interface Call {
+  verb: 'create' | 'patch';
+  namespace: string;
+  name?: string;
+  body: JsonObject;
+}
 
 class RecordingApi implements EventsApi {
   readonly calls: Call[] = [];
@@ -23,8 +35,12 @@ class RecordingApi implements EventsApi {
 }
 
 const denial: SecretEvent = {
-  namespace: 'dify', secretName: 'dify-postgresql', secretUid: '7e1c3a9f-5b2d-4e8c-a6f0-9d3b1e7c5a24',
-  reason: 'PasswordChangeUnderPvc', action: 'DenyUpdate', note: 'Secret dify/dify-postgresql: refused, ...',
+  namespace: 'dify',
+  secretName: 'dify-postgresql',
+  secretUid: '7e1c3a9f-5b2d-4e8c-a6f0-9d3b1e7c5a24',
+  reason: 'PasswordChangeUnderPvc',
+  action: 'DenyUpdate',
+  note: 'Secret dify/dify-postgresql: refused, ...',
 };
 
 function setup(options: Partial<ConstructorParameters<typeof SecretEventRecorder>[0]> = {}) {
@@ -33,10 +49,25 @@ function setup(options: Partial<ConstructorParameters<typeof SecretEventRecorder
   let clock = Date.parse('2026-11-24T12:00:00.000Z');
   let failures = 0;
   const recorder = new SecretEventRecorder({
-    api, log: captured.log, reportingController: 'dify-guard.io/admission-webhook', reportingInstance: 'dify-guard-7c9f-x2',
-    now: () => clock, onFailure: () => { failures += 1; }, ...options,
+    api,
+    log: captured.log,
+    reportingController: 'dify-guard.io/admission-webhook',
+    reportingInstance: 'dify-guard-7c9f-x2',
+    now: () => clock,
+    onFailure: () => {
+      failures += 1;
+    },
+    ...options,
   });
-  return { api, captured, recorder, advance: (ms: number) => { clock += ms; }, failures: () => failures };
+  return {
+    api,
+    captured,
+    recorder,
+    advance: (ms: number) => {
+      clock += ms;
+    },
+    failures: () => failures,
+  };
 }
 
 t.test('the first record creates an events.k8s.io/v1 Warning Event regarding the Secret', async (t) => {
@@ -48,11 +79,16 @@ t.test('the first record creates an events.k8s.io/v1 Warning Event regarding the
   t.equal(call?.verb, 'create');
   t.equal(call?.namespace, 'dify');
   t.match(call?.body, {
-    apiVersion: 'events.k8s.io/v1', kind: 'Event',
+    apiVersion: 'events.k8s.io/v1',
+    kind: 'Event',
     metadata: { name: /^dify-postgresql\.[0-9a-f]+$/, namespace: 'dify' },
     eventTime: '2026-11-24T12:00:00.000000Z',
-    reportingController: 'dify-guard.io/admission-webhook', reportingInstance: 'dify-guard-7c9f-x2',
-    action: 'DenyUpdate', reason: 'PasswordChangeUnderPvc', type: 'Warning', note: denial.note,
+    reportingController: 'dify-guard.io/admission-webhook',
+    reportingInstance: 'dify-guard-7c9f-x2',
+    action: 'DenyUpdate',
+    reason: 'PasswordChangeUnderPvc',
+    type: 'Warning',
+    note: denial.note,
     regarding: { apiVersion: 'v1', kind: 'Secret', namespace: 'dify', name: 'dify-postgresql', uid: denial.secretUid },
   });
   t.notOk('series' in (call?.body ?? {}), 'no series on the first occurrence');
@@ -66,7 +102,11 @@ t.test('repeats within the window are counted into one series patch; after it, a
   advance(9 * 60_000);
   recorder.record(denial);
   await recorder.idle();
-  t.same(api.calls.map((c) => c.verb), ['create', 'patch'], 'two repeats, one write');
+  t.same(
+    api.calls.map((c) => c.verb),
+    ['create', 'patch'],
+    'two repeats, one write',
+  );
   const name = (api.calls[0]?.body.metadata as { name: string }).name;
   t.equal(api.calls[1]?.name, name, 'the patch updates the created Event');
   t.same(api.calls[1]?.body, { series: { count: 3, lastObservedTime: '2026-11-24T12:10:00.000000Z' } });
@@ -74,7 +114,11 @@ t.test('repeats within the window are counted into one series patch; after it, a
   advance(60_000);
   recorder.record(denial);
   await recorder.idle();
-  t.same(api.calls.at(-1)?.body, { series: { count: 4, lastObservedTime: '2026-11-24T12:11:00.000000Z' } }, 'the next repeat continues the count');
+  t.same(
+    api.calls.at(-1)?.body,
+    { series: { count: 4, lastObservedTime: '2026-11-24T12:11:00.000000Z' } },
+    'the next repeat continues the count',
+  );
 
   advance(10 * 60_000 + 1);
   recorder.record(denial);
@@ -88,7 +132,11 @@ t.test('a burst of repeats is written once the flush interval has passed, withou
   recorder.record(denial);
   for (let i = 0; i < 50; i++) recorder.record(denial);
   await new Promise((r) => setTimeout(r, 300));
-  t.same(api.calls.map((c) => c.verb), ['create', 'patch'], '51 refusals, two API calls');
+  t.same(
+    api.calls.map((c) => c.verb),
+    ['create', 'patch'],
+    '51 refusals, two API calls',
+  );
   t.match(api.calls[1]?.body, { series: { count: 51 } });
   await recorder.idle();
   t.equal(api.calls.length, 2, 'nothing left to write');
@@ -101,17 +149,25 @@ t.test('another reason or another Secret is another Event', async (t) => {
   recorder.record({ ...denial, secretName: 'other-postgresql' });
   recorder.record(denial);
   await recorder.idle();
-  t.same(api.calls.map((c) => c.verb), ['create', 'create', 'create', 'patch']);
+  t.same(
+    api.calls.map((c) => c.verb),
+    ['create', 'create', 'create', 'patch'],
+  );
 });
 
 t.test('an Event gone since (TTL, deleted) is created again', async (t) => {
   const { api, recorder, failures } = setup();
   recorder.record(denial);
   await recorder.idle();
-  api.fail = async (call) => { if (call.verb === 'patch') throw Object.assign(new Error('HTTP-Code: 404'), { code: 404 }); };
+  api.fail = async (call) => {
+    if (call.verb === 'patch') throw Object.assign(new Error('HTTP-Code: 404'), { code: 404 });
+  };
   recorder.record(denial);
   await recorder.idle();
-  t.same(api.calls.map((c) => c.verb), ['create', 'patch', 'create']);
+  t.same(
+    api.calls.map((c) => c.verb),
+    ['create', 'patch', 'create'],
+  );
   t.equal(failures(), 0, 'not a failure');
 });
 
@@ -119,14 +175,24 @@ t.test('an API error is logged and counted, and never reaches the caller', async
   const { api, recorder, captured, failures } = setup();
   api.fail = async () => {
     throw Object.assign(new Error('HTTP-Code: 403\nMessage: Unknown API Status Code!\nBody: ...'), {
-      code: 403, body: JSON.stringify({ kind: 'Status', reason: 'Forbidden', message: 'events.events.k8s.io is forbidden: User "x" cannot create resource' }),
+      code: 403,
+      body: JSON.stringify({
+        kind: 'Status',
+        reason: 'Forbidden',
+        message: 'events.events.k8s.io is forbidden: User "x" cannot create resource',
+      }),
     });
   };
   t.doesNotThrow(() => recorder.record(denial));
   await recorder.idle();
   t.equal(failures(), 1);
   const line = captured.lines().find((l) => l.msg === 'could not emit a Warning Event on the Secret');
-  t.match(line, { namespace: 'dify', secret: 'dify-postgresql', reason: 'PasswordChangeUnderPvc', error: { code: 403, reason: 'Forbidden', message: /forbidden/ } });
+  t.match(line, {
+    namespace: 'dify',
+    secret: 'dify-postgresql',
+    reason: 'PasswordChangeUnderPvc',
+    error: { code: 403, reason: 'Forbidden', message: /forbidden/ },
+  });
   t.notMatch(captured.text(), denial.note, 'the note is not repeated in the log');
 });
 

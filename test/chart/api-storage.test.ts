@@ -5,7 +5,16 @@
 import t from 'tap';
 import { LABELS, contract, expandName } from '../../src/contract.js';
 import {
-  containersOf, deepMerge, find, initContainersOf, podTemplateOf, render, requiredValues, selects, type Json, type LabelSelector,
+  containersOf,
+  deepMerge,
+  find,
+  initContainersOf,
+  podTemplateOf,
+  render,
+  requiredValues,
+  selects,
+  type Json,
+  type LabelSelector,
 } from '../support/helm.js';
 
 const release = 'dify';
@@ -13,27 +22,43 @@ const deploymentName = (component: string): string => expandName(contract.names.
 const api = (objects: Json[]): Json => find(objects, 'Deployment', deploymentName(contract.components.api));
 const worker = (objects: Json[]): Json => find(objects, 'Deployment', deploymentName(contract.components.worker));
 const strategyOf = (d: Json): Json | undefined => (d.spec as Json).strategy as Json | undefined;
-interface Term { topologyKey: string; labelSelector: LabelSelector }
+interface Term {
+  topologyKey: string;
+  labelSelector: LabelSelector;
+}
 const affinityTerms = (d: Json): Term[] => {
   const podAffinity = (podTemplateOf(d).spec.affinity as Json | undefined)?.podAffinity as Json | undefined;
-  return podAffinity?.requiredDuringSchedulingIgnoredDuringExecution as Term[] ?? [];
+  return (podAffinity?.requiredDuringSchedulingIgnoredDuringExecution as Term[]) ?? [];
 };
 
-t.test('ReadWriteOnce storage: api is replaced, not surged, and every pod that mounts the volume shares its node', async (t) => {
-  const { objects } = await render(requiredValues());
-  t.same(strategyOf(api(objects)), { type: 'Recreate' }, 'api: Recreate (a surge pod on another node would wait for the volume)');
-  const apiLabels = podTemplateOf(api(objects)).metadata.labels!;
-  const workerLabels = podTemplateOf(worker(objects)).metadata.labels!;
-  for (const [who, d] of [['api', api(objects)], ['worker', worker(objects)]] as const) {
-    const terms = affinityTerms(d);
-    t.equal(terms.length, 1, `${who}: one required pod affinity term`);
-    t.equal(terms[0]?.topologyKey, 'kubernetes.io/hostname', `${who}: same node`);
-    t.ok(selects(terms[0]?.labelSelector, apiLabels), `${who}: follows api pods`);
-    t.ok(selects(terms[0]?.labelSelector, workerLabels), `${who}: follows worker pods (one may hold the volume while api is replaced)`);
-    const other = { ...apiLabels, [LABELS.instance]: 'another-release' };
-    t.notOk(selects(terms[0]?.labelSelector, other), `${who}: not another release's pods`);
-  }
-});
+t.test(
+  'ReadWriteOnce storage: api is replaced, not surged, and every pod that mounts the volume shares its node',
+  async (t) => {
+    const { objects } = await render(requiredValues());
+    t.same(
+      strategyOf(api(objects)),
+      { type: 'Recreate' },
+      'api: Recreate (a surge pod on another node would wait for the volume)',
+    );
+    const apiLabels = podTemplateOf(api(objects)).metadata.labels!;
+    const workerLabels = podTemplateOf(worker(objects)).metadata.labels!;
+    for (const [who, d] of [
+      ['api', api(objects)],
+      ['worker', worker(objects)],
+    ] as const) {
+      const terms = affinityTerms(d);
+      t.equal(terms.length, 1, `${who}: one required pod affinity term`);
+      t.equal(terms[0]?.topologyKey, 'kubernetes.io/hostname', `${who}: same node`);
+      t.ok(selects(terms[0]?.labelSelector, apiLabels), `${who}: follows api pods`);
+      t.ok(
+        selects(terms[0]?.labelSelector, workerLabels),
+        `${who}: follows worker pods (one may hold the volume while api is replaced)`,
+      );
+      const other = { ...apiLabels, [LABELS.instance]: 'another-release' };
+      t.notOk(selects(terms[0]?.labelSelector, other), `${who}: not another release's pods`);
+    }
+  },
+);
 
 t.test('ReadWriteMany or no PVC: rolling updates and free scheduling', async (t) => {
   for (const persistence of [{ accessModes: ['ReadWriteMany'] }, { enabled: false }]) {
@@ -44,26 +69,38 @@ t.test('ReadWriteMany or no PVC: rolling updates and free scheduling', async (t)
   }
 });
 
-t.test('storage-permissions: chowns the storage folder to Dify\'s user, as root with CHOWN and DAC_OVERRIDE only', async (t) => {
-  const { objects } = await render(requiredValues());
-  const init = initContainersOf(api(objects));
-  t.same(init.map((c) => c.name), ['storage-permissions']);
-  const c = init[0]!;
-  const postgresql = find(objects, 'StatefulSet', expandName(contract.names.postgresql, release));
-  const postgresImage = containersOf(postgresql)[0]?.image;
-  t.equal(c.image, postgresImage, 'the PostgreSQL image the chart already uses: no other image to mirror');
-  t.same(c.securityContext, {
-    runAsUser: 0, runAsGroup: 0, runAsNonRoot: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
-    capabilities: { drop: ['ALL'], add: ['CHOWN', 'DAC_OVERRIDE'] },
-  });
-  t.same(c.volumeMounts, [{ name: 'storage', mountPath: '/app/api/storage' }], 'the api container\'s storage volume');
-  t.match((c.command as string[]).join(' '), /chown -h 1001:1001/, 'to api.podSecurityContext.runAsUser/runAsGroup');
-  t.notOk(c.env, 'no env: dify-guard leaves a non-Dify container alone, and it needs no secret');
+t.test(
+  "storage-permissions: chowns the storage folder to Dify's user, as root with CHOWN and DAC_OVERRIDE only",
+  async (t) => {
+    const { objects } = await render(requiredValues());
+    const init = initContainersOf(api(objects));
+    t.same(
+      init.map((c) => c.name),
+      ['storage-permissions'],
+    );
+    const c = init[0]!;
+    const postgresql = find(objects, 'StatefulSet', expandName(contract.names.postgresql, release));
+    const postgresImage = containersOf(postgresql)[0]?.image;
+    t.equal(c.image, postgresImage, 'the PostgreSQL image the chart already uses: no other image to mirror');
+    t.same(c.securityContext, {
+      runAsUser: 0,
+      runAsGroup: 0,
+      runAsNonRoot: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'], add: ['CHOWN', 'DAC_OVERRIDE'] },
+    });
+    t.same(c.volumeMounts, [{ name: 'storage', mountPath: '/app/api/storage' }], "the api container's storage volume");
+    t.match((c.command as string[]).join(' '), /chown -h 1001:1001/, 'to api.podSecurityContext.runAsUser/runAsGroup');
+    t.notOk(c.env, 'no env: dify-guard leaves a non-Dify container alone, and it needs no secret');
 
-  const uid = await render(deepMerge(requiredValues(), { api: { podSecurityContext: { runAsUser: 2000, runAsGroup: 3000 } } }));
-  t.match((initContainersOf(api(uid.objects))[0]!.command as string[]).join(' '), /chown -h 2000:3000/);
-  for (const persistence of [{ initPermissions: false }, { enabled: false }]) {
-    const off = await render(deepMerge(requiredValues(), { storage: { persistence } }));
-    t.same(initContainersOf(api(off.objects)), [], `${JSON.stringify(persistence)}: no init container`);
-  }
-});
+    const uid = await render(
+      deepMerge(requiredValues(), { api: { podSecurityContext: { runAsUser: 2000, runAsGroup: 3000 } } }),
+    );
+    t.match((initContainersOf(api(uid.objects))[0]!.command as string[]).join(' '), /chown -h 2000:3000/);
+    for (const persistence of [{ initPermissions: false }, { enabled: false }]) {
+      const off = await render(deepMerge(requiredValues(), { storage: { persistence } }));
+      t.same(initContainersOf(api(off.objects)), [], `${JSON.stringify(persistence)}: no init container`);
+    }
+  },
+);

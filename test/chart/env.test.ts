@@ -4,14 +4,29 @@
 import t from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import {
-  allContainersOf, containersOf, deepMerge, envIndex, envOf, kindOf, nameOf, podTemplateOf, render, requiredValues,
-  template, testSecret, workloadOf, workloads, type Container, type Json,
+  allContainersOf,
+  containersOf,
+  deepMerge,
+  envIndex,
+  envOf,
+  kindOf,
+  nameOf,
+  podTemplateOf,
+  render,
+  requiredValues,
+  template,
+  testSecret,
+  workloadOf,
+  workloads,
+  type Container,
+  type Json,
 } from '../support/helm.js';
 
 const release = 'dify';
 const pgSecret = expandName(contract.names.postgresqlSecret, release);
 const componentOf = (w: Json): string => podTemplateOf(w).metadata.labels?.[LABELS.component] ?? '';
-const mainContainer = (objects: Json[], component: string): Container => containersOf(workloadOf(objects, LABELS.component, component))[0]!;
+const mainContainer = (objects: Json[], component: string): Container =>
+  containersOf(workloadOf(objects, LABELS.component, component))[0]!;
 
 const base = await render(requiredValues());
 
@@ -20,7 +35,11 @@ t.test('MIGRATION_ENABLED is the literal "false" on every api/worker/beat/plugin
     for (const c of containersOf(workloadOf(base.objects, LABELS.component, component))) {
       const entries = (c.env ?? []).filter((e) => e.name === ENV.migrationEnabled);
       t.equal(entries.length, 1, `${component}/${c.name}: set once`);
-      t.same(entries[0], { name: ENV.migrationEnabled, value: 'false' }, `${component}/${c.name}: "false", no valueFrom`);
+      t.same(
+        entries[0],
+        { name: ENV.migrationEnabled, value: 'false' },
+        `${component}/${c.name}: "false", no valueFrom`,
+      );
     }
   }
   t.equal(contract.podRules.forceMigrationDisabled.length, 4);
@@ -34,7 +53,11 @@ t.test('DB_PASSWORD comes from the PostgreSQL Secret by secretKeyRef wherever it
       if (!e) continue;
       seen++;
       t.notOk('value' in e, `${nameOf(w)}/${c.name}: no literal`);
-      t.same(e.valueFrom?.secretKeyRef, { name: pgSecret, key: SECRET_KEYS.postgresPassword }, `${nameOf(w)}/${c.name}`);
+      t.same(
+        e.valueFrom?.secretKeyRef,
+        { name: pgSecret, key: SECRET_KEYS.postgresPassword },
+        `${nameOf(w)}/${c.name}`,
+      );
     }
   }
   for (const component of contract.podRules.injectCredentials) {
@@ -44,12 +67,19 @@ t.test('DB_PASSWORD comes from the PostgreSQL Secret by secretKeyRef wherever it
 });
 
 t.test('no env name appears twice in any container', async (t) => {
-  for (const variant of [{}, { pluginDaemon: { redis: { authEnabled: true, password: testSecret() } }, vectorStore: { type: 'pgvector' } }]) {
+  for (const variant of [
+    {},
+    { pluginDaemon: { redis: { authEnabled: true, password: testSecret() } }, vectorStore: { type: 'pgvector' } },
+  ]) {
     const { objects } = await render(deepMerge(requiredValues(), variant));
     for (const w of workloads(objects)) {
       for (const c of allContainersOf(w)) {
         const names = (c.env ?? []).map((e) => e.name);
-        t.same(names.filter((n, i) => names.indexOf(n) !== i), [], `${kindOf(w)} ${nameOf(w)}/${c.name}`);
+        t.same(
+          names.filter((n, i) => names.indexOf(n) !== i),
+          [],
+          `${kindOf(w)} ${nameOf(w)}/${c.name}`,
+        );
       }
     }
   }
@@ -57,25 +87,38 @@ t.test('no env name appears twice in any container', async (t) => {
 
 t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis host and port', async (t) => {
   const c = mainContainer(base.objects, contract.components.pluginDaemon);
-  t.same((c.env ?? []).filter((e) => e.name === 'DB_DATABASE'), [{ name: 'DB_DATABASE', value: 'dify_plugin' }]);
+  t.same(
+    (c.env ?? []).filter((e) => e.name === 'DB_DATABASE'),
+    [{ name: 'DB_DATABASE', value: 'dify_plugin' }],
+  );
   t.equal(envOf(c, ENV.redisHost)?.value, expandName(contract.names.redisMaster, release));
   t.equal(envOf(c, ENV.redisPort)?.value, String(contract.redisPort));
   t.equal(envOf(c, 'DB_HOST')?.value, expandName(contract.names.postgresql, release));
-  t.equal(envOf(mainContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value, 'dify', 'api keeps Dify\'s database');
+  t.equal(
+    envOf(mainContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value,
+    'dify',
+    "api keeps Dify's database",
+  );
 });
 
-t.test('Redis without auth (authEnabled=false): no REDIS_PASSWORD, a broker URL without credentials, no Redis Secret', async (t) => {
-  const open = await render(deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: false } } }));
-  for (const component of contract.podRules.injectCredentials) {
-    const c = mainContainer(open.objects, component);
-    t.notOk(envOf(c, ENV.redisPassword), `${component}`);
-    const url = envOf(c, ENV.celeryBrokerUrl)?.value;
-    if (url !== undefined) t.equal(url, `redis://${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`);
-  }
-  t.notOk(open.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)));
-  const redis = containersOf(workloadOf(open.objects, LABELS.component, contract.components.redis))[0]!;
-  t.notOk(envOf(redis, ENV.redisPassword), 'the bundled Redis gets no requirepass');
-});
+t.test(
+  'Redis without auth (authEnabled=false): no REDIS_PASSWORD, a broker URL without credentials, no Redis Secret',
+  async (t) => {
+    const open = await render(deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: false } } }));
+    for (const component of contract.podRules.injectCredentials) {
+      const c = mainContainer(open.objects, component);
+      t.notOk(envOf(c, ENV.redisPassword), `${component}`);
+      const url = envOf(c, ENV.celeryBrokerUrl)?.value;
+      if (url !== undefined)
+        t.equal(url, `redis://${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`);
+    }
+    t.notOk(
+      open.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)),
+    );
+    const redis = containersOf(workloadOf(open.objects, LABELS.component, contract.components.redis))[0]!;
+    t.notOk(envOf(redis, ENV.redisPassword), 'the bundled Redis gets no requirepass');
+  },
+);
 
 t.test('Redis auth is on by default: a password generated once into <release>-redis, kept by uninstall', async (t) => {
   const redisSecret = expandName(contract.names.redisSecret, release);
@@ -83,52 +126,101 @@ t.test('Redis auth is on by default: a password generated once into <release>-re
   t.ok(secret, 'the chart renders <release>-redis with no value given');
   const generated = Buffer.from(String((secret!.data as Json)[SECRET_KEYS.redisPassword]), 'base64').toString();
   t.match(generated, /^[A-Za-z0-9]{32}$/, 'URL-safe, 32 characters');
-  t.equal((secret!.metadata as Json).annotations && ((secret!.metadata as Json).annotations as Json)['helm.sh/resource-policy'], 'keep');
+  t.equal(
+    (secret!.metadata as Json).annotations &&
+      ((secret!.metadata as Json).annotations as Json)['helm.sh/resource-policy'],
+    'keep',
+  );
   for (const component of contract.podRules.injectCredentials) {
     const c = mainContainer(base.objects, component);
-    t.same(envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef, { name: redisSecret, key: SECRET_KEYS.redisPassword }, component);
+    t.same(
+      envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef,
+      { name: redisSecret, key: SECRET_KEYS.redisPassword },
+      component,
+    );
   }
   const again = await render(requiredValues());
   const other = again.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret)!;
-  t.not((other.data as Json)[SECRET_KEYS.redisPassword], (secret!.data as Json)[SECRET_KEYS.redisPassword],
-    'random per render without a cluster (helm install/upgrade look the existing Secret up: test/controlplane)');
+  t.not(
+    (other.data as Json)[SECRET_KEYS.redisPassword],
+    (secret!.data as Json)[SECRET_KEYS.redisPassword],
+    'random per render without a cluster (helm install/upgrade look the existing Secret up: test/controlplane)',
+  );
 });
 
-t.test('Redis with auth (chart Secret): REDIS_PASSWORD by secretKeyRef, defined before CELERY_BROKER_URL', async (t) => {
-  const password = testSecret();
-  const { objects, text } = await render(deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password } } }));
-  const redisSecret = expandName(contract.names.redisSecret, release);
-  const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret);
-  t.ok(secret, 'the chart renders <release>-redis');
-  t.ok(Buffer.from(String((secret!.data as Json)[SECRET_KEYS.redisPassword]), 'base64').toString() === password, 'with the given password');
-  for (const component of contract.podRules.injectCredentials) {
-    const c = mainContainer(objects, component);
-    t.same(envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef, { name: redisSecret, key: SECRET_KEYS.redisPassword }, component);
-    const broker = envIndex(c, ENV.celeryBrokerUrl);
-    if (broker >= 0) {
-      t.ok(envIndex(c, ENV.redisPassword) < broker, `${component}: REDIS_PASSWORD comes first (Kubernetes expands only earlier names)`);
-      t.equal(envOf(c, ENV.celeryBrokerUrl)?.value, `redis://:$(${ENV.redisPassword})@${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`);
+t.test(
+  'Redis with auth (chart Secret): REDIS_PASSWORD by secretKeyRef, defined before CELERY_BROKER_URL',
+  async (t) => {
+    const password = testSecret();
+    const { objects, text } = await render(
+      deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password } } }),
+    );
+    const redisSecret = expandName(contract.names.redisSecret, release);
+    const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret);
+    t.ok(secret, 'the chart renders <release>-redis');
+    t.ok(
+      Buffer.from(String((secret!.data as Json)[SECRET_KEYS.redisPassword]), 'base64').toString() === password,
+      'with the given password',
+    );
+    for (const component of contract.podRules.injectCredentials) {
+      const c = mainContainer(objects, component);
+      t.same(
+        envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef,
+        { name: redisSecret, key: SECRET_KEYS.redisPassword },
+        component,
+      );
+      const broker = envIndex(c, ENV.celeryBrokerUrl);
+      if (broker >= 0) {
+        t.ok(
+          envIndex(c, ENV.redisPassword) < broker,
+          `${component}: REDIS_PASSWORD comes first (Kubernetes expands only earlier names)`,
+        );
+        t.equal(
+          envOf(c, ENV.celeryBrokerUrl)?.value,
+          `redis://:$(${ENV.redisPassword})@${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`,
+        );
+      }
+      t.same(
+        podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.annotations ?? {},
+        {},
+        `${component}: no Secret annotations for the default Secret`,
+      );
     }
-    t.same(podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.annotations ?? {}, {},
-      `${component}: no Secret annotations for the default Secret`);
-  }
-  // The bundled Redis requires the same password.
-  const redis = containersOf(workloadOf(objects, LABELS.component, contract.components.redis))[0]!;
-  t.same(envOf(redis, 'REDIS_PASSWORD')?.valueFrom?.secretKeyRef, { name: redisSecret, key: SECRET_KEYS.redisPassword });
-  t.notOk(text.includes(password), 'the password is only in the Secret, base64');
-});
+    // The bundled Redis requires the same password.
+    const redis = containersOf(workloadOf(objects, LABELS.component, contract.components.redis))[0]!;
+    t.same(envOf(redis, 'REDIS_PASSWORD')?.valueFrom?.secretKeyRef, {
+      name: redisSecret,
+      key: SECRET_KEYS.redisPassword,
+    });
+    t.notOk(text.includes(password), 'the password is only in the Secret, base64');
+  },
+);
 
 t.test('Redis with an existing Secret: references it and tells dify-guard by annotations', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), {
-    pluginDaemon: { redis: { authEnabled: true, existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } },
-  }));
-  t.notOk(objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)), 'no chart Redis Secret');
+  const { objects } = await render(
+    deepMerge(requiredValues(), {
+      pluginDaemon: { redis: { authEnabled: true, existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } },
+    }),
+  );
+  t.notOk(
+    objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)),
+    'no chart Redis Secret',
+  );
   for (const component of contract.podRules.injectCredentials) {
     const w = workloadOf(objects, LABELS.component, component);
-    t.same(envOf(containersOf(w)[0]!, ENV.redisPassword)?.valueFrom?.secretKeyRef, { name: 'corp-redis', key: 'pw' }, component);
-    t.match(podTemplateOf(w).metadata.annotations, {
-      [contract.annotations.redisSecretName]: 'corp-redis', [contract.annotations.redisSecretKey]: 'pw',
-    }, `${component}: annotations for dify-guard`);
+    t.same(
+      envOf(containersOf(w)[0]!, ENV.redisPassword)?.valueFrom?.secretKeyRef,
+      { name: 'corp-redis', key: 'pw' },
+      component,
+    );
+    t.match(
+      podTemplateOf(w).metadata.annotations,
+      {
+        [contract.annotations.redisSecretName]: 'corp-redis',
+        [contract.annotations.redisSecretKey]: 'pw',
+      },
+      `${component}: annotations for dify-guard`,
+    );
   }
 });
 
@@ -138,14 +230,22 @@ t.test('keys shared by api, sandbox and plugin daemon reference the same Secret 
   const daemon = mainContainer(base.objects, contract.components.pluginDaemon);
   const ref = (c: Container, n: string): unknown => envOf(c, n)?.valueFrom?.secretKeyRef;
   for (const [a, b, other] of [
-    ['CODE_EXECUTION_API_KEY', 'API_KEY', sandbox], ['PLUGIN_DAEMON_KEY', 'SERVER_KEY', daemon], ['INNER_API_KEY_FOR_PLUGIN', 'DIFY_INNER_API_KEY', daemon],
+    ['CODE_EXECUTION_API_KEY', 'API_KEY', sandbox],
+    ['PLUGIN_DAEMON_KEY', 'SERVER_KEY', daemon],
+    ['INNER_API_KEY_FOR_PLUGIN', 'DIFY_INNER_API_KEY', daemon],
   ] as const) {
     t.ok(ref(api, a), `${a} by secretKeyRef`);
     t.same(ref(api, a), ref(other, b), `api ${a} == ${b}`);
   }
   t.ok(ref(api, 'SECRET_KEY'), 'SECRET_KEY by secretKeyRef');
-  t.equal(envOf(api, 'PLUGIN_DAEMON_URL')?.value, `http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002`);
-  t.equal(envOf(daemon, 'DIFY_INNER_API_URL')?.value, `http://${expandName(contract.names.component, release, contract.components.api)}:5001`);
+  t.equal(
+    envOf(api, 'PLUGIN_DAEMON_URL')?.value,
+    `http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002`,
+  );
+  t.equal(
+    envOf(daemon, 'DIFY_INNER_API_URL')?.value,
+    `http://${expandName(contract.names.component, release, contract.components.api)}:5001`,
+  );
 });
 
 t.test('generated shared keys are kept when given, and differ per key when generated', async (t) => {
@@ -156,8 +256,13 @@ t.test('generated shared keys are kept when given, and differ per key when gener
   const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === ref.name)!;
   const data = secret.data as Record<string, string>;
   t.ok(Buffer.from(data[ref.key]!, 'base64').toString() === given, 'the given key is used');
-  const generated = ['PLUGIN_DAEMON_KEY', 'INNER_API_KEY_FOR_PLUGIN'].map((n) => data[envOf(api, n)!.valueFrom!.secretKeyRef!.key]);
-  t.ok(generated.every((v) => v && Buffer.from(v, 'base64').length >= 32), 'generated keys are long');
+  const generated = ['PLUGIN_DAEMON_KEY', 'INNER_API_KEY_FOR_PLUGIN'].map(
+    (n) => data[envOf(api, n)!.valueFrom!.secretKeyRef!.key],
+  );
+  t.ok(
+    generated.every((v) => v && Buffer.from(v, 'base64').length >= 32),
+    'generated keys are long',
+  );
   t.not(generated[0], generated[1]);
 });
 
@@ -175,7 +280,11 @@ t.test('the OpenAI key (deploy.sh --openai-api-key) is kept in a Secret and refe
 
 t.test('no secret value (nor its base64) appears outside a Secret', async (t) => {
   const secrets = {
-    postgres: testSecret(), difyKey: testSecret(), redis: testSecret(), openai: testSecret(), sandbox: testSecret(),
+    postgres: testSecret(),
+    difyKey: testSecret(),
+    redis: testSecret(),
+    openai: testSecret(),
+    sandbox: testSecret(),
   };
   const { objects } = await render({
     postgresql: { auth: { password: secrets.postgres } },
@@ -193,7 +302,11 @@ t.test('no secret value (nor its base64) appears outside a Secret', async (t) =>
   for (const w of workloads(objects)) {
     for (const c of allContainersOf(w)) {
       for (const e of c.env ?? []) {
-        if (/PASSWORD|SECRET|_KEY$|^API_KEY$/.test(e.name) && e.name !== 'DIFY_GUARD_REDIS_SECRET_KEY' && !e.name.endsWith('_TEMPLATE')) {
+        if (
+          /PASSWORD|SECRET|_KEY$|^API_KEY$/.test(e.name) &&
+          e.name !== 'DIFY_GUARD_REDIS_SECRET_KEY' &&
+          !e.name.endsWith('_TEMPLATE')
+        ) {
           t.ok(e.valueFrom?.secretKeyRef, `${nameOf(w)}/${c.name} ${e.name} is a secretKeyRef`);
         }
       }
@@ -205,7 +318,10 @@ t.test('pgvector: PGVECTOR_PASSWORD also by secretKeyRef to the PostgreSQL Secre
   const { objects } = await render(deepMerge(requiredValues(), { vectorStore: { type: 'pgvector' } }));
   const api = mainContainer(objects, contract.components.api);
   t.equal(envOf(api, 'VECTOR_STORE')?.value, 'pgvector');
-  t.same(envOf(api, 'PGVECTOR_PASSWORD')?.valueFrom?.secretKeyRef, { name: pgSecret, key: SECRET_KEYS.postgresPassword });
+  t.same(envOf(api, 'PGVECTOR_PASSWORD')?.valueFrom?.secretKeyRef, {
+    name: pgSecret,
+    key: SECRET_KEYS.postgresPassword,
+  });
 });
 
 t.test('extraEnv cannot set a name the chart sets (no duplicates, no literal DB_PASSWORD)', async (t) => {
@@ -218,8 +334,14 @@ t.test('extraEnv cannot set a name the chart sets (no duplicates, no literal DB_
     t.not(r.status, 0, `${path} duplicate refused`);
     t.match(r.stderr, /is set twice in the .* container: the chart already sets it/, path);
   }
-  const ok = await render(deepMerge(requiredValues(), { api: { extraEnv: [{ name: 'SENTRY_DSN', value: 'https://x' }] } }));
-  t.equal(envOf(mainContainer(ok.objects, contract.components.api), 'SENTRY_DSN')?.value, 'https://x', 'a new name is added');
+  const ok = await render(
+    deepMerge(requiredValues(), { api: { extraEnv: [{ name: 'SENTRY_DSN', value: 'https://x' }] } }),
+  );
+  t.equal(
+    envOf(mainContainer(ok.objects, contract.components.api), 'SENTRY_DSN')?.value,
+    'https://x',
+    'a new name is added',
+  );
 });
 
 t.test('probes, resources and security contexts on every workload container', async (t) => {
@@ -231,7 +353,10 @@ t.test('probes, resources and security contexts on every workload container', as
       t.ok(c.resources && Object.keys(c.resources as Json).length > 0, `${nameOf(w)}/${c.name}: resources`);
       const sc = c.securityContext as Json | undefined;
       t.equal(sc?.allowPrivilegeEscalation, false, `${nameOf(w)}/${c.name}: no privilege escalation`);
-      t.ok(((sc?.capabilities as Json | undefined)?.drop as string[] | undefined)?.includes('ALL'), `${nameOf(w)}/${c.name}: drops ALL capabilities`);
+      t.ok(
+        ((sc?.capabilities as Json | undefined)?.drop as string[] | undefined)?.includes('ALL'),
+        `${nameOf(w)}/${c.name}: drops ALL capabilities`,
+      );
     }
     if (kindOf(w) === 'Job') continue;
     for (const c of containersOf(w)) t.ok(c.livenessProbe, `${nameOf(w)}/${c.name}: liveness probe`);
@@ -242,10 +367,11 @@ t.test('probes, resources and security contexts on every workload container', as
   }
 });
 
-t.test('Dify pods carry no service account token; dify-guard\'s does', async (t) => {
+t.test("Dify pods carry no service account token; dify-guard's does", async (t) => {
   for (const w of workloads(base.objects)) {
     const spec = podTemplateOf(w).spec;
-    if (podTemplateOf(w).metadata.labels?.[LABELS.name] === contract.values.guardName) t.not(spec.automountServiceAccountToken, false, nameOf(w));
+    if (podTemplateOf(w).metadata.labels?.[LABELS.name] === contract.values.guardName)
+      t.not(spec.automountServiceAccountToken, false, nameOf(w));
     else t.equal(spec.automountServiceAccountToken, false, nameOf(w));
   }
 });

@@ -4,7 +4,16 @@
 import t from 'tap';
 import { ENV, LABELS, contract, expandName } from '../../src/contract.js';
 import {
-  annotationsOf, containersOf, deepMerge, envOf, find, initContainersOf, podTemplateOf, render, requiredValues, workloadOf,
+  annotationsOf,
+  containersOf,
+  deepMerge,
+  envOf,
+  find,
+  initContainersOf,
+  podTemplateOf,
+  render,
+  requiredValues,
+  workloadOf,
   type Json,
 } from '../support/helm.js';
 
@@ -16,8 +25,11 @@ const spec = job.spec as Json;
 t.test('Helm hook after install and upgrade; deleted only before the next hook', async (t) => {
   const a = annotationsOf(job);
   t.same(a['helm.sh/hook']?.split(',').sort(), ['post-install', 'post-upgrade']);
-  t.equal(a['helm.sh/hook-delete-policy'], 'before-hook-creation',
-    'a finished Job stays for kubectl logs, and a deleted one is simply recreated by the next upgrade');
+  t.equal(
+    a['helm.sh/hook-delete-policy'],
+    'before-hook-creation',
+    'a finished Job stays for kubectl logs, and a deleted one is simply recreated by the next upgrade',
+  );
   t.equal(spec.ttlSecondsAfterFinished, 86400);
 });
 
@@ -34,7 +46,11 @@ t.test('runs `flask db upgrade` directly (not the entrypoint, not flask upgrade-
   t.same(c.command, ['flask', 'db', 'upgrade']);
   t.notOk(c.args);
   t.equal(c.name, contract.components.migration);
-  t.equal(c.image, containersOf(workloadOf(objects, LABELS.component, contract.components.api))[0]!.image, 'the api image');
+  t.equal(
+    c.image,
+    containersOf(workloadOf(objects, LABELS.component, contract.components.api))[0]!.image,
+    'the api image',
+  );
 });
 
 t.test('waits for PostgreSQL with pg_isready before migrating', async (t) => {
@@ -42,8 +58,14 @@ t.test('waits for PostgreSQL with pg_isready before migrating', async (t) => {
   t.equal(init.length, 1);
   const script = (init[0]!.command as string[]).join(' ');
   t.match(script, /until pg_isready -t 5;/);
-  t.same((init[0]!.env ?? []).map((e) => [e.name, e.value]), [['PGHOST', 'dify-postgresql'], ['PGPORT', '5432']],
-    'the PostgreSQL Service and port, read by pg_isready (libpq)');
+  t.same(
+    (init[0]!.env ?? []).map((e) => [e.name, e.value]),
+    [
+      ['PGHOST', 'dify-postgresql'],
+      ['PGPORT', '5432'],
+    ],
+    'the PostgreSQL Service and port, read by pg_isready (libpq)',
+  );
   t.match(script, /exit 1/, 'gives up after its timeout, so the Job fails visibly');
 });
 
@@ -51,7 +73,10 @@ t.test('the same DB_* / REDIS_* / app env as api', async (t) => {
   const migration = containersOf(job)[0]!;
   const api = containersOf(workloadOf(objects, LABELS.component, contract.components.api))[0]!;
   const apiOnly = new Set(['MODE', 'DIFY_PORT', 'SERVER_WORKER_AMOUNT']);
-  t.same(migration.env, (api.env ?? []).filter((e) => !apiOnly.has(e.name)));
+  t.same(
+    migration.env,
+    (api.env ?? []).filter((e) => !apiOnly.has(e.name)),
+  );
   t.ok(envOf(migration, ENV.dbPassword)?.valueFrom?.secretKeyRef);
 });
 

@@ -4,20 +4,38 @@
 import t from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import {
-  containersOf, find, kindOf, labelsOf, nameOf, ofKind, podTemplateOf, render, requiredValues, workloads,
+  containersOf,
+  find,
+  kindOf,
+  labelsOf,
+  nameOf,
+  ofKind,
+  podTemplateOf,
+  render,
+  requiredValues,
+  workloads,
   type Json,
 } from '../support/helm.js';
 
 const difyComponents = [
-  contract.components.api, contract.components.worker, contract.components.beat, contract.components.web,
-  contract.components.sandbox, contract.components.ssrfProxy, contract.components.pluginDaemon,
+  contract.components.api,
+  contract.components.worker,
+  contract.components.beat,
+  contract.components.web,
+  contract.components.sandbox,
+  contract.components.ssrfProxy,
+  contract.components.pluginDaemon,
 ];
 
-for (const [release, namespace] of [['dify', 'dify'], ['acme', 'prod']] as const) {
+for (const [release, namespace] of [
+  ['dify', 'dify'],
+  ['acme', 'prod'],
+] as const) {
   t.test(`release ${release} in namespace ${namespace}`, async (t) => {
     const values = requiredValues();
     const { objects } = await render(values, { release, namespace });
-    const name = (key: keyof typeof contract.names, component = ''): string => expandName(contract.names[key], release, component);
+    const name = (key: keyof typeof contract.names, component = ''): string =>
+      expandName(contract.names[key], release, component);
 
     t.test('PostgreSQL: StatefulSet, pod -0 and PVC data-<release>-postgresql-0', async (t) => {
       const sts = find(objects, 'StatefulSet', name('postgresql'));
@@ -25,7 +43,11 @@ for (const [release, namespace] of [['dify', 'dify'], ['acme', 'prod']] as const
       const claims = (sts.spec as Json).volumeClaimTemplates as Json[];
       t.equal(claims.length, 1);
       // A StatefulSet's PVC is named <claim template>-<statefulset>-<ordinal>.
-      t.equal(`${nameOf(claims[0]!)}-${nameOf(sts)}-0`, name('postgresqlPvc'), 'the PVC name the guide deletes and dify-guard watches');
+      t.equal(
+        `${nameOf(claims[0]!)}-${nameOf(sts)}-0`,
+        name('postgresqlPvc'),
+        'the PVC name the guide deletes and dify-guard watches',
+      );
       const svc = find(objects, 'Service', name('postgresql'));
       t.ok(svc, 'DB_HOST resolves to a Service of the same name');
     });
@@ -33,15 +55,28 @@ for (const [release, namespace] of [['dify', 'dify'], ['acme', 'prod']] as const
     t.test('PostgreSQL Secret: name, keys, values and the labels dify-guard selects', async (t) => {
       const secret = find(objects, 'Secret', name('postgresqlSecret'));
       const data = secret.data as Record<string, string>;
-      t.same(Object.keys(data).sort(), [SECRET_KEYS.postgresPassword, SECRET_KEYS.password, SECRET_KEYS.postgresUsername, SECRET_KEYS.postgresDatabase].sort());
+      t.same(
+        Object.keys(data).sort(),
+        [
+          SECRET_KEYS.postgresPassword,
+          SECRET_KEYS.password,
+          SECRET_KEYS.postgresUsername,
+          SECRET_KEYS.postgresDatabase,
+        ].sort(),
+      );
       const decoded = (k: string): string => Buffer.from(data[k]!, 'base64').toString('utf8');
-      t.ok(decoded(SECRET_KEYS.postgresPassword) === values.postgresql.auth.password, 'postgres-password is the value given');
+      t.ok(
+        decoded(SECRET_KEYS.postgresPassword) === values.postgresql.auth.password,
+        'postgres-password is the value given',
+      );
       t.ok(decoded(SECRET_KEYS.password) === decoded(SECRET_KEYS.postgresPassword), 'password holds the same value');
       // The guide's `psql -U dify -d dify`.
       t.equal(decoded(SECRET_KEYS.postgresUsername), 'dify');
       t.equal(decoded(SECRET_KEYS.postgresDatabase), 'dify');
       t.match(labelsOf(secret), {
-        [LABELS.name]: contract.values.difyName, [LABELS.component]: contract.components.postgresql, [LABELS.instance]: release,
+        [LABELS.name]: contract.values.difyName,
+        [LABELS.component]: contract.components.postgresql,
+        [LABELS.instance]: release,
       });
       t.notOk(secret.stringData, 'data only');
     });
@@ -49,7 +84,10 @@ for (const [release, namespace] of [['dify', 'dify'], ['acme', 'prod']] as const
     t.test('Redis: Service <release>-redis-master on the contract port', async (t) => {
       const svc = find(objects, 'Service', name('redisMaster'));
       const ports = (svc.spec as Json).ports as Json[];
-      t.same(ports.map((p) => p.port), [contract.redisPort]);
+      t.same(
+        ports.map((p) => p.port),
+        [contract.redisPort],
+      );
       t.ok(find(objects, 'StatefulSet', name('redisMaster')));
     });
 
@@ -62,10 +100,20 @@ for (const [release, namespace] of [['dify', 'dify'], ['acme', 'prod']] as const
         t.equal(labels[LABELS.name], contract.values.difyName);
         t.equal(labels[LABELS.instance], release);
         const selector = ((deploy.spec as Json).selector as Json).matchLabels as Record<string, string>;
-        for (const [k, v] of Object.entries(selector)) t.equal(labels[k], v, `${component}: selector ${k} matches its pods`);
-        t.equal(containersOf(deploy)[0]?.name, component, `${component}: the first container (kubectl exec's default) is the component`);
+        for (const [k, v] of Object.entries(selector))
+          t.equal(labels[k], v, `${component}: selector ${k} matches its pods`);
+        t.equal(
+          containersOf(deploy)[0]?.name,
+          component,
+          `${component}: the first container (kubectl exec's default) is the component`,
+        );
       }
-      for (const component of [contract.components.api, contract.components.web, contract.components.sandbox, contract.components.ssrfProxy]) {
+      for (const component of [
+        contract.components.api,
+        contract.components.web,
+        contract.components.sandbox,
+        contract.components.ssrfProxy,
+      ]) {
         t.ok(find(objects, 'Service', name('component', component)), `${component} Service`);
       }
     });
@@ -101,14 +149,27 @@ for (const [release, namespace] of [['dify', 'dify'], ['acme', 'prod']] as const
       }
       for (const w of workloads(objects)) {
         const labels = podTemplateOf(w).metadata.labels ?? {};
-        for (const key of [LABELS.name, LABELS.instance, LABELS.component, LABELS.partOf, LABELS.managedBy, LABELS.version, LABELS.app]) {
+        for (const key of [
+          LABELS.name,
+          LABELS.instance,
+          LABELS.component,
+          LABELS.partOf,
+          LABELS.managedBy,
+          LABELS.version,
+          LABELS.app,
+        ]) {
           t.ok(labels[key], `${kindOf(w)} ${nameOf(w)} pods have ${key}`);
         }
       }
     });
 
     t.test('namespaced objects are in the release namespace', async (t) => {
-      const clusterScoped = ['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration'];
+      const clusterScoped = [
+        'ClusterRole',
+        'ClusterRoleBinding',
+        'MutatingWebhookConfiguration',
+        'ValidatingWebhookConfiguration',
+      ];
       for (const o of objects) {
         const ns = (o.metadata as Json).namespace;
         if (clusterScoped.includes(kindOf(o))) t.equal(ns, undefined, `${kindOf(o)} ${nameOf(o)} is cluster-scoped`);
@@ -118,7 +179,10 @@ for (const [release, namespace] of [['dify', 'dify'], ['acme', 'prod']] as const
 
     t.test('no two objects of a kind share a name', async (t) => {
       const keys = objects.map((o) => `${kindOf(o)}/${nameOf(o)}`);
-      t.same(keys.filter((k, i) => keys.indexOf(k) !== i), []);
+      t.same(
+        keys.filter((k, i) => keys.indexOf(k) !== i),
+        [],
+      );
       t.ok(ofKind(objects, 'Deployment').length >= difyComponents.length);
     });
   });

@@ -4,13 +4,23 @@
 import t from 'tap';
 import { LABELS, contract, expandName } from '../../src/contract.js';
 import {
-  containersOf, deepMerge, envOf, render, requiredValues, template, workloadOf, type Json,
+  containersOf,
+  deepMerge,
+  envOf,
+  render,
+  requiredValues,
+  template,
+  workloadOf,
+  type Json,
 } from '../support/helm.js';
 
 const URL_ENV = ['TRIGGER_URL', 'ENDPOINT_URL_TEMPLATE', 'PLUGIN_REMOTE_INSTALL_HOST', 'PLUGIN_REMOTE_INSTALL_PORT'];
 const BACKEND = [contract.components.api, contract.components.worker, contract.components.beat];
 
-async function urls(values: Json, component: string = contract.components.api): Promise<Record<string, string | undefined>> {
+async function urls(
+  values: Json,
+  component: string = contract.components.api,
+): Promise<Record<string, string | undefined>> {
   const { objects } = await render(deepMerge(requiredValues(), values), { namespace: 'dify' });
   const c = containersOf(workloadOf(objects, LABELS.component, component))[0]!;
   return Object.fromEntries(URL_ENV.map((n) => [n, envOf(c, n)?.value]));
@@ -26,41 +36,67 @@ t.test('default values: set on api, worker and beat, never localhost', async (t)
     // No public address known: paths without a host, on the same origin as the page.
     t.equal(env.TRIGGER_URL, '', `${component}: TRIGGER_URL`);
     t.equal(env.ENDPOINT_URL_TEMPLATE, '/e/{hook_id}', `${component}: ENDPOINT_URL_TEMPLATE`);
-    t.equal(env.PLUGIN_REMOTE_INSTALL_HOST, `${expandName(contract.names.component, 'dify', contract.components.pluginDaemon)}.dify.svc`);
+    t.equal(
+      env.PLUGIN_REMOTE_INSTALL_HOST,
+      `${expandName(contract.names.component, 'dify', contract.components.pluginDaemon)}.dify.svc`,
+    );
     t.equal(env.PLUGIN_REMOTE_INSTALL_PORT, '5003');
   }
 });
 
-t.test('derived from the public origin: dify.urls first, then the Ingress host, then the LoadBalancer address', async (t) => {
-  const lb = (loadBalancer: Json): Json => ({ ingress: { enabled: false }, loadBalancer: { enabled: true, ...loadBalancer } });
-  const cases: [string, Json, string][] = [
-    ['TLS Ingress host', { ingress: { host: 'dify.example.com', tls: { enabled: true } } }, 'https://dify.example.com'],
-    ['plain Ingress host', { ingress: { host: 'dify.example.com' } }, 'http://dify.example.com'],
-    ['LoadBalancer IP, port 80', lb({ loadBalancerIP: '192.0.2.10' }), 'http://192.0.2.10'],
-    ['LoadBalancer IP, other port', lb({ loadBalancerIP: '192.0.2.10', port: 8080 }), 'http://192.0.2.10:8080'],
-    ['IPv6 LoadBalancer IP', lb({ loadBalancerIP: '2001:db8::10' }), 'http://[2001:db8::10]'],
-    ['dify.urls.serviceApi wins', { ingress: { host: 'dify.example.com' }, dify: { urls: { serviceApi: 'https://api.example.com/' } } },
-      'https://api.example.com'],
-    ['dify.urls.consoleApi', { dify: { urls: { consoleApi: 'https://console.example.com' } } }, 'https://console.example.com'],
-  ];
-  for (const [what, values, origin] of cases) {
-    const env = await urls(values);
-    t.equal(env.TRIGGER_URL, origin, `${what}: TRIGGER_URL`);
-    t.equal(env.ENDPOINT_URL_TEMPLATE, `${origin}/e/{hook_id}`, `${what}: ENDPOINT_URL_TEMPLATE`);
-  }
-});
+t.test(
+  'derived from the public origin: dify.urls first, then the Ingress host, then the LoadBalancer address',
+  async (t) => {
+    const lb = (loadBalancer: Json): Json => ({
+      ingress: { enabled: false },
+      loadBalancer: { enabled: true, ...loadBalancer },
+    });
+    const cases: [string, Json, string][] = [
+      [
+        'TLS Ingress host',
+        { ingress: { host: 'dify.example.com', tls: { enabled: true } } },
+        'https://dify.example.com',
+      ],
+      ['plain Ingress host', { ingress: { host: 'dify.example.com' } }, 'http://dify.example.com'],
+      ['LoadBalancer IP, port 80', lb({ loadBalancerIP: '192.0.2.10' }), 'http://192.0.2.10'],
+      ['LoadBalancer IP, other port', lb({ loadBalancerIP: '192.0.2.10', port: 8080 }), 'http://192.0.2.10:8080'],
+      ['IPv6 LoadBalancer IP', lb({ loadBalancerIP: '2001:db8::10' }), 'http://[2001:db8::10]'],
+      [
+        'dify.urls.serviceApi wins',
+        { ingress: { host: 'dify.example.com' }, dify: { urls: { serviceApi: 'https://api.example.com/' } } },
+        'https://api.example.com',
+      ],
+      [
+        'dify.urls.consoleApi',
+        { dify: { urls: { consoleApi: 'https://console.example.com' } } },
+        'https://console.example.com',
+      ],
+    ];
+    for (const [what, values, origin] of cases) {
+      const env = await urls(values);
+      t.equal(env.TRIGGER_URL, origin, `${what}: TRIGGER_URL`);
+      t.equal(env.ENDPOINT_URL_TEMPLATE, `${origin}/e/{hook_id}`, `${what}: ENDPOINT_URL_TEMPLATE`);
+    }
+  },
+);
 
 t.test('explicit values win; the schema refuses a template without {hook_id}', async (t) => {
   const env = await urls({
     ingress: { host: 'dify.example.com' },
-    dify: { urls: { trigger: 'https://hooks.example.com', endpointTemplate: 'https://plugins.example.com/e/{hook_id}' } },
+    dify: {
+      urls: { trigger: 'https://hooks.example.com', endpointTemplate: 'https://plugins.example.com/e/{hook_id}' },
+    },
     pluginDaemon: { remoteInstall: { host: 'debug.example.com', port: 15003 } },
   });
   t.same(env, {
-    TRIGGER_URL: 'https://hooks.example.com', ENDPOINT_URL_TEMPLATE: 'https://plugins.example.com/e/{hook_id}',
-    PLUGIN_REMOTE_INSTALL_HOST: 'debug.example.com', PLUGIN_REMOTE_INSTALL_PORT: '15003',
+    TRIGGER_URL: 'https://hooks.example.com',
+    ENDPOINT_URL_TEMPLATE: 'https://plugins.example.com/e/{hook_id}',
+    PLUGIN_REMOTE_INSTALL_HOST: 'debug.example.com',
+    PLUGIN_REMOTE_INSTALL_PORT: '15003',
   });
-  const bad = await template(deepMerge(requiredValues(), { dify: { urls: { endpointTemplate: 'https://plugins.example.com/e/' } } }));
+  const bad = await template(
+    deepMerge(requiredValues(), { dify: { urls: { endpointTemplate: 'https://plugins.example.com/e/' } } }),
+  );
   t.not(bad.status, 0);
   t.match(bad.stderr, /endpointTemplate/);
 });

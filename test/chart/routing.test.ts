@@ -4,7 +4,15 @@
 import t from 'tap';
 import { contract, expandName } from '../../src/contract.js';
 import {
-  annotationsOf, containersOf, deepMerge, find, nameOf, ofKind, render, requiredValues, template,
+  annotationsOf,
+  containersOf,
+  deepMerge,
+  find,
+  nameOf,
+  ofKind,
+  render,
+  requiredValues,
+  template,
   type Json,
 } from '../support/helm.js';
 
@@ -23,47 +31,69 @@ const difyRoutes: [string, string, number][] = [
   ['/', svcName(contract.components.web), 3000],
 ];
 
-interface Path { path: string; pathType: string; backend: { service: { name: string; port: { number: number } } } }
+interface Path {
+  path: string;
+  pathType: string;
+  backend: { service: { name: string; port: { number: number } } };
+}
 const rulesOf = (ingress: Json): { host?: string; http: { paths: Path[] } }[] => (ingress.spec as Json).rules as never;
 
 // The Ingress sends /e/ through the chart's nginx, which adds Dify-Hook-Url (test/programs/nginx.test.ts runs it).
 const ingressRoutes = difyRoutes.map(([path, service, port]): [string, string, number] =>
-  (path === '/e/' ? [path, svcName('proxy'), 80] : [path, service, port]));
+  path === '/e/' ? [path, svcName('proxy'), 80] : [path, service, port],
+);
 
-t.test('Ingress <release>: exactly Dify\'s routes, each to an existing Service port', async (t) => {
+t.test("Ingress <release>: exactly Dify's routes, each to an existing Service port", async (t) => {
   const { objects } = await render(requiredValues());
   const ingress = find(objects, 'Ingress', expandName(contract.names.ingress, release));
   const rules = rulesOf(ingress);
   t.equal(rules.length, 1);
   t.notOk(rules[0]!.host, 'every host by default');
   const paths = rules[0]!.http.paths;
-  t.same(paths.map((p) => [p.path, p.backend.service.name, p.backend.service.port.number]), ingressRoutes);
+  t.same(
+    paths.map((p) => [p.path, p.backend.service.name, p.backend.service.port.number]),
+    ingressRoutes,
+  );
   t.ok(paths.every((p) => p.pathType === 'Prefix'));
-  t.notOk(paths.some((p) => p.path.startsWith('/plugin')), 'no invented /plugin route');
+  t.notOk(
+    paths.some((p) => p.path.startsWith('/plugin')),
+    'no invented /plugin route',
+  );
   for (const p of paths) {
     const svc = find(objects, 'Service', p.backend.service.name);
-    t.ok(((svc.spec as Json).ports as Json[]).some((port) => port.port === p.backend.service.port.number), `${p.path}: Service port exists`);
+    t.ok(
+      ((svc.spec as Json).ports as Json[]).some((port) => port.port === p.backend.service.port.number),
+      `${p.path}: Service port exists`,
+    );
   }
 });
 
-t.test('Ingress /e/: through the chart\'s nginx (a ClusterIP Service without the LoadBalancer), or straight to the daemon', async (t) => {
-  const { objects } = await render(requiredValues());
-  const proxy = find(objects, 'Service', svcName('proxy'));
-  t.equal((proxy.spec as Json).type, 'ClusterIP', 'no LoadBalancer unless loadBalancer.enabled');
-  t.same(annotationsOf(proxy), {}, 'no MetalLB annotations on the ClusterIP Service');
-  const conf = String((find(objects, 'ConfigMap', svcName('proxy')).data as Json)['default.conf']);
-  t.match(conf, /proxy_set_header Dify-Hook-Url \$dify_scheme:\/\/\$host\$request_uri;/);
-  const direct = await render(deepMerge(requiredValues(), { ingress: { pluginEndpointsThroughProxy: false } }));
-  const directIngress = find(direct.objects, 'Ingress', expandName(contract.names.ingress, release));
-  const e = rulesOf(directIngress)[0]!.http.paths.find((p) => p.path === '/e/')!;
-  t.same([e.backend.service.name, e.backend.service.port.number], [svcName(contract.components.pluginDaemon), 5002]);
-  t.notOk(direct.objects.some((o) => nameOf(o) === svcName('proxy')), 'no proxy when nothing needs it');
-});
+t.test(
+  "Ingress /e/: through the chart's nginx (a ClusterIP Service without the LoadBalancer), or straight to the daemon",
+  async (t) => {
+    const { objects } = await render(requiredValues());
+    const proxy = find(objects, 'Service', svcName('proxy'));
+    t.equal((proxy.spec as Json).type, 'ClusterIP', 'no LoadBalancer unless loadBalancer.enabled');
+    t.same(annotationsOf(proxy), {}, 'no MetalLB annotations on the ClusterIP Service');
+    const conf = String((find(objects, 'ConfigMap', svcName('proxy')).data as Json)['default.conf']);
+    t.match(conf, /proxy_set_header Dify-Hook-Url \$dify_scheme:\/\/\$host\$request_uri;/);
+    const direct = await render(deepMerge(requiredValues(), { ingress: { pluginEndpointsThroughProxy: false } }));
+    const directIngress = find(direct.objects, 'Ingress', expandName(contract.names.ingress, release));
+    const e = rulesOf(directIngress)[0]!.http.paths.find((p) => p.path === '/e/')!;
+    t.same([e.backend.service.name, e.backend.service.port.number], [svcName(contract.components.pluginDaemon), 5002]);
+    t.notOk(
+      direct.objects.some((o) => nameOf(o) === svcName('proxy')),
+      'no proxy when nothing needs it',
+    );
+  },
+);
 
 t.test('Ingress class, host, TLS and annotations are configurable', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), {
-    ingress: { className: 'nginx', host: 'dify.example.com', tls: { enabled: true }, annotations: { 'a/b': 'c' } },
-  }));
+  const { objects } = await render(
+    deepMerge(requiredValues(), {
+      ingress: { className: 'nginx', host: 'dify.example.com', tls: { enabled: true }, annotations: { 'a/b': 'c' } },
+    }),
+  );
   const ingress = find(objects, 'Ingress', expandName(contract.names.ingress, release));
   const spec = ingress.spec as Json;
   t.equal(spec.ingressClassName, 'nginx');
@@ -78,36 +108,54 @@ t.test('Ingress class, host, TLS and annotations are configurable', async (t) =>
 });
 
 t.test('MetalLB: a LoadBalancer Service with address and pool annotations, nginx with the same routes', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), {
-    loadBalancer: { enabled: true, loadBalancerIP: '192.0.2.10', addressPool: 'dify-pool' },
-  }));
+  const { objects } = await render(
+    deepMerge(requiredValues(), {
+      loadBalancer: { enabled: true, loadBalancerIP: '192.0.2.10', addressPool: 'dify-pool' },
+    }),
+  );
   const proxy = svcName('proxy');
   const svc = find(objects, 'Service', proxy);
   const spec = svc.spec as Json;
   t.equal(spec.type, 'LoadBalancer');
   t.equal(spec.loadBalancerIP, '192.0.2.10');
   t.match(annotationsOf(svc), {
-    'metallb.universe.tf/address-pool': 'dify-pool', 'metallb.io/address-pool': 'dify-pool',
-    'metallb.universe.tf/loadBalancerIPs': '192.0.2.10', 'metallb.io/loadBalancerIPs': '192.0.2.10',
+    'metallb.universe.tf/address-pool': 'dify-pool',
+    'metallb.io/address-pool': 'dify-pool',
+    'metallb.universe.tf/loadBalancerIPs': '192.0.2.10',
+    'metallb.io/loadBalancerIPs': '192.0.2.10',
   });
   const conf = String((find(objects, 'ConfigMap', proxy).data as Json)['default.conf']);
   for (const [path, service, port] of difyRoutes) {
-    t.match(conf, new RegExp(`location ${path.replace(/\//g, '\\/')} \\{\\s+proxy_pass http://${service}:${port};`), `nginx ${path}`);
+    t.match(
+      conf,
+      new RegExp(`location ${path.replace(/\//g, '\\/')} \\{\\s+proxy_pass http://${service}:${port};`),
+      `nginx ${path}`,
+    );
   }
-  t.match(conf, /proxy_set_header Dify-Hook-Url \$dify_scheme:\/\/\$host\$request_uri;/, '/e/ keeps the Dify-Hook-Url header');
+  t.match(
+    conf,
+    /proxy_set_header Dify-Hook-Url \$dify_scheme:\/\/\$host\$request_uri;/,
+    '/e/ keeps the Dify-Hook-Url header',
+  );
   const deploy = find(objects, 'Deployment', proxy);
   t.equal(containersOf(deploy)[0]!.readinessProbe ? 'probe' : 'none', 'probe');
   // The proxy is a Dify pod that dify-guard never treats.
   t.notOk((contract.podRules.injectCredentials as string[]).includes('proxy'));
   const none = await render(deepMerge(requiredValues(), { ingress: { enabled: false } }));
-  t.notOk(none.objects.some((o) => nameOf(o) === proxy), 'no proxy without the LoadBalancer and the Ingress');
+  t.notOk(
+    none.objects.some((o) => nameOf(o) === proxy),
+    'no proxy without the LoadBalancer and the Ingress',
+  );
 });
 
 t.test('storage classes: global (e.g. Nutanix CSI) and per component, on every PVC', async (t) => {
   const pvcSpecs = (objects: Json[]): [string, Json][] => [
     ...ofKind(objects, 'PersistentVolumeClaim').map((p) => [nameOf(p), p.spec as Json] as [string, Json]),
-    ...ofKind(objects, 'StatefulSet').flatMap((s) => (((s.spec as Json).volumeClaimTemplates ?? []) as Json[])
-      .map((c) => [`${nameOf(c)}-${nameOf(s)}-0`, c.spec as Json] as [string, Json])),
+    ...ofKind(objects, 'StatefulSet').flatMap((s) =>
+      (((s.spec as Json).volumeClaimTemplates ?? []) as Json[]).map(
+        (c) => [`${nameOf(c)}-${nameOf(s)}-0`, c.spec as Json] as [string, Json],
+      ),
+    ),
   ];
   const global = await render(deepMerge(requiredValues(), { global: { storageClass: 'nutanix-volume' } }));
   const specs = pvcSpecs(global.objects);
@@ -115,13 +163,17 @@ t.test('storage classes: global (e.g. Nutanix CSI) and per component, on every P
   for (const [name, spec] of specs) t.equal(spec.storageClassName, 'nutanix-volume', name);
   t.ok(specs.some(([n]) => n === expandName(contract.names.postgresqlPvc, release)));
 
-  const mixed = await render(deepMerge(requiredValues(), {
-    global: { storageClass: 'nutanix-volume' }, postgresql: { persistence: { storageClass: 'nutanix-db', size: '50Gi' } },
-  }));
+  const mixed = await render(
+    deepMerge(requiredValues(), {
+      global: { storageClass: 'nutanix-volume' },
+      postgresql: { persistence: { storageClass: 'nutanix-db', size: '50Gi' } },
+    }),
+  );
   const pg = pvcSpecs(mixed.objects).find(([n]) => n === expandName(contract.names.postgresqlPvc, release))![1];
   t.equal(pg.storageClassName, 'nutanix-db');
   t.same(pg.resources, { requests: { storage: '50Gi' } });
 
   const def = await render(requiredValues());
-  for (const [name, spec] of pvcSpecs(def.objects)) t.notOk('storageClassName' in spec, `${name}: cluster default class`);
+  for (const [name, spec] of pvcSpecs(def.objects))
+    t.notOk('storageClassName' in spec, `${name}: cluster default class`);
 });

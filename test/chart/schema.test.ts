@@ -6,7 +6,13 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { chartDir, deepMerge, helm, requiredValues, template, testSecret, type Json } from '../support/helm.js';
 
-async function rejected(t: Test, values: Json, pattern: RegExp, what: string, options: { release?: string } = {}): Promise<string> {
+async function rejected(
+  t: Test,
+  values: Json,
+  pattern: RegExp,
+  what: string,
+  options: { release?: string } = {},
+): Promise<string> {
   const r = await template(values, options);
   t.not(r.status, 0, `${what}: refused`);
   t.match(r.stderr, pattern, `${what}: says why`);
@@ -23,7 +29,12 @@ t.test('typos are refused: unknown keys at any level', async (t) => {
     [{ postgresql: { auth: { passwd: 'x' } } }, 'passwd'],
     [{ migration: { ttlSecondsAfterFinish: 1 } }, 'ttlSecondsAfterFinish'],
   ] as const) {
-    await rejected(t, deepMerge(requiredValues(), values as Json), new RegExp(`additional properties '${key}' not allowed`), key);
+    await rejected(
+      t,
+      deepMerge(requiredValues(), values as Json),
+      new RegExp(`additional properties '${key}' not allowed`),
+      key,
+    );
   }
 });
 
@@ -46,28 +57,54 @@ t.test('wrong types and out-of-range values are refused', async (t) => {
 });
 
 t.test('a number given as the password is refused by type, and the message does not show it', async (t) => {
-  const stderr = await rejected(t, { postgresql: { auth: { password: 987654321 } }, secrets: { difySecretKey: testSecret() } },
-    /\/postgresql\/auth\/password.*got number, want string/, 'numeric password');
+  const stderr = await rejected(
+    t,
+    { postgresql: { auth: { password: 987654321 } }, secrets: { difySecretKey: testSecret() } },
+    /\/postgresql\/auth\/password.*got number, want string/,
+    'numeric password',
+  );
   t.notOk(stderr.includes('987654321'));
 });
 
 t.test('required values: rendering fails with the clear message, never a random password', async (t) => {
-  await rejected(t, { secrets: { difySecretKey: testSecret() } },
-    /postgresql\.auth\.password is required: PostgreSQL keeps the password it was first initialised with in its PVC, so the chart never generates one at random/, 'no PostgreSQL password');
-  await rejected(t, { postgresql: { auth: { password: testSecret() } } }, /secrets\.difySecretKey is required/, 'no SECRET_KEY');
+  await rejected(
+    t,
+    { secrets: { difySecretKey: testSecret() } },
+    /postgresql\.auth\.password is required: PostgreSQL keeps the password it was first initialised with in its PVC, so the chart never generates one at random/,
+    'no PostgreSQL password',
+  );
+  await rejected(
+    t,
+    { postgresql: { auth: { password: testSecret() } } },
+    /secrets\.difySecretKey is required/,
+    'no SECRET_KEY',
+  );
   await rejected(t, {}, /is required/, 'neither');
 });
 
 t.test('secret values the components cannot use are refused without being echoed', async (t) => {
   const spaced = `${testSecret()} x`;
-  const pg = await rejected(t, deepMerge(requiredValues(), { postgresql: { auth: { password: spaced } } }),
-    /must not contain whitespace, quotes or backslashes: the plugin daemon builds an unquoted libpq DSN/, 'PostgreSQL password with a space');
+  const pg = await rejected(
+    t,
+    deepMerge(requiredValues(), { postgresql: { auth: { password: spaced } } }),
+    /must not contain whitespace, quotes or backslashes: the plugin daemon builds an unquoted libpq DSN/,
+    'PostgreSQL password with a space',
+  );
   t.notOk(pg.includes(spaced));
   const redis = `${testSecret()}@/`;
-  const r = await rejected(t, deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password: redis } } }),
-    /may contain only letters, digits and \. _ ~ - : Kubernetes expands \$\(REDIS_PASSWORD\) into CELERY_BROKER_URL without URL-encoding/, 'Redis password not URL-safe');
+  const r = await rejected(
+    t,
+    deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password: redis } } }),
+    /may contain only letters, digits and \. _ ~ - : Kubernetes expands \$\(REDIS_PASSWORD\) into CELERY_BROKER_URL without URL-encoding/,
+    'Redis password not URL-safe',
+  );
   t.notOk(r.includes(redis));
-  await rejected(t, deepMerge(requiredValues(), { redis: { enabled: false } }), /set pluginDaemon\.redis\.host/, 'no Redis at all');
+  await rejected(
+    t,
+    deepMerge(requiredValues(), { redis: { enabled: false } }),
+    /set pluginDaemon\.redis\.host/,
+    'no Redis at all',
+  );
 });
 
 t.test('release names that would overflow a Kubernetes name are refused, not truncated', async (t) => {
@@ -87,12 +124,28 @@ t.test('helm lint --strict is clean: bare (required values become INFO lines) an
   const bare = await helm(['lint', chartDir, '--strict']);
   t.equal(bare.status, 0, bare.stdout + bare.stderr);
   t.notMatch(bare.stdout, /\[(WARNING|ERROR)\]/);
-  t.match(bare.stderr, /Missing required value: postgresql\.auth\.password is required/, 'and still names the required value');
+  t.match(
+    bare.stderr,
+    /Missing required value: postgresql\.auth\.password is required/,
+    'and still names the required value',
+  );
 });
 
-t.test('vectorStore.type accepts every VectorType value of Dify 1.11.x, hyphenated ones included, and ""', async (t) => {
-  for (const type of ['', 'pgvector', 'pgvecto-rs', 'elasticsearch-ja', 'tidb_on_qdrant', 'weaviate', 'qdrant', 'milvus']) {
-    const r = await template(deepMerge(requiredValues(), { vectorStore: { type } }));
-    t.equal(r.status, 0, `${JSON.stringify(type)}: ${r.stderr}`);
-  }
-});
+t.test(
+  'vectorStore.type accepts every VectorType value of Dify 1.11.x, hyphenated ones included, and ""',
+  async (t) => {
+    for (const type of [
+      '',
+      'pgvector',
+      'pgvecto-rs',
+      'elasticsearch-ja',
+      'tidb_on_qdrant',
+      'weaviate',
+      'qdrant',
+      'milvus',
+    ]) {
+      const r = await template(deepMerge(requiredValues(), { vectorStore: { type } }));
+      t.equal(r.status, 0, `${JSON.stringify(type)}: ${r.stderr}`);
+    }
+  },
+);

@@ -9,11 +9,28 @@ import { defaultGuardSettings } from '../../src/admission/settings.js';
 import { ENV, LABELS, contract } from '../../src/contract.js';
 import { repoRoot } from '../support/binaries.js';
 import {
-  allContainersOf, containersOf, deepMerge, kindOf, nameOf, ofKind, podTemplateOf, render, requiredValues, selects, workloadOf, workloads,
-  type Container, type EnvVar, type Json,
+  allContainersOf,
+  containersOf,
+  deepMerge,
+  kindOf,
+  nameOf,
+  ofKind,
+  podTemplateOf,
+  render,
+  requiredValues,
+  selects,
+  workloadOf,
+  workloads,
+  type Container,
+  type EnvVar,
+  type Json,
 } from '../support/helm.js';
 
-interface Row { name: string; requirement: string; from: string }
+interface Row {
+  name: string;
+  requirement: string;
+  from: string;
+}
 
 /** The rows of every `### <component>` table of docs/dify-settings.md. */
 function contractTables(text: string): Map<string, Row[]> {
@@ -21,7 +38,7 @@ function contractTables(text: string): Map<string, Row[]> {
   let current: Row[] | undefined;
   for (const line of text.split('\n')) {
     const heading = /^### (\S+)$/.exec(line);
-    if (heading) tables.set(heading[1]!, current = []);
+    if (heading) tables.set(heading[1]!, (current = []));
     else if (/^## /.test(line)) current = undefined;
     const cells = /^\| ([A-Z][A-Z0-9_]*) \| (.+) \| (\S+) \|$/.exec(line);
     if (current && cells) current.push({ name: cells[1]!, requirement: cells[2]!, from: cells[3]! });
@@ -34,10 +51,15 @@ const { objects } = await render(requiredValues());
 const services = ofKind(objects, 'Service');
 const podLabels = (component: string): Record<string, string> =>
   podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.labels ?? {};
-const containerOf = (component: string): Container => containersOf(workloadOf(objects, LABELS.component, component))[0]!;
-const envIn = (component: string, name: string): EnvVar | undefined => (containerOf(component).env ?? []).find((e) => e.name === name);
+const containerOf = (component: string): Container =>
+  containersOf(workloadOf(objects, LABELS.component, component))[0]!;
+const envIn = (component: string, name: string): EnvVar | undefined =>
+  (containerOf(component).env ?? []).find((e) => e.name === name);
 
-interface ServicePort { port: number; targetPort?: number | string }
+interface ServicePort {
+  port: number;
+  targetPort?: number | string;
+}
 /** The rendered Service `host`, checked to select `component`'s pods and to serve `port`, whose target the pod exposes. */
 function serviceProblem(host: string, port: number, component: string): string | undefined {
   const svc = services.find((s) => nameOf(s) === host);
@@ -47,10 +69,12 @@ function serviceProblem(host: string, port: number, component: string): string |
   if (!selected) return `Service ${host} does not select ${component}`;
   const servicePort = spec.ports.find((p) => p.port === port);
   if (!servicePort) return `Service ${host} has no port ${port}`;
-  const exposed = containersOf(workloadOf(objects, LABELS.component, component))
-    .flatMap((c) => (c.ports ?? []) as { name?: string; containerPort: number }[]);
+  const exposed = containersOf(workloadOf(objects, LABELS.component, component)).flatMap(
+    (c) => (c.ports ?? []) as { name?: string; containerPort: number }[],
+  );
   const target = servicePort.targetPort ?? port;
-  if (!exposed.some((p) => p.name === target || p.containerPort === target)) return `${component} exposes no port ${String(target)}`;
+  if (!exposed.some((p) => p.name === target || p.containerPort === target))
+    return `${component} exposes no port ${String(target)}`;
   return undefined;
 }
 
@@ -65,15 +89,21 @@ function problem(component: string, entry: EnvVar, requirement: string): string 
   if (requirement === 'secret') return ref && !('value' in entry) ? undefined : 'is not a secretKeyRef';
   if ((m = is(/^secret = ([a-z-]+)\.([A-Z0-9_]+)$/))) {
     const other = envIn(m[1]!, m[2]!)?.valueFrom?.secretKeyRef;
-    return ref && JSON.stringify(ref) === JSON.stringify(other) ? undefined : `is not the Secret key of ${m[1]}.${m[2]}`;
+    return ref && JSON.stringify(ref) === JSON.stringify(other)
+      ? undefined
+      : `is not the Secret key of ${m[1]}.${m[2]}`;
   }
   if ((m = is(/^url -> ([a-z-]+)$/))) {
     const url = /^http:\/\/([a-z0-9-]+):(\d+)$/.exec(value ?? '');
-    return url ? serviceProblem(url[1]!, Number(url[2]), m[1]!) : `${JSON.stringify(value)} is not http://<Service>:<port>`;
+    return url
+      ? serviceProblem(url[1]!, Number(url[2]), m[1]!)
+      : `${JSON.stringify(value)} is not http://<Service>:<port>`;
   }
   if ((m = is(/^redis-url -> ([a-z-]+)$/))) {
     const url = new RegExp(`^redis://(?::\\$\\(${ENV.redisPassword}\\)@)?([a-z0-9-]+):(\\d+)/\\d+$`).exec(value ?? '');
-    return url ? serviceProblem(url[1]!, Number(url[2]), m[1]!) : `${JSON.stringify(value)} is not a Redis URL without a literal password`;
+    return url
+      ? serviceProblem(url[1]!, Number(url[2]), m[1]!)
+      : `${JSON.stringify(value)} is not a Redis URL without a literal password`;
   }
   if ((m = is(/^host -> ([a-z-]+)$/))) return serviceProblem(value ?? '', servicePortOf(value ?? ''), m[1]!);
   if ((m = is(/^port -> ([a-z-]+)$/))) {
@@ -83,14 +113,23 @@ function problem(component: string, entry: EnvVar, requirement: string): string 
   return `unknown requirement ${requirement}`;
 }
 const servicePortOf = (host: string): number =>
-  ((services.find((s) => nameOf(s) === host)?.spec as { ports?: ServicePort[] } | undefined)?.ports?.[0]?.port) ?? -1;
+  (services.find((s) => nameOf(s) === host)?.spec as { ports?: ServicePort[] } | undefined)?.ports?.[0]?.port ?? -1;
 
 t.test('the contract covers every component of the chart', async (t) => {
-  const expected = [contract.components.api, contract.components.worker, contract.components.beat, contract.components.pluginDaemon,
-    contract.components.sandbox, contract.components.web, contract.components.ssrfProxy, contract.components.migration];
+  const expected = [
+    contract.components.api,
+    contract.components.worker,
+    contract.components.beat,
+    contract.components.pluginDaemon,
+    contract.components.sandbox,
+    contract.components.web,
+    contract.components.ssrfProxy,
+    contract.components.migration,
+  ];
   t.same([...tables.keys()].sort(), [...expected].sort());
   t.ok((tables.get(contract.components.api) ?? []).length > 30, 'the api table is read');
-  for (const rows of tables.values()) for (const row of rows) t.ok(row.from.length > 0, `${row.name}: names its upstream file`);
+  for (const rows of tables.values())
+    for (const row of rows) t.ok(row.from.length > 0, `${row.name}: names its upstream file`);
 });
 
 for (const [component, rows] of tables) {
@@ -98,7 +137,8 @@ for (const [component, rows] of tables) {
     for (const row of rows) {
       const entries = (containerOf(component).env ?? []).filter((e) => e.name === row.name);
       t.equal(entries.length, 1, `${row.name} is set once`);
-      if (entries.length === 1) t.equal(problem(component, entries[0]!, row.requirement), undefined, `${row.name}: ${row.requirement}`);
+      if (entries.length === 1)
+        t.equal(problem(component, entries[0]!, row.requirement), undefined, `${row.name}: ${row.requirement}`);
     }
   });
 }
@@ -107,27 +147,47 @@ t.test('a requirement the chart does not meet is reported (the checker can fail)
   const api = contract.components.api;
   t.match(problem(api, { name: 'X', value: 'http://dify-sandbox:9999' }, 'url -> sandbox'), /has no port 9999/);
   t.match(problem(api, { name: 'X', value: 'http://dify-web:3000' }, 'url -> sandbox'), /does not select sandbox/);
-  t.match(problem(api, { name: 'X', value: 'redis://:pw@dify-redis-master:6379/1' }, 'redis-url -> redis'), /without a literal password/);
-  t.match(problem(api, envIn(api, 'PLUGIN_DAEMON_KEY')!, 'secret = sandbox.API_KEY'), /is not the Secret key of sandbox\.API_KEY/);
+  t.match(
+    problem(api, { name: 'X', value: 'redis://:pw@dify-redis-master:6379/1' }, 'redis-url -> redis'),
+    /without a literal password/,
+  );
+  t.match(
+    problem(api, envIn(api, 'PLUGIN_DAEMON_KEY')!, 'secret = sandbox.API_KEY'),
+    /is not the Secret key of sandbox\.API_KEY/,
+  );
   t.match(problem(api, { name: 'X', value: 'weaviate' }, '= pgvector'), /not pgvector/);
 });
 
-t.test('dify-guard\'s pod mutator changes nothing in the rendered Dify pods (chart and webhook agree)', async (t) => {
+t.test("dify-guard's pod mutator changes nothing in the rendered Dify pods (chart and webhook agree)", async (t) => {
   const variants = [
     ['defaults (Redis auth on, chart Secret)', {}, true],
     ['Redis auth off', { pluginDaemon: { redis: { authEnabled: false } } }, false],
-    ['an existing Redis Secret', { pluginDaemon: { redis: { existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } } }, true],
+    [
+      'an existing Redis Secret',
+      { pluginDaemon: { redis: { existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } } },
+      true,
+    ],
   ] as const;
   for (const [what, values, auth] of variants) {
-    const rendered = Object.keys(values).length === 0 ? objects : (await render(deepMerge(requiredValues(), values as Json))).objects;
+    const rendered =
+      Object.keys(values).length === 0 ? objects : (await render(deepMerge(requiredValues(), values as Json))).objects;
     let checked = 0;
     for (const w of workloads(rendered)) {
       const template = podTemplateOf(w);
       const component = template.metadata.labels?.[LABELS.component] ?? '';
       if (!contract.podRules.injectCredentials.includes(component)) continue;
-      const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { ...template.metadata, namespace: 'dify' }, spec: template.spec } as Json;
+      const pod = {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { ...template.metadata, namespace: 'dify' },
+        spec: template.spec,
+      } as Json;
       const result = mutatePod(pod as Parameters<typeof mutatePod>[0], defaultGuardSettings);
-      t.same(result, { patch: [], warnings: [], changes: [] }, `${what}: ${kindOf(w)} ${nameOf(w)}: no patch, no warning`);
+      t.same(
+        result,
+        { patch: [], warnings: [], changes: [] },
+        `${what}: ${kindOf(w)} ${nameOf(w)}: no patch, no warning`,
+      );
       const declared = allContainersOf(w).some((c) => (c.env ?? []).some((e) => e.name === ENV.redisPassword));
       t.equal(declared, auth, `${what}: ${nameOf(w)}: Redis auth`);
       checked++;

@@ -7,7 +7,17 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { chartDir, deepMerge, find, ofKind, parseObjects, render, requiredValues, template, type Json } from '../support/helm.js';
+import {
+  chartDir,
+  deepMerge,
+  find,
+  ofKind,
+  parseObjects,
+  render,
+  requiredValues,
+  template,
+  type Json,
+} from '../support/helm.js';
 
 const wrapper = mkdtempSync(join(tmpdir(), 'dify-tls-wrapper-'));
 t.teardown(() => rmSync(wrapper, { recursive: true, force: true }));
@@ -17,23 +27,38 @@ cpSync(chartDir, join(wrapper, 'charts', 'dify'), { recursive: true });
 // The named templates read the contract from the root chart's files.
 cpSync(join(chartDir, 'files', 'contract.json'), join(wrapper, 'files', 'contract.json'));
 writeFileSync(join(wrapper, 'Chart.yaml'), 'apiVersion: v2\nname: tls-wrapper\nversion: 0.0.1\n');
-writeFileSync(join(wrapper, 'templates', 'material.yaml'), [
-  'apiVersion: v1',
-  'kind: ConfigMap',
-  'metadata: {name: material}',
-  'data:',
-  '  material: {{ include "dify.guard.tlsMaterial" (dict "root" . "existing" .Values.existing) | quote }}',
-  '',
-].join('\n'));
+writeFileSync(
+  join(wrapper, 'templates', 'material.yaml'),
+  [
+    'apiVersion: v1',
+    'kind: ConfigMap',
+    'metadata: {name: material}',
+    'data:',
+    '  material: {{ include "dify.guard.tlsMaterial" (dict "root" . "existing" .Values.existing) | quote }}',
+    '',
+  ].join('\n'),
+);
 
-interface Material { caCrt: string; tlsCrt: string; tlsKey: string; reused: boolean }
+interface Material {
+  caCrt: string;
+  tlsCrt: string;
+  tlsKey: string;
+  reused: boolean;
+}
 
 async function material(existing: Json | null, namespace = 'dify'): Promise<Material> {
-  const r = await template({ dify: requiredValues(), webhook: { tls: { validityDays: 30 } }, existing },
-    { chart: wrapper, namespace, args: ['--show-only', 'templates/material.yaml'] });
+  const r = await template(
+    { dify: requiredValues(), webhook: { tls: { validityDays: 30 } }, existing },
+    { chart: wrapper, namespace, args: ['--show-only', 'templates/material.yaml'] },
+  );
   if (r.status !== 0) throw new Error(r.stderr);
   const text = String((parseObjects(r.stdout)[0]!.data as Json).material);
-  const m = Object.fromEntries(text.trim().split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]));
+  const m = Object.fromEntries(
+    text
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]),
+  );
   return { caCrt: m.caCrt!, tlsCrt: m.tlsCrt!, tlsKey: m.tlsKey!, reused: m.reused === 'true' };
 }
 
@@ -51,7 +76,7 @@ t.test('no existing Secret: a new CA and a certificate it signed', async (t) => 
   t.not(again.caCrt, m.caCrt, 'each generation is fresh (so reuse is what keeps it stable)');
 });
 
-t.test('the chart\'s own Secret from a previous release: reused as is', async (t) => {
+t.test("the chart's own Secret from a previous release: reused as is", async (t) => {
   const data = rendered.data as Record<string, string>;
   const m = await material(rendered);
   t.equal(m.reused, true);
@@ -78,13 +103,21 @@ t.test('the rendered Secret records its DNS names, and the webhooks trust its CA
   const annotations = (rendered.metadata as Json).annotations as Record<string, string>;
   const names = Object.values(annotations).join(',');
   const service = find(objects, 'Service', names.split(',')[0]!);
-  t.ok(service, 'the first name is dify-guard\'s Service');
-  const configs = [...ofKind(objects, 'MutatingWebhookConfiguration'), ...ofKind(objects, 'ValidatingWebhookConfiguration')];
+  t.ok(service, "the first name is dify-guard's Service");
+  const configs = [
+    ...ofKind(objects, 'MutatingWebhookConfiguration'),
+    ...ofKind(objects, 'ValidatingWebhookConfiguration'),
+  ];
   for (const c of configs) {
     for (const w of c.webhooks as Json[]) t.equal((w.clientConfig as Json).caBundle, (rendered.data as Json)['ca.crt']);
   }
   const mode = await render(deepMerge(requiredValues(), { webhook: { tls: { validityDays: 7 } } }));
-  const cert = new X509Certificate(Buffer.from(String((ofKind(mode.objects, 'Secret').find((s) => s.type === 'kubernetes.io/tls')!.data as Json)['tls.crt']), 'base64'));
+  const cert = new X509Certificate(
+    Buffer.from(
+      String((ofKind(mode.objects, 'Secret').find((s) => s.type === 'kubernetes.io/tls')!.data as Json)['tls.crt']),
+      'base64',
+    ),
+  );
   const days = (Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 86_400_000;
   t.ok(days > 6 && days < 8, 'webhook.tls.validityDays sets the validity');
 });

@@ -12,26 +12,60 @@ import { defaultGuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
 import { repoRoot } from '../support/binaries.js';
 import {
-  annotationsOf, containersOf, deepMerge, find, kindOf, labelsOf, nameOf, ofKind, podTemplateOf, render, requiredValues,
-  selects, template, testSecret, workloads, type Json, type LabelSelector,
+  annotationsOf,
+  containersOf,
+  deepMerge,
+  find,
+  kindOf,
+  labelsOf,
+  nameOf,
+  ofKind,
+  podTemplateOf,
+  render,
+  requiredValues,
+  selects,
+  template,
+  testSecret,
+  workloads,
+  type Json,
+  type LabelSelector,
 } from '../support/helm.js';
 
 const release = 'dify';
 const namespace = 'dify';
-const packageVersion = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+const packageVersion = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string })
+  .version;
 
 interface Webhook {
-  name: string; clientConfig: { url?: string; caBundle?: string; service?: { name: string; namespace: string; path: string; port: number } };
+  name: string;
+  clientConfig: {
+    url?: string;
+    caBundle?: string;
+    service?: { name: string; namespace: string; path: string; port: number };
+  };
   rules: { operations: string[]; apiGroups: string[]; apiVersions: string[]; resources: string[]; scope: string }[];
-  objectSelector: LabelSelector; namespaceSelector: LabelSelector; failurePolicy: string; sideEffects: string;
-  matchPolicy: string; reinvocationPolicy?: string; timeoutSeconds: number; admissionReviewVersions: string[];
+  objectSelector: LabelSelector;
+  namespaceSelector: LabelSelector;
+  failurePolicy: string;
+  sideEffects: string;
+  matchPolicy: string;
+  reinvocationPolicy?: string;
+  timeoutSeconds: number;
+  admissionReviewVersions: string[];
   matchConditions?: { name: string; expression: string }[];
 }
 
-function configurations(objects: Json[]): { mutating: Json; validating: Json; pods: Webhook; secrets: Webhook; workloads: Webhook } {
+function configurations(objects: Json[]): {
+  mutating: Json;
+  validating: Json;
+  pods: Webhook;
+  secrets: Webhook;
+  workloads: Webhook;
+} {
   const [mutating, ...m] = ofKind(objects, 'MutatingWebhookConfiguration');
   const [validating, ...v] = ofKind(objects, 'ValidatingWebhookConfiguration');
-  if (!mutating || !validating || m.length || v.length) throw new Error('expected one Mutating and one ValidatingWebhookConfiguration');
+  if (!mutating || !validating || m.length || v.length)
+    throw new Error('expected one Mutating and one ValidatingWebhookConfiguration');
   const named = (c: Json, count: number, name: string): Webhook => {
     const hooks = c.webhooks as Webhook[];
     if (hooks.length !== count) throw new Error(`${nameOf(c)} has ${hooks.length} webhooks`);
@@ -40,8 +74,11 @@ function configurations(objects: Json[]): { mutating: Json; validating: Json; po
     return hook;
   };
   return {
-    mutating, validating, pods: named(mutating, 1, contract.webhook.podWebhookName),
-    secrets: named(validating, 2, contract.webhook.secretWebhookName), workloads: named(validating, 2, contract.webhook.workloadWebhookName),
+    mutating,
+    validating,
+    pods: named(mutating, 1, contract.webhook.podWebhookName),
+    secrets: named(validating, 2, contract.webhook.secretWebhookName),
+    workloads: named(validating, 2, contract.webhook.workloadWebhookName),
   };
 }
 
@@ -49,12 +86,16 @@ function configurations(objects: Json[]): { mutating: Json; validating: Json; po
 function expectedDifyCel(path: string, images: readonly string[]): string {
   const q = (value: unknown): string => JSON.stringify(value);
   const labels = `${path}.metadata.labels`;
-  const chart = `(has(${labels}) && ${q(LABELS.name)} in ${labels} && ${labels}[${q(LABELS.name)}] == ${q(contract.values.difyName)}` +
+  const chart =
+    `(has(${labels}) && ${q(LABELS.name)} in ${labels} && ${labels}[${q(LABELS.name)}] == ${q(contract.values.difyName)}` +
     ` && ${q(LABELS.component)} in ${labels} && ${labels}[${q(LABELS.component)}] in ${q(contract.podRules.injectCredentials)})`;
-  const container = `(has(c.image) && c.image.matches(${q(difyImagePatternSource(images))})) || ` +
+  const container =
+    `(has(c.image) && c.image.matches(${q(difyImagePatternSource(images))})) || ` +
     `(has(c.env) && c.env.exists(e, e.name in ${q(contract.difyOnlySettings)}))`;
-  return `${chart} || ${path}.spec.containers.exists(c, ${container}) || ` +
-    `(has(${path}.spec.initContainers) && ${path}.spec.initContainers.exists(c, ${container}))`;
+  return (
+    `${chart} || ${path}.spec.containers.exists(c, ${container}) || ` +
+    `(has(${path}.spec.initContainers) && ${path}.spec.initContainers.exists(c, ${container}))`
+  );
 }
 const TEMPLATE_PATH = "(request.kind.kind == 'CronJob' ? object.spec.jobTemplate.spec.template : object.spec.template)";
 
@@ -63,51 +104,89 @@ const isGuard = (labels: Record<string, string>): boolean => labels[LABELS.name]
 
 // Everything the chart can render at once: Redis auth (its Secret), pgvector, the MetalLB proxy.
 const everything = deepMerge(requiredValues(), {
-  pluginDaemon: { redis: { authEnabled: true, password: testSecret() } }, loadBalancer: { enabled: true },
+  pluginDaemon: { redis: { authEnabled: true, password: testSecret() } },
+  loadBalancer: { enabled: true },
 });
 const full = await render(everything, { release, namespace });
 const hooks = configurations(full.objects);
 
-t.test('the pod webhook selects Dify pods by what they run (CEL), never dify-guard\'s own', async (t) => {
-  t.same(hooks.pods.matchConditions, [{ name: 'dify-pods', expression: expectedDifyCel('object', contract.difyImages) }],
-    'CEL from the contract: this chart\'s labels, a Dify image (the regex src/admission/dify-containers.ts uses) or a Dify-only setting');
-  t.same(hooks.pods.objectSelector, { matchExpressions: [{ key: LABELS.name, operator: 'NotIn', values: [contract.values.guardName] }] });
+t.test("the pod webhook selects Dify pods by what they run (CEL), never dify-guard's own", async (t) => {
+  t.same(
+    hooks.pods.matchConditions,
+    [{ name: 'dify-pods', expression: expectedDifyCel('object', contract.difyImages) }],
+    "CEL from the contract: this chart's labels, a Dify image (the regex src/admission/dify-containers.ts uses) or a Dify-only setting",
+  );
+  t.same(hooks.pods.objectSelector, {
+    matchExpressions: [{ key: LABELS.name, operator: 'NotIn', values: [contract.values.guardName] }],
+  });
   const selected: string[] = [];
   for (const w of workloads(full.objects)) {
     const pod = podTemplateOf(w) as unknown as JsonObject;
     const labels = podTemplateOf(w).metadata.labels ?? {};
     const component = labels[LABELS.component] ?? '';
-    const dify = selects(hooks.pods.objectSelector, labels) && (chartComponentOf(pod) !== undefined
-      ? (contract.podRules.injectCredentials as string[]).includes(component) : runsDify(pod, defaultGuardSettings));
+    const dify =
+      selects(hooks.pods.objectSelector, labels) &&
+      (chartComponentOf(pod) !== undefined
+        ? (contract.podRules.injectCredentials as string[]).includes(component)
+        : runsDify(pod, defaultGuardSettings));
     if (dify) selected.push(component);
   }
-  t.same(selected.sort(), [...contract.podRules.injectCredentials].sort(),
-    'of the rendered pods, the same decision selects exactly api/worker/beat/plugin-daemon/migration');
-  t.notOk(selects(hooks.pods.objectSelector, { [LABELS.name]: contract.values.guardName }), 'dify-guard\'s own pods');
-  const mirrored = configurations((await render(deepMerge(requiredValues(), { webhook: { difyImages: ['corp/dify.backend'] } }))).objects);
-  t.same(mirrored.pods.matchConditions?.[0]?.expression, expectedDifyCel('object', [...contract.difyImages, 'corp/dify.backend']),
-    'webhook.difyImages adds to the contract\'s images (dots quoted)');
-  const env = (containersOf(find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? []);
-  t.same(env.find((e) => e.name === 'DIFY_GUARD_DIFY_IMAGES')?.value, contract.difyImages.join(','), 'dify-guard gets the same list');
+  t.same(
+    selected.sort(),
+    [...contract.podRules.injectCredentials].sort(),
+    'of the rendered pods, the same decision selects exactly api/worker/beat/plugin-daemon/migration',
+  );
+  t.notOk(selects(hooks.pods.objectSelector, { [LABELS.name]: contract.values.guardName }), "dify-guard's own pods");
+  const mirrored = configurations(
+    (await render(deepMerge(requiredValues(), { webhook: { difyImages: ['corp/dify.backend'] } }))).objects,
+  );
+  t.same(
+    mirrored.pods.matchConditions?.[0]?.expression,
+    expectedDifyCel('object', [...contract.difyImages, 'corp/dify.backend']),
+    "webhook.difyImages adds to the contract's images (dots quoted)",
+  );
+  const env = containersOf(find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? [];
+  t.same(
+    env.find((e) => e.name === 'DIFY_GUARD_DIFY_IMAGES')?.value,
+    contract.difyImages.join(','),
+    'dify-guard gets the same list',
+  );
 });
 
 t.test('the workload webhook: Dify pod templates, CREATE and UPDATE, controller-owned objects left out', async (t) => {
   const w = hooks.workloads;
   t.same(w.rules, [
-    { operations: ['CREATE', 'UPDATE'], apiGroups: ['apps'], apiVersions: ['v1'], resources: ['deployments', 'statefulsets', 'daemonsets', 'replicasets'], scope: 'Namespaced' },
-    { operations: ['CREATE', 'UPDATE'], apiGroups: ['batch'], apiVersions: ['v1'], resources: ['jobs', 'cronjobs'], scope: 'Namespaced' },
+    {
+      operations: ['CREATE', 'UPDATE'],
+      apiGroups: ['apps'],
+      apiVersions: ['v1'],
+      resources: ['deployments', 'statefulsets', 'daemonsets', 'replicasets'],
+      scope: 'Namespaced',
+    },
+    {
+      operations: ['CREATE', 'UPDATE'],
+      apiGroups: ['batch'],
+      apiVersions: ['v1'],
+      resources: ['jobs', 'cronjobs'],
+      scope: 'Namespaced',
+    },
   ]);
   t.same(w.matchConditions, [
-    { name: 'not-controller-owned', expression: '!has(object.metadata.ownerReferences) || !object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)' },
+    {
+      name: 'not-controller-owned',
+      expression:
+        '!has(object.metadata.ownerReferences) || !object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)',
+    },
     { name: 'dify-pod-template', expression: expectedDifyCel(TEMPLATE_PATH, contract.difyImages) },
   ]);
   t.equal(w.sideEffects, 'None', 'no Event: a log line and auditAnnotations');
   t.equal(w.failurePolicy, 'Ignore', 'warn mode: advice only, an outage blocks nothing');
-  const env = (containersOf(find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? []);
+  const env = containersOf(find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? [];
   t.same(env.find((e) => e.name === 'DIFY_GUARD_TEMPLATE_POLICY')?.value, 'warn');
   const denying = await render(deepMerge(requiredValues(), { webhook: { templatePolicy: 'deny' } }));
   t.equal(configurations(denying.objects).workloads.failurePolicy, 'Fail', 'deny mode: the policy holds');
-  const denyEnv = (containersOf(find(denying.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? []);
+  const denyEnv =
+    containersOf(find(denying.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? [];
   t.same(denyEnv.find((e) => e.name === 'DIFY_GUARD_TEMPLATE_POLICY')?.value, 'deny');
   const typo = await template(deepMerge(requiredValues(), { webhook: { templatePolicy: 'block' } }));
   t.not(typo.status, 0, 'the schema refuses another policy');
@@ -117,7 +196,11 @@ t.test('the Secret webhook selects exactly the PostgreSQL Secret', async (t) => 
   const secrets = ofKind(full.objects, 'Secret');
   t.ok(secrets.length >= 4, 'postgresql, app, redis, dify-guard TLS');
   for (const s of secrets) {
-    t.equal(selects(hooks.secrets.objectSelector, labelsOf(s)), nameOf(s) === expandName(contract.names.postgresqlSecret, release), nameOf(s));
+    t.equal(
+      selects(hooks.secrets.objectSelector, labelsOf(s)),
+      nameOf(s) === expandName(contract.names.postgresqlSecret, release),
+      nameOf(s),
+    );
   }
 });
 
@@ -138,8 +221,18 @@ t.test('webhook settings: names, rules, sideEffects, policies, timeouts', async 
   const { pods, secrets } = hooks;
   t.equal(pods.name, contract.webhook.podWebhookName);
   t.equal(secrets.name, contract.webhook.secretWebhookName);
-  t.same(pods.rules, [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }]);
-  t.same(secrets.rules, [{ operations: ['CREATE', 'UPDATE', 'DELETE'], apiGroups: [''], apiVersions: ['v1'], resources: ['secrets'], scope: 'Namespaced' }]);
+  t.same(pods.rules, [
+    { operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' },
+  ]);
+  t.same(secrets.rules, [
+    {
+      operations: ['CREATE', 'UPDATE', 'DELETE'],
+      apiGroups: [''],
+      apiVersions: ['v1'],
+      resources: ['secrets'],
+      scope: 'Namespaced',
+    },
+  ]);
   t.equal(pods.sideEffects, 'None');
   t.equal(secrets.sideEffects, 'NoneOnDryRun', 'it writes Events, never on dry run');
   for (const hook of [pods, secrets]) {
@@ -149,71 +242,102 @@ t.test('webhook settings: names, rules, sideEffects, policies, timeouts', async 
     t.equal(hook.failurePolicy, 'Fail');
   }
   t.equal(pods.reinvocationPolicy, 'IfNeeded');
-  const tuned = configurations((await render(deepMerge(requiredValues(), { webhook: { timeoutSeconds: 12, pods: { failurePolicy: 'Ignore' } } }))).objects);
+  const tuned = configurations(
+    (await render(deepMerge(requiredValues(), { webhook: { timeoutSeconds: 12, pods: { failurePolicy: 'Ignore' } } })))
+      .objects,
+  );
   t.equal(tuned.pods.failurePolicy, 'Ignore');
   t.equal(tuned.secrets.failurePolicy, 'Fail', 'the Secret guard always fails closed');
   t.equal(tuned.pods.timeoutSeconds, 12);
   t.equal(tuned.secrets.timeoutSeconds, 12);
 });
 
-t.test('in-cluster: clientConfig calls dify-guard\'s Service on 443, which reaches the HTTPS container port', async (t) => {
-  for (const [hook, path] of [
-    [hooks.pods, contract.webhook.mutatePodsPath], [hooks.secrets, contract.webhook.validateSecretsPath],
-    [hooks.workloads, contract.webhook.validateWorkloadsPath],
-  ] as const) {
-    const svcRef = hook.clientConfig.service!;
-    t.equal(svcRef.namespace, namespace);
-    t.equal(svcRef.path, path);
-    t.equal(svcRef.port, 443);
-    t.notOk(hook.clientConfig.url);
-    const svc = find(full.objects, 'Service', svcRef.name);
-    const port = ((svc.spec as Json).ports as Json[]).find((p) => p.port === 443)!;
-    const deploy = find(full.objects, 'Deployment', svcRef.name);
-    t.same((svc.spec as Json).selector, ((deploy.spec as Json).selector as Json).matchLabels, 'the Service selects dify-guard\'s pods');
-    const containerPort = (containersOf(deploy)[0]!.ports as Json[]).find((p) => p.name === port.targetPort);
-    t.equal(containerPort?.containerPort, contract.webhook.securePort);
-  }
-});
+t.test(
+  "in-cluster: clientConfig calls dify-guard's Service on 443, which reaches the HTTPS container port",
+  async (t) => {
+    for (const [hook, path] of [
+      [hooks.pods, contract.webhook.mutatePodsPath],
+      [hooks.secrets, contract.webhook.validateSecretsPath],
+      [hooks.workloads, contract.webhook.validateWorkloadsPath],
+    ] as const) {
+      const svcRef = hook.clientConfig.service!;
+      t.equal(svcRef.namespace, namespace);
+      t.equal(svcRef.path, path);
+      t.equal(svcRef.port, 443);
+      t.notOk(hook.clientConfig.url);
+      const svc = find(full.objects, 'Service', svcRef.name);
+      const port = ((svc.spec as Json).ports as Json[]).find((p) => p.port === 443)!;
+      const deploy = find(full.objects, 'Deployment', svcRef.name);
+      t.same(
+        (svc.spec as Json).selector,
+        ((deploy.spec as Json).selector as Json).matchLabels,
+        "the Service selects dify-guard's pods",
+      );
+      const containerPort = (containersOf(deploy)[0]!.ports as Json[]).find((p) => p.name === port.targetPort);
+      t.equal(containerPort?.containerPort, contract.webhook.securePort);
+    }
+  },
+);
 
-t.test('helm TLS mode: the caBundle is the CA that signed the mounted certificate, for the Service DNS names', async (t) => {
-  const svc = hooks.pods.clientConfig.service!;
-  const ca = new X509Certificate(Buffer.from(hooks.pods.clientConfig.caBundle!, 'base64'));
-  t.equal(hooks.secrets.clientConfig.caBundle, hooks.pods.clientConfig.caBundle, 'both webhooks trust the same CA');
-  t.ok(ca.ca, 'a CA certificate');
-  const deploy = find(full.objects, 'Deployment', svc.name);
-  const volume = (podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!;
-  const secret = find(full.objects, 'Secret', String((volume.secret as Json).secretName));
-  t.equal(secret.type, 'kubernetes.io/tls');
-  const data = secret.data as Record<string, string>;
-  const cert = new X509Certificate(Buffer.from(data['tls.crt']!, 'base64'));
-  t.ok(cert.verify(ca.publicKey), 'signed by the caBundle CA');
-  t.ok(data['tls.key'], 'with its key');
-  t.equal(data['ca.crt'], hooks.pods.clientConfig.caBundle, 'ca.crt kept beside it (for reuse on upgrade)');
-  t.ok(cert.checkHost(`${svc.name}.${svc.namespace}.svc`), 'valid for <service>.<namespace>.svc, the name the API server uses');
-  const mount = (containersOf(deploy)[0]!.volumeMounts as Json[]).find((m) => m.name === 'tls')!;
-  t.equal(mount.mountPath, '/etc/dify-guard/tls');
-  t.notOk(mount.subPath, 'a directory mount, so renewals reach the pod');
-});
+t.test(
+  'helm TLS mode: the caBundle is the CA that signed the mounted certificate, for the Service DNS names',
+  async (t) => {
+    const svc = hooks.pods.clientConfig.service!;
+    const ca = new X509Certificate(Buffer.from(hooks.pods.clientConfig.caBundle!, 'base64'));
+    t.equal(hooks.secrets.clientConfig.caBundle, hooks.pods.clientConfig.caBundle, 'both webhooks trust the same CA');
+    t.ok(ca.ca, 'a CA certificate');
+    const deploy = find(full.objects, 'Deployment', svc.name);
+    const volume = (podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!;
+    const secret = find(full.objects, 'Secret', String((volume.secret as Json).secretName));
+    t.equal(secret.type, 'kubernetes.io/tls');
+    const data = secret.data as Record<string, string>;
+    const cert = new X509Certificate(Buffer.from(data['tls.crt']!, 'base64'));
+    t.ok(cert.verify(ca.publicKey), 'signed by the caBundle CA');
+    t.ok(data['tls.key'], 'with its key');
+    t.equal(data['ca.crt'], hooks.pods.clientConfig.caBundle, 'ca.crt kept beside it (for reuse on upgrade)');
+    t.ok(
+      cert.checkHost(`${svc.name}.${svc.namespace}.svc`),
+      'valid for <service>.<namespace>.svc, the name the API server uses',
+    );
+    const mount = (containersOf(deploy)[0]!.volumeMounts as Json[]).find((m) => m.name === 'tls')!;
+    t.equal(mount.mountPath, '/etc/dify-guard/tls');
+    t.notOk(mount.subPath, 'a directory mount, so renewals reach the pod');
+  },
+);
 
-t.test('url mode: clientConfig.url = url + path with the given CA; nothing of dify-guard runs in the cluster', async (t) => {
-  const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
-  for (const [caBundle, expected] of [[Buffer.from(pem).toString('base64'), Buffer.from(pem).toString('base64')], [pem, Buffer.from(pem.trim()).toString('base64')]]) {
-    const { objects } = await render(deepMerge(requiredValues(), { webhook: { url: 'https://127.0.0.1:9443/', caBundle } }));
-    const c = configurations(objects);
-    t.equal(c.pods.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.mutatePodsPath}`);
-    t.equal(c.secrets.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.validateSecretsPath}`);
-    t.equal(c.workloads.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.validateWorkloadsPath}`);
-    t.notOk(c.pods.clientConfig.service);
-    t.equal(c.pods.clientConfig.caBundle, expected, 'base64 passes through, PEM is encoded');
-    const guardObjects = objects.filter((o) => isGuard(labelsOf(o)) && !kindOf(o).endsWith('WebhookConfiguration'));
-    t.same(guardObjects.map((o) => `${kindOf(o)}/${nameOf(o)}`), [], 'no Deployment, Service, RBAC, PDB or TLS Secret');
-  }
-  const missing = await template(deepMerge(requiredValues(), { webhook: { url: 'https://127.0.0.1:9443' } }));
-  t.not(missing.status, 0);
-  t.match(missing.stderr, /webhook\.caBundle is required with webhook\.url/);
-  const http = await template(deepMerge(requiredValues(), { webhook: { url: 'http://127.0.0.1:9443', caBundle: 'eA==' } }));
-  t.not(http.status, 0, 'the API server calls webhooks over HTTPS only');
-});
+t.test(
+  'url mode: clientConfig.url = url + path with the given CA; nothing of dify-guard runs in the cluster',
+  async (t) => {
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    for (const [caBundle, expected] of [
+      [Buffer.from(pem).toString('base64'), Buffer.from(pem).toString('base64')],
+      [pem, Buffer.from(pem.trim()).toString('base64')],
+    ]) {
+      const { objects } = await render(
+        deepMerge(requiredValues(), { webhook: { url: 'https://127.0.0.1:9443/', caBundle } }),
+      );
+      const c = configurations(objects);
+      t.equal(c.pods.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.mutatePodsPath}`);
+      t.equal(c.secrets.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.validateSecretsPath}`);
+      t.equal(c.workloads.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.validateWorkloadsPath}`);
+      t.notOk(c.pods.clientConfig.service);
+      t.equal(c.pods.clientConfig.caBundle, expected, 'base64 passes through, PEM is encoded');
+      const guardObjects = objects.filter((o) => isGuard(labelsOf(o)) && !kindOf(o).endsWith('WebhookConfiguration'));
+      t.same(
+        guardObjects.map((o) => `${kindOf(o)}/${nameOf(o)}`),
+        [],
+        'no Deployment, Service, RBAC, PDB or TLS Secret',
+      );
+    }
+    const missing = await template(deepMerge(requiredValues(), { webhook: { url: 'https://127.0.0.1:9443' } }));
+    t.not(missing.status, 0);
+    t.match(missing.stderr, /webhook\.caBundle is required with webhook\.url/);
+    const http = await template(
+      deepMerge(requiredValues(), { webhook: { url: 'http://127.0.0.1:9443', caBundle: 'eA==' } }),
+    );
+    t.not(http.status, 0, 'the API server calls webhooks over HTTPS only');
+  },
+);
 
 t.test('cert-manager mode: Certificate, CA injection annotation, no caBundle, no Helm-generated key', async (t) => {
   const { objects } = await render(deepMerge(requiredValues(), { webhook: { tls: { mode: 'certManager' } } }));
@@ -227,24 +351,45 @@ t.test('cert-manager mode: Certificate, CA injection annotation, no caBundle, no
   t.ok(((certificate.spec as Json).dnsNames as string[]).includes(`${svcName}.${namespace}.svc`));
   const deploy = find(objects, 'Deployment', svcName);
   const volume = (podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!;
-  t.equal((volume.secret as Json).secretName, (certificate.spec as Json).secretName, 'mounts the Certificate\'s Secret');
-  t.notOk(ofKind(objects, 'Secret').some((s) => s.type === 'kubernetes.io/tls'), 'cert-manager writes the TLS Secret');
+  t.equal((volume.secret as Json).secretName, (certificate.spec as Json).secretName, "mounts the Certificate's Secret");
+  t.notOk(
+    ofKind(objects, 'Secret').some((s) => s.type === 'kubernetes.io/tls'),
+    'cert-manager writes the TLS Secret',
+  );
   t.equal(ofKind(objects, 'Issuer').length, 2, 'self-signed root and CA issuers when none is given');
-  const given = await render(deepMerge(requiredValues(), { webhook: { tls: { mode: 'certManager', certManager: { issuerRef: { name: 'corp-ca', kind: 'ClusterIssuer' } } } } }));
+  const given = await render(
+    deepMerge(requiredValues(), {
+      webhook: { tls: { mode: 'certManager', certManager: { issuerRef: { name: 'corp-ca', kind: 'ClusterIssuer' } } } },
+    }),
+  );
   t.same(ofKind(given.objects, 'Issuer'), []);
-  t.match((ofKind(given.objects, 'Certificate')[0]!.spec as Json).issuerRef, { name: 'corp-ca', kind: 'ClusterIssuer' });
+  t.match((ofKind(given.objects, 'Certificate')[0]!.spec as Json).issuerRef, {
+    name: 'corp-ca',
+    kind: 'ClusterIssuer',
+  });
 });
 
 t.test('existingSecret mode: mounts the given Secret, needs the CA', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' }, caBundle: 'Y2E=' } }));
+  const { objects } = await render(
+    deepMerge(requiredValues(), {
+      webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' }, caBundle: 'Y2E=' },
+    }),
+  );
   const c = configurations(objects);
   t.equal(c.pods.clientConfig.caBundle, 'Y2E=');
   const deploy = find(objects, 'Deployment', c.pods.clientConfig.service!.name);
-  t.equal(((podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!.secret as Json).secretName, 'my-tls');
+  t.equal(
+    ((podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!.secret as Json).secretName,
+    'my-tls',
+  );
   t.notOk(ofKind(objects, 'Secret').some((s) => s.type === 'kubernetes.io/tls'));
-  const noCa = await template(deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' } } }));
+  const noCa = await template(
+    deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' } } }),
+  );
   t.match(noCa.stderr, /webhook\.caBundle is required with webhook\.tls\.mode=existingSecret/);
-  const noSecret = await template(deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret' }, caBundle: 'Y2E=' } }));
+  const noSecret = await template(
+    deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret' }, caBundle: 'Y2E=' } }),
+  );
   t.match(noSecret.stderr, /webhook\.tls\.existingSecret is required/);
 });
 
@@ -252,15 +397,27 @@ t.test('dify-guard Deployment: 2 replicas spread over nodes, PDB, non-root, read
   const deploy = find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name);
   const spec = deploy.spec as Json;
   t.equal(spec.replicas, 2);
-  t.match(spec.strategy, { rollingUpdate: { maxUnavailable: 0 } }, 'never below the requested replicas during a rollout');
+  t.match(
+    spec.strategy,
+    { rollingUpdate: { maxUnavailable: 0 } },
+    'never below the requested replicas during a rollout',
+  );
   const pod = podTemplateOf(deploy);
   t.equal(pod.metadata.labels?.[LABELS.name], contract.values.guardName);
   t.equal(pod.metadata.labels?.[LABELS.component], contract.components.webhook);
   t.match(pod.spec.securityContext, { runAsNonRoot: true, runAsUser: 65532 });
-  t.match(pod.spec.affinity, { podAntiAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ podAffinityTerm: { topologyKey: 'kubernetes.io/hostname' } }] } });
+  t.match(pod.spec.affinity, {
+    podAntiAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [{ podAffinityTerm: { topologyKey: 'kubernetes.io/hostname' } }],
+    },
+  });
   const c = containersOf(deploy)[0]!;
   t.equal(c.image, `dify-guard/dify-guard:${packageVersion}`, 'tag = chart version = package.json version');
-  t.match(c.securityContext, { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } });
+  t.match(c.securityContext, {
+    readOnlyRootFilesystem: true,
+    allowPrivilegeEscalation: false,
+    capabilities: { drop: ['ALL'] },
+  });
   const health = (c.ports as Json[]).find((p) => p.containerPort === contract.webhook.healthPort)!;
   t.match(c.livenessProbe, { httpGet: { path: '/healthz', port: health.name } });
   t.match(c.readinessProbe, { httpGet: { path: '/readyz', port: health.name } });
@@ -290,7 +447,10 @@ t.test('RBAC: PVC get/list/watch and Event create/patch, cluster-wide, nothing e
 
 t.test('webhook.enabled=false renders nothing of dify-guard', async (t) => {
   const { objects } = await render(deepMerge(requiredValues(), { webhook: { enabled: false } }));
-  t.same(objects.filter((o) => isGuard(labelsOf(o))).map((o) => `${kindOf(o)}/${nameOf(o)}`), []);
+  t.same(
+    objects.filter((o) => isGuard(labelsOf(o))).map((o) => `${kindOf(o)}/${nameOf(o)}`),
+    [],
+  );
   t.same(ofKind(objects, 'MutatingWebhookConfiguration'), []);
   t.same(ofKind(objects, 'ValidatingWebhookConfiguration'), []);
 });

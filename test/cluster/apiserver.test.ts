@@ -41,8 +41,21 @@ async function guardKubeConfig(cp: ControlPlane): Promise<KubeConfig> {
   const cert = issueClientCert(join(cp.dir, 'pki'), 'dify-guard-test', []);
   const kc = new KubeConfig();
   kc.loadFromOptions({
-    clusters: [{ name: 'test', server: cp.server, caData: readFileSync(cp.pki.serving.caFile).toString('base64'), skipTLSVerify: false }],
-    users: [{ name: 'dify-guard-test', certData: readFileSync(cert.certFile).toString('base64'), keyData: readFileSync(cert.keyFile).toString('base64') }],
+    clusters: [
+      {
+        name: 'test',
+        server: cp.server,
+        caData: readFileSync(cp.pki.serving.caFile).toString('base64'),
+        skipTLSVerify: false,
+      },
+    ],
+    users: [
+      {
+        name: 'dify-guard-test',
+        certData: readFileSync(cert.certFile).toString('base64'),
+        keyData: readFileSync(cert.keyFile).toString('base64'),
+      },
+    ],
     contexts: [{ name: 'test', cluster: 'test', user: 'dify-guard-test' }],
     currentContext: 'test',
   });
@@ -59,7 +72,11 @@ t.test('against a real API server', async (t) => {
 
   await t.test('the PVC cache', async (t) => {
     const captured = captureLog();
-    const cache = new PvcCache({ source: pvcSourceFor(kc), log: captured.log, backoff: { initialMs: 100, maxMs: 1000 } });
+    const cache = new PvcCache({
+      source: pvcSourceFor(kc),
+      log: captured.log,
+      backoff: { initialMs: 100, maxMs: 1000 },
+    });
     t.teardown(() => cache.stop());
     t.equal(cache.state(NS, PVC), 'unknown', 'unknown before the first list');
     cache.start();
@@ -75,7 +92,10 @@ t.test('against a real API server', async (t) => {
     const terminating = await admin.ok('GET', paths.pvc(NS, PVC));
     t.ok((terminating.metadata as { deletionTimestamp?: string }).deletionTimestamp, 'Terminating');
     t.equal(cache.state(NS, PVC), 'present', 'a Terminating PVC still holds the data');
-    await admin.ok('PATCH', paths.pvc(NS, PVC), { body: { metadata: { finalizers: null } }, contentType: 'application/merge-patch+json' });
+    await admin.ok('PATCH', paths.pvc(NS, PVC), {
+      body: { metadata: { finalizers: null } },
+      contentType: 'application/merge-patch+json',
+    });
     await eventually('the deleted PVC to be gone', () => cache.state(NS, PVC) === 'absent');
 
     await t.test('an API server outage: unknown until it lists again', async (t) => {
@@ -87,7 +107,12 @@ t.test('against a real API server', async (t) => {
       t.equal(cache.state(NS, PVC), 'absent');
       await admin.ok('POST', paths.pvcs(NS), { body: pvcBody(PVC) });
       await eventually('a PVC created after the outage to be seen', () => cache.state(NS, PVC) === 'present');
-      t.ok(captured.lines().some((l) => l.msg === 'PVC list/watch failed: password changes are refused until it lists again'), 'the outage was logged');
+      t.ok(
+        captured
+          .lines()
+          .some((l) => l.msg === 'PVC list/watch failed: password changes are refused until it lists again'),
+        'the outage was logged',
+      );
     });
   });
 
@@ -99,11 +124,20 @@ t.test('against a real API server', async (t) => {
     const captured = captureLog();
     let failures = 0;
     const recorder = new SecretEventRecorder({
-      api: eventsApiFor(kc), log: captured.log, reportingController: 'dify-guard.io/admission-webhook',
-      reportingInstance: 'dify-guard-test-0', onFailure: () => { failures += 1; },
+      api: eventsApiFor(kc),
+      log: captured.log,
+      reportingController: 'dify-guard.io/admission-webhook',
+      reportingInstance: 'dify-guard-test-0',
+      onFailure: () => {
+        failures += 1;
+      },
     });
     const event = {
-      namespace: NS, secretName: 'dify-postgresql', secretUid, reason: 'PasswordChangeUnderPvc', action: 'DenyUpdate',
+      namespace: NS,
+      secretName: 'dify-postgresql',
+      secretUid,
+      reason: 'PasswordChangeUnderPvc',
+      action: 'DenyUpdate',
       note: `Secret ${NS}/dify-postgresql: refused. ${'A long operator message. '.repeat(60)}`,
     };
     recorder.record(event);
@@ -115,17 +149,31 @@ t.test('against a real API server', async (t) => {
     t.equal(failures, 0, captured.text());
 
     const list = await admin.ok('GET', `/apis/events.k8s.io/v1/namespaces/${NS}/events`);
-    const items = list.items as { regarding: { uid?: string; kind: string; name: string }; reason: string; type: string; note: string; series?: { count: number } }[];
+    const items = list.items as {
+      regarding: { uid?: string; kind: string; name: string };
+      reason: string;
+      type: string;
+      note: string;
+      series?: { count: number };
+    }[];
     t.equal(items.length, 1, 'three records, one Event');
     const stored = items[0]!;
-    t.match(stored, { type: 'Warning', reason: 'PasswordChangeUnderPvc', regarding: { kind: 'Secret', name: 'dify-postgresql', uid: secretUid } });
+    t.match(stored, {
+      type: 'Warning',
+      reason: 'PasswordChangeUnderPvc',
+      regarding: { kind: 'Secret', name: 'dify-postgresql', uid: secretUid },
+    });
     t.equal(stored.series?.count, 3, 'repeats folded into the series');
     t.ok(Buffer.byteLength(stored.note) <= 1024, 'the note was cut to the API limit');
 
     // What an operator runs (kubectl describe secret has no Events section).
     const events = await cp.kubectl(['events', '-n', NS, '--for', 'secret/dify-postgresql', '--types=Warning']);
     t.equal(events.status, 0, events.stderr);
-    t.match(events.stdout, /Warning\s+PasswordChangeUnderPvc\s+Secret\/dify-postgresql/, 'kubectl events --for secret/... lists it');
+    t.match(
+      events.stdout,
+      /Warning\s+PasswordChangeUnderPvc\s+Secret\/dify-postgresql/,
+      'kubectl events --for secret/... lists it',
+    );
     const core = await admin.ok('GET', paths.events(NS));
     t.equal((core.items as unknown[]).length, 1, 'the core/v1 view shows the same single Event');
   });

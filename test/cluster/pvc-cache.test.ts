@@ -19,7 +19,9 @@ interface OpenWatch {
   aborted: boolean;
 }
 
-const pvc = (namespace: string, name: string, resourceVersion = '1'): Pvc => ({ metadata: { namespace, name, resourceVersion } });
+const pvc = (namespace: string, name: string, resourceVersion = '1'): Pvc => ({
+  metadata: { namespace, name, resourceVersion },
+});
 
 /** A scripted API server: lists answer from `pvcs` (or with `listFault`), watches stay open until told. */
 class ScriptedSource implements PvcListWatchSource {
@@ -32,16 +34,29 @@ class ScriptedSource implements PvcListWatchSource {
   list(): Promise<KubernetesListObject<Pvc>> {
     this.listCalls += 1;
     if (this.listFault) return this.listFault();
-    return Promise.resolve({ metadata: { resourceVersion: String(this.resourceVersion) }, items: structuredClone(this.pvcs) });
+    return Promise.resolve({
+      metadata: { resourceVersion: String(this.resourceVersion) },
+      items: structuredClone(this.pvcs),
+    });
   }
 
   readonly watch = {
-    watch: async (path: string, params: Record<string, unknown>, send: WatchCallback, done: (error: unknown) => void): Promise<AbortController> => {
+    watch: async (
+      path: string,
+      params: Record<string, unknown>,
+      send: WatchCallback,
+      done: (error: unknown) => void,
+    ): Promise<AbortController> => {
       const controller = new AbortController();
       const open: OpenWatch = { path, params, send, done, aborted: false };
       let finished = false;
       // Like the client's Watch: `done` is called once, also when the caller aborts.
-      open.done = (error) => { if (!finished) { finished = true; done(error); } };
+      open.done = (error) => {
+        if (!finished) {
+          finished = true;
+          done(error);
+        }
+      };
       controller.signal.addEventListener('abort', () => {
         open.aborted = true;
         open.done(new DOMException('This operation was aborted', 'AbortError'));
@@ -62,9 +77,19 @@ class ScriptedSource implements PvcListWatchSource {
   }
 }
 
-function makeCache(t: TeardownHost, source: ScriptedSource, options: Partial<ConstructorParameters<typeof PvcCache>[0]> = {}) {
+function makeCache(
+  t: TeardownHost,
+  source: ScriptedSource,
+  options: Partial<ConstructorParameters<typeof PvcCache>[0]> = {},
+) {
   const captured = captureLog();
-  const cache = new PvcCache({ source, log: captured.log, backoff: { initialMs: 10, maxMs: 40 }, resyncIntervalMs: 3_600_000, ...options });
+  const cache = new PvcCache({
+    source,
+    log: captured.log,
+    backoff: { initialMs: 10, maxMs: 40 },
+    resyncIntervalMs: 3_600_000,
+    ...options,
+  });
   t.teardown(() => cache.stop());
   return { cache, captured };
 }
@@ -73,9 +98,14 @@ t.test('unknown until the first list, then answers from memory only', async (t) 
   const source = new ScriptedSource();
   source.pvcs = [pvc('dify', 'data-dify-postgresql-0')];
   let release!: () => void;
-  const gate = new Promise<void>((resolve) => { release = resolve; });
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
   const list = source.list.bind(source);
-  source.list = async () => { await gate; return list(); };
+  source.list = async () => {
+    await gate;
+    return list();
+  };
   const { cache } = makeCache(t, source);
   t.equal(cache.state('dify', 'data-dify-postgresql-0'), 'unknown', 'before start');
   cache.start();
@@ -122,7 +152,8 @@ t.test('a broken watch: unknown from the error until a relist succeeds', async (
   await eventually('the watch to open', () => source.openWatches() === 1);
 
   // Fail closed for longer than one backoff: lists keep failing until released.
-  source.listFault = () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6443'), { code: 'ECONNREFUSED' }));
+  source.listFault = () =>
+    Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6443'), { code: 'ECONNREFUSED' }));
   source.pvcs = [];
   source.current.done(Object.assign(new TypeError('terminated'), { cause: { code: 'ECONNRESET' } }));
   t.equal(cache.state('dify', 'data-dify-postgresql-0'), 'unknown', 'unknown at once after the error');
@@ -132,8 +163,14 @@ t.test('a broken watch: unknown from the error until a relist succeeds', async (
 
   source.listFault = undefined;
   await cache.whenSynced();
-  t.equal(cache.state('dify', 'data-dify-postgresql-0'), 'absent', 'the relist shows the PVC deleted during the outage');
-  const warnings = captured.lines().filter((l) => l.msg === 'PVC list/watch failed: password changes are refused until it lists again');
+  t.equal(
+    cache.state('dify', 'data-dify-postgresql-0'),
+    'absent',
+    'the relist shows the PVC deleted during the outage',
+  );
+  const warnings = captured
+    .lines()
+    .filter((l) => l.msg === 'PVC list/watch failed: password changes are refused until it lists again');
   t.ok(warnings.length >= 3, 'each failure is logged');
   t.match(warnings[1], { error: { code: 'ECONNREFUSED' } });
 });
@@ -191,7 +228,7 @@ t.test('the periodic resync relists into a new generation and retires the old wa
   source.pvcs = [];
   await eventually('a resync relist', () => source.listCalls >= 2);
   await eventually('the resync to be served', () => cache.state('dify', 'data-dify-postgresql-0') === 'absent');
-  t.ok(firstWatch.aborted, 'the old generation\'s watch is closed');
+  t.ok(firstWatch.aborted, "the old generation's watch is closed");
   t.equal(cache.synced, true, 'synced throughout');
   await eventually('one open watch', () => source.openWatches() === 1);
 });
@@ -203,21 +240,30 @@ t.test('a list that never answers times out and is retried', async (t) => {
   cache.start();
   await eventually('a retry', () => source.listCalls >= 2);
   t.equal(cache.state('dify', 'x'), 'unknown');
-  t.match(captured.lines().find((l) => l.msg?.toString().startsWith('PVC list/watch failed')), { error: { message: /timed out after 30 ms/ } });
+  t.match(
+    captured.lines().find((l) => l.msg?.toString().startsWith('PVC list/watch failed')),
+    { error: { message: /timed out after 30 ms/ } },
+  );
   source.listFault = undefined;
   await cache.whenSynced();
   t.equal(cache.state('dify', 'x'), 'absent');
 });
 
 t.test('restart delays double from the initial delay, are capped, and jittered', async (t) => {
-  for (const [random, expected] of [[0, [5, 10, 20, 20, 20]], [0.999999, [10, 20, 40, 40, 40]]] as const) {
+  for (const [random, expected] of [
+    [0, [5, 10, 20, 20, 20]],
+    [0.999999, [10, 20, 40, 40, 40]],
+  ] as const) {
     const source = new ScriptedSource();
     source.listFault = () => Promise.reject(new Error('unavailable'));
     const { cache, captured } = makeCache(t, source, { random: () => random });
     cache.start();
     await eventually('five failures', () => captured.lines().length >= 5);
     await cache.stop();
-    const delays = captured.lines().slice(0, 5).map((l) => l.retryInMs);
+    const delays = captured
+      .lines()
+      .slice(0, 5)
+      .map((l) => l.retryInMs);
     t.same(delays, expected, `random ${random}: ${expected.join(', ')} ms`);
   }
 });
@@ -240,9 +286,14 @@ t.test('stop() closes the watch and answers unknown; nothing restarts afterwards
 t.test('a generation retired while listing never opens a watch', async (t) => {
   const source = new ScriptedSource();
   let release!: () => void;
-  const gate = new Promise<void>((resolve) => { release = resolve; });
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
   const list = source.list.bind(source);
-  source.list = async () => { await gate; return list(); };
+  source.list = async () => {
+    await gate;
+    return list();
+  };
   const { cache } = makeCache(t, source);
   cache.start();
   await cache.stop();

@@ -16,11 +16,14 @@ export const randomSecret = testSecret;
 
 /** Values every install needs, with the webhook pointed at a dify-guard outside the cluster. */
 export function testValues(webhook: { url: string; caBundle: string }, extra: Json = {}): Json {
-  return deepMerge({
-    secrets: { difySecretKey: randomSecret() },
-    postgresql: { auth: { password: randomSecret() } },
-    webhook: { url: webhook.url, caBundle: webhook.caBundle },
-  }, extra);
+  return deepMerge(
+    {
+      secrets: { difySecretKey: randomSecret() },
+      postgresql: { auth: { password: randomSecret() } },
+      webhook: { url: webhook.url, caBundle: webhook.caBundle },
+    },
+    extra,
+  );
 }
 
 /** Writes values to a file in `dir` (so no credential appears on a command line) and returns its path. */
@@ -41,10 +44,20 @@ export interface RenderOptions {
 
 /** `helm template` of the whole chart, as parsed objects (empty documents dropped). */
 export async function renderChart(options: RenderOptions): Promise<Json[]> {
-  const r = await runOk(binary('helm'), [
-    'template', options.release, chartDir, '--namespace', options.namespace, '-f', options.valuesFile,
-    ...(options.extraArgs ?? []),
-  ], { env: helmEnv(options.home) });
+  const r = await runOk(
+    binary('helm'),
+    [
+      'template',
+      options.release,
+      chartDir,
+      '--namespace',
+      options.namespace,
+      '-f',
+      options.valuesFile,
+      ...(options.extraArgs ?? []),
+    ],
+    { env: helmEnv(options.home) },
+  );
   return parseObjects(r.stdout);
 }
 

@@ -14,7 +14,10 @@ import { ensureNamespace } from './stack.js';
 
 const ns = 'proof';
 // `kubectl exec` into db-0 runs here, with one variable set (a stand-in for psql against the real PostgreSQL).
-const cluster = await startCluster(t, { name: 'cluster', execs: [{ namespace: ns, pod: 'db-0', env: { SIMULATED_POD: 'db-0' } }] });
+const cluster = await startCluster(t, {
+  name: 'cluster',
+  execs: [{ namespace: ns, pod: 'db-0', env: { SIMULATED_POD: 'db-0' } }],
+});
 const { cp, rest } = cluster;
 t.teardown(() => {
   if (!t.passing()) t.comment(cluster.diagnostics());
@@ -24,7 +27,10 @@ await ensureNamespace(rest, ns);
 const apps = (kind: string, name = ''): string => `/apis/apps/v1/namespaces/${ns}/${kind}${name ? `/${name}` : ''}`;
 const labels = (app: string): Json => ({ app });
 const container = (name: string): Json => ({ name, image: `registry.invalid/${name}:1` });
-const podTemplate = (app: string, spec: Json = { containers: [container(app)] }): Json => ({ metadata: { labels: labels(app) }, spec });
+const podTemplate = (app: string, spec: Json = { containers: [container(app)] }): Json => ({
+  metadata: { labels: labels(app) },
+  spec,
+});
 const condition = (obj: Json, type: string): Json | undefined =>
   (((obj.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).find((c) => c.type === type);
 const status = (obj: Json): Json => (obj.status as Json | undefined) ?? {};
@@ -33,10 +39,14 @@ const status = (obj: Json): Json => (obj.status as Json | undefined) ?? {};
 async function until(path: string, what: string, done: (obj: Json) => boolean, timeoutMs = 90_000): Promise<Json> {
   let last: Json = {};
   try {
-    return await waitFor(what, async () => {
-      last = await rest.ok('GET', path);
-      return done(last) ? last : undefined;
-    }, { timeoutMs, intervalMs: 250 });
+    return await waitFor(
+      what,
+      async () => {
+        last = await rest.ok('GET', path);
+        return done(last) ? last : undefined;
+      },
+      { timeoutMs, intervalMs: 250 },
+    );
   } catch (err) {
     throw new Error(`${(err as Error).message}\nlast status: ${JSON.stringify(last.status)}`);
   }
@@ -54,8 +64,11 @@ t.test('a Deployment becomes Available, its pods scheduled on kwok nodes and Run
       spec: { replicas: 2, selector: { matchLabels: labels('web') }, template: podTemplate('web') },
     },
   });
-  const deployment = await until(apps('deployments', 'web'), 'Deployment web Available with 2 replicas',
-    (d) => condition(d, 'Available')?.status === 'True' && status(d).availableReplicas === 2);
+  const deployment = await until(
+    apps('deployments', 'web'),
+    'Deployment web Available with 2 replicas',
+    (d) => condition(d, 'Available')?.status === 'True' && status(d).availableReplicas === 2,
+  );
   t.equal(status(deployment).readyReplicas, 2, 'two ready replicas');
   const pods = await podsOf('web');
   t.equal(pods.length, 2, 'two pods, made by the ReplicaSet controller');
@@ -63,17 +76,23 @@ t.test('a Deployment becomes Available, its pods scheduled on kwok nodes and Run
     const podName = String((pod.metadata as Json).name);
     t.ok(cluster.nodeNames.includes(String((pod.spec as Json).nodeName)), `pod ${podName} scheduled on a kwok node`);
     t.equal(status(pod).phase, 'Running', 'Running (kwok)');
-    t.match(status(pod).podIP, /^10\.244\./, 'with an address from kwok\'s pod range');
+    t.match(status(pod).podIP, /^10\.244\./, "with an address from kwok's pod range");
     t.equal(((pod.metadata as Json).ownerReferences as Json[])[0]?.kind, 'ReplicaSet', 'owned by a ReplicaSet');
   }
 });
 
 t.test('a PodDisruptionBudget reports the disruptions it allows', async (t) => {
   await rest.ok('POST', `/apis/policy/v1/namespaces/${ns}/poddisruptionbudgets`, {
-    body: { metadata: { name: 'web', namespace: ns }, spec: { minAvailable: 1, selector: { matchLabels: labels('web') } } },
+    body: {
+      metadata: { name: 'web', namespace: ns },
+      spec: { minAvailable: 1, selector: { matchLabels: labels('web') } },
+    },
   });
-  const pdb = await until(`/apis/policy/v1/namespaces/${ns}/poddisruptionbudgets/web`, 'the disruption controller to count the pods',
-    (p) => status(p).expectedPods === 2 && status(p).observedGeneration === 1);
+  const pdb = await until(
+    `/apis/policy/v1/namespaces/${ns}/poddisruptionbudgets/web`,
+    'the disruption controller to count the pods',
+    (p) => status(p).expectedPods === 2 && status(p).observedGeneration === 1,
+  );
   t.equal(status(pdb).currentHealthy, 2, 'two healthy pods');
   t.equal(status(pdb).desiredHealthy, 1, 'minAvailable 1');
   t.equal(status(pdb).disruptionsAllowed, 1, 'one disruption allowed');
@@ -81,32 +100,53 @@ t.test('a PodDisruptionBudget reports the disruptions it allows', async (t) => {
 
 t.test('a StatefulSet gets its pod Running and its PVC Bound to a provisioned volume', async (t) => {
   await rest.ok('POST', `/api/v1/namespaces/${ns}/services`, {
-    body: { metadata: { name: 'db', namespace: ns }, spec: { clusterIP: 'None', selector: labels('db'), ports: [{ port: 5432 }] } },
+    body: {
+      metadata: { name: 'db', namespace: ns },
+      spec: { clusterIP: 'None', selector: labels('db'), ports: [{ port: 5432 }] },
+    },
   });
   await rest.ok('POST', apps('statefulsets'), {
     body: {
       metadata: { name: 'db', namespace: ns },
       spec: {
-        serviceName: 'db', replicas: 1, selector: { matchLabels: labels('db') },
-        template: podTemplate('db', { containers: [{ ...container('db'), volumeMounts: [{ name: 'data', mountPath: '/data' }] }] }),
-        volumeClaimTemplates: [{
-          metadata: { name: 'data' }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-        }],
+        serviceName: 'db',
+        replicas: 1,
+        selector: { matchLabels: labels('db') },
+        template: podTemplate('db', {
+          containers: [{ ...container('db'), volumeMounts: [{ name: 'data', mountPath: '/data' }] }],
+        }),
+        volumeClaimTemplates: [
+          {
+            metadata: { name: 'data' },
+            spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+          },
+        ],
       },
     },
   });
-  const sts = await until(apps('statefulsets', 'db'), 'StatefulSet db with one ready replica', (s) => status(s).readyReplicas === 1);
+  const sts = await until(
+    apps('statefulsets', 'db'),
+    'StatefulSet db with one ready replica',
+    (s) => status(s).readyReplicas === 1,
+  );
   t.equal(status(sts).availableReplicas, 1, 'one available replica');
   const pod = await rest.ok('GET', paths.pod(ns, 'db-0'));
   t.equal(status(pod).phase, 'Running', 'pod db-0 Running');
   const pvc = await until(paths.pvc(ns, 'data-db-0'), 'PVC data-db-0 Bound', (c) => status(c).phase === 'Bound');
   t.equal((pvc.spec as Json).storageClassName, STORAGE_CLASS, 'the default StorageClass was applied');
   const pv = await rest.ok('GET', `/api/v1/persistentvolumes/${String((pvc.spec as Json).volumeName)}`);
-  t.equal(((pv.metadata as Json).annotations as Json)['pv.kubernetes.io/provisioned-by'], 'kubernetes.io/host-path',
-    'the volume was made by the controller manager\'s host-path provisioner');
+  t.equal(
+    ((pv.metadata as Json).annotations as Json)['pv.kubernetes.io/provisioned-by'],
+    'kubernetes.io/host-path',
+    "the volume was made by the controller manager's host-path provisioner",
+  );
   t.equal(status(pv).phase, 'Bound', `PV ${String((pv.metadata as Json).name)} Bound`);
   const exec = await cp.kubectl(['exec', '-n', ns, 'db-0', '--', 'sh', '-c', 'echo "$SIMULATED_POD"']);
-  t.equal(exec.stdout.trim(), 'db-0', `kubectl exec db-0 runs the command locally with the configured environment\n${exec.stderr}`);
+  t.equal(
+    exec.stdout.trim(),
+    'db-0',
+    `kubectl exec db-0 runs the command locally with the configured environment\n${exec.stderr}`,
+  );
   const webPod = String((((await podsOf('web'))[0] as Json).metadata as Json).name);
   const refused = await cp.kubectl(['exec', '-n', ns, webPod, '--', 'true']);
   t.not(refused.status, 0, 'kubectl exec into a pod without a local target fails');
@@ -117,7 +157,10 @@ t.test('a Job completes: its pod Succeeded, the Job controller marks it Complete
   await rest.ok('POST', `/apis/batch/v1/namespaces/${ns}/jobs`, {
     body: {
       metadata: { name: 'once', namespace: ns },
-      spec: { backoffLimit: 0, template: podTemplate('once', { restartPolicy: 'Never', containers: [container('once')] }) },
+      spec: {
+        backoffLimit: 0,
+        template: podTemplate('once', { restartPolicy: 'Never', containers: [container('once')] }),
+      },
     },
   });
   const job = await until(jobPath(ns, 'once'), 'Job once Complete', (j) => condition(j, 'Complete')?.status === 'True');
@@ -127,36 +170,66 @@ t.test('a Job completes: its pod Succeeded, the Job controller marks it Complete
   t.equal(status(pods[0] as Json).phase, 'Succeeded', 'the pod Succeeded (kwok)');
   const logs = await cp.kubectl(['logs', '-n', ns, 'job/once']);
   t.equal(logs.status, 0, `kubectl logs job/once\n${logs.stderr}`);
-  t.equal(logs.stdout.trim(), SIMULATED_CONTAINER_LOG, 'kubectl logs reaches kwok through the API server and says what ran: nothing');
+  t.equal(
+    logs.stdout.trim(),
+    SIMULATED_CONTAINER_LOG,
+    'kubectl logs reaches kwok through the API server and says what ran: nothing',
+  );
 });
 
-t.test('helm upgrade --install --wait of the chart finishes; the migration hook Job is run by the Job controller', async (t) => {
-  const guard = await startDifyGuard(t, cp);
-  const release = 'dify';
-  const namespace = 'dify';
-  const valuesFile = writeValues(cp.dir, 'cluster', testValues({ url: guard.url(''), caBundle: guard.caBundle }));
-  const res = await cp.helm(['upgrade', '--install', release, chartDir, '--namespace', namespace, '--create-namespace',
-    '-f', valuesFile, '--wait', '--timeout', '5m'], { timeoutMs: 330_000 });
-  t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
+t.test(
+  'helm upgrade --install --wait of the chart finishes; the migration hook Job is run by the Job controller',
+  async (t) => {
+    const guard = await startDifyGuard(t, cp);
+    const release = 'dify';
+    const namespace = 'dify';
+    const valuesFile = writeValues(cp.dir, 'cluster', testValues({ url: guard.url(''), caBundle: guard.caBundle }));
+    const res = await cp.helm(
+      [
+        'upgrade',
+        '--install',
+        release,
+        chartDir,
+        '--namespace',
+        namespace,
+        '--create-namespace',
+        '-f',
+        valuesFile,
+        '--wait',
+        '--timeout',
+        '5m',
+      ],
+      { timeoutMs: 330_000 },
+    );
+    t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
 
-  const jobName = expandName(contract.names.migrationJob, release);
-  const job = await rest.ok('GET', jobPath(namespace, jobName));
-  t.equal(condition(job, 'Complete')?.status, 'True', 'the migration Job is Complete');
-  t.equal(status(job).succeeded, 1, 'after one successful pod');
-  const jobPods = (await rest.ok('GET', paths.pods(namespace), { query: { labelSelector: `job-name=${jobName}` } })).items as Json[];
-  t.equal(jobPods.length, 1, 'the Job controller made one pod');
-  t.equal(status(jobPods[0] as Json).phase, 'Succeeded', 'the migration pod Succeeded (kwok)');
+    const jobName = expandName(contract.names.migrationJob, release);
+    const job = await rest.ok('GET', jobPath(namespace, jobName));
+    t.equal(condition(job, 'Complete')?.status, 'True', 'the migration Job is Complete');
+    t.equal(status(job).succeeded, 1, 'after one successful pod');
+    const jobPods = (await rest.ok('GET', paths.pods(namespace), { query: { labelSelector: `job-name=${jobName}` } }))
+      .items as Json[];
+    t.equal(jobPods.length, 1, 'the Job controller made one pod');
+    t.equal(status(jobPods[0] as Json).phase, 'Succeeded', 'the migration pod Succeeded (kwok)');
 
-  const logs = await cp.kubectl(['logs', '-n', namespace, `job/${jobName}`]);
-  t.equal(logs.stdout.trim(), SIMULATED_CONTAINER_LOG, `kubectl logs job/${jobName} says the container was simulated`);
+    const logs = await cp.kubectl(['logs', '-n', namespace, `job/${jobName}`]);
+    t.equal(
+      logs.stdout.trim(),
+      SIMULATED_CONTAINER_LOG,
+      `kubectl logs job/${jobName} says the container was simulated`,
+    );
 
-  const pvcName = expandName(contract.names.postgresqlPvc, release);
-  t.equal(status(await rest.ok('GET', paths.pvc(namespace, pvcName))).phase, 'Bound', `PVC ${pvcName} Bound`);
-  const sts = await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/statefulsets/${expandName(contract.names.postgresql, release)}`);
-  t.equal(status(sts).readyReplicas, 1, 'PostgreSQL StatefulSet ready');
-  const deployments = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
-  t.ok(deployments.length >= 7, `${deployments.length} Deployments`);
-  for (const d of deployments) {
-    t.equal(condition(d, 'Available')?.status, 'True', `Deployment ${String((d.metadata as Json).name)} Available`);
-  }
-});
+    const pvcName = expandName(contract.names.postgresqlPvc, release);
+    t.equal(status(await rest.ok('GET', paths.pvc(namespace, pvcName))).phase, 'Bound', `PVC ${pvcName} Bound`);
+    const sts = await rest.ok(
+      'GET',
+      `/apis/apps/v1/namespaces/${namespace}/statefulsets/${expandName(contract.names.postgresql, release)}`,
+    );
+    t.equal(status(sts).readyReplicas, 1, 'PostgreSQL StatefulSet ready');
+    const deployments = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
+    t.ok(deployments.length >= 7, `${deployments.length} Deployments`);
+    for (const d of deployments) {
+      t.equal(condition(d, 'Available')?.status, 'True', `Deployment ${String((d.metadata as Json).name)} Available`);
+    }
+  },
+);

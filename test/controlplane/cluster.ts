@@ -22,17 +22,32 @@ export const STORAGE_CLASS = 'standard';
 // Chosen explicitly: no cloud provider, no node IPAM. The node lifecycle controller lifts the
 // not-ready taint the API server puts on every new Node once kwok reports it Ready (and keeps its lease).
 export const CONTROLLERS = [
-  'node-lifecycle-controller', 'serviceaccount-token-controller', 'serviceaccount-controller', 'root-ca-certificate-publisher-controller',
-  'namespace-controller', 'garbage-collector-controller', 'clusterrole-aggregation-controller',
-  'deployment-controller', 'replicaset-controller', 'statefulset-controller', 'job-controller', 'cronjob-controller',
-  'ttl-after-finished-controller', 'disruption-controller', 'pod-garbage-collector-controller',
-  'endpoints-controller', 'endpointslice-controller', 'endpointslice-mirroring-controller',
-  'persistentvolume-binder-controller', 'persistentvolumeclaim-protection-controller', 'persistentvolume-protection-controller',
+  'node-lifecycle-controller',
+  'serviceaccount-token-controller',
+  'serviceaccount-controller',
+  'root-ca-certificate-publisher-controller',
+  'namespace-controller',
+  'garbage-collector-controller',
+  'clusterrole-aggregation-controller',
+  'deployment-controller',
+  'replicaset-controller',
+  'statefulset-controller',
+  'job-controller',
+  'cronjob-controller',
+  'ttl-after-finished-controller',
+  'disruption-controller',
+  'pod-garbage-collector-controller',
+  'endpoints-controller',
+  'endpointslice-controller',
+  'endpointslice-mirroring-controller',
+  'persistentvolume-binder-controller',
+  'persistentvolumeclaim-protection-controller',
+  'persistentvolume-protection-controller',
 ] as const;
 
 /** What `kubectl logs` prints for every container: kwok serves it from a file, as a kubelet serves a container's log. */
 export const SIMULATED_CONTAINER_LOG =
-  '[kwok] simulated container: its status comes from kwok\'s stages; no image was pulled and no command ran';
+  "[kwok] simulated container: its status comes from kwok's stages; no image was pulled and no command ran";
 
 /**
  * kwok's configuration besides its stages: one ClusterLogs for every pod, read from `logFile` (CRI
@@ -40,7 +55,9 @@ export const SIMULATED_CONTAINER_LOG =
  */
 export function kwokLogsConfig(logFile: string): string {
   return JSON.stringify({
-    apiVersion: 'kwok.x-k8s.io/v1alpha1', kind: 'ClusterLogs', metadata: { name: 'simulated-containers' },
+    apiVersion: 'kwok.x-k8s.io/v1alpha1',
+    kind: 'ClusterLogs',
+    metadata: { name: 'simulated-containers' },
     spec: { logs: [{ logsFile: logFile }] },
   });
 }
@@ -62,7 +79,9 @@ export function kwokExecConfig(exec: SimulatedExec, index: number): string {
   const envs = Object.entries(exec.env ?? {}).map(([name, value]) => ({ name, value }));
   const local = { ...(exec.workDir ? { workDir: exec.workDir } : {}), envs };
   return JSON.stringify({
-    apiVersion: 'kwok.x-k8s.io/v1alpha1', kind: 'ClusterExec', metadata: { name: `local-${index}` },
+    apiVersion: 'kwok.x-k8s.io/v1alpha1',
+    kind: 'ClusterExec',
+    metadata: { name: `local-${index}` },
     spec: {
       selector: { matchNamespaces: [exec.namespace], matchNames: [exec.pod] },
       execs: [{ ...(exec.containers ? { containers: exec.containers } : {}), local }],
@@ -95,16 +114,19 @@ export interface ClusterOptions extends ControlPlaneOptions {
 export function servedPodStages(stages: string, served: { label: string; value: string }): string {
   const docs = stages.split('\n---\n');
   const i = docs.findIndex((d) => /\n {2}name: pod-ready\n/.test(d));
-  if (i < 0) throw new Error('kwok-stages.yaml has no pod-ready stage: the stages of kwok\'s release changed');
+  if (i < 0) throw new Error("kwok-stages.yaml has no pod-ready stage: the stages of kwok's release changed");
   const original = docs[i] as string;
   const expression = (operator: string): string =>
     `    matchExpressions:\n    - key: '.metadata.labels["${served.label}"]'\n` +
     `      operator: '${operator}'\n      values:\n      - '${served.value}'\n`;
   const others = original.replace('    matchExpressions:\n', expression('NotIn'));
-  const unready = original.replace('  name: pod-ready\n', '  name: pod-ready-served\n').replace('    matchExpressions:\n', expression('In'))
+  const unready = original
+    .replace('  name: pod-ready\n', '  name: pod-ready-served\n')
+    .replace('    matchExpressions:\n', expression('In'))
     .replace(/status: "True"\n(\s+)type: (Ready|ContainersReady)\n/g, 'status: "False"\n$1type: $2\n')
     .replace('ready: true', 'ready: false');
-  if (others === original || !unready.includes('status: "False"')) throw new Error('kwok\'s pod-ready stage has an unexpected shape');
+  if (others === original || !unready.includes('status: "False"'))
+    throw new Error("kwok's pod-ready stage has an unexpected shape");
   return [...docs.slice(0, i), others, unready, ...docs.slice(i + 1)].join('\n---\n');
 }
 
@@ -123,11 +145,17 @@ function healthz(url: string, ca: Buffer): Promise<number> {
 
 export function fakeNode(name: string): Json {
   return {
-    apiVersion: 'v1', kind: 'Node',
+    apiVersion: 'v1',
+    kind: 'Node',
     metadata: {
       name,
       annotations: { [KWOK_NODE_ANNOTATION.key]: KWOK_NODE_ANNOTATION.value },
-      labels: { 'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64', type: 'kwok' },
+      labels: {
+        'kubernetes.io/hostname': name,
+        'kubernetes.io/os': 'linux',
+        'kubernetes.io/arch': 'amd64',
+        type: 'kwok',
+      },
     },
     spec: {},
   };
@@ -135,16 +163,20 @@ export function fakeNode(name: string): Json {
 
 export function defaultStorageClass(): Json {
   return {
-    apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass',
+    apiVersion: 'storage.k8s.io/v1',
+    kind: 'StorageClass',
     metadata: { name: STORAGE_CLASS, annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } },
-    provisioner: 'kubernetes.io/host-path', reclaimPolicy: 'Delete', volumeBindingMode: 'Immediate',
+    provisioner: 'kubernetes.io/host-path',
+    reclaimPolicy: 'Delete',
+    volumeBindingMode: 'Immediate',
   };
 }
 
 /** Ready (kwok's status) and without the not-ready taint (lifted by the node lifecycle controller). */
 const schedulable = (node: Json): boolean =>
-  (((node.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).some((c) => c.type === 'Ready' && c.status === 'True') &&
-  (((node.spec as Json | undefined)?.taints as Json[] | undefined) ?? []).length === 0;
+  (((node.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).some(
+    (c) => c.type === 'Ready' && c.status === 'True',
+  ) && (((node.spec as Json | undefined)?.taints as Json[] | undefined) ?? []).length === 0;
 
 export class Cluster {
   readonly controllerManager: ManagedProcess;
@@ -158,7 +190,11 @@ export class Cluster {
   private readonly urls: { controllerManager: string; scheduler: string; kwok: string };
   private stopped = false;
 
-  private constructor(readonly cp: ControlPlane, ports: ReservedPort[], options: ClusterOptions) {
+  private constructor(
+    readonly cp: ControlPlane,
+    ports: ReservedPort[],
+    options: ClusterOptions,
+  ) {
     this.ports = ports;
     this.rest = cp.rest();
     const [kcmPort, schedulerPort, kwokPort] = ports.map((p) => p.port) as [number, number, number];
@@ -177,39 +213,63 @@ export class Cluster {
       stagesFile = join(cp.dir, 'kwok-stages.yaml');
       writeFileSync(stagesFile, servedPodStages(readFileSync(binary('kwok-stages.yaml'), 'utf8'), options.servedPods));
     }
-    const documents = [kwokLogsConfig(join(cp.dir, 'simulated-container.cri')), ...(options.execs ?? []).map(kwokExecConfig)];
+    const documents = [
+      kwokLogsConfig(join(cp.dir, 'simulated-container.cri')),
+      ...(options.execs ?? []).map(kwokExecConfig),
+    ];
     writeFileSync(logsConfig, documents.join('\n---\n'));
     this.controllerManager = new ManagedProcess({
-      name: 'kube-controller-manager', dir: cp.dir, command: binary('kube-controller-manager'),
+      name: 'kube-controller-manager',
+      dir: cp.dir,
+      command: binary('kube-controller-manager'),
       args: [
-        `--kubeconfig=${cp.kubeconfigFor('system:kube-controller-manager')}`, '--leader-elect=false',
-        `--secure-port=${kcmPort}`, '--bind-address=127.0.0.1', ...tls,
+        `--kubeconfig=${cp.kubeconfigFor('system:kube-controller-manager')}`,
+        '--leader-elect=false',
+        `--secure-port=${kcmPort}`,
+        '--bind-address=127.0.0.1',
+        ...tls,
         `--controllers=${CONTROLLERS.join(',')}`,
         // Each controller acts as its own service account, as kubeadm sets it up.
         '--use-service-account-credentials=true',
-        `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`, `--root-ca-file=${cp.pki.serving.caFile}`,
-        '--enable-hostpath-provisioner=true', '--kube-api-qps=100', '--kube-api-burst=200',
+        `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`,
+        `--root-ca-file=${cp.pki.serving.caFile}`,
+        '--enable-hostpath-provisioner=true',
+        '--kube-api-qps=100',
+        '--kube-api-burst=200',
         // kwok's node leases can lag on a loaded machine: a node marked NotReady would have its pods marked
         // unready for good (no kubelet re-asserts them), so the grace period is 5 minutes instead of 50 s.
         '--node-monitor-grace-period=5m',
       ],
     });
     this.scheduler = new ManagedProcess({
-      name: 'kube-scheduler', dir: cp.dir, command: binary('kube-scheduler'),
+      name: 'kube-scheduler',
+      dir: cp.dir,
+      command: binary('kube-scheduler'),
       args: [
-        `--kubeconfig=${cp.kubeconfigFor('system:kube-scheduler')}`, '--leader-elect=false',
-        `--secure-port=${schedulerPort}`, '--bind-address=127.0.0.1', ...tls,
+        `--kubeconfig=${cp.kubeconfigFor('system:kube-scheduler')}`,
+        '--leader-elect=false',
+        `--secure-port=${schedulerPort}`,
+        '--bind-address=127.0.0.1',
+        ...tls,
       ],
     });
     this.kwok = new ManagedProcess({
-      name: 'kwok', dir: cp.dir, command: binary('kwok'),
+      name: 'kwok',
+      dir: cp.dir,
+      command: binary('kwok'),
       // HOME: kwok also reads ~/.kwok/kwok.yaml; the caller's must not change what is simulated.
       env: { ...process.env, HOME: cp.dir },
       args: [
-        `--kubeconfig=${cp.kubeconfigPath}`, `--config=${stagesFile}`, `--config=${logsConfig}`,
-        '--manage-all-nodes=false', `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION.key}=${KWOK_NODE_ANNOTATION.value}`,
-        `--cidr=${this.podRange?.cidr ?? options.podCidr ?? '10.244.0.0/16'}`, '--node-ip=127.0.0.1', `--node-port=${kwokPort}`,
-        `--server-address=127.0.0.1:${kwokPort}`, ...tls,
+        `--kubeconfig=${cp.kubeconfigPath}`,
+        `--config=${stagesFile}`,
+        `--config=${logsConfig}`,
+        '--manage-all-nodes=false',
+        `--manage-nodes-with-annotation-selector=${KWOK_NODE_ANNOTATION.key}=${KWOK_NODE_ANNOTATION.value}`,
+        `--cidr=${this.podRange?.cidr ?? options.podCidr ?? '10.244.0.0/16'}`,
+        '--node-ip=127.0.0.1',
+        `--node-port=${kwokPort}`,
+        `--server-address=127.0.0.1:${kwokPort}`,
+        ...tls,
       ],
     });
   }
@@ -217,11 +277,16 @@ export class Cluster {
   /** Starts a control plane, then the controller manager, the scheduler and kwok, and waits until nodes are Ready. */
   static async start(options: ClusterOptions = {}): Promise<Cluster> {
     const cp = await ControlPlane.start({
-      name: 'cluster', ...options, serviceAccountAdmission: true,
+      name: 'cluster',
+      ...options,
+      serviceAccountAdmission: true,
       // `kubectl logs`/`exec` go from the API server to the node's InternalIP (kwok's server), TLS verified.
       // Webhook Services are called on their endpoints' pod addresses: no kube-proxy gives ClusterIPs a route here.
-      apiServerArgs: (pki) => ['--kubelet-preferred-address-types=InternalIP', `--kubelet-certificate-authority=${pki.serving.caFile}`,
-        '--enable-aggregator-routing=true'],
+      apiServerArgs: (pki) => [
+        '--kubelet-preferred-address-types=InternalIP',
+        `--kubelet-certificate-authority=${pki.serving.caFile}`,
+        '--enable-aggregator-routing=true',
+      ],
     });
     let cluster: Cluster | undefined;
     try {
@@ -247,8 +312,10 @@ export class Cluster {
       process.start();
       await Promise.race([
         process.failOnExit(),
-        waitFor(`${process.name} ${url}`, async () => (await healthz(url, ca)) === 200 ? true : undefined,
-          { timeoutMs: 60_000, intervalMs: 200 }),
+        waitFor(`${process.name} ${url}`, async () => ((await healthz(url, ca)) === 200 ? true : undefined), {
+          timeoutMs: 60_000,
+          intervalMs: 200,
+        }),
       ]);
     }
   }
@@ -257,18 +324,27 @@ export class Cluster {
   private async setUp(): Promise<void> {
     for (const name of this.nodeNames) await this.rest.ok('POST', '/api/v1/nodes', { body: fakeNode(name) });
     await this.rest.ok('POST', '/apis/storage.k8s.io/v1/storageclasses', { body: defaultStorageClass() });
-    await waitFor('every fake node Ready (kwok) and untainted (node lifecycle controller)', async () => {
-      const nodes = await Promise.all(this.nodeNames.map((n) => this.rest.ok('GET', `/api/v1/nodes/${n}`)));
-      return nodes.every(schedulable) ? true : undefined;
-    }, { timeoutMs: 60_000, intervalMs: 200 });
-    await waitFor('the ServiceAccount controller to create default/default', async () =>
-      (await this.rest.get('/api/v1/namespaces/default/serviceaccounts/default')).status === 200 ? true : undefined,
-    { timeoutMs: 60_000, intervalMs: 200 });
+    await waitFor(
+      'every fake node Ready (kwok) and untainted (node lifecycle controller)',
+      async () => {
+        const nodes = await Promise.all(this.nodeNames.map((n) => this.rest.ok('GET', `/api/v1/nodes/${n}`)));
+        return nodes.every(schedulable) ? true : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
+    await waitFor(
+      'the ServiceAccount controller to create default/default',
+      async () =>
+        (await this.rest.get('/api/v1/namespaces/default/serviceaccounts/default')).status === 200 ? true : undefined,
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
   }
 
   /** The last lines of every process's output, for a failing test's report. */
   diagnostics(lines = 30): string {
-    const ours = [this.controllerManager, this.scheduler, this.kwok].map((p) => `--- ${p.name} (${p.logPath})\n${p.tail(lines)}`);
+    const ours = [this.controllerManager, this.scheduler, this.kwok].map(
+      (p) => `--- ${p.name} (${p.logPath})\n${p.tail(lines)}`,
+    );
     return [this.cp.diagnostics(lines), ...ours].join('\n');
   }
 

@@ -6,22 +6,34 @@ import { waitFor, type CommandResult } from '../support/commands.js';
 import { paths, type Json, type KubeRest } from '../support/kube-rest.js';
 import { podFromTemplate } from './chart.js';
 
-export const jobPath = (namespace: string, name: string): string => `/apis/batch/v1/namespaces/${namespace}/jobs/${name}`;
+export const jobPath = (namespace: string, name: string): string =>
+  `/apis/batch/v1/namespaces/${namespace}/jobs/${name}`;
 
 /** Writes the status the Job controller writes once the Job's one pod has succeeded. */
 export async function completeJob(rest: KubeRest, job: Json): Promise<void> {
   const metadata = job.metadata as Json;
   const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   const condition = (type: string): Json => ({
-    type, status: 'True', reason: 'CompletionsReached', message: 'Reached expected number of succeeded pods',
-    lastProbeTime: now, lastTransitionTime: now,
+    type,
+    status: 'True',
+    reason: 'CompletionsReached',
+    message: 'Reached expected number of succeeded pods',
+    lastProbeTime: now,
+    lastTransitionTime: now,
   });
   const status = {
-    startTime: now, completionTime: now, succeeded: 1, active: 0, ready: 0, terminating: 0,
+    startTime: now,
+    completionTime: now,
+    succeeded: 1,
+    active: 0,
+    ready: 0,
+    terminating: 0,
     uncountedTerminatedPods: {},
     conditions: [condition('SuccessCriteriaMet'), condition('Complete')],
   };
-  await rest.ok('PUT', `${jobPath(String(metadata.namespace), String(metadata.name))}/status`, { body: { ...job, status } });
+  await rest.ok('PUT', `${jobPath(String(metadata.namespace), String(metadata.name))}/status`, {
+    body: { ...job, status },
+  });
 }
 
 export interface HookRun {
@@ -35,17 +47,28 @@ export interface HookRun {
  * Runs a helm install/upgrade whose post-install/post-upgrade hook is `namespace/jobName`: waits for
  * helm to create the (new) Job, creates its pod and marks the Job complete, then waits for helm.
  */
-export async function runWithHookJob(rest: KubeRest, namespace: string, jobName: string, helm: () => Promise<CommandResult>): Promise<HookRun> {
+export async function runWithHookJob(
+  rest: KubeRest,
+  namespace: string,
+  jobName: string,
+  helm: () => Promise<CommandResult>,
+): Promise<HookRun> {
   const path = jobPath(namespace, jobName);
   const previousUid = ((await rest.request('GET', path)).body.metadata as Json | undefined)?.uid;
   const running = helm();
   let finished: CommandResult | undefined;
-  void running.then((r) => { finished = r; });
-  const job = await waitFor('helm to create the hook Job', async () => {
-    if (finished) throw new Error(`helm ended before creating the hook Job:\n${finished.stderr}\n${finished.stdout}`);
-    const res = await rest.request('GET', path);
-    return res.status === 200 && (res.body.metadata as Json).uid !== previousUid ? res.body : undefined;
-  }, { timeoutMs: 180_000, intervalMs: 250 });
+  void running.then((r) => {
+    finished = r;
+  });
+  const job = await waitFor(
+    'helm to create the hook Job',
+    async () => {
+      if (finished) throw new Error(`helm ended before creating the hook Job:\n${finished.stderr}\n${finished.stdout}`);
+      const res = await rest.request('GET', path);
+      return res.status === 200 && (res.body.metadata as Json).uid !== previousUid ? res.body : undefined;
+    },
+    { timeoutMs: 180_000, intervalMs: 250 },
+  );
   const pod = await rest.ok('POST', paths.pods(namespace), { body: podFromTemplate(job, namespace) });
   await completeJob(rest, job);
   return { result: await running, job, pod };
@@ -61,8 +84,14 @@ export async function createStatefulSetPvc(rest: KubeRest, statefulSet: Json, or
   const namespace = String(metadata.namespace);
   await rest.ok('POST', paths.pvcs(namespace), {
     body: {
-      apiVersion: 'v1', kind: 'PersistentVolumeClaim',
-      metadata: { ...(template.metadata as Json), name, namespace, labels: ((spec.selector as Json).matchLabels as Json) },
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      metadata: {
+        ...(template.metadata as Json),
+        name,
+        namespace,
+        labels: (spec.selector as Json).matchLabels as Json,
+      },
       spec: template.spec,
     },
   });

@@ -30,23 +30,31 @@ const psqlDir = dirname(program('psql'));
 const podEnv = { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${psqlDir}:${process.env.PATH ?? ''}` };
 const cluster = await startCluster(t, { name: 'deploy-rotation', execs: [{ namespace, pod, env: podEnv }] });
 const { cp } = cluster;
-t.teardown(() => { if (!t.passing()) t.comment(cluster.diagnostics()); });
+t.teardown(() => {
+  if (!t.passing()) t.comment(cluster.diagnostics());
+});
 const guard = await startDifyGuard(t, cp, { env: { DIFY_GUARD_POSTGRESQL_ADDRESS_TEMPLATE: `127.0.0.1:${pg.port}` } });
-const valuesFile = writeValues(cp.dir, 'deploy-rotation', { webhook: { url: guard.url(''), caBundle: guard.caBundle } });
+const valuesFile = writeValues(cp.dir, 'deploy-rotation', {
+  webhook: { url: guard.url(''), caBundle: guard.caBundle },
+});
 
 // A helm that fails once (exit 1, before touching the cluster) when its marker file exists, then runs the real helm.
 const helmOnce = join(cp.dir, 'helm-fails-once');
 const failMarker = join(cp.dir, 'helm-fail-marker');
-writeFileSync(helmOnce, `#!/usr/bin/env bash
+writeFileSync(
+  helmOnce,
+  `#!/usr/bin/env bash
 if [ -e "${failMarker}" ]; then rm -f "${failMarker}"; echo 'Error: injected failure' >&2; exit 1; fi
 exec "${binary('helm')}" "$@"
-`);
+`,
+);
 chmodSync(helmOnce, 0o755);
 
 async function deploy(args: string[], env: NodeJS.ProcessEnv): Promise<CommandResult> {
   const res = await run('bash', [join(chartDir, 'deploy.sh'), ...args], {
     env: cp.env({ HELM: binary('helm'), KUBECTL: binary('kubectl'), DEPLOY_PROGRESS_INTERVAL: '30', ...env }),
-    timeoutMs: 600_000, captureStdout: true,
+    timeoutMs: 600_000,
+    captureStdout: true,
   });
   captureOutput('deploy-rotation.deploy.sh.stderr', res.stderr);
   return res;
@@ -55,24 +63,54 @@ async function deploy(args: string[], env: NodeJS.ProcessEnv): Promise<CommandRe
 /** psql over TCP as Dify's components log in (password in the environment): its output, or psql's error. */
 async function query(password: string, sql: string): Promise<{ ok: boolean; out: string }> {
   const res = await runProgram({
-    name: 'psql-tcp', command: program('psql'),
-    args: ['-h', '127.0.0.1', '-p', String(pg.port), '-U', auth.user, '-d', auth.database, '-w', '-v', 'ON_ERROR_STOP=1', '-Atc', sql],
+    name: 'psql-tcp',
+    command: program('psql'),
+    args: [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(pg.port),
+      '-U',
+      auth.user,
+      '-d',
+      auth.database,
+      '-w',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-Atc',
+      sql,
+    ],
     env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '5' },
   });
   captureOutput('deploy-rotation.psql.stderr', res.stderr);
   return { ok: res.status === 0, out: res.status === 0 ? res.stdout : res.stderr };
 }
 /** '' when the database accepts the password, else psql's error. */
-const login = async (password: string): Promise<string> => { const r = await query(password, 'SELECT 1'); return r.ok ? '' : r.out; };
-const verifiedRotations = (): number => guard.logLines().filter((l) => l.audit === true && l.reason === 'PasswordRotationVerified').length;
+const login = async (password: string): Promise<string> => {
+  const r = await query(password, 'SELECT 1');
+  return r.ok ? '' : r.out;
+};
+const verifiedRotations = (): number =>
+  guard.logLines().filter((l) => l.audit === true && l.reason === 'PasswordRotationVerified').length;
 
 async function storedPassword(): Promise<string> {
-  const res = await cp.kubectl(['get', 'secret', '-n', namespace, secretName, '-o', `jsonpath={.data.${SECRET_KEYS.postgresPassword}}`]);
+  const res = await cp.kubectl([
+    'get',
+    'secret',
+    '-n',
+    namespace,
+    secretName,
+    '-o',
+    `jsonpath={.data.${SECRET_KEYS.postgresPassword}}`,
+  ]);
   return Buffer.from(res.stdout, 'base64').toString('utf8');
 }
 
 t.test('deploy.sh installs the release with the password PostgreSQL was initialised with', async (t) => {
-  const res = await deploy(['-f', valuesFile, '--timeout', '5m'], { POSTGRES_PASSWORD: auth.password, DIFY_SECRET_KEY: testSecret() });
+  const res = await deploy(['-f', valuesFile, '--timeout', '5m'], {
+    POSTGRES_PASSWORD: auth.password,
+    DIFY_SECRET_KEY: testSecret(),
+  });
   t.equal(res.status, 0, 'deploy.sh exits 0', { stderr: res.stderr.slice(-3000) });
   t.equal(await storedPassword(), auth.password, 'the Secret holds it');
   const ready = await cp.kubectl(['wait', '--for=condition=Ready', `pod/${pod}`, '-n', namespace, '--timeout=120s']);
@@ -82,7 +120,7 @@ t.test('deploy.sh installs the release with the password PostgreSQL was initiali
   t.ok(created.ok, `a table is created with the installed password\n${created.out}`);
 });
 
-t.test('deploy.sh --rotate-postgres-password: the database, the Secret and dify-guard\'s audit agree', async (t) => {
+t.test("deploy.sh --rotate-postgres-password: the database, the Secret and dify-guard's audit agree", async (t) => {
   const next = testSecret();
   const res = await deploy(['--rotate-postgres-password', '--timeout', '5m'], { POSTGRES_PASSWORD: next });
   t.equal(res.status, 0, 'deploy.sh exits 0', { stderr: res.stderr.slice(-3000) });
@@ -91,7 +129,10 @@ t.test('deploy.sh --rotate-postgres-password: the database, the Secret and dify-
   t.equal(await storedPassword(), next, 'the Secret holds the new password');
   t.equal(await login(next), '', 'the database accepts the new password');
   t.match(await login(auth.password), 'password authentication failed', 'and refuses the old one (28P01)');
-  const line = await guard.waitForLog('the verified rotation', (l) => l.audit === true && l.reason === 'PasswordRotationVerified');
+  const line = await guard.waitForLog(
+    'the verified rotation',
+    (l) => l.audit === true && l.reason === 'PasswordRotationVerified',
+  );
   t.match(line, { decision: 'allowed', verification: 'accepted' });
   auth.password = next;
 });
@@ -99,16 +140,22 @@ t.test('deploy.sh --rotate-postgres-password: the database, the Secret and dify-
 t.test('helm fails once after ALTER ROLE: the old password works again; the re-run finishes the job', async (t) => {
   const next = testSecret();
   writeFileSync(failMarker, '');
-  const failed = await deploy(['--rotate-postgres-password', '--timeout', '5m'], { POSTGRES_PASSWORD: next, HELM: helmOnce });
+  const failed = await deploy(['--rotate-postgres-password', '--timeout', '5m'], {
+    POSTGRES_PASSWORD: next,
+    HELM: helmOnce,
+  });
   t.equal(failed.status, 1, 'deploy.sh fails');
   t.match(failed.stderr, 'データベースのパスワードを元に戻しました: 古いパスワードのまま使えます');
   t.equal(await storedPassword(), auth.password, 'the Secret is unchanged');
   t.equal(await login(auth.password), '', 'the database accepts the old password again');
-  const rerun = await deploy(['--rotate-postgres-password', '--timeout', '5m'], { POSTGRES_PASSWORD: next, HELM: helmOnce });
+  const rerun = await deploy(['--rotate-postgres-password', '--timeout', '5m'], {
+    POSTGRES_PASSWORD: next,
+    HELM: helmOnce,
+  });
   t.equal(rerun.status, 0, 'the re-run exits 0', { stderr: rerun.stderr.slice(-3000) });
   t.equal(await storedPassword(), next);
   t.equal(await login(next), '');
   t.match(await login(auth.password), 'password authentication failed');
-  t.equal(verifiedRotations(), 2, 'dify-guard audited two verified rotations (the failed run\'s helm never reached it)');
+  t.equal(verifiedRotations(), 2, "dify-guard audited two verified rotations (the failed run's helm never reached it)");
   t.same(await query(next, 'SELECT v FROM kept'), { ok: true, out: 'app\n' }, 'the data is still there');
 });

@@ -42,17 +42,21 @@ function healthGet(port: number, path: string): Promise<number> {
 /** node's arguments for src/main.ts ('source', through tap's TypeScript loader) or dist/src/main.js ('dist'). */
 export function guardArgs(entry?: 'source' | 'dist'): string[] {
   const chosen = entry ?? (process.env.DIFY_GUARD_ENTRY === 'dist' ? 'dist' : 'source');
-  const args = chosen === 'dist'
-    ? [join(repoRoot, 'dist/src/main.js')]
-    : ['--import', '@tapjs/typescript/import', join(repoRoot, 'src/main.ts')];
-  if (chosen === 'dist' && !existsSync(args[0] as string)) throw new Error('dist/src/main.js is missing: run `npm run build` first');
+  const args =
+    chosen === 'dist'
+      ? [join(repoRoot, 'dist/src/main.js')]
+      : ['--import', '@tapjs/typescript/import', join(repoRoot, 'src/main.ts')];
+  if (chosen === 'dist' && !existsSync(args[0] as string))
+    throw new Error('dist/src/main.js is missing: run `npm run build` first');
   return args;
 }
 
 /** This process's environment without any dify-guard setting: settings come only from the test, never the calling shell. */
 export function guardBaseEnv(): NodeJS.ProcessEnv {
   const ours = new Set(Object.values(SETTINGS).map((s) => s.env));
-  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !ours.has(k) && k !== CONFIG_FILE_ENV));
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !ours.has(k) && k !== CONFIG_FILE_ENV),
+  );
   return { ...inherited, TS_NODE_TRANSPILE_ONLY: '1', TS_NODE_PROJECT: join(repoRoot, 'tsconfig.json') };
 }
 
@@ -64,14 +68,22 @@ export class DifyGuard {
   private readonly ports: ReservedPort[];
   private stopped = false;
 
-  private constructor(readonly cp: ControlPlane, ports: ReservedPort[], options: DifyGuardOptions) {
+  private constructor(
+    readonly cp: ControlPlane,
+    ports: ReservedPort[],
+    options: DifyGuardOptions,
+  ) {
     this.ports = ports;
     const [port, healthPort] = ports.map((p) => p.port) as [number, number];
     this.port = port;
     this.healthPort = healthPort;
     this.certs = generateServingCert(join(cp.dir, 'dify-guard-tls'), 'dify-guard', 'dify');
     this.process = new ManagedProcess({
-      name: 'dify-guard', dir: cp.dir, cwd: repoRoot, command: process.execPath, args: guardArgs(options.entry),
+      name: 'dify-guard',
+      dir: cp.dir,
+      cwd: repoRoot,
+      command: process.execPath,
+      args: guardArgs(options.entry),
       env: {
         ...guardBaseEnv(),
         KUBECONFIG: cp.kubeconfigPath,
@@ -102,43 +114,67 @@ export class DifyGuard {
   }
 
   /** The URL the API server calls for a webhook path, e.g. `/mutate/pods`. */
-  url(path: string): string { return `https://127.0.0.1:${this.port}${path}`; }
+  url(path: string): string {
+    return `https://127.0.0.1:${this.port}${path}`;
+  }
 
   /** The CA that signed the serving certificate, base64, as a webhook's clientConfig.caBundle. */
-  get caBundle(): string { return readFileSync(this.certs.caFile).toString('base64'); }
+  get caBundle(): string {
+    return readFileSync(this.certs.caFile).toString('base64');
+  }
 
   /** Starts the process and waits for /readyz (which waits for the PVC cache to sync). */
   async start(): Promise<void> {
     this.process.start();
     await Promise.race([
       this.process.failOnExit(),
-      waitFor('dify-guard /readyz', async () => (await healthGet(this.healthPort, '/readyz')) === 200 ? true : undefined,
-        { timeoutMs: 60_000, intervalMs: 150 }),
+      waitFor(
+        'dify-guard /readyz',
+        async () => ((await healthGet(this.healthPort, '/readyz')) === 200 ? true : undefined),
+        { timeoutMs: 60_000, intervalMs: 150 },
+      ),
     ]);
   }
 
   /** SIGTERM (graceful shutdown), as Kubernetes stops a pod. */
-  async stopProcess(): Promise<void> { await this.process.stop(15_000); }
+  async stopProcess(): Promise<void> {
+    await this.process.stop(15_000);
+  }
 
   /**
    * POSTs an AdmissionReview straight to the webhook over HTTPS (verifying its certificate against
    * the CA), as an API server would; for moments when no API server is up to send it.
    */
   review(path: string, admissionRequest: JsonLine): Promise<JsonLine> {
-    const body = JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: admissionRequest });
+    const body = JSON.stringify({
+      apiVersion: 'admission.k8s.io/v1',
+      kind: 'AdmissionReview',
+      request: admissionRequest,
+    });
     return new Promise((resolve, reject) => {
-      const req = httpsRequest({
-        host: '127.0.0.1', port: this.port, path, method: 'POST', ca: readFileSync(this.certs.caFile),
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: 10_000,
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          if (res.statusCode !== 200) { reject(new Error(`POST ${path}: ${res.statusCode} ${text}`)); return; }
-          resolve((JSON.parse(text) as { response: JsonLine }).response);
-        });
-      });
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: this.port,
+          path,
+          method: 'POST',
+          ca: readFileSync(this.certs.caFile),
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+          timeout: 10_000,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            if (res.statusCode !== 200) {
+              reject(new Error(`POST ${path}: ${res.statusCode} ${text}`));
+              return;
+            }
+            resolve((JSON.parse(text) as { response: JsonLine }).response);
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(new Error(`POST ${path} timed out`)));
       req.on('error', reject);
       req.end(body);
@@ -146,7 +182,9 @@ export class DifyGuard {
   }
 
   /** GET on the plain-HTTP health port: /healthz, /readyz or /metrics. */
-  health(path: string): Promise<number> { return healthGet(this.healthPort, path); }
+  health(path: string): Promise<number> {
+    return healthGet(this.healthPort, path);
+  }
 
   /** The value of one unlabelled gauge from /metrics (e.g. dify_guard_pvc_cache_synced). */
   async gauge(name: string): Promise<number | undefined> {
@@ -160,7 +198,11 @@ export class DifyGuard {
     const lines: JsonLine[] = [];
     for (const line of this.process.log().split('\n')) {
       if (!line.startsWith('{')) continue;
-      try { lines.push(JSON.parse(line) as JsonLine); } catch { /* a line cut by a crash */ }
+      try {
+        lines.push(JSON.parse(line) as JsonLine);
+      } catch {
+        /* a line cut by a crash */
+      }
     }
     return lines;
   }
@@ -178,7 +220,11 @@ export class DifyGuard {
 }
 
 /** Starts dify-guard for one test file and stops it in the file's teardown. */
-export async function startDifyGuard(t: TeardownHost, cp: ControlPlane, options: DifyGuardOptions = {}): Promise<DifyGuard> {
+export async function startDifyGuard(
+  t: TeardownHost,
+  cp: ControlPlane,
+  options: DifyGuardOptions = {},
+): Promise<DifyGuard> {
   const guard = await DifyGuard.start(cp, options);
   t.teardown(() => guard.stop());
   return guard;

@@ -43,22 +43,31 @@ export class GuardPods {
   private readonly leaving = new Map<string, Promise<void>>();
 
   /** `envOverrides`: what this machine maps differently from a cluster (e.g. no cluster DNS for Service names). */
-  constructor(private readonly cluster: Cluster, private readonly namespace: string,
-    private readonly envOverrides: NodeJS.ProcessEnv = {}) {}
+  constructor(
+    private readonly cluster: Cluster,
+    private readonly namespace: string,
+    private readonly envOverrides: NodeJS.ProcessEnv = {},
+  ) {}
 
   start(): void {
-    this.timer = setInterval(() => { void this.tick(); }, 200);
+    this.timer = setInterval(() => {
+      void this.tick();
+    }, 200);
   }
 
   /** Problems met while serving (e.g. a process that exited), for the test to assert there were none. */
-  problems(): string[] { return [...this.errors]; }
+  problems(): string[] {
+    return [...this.errors];
+  }
 
   private async tick(): Promise<void> {
     if (this.ticking) return;
     this.ticking = true;
     try {
       const selector = `${GUARD_POD_LABEL.label}=${GUARD_POD_LABEL.value}`;
-      const list = await this.cluster.rest.ok('GET', paths.pods(this.namespace), { query: { labelSelector: selector } });
+      const list = await this.cluster.rest.ok('GET', paths.pods(this.namespace), {
+        query: { labelSelector: selector },
+      });
       const pods = list.items as Json[];
       const live = new Set(pods.filter((p) => !meta(p).deletionTimestamp).map((p) => str(meta(p).uid)));
       for (const [uid, served] of this.byUid) if (!live.has(uid)) this.stopPod(uid, served);
@@ -74,13 +83,20 @@ export class GuardPods {
   /** A ready process whose pod was marked unready (e.g. by the node lifecycle controller) is marked Ready again, as a probe would. */
   private async reassertReady(pod: Json): Promise<void> {
     const served = this.byUid.get(str(meta(pod).uid));
-    const ready = (((pod.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).find((c) => c.type === 'Ready');
+    const ready = (((pod.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).find(
+      (c) => c.type === 'Ready',
+    );
     if (served?.ready && !served.stopped && ready?.status !== 'True') await this.markReady(pod);
   }
 
   private wanted(pod: Json): boolean {
     const status = (pod.status as Json | undefined) ?? {};
-    return !meta(pod).deletionTimestamp && status.phase === 'Running' && !!status.podIP && !this.byUid.has(str(meta(pod).uid));
+    return (
+      !meta(pod).deletionTimestamp &&
+      status.phase === 'Running' &&
+      !!status.podIP &&
+      !this.byUid.has(str(meta(pod).uid))
+    );
   }
 
   private stopPod(uid: string, served: ServedPod): void {
@@ -110,14 +126,29 @@ export class GuardPods {
     await this.leaving.get(served.ip);
     if (served.stopped) return;
     const process = new ManagedProcess({
-      name: `dify-guard-pod-${served.name}`, dir: this.cluster.cp.dir, cwd: repoRoot, command: globalThis.process.execPath,
-      args: guardArgs(), env,
+      name: `dify-guard-pod-${served.name}`,
+      dir: this.cluster.cp.dir,
+      cwd: repoRoot,
+      command: globalThis.process.execPath,
+      args: guardArgs(),
+      env,
     });
     served.process = process;
     process.start();
     const health = `http://${served.ip}:${env[SETTINGS.healthPort.env]}/readyz`;
-    await Promise.race([process.failOnExit(), waitFor(`${served.name} ${health}`, async () =>
-      (await fetch(health).then((r) => r.status).catch(() => 0)) === 200 ? true : undefined, { timeoutMs: 60_000, intervalMs: 150 })]);
+    await Promise.race([
+      process.failOnExit(),
+      waitFor(
+        `${served.name} ${health}`,
+        async () =>
+          (await fetch(health)
+            .then((r) => r.status)
+            .catch(() => 0)) === 200
+            ? true
+            : undefined,
+        { timeoutMs: 60_000, intervalMs: 150 },
+      ),
+    ]);
     if (served.stopped) return;
     await this.markReady(pod);
     served.ready = true;
@@ -154,19 +185,32 @@ export class GuardPods {
     const conditions = ['Ready', 'ContainersReady'].map((type) => ({ type, status: 'True', lastTransitionTime: now }));
     // The list is replaced, not merged: kept running with its image, as kwok wrote it (kubectl's READY counts running and ready).
     const containerStatuses = ((pod.spec as Json).containers as Json[]).map((c) => ({
-      name: c.name, image: c.image, ready: true, started: true, restartCount: 0, state: { running: { startedAt: now } },
+      name: c.name,
+      image: c.image,
+      ready: true,
+      started: true,
+      restartCount: 0,
+      state: { running: { startedAt: now } },
     }));
     await this.cluster.rest.ok('PATCH', `${paths.pod(this.namespace, str(meta(pod).name))}/status`, {
-      contentType: PATCH.strategic, body: { status: { conditions, containerStatuses } },
+      contentType: PATCH.strategic,
+      body: { status: { conditions, containerStatuses } },
     });
   }
 
   /** Ready processes right now. */
-  readyPods(): ServedPod[] { return this.served.filter((s) => s.ready && !s.stopped); }
+  readyPods(): ServedPod[] {
+    return this.served.filter((s) => s.ready && !s.stopped);
+  }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     while (this.ticking) await new Promise((r) => setTimeout(r, 50));
-    await Promise.all(this.served.map((s) => { s.stopped = true; return s.process?.stop(30_000); }));
+    await Promise.all(
+      this.served.map((s) => {
+        s.stopped = true;
+        return s.process?.stop(30_000);
+      }),
+    );
   }
 }

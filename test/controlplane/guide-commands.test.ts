@@ -27,7 +27,10 @@ export function commandsAfter(marker: string): string[] {
   if (at < 0) throw new Error(`chart/README.md has no "${marker}" any more`);
   const block = /```bash\n([\s\S]*?)\n\s*```/.exec(readme.slice(at));
   if (!block) throw new Error(`no bash block after "${marker}" in chart/README.md`);
-  return (block[1] as string).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  return (block[1] as string)
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
 }
 
 const password = testSecret();
@@ -35,9 +38,15 @@ const secretKey = testSecret();
 const pg = await startPostgres({ user: 'dify', database: 'dify', password });
 t.teardown(() => pg.stop());
 const cluster = await startCluster(t, {
-  name: 'guide-commands', servedPods: GUARD_POD_LABEL,
-  execs: [{ namespace, pod: `${expandName(contract.names.postgresql, release)}-0`,
-    env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` } }],
+  name: 'guide-commands',
+  servedPods: GUARD_POD_LABEL,
+  execs: [
+    {
+      namespace,
+      pod: `${expandName(contract.names.postgresql, release)}-0`,
+      env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` },
+    },
+  ],
 });
 const guards = new GuardPods(cluster, namespace);
 guards.start();
@@ -52,18 +61,28 @@ const shellEnv = { ...cp.env(), PATH: `${binDir()}:${process.env.PATH ?? ''}` };
 const typed = (line: string, extra: Record<string, string> = {}, cwd = chartDir): Promise<CommandResult> =>
   run('bash', ['-c', line], { cwd, env: { ...shellEnv, ...extra }, timeoutMs: 300_000, captureStdout: true });
 const job = (): Promise<Json> => rest.ok('GET', `/apis/batch/v1/namespaces/${namespace}/jobs/${jobName}`);
-const complete = (j: Json): boolean => (((j.status as Json | undefined)?.conditions as Json[] | undefined) ?? [])
-  .some((c) => c.type === 'Complete' && c.status === 'True');
+const complete = (j: Json): boolean =>
+  (((j.status as Json | undefined)?.conditions as Json[] | undefined) ?? []).some(
+    (c) => c.type === 'Complete' && c.status === 'True',
+  );
 const uid = (o: Json): string => String((o.metadata as Json).uid);
 /** The Job's pods, created by the Job controller (owner reference to this Job). */
-const jobPods = async (j: Json): Promise<Json[]> => ((await rest.ok('GET', `/api/v1/namespaces/${namespace}/pods`,
-  { query: { labelSelector: `job-name=${jobName}` } })).items as Json[])
-  .filter((p) => (((p.metadata as Json).ownerReferences as Json[] | undefined) ?? [])
-    .some((o) => o.uid === uid(j) && o.controller === true));
+const jobPods = async (j: Json): Promise<Json[]> =>
+  (
+    (await rest.ok('GET', `/api/v1/namespaces/${namespace}/pods`, { query: { labelSelector: `job-name=${jobName}` } }))
+      .items as Json[]
+  ).filter((p) =>
+    (((p.metadata as Json).ownerReferences as Json[] | undefined) ?? []).some(
+      (o) => o.uid === uid(j) && o.controller === true,
+    ),
+  );
 
 let firstJob: Json = {};
 t.test('./deploy.sh --image-tag 1.11.4 installs; the real Job controller runs the hook Job', async (t) => {
-  const res = await typed('./deploy.sh --image-tag 1.11.4', { POSTGRES_PASSWORD: password, DIFY_SECRET_KEY: secretKey });
+  const res = await typed('./deploy.sh --image-tag 1.11.4', {
+    POSTGRES_PASSWORD: password,
+    DIFY_SECRET_KEY: secretKey,
+  });
   t.equal(res.status, 0, `deploy.sh exits 0\n${res.stderr.slice(-2000)}`);
   t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
   t.match(res.stderr, 'helm が完了しました', 'deploy.sh says helm finished');
@@ -71,52 +90,100 @@ t.test('./deploy.sh --image-tag 1.11.4 installs; the real Job controller runs th
   t.ok(complete(firstJob), 'Job dify-db-migration Complete');
   t.equal((await jobPods(firstJob)).length, 1, 'one pod, owned by the Job (the Job controller made it)');
   // helm waits only for the hook Job; the operator's commands come once the rollouts are done (kubectl rollout status).
-  await waitFor('every Deployment rolled out', async () => {
-    const list = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
-    return list.length > 0 && list.every((d) => (d.status as Json).readyReplicas === (d.spec as Json).replicas) ? true : undefined;
-  }, { timeoutMs: 180_000 });
+  await waitFor(
+    'every Deployment rolled out',
+    async () => {
+      const list = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
+      return list.length > 0 && list.every((d) => (d.status as Json).readyReplicas === (d.spec as Json).replicas)
+        ? true
+        : undefined;
+    },
+    { timeoutMs: 180_000 },
+  );
 });
 
 t.test('確認コマンド, as chart/README.md gives them', async (t) => {
   const commands = commandsAfter('## 確認コマンド');
   t.equal(commands.length, 9, 'nine commands in the block (a changed block needs its expectations here)');
   const expected: Array<[RegExp, (r: CommandResult) => void]> = [
-    [/^kubectl get pods -n dify$/, (r) => {
-      t.match(r.stdout, /dify-postgresql-0\s+1\/1\s+Running/, 'dify-postgresql-0 Running');
-      t.match(r.stdout, /dify-api-\S+\s+1\/1\s+Running/, 'an api pod Running');
-      t.match(r.stdout, /dify-db-migration-\S+\s+0\/1\s+Completed/, 'the migration pod Completed');
-    }],
-    [/^kubectl get deploy,po,svc/, (r) => {
-      t.match(r.stdout, /deployment\.apps\/dify-plugin-daemon\s+1\/1/, 'the plugin daemon Deployment ready');
-      t.match(r.stdout, /service\/dify-plugin-daemon\s+ClusterIP/, 'and its Service');
-    }],
-    [/^kubectl get jobs -n dify$/, (r) => t.match(r.stdout, /dify-db-migration\s+Complete\s+1\/1/, 'the Job Complete, 1/1')],
-    [/^kubectl logs -n dify job\/dify-db-migration$/, (r) => t.equal(r.stdout.trim(), SIMULATED_CONTAINER_LOG,
-      'kwok serves its simulated container log: no migration ran')],
-    [/^kubectl exec -n dify dify-postgresql-0 -- psql/, (r) => t.equal(r.stdout, ' tablename \n-----------\n(0 rows)\n\n',
-      'psql on the real PostgreSQL: no tables (the migration is simulated)')],
-    [/^kubectl logs -n dify -l app=dify-plugin-daemon$/, (r) => t.equal(r.stdout.trim(), SIMULATED_CONTAINER_LOG, 'simulated log')],
-    [/curl -s http:\/\/localhost:5002\/health\/check$/, (r) => {
-      t.not(r.status, 0, 'the health check is not simulated: no exec is mapped for the plugin daemon pod');
-      t.match(r.stderr, /dify-plugin-daemon-/, 'the $(kubectl get pods ...) part found the pod');
-    }],
-    [/^kubectl get pods -n dify -l app.kubernetes.io\/name=dify-guard$/, (r) =>
-      t.equal([...r.stdout.matchAll(/dify-guard-\S+\s+1\/1\s+Running/g)].length, 2, 'two dify-guard pods Ready (real processes)')],
-    [/^kubectl get events -n dify --field-selector involvedObject.name=dify-postgresql$/, (r) =>
-      t.match(r.stdout, /statefulset\/dify-postgresql\s+Create Claim data-dify-postgresql-0/, 'the StatefulSet controller made the PVC')],
+    [
+      /^kubectl get pods -n dify$/,
+      (r) => {
+        t.match(r.stdout, /dify-postgresql-0\s+1\/1\s+Running/, 'dify-postgresql-0 Running');
+        t.match(r.stdout, /dify-api-\S+\s+1\/1\s+Running/, 'an api pod Running');
+        t.match(r.stdout, /dify-db-migration-\S+\s+0\/1\s+Completed/, 'the migration pod Completed');
+      },
+    ],
+    [
+      /^kubectl get deploy,po,svc/,
+      (r) => {
+        t.match(r.stdout, /deployment\.apps\/dify-plugin-daemon\s+1\/1/, 'the plugin daemon Deployment ready');
+        t.match(r.stdout, /service\/dify-plugin-daemon\s+ClusterIP/, 'and its Service');
+      },
+    ],
+    [
+      /^kubectl get jobs -n dify$/,
+      (r) => t.match(r.stdout, /dify-db-migration\s+Complete\s+1\/1/, 'the Job Complete, 1/1'),
+    ],
+    [
+      /^kubectl logs -n dify job\/dify-db-migration$/,
+      (r) =>
+        t.equal(r.stdout.trim(), SIMULATED_CONTAINER_LOG, 'kwok serves its simulated container log: no migration ran'),
+    ],
+    [
+      /^kubectl exec -n dify dify-postgresql-0 -- psql/,
+      (r) =>
+        t.equal(
+          r.stdout,
+          ' tablename \n-----------\n(0 rows)\n\n',
+          'psql on the real PostgreSQL: no tables (the migration is simulated)',
+        ),
+    ],
+    [
+      /^kubectl logs -n dify -l app=dify-plugin-daemon$/,
+      (r) => t.equal(r.stdout.trim(), SIMULATED_CONTAINER_LOG, 'simulated log'),
+    ],
+    [
+      /curl -s http:\/\/localhost:5002\/health\/check$/,
+      (r) => {
+        t.not(r.status, 0, 'the health check is not simulated: no exec is mapped for the plugin daemon pod');
+        t.match(r.stderr, /dify-plugin-daemon-/, 'the $(kubectl get pods ...) part found the pod');
+      },
+    ],
+    [
+      /^kubectl get pods -n dify -l app.kubernetes.io\/name=dify-guard$/,
+      (r) =>
+        t.equal(
+          [...r.stdout.matchAll(/dify-guard-\S+\s+1\/1\s+Running/g)].length,
+          2,
+          'two dify-guard pods Ready (real processes)',
+        ),
+    ],
+    [
+      /^kubectl get events -n dify --field-selector involvedObject.name=dify-postgresql$/,
+      (r) =>
+        t.match(
+          r.stdout,
+          /statefulset\/dify-postgresql\s+Create Claim data-dify-postgresql-0/,
+          'the StatefulSet controller made the PVC',
+        ),
+    ],
   ];
   for (const line of commands) {
     const r = await typed(line);
     const check = expected.find(([re]) => re.test(line));
-    if (!check) { t.fail(`no expectation for: ${line}`); continue; }
+    if (!check) {
+      t.fail(`no expectation for: ${line}`);
+      continue;
+    }
     if (!/curl -s/.test(line)) t.equal(r.status, 0, `${line}: exit 0\n${r.stderr}`);
     check[1](r);
   }
 });
 
-t.test('トラブルシューティング: the init container\'s log and the PostgreSQL pod', async (t) => {
+t.test("トラブルシューティング: the init container's log and the PostgreSQL pod", async (t) => {
   const init = await typed('kubectl logs -n dify job/dify-db-migration -c wait-for-postgresql');
-  t.equal(init.stdout.trim(), SIMULATED_CONTAINER_LOG, 'kwok serves the init container\'s simulated log');
+  t.equal(init.stdout.trim(), SIMULATED_CONTAINER_LOG, "kwok serves the init container's simulated log");
   const pod = await typed('kubectl get pods -n dify dify-postgresql-0');
   t.match(pod.stdout, /dify-postgresql-0\s+1\/1\s+Running/, 'PostgreSQL pod Running');
   const helm = await typed('helm status dify -n dify');
@@ -124,7 +191,10 @@ t.test('トラブルシューティング: the init container\'s log and the Pos
 });
 
 t.test('deploy.sh again with the same password: an upgrade, the hook Job re-run by the Job controller', async (t) => {
-  const res = await typed('./deploy.sh --image-tag 1.11.4', { POSTGRES_PASSWORD: password, DIFY_SECRET_KEY: secretKey });
+  const res = await typed('./deploy.sh --image-tag 1.11.4', {
+    POSTGRES_PASSWORD: password,
+    DIFY_SECRET_KEY: secretKey,
+  });
   t.equal(res.status, 0, `deploy.sh exits 0\n${res.stderr.slice(-2000)}`);
   t.match(res.stdout, /REVISION: 2/, 'revision 2');
   const next = await job();
@@ -135,7 +205,10 @@ t.test('deploy.sh again with the same password: an upgrade, the hook Job re-run 
 });
 
 t.test('deploy.sh with another password: refused in Japanese before helm runs', async (t) => {
-  const res = await typed('./deploy.sh --image-tag 1.11.4', { POSTGRES_PASSWORD: testSecret(), DIFY_SECRET_KEY: secretKey });
+  const res = await typed('./deploy.sh --image-tag 1.11.4', {
+    POSTGRES_PASSWORD: testSecret(),
+    DIFY_SECRET_KEY: secretKey,
+  });
   t.not(res.status, 0, 'deploy.sh fails');
   t.match(res.stderr, /^エラー: /m, 'an error in Japanese');
   t.match(res.stderr, 'dify-postgresql', 'naming the Secret');
@@ -145,7 +218,11 @@ t.test('deploy.sh with another password: refused in Japanese before helm runs', 
 
 t.test('Job を再実行, as chart/README.md gives it', async (t) => {
   const commands = commandsAfter('2. Job を再実行');
-  t.same(commands, ['kubectl delete job -n dify dify-db-migration', 'helm upgrade dify . -n dify --reuse-values'], 'the two commands');
+  t.same(
+    commands,
+    ['kubectl delete job -n dify dify-db-migration', 'helm upgrade dify . -n dify --reuse-values'],
+    'the two commands',
+  );
   const deleted = await typed(commands[0] as string);
   t.equal(deleted.status, 0, deleted.stderr);
   t.match(deleted.stdout, 'job.batch "dify-db-migration" deleted');

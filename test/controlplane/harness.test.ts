@@ -29,8 +29,14 @@ t.test('a control plane on loopback', async (t) => {
     const rest = cp.rest({ name: 'alice', groups: ['system:masters'] });
     const res = await rest.create(paths.secrets('smoke'), { metadata: { name: 'audited' }, stringData: { k: 'v' } });
     t.equal(res.status, 201);
-    const event = await cp.waitForAuditEvent('create secret smoke/audited', (e) =>
-      e.verb === 'create' && e.objectRef?.resource === 'secrets' && e.objectRef.name === 'audited' && e.stage === 'ResponseComplete');
+    const event = await cp.waitForAuditEvent(
+      'create secret smoke/audited',
+      (e) =>
+        e.verb === 'create' &&
+        e.objectRef?.resource === 'secrets' &&
+        e.objectRef.name === 'audited' &&
+        e.stage === 'ResponseComplete',
+    );
     t.equal(event.user.username, 'alice');
     t.equal(event.responseStatus?.code, 201);
     t.notOk('requestObject' in event, 'Metadata level: no request body in the log');

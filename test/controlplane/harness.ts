@@ -63,7 +63,10 @@ current-context: dify-guard-test
 `;
 }
 
-function probe(url: string, tls?: { ca: Buffer; cert: Buffer; key: Buffer }): Promise<{ status: number; body: string }> {
+function probe(
+  url: string,
+  tls?: { ca: Buffer; cert: Buffer; key: Buffer },
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const send = url.startsWith('https:') ? request : httpRequest;
     const req = send(url, { method: 'GET', timeout: 2000, ...(tls ?? {}) }, (res) => {
@@ -117,30 +120,46 @@ export class ControlPlane {
     writeFileSync(auditPolicyPath, auditPolicy);
     const peer = `http://127.0.0.1:${etcdPeer}`;
     this.etcd = new ManagedProcess({
-      name: 'etcd', dir, command: binary('etcd'),
+      name: 'etcd',
+      dir,
+      command: binary('etcd'),
       args: [
-        '--name=test', `--data-dir=${join(dir, 'etcd-data')}`,
-        `--listen-client-urls=${this.etcdUrl}`, `--advertise-client-urls=${this.etcdUrl}`,
-        `--listen-peer-urls=${peer}`, `--initial-advertise-peer-urls=${peer}`, `--initial-cluster=test=${peer}`,
-        '--unsafe-no-fsync=true', '--log-level=warn',
+        '--name=test',
+        `--data-dir=${join(dir, 'etcd-data')}`,
+        `--listen-client-urls=${this.etcdUrl}`,
+        `--advertise-client-urls=${this.etcdUrl}`,
+        `--listen-peer-urls=${peer}`,
+        `--initial-advertise-peer-urls=${peer}`,
+        `--initial-cluster=test=${peer}`,
+        '--unsafe-no-fsync=true',
+        '--log-level=warn',
       ],
     });
     this.apiServer = new ManagedProcess({
-      name: 'kube-apiserver', dir, command: binary('kube-apiserver'),
+      name: 'kube-apiserver',
+      dir,
+      command: binary('kube-apiserver'),
       args: [
         `--etcd-servers=${this.etcdUrl}`,
-        `--tls-cert-file=${this.pki.serving.certFile}`, `--tls-private-key-file=${this.pki.serving.keyFile}`,
-        `--secure-port=${secure}`, '--bind-address=127.0.0.1',
+        `--tls-cert-file=${this.pki.serving.certFile}`,
+        `--tls-private-key-file=${this.pki.serving.keyFile}`,
+        `--secure-port=${secure}`,
+        '--bind-address=127.0.0.1',
         // Advertising loopback works on a machine without a default route; loopback is not a valid
         // Endpoints address, so the endpoint reconciler is off (the "kubernetes" Service has none).
-        '--advertise-address=127.0.0.1', '--endpoint-reconciler-type=none',
-        '--service-cluster-ip-range=10.0.0.0/24', '--allow-privileged=true',
-        ...(options.serviceAccountAdmission ? [] : ['--disable-admission-plugins=ServiceAccount']), '--authorization-mode=RBAC',
+        '--advertise-address=127.0.0.1',
+        '--endpoint-reconciler-type=none',
+        '--service-cluster-ip-range=10.0.0.0/24',
+        '--allow-privileged=true',
+        ...(options.serviceAccountAdmission ? [] : ['--disable-admission-plugins=ServiceAccount']),
+        '--authorization-mode=RBAC',
         `--service-account-issuer=${this.server}/`,
         `--service-account-key-file=${this.pki.serviceAccountPublicKeyFile}`,
         `--service-account-signing-key-file=${this.pki.serviceAccountKeyFile}`,
         `--client-ca-file=${this.pki.clientCaFile}`,
-        `--audit-policy-file=${auditPolicyPath}`, `--audit-log-path=${this.auditLogPath}`, '--audit-log-mode=blocking',
+        `--audit-policy-file=${auditPolicyPath}`,
+        `--audit-log-path=${this.auditLogPath}`,
+        '--audit-log-mode=blocking',
         ...(options.apiServerArgs?.(this.pki) ?? []),
       ],
     });
@@ -158,7 +177,10 @@ export class ControlPlane {
       return cp;
     } catch (err) {
       if (cp) await cp.stop();
-      else { for (const p of ports) p.release(); tmp.release(); }
+      else {
+        for (const p of ports) p.release();
+        tmp.release();
+      }
       throw err;
     }
   }
@@ -167,14 +189,20 @@ export class ControlPlane {
     this.etcd.start();
     await Promise.race([
       this.etcd.failOnExit(),
-      waitFor('etcd /health', async () => {
-        const r = await probe(`${this.etcdUrl}/health`);
-        return r.status === 200 && /"health":"true"/.test(r.body) ? true : undefined;
-      }, { timeoutMs: 30_000 }),
+      waitFor(
+        'etcd /health',
+        async () => {
+          const r = await probe(`${this.etcdUrl}/health`);
+          return r.status === 200 && /"health":"true"/.test(r.body) ? true : undefined;
+        },
+        { timeoutMs: 30_000 },
+      ),
     ]);
   }
 
-  async stopEtcd(): Promise<void> { await this.etcd.stop(); }
+  async stopEtcd(): Promise<void> {
+    await this.etcd.stop();
+  }
 
   async startApiServer(): Promise<void> {
     this.apiServer.start();
@@ -185,14 +213,20 @@ export class ControlPlane {
     };
     await Promise.race([
       this.apiServer.failOnExit(),
-      waitFor('kube-apiserver /readyz', async () => {
-        const r = await probe(`${this.server}/readyz`, tls);
-        return r.status === 200 ? true : undefined;
-      }, { timeoutMs: 90_000, intervalMs: 200 }),
+      waitFor(
+        'kube-apiserver /readyz',
+        async () => {
+          const r = await probe(`${this.server}/readyz`, tls);
+          return r.status === 200 ? true : undefined;
+        },
+        { timeoutMs: 90_000, intervalMs: 200 },
+      ),
     ]);
   }
 
-  async stopApiServer(): Promise<void> { await this.apiServer.stop(); }
+  async stopApiServer(): Promise<void> {
+    await this.apiServer.stop();
+  }
 
   /** Stops and starts kube-apiserver on the same port with the same etcd data, as a restart in a cluster would. */
   async restartApiServer(): Promise<void> {
@@ -209,9 +243,13 @@ export class ControlPlane {
 
   /** A raw JSON client as admin (system:masters), or as another user signed by the client CA. */
   rest(user?: { name: string; groups: string[] }): KubeRest {
-    const cert = user ? issueClientCert(join(this.dir, 'pki'), user.name, user.groups) : { certFile: this.pki.adminCertFile, keyFile: this.pki.adminKeyFile };
+    const cert = user
+      ? issueClientCert(join(this.dir, 'pki'), user.name, user.groups)
+      : { certFile: this.pki.adminCertFile, keyFile: this.pki.adminKeyFile };
     return new KubeRest(this.server, {
-      ca: readFileSync(this.pki.serving.caFile), cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile),
+      ca: readFileSync(this.pki.serving.caFile),
+      cert: readFileSync(cert.certFile),
+      key: readFileSync(cert.keyFile),
     });
   }
 
@@ -240,7 +278,9 @@ export class ControlPlane {
   /** Every audit event written so far (the log is written synchronously: --audit-log-mode=blocking). */
   auditEvents(): AuditEvent[] {
     if (!existsSync(this.auditLogPath)) return [];
-    return readFileSync(this.auditLogPath, 'utf8').split('\n').filter((l) => l.startsWith('{'))
+    return readFileSync(this.auditLogPath, 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as AuditEvent);
   }
 
@@ -252,7 +292,11 @@ export class ControlPlane {
   /** The ResponseComplete audit event of one request, by the Audit-Id header of its response. */
   auditEventOf(auditId: string, timeoutMs = 15_000): Promise<AuditEvent> {
     if (!auditId) throw new Error('the response carried no Audit-Id header');
-    return this.waitForAuditEvent(`auditID ${auditId}`, (e) => e.auditID === auditId && e.stage === 'ResponseComplete', timeoutMs);
+    return this.waitForAuditEvent(
+      `auditID ${auditId}`,
+      (e) => e.auditID === auditId && e.stage === 'ResponseComplete',
+      timeoutMs,
+    );
   }
 
   /** The last lines of each process's output, for a failing test's report. */

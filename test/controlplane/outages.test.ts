@@ -13,9 +13,15 @@ import { SECRET_WEBHOOK, base64, ensureNamespace, startStack } from './stack.js'
 const stack = await startStack(t, 'outages');
 const { cp, guard, rest } = stack;
 
-interface Release { release: string; namespace: string; secret: string; pvc: string }
+interface Release {
+  release: string;
+  namespace: string;
+  secret: string;
+  pvc: string;
+}
 const releaseIn = (release: string, namespace: string): Release => ({
-  release, namespace,
+  release,
+  namespace,
   secret: expandName(contract.names.postgresqlSecret, release),
   pvc: expandName(contract.names.postgresqlPvc, release),
 });
@@ -26,7 +32,11 @@ const teamB = releaseIn('team-b', 'team-b');
 for (const r of [dify, teamB]) {
   await ensureNamespace(rest, r.namespace);
   const valuesFile = writeValues(cp.dir, r.release, testValues({ url: guard.url(''), caBundle: guard.caBundle }));
-  const secret = findObject(await renderChart({ release: r.release, namespace: r.namespace, valuesFile, home: cp.dir }), 'Secret', r.secret);
+  const secret = findObject(
+    await renderChart({ release: r.release, namespace: r.namespace, valuesFile, home: cp.dir }),
+    'Secret',
+    r.secret,
+  );
   const res = await rest.create(paths.secrets(r.namespace), secret);
   if (res.status !== 201) throw new Error(`Secret ${r.secret}: ${res.status} ${String(res.body.message)}`);
 }
@@ -44,7 +54,10 @@ const expectDecision = (r: Release, status: number, what: string): Promise<true>
   waitFor(what, async () => ((await dryRunChange(r)) === status ? true : undefined), { timeoutMs: 30_000 });
 
 async function createPvc(r: Release): Promise<void> {
-  const res = await rest.create(paths.pvcs(r.namespace), pvcManifest(r.pvc, { labels: { [LABELS.instance]: r.release } }));
+  const res = await rest.create(
+    paths.pvcs(r.namespace),
+    pvcManifest(r.pvc, { labels: { [LABELS.instance]: r.release } }),
+  );
   if (res.status !== 201) throw new Error(`PVC ${r.pvc}: ${res.status}`);
 }
 
@@ -71,9 +84,13 @@ async function reviewRequest(r: Release, changePassword: boolean): Promise<Json>
     kind: { group: '', version: 'v1', kind: 'Secret' },
     resource: { group: '', version: 'v1', resource: 'secrets' },
     requestKind: { group: '', version: 'v1', kind: 'Secret' },
-    name: r.secret, namespace: r.namespace, operation: 'UPDATE',
+    name: r.secret,
+    namespace: r.namespace,
+    operation: 'UPDATE',
     userInfo: { username: 'admin', groups: ['system:masters', 'system:authenticated'] },
-    object, oldObject, dryRun: false,
+    object,
+    oldObject,
+    dryRun: false,
     options: { apiVersion: 'meta.k8s.io/v1', kind: 'UpdateOptions' },
   };
 }
@@ -99,10 +116,17 @@ t.test('the cache recovers after the API server restarts', async (t) => {
   const change = await reviewRequest(dify, true);
   const touch = await reviewRequest(dify, false);
   await cp.stopApiServer();
-  await waitFor('dify-guard to see its PVC watch broken', async () => ((await guard.gauge('dify_guard_pvc_cache_synced')) === 0 ? true : undefined),
-    { timeoutMs: 60_000 });
+  await waitFor(
+    'dify-guard to see its PVC watch broken',
+    async () => ((await guard.gauge('dify_guard_pvc_cache_synced')) === 0 ? true : undefined),
+    { timeoutMs: 60_000 },
+  );
   t.equal(await guard.health('/healthz'), 200, 'still alive');
-  t.equal(await guard.health('/readyz'), 200, 'still ready: a watch broken after the first sync keeps the replica in the Service');
+  t.equal(
+    await guard.health('/readyz'),
+    200,
+    'still ready: a watch broken after the first sync keeps the replica in the Service',
+  );
 
   const refused = await guard.review(contract.webhook.validateSecretsPath, change);
   t.equal(refused.allowed, false, 'while the PVC state is unknown a password change is refused (fail closed)');
@@ -114,7 +138,11 @@ t.test('the cache recovers after the API server restarts', async (t) => {
   await cp.startApiServer();
   // Changed while dify-guard's watch is still reconnecting: the relist must bring it in.
   await deletePvc(teamB);
-  await waitFor('dify-guard PVC cache synced again', async () => ((await guard.gauge('dify_guard_pvc_cache_synced')) === 1 ? true : undefined), { timeoutMs: 90_000 });
+  await waitFor(
+    'dify-guard PVC cache synced again',
+    async () => ((await guard.gauge('dify_guard_pvc_cache_synced')) === 1 ? true : undefined),
+    { timeoutMs: 90_000 },
+  );
 
   const res = await rest.patch(paths.secret(dify.namespace, dify.secret), 'merge', passwordPatch());
   t.equal(res.status, 403, 'after the restart the PVC in dify still blocks a password change');
@@ -134,40 +162,83 @@ async function assertCreated(t: Test, path: string, body: Json, what: string): P
 
 t.test('with dify-guard stopped, password changes are refused and everything else goes on', async (t) => {
   await guard.stopProcess();
-  t.teardown(async () => { if (!guard.process.running) await guard.start(); });
+  t.teardown(async () => {
+    if (!guard.process.running) await guard.start();
+  });
 
   const before = await rest.ok('GET', paths.secret(dify.namespace, dify.secret));
   const res = await rest.patch(paths.secret(dify.namespace, dify.secret), 'merge', passwordPatch());
   t.not(res.status, 200, 'a password change under the PVC is refused');
-  t.match(String(res.body.message), `failed calling webhook "${SECRET_WEBHOOK}"`, 'the API server says the guard could not be called');
-  t.same((await rest.ok('GET', paths.secret(dify.namespace, dify.secret))).data, before.data, 'the Secret is unchanged');
+  t.match(
+    String(res.body.message),
+    `failed calling webhook "${SECRET_WEBHOOK}"`,
+    'the API server says the guard could not be called',
+  );
+  t.same(
+    (await rest.ok('GET', paths.secret(dify.namespace, dify.secret))).data,
+    before.data,
+    'the Secret is unchanged',
+  );
   const noPvc = await rest.patch(paths.secret(teamB.namespace, teamB.secret), 'merge', passwordPatch());
   t.not(noPvc.status, 200, 'even without a PVC: the guard cannot be asked, so it fails closed');
 
-  await assertCreated(t, paths.secrets(dify.namespace), { metadata: { name: 'unrelated' }, stringData: { k: 'v' } },
-    'an unrelated Secret in the Dify namespace is created normally');
+  await assertCreated(
+    t,
+    paths.secrets(dify.namespace),
+    { metadata: { name: 'unrelated' }, stringData: { k: 'v' } },
+    'an unrelated Secret in the Dify namespace is created normally',
+  );
   await ensureNamespace(rest, 'other');
-  await assertCreated(t, paths.secrets('other'), {
-    metadata: { name: 'lookalike', labels: { [LABELS.name]: 'not-dify', [LABELS.component]: contract.components.postgresql } },
-    stringData: { [SECRET_KEYS.postgresPassword]: randomSecret() },
-  }, 'a Secret of another application is created normally');
-  await assertCreated(t, paths.pods(dify.namespace), {
-    metadata: { generateName: 'web-server-', labels: { app: 'web-server' } },
-    spec: { containers: [{ name: 'app', image: 'example.com/app:1', env: [{ name: contract.env.migrationEnabled, value: 'true' }] }] },
-  }, 'a non-Dify pod is created normally');
+  await assertCreated(
+    t,
+    paths.secrets('other'),
+    {
+      metadata: {
+        name: 'lookalike',
+        labels: { [LABELS.name]: 'not-dify', [LABELS.component]: contract.components.postgresql },
+      },
+      stringData: { [SECRET_KEYS.postgresPassword]: randomSecret() },
+    },
+    'a Secret of another application is created normally',
+  );
+  await assertCreated(
+    t,
+    paths.pods(dify.namespace),
+    {
+      metadata: { generateName: 'web-server-', labels: { app: 'web-server' } },
+      spec: {
+        containers: [
+          { name: 'app', image: 'example.com/app:1', env: [{ name: contract.env.migrationEnabled, value: 'true' }] },
+        ],
+      },
+    },
+    'a non-Dify pod is created normally',
+  );
   const difyPod = await rest.create(paths.pods(dify.namespace), {
     metadata: {
       generateName: 'dify-api-',
-      labels: { [LABELS.name]: contract.values.difyName, [LABELS.instance]: dify.release, [LABELS.component]: contract.components.api },
+      labels: {
+        [LABELS.name]: contract.values.difyName,
+        [LABELS.instance]: dify.release,
+        [LABELS.component]: contract.components.api,
+      },
     },
     spec: { containers: [{ name: 'api', image: 'example.com/api:1' }] },
   });
-  t.not(difyPod.status, 201, 'a Dify api pod is not created unchecked (the chart\'s default pods failurePolicy is Fail)');
+  t.not(
+    difyPod.status,
+    201,
+    "a Dify api pod is not created unchecked (the chart's default pods failurePolicy is Fail)",
+  );
   const updated = await rest.patch(paths.secret(dify.namespace, 'unrelated'), 'merge', { stringData: { k: 'w' } });
   t.equal(updated.status, 200, 'an unrelated Secret is updated normally');
 
   await guard.start();
   const back = await rest.patch(paths.secret(dify.namespace, dify.secret), 'merge', passwordPatch());
   t.equal(back.status, 403, 'dify-guard back: the change is refused by dify-guard itself');
-  t.match(String(back.body.message), `kubectl delete pvc -n ${dify.namespace} ${dify.pvc}`, 'with the operator message');
+  t.match(
+    String(back.body.message),
+    `kubectl delete pvc -n ${dify.namespace} ${dify.pvc}`,
+    'with the operator message',
+  );
 });

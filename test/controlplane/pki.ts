@@ -12,8 +12,11 @@ const openssl = (args: string[], cwd: string): void => {
 
 /** Runs certs/generate.sh: DIR/ca.crt, ca.key, tls.crt, tls.key with SANs localhost and 127.0.0.1. */
 export function generateServingCert(dir: string, service: string, namespace: string): ServingCert {
-  execFileSync('bash', [join(repoRoot, 'certs/generate.sh'), '--out', dir, '--service', service, '--namespace', namespace],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync(
+    'bash',
+    [join(repoRoot, 'certs/generate.sh'), '--out', dir, '--service', service, '--namespace', namespace],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   return { dir, caFile: join(dir, 'ca.crt'), certFile: join(dir, 'tls.crt'), keyFile: join(dir, 'tls.key') };
 }
 
@@ -42,9 +45,31 @@ export function issueClientCert(dir: string, user: string, groups: string[]): { 
   const subject = [...groups.map((g) => `/O=${g}`), `/CN=${user}`].join('');
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', key], dir);
   openssl(['req', '-new', '-key', key, '-subj', subject, '-out', csr], dir);
-  writeFileSync(join(dir, ext), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n');
-  openssl(['x509', '-req', '-in', csr, '-CA', 'client-ca.crt', '-CAkey', 'client-ca.key', '-CAcreateserial',
-    '-days', '7', '-sha256', '-extfile', ext, '-out', crt], dir);
+  writeFileSync(
+    join(dir, ext),
+    'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n',
+  );
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      'client-ca.crt',
+      '-CAkey',
+      'client-ca.key',
+      '-CAcreateserial',
+      '-days',
+      '7',
+      '-sha256',
+      '-extfile',
+      ext,
+      '-out',
+      crt,
+    ],
+    dir,
+  );
   return { certFile: join(dir, crt), keyFile: join(dir, key) };
 }
 
@@ -52,8 +77,27 @@ export function generateControlPlanePki(dir: string): ControlPlanePki {
   mkdirSync(dir, { recursive: true });
   const serving = generateServingCert(join(dir, 'serving'), 'kubernetes', 'default');
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'client-ca.key'], dir);
-  openssl(['req', '-x509', '-new', '-key', 'client-ca.key', '-sha256', '-days', '7', '-subj', '/CN=dify-guard-test-client-ca',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', 'client-ca.crt'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-new',
+      '-key',
+      'client-ca.key',
+      '-sha256',
+      '-days',
+      '7',
+      '-subj',
+      '/CN=dify-guard-test-client-ca',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+      '-out',
+      'client-ca.crt',
+    ],
+    dir,
+  );
   const admin = issueClientCert(dir, 'admin', ['system:masters']);
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'sa-signer.key'], dir);
   openssl(['ec', '-in', 'sa-signer.key', '-pubout', '-out', 'sa-signer.pub'], dir);

@@ -12,7 +12,9 @@ import { requireRoot } from '../support/program-run.js';
 
 const lockDir = join(tmpdir(), 'dify-guard-pod-ranges');
 const held = new Map<string, string>();
-process.once('exit', () => { for (const [cidr, file] of held) release(cidr, file); });
+process.once('exit', () => {
+  for (const [cidr, file] of held) release(cidr, file);
+});
 
 function ownerAlive(file: string): boolean {
   try {
@@ -24,13 +26,23 @@ function ownerAlive(file: string): boolean {
 }
 
 function route(verb: 'add' | 'del', cidr: string): void {
-  execFileSync('ip', ['route', verb, 'local', cidr, 'dev', 'lo', 'table', 'local'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync('ip', ['route', verb, 'local', cidr, 'dev', 'lo', 'table', 'local'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
 }
 
 function release(cidr: string, file: string): void {
   held.delete(cidr);
-  try { route('del', cidr); } catch { /* already gone */ }
-  try { unlinkSync(file); } catch { /* already gone */ }
+  try {
+    route('del', cidr);
+  } catch {
+    /* already gone */
+  }
+  try {
+    unlinkSync(file);
+  } catch {
+    /* already gone */
+  }
 }
 
 /** Claims a lock file for slot `n`; a lock of a dead process (and the route it left) is taken over. */
@@ -43,7 +55,11 @@ function claim(n: number): string | undefined {
     return file;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || ownerAlive(file)) return undefined;
-    try { route('del', cidrOf(n)); } catch { /* no route left */ }
+    try {
+      route('del', cidrOf(n));
+    } catch {
+      /* no route left */
+    }
     unlinkSync(file);
     return claim(n);
   }
@@ -73,7 +89,12 @@ export function reserveLocalPodRange(): LocalPodRange {
       throw new Error(`ip route add local ${cidr} dev lo failed (needs CAP_NET_ADMIN): ${why}`);
     }
     held.set(cidr, file);
-    return { cidr, release: () => { if (held.has(cidr)) release(cidr, file); } };
+    return {
+      cidr,
+      release: () => {
+        if (held.has(cidr)) release(cidr, file);
+      },
+    };
   }
   throw new Error(`no free pod range in 198.18.0.0/15 (locks in ${lockDir})`);
 }

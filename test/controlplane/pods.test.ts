@@ -20,7 +20,9 @@ const rendered = await renderChart({ release, namespace, valuesFile, home: cp.di
 
 /** The env list as the API server stores it (an empty `value` is omitted, as Go's omitempty does). */
 const asStored = (env: unknown): Json[] =>
-  ((env as Json[] | undefined) ?? []).map((e) => (e.value === '' ? Object.fromEntries(Object.entries(e).filter(([k]) => k !== 'value')) : e));
+  ((env as Json[] | undefined) ?? []).map((e) =>
+    e.value === '' ? Object.fromEntries(Object.entries(e).filter(([k]) => k !== 'value')) : e,
+  );
 
 const containerNames = (pod: Json): string[] => ((pod.spec as Json).containers as Json[]).map((c) => String(c.name));
 
@@ -29,15 +31,17 @@ function setEnv(pod: Json, entry: Json): void {
   for (const c of (pod.spec as Json).containers as Json[]) {
     const env = (c.env as Json[] | undefined) ?? [];
     const at = env.findIndex((e) => e.name === entry.name);
-    if (at >= 0) env[at] = entry; else env.push(entry);
+    if (at >= 0) env[at] = entry;
+    else env.push(entry);
     c.env = env;
   }
 }
 
 function chartPod(kind: string, component: string): Json {
-  const name = component === contract.components.migration
-    ? expandName(contract.names.migrationJob, release)
-    : expandName(contract.names.component, release, component);
+  const name =
+    component === contract.components.migration
+      ? expandName(contract.names.migrationJob, release)
+      : expandName(contract.names.component, release, component);
   return podFromTemplate(findObject(rendered, kind, name), namespace);
 }
 
@@ -61,23 +65,47 @@ async function createPod(ns: string, pod: Json): Promise<{ stored: Json; warning
 for (const component of [contract.components.api, contract.components.worker, contract.components.pluginDaemon]) {
   t.test(`a chart-rendered ${component} pod with MIGRATION_ENABLED=true and a literal DB_PASSWORD`, async (t) => {
     const pod = chartPod('Deployment', component);
-    t.equal((pod.metadata as Json & { labels: Json }).labels[LABELS.component], component, 'the chart labels the pod with its component');
+    t.equal(
+      (pod.metadata as Json & { labels: Json }).labels[LABELS.component],
+      component,
+      'the chart labels the pod with its component',
+    );
     const literal = randomSecret();
     setEnv(pod, { name: ENV.migrationEnabled, value: 'true' });
     setEnv(pod, { name: ENV.dbPassword, value: literal });
 
     const { stored, warnings, audit } = await createPod(namespace, pod);
     for (const c of containerNames(pod)) {
-      t.same(envVar(stored, c, ENV.migrationEnabled), { name: ENV.migrationEnabled, value: 'false' }, `${c}: MIGRATION_ENABLED forced to "false"`);
-      t.same(envVar(stored, c, ENV.dbPassword), {
-        name: ENV.dbPassword, valueFrom: { secretKeyRef: { name: dbSecret, key: SECRET_KEYS.postgresPassword } },
-      }, `${c}: DB_PASSWORD from the release's PostgreSQL Secret`);
+      t.same(
+        envVar(stored, c, ENV.migrationEnabled),
+        { name: ENV.migrationEnabled, value: 'false' },
+        `${c}: MIGRATION_ENABLED forced to "false"`,
+      );
+      t.same(
+        envVar(stored, c, ENV.dbPassword),
+        {
+          name: ENV.dbPassword,
+          valueFrom: { secretKeyRef: { name: dbSecret, key: SECRET_KEYS.postgresPassword } },
+        },
+        `${c}: DB_PASSWORD from the release's PostgreSQL Secret`,
+      );
     }
     t.notOk(JSON.stringify(stored).includes(literal), 'the literal password is stored nowhere in the pod');
-    t.ok(warnings.some((w) => w.includes(ENV.migrationEnabled)), 'the client is warned about MIGRATION_ENABLED');
-    t.ok(warnings.some((w) => w.includes(ENV.dbPassword)), 'the client is warned about DB_PASSWORD');
-    t.same(mutationRecords(audit).filter((r) => r.webhook === POD_WEBHOOK).map((r) => r.mutated), [true],
-      'the API server audit log records that pods.dify-guard.io mutated the pod');
+    t.ok(
+      warnings.some((w) => w.includes(ENV.migrationEnabled)),
+      'the client is warned about MIGRATION_ENABLED',
+    );
+    t.ok(
+      warnings.some((w) => w.includes(ENV.dbPassword)),
+      'the client is warned about DB_PASSWORD',
+    );
+    t.same(
+      mutationRecords(audit)
+        .filter((r) => r.webhook === POD_WEBHOOK)
+        .map((r) => r.mutated),
+      [true],
+      'the API server audit log records that pods.dify-guard.io mutated the pod',
+    );
     t.notOk(guard.process.log().includes(literal), 'dify-guard logged no password');
   });
 }
@@ -88,11 +116,20 @@ t.test('a chart-rendered api pod as is needs no change (chart and webhook agree)
   for (const c of containerNames(pod)) {
     const sent = ((pod.spec as Json).containers as Json[]).find((x) => x.name === c) as Json;
     t.same(envVar(stored, c, ENV.migrationEnabled), { name: ENV.migrationEnabled, value: 'false' });
-    t.same((((stored.spec as Json).containers as Json[]).find((x) => x.name === c) as Json).env, asStored(sent.env), `${c}: env stored as rendered`);
+    t.same(
+      (((stored.spec as Json).containers as Json[]).find((x) => x.name === c) as Json).env,
+      asStored(sent.env),
+      `${c}: env stored as rendered`,
+    );
   }
   t.same(warnings, [], 'no warning');
-  t.same(mutationRecords(audit).filter((r) => r.webhook === POD_WEBHOOK).map((r) => r.mutated), [false],
-    'the webhook was called and changed nothing');
+  t.same(
+    mutationRecords(audit)
+      .filter((r) => r.webhook === POD_WEBHOOK)
+      .map((r) => r.mutated),
+    [false],
+    'the webhook was called and changed nothing',
+  );
 });
 
 t.test('the migration Job pod gets Secret references but keeps its MIGRATION_ENABLED', async (t) => {
@@ -102,7 +139,11 @@ t.test('the migration Job pod gets Secret references but keeps its MIGRATION_ENA
   const sentMigration = containerNames(pod).map((c) => envVar(pod, c, ENV.migrationEnabled));
   const { stored } = await createPod(namespace, pod);
   for (const [i, c] of containerNames(pod).entries()) {
-    t.same(envVar(stored, c, ENV.dbPassword)?.valueFrom, { secretKeyRef: { name: dbSecret, key: SECRET_KEYS.postgresPassword } }, `${c}: DB_PASSWORD reference`);
+    t.same(
+      envVar(stored, c, ENV.dbPassword)?.valueFrom,
+      { secretKeyRef: { name: dbSecret, key: SECRET_KEYS.postgresPassword } },
+      `${c}: DB_PASSWORD reference`,
+    );
     t.same(envVar(stored, c, ENV.migrationEnabled), sentMigration[i], `${c}: MIGRATION_ENABLED untouched`);
   }
   t.notOk(JSON.stringify(stored).includes(literal), 'the literal password is stored nowhere in the pod');
@@ -111,17 +152,21 @@ t.test('the migration Job pod gets Secret references but keeps its MIGRATION_ENA
 /** A pod the webhook must leave alone: what was sent is what is stored. */
 function tamperedPod(ns: string, labels: Json): Json {
   return {
-    apiVersion: 'v1', kind: 'Pod',
+    apiVersion: 'v1',
+    kind: 'Pod',
     metadata: { generateName: 'other-', namespace: ns, labels, annotations: { 'example.com/note': 'kept' } },
     spec: {
-      containers: [{
-        name: 'app', image: 'example.com/app:1',
-        env: [
-          { name: ENV.migrationEnabled, value: 'true' },
-          { name: ENV.dbPassword, value: randomSecret() },
-          { name: 'OTHER', value: 'x' },
-        ],
-      }],
+      containers: [
+        {
+          name: 'app',
+          image: 'example.com/app:1',
+          env: [
+            { name: ENV.migrationEnabled, value: 'true' },
+            { name: ENV.dbPassword, value: randomSecret() },
+            { name: 'OTHER', value: 'x' },
+          ],
+        },
+      ],
     },
   };
 }
@@ -135,7 +180,11 @@ async function assertUntouched(t: Test, ns: string, pod: Json): Promise<void> {
   t.same((stored.metadata as Json).labels, (pod.metadata as Json).labels, 'labels as sent');
   t.same((stored.metadata as Json).annotations, (pod.metadata as Json).annotations, 'annotations as sent');
   t.same(warnings, [], 'no warning');
-  t.same(mutationRecords(audit).filter((r) => r.webhook === POD_WEBHOOK), [], 'the webhook was not even called');
+  t.same(
+    mutationRecords(audit).filter((r) => r.webhook === POD_WEBHOOK),
+    [],
+    'the webhook was not even called',
+  );
 }
 
 t.test('a non-Dify pod comes back exactly as sent', async (t) => {
@@ -143,13 +192,25 @@ t.test('a non-Dify pod comes back exactly as sent', async (t) => {
 });
 
 t.test('a Dify-labelled api pod in kube-system comes back exactly as sent', async (t) => {
-  await assertUntouched(t, 'kube-system', tamperedPod('kube-system', {
-    [LABELS.name]: contract.values.difyName, [LABELS.instance]: release, [LABELS.component]: contract.components.api,
-  }));
+  await assertUntouched(
+    t,
+    'kube-system',
+    tamperedPod('kube-system', {
+      [LABELS.name]: contract.values.difyName,
+      [LABELS.instance]: release,
+      [LABELS.component]: contract.components.api,
+    }),
+  );
 });
 
 t.test("dify-guard's own pods are not sent to it", async (t) => {
-  await assertUntouched(t, namespace, tamperedPod(namespace, {
-    [LABELS.name]: contract.values.guardName, [LABELS.instance]: release, [LABELS.component]: contract.components.webhook,
-  }));
+  await assertUntouched(
+    t,
+    namespace,
+    tamperedPod(namespace, {
+      [LABELS.name]: contract.values.guardName,
+      [LABELS.instance]: release,
+      [LABELS.component]: contract.components.webhook,
+    }),
+  );
 });

@@ -45,7 +45,11 @@ function inNamespace(obj: Json, namespace: string): Json {
 
 /** An api pod as its ReplicaSet would create it, asking for migrations (dify-guard must turn them off), held by a scheduling gate. */
 function difyPod(namespace: string): Json {
-  const api = findObject(rendered, 'Deployment', expandName(contract.names.component, release, contract.components.api));
+  const api = findObject(
+    rendered,
+    'Deployment',
+    expandName(contract.names.component, release, contract.components.api),
+  );
   const pod = podFromTemplate(api, namespace);
   const spec = pod.spec as Json;
   // Held before scheduling: the 500 pods test admission, not how many pods kwok's nodes hold.
@@ -57,9 +61,24 @@ function difyPod(namespace: string): Json {
   return pod;
 }
 
-t.test('the chart with dify-guard in the cluster, and 20 releases\' PostgreSQL Secrets and PVCs', async (t) => {
-  const res = await cp.helm(['upgrade', '--install', release, chartDir, '--namespace', guardNamespace, '--create-namespace',
-    '-f', valuesFile, '--wait', '--timeout', '5m'], { timeoutMs: 330_000 });
+t.test("the chart with dify-guard in the cluster, and 20 releases' PostgreSQL Secrets and PVCs", async (t) => {
+  const res = await cp.helm(
+    [
+      'upgrade',
+      '--install',
+      release,
+      chartDir,
+      '--namespace',
+      guardNamespace,
+      '--create-namespace',
+      '-f',
+      valuesFile,
+      '--wait',
+      '--timeout',
+      '5m',
+    ],
+    { timeoutMs: 330_000 },
+  );
   t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
   t.equal(guards.readyPods().length, 2, 'two dify-guard processes ready');
   const secret = findObject(rendered, 'Secret', secretName);
@@ -73,21 +92,31 @@ t.test('the chart with dify-guard in the cluster, and 20 releases\' PostgreSQL S
 });
 
 interface Figures {
-  created: number; mutated: number; failures: string[]; refused: number; letThrough: string[];
+  created: number;
+  mutated: number;
+  failures: string[];
+  refused: number;
+  letThrough: string[];
   /** Pods created while the eviction and the roll were under way, and whether that window is open. */
-  duringRoll: number; rolling: boolean;
+  duringRoll: number;
+  rolling: boolean;
 }
 
 async function createBatch(batch: number, figures: Figures): Promise<void> {
-  await Promise.all(Array.from({ length: BATCH }, async (_, i) => {
-    const ns = namespaces[(batch * BATCH + i) % RELEASES] as string;
-    const res = await rest.create(paths.pods(ns), difyPod(ns));
-    if (res.status !== 201) { figures.failures.push(`${ns}: ${res.status} ${String(res.body.message)}`); return; }
-    figures.created++;
-    if (figures.rolling) figures.duringRoll++;
-    const container = String((((res.body.spec as Json).containers as Json[])[0] as Json).name);
-    if (envVar(res.body, container, ENV.migrationEnabled)?.value === 'false') figures.mutated++;
-  }));
+  await Promise.all(
+    Array.from({ length: BATCH }, async (_, i) => {
+      const ns = namespaces[(batch * BATCH + i) % RELEASES] as string;
+      const res = await rest.create(paths.pods(ns), difyPod(ns));
+      if (res.status !== 201) {
+        figures.failures.push(`${ns}: ${res.status} ${String(res.body.message)}`);
+        return;
+      }
+      figures.created++;
+      if (figures.rolling) figures.duringRoll++;
+      const container = String((((res.body.spec as Json).containers as Json[])[0] as Json).name);
+      if (envVar(res.body, container, ENV.migrationEnabled)?.value === 'false') figures.mutated++;
+    }),
+  );
 }
 
 async function tryPasswordChange(ns: string, figures: Figures): Promise<void> {
@@ -99,32 +128,50 @@ async function tryPasswordChange(ns: string, figures: Figures): Promise<void> {
 }
 
 t.test('500 Dify pods while a dify-guard replica is evicted and the Deployment rolled', async (t) => {
-  const figures: Figures = { created: 0, mutated: 0, failures: [], refused: 0, letThrough: [], duringRoll: 0, rolling: false };
+  const figures: Figures = {
+    created: 0,
+    mutated: 0,
+    failures: [],
+    refused: 0,
+    letThrough: [],
+    duringRoll: 0,
+    rolling: false,
+  };
   const before = new Set(guards.served.map((s) => s.name));
   const started = Date.now();
   let roll: Promise<unknown> = Promise.resolve();
   for (let batch = 0; batch < PODS / BATCH; batch++) {
     if (batch === 2) {
       figures.rolling = true;
-      roll = evictAndRoll().finally(() => { figures.rolling = false; });
+      roll = evictAndRoll().finally(() => {
+        figures.rolling = false;
+      });
     }
     const change = batch < RELEASES ? tryPasswordChange(namespaces[batch] as string, figures) : undefined;
     await Promise.all([createBatch(batch, figures), change]);
   }
-  const rollError = await roll.then(() => undefined, (err: Error) => err);
+  const rollError = await roll.then(
+    () => undefined,
+    (err: Error) => err,
+  );
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   const replaced = guards.served.filter((s) => !before.has(s.name)).length;
-  t.comment(`pods: ${figures.created} created, ${figures.mutated} mutated, ${figures.failures.length} failed; ` +
-    `password changes: ${figures.refused} refused, ${figures.letThrough.length} let through; ` +
-    `dify-guard pods started during the run: ${replaced}; pods created during the eviction and roll: ${figures.duringRoll}; ` +
-    `duration ${seconds} s`);
+  t.comment(
+    `pods: ${figures.created} created, ${figures.mutated} mutated, ${figures.failures.length} failed; ` +
+      `password changes: ${figures.refused} refused, ${figures.letThrough.length} let through; ` +
+      `dify-guard pods started during the run: ${replaced}; pods created during the eviction and roll: ${figures.duringRoll}; ` +
+      `duration ${seconds} s`,
+  );
   t.error(rollError, 'the eviction was allowed and the roll finished');
   t.same(figures.failures.slice(0, 5), [], '0 failed pod creations');
   t.equal(figures.created, PODS, `${PODS} pods created`);
   t.equal(figures.mutated, PODS, 'every created pod mutated (MIGRATION_ENABLED=false)');
   t.same(figures.letThrough, [], '0 password changes let through');
   t.equal(figures.refused, RELEASES, 'a password change refused in each namespace');
-  t.ok(replaced >= 3, 'the eviction and the roll replaced the dify-guard pods (one for the eviction, two for the roll)');
+  t.ok(
+    replaced >= 3,
+    'the eviction and the roll replaced the dify-guard pods (one for the eviction, two for the roll)',
+  );
   t.ok(figures.duringRoll > 0, 'pods were created while the eviction and the roll were under way');
   t.same(guards.problems(), [], 'no dify-guard process failed');
 });
@@ -138,9 +185,14 @@ async function evictAndRoll(): Promise<void> {
   });
   const restart = await cp.kubectl(['rollout', 'restart', `deployment/${guardName}`, '-n', guardNamespace]);
   if (restart.status !== 0) throw new Error(`kubectl rollout restart: ${restart.stderr}`);
-  const status = await cp.kubectl(['rollout', 'status', `deployment/${guardName}`, '-n', guardNamespace, '--timeout=180s'],
-    { timeoutMs: 200_000 });
+  const status = await cp.kubectl(
+    ['rollout', 'status', `deployment/${guardName}`, '-n', guardNamespace, '--timeout=180s'],
+    { timeoutMs: 200_000 },
+  );
   if (status.status !== 0) throw new Error(`kubectl rollout status: ${status.stderr}`);
-  await waitFor('two ready dify-guard processes after the roll', () => guards.readyPods().length === 2 ? true : undefined,
-    { timeoutMs: 60_000 });
+  await waitFor(
+    'two ready dify-guard processes after the roll',
+    () => (guards.readyPods().length === 2 ? true : undefined),
+    { timeoutMs: 60_000 },
+  );
 }

@@ -31,20 +31,31 @@ const originalPassword = Buffer.from(String(originalData[SECRET_KEYS.postgresPas
 /** data with stringData folded in, as the API server stores it. */
 function normalisedData(secret: Json): Record<string, string> {
   const data: Record<string, string> = { ...((secret.data as Record<string, string> | undefined) ?? {}) };
-  for (const [k, v] of Object.entries((secret.stringData as Record<string, string> | undefined) ?? {})) data[k] = base64(v);
+  for (const [k, v] of Object.entries((secret.stringData as Record<string, string> | undefined) ?? {}))
+    data[k] = base64(v);
   return data;
 }
 
 function pvc(): Json {
-  return pvcManifest(pvcName, { namespace, labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql } });
+  return pvcManifest(pvcName, {
+    namespace,
+    labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql },
+  });
 }
 
-async function storedSecret(): Promise<Json> { return rest.ok('GET', secretPath); }
+async function storedSecret(): Promise<Json> {
+  return rest.ok('GET', secretPath);
+}
 
 /** A dry-run password change: refused (403) or not, without changing anything. */
 async function dryRunChangeStatus(): Promise<number> {
   const next = randomSecret();
-  const res = await rest.patch(secretPath, 'merge', { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } }, { dryRun: 'All' });
+  const res = await rest.patch(
+    secretPath,
+    'merge',
+    { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } },
+    { dryRun: 'All' },
+  );
   return res.status;
 }
 
@@ -52,22 +63,33 @@ async function removePvc(): Promise<void> {
   await rest.delete(paths.pvc(namespace, pvcName));
   // No controller-manager runs: do what the pvc-protection controller does once no pod uses the PVC.
   await rest.patch(paths.pvc(namespace, pvcName), 'merge', { metadata: { finalizers: null } });
-  await waitFor('the PVC to be gone', async () => ((await rest.get(paths.pvc(namespace, pvcName))).status === 404 ? true : undefined));
+  await waitFor('the PVC to be gone', async () =>
+    (await rest.get(paths.pvc(namespace, pvcName))).status === 404 ? true : undefined,
+  );
 }
 
 /** The Warning Events about the Secret (events.k8s.io/v1, the API dify-guard writes). */
 async function secretEvents(): Promise<Json[]> {
   const list = await rest.ok('GET', `/apis/events.k8s.io/v1/namespaces/${namespace}/events`);
-  return ((list.items as Json[]) ?? []).filter((e) => (e.regarding as Json | undefined)?.name === secretName && (e.regarding as Json).kind === 'Secret');
+  return ((list.items as Json[]) ?? []).filter(
+    (e) => (e.regarding as Json | undefined)?.name === secretName && (e.regarding as Json).kind === 'Secret',
+  );
 }
 
 const seriesCount = (e: Json): number => Number((e.series as Json | undefined)?.count ?? 1);
-const eventTotal = (events: Json[], reason: string): number => events.filter((e) => e.reason === reason).reduce((n, e) => n + seriesCount(e), 0);
+const eventTotal = (events: Json[], reason: string): number =>
+  events.filter((e) => e.reason === reason).reduce((n, e) => n + seriesCount(e), 0);
 
 function apiServerAudit(user: string, verb: string): Promise<AuditEvent> {
-  return cp.waitForAuditEvent(`${verb} of secret ${secretName} by ${user}`, (e) =>
-    e.user.username === user && e.verb === verb && e.objectRef?.resource === 'secrets' &&
-    e.objectRef.name === secretName && e.stage === 'ResponseComplete');
+  return cp.waitForAuditEvent(
+    `${verb} of secret ${secretName} by ${user}`,
+    (e) =>
+      e.user.username === user &&
+      e.verb === verb &&
+      e.objectRef?.resource === 'secrets' &&
+      e.objectRef.name === secretName &&
+      e.stage === 'ResponseComplete',
+  );
 }
 
 function assertOperatorMessage(t: Test, message: string): void {
@@ -90,87 +112,142 @@ t.before(async () => {
   const secret = await rest.create(paths.secrets(namespace), chartSecret);
   if (secret.status !== 201) throw new Error(`Secret: ${secret.status} ${String(secret.body.message)}`);
   // dify-guard started before the PVC existed: wait until its watch has delivered it.
-  await waitFor('the PVC cache to see the PVC', async () => ((await dryRunChangeStatus()) === 403 ? true : undefined), { timeoutMs: 30_000 });
+  await waitFor('the PVC cache to see the PVC', async () => ((await dryRunChangeStatus()) === 403 ? true : undefined), {
+    timeoutMs: 30_000,
+  });
 });
 
 type Change = { name: string; send: (client: KubeRest, password: string) => Promise<KubeResponse>; verb: string };
 const changes: Change[] = [
   {
-    name: 'update (PUT) of data', verb: 'update',
+    name: 'update (PUT) of data',
+    verb: 'update',
     send: async (client, password) => {
       const current = await storedSecret();
-      return client.replace(secretPath, { ...current, data: { ...(current.data as Json), [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) } });
+      return client.replace(secretPath, {
+        ...current,
+        data: {
+          ...(current.data as Json),
+          [SECRET_KEYS.postgresPassword]: base64(password),
+          [SECRET_KEYS.password]: base64(password),
+        },
+      });
     },
   },
   {
-    name: 'update (PUT) with stringData', verb: 'update',
+    name: 'update (PUT) with stringData',
+    verb: 'update',
     send: async (client, password) => {
       const current = await storedSecret();
-      return client.replace(secretPath, { ...current, stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password } });
+      return client.replace(secretPath, {
+        ...current,
+        stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password },
+      });
     },
   },
   {
-    name: 'JSON patch', verb: 'patch',
-    send: (client, password) => client.patch(secretPath, 'json', [
-      { op: 'replace', path: `/data/${SECRET_KEYS.postgresPassword}`, value: base64(password) },
-      { op: 'replace', path: `/data/${SECRET_KEYS.password}`, value: base64(password) },
-    ]),
+    name: 'JSON patch',
+    verb: 'patch',
+    send: (client, password) =>
+      client.patch(secretPath, 'json', [
+        { op: 'replace', path: `/data/${SECRET_KEYS.postgresPassword}`, value: base64(password) },
+        { op: 'replace', path: `/data/${SECRET_KEYS.password}`, value: base64(password) },
+      ]),
   },
   {
-    name: 'merge patch', verb: 'patch',
-    send: (client, password) => client.patch(secretPath, 'merge', { data: { [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) } }),
+    name: 'merge patch',
+    verb: 'patch',
+    send: (client, password) =>
+      client.patch(secretPath, 'merge', {
+        data: { [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) },
+      }),
   },
   {
-    name: 'strategic merge patch', verb: 'patch',
-    send: (client, password) => client.patch(secretPath, 'strategic', { data: { [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) } }),
+    name: 'strategic merge patch',
+    verb: 'patch',
+    send: (client, password) =>
+      client.patch(secretPath, 'strategic', {
+        data: { [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) },
+      }),
   },
   {
-    name: 'merge patch of stringData', verb: 'patch',
-    send: (client, password) => client.patch(secretPath, 'merge', { stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password } }),
+    name: 'merge patch of stringData',
+    verb: 'patch',
+    send: (client, password) =>
+      client.patch(secretPath, 'merge', {
+        stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password },
+      }),
   },
   {
-    name: 'server-side apply', verb: 'patch',
-    send: (client, password) => client.request('PATCH', secretPath, {
-      contentType: 'application/apply-patch+yaml',
-      body: { apiVersion: 'v1', kind: 'Secret', metadata: { name: secretName, namespace }, stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password } },
-      query: { fieldManager: 'operator', force: 'true' },
-    }),
+    name: 'server-side apply',
+    verb: 'patch',
+    send: (client, password) =>
+      client.request('PATCH', secretPath, {
+        contentType: 'application/apply-patch+yaml',
+        body: {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          metadata: { name: secretName, namespace },
+          stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password },
+        },
+        query: { fieldManager: 'operator', force: 'true' },
+      }),
   },
   {
-    name: 'removing the password key', verb: 'patch',
+    name: 'removing the password key',
+    verb: 'patch',
     send: (client) => client.patch(secretPath, 'json', [{ op: 'remove', path: `/data/${SECRET_KEYS.password}` }]),
   },
 ];
 
 for (const [i, change] of changes.entries()) {
-  t.test(`with the PVC present, a password change by ${change.name} is refused with the full audit trail`, async (t) => {
-    // One user per change, so each record can be told apart in both audit logs.
-    const user = `operator-${i}`;
-    const client = cp.rest({ name: user, groups: ['system:masters'] });
-    const password = randomSecret();
-    const res = await change.send(client, password);
+  t.test(
+    `with the PVC present, a password change by ${change.name} is refused with the full audit trail`,
+    async (t) => {
+      // One user per change, so each record can be told apart in both audit logs.
+      const user = `operator-${i}`;
+      const client = cp.rest({ name: user, groups: ['system:masters'] });
+      const password = randomSecret();
+      const res = await change.send(client, password);
 
-    t.equal(res.status, 403, 'refused');
-    t.equal(res.body.reason, 'Forbidden');
-    const message = String(res.body.message);
-    assertOperatorMessage(t, message);
-    assertNoSecretLeak(t, message, [password, originalPassword]);
-    t.same(normalisedData(await storedSecret()), originalData, 'the stored Secret is unchanged');
+      t.equal(res.status, 403, 'refused');
+      t.equal(res.body.reason, 'Forbidden');
+      const message = String(res.body.message);
+      assertOperatorMessage(t, message);
+      assertNoSecretLeak(t, message, [password, originalPassword]);
+      t.same(normalisedData(await storedSecret()), originalData, 'the stored Secret is unchanged');
 
-    const line = await guard.waitForLog(`audit line for ${user}`, (l) => l.audit === true && l.user === user);
-    t.match(line, {
-      decision: 'denied', reason: 'PasswordChangeUnderPvc', operation: 'UPDATE', namespace, name: secretName,
-      pvc: `${namespace}/${pvcName}`, dryRun: false,
-    }, 'dify-guard wrote the JSON audit line');
-    t.ok((line.groups as string[]).includes('system:masters'), 'with the user\'s groups');
-    t.type(line.uid, 'string');
-    t.match(String(line.message), `kubectl delete pvc -n ${namespace} ${pvcName}`, 'the audit line carries the message');
+      const line = await guard.waitForLog(`audit line for ${user}`, (l) => l.audit === true && l.user === user);
+      t.match(
+        line,
+        {
+          decision: 'denied',
+          reason: 'PasswordChangeUnderPvc',
+          operation: 'UPDATE',
+          namespace,
+          name: secretName,
+          pvc: `${namespace}/${pvcName}`,
+          dryRun: false,
+        },
+        'dify-guard wrote the JSON audit line',
+      );
+      t.ok((line.groups as string[]).includes('system:masters'), "with the user's groups");
+      t.type(line.uid, 'string');
+      t.match(
+        String(line.message),
+        `kubectl delete pvc -n ${namespace} ${pvcName}`,
+        'the audit line carries the message',
+      );
 
-    const event = await apiServerAudit(user, change.verb);
-    t.equal(event.responseStatus?.code, 403, 'the API server audit log records the refusal');
-    t.same(webhookAnnotations(event, SECRET_WEBHOOK), { decision: 'denied', reason: 'PasswordChangeUnderPvc', pvc: `${namespace}/${pvcName}` },
-      'the API server audit log carries the decision under the webhook name');
-  });
+      const event = await apiServerAudit(user, change.verb);
+      t.equal(event.responseStatus?.code, 403, 'the API server audit log records the refusal');
+      t.same(
+        webhookAnnotations(event, SECRET_WEBHOOK),
+        { decision: 'denied', reason: 'PasswordChangeUnderPvc', pvc: `${namespace}/${pvcName}` },
+        'the API server audit log carries the decision under the webhook name',
+      );
+    },
+  );
 }
 
 t.test('a Warning Event on the Secret records the refusals, without any password', async (t) => {
@@ -181,13 +258,24 @@ t.test('a Warning Event on the Secret records the refusals, without any password
   const event = events.find((e) => e.reason === 'PasswordChangeUnderPvc') as Json;
   t.equal(event.type, 'Warning');
   t.match(String(event.note), `${namespace}/${pvcName}`, 'the Event says which PVC blocks the change');
-  t.match(String(event.note), /^operator-\d+: /, 'the Event names who made the change (the request\'s username) first');
+  t.match(String(event.note), /^operator-\d+: /, "the Event names who made the change (the request's username) first");
   t.match(event.regarding, { kind: 'Secret', namespace, name: secretName }, 'the Event is about the Secret');
   assertNoSecretLeak(t, JSON.stringify(events), [originalPassword]);
   // An operator finds it with kubectl (core/v1 view of the same Event; `kubectl describe secret` shows no Events at all).
-  const listed = await cp.kubectl(['get', 'events', '-n', namespace, '--field-selector', `involvedObject.kind=Secret,involvedObject.name=${secretName}`]);
+  const listed = await cp.kubectl([
+    'get',
+    'events',
+    '-n',
+    namespace,
+    '--field-selector',
+    `involvedObject.kind=Secret,involvedObject.name=${secretName}`,
+  ]);
   t.equal(listed.status, 0, listed.stderr);
-  t.match(listed.stdout, new RegExp(`Warning\\s+PasswordChangeUnderPvc\\s+secret/${secretName}`), '`kubectl get events` shows the Warning on the Secret');
+  t.match(
+    listed.stdout,
+    new RegExp(`Warning\\s+PasswordChangeUnderPvc\\s+secret/${secretName}`),
+    '`kubectl get events` shows the Warning on the Secret',
+  );
 });
 
 t.test('a server-side dry run is refused the same way, without an Event', async (t) => {
@@ -200,7 +288,12 @@ t.test('a server-side dry run is refused the same way, without an Event', async 
     return eventTotal(await secretEvents(), 'PasswordChangeUnderPvc') === before ? before : undefined;
   });
   const password = randomSecret();
-  const res = await client.patch(secretPath, 'merge', { stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password } }, { dryRun: 'All' });
+  const res = await client.patch(
+    secretPath,
+    'merge',
+    { stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password } },
+    { dryRun: 'All' },
+  );
   t.equal(res.status, 403, 'refused');
   assertOperatorMessage(t, String(res.body.message));
   const line = await guard.waitForLog('dry-run audit line', (l) => l.audit === true && l.user === user);
@@ -211,8 +304,13 @@ t.test('a server-side dry run is refused the same way, without an Event', async 
   // A real refusal after the dry run: once its Event is counted, a dry-run Event would have been too.
   await changes[3]?.send(cp.rest({ name: 'after-dry-run', groups: ['system:masters'] }), randomSecret());
   await waitFor('the Event of the refusal after the dry run', async () =>
-    eventTotal(await secretEvents(), 'PasswordChangeUnderPvc') > settled ? true : undefined);
-  t.equal(eventTotal(await secretEvents(), 'PasswordChangeUnderPvc'), settled + 1, 'only the real refusal was counted, not the dry run');
+    eventTotal(await secretEvents(), 'PasswordChangeUnderPvc') > settled ? true : undefined,
+  );
+  t.equal(
+    eventTotal(await secretEvents(), 'PasswordChangeUnderPvc'),
+    settled + 1,
+    'only the real refusal was counted, not the dry run',
+  );
 });
 
 t.test('an update that leaves the password alone is allowed with the PVC present', async (t) => {
@@ -222,10 +320,16 @@ t.test('an update that leaves the password alone is allowed with the PVC present
 });
 
 t.test('removing the guard labels with the PVC present is refused', async (t) => {
-  const res = await rest.patch(secretPath, 'json', [{ op: 'remove', path: `/metadata/labels/${LABELS.component.replace('/', '~1')}` }]);
+  const res = await rest.patch(secretPath, 'json', [
+    { op: 'remove', path: `/metadata/labels/${LABELS.component.replace('/', '~1')}` },
+  ]);
   t.equal(res.status, 403);
   t.match(String(res.body.message), `${namespace}/${pvcName}`);
-  t.equal(((await storedSecret()).metadata as Json & { labels: Json }).labels[LABELS.component], contract.components.postgresql, 'the label is still there');
+  t.equal(
+    ((await storedSecret()).metadata as Json & { labels: Json }).labels[LABELS.component],
+    contract.components.postgresql,
+    'the label is still there',
+  );
 });
 
 t.test('DELETE of the Secret with the PVC present is allowed, with a warning and an audit trail', async (t) => {
@@ -233,30 +337,58 @@ t.test('DELETE of the Secret with the PVC present is allowed, with a warning and
   const client = cp.rest({ name: user, groups: ['system:masters'] });
   const res = await client.delete(secretPath);
   t.equal(res.status, 200, 'allowed (helm uninstall must work)');
-  t.ok(res.warnings.some((w) => w.includes(pvcName) && w.startsWith('dify-guard:')), 'the client sees the warning header naming the PVC');
+  t.ok(
+    res.warnings.some((w) => w.includes(pvcName) && w.startsWith('dify-guard:')),
+    'the client sees the warning header naming the PVC',
+  );
   t.equal((await rest.get(secretPath)).status, 404, 'the Secret is gone');
   const line = await guard.waitForLog('DELETE audit line', (l) => l.audit === true && l.user === user);
-  t.match(line, { decision: 'allowed', reason: 'DeleteUnderPvc', operation: 'DELETE', pvc: `${namespace}/${pvcName}`, dryRun: false });
+  t.match(line, {
+    decision: 'allowed',
+    reason: 'DeleteUnderPvc',
+    operation: 'DELETE',
+    pvc: `${namespace}/${pvcName}`,
+    dryRun: false,
+  });
   const event = await apiServerAudit(user, 'delete');
-  t.same(webhookAnnotations(event, SECRET_WEBHOOK), { decision: 'allowed', reason: 'DeleteUnderPvc', pvc: `${namespace}/${pvcName}` });
+  t.same(webhookAnnotations(event, SECRET_WEBHOOK), {
+    decision: 'allowed',
+    reason: 'DeleteUnderPvc',
+    pvc: `${namespace}/${pvcName}`,
+  });
   await waitFor('the DeleteUnderPvc Warning Event', async () =>
-    (await secretEvents()).some((e) => e.reason === 'DeleteUnderPvc' && e.type === 'Warning') ? true : undefined);
+    (await secretEvents()).some((e) => e.reason === 'DeleteUnderPvc' && e.type === 'Warning') ? true : undefined,
+  );
   t.pass('a Warning Event records the DELETE');
 });
 
 t.test('re-creating the Secret over the PVC is allowed with a warning', async (t) => {
   const res = await rest.create(paths.secrets(namespace), chartSecret);
   t.equal(res.status, 201);
-  t.ok(res.warnings.some((w) => w.includes(pvcName)), 'warned that the PVC keeps its old password');
+  t.ok(
+    res.warnings.some((w) => w.includes(pvcName)),
+    'warned that the PVC keeps its old password',
+  );
 });
 
 t.test('once the PVC is deleted, the same password change is allowed', async (t) => {
   await removePvc();
-  await waitFor('the PVC cache to see the deletion', async () => ((await dryRunChangeStatus()) === 200 ? true : undefined), { timeoutMs: 30_000 });
+  await waitFor(
+    'the PVC cache to see the deletion',
+    async () => ((await dryRunChangeStatus()) === 200 ? true : undefined),
+    { timeoutMs: 30_000 },
+  );
   const password = randomSecret();
   const res = await changes[3]?.send(rest, password);
   t.equal(res?.status, 200, 'allowed');
-  t.equal(String(((await storedSecret()).data as Json)[SECRET_KEYS.postgresPassword]), base64(password), 'the new password is stored');
-  t.same(auditLines(guard).filter((l) => l.reason === 'PasswordChangeUnderPvc' && l.user === 'admin' && l.dryRun === false), [],
-    'dify-guard recorded no refusal for it');
+  t.equal(
+    String(((await storedSecret()).data as Json)[SECRET_KEYS.postgresPassword]),
+    base64(password),
+    'the new password is stored',
+  );
+  t.same(
+    auditLines(guard).filter((l) => l.reason === 'PasswordChangeUnderPvc' && l.user === 'admin' && l.dryRun === false),
+    [],
+    'dify-guard recorded no refusal for it',
+  );
 });

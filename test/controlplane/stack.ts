@@ -20,12 +20,17 @@ interface TapLike {
   comment(...args: unknown[]): void;
 }
 
-export async function startStack(t: TapLike, name: string, options: { guard?: DifyGuardOptions; values?: Json } = {}): Promise<Stack> {
+export async function startStack(
+  t: TapLike,
+  name: string,
+  options: { guard?: DifyGuardOptions; values?: Json } = {},
+): Promise<Stack> {
   const cp = await startControlPlane(t, { name });
   const guard = await startDifyGuard(t, cp, options.guard);
   // Registered last, so it runs first: the logs are read before anything stops.
   t.teardown(() => {
-    if (!t.passing()) t.comment(`${cp.diagnostics()}\n--- dify-guard (${guard.process.logPath})\n${guard.process.tail(40)}`);
+    if (!t.passing())
+      t.comment(`${cp.diagnostics()}\n--- dify-guard (${guard.process.logPath})\n${guard.process.tail(40)}`);
   });
   const webhooks = await registerWebhooks(cp, guard, options.values ? { values: options.values } : {});
   return { cp, guard, webhooks, rest: cp.rest() };
@@ -34,7 +39,8 @@ export async function startStack(t: TapLike, name: string, options: { guard?: Di
 /** Creates a namespace (it may exist already). */
 export async function ensureNamespace(rest: KubeRest, name: string): Promise<void> {
   const res = await rest.create(paths.namespaces, { metadata: { name } });
-  if (res.status !== 201 && res.status !== 409) throw new Error(`namespace ${name}: ${res.status} ${String(res.body.message)}`);
+  if (res.status !== 201 && res.status !== 409)
+    throw new Error(`namespace ${name}: ${res.status} ${String(res.body.message)}`);
 }
 
 /** The env list of a container of a (stored) pod. */
@@ -53,8 +59,11 @@ export function envVar(pod: Json, container: string, name: string): Json | undef
 /** The API server's audit event of the webhook's answer to one request (auditAnnotations are prefixed with the webhook name). */
 export function webhookAnnotations(event: AuditEvent, webhookName: string): Record<string, string> {
   const prefix = `${webhookName}/`;
-  return Object.fromEntries(Object.entries(event.annotations ?? {})
-    .filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
+  return Object.fromEntries(
+    Object.entries(event.annotations ?? {})
+      .filter(([k]) => k.startsWith(prefix))
+      .map(([k, v]) => [k.slice(prefix.length), v]),
+  );
 }
 
 export const SECRET_WEBHOOK = contract.webhook.secretWebhookName;

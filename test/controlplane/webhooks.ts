@@ -20,12 +20,20 @@ export interface RegisteredWebhooks {
 }
 
 /** Renders only the webhook configurations of the chart for a dify-guard running at `guard`. */
-export async function renderWebhookConfigurations(cp: ControlPlane, guard: DifyGuard,
-  { release = 'dify', namespace = 'dify', values = {} }: { release?: string; namespace?: string; values?: Json } = {}): Promise<Json[]> {
-  const valuesFile = writeValues(cp.dir, `webhooks-${release}`, testValues({ url: guard.url(''), caBundle: guard.caBundle }, values));
+export async function renderWebhookConfigurations(
+  cp: ControlPlane,
+  guard: DifyGuard,
+  { release = 'dify', namespace = 'dify', values = {} }: { release?: string; namespace?: string; values?: Json } = {},
+): Promise<Json[]> {
+  const valuesFile = writeValues(
+    cp.dir,
+    `webhooks-${release}`,
+    testValues({ url: guard.url(''), caBundle: guard.caBundle }, values),
+  );
   const objects = await renderChart({ release, namespace, valuesFile, home: cp.dir });
   const configurations = objects.filter((o) => (WEBHOOK_KINDS as readonly string[]).includes(kindOf(o)));
-  if (configurations.length === 0) throw new Error('helm template rendered no Mutating/ValidatingWebhookConfiguration from chart/');
+  if (configurations.length === 0)
+    throw new Error('helm template rendered no Mutating/ValidatingWebhookConfiguration from chart/');
   return configurations;
 }
 
@@ -37,10 +45,14 @@ export function webhookEntries(configurations: Json[], guard: DifyGuard): Json[]
       const clientConfig = (webhook.clientConfig ?? {}) as Json;
       const url = String(clientConfig.url ?? '');
       if (!url.startsWith(guard.url('/'))) {
-        throw new Error(`${kindOf(config)} ${nameOf(config)} webhook ${String(webhook.name)} calls ${url || JSON.stringify(clientConfig)}, not ${guard.url('/...')}: webhook.url was not applied`);
+        throw new Error(
+          `${kindOf(config)} ${nameOf(config)} webhook ${String(webhook.name)} calls ${url || JSON.stringify(clientConfig)}, not ${guard.url('/...')}: webhook.url was not applied`,
+        );
       }
       if (clientConfig.caBundle !== guard.caBundle) {
-        throw new Error(`${kindOf(config)} ${nameOf(config)} webhook ${String(webhook.name)} does not carry the local CA: webhook.caBundle was not applied`);
+        throw new Error(
+          `${kindOf(config)} ${nameOf(config)} webhook ${String(webhook.name)} does not carry the local CA: webhook.caBundle was not applied`,
+        );
       }
       entries.push(webhook);
     }
@@ -49,8 +61,11 @@ export function webhookEntries(configurations: Json[], guard: DifyGuard): Json[]
 }
 
 /** Creates (or replaces) the configurations, then waits until both webhooks answer. */
-export async function registerWebhooks(cp: ControlPlane, guard: DifyGuard,
-  options: { release?: string; namespace?: string; values?: Json } = {}): Promise<RegisteredWebhooks> {
+export async function registerWebhooks(
+  cp: ControlPlane,
+  guard: DifyGuard,
+  options: { release?: string; namespace?: string; values?: Json } = {},
+): Promise<RegisteredWebhooks> {
   const configurations = await renderWebhookConfigurations(cp, guard, options);
   const webhooks = webhookEntries(configurations, guard);
   const rest = cp.rest();
@@ -61,7 +76,9 @@ export async function registerWebhooks(cp: ControlPlane, guard: DifyGuard,
       const metadata = { ...(config.metadata as Json), resourceVersion: (existing.metadata as Json).resourceVersion };
       await rest.ok('PUT', `${collection(kindOf(config))}/${nameOf(config)}`, { body: { ...config, metadata } });
     } else if (created.status !== 201) {
-      throw new Error(`creating ${kindOf(config)} ${nameOf(config)}: ${created.status} ${String(created.body.message)}`);
+      throw new Error(
+        `creating ${kindOf(config)} ${nameOf(config)}: ${created.status} ${String(created.body.message)}`,
+      );
     }
   }
   await waitUntilEffective(rest);
@@ -79,22 +96,36 @@ const PROBE_RELEASE = 'probe';
 /** A Dify api pod that the mutating webhook must change (MIGRATION_ENABLED=true). */
 export function probePod(): Json {
   return {
-    apiVersion: 'v1', kind: 'Pod',
+    apiVersion: 'v1',
+    kind: 'Pod',
     metadata: {
-      generateName: 'probe-api-', namespace: PROBE_NAMESPACE,
-      labels: { [LABELS.name]: contract.values.difyName, [LABELS.instance]: PROBE_RELEASE, [LABELS.component]: contract.components.api },
+      generateName: 'probe-api-',
+      namespace: PROBE_NAMESPACE,
+      labels: {
+        [LABELS.name]: contract.values.difyName,
+        [LABELS.instance]: PROBE_RELEASE,
+        [LABELS.component]: contract.components.api,
+      },
     },
-    spec: { containers: [{ name: 'api', image: 'probe', env: [{ name: contract.env.migrationEnabled, value: 'true' }] }] },
+    spec: {
+      containers: [{ name: 'api', image: 'probe', env: [{ name: contract.env.migrationEnabled, value: 'true' }] }],
+    },
   };
 }
 
 /** The release's PostgreSQL Secret with two different passwords: the validating webhook always refuses it. */
 function probeSecret(): Json {
   return {
-    apiVersion: 'v1', kind: 'Secret',
+    apiVersion: 'v1',
+    kind: 'Secret',
     metadata: {
-      name: expandName(contract.names.postgresqlSecret, PROBE_RELEASE), namespace: PROBE_NAMESPACE,
-      labels: { [LABELS.name]: contract.values.difyName, [LABELS.instance]: PROBE_RELEASE, [LABELS.component]: contract.components.postgresql },
+      name: expandName(contract.names.postgresqlSecret, PROBE_RELEASE),
+      namespace: PROBE_NAMESPACE,
+      labels: {
+        [LABELS.name]: contract.values.difyName,
+        [LABELS.instance]: PROBE_RELEASE,
+        [LABELS.component]: contract.components.postgresql,
+      },
     },
     stringData: { [SECRET_KEYS.postgresPassword]: randomSecret(), [SECRET_KEYS.password]: randomSecret() },
   };
@@ -107,13 +138,22 @@ function probeSecret(): Json {
 export async function waitUntilEffective(rest: KubeRest, timeoutMs = 30_000): Promise<void> {
   const ns = await rest.create(paths.namespaces, { metadata: { name: PROBE_NAMESPACE } });
   if (ns.status !== 201 && ns.status !== 409) throw new Error(`creating namespace ${PROBE_NAMESPACE}: ${ns.status}`);
-  await waitFor('the pods webhook to mutate a dry-run Dify pod', async () => {
-    const res = await rest.create(paths.pods(PROBE_NAMESPACE), probePod(), { dryRun: 'All' });
-    const env = (((res.body.spec as Json | undefined)?.containers as Json[] | undefined)?.[0]?.env as Json[] | undefined) ?? [];
-    return env.some((e) => e.name === contract.env.migrationEnabled && e.value === 'false') ? true : undefined;
-  }, { timeoutMs, intervalMs: 200 });
-  await waitFor('the secrets webhook to refuse a dry-run Secret', async () => {
-    const res = await rest.create(paths.secrets(PROBE_NAMESPACE), probeSecret(), { dryRun: 'All' });
-    return res.status === 403 && /admission webhook/.test(String(res.body.message)) ? true : undefined;
-  }, { timeoutMs, intervalMs: 200 });
+  await waitFor(
+    'the pods webhook to mutate a dry-run Dify pod',
+    async () => {
+      const res = await rest.create(paths.pods(PROBE_NAMESPACE), probePod(), { dryRun: 'All' });
+      const env =
+        (((res.body.spec as Json | undefined)?.containers as Json[] | undefined)?.[0]?.env as Json[] | undefined) ?? [];
+      return env.some((e) => e.name === contract.env.migrationEnabled && e.value === 'false') ? true : undefined;
+    },
+    { timeoutMs, intervalMs: 200 },
+  );
+  await waitFor(
+    'the secrets webhook to refuse a dry-run Secret',
+    async () => {
+      const res = await rest.create(paths.secrets(PROBE_NAMESPACE), probeSecret(), { dryRun: 'All' });
+      return res.status === 403 && /admission webhook/.test(String(res.body.message)) ? true : undefined;
+    },
+    { timeoutMs, intervalMs: 200 },
+  );
 }

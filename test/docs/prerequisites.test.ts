@@ -17,11 +17,58 @@ const SCRIPT_PATH = /'([\w./-]*\.sh)'/g;
 
 const BASH_WORDS = new Set([
   // keywords
-  'if', 'then', 'elif', 'else', 'fi', 'for', 'while', 'until', 'do', 'done', 'case', 'esac', 'in', 'function', 'time',
+  'if',
+  'then',
+  'elif',
+  'else',
+  'fi',
+  'for',
+  'while',
+  'until',
+  'do',
+  'done',
+  'case',
+  'esac',
+  'in',
+  'function',
+  'time',
   // builtins
-  'echo', 'printf', 'read', 'cd', 'test', 'true', 'false', 'source', 'exec', 'eval', 'trap', 'wait', 'kill', 'command',
-  'type', 'unset', 'shopt', 'getopts', 'let', 'local', 'export', 'readonly', 'declare', 'return', 'exit', 'set', 'shift',
-  'mapfile', 'pushd', 'popd', 'umask', 'ulimit', 'hash', 'break', 'continue', 'pwd',
+  'echo',
+  'printf',
+  'read',
+  'cd',
+  'test',
+  'true',
+  'false',
+  'source',
+  'exec',
+  'eval',
+  'trap',
+  'wait',
+  'kill',
+  'command',
+  'type',
+  'unset',
+  'shopt',
+  'getopts',
+  'let',
+  'local',
+  'export',
+  'readonly',
+  'declare',
+  'return',
+  'exit',
+  'set',
+  'shift',
+  'mapfile',
+  'pushd',
+  'popd',
+  'umask',
+  'ulimit',
+  'hash',
+  'break',
+  'continue',
+  'pwd',
 ]);
 
 /** Bash code with its data blanked: quoted text, comments and here-documents go, `$( )` inside quotes stays as code. */
@@ -32,17 +79,40 @@ export function bashCode(script: string): string {
   for (let i = 0; i < text.length; i++) {
     const c = text[i] ?? '';
     const inQuotes = quotes.at(-1) === '"';
-    if (c === '\\') { i++; continue; }
+    if (c === '\\') {
+      i++;
+      continue;
+    }
     if (inQuotes) {
       if (c === '"') quotes.pop();
-      else if (text.startsWith('$(', i)) { quotes.push(')'); out += '\n'; i++; }
+      else if (text.startsWith('$(', i)) {
+        quotes.push(')');
+        out += '\n';
+        i++;
+      }
       continue;
     }
     // A quoted word stays a word (`"$kubectl" get` runs no `get`), its content does not.
-    if (c === "'") { i = Math.max(i, text.indexOf("'", i + 1)); out += "''"; continue; }
-    if (c === '"') { quotes.push('"'); out += "''"; continue; }
-    if (c === ')' && quotes.at(-1) === ')') { quotes.pop(); out += '\n'; continue; }
-    if (c === '#' && /(^|\s)$/.test(out)) { const eol = text.indexOf('\n', i); i = eol < 0 ? text.length : eol - 1; continue; }
+    if (c === "'") {
+      i = Math.max(i, text.indexOf("'", i + 1));
+      out += "''";
+      continue;
+    }
+    if (c === '"') {
+      quotes.push('"');
+      out += "''";
+      continue;
+    }
+    if (c === ')' && quotes.at(-1) === ')') {
+      quotes.pop();
+      out += '\n';
+      continue;
+    }
+    if (c === '#' && /(^|\s)$/.test(out)) {
+      const eol = text.indexOf('\n', i);
+      i = eol < 0 ? text.length : eol - 1;
+      continue;
+    }
     out += c;
   }
   let code = out.replace(/\[\[[^\n]*?\]\]/g, ' ').replace(/\(\([^\n]*?\)\)/g, ' ');
@@ -56,7 +126,10 @@ export function bashCommands(script: string): Set<string> {
   const functions = new Set([...script.matchAll(/^\s*([\w-]+)\s*\(\)\s*\{/gm)].map((m) => m[1] ?? ''));
   const found = new Set<string>();
   for (const segment of bashCode(script).split(/\n|;|&&|\|\||\||\$\(|`|\(|\)|\{|\}|\bthen\b|\bdo\b|\belse\b|!/)) {
-    const words = segment.trim().split(/\s+/).filter((w) => !/^\w+(\[[^\]]*\])?\+?=/.test(w)); // assignments
+    const words = segment
+      .trim()
+      .split(/\s+/)
+      .filter((w) => !/^\w+(\[[^\]]*\])?\+?=/.test(w)); // assignments
     const word = words.find((w) => !['if', 'elif', 'while', 'until', 'time', 'exec', 'command'].includes(w)) ?? '';
     if (!/^[a-z][\w.+-]*$/i.test(word) || BASH_WORDS.has(word) || functions.has(word)) continue;
     found.add(word);
@@ -85,11 +158,15 @@ function provided(): Map<string, string> {
   for (const name of /^names=\(([^)]*)\)/m.exec(install)?.[1]?.split(/\s+/) ?? []) sources.set(name, 'install.sh');
   const prerequisites = read('scripts/dev/prerequisites.sh');
   for (const m of prerequisites.matchAll(/\$tools\/bin\/([\w-]+)"/g)) sources.set(m[1] ?? '', 'prerequisites.sh');
-  for (const m of prerequisites.matchAll(/-x (\/usr\/[\w/.-]+)/g)) sources.set(basename(m[1] ?? ''), 'prerequisites.sh');
+  for (const m of prerequisites.matchAll(/-x (\/usr\/[\w/.-]+)/g))
+    sources.set(basename(m[1] ?? ''), 'prerequisites.sh');
   return sources;
 }
 
-interface Spawned { command: string; where: string }
+interface Spawned {
+  command: string;
+  where: string;
+}
 
 function spawnedCommands(): Spawned[] {
   const spawned: Spawned[] = [];
@@ -114,22 +191,42 @@ function spawnedCommands(): Spawned[] {
 
 /** The uses of programs neither listed nor provided, as `name (where)`. */
 function unlisted(spawned: Spawned[], listed: Set<string>, sources: Map<string, string>): string[] {
-  return [...new Set(spawned.filter((s) => !listed.has(s.command) && !sources.has(s.command)).map((s) => `${s.command} (${s.where})`))];
+  return [
+    ...new Set(
+      spawned.filter((s) => !listed.has(s.command) && !sources.has(s.command)).map((s) => `${s.command} (${s.where})`),
+    ),
+  ];
 }
 
 t.test('the bash reader finds commands, not data, builtins or functions', async (t) => {
-  const found = bashCommands([
-    '#!/usr/bin/env bash', '# a comment naming curl', 'set -euo pipefail', 'die() { printf "%s" "$*" >&2; exit 1; }',
-    'out=$(mktemp -d) && openssl req -new "$x"', 'command -v go >/dev/null || die "wget; curl are not here"',
-    "trap 'rm -rf x' EXIT", 'if [ -x /usr/bin/foo ]; then sed -n 1p f | grep -q x; fi', 'cat <<EOF', 'ls inside a heredoc', 'EOF',
-    'case "$1" in', '  --out) out=$2; shift 2 ;;', 'esac', 'x=1 flock 9', 'exec 9>f', 'python3 -m venv "$(dirname "$p")"',
-  ].join('\n'));
+  const found = bashCommands(
+    [
+      '#!/usr/bin/env bash',
+      '# a comment naming curl',
+      'set -euo pipefail',
+      'die() { printf "%s" "$*" >&2; exit 1; }',
+      'out=$(mktemp -d) && openssl req -new "$x"',
+      'command -v go >/dev/null || die "wget; curl are not here"',
+      "trap 'rm -rf x' EXIT",
+      'if [ -x /usr/bin/foo ]; then sed -n 1p f | grep -q x; fi',
+      'cat <<EOF',
+      'ls inside a heredoc',
+      'EOF',
+      'case "$1" in',
+      '  --out) out=$2; shift 2 ;;',
+      'esac',
+      'x=1 flock 9',
+      'exec 9>f',
+      'python3 -m venv "$(dirname "$p")"',
+    ].join('\n'),
+  );
   t.same([...found].sort(), ['cat', 'dirname', 'flock', 'grep', 'mktemp', 'openssl', 'python3', 'sed']);
 });
 
 t.test('the README lists the prerequisites it promises', async (t) => {
   const listed = readmePrerequisites(read('README.md'));
-  for (const name of ['npm', 'go', 'openssl', 'python3', 'apt-get', 'bash']) t.ok(listed.has(name), `README lists ${name}`);
+  for (const name of ['npm', 'go', 'openssl', 'python3', 'apt-get', 'bash'])
+    t.ok(listed.has(name), `README lists ${name}`);
 });
 
 t.test('every program the two commands run by name is listed in the README or provided by the set-up', async (t) => {
@@ -141,7 +238,10 @@ t.test('every program the two commands run by name is listed in the README or pr
   const spawned = spawnedCommands();
   t.ok(spawned.length > 20, `${spawned.length} command uses found`);
   for (const name of ['bash', 'npm', 'openssl', 'go', 'tsc', 'python3', 'apt-get']) {
-    t.ok(spawned.some((s) => s.command === name), `${name} is among them (the reader sees what the scripts run)`);
+    t.ok(
+      spawned.some((s) => s.command === name),
+      `${name} is among them (the reader sees what the scripts run)`,
+    );
   }
   t.same(unlisted(spawned, listed, sources), [], 'nothing a fresh machine may lack');
   const withoutOpenssl = new Set([...listed].filter((name) => name !== 'openssl'));
@@ -150,5 +250,8 @@ t.test('every program the two commands run by name is listed in the README or pr
 });
 
 t.test('case labels are patterns, not commands; the commands after them are', async (t) => {
-  t.same([...bashCommands('case $x in\n  present) ;;\n  a|b) rm -f y ;;\n  *) grep z ;;\nesac\n')].sort(), ['grep', 'rm']);
+  t.same([...bashCommands('case $x in\n  present) ;;\n  a|b) rm -f y ;;\n  *) grep z ;;\nesac\n')].sort(), [
+    'grep',
+    'rm',
+  ]);
 });

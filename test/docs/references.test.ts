@@ -7,13 +7,27 @@ import { dirname, extname, join, relative, resolve } from 'node:path';
 import { repoRoot } from '../support/binaries.js';
 
 const SCANNED = ['src', 'test', 'chart', 'scripts', 'bench', 'docs', 'README.md', 'SECURITY.md', 'BENCHMARKS.md'];
-const TEXT_EXTENSIONS = new Set(['.ts', '.mjs', '.js', '.md', '.sh', '.yaml', '.yml', '.tpl', '.txt', '.json', '.env', '.conf']);
+const TEXT_EXTENSIONS = new Set([
+  '.ts',
+  '.mjs',
+  '.js',
+  '.md',
+  '.sh',
+  '.yaml',
+  '.yml',
+  '.tpl',
+  '.txt',
+  '.json',
+  '.env',
+  '.conf',
+]);
 // Run output, not prose: the bench's recorded runs.
 const SKIPPED_DIRS = new Set(['node_modules', '.cache', 'dist', 'results']);
 
 // A repository path in any text: starts at a top folder, not inside a longer path or word
 // (`dist/src/x.js`, `charts/dify`), ends with a file extension or a '/'; an optional #anchor.
-const PATH_MENTION = /(?<![\w./$-])((?:docs|src|test|chart|scripts|bench)\/[\w./-]*(?:\.[a-z]{1,4}\b|\/(?![\w.-])))(#[\w-]+)?/g;
+const PATH_MENTION =
+  /(?<![\w./$-])((?:docs|src|test|chart|scripts|bench)\/[\w./-]*(?:\.[a-z]{1,4}\b|\/(?![\w.-])))(#[\w-]+)?/g;
 // A markdown link's target: [text](target), resolved from the linking file's folder.
 const MARKDOWN_LINK = /\]\(([^)\s]+)\)/g;
 // Notes that live outside the repository; written as patterns so this file does not match itself.
@@ -34,7 +48,10 @@ export function anchorsOf(markdown: string): Set<string> {
     if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
     const heading = fenced ? null : /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
     if (!heading) continue;
-    const slug = (heading[1] ?? '').toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/ /g, '-');
+    const slug = (heading[1] ?? '')
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N}\s_-]/gu, '')
+      .replace(/ /g, '-');
     const count = seen.get(slug) ?? 0;
     seen.set(slug, count + 1);
     anchors.add(count === 0 ? slug : `${slug}-${count}`);
@@ -47,15 +64,20 @@ function unresolved(root: string, target: string, anchor: string | undefined): s
   const path = join(root, target);
   if (!path.startsWith(root) || !existsSync(path)) return `${target} does not exist`;
   if (anchor === undefined || anchor === '') return undefined;
-  if (extname(target) !== '.md' || statSync(path).isDirectory()) return `${target}#${anchor}: anchors are checked on markdown files only`;
-  return anchorsOf(readFileSync(path, 'utf8')).has(anchor) ? undefined : `${target}#${anchor}: no such heading in ${target}`;
+  if (extname(target) !== '.md' || statSync(path).isDirectory())
+    return `${target}#${anchor}: anchors are checked on markdown files only`;
+  return anchorsOf(readFileSync(path, 'utf8')).has(anchor)
+    ? undefined
+    : `${target}#${anchor}: no such heading in ${target}`;
 }
 
 /** The dangling references and outside notes in one file's text; `file` is its path from `root`. */
 export function problemsIn(root: string, file: string, text: string): Problem[] {
   const problems: Problem[] = [];
   text.split('\n').forEach((line, index) => {
-    const report = (problem: string): void => { problems.push({ line: index + 1, text: line.trim(), problem }); };
+    const report = (problem: string): void => {
+      problems.push({ line: index + 1, text: line.trim(), problem });
+    };
     if (OUTSIDE_NOTES.test(line)) report('cites notes kept outside the repository: cite docs/ instead');
     for (const m of line.matchAll(PATH_MENTION)) {
       const why = unresolved(root, m[1] ?? '', m[2]?.slice(1));
@@ -123,8 +145,15 @@ t.test('GitHub anchors: lowercase, punctuation dropped, spaces to hyphens, repea
 
 t.test('docs/rules.md has the sections that code and documents cite', async (t) => {
   const anchors = anchorsOf(readFileSync(join(repoRoot, 'docs', 'rules.md'), 'utf8'));
-  const cited = ['naming-contract', 'what-a-default-install-gives', 'pod-rules', 'pod-template-rules',
-    'postgresql-secret-rules', 'audit-trail', 'scope-and-safety'];
+  const cited = [
+    'naming-contract',
+    'what-a-default-install-gives',
+    'pod-rules',
+    'pod-template-rules',
+    'postgresql-secret-rules',
+    'audit-trail',
+    'scope-and-safety',
+  ];
   for (const anchor of cited) t.ok(anchors.has(anchor), `#${anchor}`);
 });
 
@@ -135,6 +164,7 @@ t.test('every reference in the repository resolves, and none points outside it',
   const mentions = texts.reduce((sum, { text }) => sum + [...text.matchAll(PATH_MENTION)].length, 0);
   t.ok(mentions > 100, `${mentions} repository paths checked`);
   const problems = texts.flatMap(({ file, text }) =>
-    problemsIn(repoRoot, file, text).map((p) => `${file}:${p.line}: ${p.problem}\n    ${p.text}`));
+    problemsIn(repoRoot, file, text).map((p) => `${file}:${p.line}: ${p.problem}\n    ${p.text}`),
+  );
   t.same(problems, [], 'no dangling reference');
 });

@@ -12,7 +12,15 @@ import { ENV, LABELS, SECRET_KEYS } from '../../src/contract.js';
 import { SETTINGS } from '../../src/config.js';
 import { fixtureNames, loadReview, sensitiveStringsOf, type AdmissionReview } from '../support/fixtures.js';
 import { labelsOf } from '../support/manifests.js';
-import { byProblem, MUTATE_PODS, problemWithAnswer, rssBytes, send, startGuardedPlane, VALIDATE_SECRETS } from './load.js';
+import {
+  byProblem,
+  MUTATE_PODS,
+  problemWithAnswer,
+  rssBytes,
+  send,
+  startGuardedPlane,
+  VALIDATE_SECRETS,
+} from './load.js';
 
 const SEED = Number(process.env.DIFY_GUARD_FUZZ_SEED ?? 20261124);
 const BODY_LIMIT = 256 * 1024;
@@ -53,12 +61,22 @@ function mulberry32(seed: number): () => number {
 
 class Dice {
   private readonly next: () => number;
-  constructor(readonly seed: number) { this.next = mulberry32(seed); }
-  int(min: number, max: number): number { return min + Math.floor(this.next() * (max - min + 1)); }
-  pick<T>(items: readonly T[]): T { return items[this.int(0, items.length - 1)] as T; }
-  chance(p: number): boolean { return this.next() < p; }
+  constructor(readonly seed: number) {
+    this.next = mulberry32(seed);
+  }
+  int(min: number, max: number): number {
+    return min + Math.floor(this.next() * (max - min + 1));
+  }
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(0, items.length - 1)] as T;
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
   /** One value of a fast-check arbitrary, from a seed derived from this dice. */
-  sample<T>(arbitrary: fc.Arbitrary<T>): T { return fc.sample(arbitrary, { seed: this.int(0, 0x7fffffff), numRuns: 1 })[0] as T; }
+  sample<T>(arbitrary: fc.Arbitrary<T>): T {
+    return fc.sample(arbitrary, { seed: this.int(0, 0x7fffffff), numRuns: 1 })[0] as T;
+  }
 }
 
 /** From the category's name (FNV-1a), so adding a category leaves the others' cases as they were. */
@@ -72,7 +90,10 @@ function caseSeed(category: string, index: number): number {
 
 const podFixtures = fixtureNames().filter((n) => n.startsWith('pod-'));
 const secretFixtures = fixtureNames().filter((n) => n.startsWith('secret-'));
-const allFixtures = [...podFixtures.map((f) => ({ f, path: MUTATE_PODS })), ...secretFixtures.map((f) => ({ f, path: VALIDATE_SECRETS }))];
+const allFixtures = [
+  ...podFixtures.map((f) => ({ f, path: MUTATE_PODS })),
+  ...secretFixtures.map((f) => ({ f, path: VALIDATE_SECRETS })),
+];
 const bothPaths = [MUTATE_PODS, VALIDATE_SECRETS] as const;
 
 function reviewWithUid(name: string, uid: string): AdmissionReview {
@@ -81,13 +102,16 @@ function reviewWithUid(name: string, uid: string): AdmissionReview {
   return review;
 }
 
-const isObjectOrNull = (value: unknown): boolean => value === null || (typeof value === 'object' && !Array.isArray(value));
+const isObjectOrNull = (value: unknown): boolean =>
+  value === null || (typeof value === 'object' && !Array.isArray(value));
 const json = (value: unknown): Buffer => Buffer.from(JSON.stringify(value), 'utf8');
 /** A structurally valid review: 200 unless its object/oldObject are not objects (400) or it is too big (413). */
 const validEnvelope = (path: string, review: AdmissionReview, uid: string): FuzzCase => {
   const body = json(review);
   const request = review.request as unknown as JsonRecord;
-  const shapeOk = (!('object' in request) || isObjectOrNull(request.object)) && (!('oldObject' in request) || isObjectOrNull(request.oldObject));
+  const shapeOk =
+    (!('object' in request) || isObjectOrNull(request.object)) &&
+    (!('oldObject' in request) || isObjectOrNull(request.oldObject));
   return { path, body, uid, expect: body.length > BODY_LIMIT ? [413] : shapeOk ? [200] : [400] };
 };
 
@@ -96,10 +120,26 @@ const anyObject = fc.dictionary(fc.string({ maxLength: 12 }), anyJson, { maxKeys
 const weirdString = fc.oneof(
   fc.string({ unit: 'grapheme', maxLength: 40 }),
   fc.string({ unit: 'binary', maxLength: 40 }),
-  fc.constantFrom('', ' ', '\u0000', '\ud800', '$(REDIS_PASSWORD)', '$(', 'redis://:@h:1/0', '=', '==', '%%', 'null', '__proto__'),
+  fc.constantFrom(
+    '',
+    ' ',
+    '\u0000',
+    '\ud800',
+    '$(REDIS_PASSWORD)',
+    '$(',
+    'redis://:@h:1/0',
+    '=',
+    '==',
+    '%%',
+    'null',
+    '__proto__',
+  ),
 );
 // JSON.parse makes these own properties, so JSON.stringify sends them as keys.
-const prototypeKeys = (): JsonRecord => JSON.parse('{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}},"prototype":1}') as JsonRecord;
+const prototypeKeys = (): JsonRecord =>
+  JSON.parse(
+    '{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}},"prototype":1}',
+  ) as JsonRecord;
 
 // ---- categories -----------------------------------------------------------------------------------------
 
@@ -112,7 +152,8 @@ interface Category {
 const truncatable = allFixtures.map(({ f, path }) => ({ path, text: JSON.stringify(loadReview(f)) }));
 
 const malformedBytes: Category = {
-  name: 'malformed-bytes', count: 600,
+  name: 'malformed-bytes',
+  count: 600,
   build: (dice, index) => {
     const body = Buffer.alloc(dice.int(0, 2048));
     for (let i = 0; i < body.length; i++) body[i] = dice.int(0, 255);
@@ -122,7 +163,8 @@ const malformedBytes: Category = {
 };
 
 const malformedText: Category = {
-  name: 'malformed-text', count: 600,
+  name: 'malformed-text',
+  count: 600,
   build: (dice, index) => {
     const alphabet = '{}[]":,\\ntrufalse0123456789.eE+-  \t\n\'abc';
     const length = dice.int(0, 600);
@@ -134,7 +176,8 @@ const malformedText: Category = {
 };
 
 const malformedTruncated: Category = {
-  name: 'malformed-truncated', count: 800,
+  name: 'malformed-truncated',
+  count: 800,
   build: (dice) => {
     const { path, text } = dice.pick(truncatable);
     // Any strict prefix of a JSON object is invalid JSON.
@@ -143,13 +186,31 @@ const malformedTruncated: Category = {
   },
 };
 
-const notJsonTypes = [null, '', 'text/plain', 'text/json', 'application/x-www-form-urlencoded', 'application/jsonx', 'application/json-patch+json',
-  'application/merge-patch+json', 'multipart/form-data; boundary=x', 'application/yaml', 'application/vnd.kubernetes.protobuf', 'application/cbor',
-  'application/*', '*/*', 'application/octet-stream', 'json', 'application', 'application/xml'];
+const notJsonTypes = [
+  null,
+  '',
+  'text/plain',
+  'text/json',
+  'application/x-www-form-urlencoded',
+  'application/jsonx',
+  'application/json-patch+json',
+  'application/merge-patch+json',
+  'multipart/form-data; boundary=x',
+  'application/yaml',
+  'application/vnd.kubernetes.protobuf',
+  'application/cbor',
+  'application/*',
+  '*/*',
+  'application/octet-stream',
+  'json',
+  'application',
+  'application/xml',
+];
 const jsonTypes = ['application/json', 'application/json; charset=utf-8', 'application/json;charset=UTF-8'];
 
 const contentTypes: Category = {
-  name: 'content-type', count: 800,
+  name: 'content-type',
+  count: 800,
   build: (dice, index, id) => {
     const { f, path } = dice.pick(allFixtures);
     const body = json(reviewWithUid(f, id));
@@ -160,16 +221,35 @@ const contentTypes: Category = {
 
 // Headers an API server does not send but a client might: the body is judged or refused, never misread.
 const headerCases: Category = {
-  name: 'headers', count: 200,
+  name: 'headers',
+  count: 200,
   build: (dice, index, id): FuzzCase => {
     const { f, path } = dice.pick(allFixtures);
     const plain = json(reviewWithUid(f, id));
     switch (index % 4) {
-      case 0: return { path, body: plain, headers: { expect: '100-continue' }, uid: id, expect: [200] };
+      case 0:
+        return { path, body: plain, headers: { expect: '100-continue' }, uid: id, expect: [200] };
       // A compressed body is not decoded: refused (it is not JSON), not judged as something else.
-      case 1: return { path, body: gzipSync(plain), headers: { 'content-encoding': 'gzip' }, expect: [400, 415] };
-      case 2: return { path, body: plain, headers: { 'content-encoding': dice.pick(['identity', 'br', 'x-unknown']) }, uid: id, expect: [200, 415] };
-      default: return { path, body: plain, headers: { accept: dice.pick(['application/yaml', 'application/vnd.kubernetes.protobuf', 'text/html', '*/*']) }, uid: id, expect: [200] };
+      case 1:
+        return { path, body: gzipSync(plain), headers: { 'content-encoding': 'gzip' }, expect: [400, 415] };
+      case 2:
+        return {
+          path,
+          body: plain,
+          headers: { 'content-encoding': dice.pick(['identity', 'br', 'x-unknown']) },
+          uid: id,
+          expect: [200, 415],
+        };
+      default:
+        return {
+          path,
+          body: plain,
+          headers: {
+            accept: dice.pick(['application/yaml', 'application/vnd.kubernetes.protobuf', 'text/html', '*/*']),
+          },
+          uid: id,
+          expect: [200],
+        };
     }
   },
 };
@@ -185,29 +265,96 @@ const wrongShapes: ((dice: Dice, id: string) => unknown)[] = [
   () => ({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview' }),
   () => ({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: null }),
   () => ({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: [] }),
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; delete r.request.uid; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; r.request.uid = ''; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; r.request.uid = dice.int(0, 1e6); return r; },
-  (dice, id) => ({ ...reviewWithUid(dice.pick(allFixtures).f, id), apiVersion: dice.pick(['admission.k8s.io/v1beta1', 'v1', '', 'admission.k8s.io/v2']) }),
-  (dice, id) => ({ ...reviewWithUid(dice.pick(allFixtures).f, id), kind: dice.pick(['AdmissionReviewList', 'Pod', 'admissionreview', '']) }),
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as JsonRecord; delete r.apiVersion; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; delete r.request.kind; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; r.request.kind = { kind: dice.int(0, 9) }; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; delete r.request.resource; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; r.request.operation = dice.pick(['PATCH', 'create', '', 'GET']); return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; delete r.request.userInfo; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; r.request.userInfo = { groups: 'system:masters' }; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; r.request.object = dice.pick<Json>(['pod', [], 5, true]); return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; r.request.oldObject = dice.pick<Json>(['secret', [{}], 0]); return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord }; r.request.dryRun = 'yes'; return r; },
-  (dice, id) => { const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as JsonRecord; r.request = dice.sample(anyObject); return r; },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    delete r.request.uid;
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    r.request.uid = '';
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    r.request.uid = dice.int(0, 1e6);
+    return r;
+  },
+  (dice, id) => ({
+    ...reviewWithUid(dice.pick(allFixtures).f, id),
+    apiVersion: dice.pick(['admission.k8s.io/v1beta1', 'v1', '', 'admission.k8s.io/v2']),
+  }),
+  (dice, id) => ({
+    ...reviewWithUid(dice.pick(allFixtures).f, id),
+    kind: dice.pick(['AdmissionReviewList', 'Pod', 'admissionreview', '']),
+  }),
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as JsonRecord;
+    delete r.apiVersion;
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    delete r.request.kind;
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    r.request.kind = { kind: dice.int(0, 9) };
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    delete r.request.resource;
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    r.request.operation = dice.pick(['PATCH', 'create', '', 'GET']);
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    delete r.request.userInfo;
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    r.request.userInfo = { groups: 'system:masters' };
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    r.request.object = dice.pick<Json>(['pod', [], 5, true]);
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    r.request.oldObject = dice.pick<Json>(['secret', [{}], 0]);
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
+    r.request.dryRun = 'yes';
+    return r;
+  },
+  (dice, id) => {
+    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as JsonRecord;
+    r.request = dice.sample(anyObject);
+    return r;
+  },
   (dice) => dice.sample(anyJson),
   (dice) => ({ ...dice.sample(anyObject), ...prototypeKeys() }),
 ];
 
 const wrongShape: Category = {
-  name: 'wrong-shape', count: 1500,
-  build: (dice, index, id) => ({ path: bothPaths[index % 2] as string, body: json(dice.pick(wrongShapes)(dice, id)), expect: [400] }),
+  name: 'wrong-shape',
+  count: 1500,
+  build: (dice, index, id) => ({
+    path: bothPaths[index % 2] as string,
+    body: json(dice.pick(wrongShapes)(dice, id)),
+    expect: [400],
+  }),
 };
 
 /** `[[[...]]]`, `{"a":{"a":...}}` or unclosed, `depth` levels. */
@@ -219,7 +366,8 @@ function nested(dice: Dice, depth: number, closed: boolean): string {
 }
 
 const deepNesting: Category = {
-  name: 'deep-nesting', count: 200,
+  name: 'deep-nesting',
+  count: 200,
   build: (dice, index, id) => {
     const depth = dice.int(10_000, 100_000);
     const kind = index % 4;
@@ -243,7 +391,7 @@ const deepNesting: Category = {
     else if (where === 1) ((target.metadata ??= {}) as JsonRecord).labels = '__deep_placeholder__';
     else if (where === 2) target.data = { [SECRET_KEYS.postgresPassword]: '__deep_placeholder__' };
     else {
-      const containers = ((target.spec as JsonRecord | undefined)?.containers as JsonRecord[] | undefined);
+      const containers = (target.spec as JsonRecord | undefined)?.containers as JsonRecord[] | undefined;
       if (containers?.[0]) containers[0].env = '__deep_placeholder__';
       else target.stringData = '__deep_placeholder__';
     }
@@ -254,7 +402,8 @@ const deepNesting: Category = {
 };
 
 const oversized: Category = {
-  name: 'oversized', count: 300,
+  name: 'oversized',
+  count: 300,
   build: (dice, index, id) => {
     const { f, path } = dice.pick(allFixtures);
     const review = reviewWithUid(f, id);
@@ -267,19 +416,21 @@ const oversized: Category = {
 };
 
 const nearLimit: Category = {
-  name: 'near-limit', count: 60,
+  name: 'near-limit',
+  count: 60,
   build: (_dice, index, id) => {
     const { f, path } = allFixtures[index % allFixtures.length] as { f: string; path: string };
     const review = reviewWithUid(f, id);
     const target = (review.request.object ?? review.request.oldObject) as JsonRecord;
-    const annotations = ((target.metadata ??= {}) as JsonRecord).annotations ??= {};
+    const annotations = (((target.metadata ??= {}) as JsonRecord).annotations ??= {});
     (annotations as JsonRecord).filler = '';
     const base = json(review).length;
     // 30 bodies at the limit or just under (answered), 30 just over it (413); half of each sent chunked.
     const wanted = index < 30 ? BODY_LIMIT - (index % 30) : BODY_LIMIT + 1 + (index % 30);
     (annotations as JsonRecord).filler = 'y'.repeat(wanted - base);
     const body = json(review);
-    if (body.length !== wanted) throw new Error(`near-limit case ${index}: built ${body.length} bytes, wanted ${wanted}`);
+    if (body.length !== wanted)
+      throw new Error(`near-limit case ${index}: built ${body.length} bytes, wanted ${wanted}`);
     return { path, body, uid: id, chunked: index % 2 === 1, expect: index < 30 ? [200] : [413] };
   },
 };
@@ -299,7 +450,10 @@ const dataOf = (object: JsonRecord): JsonRecord => {
 const containersOf = (object: JsonRecord): JsonRecord[] => {
   const spec = object.spec;
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) return [];
-  const list = [...(Array.isArray(spec.containers) ? spec.containers : []), ...(Array.isArray(spec.initContainers) ? spec.initContainers : [])];
+  const list = [
+    ...(Array.isArray(spec.containers) ? spec.containers : []),
+    ...(Array.isArray(spec.initContainers) ? spec.initContainers : []),
+  ];
   return list.filter((c): c is JsonRecord => typeof c === 'object' && c !== null && !Array.isArray(c));
 };
 const envOfSome = (dice: Dice, object: JsonRecord): Json[] | undefined => {
@@ -311,45 +465,122 @@ const envOfSome = (dice: Dice, object: JsonRecord): Json[] | undefined => {
 };
 const envNames = Object.values(ENV);
 const podMutations: Mutation[] = [
-  (dice, o) => { const env = envOfSome(dice, o); if (env) env[dice.int(0, env.length)] = dice.sample(anyJson); },
-  (dice, o) => { const env = envOfSome(dice, o); if (env) env.push({ name: dice.pick(envNames), value: dice.sample(anyJson) }); },
-  (dice, o) => { const env = envOfSome(dice, o); if (env) env.push({ name: dice.pick(envNames), valueFrom: dice.sample(anyJson) }); },
-  (dice, o) => { const env = envOfSome(dice, o); if (env) env.push({ name: dice.pick(envNames), valueFrom: { secretKeyRef: dice.sample(anyJson) } }); },
-  (dice, o) => { const env = envOfSome(dice, o); if (env) env.push({ name: dice.sample(anyJson), value: dice.sample(weirdString) }); },
-  (dice, o) => { const env = envOfSome(dice, o); if (env) env.push({ name: ENV.celeryBrokerUrl, value: `redis://:${dice.sample(weirdString)}@host:6379/1` }); },
-  (dice, o) => { const env = envOfSome(dice, o); if (env) env.push({ name: dice.pick(envNames), value: 'z'.repeat(dice.int(1_000, 100_000)) }); },
-  (dice, o) => { const env = envOfSome(dice, o); if (env) env.push({ ...prototypeKeys(), name: dice.pick(envNames), value: 'v' }); },
-  (dice, o) => { const c = containersOf(o); if (c.length > 0) dice.pick(c).env = dice.sample(anyJson); },
-  (dice, o) => { if (typeof o.spec === 'object' && o.spec !== null && !Array.isArray(o.spec)) o.spec.containers = dice.sample(anyJson); },
-  (dice, o) => { if (typeof o.spec === 'object' && o.spec !== null && !Array.isArray(o.spec)) o.spec.initContainers = dice.sample(anyJson); },
-  (dice, o) => { o.spec = dice.sample(anyJson); },
-  (dice, o) => { metadataOf(o).labels = dice.sample(anyJson); },
-  (dice, o) => { metadataOf(o).labels = { ...labelsOf(o), [dice.pick(Object.values(LABELS))]: dice.sample(anyJson) }; },
-  (dice, o) => { metadataOf(o).labels = { ...labelsOf(o), [LABELS.instance]: dice.sample(weirdString) }; },
-  (dice, o) => { metadataOf(o).annotations = { ...dice.sample(anyObject), ...prototypeKeys() }; },
-  (_dice, o) => { Object.assign(o, prototypeKeys()); },
-  (dice, o) => { o.metadata = dice.sample(anyJson); },
+  (dice, o) => {
+    const env = envOfSome(dice, o);
+    if (env) env[dice.int(0, env.length)] = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    const env = envOfSome(dice, o);
+    if (env) env.push({ name: dice.pick(envNames), value: dice.sample(anyJson) });
+  },
+  (dice, o) => {
+    const env = envOfSome(dice, o);
+    if (env) env.push({ name: dice.pick(envNames), valueFrom: dice.sample(anyJson) });
+  },
+  (dice, o) => {
+    const env = envOfSome(dice, o);
+    if (env) env.push({ name: dice.pick(envNames), valueFrom: { secretKeyRef: dice.sample(anyJson) } });
+  },
+  (dice, o) => {
+    const env = envOfSome(dice, o);
+    if (env) env.push({ name: dice.sample(anyJson), value: dice.sample(weirdString) });
+  },
+  (dice, o) => {
+    const env = envOfSome(dice, o);
+    if (env) env.push({ name: ENV.celeryBrokerUrl, value: `redis://:${dice.sample(weirdString)}@host:6379/1` });
+  },
+  (dice, o) => {
+    const env = envOfSome(dice, o);
+    if (env) env.push({ name: dice.pick(envNames), value: 'z'.repeat(dice.int(1_000, 100_000)) });
+  },
+  (dice, o) => {
+    const env = envOfSome(dice, o);
+    if (env) env.push({ ...prototypeKeys(), name: dice.pick(envNames), value: 'v' });
+  },
+  (dice, o) => {
+    const c = containersOf(o);
+    if (c.length > 0) dice.pick(c).env = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    if (typeof o.spec === 'object' && o.spec !== null && !Array.isArray(o.spec))
+      o.spec.containers = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    if (typeof o.spec === 'object' && o.spec !== null && !Array.isArray(o.spec))
+      o.spec.initContainers = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    o.spec = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    metadataOf(o).labels = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    metadataOf(o).labels = { ...labelsOf(o), [dice.pick(Object.values(LABELS))]: dice.sample(anyJson) };
+  },
+  (dice, o) => {
+    metadataOf(o).labels = { ...labelsOf(o), [LABELS.instance]: dice.sample(weirdString) };
+  },
+  (dice, o) => {
+    metadataOf(o).annotations = { ...dice.sample(anyObject), ...prototypeKeys() };
+  },
+  (_dice, o) => {
+    Object.assign(o, prototypeKeys());
+  },
+  (dice, o) => {
+    o.metadata = dice.sample(anyJson);
+  },
 ];
 const secretKeys = Object.values(SECRET_KEYS);
 const secretMutations: Mutation[] = [
-  (dice, o) => { o.data = { ...dataOf(o), [dice.pick(secretKeys)]: dice.sample(weirdString) }; },
-  (dice, o) => { o.data = { ...dataOf(o), [dice.pick(secretKeys)]: dice.sample(anyJson) }; },
-  (dice, o) => { o.data = dice.sample(anyJson); },
-  (dice, o) => { o.stringData = { ...dice.sample(anyObject), [dice.pick(secretKeys)]: dice.sample(anyJson) }; },
-  (dice, o) => { o.stringData = dice.sample(anyJson); },
-  (dice, o) => { o.data = { ...dataOf(o), [dice.pick(secretKeys)]: Buffer.from('w'.repeat(dice.int(1_000, 60_000))).toString('base64') }; },
-  (dice, o) => { o.data = { ...dataOf(o), ...prototypeKeys() }; },
-  (dice, o) => { metadataOf(o).labels = dice.sample(anyJson); },
-  (dice, o) => { metadataOf(o).labels = { ...labelsOf(o), [dice.pick(Object.values(LABELS))]: dice.sample(anyJson) }; },
-  (dice, o) => { metadataOf(o).name = dice.sample(fc.oneof(weirdString, anyJson)); },
-  (_dice, o) => { Object.assign(o, prototypeKeys()); },
-  (dice, o) => { o.metadata = dice.sample(anyJson); },
-  (dice, o) => { o.type = dice.sample(anyJson); },
+  (dice, o) => {
+    o.data = { ...dataOf(o), [dice.pick(secretKeys)]: dice.sample(weirdString) };
+  },
+  (dice, o) => {
+    o.data = { ...dataOf(o), [dice.pick(secretKeys)]: dice.sample(anyJson) };
+  },
+  (dice, o) => {
+    o.data = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    o.stringData = { ...dice.sample(anyObject), [dice.pick(secretKeys)]: dice.sample(anyJson) };
+  },
+  (dice, o) => {
+    o.stringData = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    o.data = {
+      ...dataOf(o),
+      [dice.pick(secretKeys)]: Buffer.from('w'.repeat(dice.int(1_000, 60_000))).toString('base64'),
+    };
+  },
+  (dice, o) => {
+    o.data = { ...dataOf(o), ...prototypeKeys() };
+  },
+  (dice, o) => {
+    metadataOf(o).labels = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    metadataOf(o).labels = { ...labelsOf(o), [dice.pick(Object.values(LABELS))]: dice.sample(anyJson) };
+  },
+  (dice, o) => {
+    metadataOf(o).name = dice.sample(fc.oneof(weirdString, anyJson));
+  },
+  (_dice, o) => {
+    Object.assign(o, prototypeKeys());
+  },
+  (dice, o) => {
+    o.metadata = dice.sample(anyJson);
+  },
+  (dice, o) => {
+    o.type = dice.sample(anyJson);
+  },
 ];
 
 function arbitraryCategory(name: string, fixtures: string[], path: string, mutations: Mutation[]): Category {
   return {
-    name, count: 3000,
+    name,
+    count: 3000,
     build: (dice, _index, id) => {
       const review = reviewWithUid(dice.pick(fixtures), id);
       const request = review.request as unknown as JsonRecord;
@@ -376,7 +607,15 @@ function arbitraryCategory(name: string, fixtures: string[], path: string, mutat
 }
 
 const categories: Category[] = [
-  malformedBytes, malformedText, malformedTruncated, contentTypes, headerCases, wrongShape, deepNesting, oversized, nearLimit,
+  malformedBytes,
+  malformedText,
+  malformedTruncated,
+  contentTypes,
+  headerCases,
+  wrongShape,
+  deepNesting,
+  oversized,
+  nearLimit,
   arbitraryCategory('arbitrary-pod', podFixtures, MUTATE_PODS, podMutations),
   arbitraryCategory('arbitrary-secret', secretFixtures, VALIDATE_SECRETS, secretMutations),
 ];
@@ -385,7 +624,9 @@ const categories: Category[] = [
 
 t.test('10,000+ hostile bodies on both webhook paths of the real process', async (t) => {
   // No tap instrumentation in dify-guard (NODE_OPTIONS): its coverage recorder would be the memory measured.
-  const { guard, ca } = await startGuardedPlane(t, 'fuzz', { env: { [SETTINGS.bodyLimitBytes.env]: String(BODY_LIMIT), NODE_OPTIONS: '' } });
+  const { guard, ca } = await startGuardedPlane(t, 'fuzz', {
+    env: { [SETTINGS.bodyLimitBytes.env]: String(BODY_LIMIT), NODE_OPTIONS: '' },
+  });
   const pid = guard.process.pid as number;
   const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY, ca });
   t.teardown(() => agent.destroy());
@@ -396,14 +637,21 @@ t.test('10,000+ hostile bodies on both webhook paths of the real process', async
     await send({ port: guard.port, ca, path, body: json(reviewWithUid(f, `warm-up-${i}`)), agent });
   }
   const rssBefore = rssBytes(pid);
-  t.comment(`seed ${SEED} (DIFY_GUARD_FUZZ_SEED replays it); body limit ${BODY_LIMIT} bytes; concurrency ${CONCURRENCY}`);
+  t.comment(
+    `seed ${SEED} (DIFY_GUARD_FUZZ_SEED replays it); body limit ${BODY_LIMIT} bytes; concurrency ${CONCURRENCY}`,
+  );
 
   const secrets = [...new Set(fixtureNames().flatMap((name) => sensitiveStringsOf(loadReview(name))))];
-  interface Outcome { id: string; problem?: string }
+  interface Outcome {
+    id: string;
+    problem?: string;
+  }
   const outcomes = new Map<string, Outcome[]>();
   const statusCounts = new Map<string, Map<number, number>>();
   const verdictCounts = new Map<string, Map<string, number>>();
-  const queue = categories.flatMap((category) => Array.from({ length: category.count }, (_, index) => ({ category, index })));
+  const queue = categories.flatMap((category) =>
+    Array.from({ length: category.count }, (_, index) => ({ category, index })),
+  );
   let cursor = 0;
 
   async function runCase(category: Category, index: number): Promise<Outcome> {
@@ -417,13 +665,18 @@ t.test('10,000+ hostile bodies on both webhook paths of the real process', async
     }
     try {
       const answer = await send({
-        port: guard.port, ca, path: fuzzCase.path, body: fuzzCase.body, agent,
+        port: guard.port,
+        ca,
+        path: fuzzCase.path,
+        body: fuzzCase.body,
+        agent,
         ...(fuzzCase.contentType !== undefined ? { contentType: fuzzCase.contentType } : {}),
         ...(fuzzCase.chunked ? { chunked: true } : {}),
         ...(fuzzCase.headers ? { headers: fuzzCase.headers } : {}),
       });
       // A message may quote an identifier, never a fixture's password (plain or base64), cut or whole.
-      if (answer.status !== 200 && secrets.some((secret) => answer.text.includes(secret))) return { id, problem: 'a fixture password in the answer' };
+      if (answer.status !== 200 && secrets.some((secret) => answer.text.includes(secret)))
+        return { id, problem: 'a fixture password in the answer' };
       const counts = statusCounts.get(category.name) ?? new Map<number, number>();
       counts.set(answer.status, (counts.get(answer.status) ?? 0) + 1);
       statusCounts.set(category.name, counts);
@@ -434,35 +687,48 @@ t.test('10,000+ hostile bodies on both webhook paths of the real process', async
         verdicts.set(verdict, (verdicts.get(verdict) ?? 0) + 1);
         verdictCounts.set(category.name, verdicts);
       }
-      const problem = problemWithAnswer(answer, fuzzCase.uid)
-        ?? (fuzzCase.expect.includes(answer.status) ? undefined : `status ${answer.status}, expected ${fuzzCase.expect.join(' or ')}`);
+      const problem =
+        problemWithAnswer(answer, fuzzCase.uid) ??
+        (fuzzCase.expect.includes(answer.status)
+          ? undefined
+          : `status ${answer.status}, expected ${fuzzCase.expect.join(' or ')}`);
       return problem ? { id, problem } : { id };
     } catch (error) {
       return { id, problem: `transport: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` };
     }
   }
 
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (cursor < queue.length) {
-      const { category, index } = queue[cursor++] as (typeof queue)[number];
-      const outcome = await runCase(category, index);
-      const list = outcomes.get(category.name) ?? [];
-      list.push(outcome);
-      outcomes.set(category.name, list);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (cursor < queue.length) {
+        const { category, index } = queue[cursor++] as (typeof queue)[number];
+        const outcome = await runCase(category, index);
+        const list = outcomes.get(category.name) ?? [];
+        list.push(outcome);
+        outcomes.set(category.name, list);
+      }
+    }),
+  );
 
   let total = 0;
   for (const category of categories) {
     const list = outcomes.get(category.name) ?? [];
     total += list.length;
-    const statuses = [...(statusCounts.get(category.name) ?? new Map<number, number>()).entries()].sort((a, b) => a[0] - b[0])
-      .map(([status, n]) => `${status}:${n}`).join(' ');
-    const verdicts = [...(verdictCounts.get(category.name) ?? new Map<string, number>()).entries()].sort()
-      .map(([verdict, n]) => `${verdict}:${n}`).join(' ');
+    const statuses = [...(statusCounts.get(category.name) ?? new Map<number, number>()).entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([status, n]) => `${status}:${n}`)
+      .join(' ');
+    const verdicts = [...(verdictCounts.get(category.name) ?? new Map<string, number>()).entries()]
+      .sort()
+      .map(([verdict, n]) => `${verdict}:${n}`)
+      .join(' ');
     t.comment(`${category.name}: ${list.length} bodies (status ${statuses}${verdicts ? `; 200s ${verdicts}` : ''})`);
     t.equal(list.length, category.count, `${category.name}: every case was sent`);
-    t.same(byProblem(list, (o) => o.id), {}, `${category.name}: every answer is a valid review or a 4xx naming the problem (failing case ids by problem)`);
+    t.same(
+      byProblem(list, (o) => o.id),
+      {},
+      `${category.name}: every answer is a valid review or a 4xx naming the problem (failing case ids by problem)`,
+    );
   }
   t.comment(`total: ${total} bodies`);
   t.ok(total >= 10_000, 'at least 10,000 bodies');
@@ -470,7 +736,11 @@ t.test('10,000+ hostile bodies on both webhook paths of the real process', async
   t.ok(guard.process.running, 'the process is still running');
   const log = guard.process.log();
   t.ok(log.length > 0 && secrets.length > 0, 'there is a log and there are fixture passwords to look for');
-  t.equal(secrets.filter((secret) => log.includes(secret)).length, 0, 'no fixture password (plain or base64) in the log of the whole run');
+  t.equal(
+    secrets.filter((secret) => log.includes(secret)).length,
+    0,
+    'no fixture password (plain or base64) in the log of the whole run',
+  );
   const after = reviewWithUid('pod-api-literal', 'after-the-fuzz');
   const normal = await send({ port: guard.port, ca, path: MUTATE_PODS, body: json(after) });
   t.equal(normal.status, 200, 'a normal review afterwards is answered');

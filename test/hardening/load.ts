@@ -22,7 +22,11 @@ export interface GuardedPlane {
 }
 
 /** A control plane (dify-guard's readiness waits for its PVC cache's first list) and dify-guard on it. */
-export async function startGuardedPlane(t: TeardownHost, name: string, options: DifyGuardOptions = {}): Promise<GuardedPlane> {
+export async function startGuardedPlane(
+  t: TeardownHost,
+  name: string,
+  options: DifyGuardOptions = {},
+): Promise<GuardedPlane> {
   const cp = await startControlPlane(t, { name });
   const guard = await startDifyGuard(t, cp, options);
   return { cp, guard, ca: readFileSync(guard.certs.caFile) };
@@ -56,35 +60,57 @@ export interface SendOptions {
 
 /** One POST over TLS (verifying the certificate against the CA); rejects on any transport error. */
 export async function send(options: SendOptions): Promise<Answer> {
-  const body = options.body === undefined ? undefined : Buffer.isBuffer(options.body) ? options.body : Buffer.from(options.body, 'utf8');
+  const body =
+    options.body === undefined
+      ? undefined
+      : Buffer.isBuffer(options.body)
+        ? options.body
+        : Buffer.from(options.body, 'utf8');
   const headers: Record<string, string | number> = { ...options.headers };
   const contentType = options.contentType === undefined ? 'application/json' : options.contentType;
   if (contentType !== null) headers['content-type'] = contentType;
   if (!options.chunked) headers['content-length'] = body?.length ?? 0;
   // Chunked: pieces of 16 KiB, as a streaming client sends them.
-  const chunks = body !== undefined && options.chunked
-    ? Array.from({ length: Math.ceil(body.length / 16_384) }, (_, i) => body.subarray(i * 16_384, (i + 1) * 16_384))
-    : undefined;
+  const chunks =
+    body !== undefined && options.chunked
+      ? Array.from({ length: Math.ceil(body.length / 16_384) }, (_, i) => body.subarray(i * 16_384, (i + 1) * 16_384))
+      : undefined;
   const res = await httpsRequest({
-    port: options.port, path: options.path, ca: options.ca, headers,
+    port: options.port,
+    path: options.path,
+    ca: options.ca,
+    headers,
     ...(options.agent ? { agent: options.agent } : {}),
     ...(chunks ? { chunks } : body !== undefined ? { body } : {}),
   });
   const connection = res.headers.connection;
-  return { status: res.status, text: res.text, json: res.json as unknown, fingerprint256: res.fingerprint256, reusedSocket: res.reusedSocket, socket: res.socket, connection };
+  return {
+    status: res.status,
+    text: res.text,
+    json: res.json as unknown,
+    fingerprint256: res.fingerprint256,
+    reusedSocket: res.reusedSocket,
+    socket: res.socket,
+    connection,
+  };
 }
 
-const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
  * What is wrong with an answer, or undefined when it is one a webhook may give: 200 with a valid
  * AdmissionReview (uid echoed, allowed boolean, a patch only as base64 of a JSON Patch array), or a
  * 4xx naming the problem. A 5xx is always wrong.
  */
-export function problemWithAnswer(answer: { status: number; json: unknown }, requestUid: string | undefined): string | undefined {
+export function problemWithAnswer(
+  answer: { status: number; json: unknown },
+  requestUid: string | undefined,
+): string | undefined {
   const { status, json } = answer;
   if (status >= 400 && status < 500) {
-    if (!isRecord(json) || !isRecord(json.response) || !isRecord(json.response.status)) return `${status} without a status in an AdmissionReview`;
+    if (!isRecord(json) || !isRecord(json.response) || !isRecord(json.response.status))
+      return `${status} without a status in an AdmissionReview`;
     const message = json.response.status.message;
     return typeof message === 'string' && message.trim() !== '' ? undefined : `${status} with no message`;
   }
@@ -98,12 +124,21 @@ export function problemWithAnswer(answer: { status: number; json: unknown }, req
   if (typeof response.allowed !== 'boolean') return '200 whose response.allowed is not a boolean';
   if (response.patch !== undefined || response.patchType !== undefined) {
     if (response.patchType !== 'JSONPatch') return '200 with a patch but patchType is not JSONPatch';
-    if (typeof response.patch !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(response.patch)) return '200 whose patch is not base64';
+    if (typeof response.patch !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(response.patch))
+      return '200 whose patch is not base64';
     let operations: unknown;
-    try { operations = JSON.parse(Buffer.from(response.patch, 'base64').toString('utf8')); } catch { return '200 whose patch is not JSON'; }
+    try {
+      operations = JSON.parse(Buffer.from(response.patch, 'base64').toString('utf8'));
+    } catch {
+      return '200 whose patch is not JSON';
+    }
     if (!Array.isArray(operations) || operations.length === 0) return '200 whose patch is not a non-empty JSON array';
     const ops = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
-    if (!operations.every((op) => isRecord(op) && typeof op.op === 'string' && ops.has(op.op) && typeof op.path === 'string')) {
+    if (
+      !operations.every(
+        (op) => isRecord(op) && typeof op.op === 'string' && ops.has(op.op) && typeof op.path === 'string',
+      )
+    ) {
       return '200 whose patch holds something that is not a JSON Patch operation';
     }
   }
@@ -172,14 +207,25 @@ export function startLoad(options: LoadOptions): LoadRun {
       const { path, review } = bodies[id % bodies.length] as { path: string; review: AdmissionReview };
       const uid = `load-${id}`;
       const body = JSON.stringify({ ...review, request: { ...review.request, uid } });
-      const record: LoadRequestRecord = { id, lane, worker: index, startEpoch: epoch(), endEpoch: -1, startedAt: Date.now() };
+      const record: LoadRequestRecord = {
+        id,
+        lane,
+        worker: index,
+        startEpoch: epoch(),
+        endEpoch: -1,
+        startedAt: Date.now(),
+      };
       records.push(record);
       try {
         const answer = await send({ port: options.port, ca: options.ca, path, body, agent });
         Object.assign(record, {
-          fingerprint256: answer.fingerprint256, socket: answer.socket, reusedSocket: answer.reusedSocket, connection: answer.connection,
+          fingerprint256: answer.fingerprint256,
+          socket: answer.socket,
+          reusedSocket: answer.reusedSocket,
+          connection: answer.connection,
         });
-        const problem = problemWithAnswer(answer, uid) ?? (answer.status === 200 ? undefined : `status ${answer.status}`);
+        const problem =
+          problemWithAnswer(answer, uid) ?? (answer.status === 200 ? undefined : `status ${answer.status}`);
         if (problem) record.problem = problem;
       } catch (error) {
         record.problem = `transport: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`;
@@ -207,7 +253,9 @@ export function startLoad(options: LoadOptions): LoadRun {
 
 /** Resident memory of a process in bytes, from /proc/<pid>/status (VmRSS). */
 export function rssBytes(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('VmRSS:'));
   if (!line) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(/(\d+)/.exec(line)?.[1]) * 1024;
 }
@@ -216,7 +264,10 @@ export function rssBytes(pid: number): number {
 export function connectResult(port: number): Promise<string> {
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port });
-    socket.on('connect', () => { socket.destroy(); resolve('connected'); });
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
     socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
   });
 }
@@ -247,7 +298,10 @@ export async function healthStatus(port: number, path: string): Promise<number |
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Groups ids by their problem, for a failure report that names cases only (never bodies). */
-export function byProblem<T extends { problem?: string | undefined }>(items: T[], idOf: (item: T) => string): Record<string, string[]> {
+export function byProblem<T extends { problem?: string | undefined }>(
+  items: T[],
+  idOf: (item: T) => string,
+): Record<string, string[]> {
   const grouped: Record<string, string[]> = {};
   for (const item of items) {
     if (!item.problem) continue;

@@ -33,10 +33,16 @@ const fingerprintOf = (certFile: string): string => new X509Certificate(readFile
 class SecretVolume {
   private version = 0;
   private current: string | undefined;
-  constructor(readonly dir: string) { mkdirSync(dir, { recursive: true }); }
+  constructor(readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+  }
 
-  get certFile(): string { return join(this.dir, 'tls.crt'); }
-  get keyFile(): string { return join(this.dir, 'tls.key'); }
+  get certFile(): string {
+    return join(this.dir, 'tls.crt');
+  }
+  get keyFile(): string {
+    return join(this.dir, 'tls.key');
+  }
 
   /** kubelet's AtomicWriter: write a new folder, swap `..data` to it in one rename, remove the old folder. */
   publish(source: { certFile: string; keyFile: string }): void {
@@ -78,7 +84,11 @@ t.test('five certificate renewals under a continuous load over keep-alive and fr
     env: { [SETTINGS.tlsCertFile.env]: volume.certFile, [SETTINGS.tlsKeyFile.env]: volume.keyFile, NODE_OPTIONS: '' },
   });
   const ca = readFileSync(join(caDir, 'ca.crt'));
-  t.equal(readFileSync(guard.certs.caFile).toString(), ca.toString(), 'the client trusts the CA that signs every renewal');
+  t.equal(
+    readFileSync(guard.certs.caFile).toString(),
+    ca.toString(),
+    'the client trusts the CA that signs every renewal',
+  );
 
   // Which certificates a handshake may present, per epoch: both while a renewal is being picked up.
   const fingerprints = [first.fingerprint];
@@ -86,15 +96,25 @@ t.test('five certificate renewals under a continuous load over keep-alive and fr
   const epoch = (): number => allowedByEpoch.length - 1;
   let running = true;
   const loadStartedAt = Date.now();
-  const load = startLoad({ port: guard.port, ca, keepAliveWorkers: KEEP_ALIVE_WORKERS, freshWorkers: FRESH_WORKERS, keepGoing: () => running, epoch });
+  const load = startLoad({
+    port: guard.port,
+    ca,
+    keepAliveWorkers: KEEP_ALIVE_WORKERS,
+    freshWorkers: FRESH_WORKERS,
+    keepGoing: () => running,
+    epoch,
+  });
   t.teardown(async () => {
     running = false;
     await load.done;
     for (const agent of load.agents) agent.destroy();
   });
-  const freshWith = (fingerprint: string): number => load.records.filter((r) => r.lane === 'fresh' && r.fingerprint256 === fingerprint).length;
+  const freshWith = (fingerprint: string): number =>
+    load.records.filter((r) => r.lane === 'fresh' && r.fingerprint256 === fingerprint).length;
   const enoughHandshakes = async (fingerprint: string, what: string): Promise<void> =>
-    eventually(what, () => freshWith(fingerprint) >= HANDSHAKES_PER_CERTIFICATE, 30_000).then(() => sleep(LOAD_PER_CERTIFICATE_MS));
+    eventually(what, () => freshWith(fingerprint) >= HANDSHAKES_PER_CERTIFICATE, 30_000).then(() =>
+      sleep(LOAD_PER_CERTIFICATE_MS),
+    );
 
   await enoughHandshakes(first.fingerprint, 'handshakes with the first certificate');
   const loadedLines = (fingerprint: string): boolean =>
@@ -141,19 +161,44 @@ t.test('five certificate renewals under a continuous load over keep-alive and fr
   });
   const reloads = await counterValues(guard.healthPort, METRIC_NAMES.certificateReloads);
 
-  t.comment(`requests: ${records.length} (${keepAlive.length} on ${KEEP_ALIVE_WORKERS} keep-alive connections, ${fresh.length} on fresh connections); renewals: ${ROTATIONS}; failures: ${failures.length}; load ran ${loadSeconds.toFixed(1)} s`);
+  t.comment(
+    `requests: ${records.length} (${keepAlive.length} on ${KEEP_ALIVE_WORKERS} keep-alive connections, ${fresh.length} on fresh connections); renewals: ${ROTATIONS}; failures: ${failures.length}; load ran ${loadSeconds.toFixed(1)} s`,
+  );
   t.comment(`fresh handshakes per certificate (initial, renewal 1..${ROTATIONS}): ${perCertificate.join(', ')}`);
   t.comment(`keep-alive requests per connection: ${keepAliveReport.map((k) => k.requests).join(', ')}`);
   t.comment(`certificate reloads counted: ${JSON.stringify(reloads)}`);
 
-  t.same(byProblem(failures, (r) => `request ${r.id} (${r.lane})`), {}, 'no request failed: every one answered 200 with a valid review');
+  t.same(
+    byProblem(failures, (r) => `request ${r.id} (${r.lane})`),
+    {},
+    'no request failed: every one answered 200 with a valid review',
+  );
   t.ok(records.length > MIN_REQUESTS, `more than ${MIN_REQUESTS} requests`);
-  t.same(unexpected.map((r) => `request ${r.id}: certificate ${fingerprints.indexOf(r.fingerprint256 as string)}`), [],
-    'every fresh handshake presented the certificate being served (the new one once it was loaded)');
-  t.ok(perCertificate.every((n) => n >= HANDSHAKES_PER_CERTIFICATE), `each of the ${ROTATIONS + 1} certificates served at least ${HANDSHAKES_PER_CERTIFICATE} new handshakes`);
-  t.same(keepAliveReport.map((k) => ({ ...k, requests: k.requests > 0 })), keepAliveReport.map(() => ({
-    requests: true, sockets: 1, openedBeforeFirstRenewal: true, lastEndedAfterLastRenewal: true, certificates: [0], reusedAfterFirst: true,
-  })), 'each keep-alive connection opened before the first renewal stayed open on the first certificate and kept working to the end');
-  t.same(reloads, { 'result="loaded"': ROTATIONS + 1 }, 'the first load and each renewal counted once; no pair was ever seen half written');
+  t.same(
+    unexpected.map((r) => `request ${r.id}: certificate ${fingerprints.indexOf(r.fingerprint256 as string)}`),
+    [],
+    'every fresh handshake presented the certificate being served (the new one once it was loaded)',
+  );
+  t.ok(
+    perCertificate.every((n) => n >= HANDSHAKES_PER_CERTIFICATE),
+    `each of the ${ROTATIONS + 1} certificates served at least ${HANDSHAKES_PER_CERTIFICATE} new handshakes`,
+  );
+  t.same(
+    keepAliveReport.map((k) => ({ ...k, requests: k.requests > 0 })),
+    keepAliveReport.map(() => ({
+      requests: true,
+      sockets: 1,
+      openedBeforeFirstRenewal: true,
+      lastEndedAfterLastRenewal: true,
+      certificates: [0],
+      reusedAfterFirst: true,
+    })),
+    'each keep-alive connection opened before the first renewal stayed open on the first certificate and kept working to the end',
+  );
+  t.same(
+    reloads,
+    { 'result="loaded"': ROTATIONS + 1 },
+    'the first load and each renewal counted once; no pair was ever seen half written',
+  );
   t.ok(guard.process.running, 'dify-guard is still running');
 });

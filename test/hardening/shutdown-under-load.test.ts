@@ -20,7 +20,10 @@ const LOAD_BEFORE_SIGTERM_MS = 2000;
 /** Slack over the shutdown timeout for the process to be reaped and seen exiting: a bound, not a timing. */
 const EXIT_SLACK_MS = 5000;
 
-interface Observation { at: number; result: number | string }
+interface Observation {
+  at: number;
+  result: number | string;
+}
 
 /** One replica's shutdown under load; `repeat` sends SIGTERM again halfway through the delay. */
 async function shutdownUnderLoad(t: Test, cp: ControlPlane, repeat: boolean): Promise<void> {
@@ -49,7 +52,9 @@ async function shutdownUnderLoad(t: Test, cp: ControlPlane, repeat: boolean): Pr
       readiness.push({ at: Date.now(), result });
       if (result !== 200 && unreadySeenAt === undefined) {
         unreadySeenAt = Date.now();
-        setTimeout(() => { routing = false; }, ENDPOINT_PROPAGATION_MS);
+        setTimeout(() => {
+          routing = false;
+        }, ENDPOINT_PROPAGATION_MS);
       }
       await sleep(READINESS_POLL_MS);
     }
@@ -74,7 +79,11 @@ async function shutdownUnderLoad(t: Test, cp: ControlPlane, repeat: boolean): Pr
   const sigtermAt = Date.now();
   process.kill(pid, 'SIGTERM');
   // As when kubelet stops the container again (a second delete with a shorter grace period, a drain racing an eviction).
-  const again = repeat ? sleep(SHUTDOWN_DELAY_SECONDS * 500).then(() => { if (guard.process.running) process.kill(pid, 'SIGTERM'); }) : Promise.resolve();
+  const again = repeat
+    ? sleep(SHUTDOWN_DELAY_SECONDS * 500).then(() => {
+        if (guard.process.running) process.kill(pid, 'SIGTERM');
+      })
+    : Promise.resolve();
 
   // The admission port, probed until it refuses (closed after the delay, or gone with the process).
   const admissionPort: Observation[] = [];
@@ -100,31 +109,55 @@ async function shutdownUnderLoad(t: Test, cp: ControlPlane, repeat: boolean): Pr
   const answeredAfterSigterm = afterSigterm.filter((r) => r.problem === undefined);
   const first503 = readiness.find((o) => o.at >= sigtermAt && o.result === 503);
   const closed = admissionPort.find((o) => o.result !== 'connected');
-  const acceptedAfter503 = first503 !== undefined && admissionPort.some((o) => o.result === 'connected' && o.at > first503.at);
-  const startedAfterUnready = unreadySeenAt === undefined ? [] : records.filter((r) => r.startedAt > (unreadySeenAt as number));
+  const acceptedAfter503 =
+    first503 !== undefined && admissionPort.some((o) => o.result === 'connected' && o.at > first503.at);
+  const startedAfterUnready =
+    unreadySeenAt === undefined ? [] : records.filter((r) => r.startedAt > (unreadySeenAt as number));
   const exitInfo = typeof exit === 'object' ? exit : undefined;
 
-  t.comment(`requests: ${beforeSigterm.length} started before SIGTERM, ${afterSigterm.length} after (${answeredAfterSigterm.length} answered); failures: ${failures.length}`);
-  t.comment(`SIGTERM -> /readyz 503 seen: ${first503 ? first503.at - sigtermAt : '-'} ms; -> last request started: ${records.length > 0 ? Math.max(...records.map((r) => r.startedAt)) - sigtermAt : '-'} ms; `
-    + `-> admission port ${closed?.result ?? 'open'}: ${closed ? closed.at - sigtermAt : '-'} ms; -> exit: ${exitInfo ? exitInfo.at - sigtermAt : '-'} ms`);
-  t.comment(`exit code: ${exitInfo ? String(exitInfo.code) : String(exit)}; delay ${SHUTDOWN_DELAY_SECONDS} s, timeout ${SHUTDOWN_TIMEOUT_SECONDS} s, endpoint propagation modelled as ${ENDPOINT_PROPAGATION_MS} ms`);
+  t.comment(
+    `requests: ${beforeSigterm.length} started before SIGTERM, ${afterSigterm.length} after (${answeredAfterSigterm.length} answered); failures: ${failures.length}`,
+  );
+  t.comment(
+    `SIGTERM -> /readyz 503 seen: ${first503 ? first503.at - sigtermAt : '-'} ms; -> last request started: ${records.length > 0 ? Math.max(...records.map((r) => r.startedAt)) - sigtermAt : '-'} ms; ` +
+      `-> admission port ${closed?.result ?? 'open'}: ${closed ? closed.at - sigtermAt : '-'} ms; -> exit: ${exitInfo ? exitInfo.at - sigtermAt : '-'} ms`,
+  );
+  t.comment(
+    `exit code: ${exitInfo ? String(exitInfo.code) : String(exit)}; delay ${SHUTDOWN_DELAY_SECONDS} s, timeout ${SHUTDOWN_TIMEOUT_SECONDS} s, endpoint propagation modelled as ${ENDPOINT_PROPAGATION_MS} ms`,
+  );
 
-  t.same(byProblem(failures, (r) => `request ${r.id} (${r.lane})`), {}, 'no request started was lost: every one answered 200 with a valid review');
+  t.same(
+    byProblem(failures, (r) => `request ${r.id} (${r.lane})`),
+    {},
+    'no request started was lost: every one answered 200 with a valid review',
+  );
   t.ok(beforeSigterm.length > 100, 'a real load ran before SIGTERM');
   t.ok(answeredAfterSigterm.length > 0, 'requests started after SIGTERM were still judged (the delay kept answering)');
   t.ok(first503, '/readyz answered 503 after SIGTERM');
   t.ok(acceptedAfter503, 'the admission port still accepted connections after /readyz turned 503');
   t.equal(closed?.result, 'ECONNREFUSED', 'then the admission port refused connections');
-  t.ok(first503 !== undefined && closed !== undefined && first503.at < closed.at, '/readyz went 503 before the listener closed');
-  t.same(startedAfterUnready.filter((r) => r.problem === undefined && r.connection !== 'close').map((r) => r.id), [],
-    'every answer to a request started once unready closed its connection');
-  t.not(exit, 'still running', `the process exited within the shutdown timeout (${SHUTDOWN_TIMEOUT_SECONDS} s, +${EXIT_SLACK_MS / 1000} s slack)`);
+  t.ok(
+    first503 !== undefined && closed !== undefined && first503.at < closed.at,
+    '/readyz went 503 before the listener closed',
+  );
+  t.same(
+    startedAfterUnready.filter((r) => r.problem === undefined && r.connection !== 'close').map((r) => r.id),
+    [],
+    'every answer to a request started once unready closed its connection',
+  );
+  t.not(
+    exit,
+    'still running',
+    `the process exited within the shutdown timeout (${SHUTDOWN_TIMEOUT_SECONDS} s, +${EXIT_SLACK_MS / 1000} s slack)`,
+  );
   t.equal(exitInfo?.code, 0, 'with exit code 0');
   t.equal(stopLines(), stoppedBefore + 1, 'having logged its orderly stop once');
 }
 
 t.test('shutdown under load', async (t) => {
   const cp = await startControlPlane(t, { name: 'shutdown' });
-  await t.test('SIGTERM: readiness off, the delay keeps judging, nothing started is lost, exit 0', (t) => shutdownUnderLoad(t, cp, false));
+  await t.test('SIGTERM: readiness off, the delay keeps judging, nothing started is lost, exit 0', (t) =>
+    shutdownUnderLoad(t, cp, false),
+  );
   await t.test('SIGTERM again during the delay: the same orderly shutdown', (t) => shutdownUnderLoad(t, cp, true));
 });

@@ -2,21 +2,51 @@
 // without echoing content.
 import t from 'tap';
 import type { PatchOperation } from '../../src/admission/types.js';
-import { allowed, checkAdmissionReview, decisionOf, denied, errored, patched, reviewResponse, uidOf } from '../../src/http/admission-review.js';
+import {
+  allowed,
+  checkAdmissionReview,
+  decisionOf,
+  denied,
+  errored,
+  patched,
+  reviewResponse,
+  uidOf,
+} from '../../src/http/admission-review.js';
 import { loadReview } from '../support/fixtures.js';
 
 t.test('responses from verdicts', async (t) => {
-  t.same(reviewResponse('u1', allowed()), { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: 'u1', allowed: true } });
-  t.same(reviewResponse('u2', patched([])).response, { uid: 'u2', allowed: true }, 'an empty patch: neither patch nor patchType');
+  t.same(reviewResponse('u1', allowed()), {
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    response: { uid: 'u1', allowed: true },
+  });
+  t.same(
+    reviewResponse('u2', patched([])).response,
+    { uid: 'u2', allowed: true },
+    'an empty patch: neither patch nor patchType',
+  );
   const patch: PatchOperation[] = [{ op: 'replace', path: '/spec/containers/0/env/1/value', value: 'false' }];
   const response = reviewResponse('u3', patched(patch, ['MIGRATION_ENABLED forced to "false"'])).response;
   t.equal(response.patchType, 'JSONPatch');
   t.same(JSON.parse(Buffer.from(response.patch!, 'base64').toString('utf8')), patch, 'base64 of the RFC 6902 array');
   t.same(response.warnings, ['MIGRATION_ENABLED forced to "false"']);
   const denial = reviewResponse('u4', { ...denied('no', ['w']), auditAnnotations: { decision: 'denied' } }).response;
-  t.same(denial, { uid: 'u4', allowed: false, status: { code: 403, reason: 'Forbidden', message: 'no' }, warnings: ['w'], auditAnnotations: { decision: 'denied' } });
-  t.notOk('auditAnnotations' in reviewResponse('u5', { allowed: true, auditAnnotations: {} }).response, 'empty annotations omitted');
-  t.same(reviewResponse('', errored(415, 'UnsupportedMediaType', 'm')).response, { uid: '', allowed: false, status: { code: 415, reason: 'UnsupportedMediaType', message: 'm' } });
+  t.same(denial, {
+    uid: 'u4',
+    allowed: false,
+    status: { code: 403, reason: 'Forbidden', message: 'no' },
+    warnings: ['w'],
+    auditAnnotations: { decision: 'denied' },
+  });
+  t.notOk(
+    'auditAnnotations' in reviewResponse('u5', { allowed: true, auditAnnotations: {} }).response,
+    'empty annotations omitted',
+  );
+  t.same(reviewResponse('', errored(415, 'UnsupportedMediaType', 'm')).response, {
+    uid: '',
+    allowed: false,
+    status: { code: 415, reason: 'UnsupportedMediaType', message: 'm' },
+  });
   t.equal(decisionOf(allowed()), 'allowed');
   t.equal(decisionOf(patched(patch)), 'patched');
   t.equal(decisionOf(patched([])), 'allowed');
@@ -35,19 +65,75 @@ t.test('envelope problems', async (t) => {
     const result = checkAdmissionReview(review);
     return result.ok ? [] : result.problems;
   };
-  t.same(problems((r) => { r.apiVersion = 'admission.k8s.io/v1beta1'; }), ['apiVersion must be "admission.k8s.io/v1", got "admission.k8s.io/v1beta1"']);
-  t.same(problems((r) => { delete r.kind; }), ['kind is missing']);
-  t.same(problems((r) => { r.request.kind = 'Secret'; }), ['request.kind must be an object, got a string']);
-  t.same(problems((r) => { delete r.request.resource.resource; }), ['request.resource.resource is missing']);
-  t.same(problems((r) => { r.request.userInfo.groups = 'system:masters'; }), ['request.userInfo.groups must be an array, got a string']);
-  t.same(problems((r) => { r.request.dryRun = 'true'; }), ['request.dryRun must be a boolean, got a string']);
-  t.same(problems((r) => { r.request.object = []; }), ['request.object must be an object or null, got an array']);
-  t.same(problems((r) => { r.apiVersion = 'v1'; r.kind = 'Secret'; delete r.request.uid; }).sort(),
-    ['apiVersion must be "admission.k8s.io/v1", got "v1"', 'kind must be "AdmissionReview", got "Secret"', 'request.uid is missing'], 'every problem at once');
+  t.same(
+    problems((r) => {
+      r.apiVersion = 'admission.k8s.io/v1beta1';
+    }),
+    ['apiVersion must be "admission.k8s.io/v1", got "admission.k8s.io/v1beta1"'],
+  );
+  t.same(
+    problems((r) => {
+      delete r.kind;
+    }),
+    ['kind is missing'],
+  );
+  t.same(
+    problems((r) => {
+      r.request.kind = 'Secret';
+    }),
+    ['request.kind must be an object, got a string'],
+  );
+  t.same(
+    problems((r) => {
+      delete r.request.resource.resource;
+    }),
+    ['request.resource.resource is missing'],
+  );
+  t.same(
+    problems((r) => {
+      r.request.userInfo.groups = 'system:masters';
+    }),
+    ['request.userInfo.groups must be an array, got a string'],
+  );
+  t.same(
+    problems((r) => {
+      r.request.dryRun = 'true';
+    }),
+    ['request.dryRun must be a boolean, got a string'],
+  );
+  t.same(
+    problems((r) => {
+      r.request.object = [];
+    }),
+    ['request.object must be an object or null, got an array'],
+  );
+  t.same(
+    problems((r) => {
+      r.apiVersion = 'v1';
+      r.kind = 'Secret';
+      delete r.request.uid;
+    }).sort(),
+    [
+      'apiVersion must be "admission.k8s.io/v1", got "v1"',
+      'kind must be "AdmissionReview", got "Secret"',
+      'request.uid is missing',
+    ],
+    'every problem at once',
+  );
 
   // Values that may be content are described, never quoted.
   const secretish = 'Old-Pg-Pass-7f3a9c';
-  for (const edit of [(r: any) => { r.kind = secretish; }, (r: any) => { r.request.operation = secretish; }, (r: any) => { r.apiVersion = { password: secretish }; }]) {
+  for (const edit of [
+    (r: any) => {
+      r.kind = secretish;
+    },
+    (r: any) => {
+      r.request.operation = secretish;
+    },
+    (r: any) => {
+      r.apiVersion = { password: secretish };
+    },
+  ]) {
     const text = problems(edit).join(' ');
     t.notMatch(text, secretish);
     t.match(text, /got an? (string|object)/);

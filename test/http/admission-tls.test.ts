@@ -6,7 +6,16 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { connect, createServer as createTlsServer } from 'node:tls';
 import { contract } from '../../src/contract.js';
-import { captureAudit, captureLog, FakePvcCache, generateCerts, httpsRequest, postReview, startServer, tempDir } from '../server/support.js';
+import {
+  captureAudit,
+  captureLog,
+  FakePvcCache,
+  generateCerts,
+  httpsRequest,
+  postReview,
+  startServer,
+  tempDir,
+} from '../server/support.js';
 import { loadReview, sensitiveStringsOf } from '../support/fixtures.js';
 
 const { mutatePodsPath, validateSecretsPath } = contract.webhook;
@@ -19,14 +28,21 @@ t.test('admission over HTTPS', async (t) => {
   const pvcCache = new FakePvcCache(['dify/data-dify-postgresql-0']);
   const audit = captureAudit();
   const { port } = await startServer(t, {
-    log: captured.log, pvcCache, audit, bodyLimitBytes: BODY_LIMIT,
+    log: captured.log,
+    pvcCache,
+    audit,
+    bodyLimitBytes: BODY_LIMIT,
     tls: { certFile: certs.certFile, keyFile: certs.keyFile },
   });
   const post = (path: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
     httpsRequest({ port, path, ca, body, headers });
 
   t.test('every route echoes request.uid in an admission.k8s.io/v1 AdmissionReview', async (t) => {
-    for (const [path, fixture] of [[mutatePodsPath, 'pod-api'], [mutatePodsPath, 'pod-web'], [validateSecretsPath, 'secret-postgresql-update-unchanged']] as const) {
+    for (const [path, fixture] of [
+      [mutatePodsPath, 'pod-api'],
+      [mutatePodsPath, 'pod-web'],
+      [validateSecretsPath, 'secret-postgresql-update-unchanged'],
+    ] as const) {
       const review = loadReview(fixture);
       review.request.uid = `uid-${fixture}`;
       const res = await postReview(port, path, ca, review);
@@ -41,9 +57,15 @@ t.test('admission over HTTPS', async (t) => {
   t.test('a Pod CREATE that needs changes gets a base64 JSONPatch', async (t) => {
     const res = await postReview(port, mutatePodsPath, ca, loadReview('pod-api-literal'));
     t.equal(res.json.response.patchType, 'JSONPatch');
-    const patch = JSON.parse(Buffer.from(res.json.response.patch, 'base64').toString('utf8')) as { op: string; path: string }[];
+    const patch = JSON.parse(Buffer.from(res.json.response.patch, 'base64').toString('utf8')) as {
+      op: string;
+      path: string;
+    }[];
     t.ok(Array.isArray(patch) && patch.length > 0, 'a non-empty RFC 6902 array');
-    t.ok(patch.every((op) => typeof op.op === 'string' && op.path.startsWith('/spec/')), 'operations on the pod spec');
+    t.ok(
+      patch.every((op) => typeof op.op === 'string' && op.path.startsWith('/spec/')),
+      'operations on the pod spec',
+    );
   });
 
   t.test('no patch and no patchType when nothing changes (non-Dify pod, pod UPDATE)', async (t) => {
@@ -67,11 +89,22 @@ t.test('admission over HTTPS', async (t) => {
     t.equal(response.status.code, 403);
     t.equal(response.status.reason, 'Forbidden');
     t.match(response.status.message, 'data-dify-postgresql-0');
-    t.same(response.auditAnnotations, { decision: 'denied', reason: 'PasswordChangeUnderPvc', pvc: 'dify/data-dify-postgresql-0' });
+    t.same(response.auditAnnotations, {
+      decision: 'denied',
+      reason: 'PasswordChangeUnderPvc',
+      pvc: 'dify/data-dify-postgresql-0',
+    });
     const record = audit.records.at(-1);
     t.match(record, {
-      decision: 'denied', uid: review.request.uid, user: review.request.userInfo.username, operation: 'UPDATE',
-      namespace: 'dify', name: 'dify-postgresql', reason: 'PasswordChangeUnderPvc', pvc: 'dify/data-dify-postgresql-0', dryRun: false,
+      decision: 'denied',
+      uid: review.request.uid,
+      user: review.request.userInfo.username,
+      operation: 'UPDATE',
+      namespace: 'dify',
+      name: 'dify-postgresql',
+      reason: 'PasswordChangeUnderPvc',
+      pvc: 'dify/data-dify-postgresql-0',
+      dryRun: false,
     });
   });
 
@@ -93,24 +126,155 @@ t.test('admission over HTTPS', async (t) => {
       edit(review);
       return JSON.stringify(review);
     };
-    const cases: { name: string; status: number; message: RegExp; send: () => ReturnType<typeof post>; uid?: string }[] = [
-      { name: 'malformed JSON', status: 400, message: /malformed JSON/, send: () => post(mutatePodsPath, '{"apiVersion": "admission.k8s.io/v1", "kind": ') },
-      { name: 'wrong content type', status: 415, message: /expected application\/json, got Content-Type "text\/plain"/, send: () => post(mutatePodsPath, JSON.stringify(good), { 'content-type': 'text/plain' }) },
-      { name: 'another wrong content type', status: 415, message: /expected application\/json, got Content-Type "application\/xml"/, send: () => post(mutatePodsPath, '<review/>', { 'content-type': 'application/xml' }) },
-      { name: 'no content type', status: 415, message: /expected application\/json, got no Content-Type header/, send: () => post(mutatePodsPath, JSON.stringify(good), {}) },
-      { name: 'empty body', status: 400, message: /request body is empty/, send: () => post(mutatePodsPath, '') },
-      { name: 'wrong apiVersion', status: 400, message: /apiVersion must be "admission\.k8s\.io\/v1", got "admission\.k8s\.io\/v1beta1"/, uid: good.request.uid, send: () => post(mutatePodsPath, variant((r) => { r.apiVersion = 'admission.k8s.io/v1beta1'; })) },
-      { name: 'wrong kind', status: 400, message: /kind must be "AdmissionReview", got "Pod"/, uid: good.request.uid, send: () => post(validateSecretsPath, variant((r) => { r.kind = 'Pod'; })) },
-      { name: 'missing request.uid', status: 400, message: /request\.uid is missing/, send: () => post(mutatePodsPath, variant((r) => { delete r.request.uid; })) },
-      { name: 'empty request.uid', status: 400, message: /request\.uid must not be empty/, send: () => post(mutatePodsPath, variant((r) => { r.request.uid = ''; })) },
-      { name: 'missing request', status: 400, message: /request is missing/, send: () => post(validateSecretsPath, variant((r) => { delete r.request; })) },
-      { name: 'request not an object', status: 400, message: /request must be an object, got a string/, send: () => post(validateSecretsPath, variant((r) => { r.request = 'x'; })) },
-      { name: 'unknown operation', status: 400, message: /request\.operation must be one of CREATE, UPDATE, DELETE, CONNECT, got "PATCH"/, uid: good.request.uid, send: () => post(mutatePodsPath, variant((r) => { r.request.operation = 'PATCH'; })) },
-      { name: 'a JSON array', status: 400, message: /the body must be an object, got an array/, send: () => post(mutatePodsPath, '[]') },
-      { name: 'body over the limit', status: 413, message: new RegExp(`larger than the limit of ${BODY_LIMIT} bytes`), send: () => post(mutatePodsPath, variant((r) => { r.request.object.metadata.annotations = { pad: 'x'.repeat(BODY_LIMIT) }; })) },
+    const cases: {
+      name: string;
+      status: number;
+      message: RegExp;
+      send: () => ReturnType<typeof post>;
+      uid?: string;
+    }[] = [
       {
-        name: 'body over the limit, chunked without Content-Length', status: 413, message: /larger than the limit/,
-        send: () => httpsRequest({ port, path: mutatePodsPath, ca, headers: { 'content-type': 'application/json' }, chunks: [Buffer.from('{"pad":"'), Buffer.alloc(BODY_LIMIT, 'x'), Buffer.from('"}')] }),
+        name: 'malformed JSON',
+        status: 400,
+        message: /malformed JSON/,
+        send: () => post(mutatePodsPath, '{"apiVersion": "admission.k8s.io/v1", "kind": '),
+      },
+      {
+        name: 'wrong content type',
+        status: 415,
+        message: /expected application\/json, got Content-Type "text\/plain"/,
+        send: () => post(mutatePodsPath, JSON.stringify(good), { 'content-type': 'text/plain' }),
+      },
+      {
+        name: 'another wrong content type',
+        status: 415,
+        message: /expected application\/json, got Content-Type "application\/xml"/,
+        send: () => post(mutatePodsPath, '<review/>', { 'content-type': 'application/xml' }),
+      },
+      {
+        name: 'no content type',
+        status: 415,
+        message: /expected application\/json, got no Content-Type header/,
+        send: () => post(mutatePodsPath, JSON.stringify(good), {}),
+      },
+      { name: 'empty body', status: 400, message: /request body is empty/, send: () => post(mutatePodsPath, '') },
+      {
+        name: 'wrong apiVersion',
+        status: 400,
+        message: /apiVersion must be "admission\.k8s\.io\/v1", got "admission\.k8s\.io\/v1beta1"/,
+        uid: good.request.uid,
+        send: () =>
+          post(
+            mutatePodsPath,
+            variant((r) => {
+              r.apiVersion = 'admission.k8s.io/v1beta1';
+            }),
+          ),
+      },
+      {
+        name: 'wrong kind',
+        status: 400,
+        message: /kind must be "AdmissionReview", got "Pod"/,
+        uid: good.request.uid,
+        send: () =>
+          post(
+            validateSecretsPath,
+            variant((r) => {
+              r.kind = 'Pod';
+            }),
+          ),
+      },
+      {
+        name: 'missing request.uid',
+        status: 400,
+        message: /request\.uid is missing/,
+        send: () =>
+          post(
+            mutatePodsPath,
+            variant((r) => {
+              delete r.request.uid;
+            }),
+          ),
+      },
+      {
+        name: 'empty request.uid',
+        status: 400,
+        message: /request\.uid must not be empty/,
+        send: () =>
+          post(
+            mutatePodsPath,
+            variant((r) => {
+              r.request.uid = '';
+            }),
+          ),
+      },
+      {
+        name: 'missing request',
+        status: 400,
+        message: /request is missing/,
+        send: () =>
+          post(
+            validateSecretsPath,
+            variant((r) => {
+              delete r.request;
+            }),
+          ),
+      },
+      {
+        name: 'request not an object',
+        status: 400,
+        message: /request must be an object, got a string/,
+        send: () =>
+          post(
+            validateSecretsPath,
+            variant((r) => {
+              r.request = 'x';
+            }),
+          ),
+      },
+      {
+        name: 'unknown operation',
+        status: 400,
+        message: /request\.operation must be one of CREATE, UPDATE, DELETE, CONNECT, got "PATCH"/,
+        uid: good.request.uid,
+        send: () =>
+          post(
+            mutatePodsPath,
+            variant((r) => {
+              r.request.operation = 'PATCH';
+            }),
+          ),
+      },
+      {
+        name: 'a JSON array',
+        status: 400,
+        message: /the body must be an object, got an array/,
+        send: () => post(mutatePodsPath, '[]'),
+      },
+      {
+        name: 'body over the limit',
+        status: 413,
+        message: new RegExp(`larger than the limit of ${BODY_LIMIT} bytes`),
+        send: () =>
+          post(
+            mutatePodsPath,
+            variant((r) => {
+              r.request.object.metadata.annotations = { pad: 'x'.repeat(BODY_LIMIT) };
+            }),
+          ),
+      },
+      {
+        name: 'body over the limit, chunked without Content-Length',
+        status: 413,
+        message: /larger than the limit/,
+        send: () =>
+          httpsRequest({
+            port,
+            path: mutatePodsPath,
+            ca,
+            headers: { 'content-type': 'application/json' },
+            chunks: [Buffer.from('{"pad":"'), Buffer.alloc(BODY_LIMIT, 'x'), Buffer.from('"}')],
+          }),
       },
     ];
     for (const c of cases) {
@@ -127,15 +291,22 @@ t.test('admission over HTTPS', async (t) => {
 
   t.test('malformed JSON is never quoted back or logged', async (t) => {
     const secretish = 'Sup3r-Secret-Value-77f1';
-    const res = await post(validateSecretsPath, `{"request": {"uid": "u", "object": {"data": {"password": ${secretish}}}}}`);
+    const res = await post(
+      validateSecretsPath,
+      `{"request": {"uid": "u", "object": {"data": {"password": ${secretish}}}}}`,
+    );
     t.equal(res.status, 400);
     t.notMatch(res.text, secretish);
     t.notMatch(captured.text(), secretish);
   });
 
   t.test('a fault inside a handler: 500, uid echoed, logged without the request content', async (t) => {
-    pvcCache.state = () => { throw new TypeError('cache exploded while reading Old-Pg-Pass-in-message'); };
-    t.teardown(() => { pvcCache.state = FakePvcCache.prototype.state; });
+    pvcCache.state = () => {
+      throw new TypeError('cache exploded while reading Old-Pg-Pass-in-message');
+    };
+    t.teardown(() => {
+      pvcCache.state = FakePvcCache.prototype.state;
+    });
     const review = loadReview('secret-postgresql-update-password');
     const res = await postReview(port, validateSecretsPath, ca, review);
     t.equal(res.status, 500);
@@ -151,14 +322,21 @@ t.test('admission over HTTPS', async (t) => {
 
   t.test('an audit sink that throws does not change the decision', async (t) => {
     const record = audit.record;
-    audit.record = () => { throw new Error('disk full'); };
-    t.teardown(() => { audit.record = record; });
+    audit.record = () => {
+      throw new Error('disk full');
+    };
+    t.teardown(() => {
+      audit.record = record;
+    });
     const review = loadReview('secret-postgresql-update-password');
     const res = await postReview(port, validateSecretsPath, ca, review);
     t.equal(res.status, 200);
     t.equal(res.json.response.allowed, false);
     t.equal(res.json.response.status.code, 403);
-    t.match(captured.lines().find((l) => l.msg === 'audit record could not be written'), { uid: review.request.uid, fault: { type: 'Error' } });
+    t.match(
+      captured.lines().find((l) => l.msg === 'audit record could not be written'),
+      { uid: review.request.uid, fault: { type: 'Error' } },
+    );
   });
 
   t.test('an unknown path is 404 and does not reach a handler', async (t) => {
@@ -171,29 +349,60 @@ t.test('admission over HTTPS', async (t) => {
     const handshake = (minVersion: Version, maxVersion: Version, serverPort = port) =>
       new Promise<string>((resolve, reject) => {
         // SECLEVEL=0 lets this client offer old versions, so a refusal can only come from the server.
-        const socket = connect({ host: '127.0.0.1', servername: 'localhost', port: serverPort, ca, minVersion, maxVersion, ciphers: 'DEFAULT@SECLEVEL=0' }, () => {
-          const protocol = socket.getProtocol() ?? '';
-          socket.end();
-          resolve(protocol);
-        });
+        const socket = connect(
+          {
+            host: '127.0.0.1',
+            servername: 'localhost',
+            port: serverPort,
+            ca,
+            minVersion,
+            maxVersion,
+            ciphers: 'DEFAULT@SECLEVEL=0',
+          },
+          () => {
+            const protocol = socket.getProtocol() ?? '';
+            socket.end();
+            resolve(protocol);
+          },
+        );
         socket.on('error', reject);
       });
     // Control: the same client does get TLS 1.1 from a server that allows it.
-    const permissive = createTlsServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile), minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' });
+    const permissive = createTlsServer({
+      cert: readFileSync(certs.certFile),
+      key: readFileSync(certs.keyFile),
+      minVersion: 'TLSv1',
+      ciphers: 'DEFAULT@SECLEVEL=0',
+    });
     await new Promise<void>((resolve) => permissive.listen(0, '127.0.0.1', resolve));
     t.teardown(() => permissive.close());
-    t.equal(await handshake('TLSv1.1', 'TLSv1.1', (permissive.address() as AddressInfo).port), 'TLSv1.1', 'control server speaks TLS 1.1');
+    t.equal(
+      await handshake('TLSv1.1', 'TLSv1.1', (permissive.address() as AddressInfo).port),
+      'TLSv1.1',
+      'control server speaks TLS 1.1',
+    );
     t.equal(await handshake('TLSv1.2', 'TLSv1.2'), 'TLSv1.2');
-    await t.rejects(handshake('TLSv1.1', 'TLSv1.1'), { code: /ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION|ERR_SSL_UNSUPPORTED_PROTOCOL/ });
-    await t.rejects(handshake('TLSv1', 'TLSv1'), { code: /ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION|ERR_SSL_UNSUPPORTED_PROTOCOL/ });
+    await t.rejects(handshake('TLSv1.1', 'TLSv1.1'), {
+      code: /ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION|ERR_SSL_UNSUPPORTED_PROTOCOL/,
+    });
+    await t.rejects(handshake('TLSv1', 'TLSv1'), {
+      code: /ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION|ERR_SSL_UNSUPPORTED_PROTOCOL/,
+    });
   });
 
   t.test('no request body content in any log line', async (t) => {
     // The whole run logged at trace level; Secret data and pod literal passwords never appear.
     for (const fixture of ['secret-postgresql-update-password', 'secret-postgresql-delete', 'pod-api-literal']) {
-      for (const secret of sensitiveStringsOf(loadReview(fixture))) t.notMatch(captured.text(), secret, `${fixture}: not in the log`);
+      for (const secret of sensitiveStringsOf(loadReview(fixture)))
+        t.notMatch(captured.text(), secret, `${fixture}: not in the log`);
     }
-    t.ok(captured.lines().some((l) => l.msg === 'admission request answered'), 'per-request lines were written');
-    t.ok(captured.lines().every((l) => !('body' in l) && !('object' in l)), 'no body or object field');
+    t.ok(
+      captured.lines().some((l) => l.msg === 'admission request answered'),
+      'per-request lines were written',
+    );
+    t.ok(
+      captured.lines().every((l) => !('body' in l) && !('object' in l)),
+      'no body or object field',
+    );
   });
 });

@@ -6,14 +6,19 @@ t.test('3 per minute: a burst of 3, then refused with when to retry; one more ev
   let now = 1_000_000;
   const limiter = new RateLimiter({ perMinute: 3, now: () => now });
   for (let i = 0; i < 3; i += 1) t.same(limiter.take('dify/dify-postgresql'), { allowed: true }, `attempt ${i + 1}`);
-  t.same(limiter.take('dify/dify-postgresql'), { allowed: false, retryAfterSeconds: 20 }, 'the fourth waits for a token');
+  t.same(
+    limiter.take('dify/dify-postgresql'),
+    { allowed: false, retryAfterSeconds: 20 },
+    'the fourth waits for a token',
+  );
   now += 5_000;
   t.same(limiter.take('dify/dify-postgresql'), { allowed: false, retryAfterSeconds: 15 }, 'a refusal takes nothing');
   now += 15_000;
   t.same(limiter.take('dify/dify-postgresql'), { allowed: true }, 'one token back after 20 s');
   t.same(limiter.take('dify/dify-postgresql'), { allowed: false, retryAfterSeconds: 20 });
   now += 600_000;
-  for (let i = 0; i < 3; i += 1) t.same(limiter.take('dify/dify-postgresql'), { allowed: true }, 'full again, never more than 3');
+  for (let i = 0; i < 3; i += 1)
+    t.same(limiter.take('dify/dify-postgresql'), { allowed: true }, 'full again, never more than 3');
   t.equal(limiter.take('dify/dify-postgresql').allowed, false);
 });
 

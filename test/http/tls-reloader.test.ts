@@ -21,7 +21,9 @@ t.test('swapping the files for a certificate from a new CA', async (t) => {
   const first = generateCerts(dir);
   const oldCa = readFileSync(first.caFile);
   const oldFingerprint = fingerprintOf(first.certFile);
-  const { server, port } = await startServer(t, { tls: { certFile: first.certFile, keyFile: first.keyFile, debounceMs: 50 } });
+  const { server, port } = await startServer(t, {
+    tls: { certFile: first.certFile, keyFile: first.keyFile, debounceMs: 50 },
+  });
   const reloader = server.certificate!;
 
   const agent = new Agent({ keepAlive: true, maxSockets: 1, ca: oldCa });
@@ -41,8 +43,11 @@ t.test('swapping the files for a certificate from a new CA', async (t) => {
   const fresh = await postReview(port, path, newCa, loadReview('pod-api'));
   t.equal(fresh.status, 200);
   t.equal(fresh.fingerprint256, newFingerprint, 'a new handshake sees the new certificate, trusted by the new CA');
-  await t.rejects(postReview(port, path, oldCa, loadReview('pod-api')), { code: /UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED|CERT_SIGNATURE_FAILURE|UNABLE_TO_GET_ISSUER_CERT/ },
-    'a new handshake that trusts only the old CA fails: the old certificate is no longer served');
+  await t.rejects(
+    postReview(port, path, oldCa, loadReview('pod-api')),
+    { code: /UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED|CERT_SIGNATURE_FAILURE|UNABLE_TO_GET_ISSUER_CERT/ },
+    'a new handshake that trusts only the old CA fails: the old certificate is no longer served',
+  );
 
   const kept = await postReview(port, path, oldCa, loadReview('pod-web'), agent);
   t.equal(kept.status, 200, 'the open keep-alive connection keeps working');
@@ -61,21 +66,33 @@ t.test('a broken or half-written pair keeps the previous certificate', async (t)
   const ca = readFileSync(certs.caFile);
   const servedFingerprint = fingerprintOf(certs.certFile);
   const captured = captureLog();
-  const { server, port } = await startServer(t, { log: captured.log, tls: { certFile: certs.certFile, keyFile: certs.keyFile, debounceMs: 50 } });
-  const failures = () => captured.lines().filter((l) => l.msg === 'new serving certificate rejected; the previous one stays in use');
+  const { server, port } = await startServer(t, {
+    log: captured.log,
+    tls: { certFile: certs.certFile, keyFile: certs.keyFile, debounceMs: 50 },
+  });
+  const failures = () =>
+    captured.lines().filter((l) => l.msg === 'new serving certificate rejected; the previous one stays in use');
 
   // A key from another pair: the certificate and key do not match.
   const other = generateCerts(tempDir(t), { newCa: true });
   copyFileSync(other.keyFile, certs.keyFile);
   await eventually('the mismatched pair to be rejected', () => failures().length === 1);
   t.match(failures()[0], { problem: /do not load/, keptPrevious: true });
-  t.equal((await postReview(port, path, ca, loadReview('pod-api'))).fingerprint256, servedFingerprint, 'still the first certificate');
+  t.equal(
+    (await postReview(port, path, ca, loadReview('pod-api'))).fingerprint256,
+    servedFingerprint,
+    'still the first certificate',
+  );
 
   // Half written: the certificate file cut in the middle.
   const pem = readFileSync(other.certFile, 'utf8');
   writeFileSync(certs.certFile, pem.slice(0, Math.floor(pem.length / 2)));
   await eventually('the truncated certificate to be rejected', () => failures().length === 2);
-  t.equal((await postReview(port, path, ca, loadReview('pod-api'))).fingerprint256, servedFingerprint, 'still the first certificate');
+  t.equal(
+    (await postReview(port, path, ca, loadReview('pod-api'))).fingerprint256,
+    servedFingerprint,
+    'still the first certificate',
+  );
   t.ok(server.readiness().certificate, 'readiness keeps the loaded certificate');
 
   // Completing the pair loads it.
@@ -83,7 +100,11 @@ t.test('a broken or half-written pair keeps the previous certificate', async (t)
   copyFileSync(other.certFile, certs.certFile);
   await loaded;
   const otherCa = readFileSync(other.caFile);
-  t.equal((await postReview(port, path, otherCa, loadReview('pod-api'))).fingerprint256, fingerprintOf(other.certFile), 'the completed pair is served');
+  t.equal(
+    (await postReview(port, path, otherCa, loadReview('pod-api'))).fingerprint256,
+    fingerprintOf(other.certFile),
+    'the completed pair is served',
+  );
   t.notMatch(captured.text(), /BEGIN|PRIVATE KEY/, 'no PEM material in the log');
 });
 
@@ -103,7 +124,9 @@ t.test('a Kubernetes Secret volume update (..data symlink swap) is noticed', asy
   symlinkSync('..data/tls.key', join(volume, 'tls.key'));
   const ca = readFileSync(join(volume, '..source', 'ca.crt'));
 
-  const { server, port } = await startServer(t, { tls: { certFile: join(volume, 'tls.crt'), keyFile: join(volume, 'tls.key'), debounceMs: 50 } });
+  const { server, port } = await startServer(t, {
+    tls: { certFile: join(volume, 'tls.crt'), keyFile: join(volume, 'tls.key'), debounceMs: 50 },
+  });
   t.equal((await postReview(port, path, ca, loadReview('pod-api'))).fingerprint256, firstFingerprint);
 
   const secondFingerprint = writeVersion('..2026_01_02_00_00_00.2', false);
@@ -111,24 +134,39 @@ t.test('a Kubernetes Secret volume update (..data symlink swap) is noticed', asy
   symlinkSync('..2026_01_02_00_00_00.2', join(volume, '..data_tmp'));
   renameSync(join(volume, '..data_tmp'), join(volume, '..data'));
   await loaded;
-  t.equal((await postReview(port, path, ca, loadReview('pod-api'))).fingerprint256, secondFingerprint, 'the renewed certificate is served');
+  t.equal(
+    (await postReview(port, path, ca, loadReview('pod-api'))).fingerprint256,
+    secondFingerprint,
+    'the renewed certificate is served',
+  );
 });
 
 t.test('no certificate at start: not ready, then loaded by the poll once the files appear', async (t) => {
   const dir = join(tempDir(t), 'not-yet');
   const captured = captureLog();
   const { server, port } = await startServer(t, {
-    log: captured.log, tls: { certFile: join(dir, 'tls.crt'), keyFile: join(dir, 'tls.key'), pollIntervalMs: 100, debounceMs: 20 },
+    log: captured.log,
+    tls: { certFile: join(dir, 'tls.crt'), keyFile: join(dir, 'tls.key'), pollIntervalMs: 100, debounceMs: 20 },
   });
   t.equal(server.readiness().certificate, false);
   t.equal(server.readiness().ready, false);
-  t.match(captured.lines().find((l) => l.msg === 'no serving certificate could be loaded'), { problem: /cannot read the certificate files: ENOENT/ });
+  t.match(
+    captured.lines().find((l) => l.msg === 'no serving certificate could be loaded'),
+    { problem: /cannot read the certificate files: ENOENT/ },
+  );
   // The folder does not exist, so it cannot be watched: only the poll can find the files.
   const loaded = once(server.certificate!, 'loaded');
   const certs = generateCerts(dir);
   await loaded;
   t.equal(server.readiness().certificate, true);
-  const res = await httpsRequest({ port, path, ca: readFileSync(certs.caFile), method: 'POST', body: JSON.stringify(loadReview('pod-api')), headers: { 'content-type': 'application/json' } });
+  const res = await httpsRequest({
+    port,
+    path,
+    ca: readFileSync(certs.caFile),
+    method: 'POST',
+    body: JSON.stringify(loadReview('pod-api')),
+    headers: { 'content-type': 'application/json' },
+  });
   t.equal(res.status, 200);
   t.equal(res.fingerprint256, fingerprintOf(certs.certFile));
 });

@@ -17,7 +17,14 @@ import { containersOf, deepMerge, find, render, requiredValues, type Json } from
 import { reservePort } from '../support/ports.js';
 import { program } from '../support/programs.js';
 import {
-  asUser, inMountNamespace, privateDir, requireRoot, runProgram, startProgram, waitForPort, type BindMount,
+  asUser,
+  inMountNamespace,
+  privateDir,
+  requireRoot,
+  runProgram,
+  startProgram,
+  waitForPort,
+  type BindMount,
 } from '../support/program-run.js';
 
 requireRoot('nginx as the proxy container runs it (uid 101, private mounts)');
@@ -48,8 +55,19 @@ http {
 }
 `;
 
-interface Seen { method: string; url: string; headers: IncomingHttpHeaders; bodyBytes: number }
-interface Stub { component: string; address: string; port: number; seen: Seen[]; held: ServerResponse[] }
+interface Seen {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  bodyBytes: number;
+}
+interface Stub {
+  component: string;
+  address: string;
+  port: number;
+  seen: Seen[];
+  held: ServerResponse[];
+}
 
 /** One stub per upstream Service, each on its own loopback address; /console/api/stream holds its response open. */
 async function startStub(t: Test, component: string, address: string): Promise<Stub> {
@@ -57,7 +75,9 @@ async function startStub(t: Test, component: string, address: string): Promise<S
   const stub: Stub = { component, address, port, seen: [], held: [] };
   const server = createServer((req, res) => {
     let bodyBytes = 0;
-    req.on('data', (b: Buffer) => { bodyBytes += b.length; });
+    req.on('data', (b: Buffer) => {
+      bodyBytes += b.length;
+    });
     req.on('end', () => {
       stub.seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, bodyBytes });
       if (req.url === '/console/api/stream') {
@@ -70,23 +90,35 @@ async function startStub(t: Test, component: string, address: string): Promise<S
     });
   });
   await new Promise<void>((resolve) => server.listen(port, address, resolve));
-  t.teardown(() => { for (const r of stub.held) r.destroy(); server.close(); free(); });
+  t.teardown(() => {
+    for (const r of stub.held) r.destroy();
+    server.close();
+    free();
+  });
   return stub;
 }
 
-interface Proxy { port: number; stubs: Record<string, Stub> }
+interface Proxy {
+  port: number;
+  stubs: Record<string, Stub>;
+}
 
 const COMPONENTS = [contract.components.api, contract.components.web, contract.components.pluginDaemon] as const;
 const VALUE_KEY: Record<string, string> = {
-  [contract.components.api]: 'api', [contract.components.web]: 'web', [contract.components.pluginDaemon]: 'pluginDaemon',
+  [contract.components.api]: 'api',
+  [contract.components.web]: 'web',
+  [contract.components.pluginDaemon]: 'pluginDaemon',
 };
 
-async function renderProxy(stubs: Record<string, Stub>): Promise<{ conf: string; mountPath: string; readOnly: boolean }> {
+async function renderProxy(
+  stubs: Record<string, Stub>,
+): Promise<{ conf: string; mountPath: string; readOnly: boolean }> {
   const ports = Object.fromEntries(COMPONENTS.map((c) => [VALUE_KEY[c]!, { service: { port: stubs[c]!.port } }]));
   const { objects } = await render(deepMerge(requiredValues(), { loadBalancer: { enabled: true }, ...ports }));
   const conf = String((find(objects, 'ConfigMap', proxyName).data as Json)['default.conf']);
-  const mount = ((containersOf(find(objects, 'Deployment', proxyName))[0]!.volumeMounts ?? []) as Json[])
-    .find((m) => m.name === 'config')!;
+  const mount = ((containersOf(find(objects, 'Deployment', proxyName))[0]!.volumeMounts ?? []) as Json[]).find(
+    (m) => m.name === 'config',
+  )!;
   return { conf, mountPath: String(mount.mountPath), readOnly: mount.readOnly === true };
 }
 
@@ -97,7 +129,9 @@ function containerFiles(dir: string, conf: string, port: number, stubs: Record<s
   writeFileSync(join(etc, 'nginx.conf'), MAIN_CONF);
   copyFileSync('/etc/nginx/mime.types', join(etc, 'mime.types'));
   writeFileSync(join(etc, 'conf.d', 'default.conf'), '');
-  writeFileSync(join(dir, 'default.conf'), conf.replace(/^(\s*)listen 8080;$/m, `$1listen 127.0.0.1:${port};`), { mode: 0o644 });
+  writeFileSync(join(dir, 'default.conf'), conf.replace(/^(\s*)listen 8080;$/m, `$1listen 127.0.0.1:${port};`), {
+    mode: 0o644,
+  });
   const hosts = COMPONENTS.map((c) => `${stubs[c]!.address} ${svc(c)}`).join('\n');
   writeFileSync(join(dir, 'hosts'), `127.0.0.1 localhost\n${hosts}\n`, { mode: 0o644 });
   const tmp = join(dir, 'tmp');
@@ -116,7 +150,11 @@ async function startProxy(t: Test): Promise<Proxy> {
   const stubs: Record<string, Stub> = {};
   for (const [i, c] of COMPONENTS.entries()) stubs[c] = await startStub(t, c, addresses[i]!);
   const rendered = await renderProxy(stubs);
-  t.equal(rendered.mountPath, '/etc/nginx/conf.d/default.conf', 'default.conf is mounted where the image includes conf.d');
+  t.equal(
+    rendered.mountPath,
+    '/etc/nginx/conf.d/default.conf',
+    'default.conf is mounted where the image includes conf.d',
+  );
   t.ok(rendered.readOnly, 'default.conf is mounted read-only');
   t.equal(rendered.conf.match(/^\s*listen 8080;$/gm)?.length, 1, 'default.conf listens on 8080, once');
   const { port, release: free } = await reservePort();
@@ -136,14 +174,25 @@ async function startProxy(t: Test): Promise<Proxy> {
 
 const spread = (c: { command: string; args: string[] }): [string, string[]] => [c.command, c.args];
 
-interface Reply { status: number; body: string }
+interface Reply {
+  status: number;
+  body: string;
+}
 
 function get(port: number, path: string, headers: Record<string, string> = {}, body?: Buffer): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const options = { host: '127.0.0.1', port, path, method: body ? 'POST' : 'GET', headers: { host: 'dify.example.com', ...headers } };
+    const options = {
+      host: '127.0.0.1',
+      port,
+      path,
+      method: body ? 'POST' : 'GET',
+      headers: { host: 'dify.example.com', ...headers },
+    };
     const req = request(options, (res) => {
       let text = '';
-      res.on('data', (b: Buffer) => { text += b.toString('utf8'); });
+      res.on('data', (b: Buffer) => {
+        text += b.toString('utf8');
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
     });
     req.once('error', reject);
@@ -164,44 +213,67 @@ const ROUTES: [string, string, string][] = [
   ['/', '/signin', contract.components.web],
 ];
 
-t.test('the rendered proxy config: nginx -t, then every route reaches its Service with the headers Dify needs', async (t) => {
-  const proxy = await startProxy(t);
-  const health = await get(proxy.port, '/nginx-health');
-  t.same([health.status, health.body], [200, 'ok'], '/nginx-health answers itself');
-  for (const [route, path, component] of ROUTES) {
-    const before = COMPONENTS.map((c) => proxy.stubs[c]!.seen.length);
-    const reply = await get(proxy.port, path);
-    t.equal(reply.body, `stub ${component}`, `${route}: ${path} reaches ${svc(component)}`);
-    const after = COMPONENTS.map((c) => proxy.stubs[c]!.seen.length);
-    t.same(after.map((n, i) => n - before[i]!), COMPONENTS.map((c) => (c === component ? 1 : 0)), `${route}: only that Service`);
-    const seen = proxy.stubs[component]!.seen.at(-1)!;
-    t.equal(seen.url, path, `${route}: path and query unchanged`);
-    t.equal(seen.headers.host, 'dify.example.com', `${route}: Host kept`);
-    t.equal(seen.headers['x-forwarded-for'], '127.0.0.1', `${route}: X-Forwarded-For`);
-    t.equal(seen.headers['x-forwarded-proto'], 'http', `${route}: X-Forwarded-Proto`);
-    const hook = component === contract.components.pluginDaemon ? `http://dify.example.com${path}` : undefined;
-    t.equal(seen.headers['dify-hook-url'], hook, `${route}: Dify-Hook-Url ${hook ? 'as Dify\'s nginx sets it' : 'absent'}`);
-  }
-});
+t.test(
+  'the rendered proxy config: nginx -t, then every route reaches its Service with the headers Dify needs',
+  async (t) => {
+    const proxy = await startProxy(t);
+    const health = await get(proxy.port, '/nginx-health');
+    t.same([health.status, health.body], [200, 'ok'], '/nginx-health answers itself');
+    for (const [route, path, component] of ROUTES) {
+      const before = COMPONENTS.map((c) => proxy.stubs[c]!.seen.length);
+      const reply = await get(proxy.port, path);
+      t.equal(reply.body, `stub ${component}`, `${route}: ${path} reaches ${svc(component)}`);
+      const after = COMPONENTS.map((c) => proxy.stubs[c]!.seen.length);
+      t.same(
+        after.map((n, i) => n - before[i]!),
+        COMPONENTS.map((c) => (c === component ? 1 : 0)),
+        `${route}: only that Service`,
+      );
+      const seen = proxy.stubs[component]!.seen.at(-1)!;
+      t.equal(seen.url, path, `${route}: path and query unchanged`);
+      t.equal(seen.headers.host, 'dify.example.com', `${route}: Host kept`);
+      t.equal(seen.headers['x-forwarded-for'], '127.0.0.1', `${route}: X-Forwarded-For`);
+      t.equal(seen.headers['x-forwarded-proto'], 'http', `${route}: X-Forwarded-Proto`);
+      const hook = component === contract.components.pluginDaemon ? `http://dify.example.com${path}` : undefined;
+      t.equal(
+        seen.headers['dify-hook-url'],
+        hook,
+        `${route}: Dify-Hook-Url ${hook ? "as Dify's nginx sets it" : 'absent'}`,
+      );
+    }
+  },
+);
 
-t.test('behind a TLS Ingress: the scheme the controller reports goes into Dify-Hook-Url and X-Forwarded-Proto', async (t) => {
-  const proxy = await startProxy(t);
-  const daemon = proxy.stubs[contract.components.pluginDaemon]!;
-  await get(proxy.port, '/e/hook123/x', { 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.7' });
-  const seen = daemon.seen.at(-1)!;
-  t.equal(seen.headers['dify-hook-url'], 'https://dify.example.com/e/hook123/x', 'Dify-Hook-Url carries https');
-  t.equal(seen.headers['x-forwarded-proto'], 'https', 'X-Forwarded-Proto stays https');
-  t.equal(seen.headers['x-forwarded-for'], '203.0.113.7, 127.0.0.1', 'the client address is kept, the hop appended');
-  await get(proxy.port, '/e/hook123/y', { 'x-forwarded-proto': 'gopher' });
-  t.equal(daemon.seen.at(-1)!.headers['dify-hook-url'], 'http://dify.example.com/e/hook123/y', 'any other value: the connection\'s scheme');
-});
+t.test(
+  'behind a TLS Ingress: the scheme the controller reports goes into Dify-Hook-Url and X-Forwarded-Proto',
+  async (t) => {
+    const proxy = await startProxy(t);
+    const daemon = proxy.stubs[contract.components.pluginDaemon]!;
+    await get(proxy.port, '/e/hook123/x', { 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.7' });
+    const seen = daemon.seen.at(-1)!;
+    t.equal(seen.headers['dify-hook-url'], 'https://dify.example.com/e/hook123/x', 'Dify-Hook-Url carries https');
+    t.equal(seen.headers['x-forwarded-proto'], 'https', 'X-Forwarded-Proto stays https');
+    t.equal(seen.headers['x-forwarded-for'], '203.0.113.7, 127.0.0.1', 'the client address is kept, the hop appended');
+    await get(proxy.port, '/e/hook123/y', { 'x-forwarded-proto': 'gopher' });
+    t.equal(
+      daemon.seen.at(-1)!.headers['dify-hook-url'],
+      'http://dify.example.com/e/hook123/y',
+      "any other value: the connection's scheme",
+    );
+  },
+);
 
 t.test('body size and streaming as the chart sets them: 100M bodies, unbuffered responses (SSE)', async (t) => {
   const proxy = await startProxy(t);
   const api = proxy.stubs[contract.components.api]!;
   const twoMiB = Buffer.alloc(2 * 1024 * 1024, 0x61);
-  const upload = await get(proxy.port, '/console/api/files/upload', { 'content-type': 'application/octet-stream' }, twoMiB);
-  t.equal(upload.status, 200, 'a 2 MiB upload passes (nginx\'s own default limit is 1 MiB)');
+  const upload = await get(
+    proxy.port,
+    '/console/api/files/upload',
+    { 'content-type': 'application/octet-stream' },
+    twoMiB,
+  );
+  t.equal(upload.status, 200, "a 2 MiB upload passes (nginx's own default limit is 1 MiB)");
   t.equal(api.seen.at(-1)!.bodyBytes, twoMiB.length, 'the whole body reaches api');
 
   const before = api.seen.length;
@@ -221,10 +293,15 @@ function statusOfDeclaredBody(port: number, length: number): Promise<number> {
     socket.on('data', (b: Buffer) => {
       text += b.toString('latin1');
       const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
-      if (m) { socket.destroy(); resolve(Number(m[1])); }
+      if (m) {
+        socket.destroy();
+        resolve(Number(m[1]));
+      }
     });
     socket.once('error', reject);
-    socket.write(`POST /console/api/files/upload HTTP/1.1\r\nHost: dify.example.com\r\nContent-Length: ${length}\r\n\r\n`);
+    socket.write(
+      `POST /console/api/files/upload HTTP/1.1\r\nHost: dify.example.com\r\nContent-Length: ${length}\r\n\r\n`,
+    );
   });
 }
 
@@ -236,9 +313,16 @@ function firstChunk(port: number, path: string): Promise<string> {
       reject(new Error(`no chunk of ${path} arrived: nginx buffers the response`));
     }, 20_000);
     const req = request({ host: '127.0.0.1', port, path, headers: { host: 'dify.example.com' } }, (res) => {
-      res.once('data', (b: Buffer) => { clearTimeout(timer); req.destroy(); resolve(b.toString('utf8')); });
+      res.once('data', (b: Buffer) => {
+        clearTimeout(timer);
+        req.destroy();
+        resolve(b.toString('utf8'));
+      });
     });
-    req.once('error', (err) => { clearTimeout(timer); reject(err); });
+    req.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     req.end();
   });
 }

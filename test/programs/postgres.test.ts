@@ -12,7 +12,16 @@ import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contra
 import { run } from '../support/commands.js';
 import { reservePort } from '../support/ports.js';
 import { program } from '../support/programs.js';
-import { containersOf, deepMerge, find, initContainersOf, render, requiredValues, workloadOf, type Container } from '../support/helm.js';
+import {
+  containersOf,
+  deepMerge,
+  find,
+  initContainersOf,
+  render,
+  requiredValues,
+  workloadOf,
+  type Container,
+} from '../support/helm.js';
 import { resolvedEnv, secretValue, shellScript, type Env } from './rendered-env.js';
 import { PipedServer, privateDir, runAs, systemUser, until } from './run-as.js';
 
@@ -41,7 +50,13 @@ chownSync(socketDir, postgres.uid, postgres.gid);
 // The container's env, with the volume at a temporary path and the port a free one.
 const serverEnv = resolvedEnv(objects, server);
 const volume = join(work.dir, 'volume');
-const local: Env = { PATH, LANG: 'C.UTF-8', PGDATA: join(volume, 'pgdata'), PGPORT: String(port.port), PGHOST: socketDir };
+const local: Env = {
+  PATH,
+  LANG: 'C.UTF-8',
+  PGDATA: join(volume, 'pgdata'),
+  PGPORT: String(port.port),
+  PGHOST: socketDir,
+};
 
 /** The official image's first start: initdb with POSTGRES_USER and POSTGRES_PASSWORD (scram-sha-256), then POSTGRES_DB. */
 async function initialise(): Promise<void> {
@@ -50,16 +65,33 @@ async function initialise(): Promise<void> {
   const pwfile = join(work.dir, 'pwfile');
   writeFileSync(pwfile, `${serverEnv.POSTGRES_PASSWORD}\n`, { mode: 0o600 });
   chownSync(pwfile, postgres.uid, postgres.gid);
-  const initdb = await runAs(postgres, program('initdb'), ['--username', serverEnv.POSTGRES_USER!, '--pwfile', pwfile,
-    '--auth-local=trust', '--auth-host=scram-sha-256', '--encoding=UTF8'], { ...local });
+  const initdb = await runAs(
+    postgres,
+    program('initdb'),
+    [
+      '--username',
+      serverEnv.POSTGRES_USER!,
+      '--pwfile',
+      pwfile,
+      '--auth-local=trust',
+      '--auth-host=scram-sha-256',
+      '--encoding=UTF8',
+    ],
+    { ...local },
+  );
   if (initdb.status !== 0) throw new Error(`initdb failed:\n${initdb.stdout}${initdb.stderr}`);
 }
 
 let pg: PipedServer | undefined;
-t.teardown(async () => { await pg?.stop(); });
+t.teardown(async () => {
+  await pg?.stop();
+});
 
 t.test('the rendered check-data-directory and migration wait scripts pass shellcheck (POSIX sh)', async (t) => {
-  const scripts = [['check-data-directory', shellScript(check.command)], ['wait-for-postgresql', shellScript(wait.command)]] as const;
+  const scripts = [
+    ['check-data-directory', shellScript(check.command)],
+    ['wait-for-postgresql', shellScript(wait.command)],
+  ] as const;
   for (const [what, script] of scripts) {
     const r = await run(program('shellcheck'), ['--shell=sh', '--severity=style', '-'], { input: script });
     t.equal(r.status, 0, `${what}: ${r.stdout}`);
@@ -75,50 +107,97 @@ t.test('check-data-directory accepts an empty volume (PostgreSQL will initialise
   t.match(r.stdout, /no database on volume .* yet: PostgreSQL 15 initialises/);
 });
 
-t.test('initialised with the rendered Secret\'s user, database and password; the probe and the migration wait pass', async (t) => {
-  t.equal(serverEnv.POSTGRES_USER, secret(SECRET_KEYS.postgresUsername));
-  t.equal(serverEnv.POSTGRES_DB, 'dify');
-  t.equal(serverEnv.PGDATA, '/var/lib/postgresql/data/pgdata', 'a subfolder of the volume');
-  await initialise();
-  // Listen on loopback only; the port comes from PGPORT, as in the container.
-  pg = new PipedServer('postgres', postgres, program('postgres'),
-    ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${socketDir}`, '-c', 'log_line_prefix=%e '], { ...local });
-  const probe = shellScript((server.readinessProbe as { exec: { command: string[] } }).exec.command);
-  t.equal(probe, shellScript((server.livenessProbe as { exec: { command: string[] } }).exec.command), 'one check for both probes');
-  const probeEnv = { ...local, POSTGRES_USER: serverEnv.POSTGRES_USER, POSTGRES_DB: serverEnv.POSTGRES_DB };
-  await until(pg, 'ready probe', async () => (await runAs(postgres, '/bin/sh', ['-c', probe], probeEnv)).status === 0);
-  const createDb = `CREATE DATABASE "${serverEnv.POSTGRES_DB}"`;
-  const created = await runAs(postgres, program('psql'), ['-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-c', createDb],
-    { ...local, PGUSER: serverEnv.POSTGRES_USER });
-  t.equal(created.status, 0, created.stderr);
+t.test(
+  "initialised with the rendered Secret's user, database and password; the probe and the migration wait pass",
+  async (t) => {
+    t.equal(serverEnv.POSTGRES_USER, secret(SECRET_KEYS.postgresUsername));
+    t.equal(serverEnv.POSTGRES_DB, 'dify');
+    t.equal(serverEnv.PGDATA, '/var/lib/postgresql/data/pgdata', 'a subfolder of the volume');
+    await initialise();
+    // Listen on loopback only; the port comes from PGPORT, as in the container.
+    pg = new PipedServer(
+      'postgres',
+      postgres,
+      program('postgres'),
+      ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${socketDir}`, '-c', 'log_line_prefix=%e '],
+      { ...local },
+    );
+    const probe = shellScript((server.readinessProbe as { exec: { command: string[] } }).exec.command);
+    t.equal(
+      probe,
+      shellScript((server.livenessProbe as { exec: { command: string[] } }).exec.command),
+      'one check for both probes',
+    );
+    const probeEnv = { ...local, POSTGRES_USER: serverEnv.POSTGRES_USER, POSTGRES_DB: serverEnv.POSTGRES_DB };
+    await until(
+      pg,
+      'ready probe',
+      async () => (await runAs(postgres, '/bin/sh', ['-c', probe], probeEnv)).status === 0,
+    );
+    const createDb = `CREATE DATABASE "${serverEnv.POSTGRES_DB}"`;
+    const created = await runAs(
+      postgres,
+      program('psql'),
+      ['-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-c', createDb],
+      { ...local, PGUSER: serverEnv.POSTGRES_USER },
+    );
+    t.equal(created.status, 0, created.stderr);
 
-  const waitEnv = { ...resolvedEnv(objects, wait), PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port) };
-  t.equal(resolvedEnv(objects, wait).PGHOST, expandName(contract.names.postgresql, release), 'the Job waits for the PostgreSQL Service');
-  const waited = await runAs(postgres, '/bin/sh', ['-c', shellScript(wait.command)], waitEnv);
-  t.equal(waited.status, 0, waited.stderr);
-  t.match(waited.stdout, /accepting connections/);
-});
+    const waitEnv = { ...resolvedEnv(objects, wait), PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port) };
+    t.equal(
+      resolvedEnv(objects, wait).PGHOST,
+      expandName(contract.names.postgresql, release),
+      'the Job waits for the PostgreSQL Service',
+    );
+    const waited = await runAs(postgres, '/bin/sh', ['-c', shellScript(wait.command)], waitEnv);
+    t.equal(waited.status, 0, waited.stderr);
+    t.match(waited.stdout, /accepting connections/);
+  },
+);
 
 /** psql over TCP (scram-sha-256) with a Dify component's DB_* settings, the password in PGPASSWORD. */
 function connectAs(env: Env, password: string, database = env.DB_DATABASE!): ReturnType<typeof runAs> {
-  return runAs(postgres, program('psql'), ['-v', 'ON_ERROR_STOP=1', '-Atc', 'SELECT current_user, current_database()'], {
-    PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port), PGUSER: env.DB_USERNAME, PGDATABASE: database, PGPASSWORD: password,
-  });
+  return runAs(
+    postgres,
+    program('psql'),
+    ['-v', 'ON_ERROR_STOP=1', '-Atc', 'SELECT current_user, current_database()'],
+    {
+      PATH,
+      PGHOST: '127.0.0.1',
+      PGPORT: String(port.port),
+      PGUSER: env.DB_USERNAME,
+      PGDATABASE: database,
+      PGPASSWORD: password,
+    },
+  );
 }
 
-t.test('every component\'s DB_* settings authenticate; a different password gets SQLSTATE 28P01', async (t) => {
+t.test("every component's DB_* settings authenticate; a different password gets SQLSTATE 28P01", async (t) => {
   for (const name of contract.podRules.injectCredentials.filter((c) => c !== contract.components.pluginDaemon)) {
     const env = resolvedEnv(objects, component(name));
     const r = await connectAs(env, env[ENV.dbPassword]!);
     t.equal(r.status, 0, `${name}: ${r.stderr}`);
-    t.equal(r.stdout.trim(), `${secret(SECRET_KEYS.postgresUsername)}|dify`, `${name}: as the Secret's user, in Dify's database`);
+    t.equal(
+      r.stdout.trim(),
+      `${secret(SECRET_KEYS.postgresUsername)}|dify`,
+      `${name}: as the Secret's user, in Dify's database`,
+    );
   }
   // The plugin daemon connects to DB_DEFAULT_DATABASE first and creates its own database (it needs CREATEDB).
   const daemon = resolvedEnv(objects, component(contract.components.pluginDaemon));
-  const created = await runAs(postgres, program('psql'), ['-v', 'ON_ERROR_STOP=1', '-c', `CREATE DATABASE ${daemon.DB_DATABASE}`], {
-    PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port),
-    PGUSER: daemon.DB_USERNAME, PGDATABASE: daemon.DB_DEFAULT_DATABASE, PGPASSWORD: daemon[ENV.dbPassword],
-  });
+  const created = await runAs(
+    postgres,
+    program('psql'),
+    ['-v', 'ON_ERROR_STOP=1', '-c', `CREATE DATABASE ${daemon.DB_DATABASE}`],
+    {
+      PATH,
+      PGHOST: '127.0.0.1',
+      PGPORT: String(port.port),
+      PGUSER: daemon.DB_USERNAME,
+      PGDATABASE: daemon.DB_DEFAULT_DATABASE,
+      PGPASSWORD: daemon[ENV.dbPassword],
+    },
+  );
   t.equal(created.status, 0, created.stderr);
   const inOwn = await connectAs(daemon, daemon[ENV.dbPassword]!);
   t.equal(inOwn.stdout.trim(), `${daemon.DB_USERNAME}|dify_plugin`, 'the plugin daemon in its own database');
@@ -137,7 +216,10 @@ t.test('every component\'s DB_* settings authenticate; a different password gets
 function runCheck(dir: string): ReturnType<typeof runAs> {
   const env = resolvedEnv(objects, check);
   return runAs(postgres, '/bin/sh', ['-c', shellScript(check.command)], {
-    ...env, PATH, DATA_VOLUME: dir, PGDATA: join(dir, 'pgdata'),
+    ...env,
+    PATH,
+    DATA_VOLUME: dir,
+    PGDATA: join(dir, 'pgdata'),
   });
 }
 
@@ -152,40 +234,64 @@ function fakeVolume(name: string, sub: string, version: string, owner = postgres
   return dir;
 }
 
-t.test('check-data-directory: its own PostgreSQL 15 volume starts; others stop with what was found and what to do', async (t) => {
-  await pg?.stop();
-  const own = await runCheck(volume);
-  t.equal(own.status, 0, own.stderr);
-  t.match(own.stdout, /PostgreSQL 15 data directory .*pgdata: starting it/);
+t.test(
+  'check-data-directory: its own PostgreSQL 15 volume starts; others stop with what was found and what to do',
+  async (t) => {
+    await pg?.stop();
+    const own = await runCheck(volume);
+    t.equal(own.status, 0, own.stderr);
+    t.match(own.stdout, /PostgreSQL 15 data directory .*pgdata: starting it/);
 
-  const pvc = `dify/${expandName(contract.names.postgresqlPvc, release)}`;
-  const cases = [
-    ['Bitnami\'s layout (data/ under the volume)', fakeVolume('bitnami', 'data', '15'),
-      /holds data\/ \(PostgreSQL 15\), the layout of Bitnami's PostgreSQL image/],
-    ['Bitnami\'s layout, unreadable (uid 1001, 0700)', fakeVolume('bitnami-1001', 'data', '15', { name: 'x', uid: 1001, gid: 1001 }),
-      /holds data\/ \(PostgreSQL unknown\), the layout of Bitnami's/],
-    ['another major version', fakeVolume('pg14', 'pgdata', '14'),
-      /holds a PostgreSQL 14 data directory and this image runs PostgreSQL 15, which cannot open it/],
-    ['a data directory at the volume root', fakeVolume('root', '.', '15'), /holds a PostgreSQL 15 data directory at its root/],
-  ] as const;
-  for (const [what, dir, found] of cases) {
-    const r = await runCheck(dir);
-    t.equal(r.status, 1, `${what}: refused`);
-    t.match(r.stderr, found, `${what}: says what it found`);
-    t.match(r.stderr, `PostgreSQL NOT started. Volume ${dir} (PVC ${pvc})`, `${what}: names the PVC`);
-    t.match(r.stderr, /What to do: /, `${what}: says what to do`);
-    const discard = `kubectl delete pvc -n dify ${expandName(contract.names.postgresqlPvc, release)}`;
-    t.match(r.stderr, discard, `${what}: and the way to discard it`);
-  }
-});
+    const pvc = `dify/${expandName(contract.names.postgresqlPvc, release)}`;
+    const cases = [
+      [
+        "Bitnami's layout (data/ under the volume)",
+        fakeVolume('bitnami', 'data', '15'),
+        /holds data\/ \(PostgreSQL 15\), the layout of Bitnami's PostgreSQL image/,
+      ],
+      [
+        "Bitnami's layout, unreadable (uid 1001, 0700)",
+        fakeVolume('bitnami-1001', 'data', '15', { name: 'x', uid: 1001, gid: 1001 }),
+        /holds data\/ \(PostgreSQL unknown\), the layout of Bitnami's/,
+      ],
+      [
+        'another major version',
+        fakeVolume('pg14', 'pgdata', '14'),
+        /holds a PostgreSQL 14 data directory and this image runs PostgreSQL 15, which cannot open it/,
+      ],
+      [
+        'a data directory at the volume root',
+        fakeVolume('root', '.', '15'),
+        /holds a PostgreSQL 15 data directory at its root/,
+      ],
+    ] as const;
+    for (const [what, dir, found] of cases) {
+      const r = await runCheck(dir);
+      t.equal(r.status, 1, `${what}: refused`);
+      t.match(r.stderr, found, `${what}: says what it found`);
+      t.match(r.stderr, `PostgreSQL NOT started. Volume ${dir} (PVC ${pvc})`, `${what}: names the PVC`);
+      t.match(r.stderr, /What to do: /, `${what}: says what to do`);
+      const discard = `kubectl delete pvc -n dify ${expandName(contract.names.postgresqlPvc, release)}`;
+      t.match(r.stderr, discard, `${what}: and the way to discard it`);
+    }
+  },
+);
 
-t.test('the migration wait gives up with a clear message when PostgreSQL does not come (the Job then fails visibly)', async (t) => {
-  await pg?.stop();
-  const short = await render(deepMerge(requiredValues(), { migration: { waitForPostgresql: { timeoutSeconds: 10 } } }));
-  const shortWait = initContainersOf(workloadOf(short.objects, LABELS.component, contract.components.migration))[0]!;
-  const r = await runAs(postgres, '/bin/sh', ['-c', shellScript(shortWait.command)], {
-    ...resolvedEnv(short.objects, shortWait), PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port),
-  });
-  t.equal(r.status, 1);
-  t.match(r.stderr, `PostgreSQL 127.0.0.1:${port.port} did not become ready in 10s`);
-});
+t.test(
+  'the migration wait gives up with a clear message when PostgreSQL does not come (the Job then fails visibly)',
+  async (t) => {
+    await pg?.stop();
+    const short = await render(
+      deepMerge(requiredValues(), { migration: { waitForPostgresql: { timeoutSeconds: 10 } } }),
+    );
+    const shortWait = initContainersOf(workloadOf(short.objects, LABELS.component, contract.components.migration))[0]!;
+    const r = await runAs(postgres, '/bin/sh', ['-c', shellScript(shortWait.command)], {
+      ...resolvedEnv(short.objects, shortWait),
+      PATH,
+      PGHOST: '127.0.0.1',
+      PGPORT: String(port.port),
+    });
+    t.equal(r.status, 1);
+    t.match(r.stderr, `PostgreSQL 127.0.0.1:${port.port} did not become ready in 10s`);
+  },
+);

@@ -31,10 +31,20 @@ t.teardown(() => port.release());
 
 // The container's env; only where it listens and writes changes (loopback, a free port, a temporary folder).
 const env: Env = {
-  ...resolvedEnv(objects, container), PATH,
-  REDIS_LISTEN_PORT: String(port.port), REDIS_BIND_ADDRESSES: '127.0.0.1', REDIS_DATA_DIR: work.dir,
+  ...resolvedEnv(objects, container),
+  PATH,
+  REDIS_LISTEN_PORT: String(port.port),
+  REDIS_BIND_ADDRESSES: '127.0.0.1',
+  REDIS_DATA_DIR: work.dir,
 };
-const redis = new PipedServer('redis-server', redisUser, '/bin/sh', ['-c', shellScript(container.command)], env, work.dir);
+const redis = new PipedServer(
+  'redis-server',
+  redisUser,
+  '/bin/sh',
+  ['-c', shellScript(container.command)],
+  env,
+  work.dir,
+);
 t.teardown(() => redis.stop());
 
 const probe = shellScript((container.readinessProbe as { exec: { command: string[] } }).exec.command);
@@ -47,7 +57,7 @@ t.test('the rendered command and probe pass shellcheck (POSIX sh)', async (t) =>
 });
 
 t.test('the rendered command starts Redis with requirepass from the Secret; the probe passes', async (t) => {
-  t.equal(env[ENV.redisPassword], password, 'REDIS_PASSWORD of the Redis container is the Secret\'s');
+  t.equal(env[ENV.redisPassword], password, "REDIS_PASSWORD of the Redis container is the Secret's");
   t.equal(resolvedEnv(objects, container).REDIS_LISTEN_PORT, String(contract.redisPort));
   await until(redis, 'the probe', async () => (await runAs(redisUser, '/bin/sh', ['-c', probe], env)).status === 0);
   const noAuth = await runAs(redisUser, '/bin/sh', ['-c', probe], { ...env, REDISCLI_AUTH: '' });
@@ -58,7 +68,7 @@ t.test('the rendered command starts Redis with requirepass from the Secret; the 
 /** A connection to the running Redis for a setting that names the Service: checks host and port, then connects on loopback. */
 async function connectFor(t: Test, host: string, servicePort: string): Promise<RedisConnection> {
   t.equal(host, expandName(contract.names.redisMaster, release), 'the Redis Service');
-  t.equal(Number(servicePort), ((service.spec as { ports: { port: number }[] }).ports[0]!).port, 'the Service port');
+  t.equal(Number(servicePort), (service.spec as { ports: { port: number }[] }).ports[0]!.port, 'the Service port');
   return RedisConnection.open('127.0.0.1', port.port);
 }
 
@@ -76,7 +86,11 @@ t.test('REDIS_* settings of api, worker, beat, plugin daemon and the migration J
 t.test('CELERY_BROKER_URL, with $(REDIS_PASSWORD) expanded as Kubernetes does, authenticates', async (t) => {
   for (const name of [contract.components.api, contract.components.worker, contract.components.beat]) {
     const c = component(name);
-    t.match(c.env!.find((e) => e.name === ENV.celeryBrokerUrl)!.value, `$(${ENV.redisPassword})`, `${name}: no literal password`);
+    t.match(
+      c.env!.find((e) => e.name === ENV.celeryBrokerUrl)!.value,
+      `$(${ENV.redisPassword})`,
+      `${name}: no literal password`,
+    );
     const url = new URL(resolvedEnv(objects, c)[ENV.celeryBrokerUrl]!);
     t.equal(url.protocol, 'redis:');
     const conn = await connectFor(t, url.hostname, url.port);

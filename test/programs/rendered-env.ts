@@ -19,7 +19,8 @@ const hasSecretKey = (objects: Json[], name: string, key: string): boolean =>
 /** Kubernetes' $(VAR) expansion against the names defined so far. */
 export function expand(value: string, defined: Env): string {
   return value.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (match, name: string | undefined) =>
-    match === '$$' ? '$' : (name !== undefined && Object.hasOwn(defined, name) ? defined[name]! : match));
+    match === '$$' ? '$' : name !== undefined && Object.hasOwn(defined, name) ? defined[name]! : match,
+  );
 }
 
 /** The env of a rendered container, resolved in order. */
@@ -31,7 +32,8 @@ export function resolvedEnv(objects: Json[], container: Container): Env {
       // An optional reference to a key that is not there leaves the variable unset, as the kubelet does.
       if (ref.optional && !hasSecretKey(objects, ref.name, ref.key)) continue;
       env[entry.name] = secretValue(objects, ref.name, ref.key);
-    } else if (entry.valueFrom) throw new Error(`${container.name}: ${entry.name} uses a valueFrom these tests cannot resolve`);
+    } else if (entry.valueFrom)
+      throw new Error(`${container.name}: ${entry.name} uses a valueFrom these tests cannot resolve`);
     else env[entry.name] = expand(entry.value ?? '', env);
   }
   return env;

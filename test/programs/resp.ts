@@ -14,16 +14,20 @@ function parse(buffer: string): { reply: Reply; rest: string } | undefined {
   const head = buffer.slice(1, end);
   const after = buffer.slice(end + 2);
   switch (buffer[0]) {
-    case '+': return { reply: head, rest: after };
-    case '-': return { reply: `-${head}`, rest: after };
-    case ':': return { reply: Number(head), rest: after };
+    case '+':
+      return { reply: head, rest: after };
+    case '-':
+      return { reply: `-${head}`, rest: after };
+    case ':':
+      return { reply: Number(head), rest: after };
     case '$': {
       const length = Number(head);
       if (length < 0) return { reply: null, rest: after };
       if (after.length < length + 2) return undefined;
       return { reply: after.slice(0, length), rest: after.slice(length + 2) };
     }
-    default: throw new Error(`unexpected Redis reply: ${JSON.stringify(buffer.slice(0, 20))}`);
+    default:
+      throw new Error(`unexpected Redis reply: ${JSON.stringify(buffer.slice(0, 20))}`);
   }
 }
 
@@ -56,5 +60,7 @@ export class RedisConnection {
     });
   }
 
-  close(): void { this.socket.destroy(); }
+  close(): void {
+    this.socket.destroy();
+  }
 }

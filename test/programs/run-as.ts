@@ -7,7 +7,11 @@ import { join } from 'node:path';
 import { run, type CommandResult } from '../support/commands.js';
 import { captureOutput } from '../support/secrets.js';
 
-export interface SystemUser { name: string; uid: number; gid: number }
+export interface SystemUser {
+  name: string;
+  uid: number;
+  gid: number;
+}
 
 /** A Debian system user (postgres, redis), created by its package. */
 export function systemUser(name: string): SystemUser {
@@ -22,12 +26,23 @@ export function privateDir(user: SystemUser, prefix: string): { dir: string; rem
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-const asUser = (user: SystemUser, command: string, args: string[]): string[] =>
-  [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--init-groups', '--', command, ...args];
+const asUser = (user: SystemUser, command: string, args: string[]): string[] => [
+  `--reuid=${user.uid}`,
+  `--regid=${user.gid}`,
+  '--init-groups',
+  '--',
+  command,
+  ...args,
+];
 
 /** Runs a command to completion as `user`, env exactly as given (no inherited secrets). */
-export function runAs(user: SystemUser, command: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000):
-  Promise<CommandResult> {
+export function runAs(
+  user: SystemUser,
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 60_000,
+): Promise<CommandResult> {
   return run('setpriv', asUser(user, command, args), { env, timeoutMs });
 }
 
@@ -37,21 +52,43 @@ export class PipedServer {
   private readonly child: ChildProcess;
   private readonly exited: Promise<number | null>;
 
-  constructor(readonly name: string, user: SystemUser, command: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string) {
+  constructor(
+    readonly name: string,
+    user: SystemUser,
+    command: string,
+    args: string[],
+    env: NodeJS.ProcessEnv,
+    cwd?: string,
+  ) {
     // Its own process group, so whatever it leaves behind can be killed with it.
-    this.child = spawn('setpriv', asUser(user, command, args), { env, cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    const keep = (b: Buffer): void => { this.output += b.toString('utf8'); };
+    this.child = spawn('setpriv', asUser(user, command, args), {
+      env,
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const keep = (b: Buffer): void => {
+      this.output += b.toString('utf8');
+    };
     this.child.stdout!.on('data', keep);
     this.child.stderr!.on('data', keep);
     this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
     process.once('exit', () => this.killGroup('SIGKILL'));
   }
 
-  get log(): string { return this.output; }
-  get running(): boolean { return this.child.exitCode === null && this.child.signalCode === null; }
+  get log(): string {
+    return this.output;
+  }
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
 
   private killGroup(signal: NodeJS.Signals): void {
-    try { if (this.child.pid) process.kill(-this.child.pid, signal); } catch { /* the group is gone */ }
+    try {
+      if (this.child.pid) process.kill(-this.child.pid, signal);
+    } catch {
+      /* the group is gone */
+    }
   }
 
   /**

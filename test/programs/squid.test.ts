@@ -15,7 +15,13 @@ import { containersOf, deepMerge, find, podTemplateOf, render, requiredValues, t
 import { reservePort } from '../support/ports.js';
 import { program } from '../support/programs.js';
 import {
-  inMountNamespace, privateDir, requireRoot, startProgram, waitForPort, type BindMount, type RunningProgram,
+  inMountNamespace,
+  privateDir,
+  requireRoot,
+  startProgram,
+  waitForPort,
+  type BindMount,
+  type RunningProgram,
 } from '../support/program-run.js';
 
 requireRoot('Squid as the ssrf-proxy container runs it (root start, then user proxy)');
@@ -24,8 +30,16 @@ const name = expandName(contract.names.component, 'dify', contract.components.ss
 const PROXY_UID = 13; // `proxy` in Debian's and Ubuntu's squid packages: Squid's cache_effective_user
 const SQUID_CONF = '/etc/squid/squid.conf';
 
-interface Mount { name: string; mountPath: string; readOnly?: boolean }
-interface Rendered { conf: string; mounts: Mount[]; volumes: Json[] }
+interface Mount {
+  name: string;
+  mountPath: string;
+  readOnly?: boolean;
+}
+interface Rendered {
+  conf: string;
+  mounts: Mount[];
+  volumes: Json[];
+}
 
 async function renderProxy(values: Json = {}): Promise<Rendered> {
   const { objects } = await render(deepMerge(requiredValues(), values));
@@ -54,7 +68,11 @@ function volumeMounts(rendered: Rendered, confFile: string, dir: string): BindMo
   });
 }
 
-interface Proxy { squid: RunningProgram; port: number; logs: string }
+interface Proxy {
+  squid: RunningProgram;
+  port: number;
+  logs: string;
+}
 
 async function startSquid(t: Test, rendered: Rendered): Promise<Proxy> {
   const dir = privateDir('squid');
@@ -68,7 +86,10 @@ async function startSquid(t: Test, rendered: Rendered): Promise<Proxy> {
     { source: folder(join(dir, 'run'), 0o755), target: '/run' },
     { source: folder(join(dir, 'spool'), 0o755, PROXY_UID), target: '/var/spool/squid' },
   ];
-  t.ok(mounts.some((m) => m.target === SQUID_CONF && m.readOnly), 'squid.conf is mounted read-only');
+  t.ok(
+    mounts.some((m) => m.target === SQUID_CONF && m.readOnly),
+    'squid.conf is mounted read-only',
+  );
   const entrypoint = `${squid} -Nz -f ${SQUID_CONF} && exec ${squid} -f ${SQUID_CONF} -NYC`;
   const started = startProgram({ name: 'squid', ...inMountNamespace(mounts, 'sh', ['-c', entrypoint]) });
   t.teardown(() => started.stop());
@@ -77,7 +98,10 @@ async function startSquid(t: Test, rendered: Rendered): Promise<Proxy> {
   return { squid: started, port, logs };
 }
 
-interface Origin { port: number; seen: { url: string; headers: IncomingHttpHeaders }[] }
+interface Origin {
+  port: number;
+  seen: { url: string; headers: IncomingHttpHeaders }[];
+}
 
 async function startOrigin(t: Test): Promise<Origin> {
   const { port, release } = await reservePort();
@@ -87,58 +111,77 @@ async function startOrigin(t: Test): Promise<Origin> {
     res.end('reached the origin');
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  t.teardown(() => { server.close(); release(); });
+  t.teardown(() => {
+    server.close();
+    release();
+  });
   return { port, seen };
 }
 
 /** A log file's text once it holds `line` (Squid buffers its log writes). */
 function logged(proxy: Proxy, file: string, line: RegExp): Promise<string> {
-  return waitFor(`${line.source} in ${file}`, () => {
-    const text = readFileSync(join(proxy.logs, file), 'utf8');
-    return line.test(text) ? text : undefined;
-  }, { timeoutMs: 15_000 });
+  return waitFor(
+    `${line.source} in ${file}`,
+    () => {
+      const text = readFileSync(join(proxy.logs, file), 'utf8');
+      return line.test(text) ? text : undefined;
+    },
+    { timeoutMs: 15_000 },
+  );
 }
 
 /** A GET for an absolute URL through the proxy, from the given loopback source address. */
 function viaProxy(proxyPort: number, url: string, localAddress: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: proxyPort, path: url, localAddress, headers: { host: new URL(url).host } }, (res) => {
-      let body = '';
-      res.on('data', (b: Buffer) => { body += b.toString('utf8'); });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = request(
+      { host: '127.0.0.1', port: proxyPort, path: url, localAddress, headers: { host: new URL(url).host } },
+      (res) => {
+        let body = '';
+        res.on('data', (b: Buffer) => {
+          body += b.toString('utf8');
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.once('error', reject);
     req.end();
   });
 }
 
-t.test('default squid.conf: Squid starts as the container starts it, stays up, proxies allowed sources, refuses others', async (t) => {
-  const rendered = await renderProxy();
-  const origin = await startOrigin(t);
-  const proxy = await startSquid(t, rendered);
-  const url = `http://127.0.0.1:${origin.port}/through-the-proxy`;
+t.test(
+  'default squid.conf: Squid starts as the container starts it, stays up, proxies allowed sources, refuses others',
+  async (t) => {
+    const rendered = await renderProxy();
+    const origin = await startOrigin(t);
+    const proxy = await startSquid(t, rendered);
+    const url = `http://127.0.0.1:${origin.port}/through-the-proxy`;
 
-  const allowed = await viaProxy(proxy.port, url, '127.0.0.1');
-  if (allowed.status !== 200) t.comment(proxy.squid.output());
-  t.equal(allowed.status, 200, 'a client at 127.0.0.1 (acl localhost) is proxied');
-  t.equal(allowed.body, 'reached the origin');
-  t.equal(origin.seen.length, 1, 'the origin got exactly that request');
-  t.equal(origin.seen[0]?.url, '/through-the-proxy');
+    const allowed = await viaProxy(proxy.port, url, '127.0.0.1');
+    if (allowed.status !== 200) t.comment(proxy.squid.output());
+    t.equal(allowed.status, 200, 'a client at 127.0.0.1 (acl localhost) is proxied');
+    t.equal(allowed.body, 'reached the origin');
+    t.equal(origin.seen.length, 1, 'the origin got exactly that request');
+    t.equal(origin.seen[0]?.url, '/through-the-proxy');
 
-  // 127.0.0.2 is neither `localhost` (127.0.0.1) nor in `localnet` (private ranges): `http_access deny all`.
-  const refused = await viaProxy(proxy.port, url, '127.0.0.2');
-  t.equal(refused.status, 403, 'a source outside the allowed ACLs is refused');
-  t.equal(origin.seen.length, 1, 'the refused request never reached the origin');
+    // 127.0.0.2 is neither `localhost` (127.0.0.1) nor in `localnet` (private ranges): `http_access deny all`.
+    const refused = await viaProxy(proxy.port, url, '127.0.0.2');
+    t.equal(refused.status, 403, 'a source outside the allowed ACLs is refused');
+    t.equal(origin.seen.length, 1, 'the refused request never reached the origin');
 
-  t.ok(proxy.squid.running, 'Squid is still running after serving');
-  // Squid writes its logs as user proxy into the emptyDir, where the image's entrypoint tails them to stdout.
-  const access = await logged(proxy, 'access.log', /127\.0\.0\.2 TCP_DENIED\/403 /);
-  const proxied = /127\.0\.0\.1 TCP_MISS\/200 .* GET http:\/\/127\.0\.0\.1:\d+\/through-the-proxy/;
-  t.match(access, proxied, 'access.log records the proxied request');
-  t.match(access, /127\.0\.0\.2 TCP_DENIED\/403 /, 'access.log records the refusal');
-  t.match(await logged(proxy, 'cache.log', /Accepting HTTP Socket connections/), /Accepting HTTP/, 'cache.log is written');
-  t.notMatch(proxy.squid.stderr, /FATAL/, 'no FATAL on stderr');
-});
+    t.ok(proxy.squid.running, 'Squid is still running after serving');
+    // Squid writes its logs as user proxy into the emptyDir, where the image's entrypoint tails them to stdout.
+    const access = await logged(proxy, 'access.log', /127\.0\.0\.2 TCP_DENIED\/403 /);
+    const proxied = /127\.0\.0\.1 TCP_MISS\/200 .* GET http:\/\/127\.0\.0\.1:\d+\/through-the-proxy/;
+    t.match(access, proxied, 'access.log records the proxied request');
+    t.match(access, /127\.0\.0\.2 TCP_DENIED\/403 /, 'access.log records the refusal');
+    t.match(
+      await logged(proxy, 'cache.log', /Accepting HTTP Socket connections/),
+      /Accepting HTTP/,
+      'cache.log is written',
+    );
+    t.notMatch(proxy.squid.stderr, /FATAL/, 'no FATAL on stderr');
+  },
+);
 
 t.test('ssrfProxy.blockPrivateNetworks: Squid refuses private and loopback destinations', async (t) => {
   const rendered = await renderProxy({ ssrfProxy: { blockPrivateNetworks: true } });
@@ -150,11 +193,14 @@ t.test('ssrfProxy.blockPrivateNetworks: Squid refuses private and loopback desti
   t.ok(proxy.squid.running, 'Squid is still running');
 });
 
-t.test('a change of squid.conf changes the Deployment\'s checksum annotation, so the proxy restarts with it', async (t) => {
-  const { objects: a } = await render(requiredValues());
-  const { objects: b } = await render(deepMerge(requiredValues(), { ssrfProxy: { blockPrivateNetworks: true } }));
-  const checksum = (objects: Json[]): string | undefined =>
-    podTemplateOf(find(objects, 'Deployment', name)).metadata.annotations?.['checksum/config'];
-  t.match(checksum(a), /^[0-9a-f]{64}$/, 'the pod template carries checksum/config');
-  t.not(checksum(a), checksum(b), 'a different squid.conf, a different checksum');
-});
+t.test(
+  "a change of squid.conf changes the Deployment's checksum annotation, so the proxy restarts with it",
+  async (t) => {
+    const { objects: a } = await render(requiredValues());
+    const { objects: b } = await render(deepMerge(requiredValues(), { ssrfProxy: { blockPrivateNetworks: true } }));
+    const checksum = (objects: Json[]): string | undefined =>
+      podTemplateOf(find(objects, 'Deployment', name)).metadata.annotations?.['checksum/config'];
+    t.match(checksum(a), /^[0-9a-f]{64}$/, 'the pod template carries checksum/config');
+    t.not(checksum(a), checksum(b), 'a different squid.conf, a different checksum');
+  },
+);

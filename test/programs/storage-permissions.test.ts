@@ -17,7 +17,7 @@ async function renderedCommand(t: Test): Promise<{ script: string; caps: string[
   const api = find(objects, 'Deployment', expandName(contract.names.component, 'dify', contract.components.api));
   const init = initContainersOf(api).find((c) => c.name === 'storage-permissions')!;
   const command = init.command as string[];
-  const caps = ((init.securityContext as { capabilities: { add: string[] } }).capabilities.add);
+  const caps = (init.securityContext as { capabilities: { add: string[] } }).capabilities.add;
   t.same(command.slice(0, 2), ['/bin/sh', '-c'], 'a shell command');
   return { script: command[2]!, caps };
 }
@@ -36,31 +36,52 @@ function volume(dir: string): { root: string; outside: string } {
   return { root, outside };
 }
 
-const owner = (path: string): string => { const s = lstatSync(path); return `${s.uid}:${s.gid}`; };
+const owner = (path: string): string => {
+  const s = lstatSync(path);
+  return `${s.uid}:${s.gid}`;
+};
 const asContainer = (caps: string[], script: string): { command: string; args: string[] } => ({
   command: 'setpriv',
-  args: [`--bounding-set=-all,${caps.map((c) => `+${c.toLowerCase()}`).join(',')}`, '--inh-caps=-all', '--', 'sh', '-c', script],
+  args: [
+    `--bounding-set=-all,${caps.map((c) => `+${c.toLowerCase()}`).join(',')}`,
+    '--inh-caps=-all',
+    '--',
+    'sh',
+    '-c',
+    script,
+  ],
 });
 
-t.test('it hands every entry of the volume to uid 1001, follows no link, and needs exactly its two capabilities', async (t) => {
-  const { script, caps } = await renderedCommand(t);
-  t.same(caps, ['CHOWN', 'DAC_OVERRIDE']);
-  const dir = privateDir('storage-permissions');
-  const { root, outside } = volume(dir);
-  const local = script.replaceAll('/app/api/storage', root);
-  t.not(local, script, 'the command names /app/api/storage');
+t.test(
+  'it hands every entry of the volume to uid 1001, follows no link, and needs exactly its two capabilities',
+  async (t) => {
+    const { script, caps } = await renderedCommand(t);
+    t.same(caps, ['CHOWN', 'DAC_OVERRIDE']);
+    const dir = privateDir('storage-permissions');
+    const { root, outside } = volume(dir);
+    const local = script.replaceAll('/app/api/storage', root);
+    t.not(local, script, 'the command names /app/api/storage');
 
-  const withoutDac = await runProgram({ name: 'storage-permissions-chown-only', ...asContainer(['CHOWN'], local) });
-  t.not(withoutDac.status, 0, 'CHOWN alone cannot enter a 0700 folder of another user');
-  t.equal(owner(join(root, 'private', 'b.txt')), '4242:4242', 'and leaves what is inside as it was');
+    const withoutDac = await runProgram({ name: 'storage-permissions-chown-only', ...asContainer(['CHOWN'], local) });
+    t.not(withoutDac.status, 0, 'CHOWN alone cannot enter a 0700 folder of another user');
+    t.equal(owner(join(root, 'private', 'b.txt')), '4242:4242', 'and leaves what is inside as it was');
 
-  const run = await runProgram({ name: 'storage-permissions', ...asContainer(caps, local) });
-  if (run.status !== 0) t.comment(run.stderr);
-  t.equal(run.status, 0, 'the rendered command succeeds');
-  for (const entry of ['', 'upload_files', 'upload_files/tenant', 'upload_files/tenant/a.pdf', 'private', 'private/b.txt', 'link']) {
-    t.equal(owner(join(root, entry)), '1001:1001', `${entry || 'the volume root'} belongs to Dify's user`);
-  }
-  t.equal(owner(outside), '0:0', 'the file a link points to is left alone');
-  const again = await runProgram({ name: 'storage-permissions-again', ...asContainer(caps, local) });
-  t.equal(again.status, 0, 'a second start finds nothing to change and succeeds');
-});
+    const run = await runProgram({ name: 'storage-permissions', ...asContainer(caps, local) });
+    if (run.status !== 0) t.comment(run.stderr);
+    t.equal(run.status, 0, 'the rendered command succeeds');
+    for (const entry of [
+      '',
+      'upload_files',
+      'upload_files/tenant',
+      'upload_files/tenant/a.pdf',
+      'private',
+      'private/b.txt',
+      'link',
+    ]) {
+      t.equal(owner(join(root, entry)), '1001:1001', `${entry || 'the volume root'} belongs to Dify's user`);
+    }
+    t.equal(owner(outside), '0:0', 'the file a link points to is left alone');
+    const again = await runProgram({ name: 'storage-permissions-again', ...asContainer(caps, local) });
+    t.equal(again.status, 0, 'a second start finds nothing to change and succeeds');
+  },
+);

@@ -20,7 +20,10 @@ t.test('readiness: certificate loaded AND PVC cache synced AND not shutting down
   pvcCache.hasSynced = false;
   const certFile = join(dir, 'tls.crt');
   const keyFile = join(dir, 'tls.key');
-  const { server, healthPort } = await startServer(t, { pvcCache, tls: { certFile, keyFile, pollIntervalMs: 50, debounceMs: 20 } });
+  const { server, healthPort } = await startServer(t, {
+    pvcCache,
+    tls: { certFile, keyFile, pollIntervalMs: 50, debounceMs: 20 },
+  });
 
   const readyz = async () => {
     const res = await get(healthPort, '/readyz');
@@ -28,23 +31,43 @@ t.test('readiness: certificate loaded AND PVC cache synced AND not shutting down
     return { code: res.status, status: body.status, checks: body.checks };
   };
   t.equal((await get(healthPort, '/healthz')).status, 200, 'live from the start');
-  t.match(await readyz(), { code: 503, status: 'not ready', checks: { certificate: false, pvcCache: false, shuttingDown: false } }, 'nothing loaded yet');
+  t.match(
+    await readyz(),
+    { code: 503, status: 'not ready', checks: { certificate: false, pvcCache: false, shuttingDown: false } },
+    'nothing loaded yet',
+  );
 
   generateCerts(dir);
   await server.certificate!.reload();
-  t.match(await readyz(), { code: 503, status: 'not ready', checks: { certificate: true, pvcCache: false, shuttingDown: false } }, 'certificate only');
+  t.match(
+    await readyz(),
+    { code: 503, status: 'not ready', checks: { certificate: true, pvcCache: false, shuttingDown: false } },
+    'certificate only',
+  );
 
   pvcCache.synced = true;
   pvcCache.hasSynced = true;
-  t.match(await readyz(), { code: 200, status: 'ready', checks: { certificate: true, pvcCache: true, shuttingDown: false } }, 'ready');
+  t.match(
+    await readyz(),
+    { code: 200, status: 'ready', checks: { certificate: true, pvcCache: true, shuttingDown: false } },
+    'ready',
+  );
 
   // A watch that breaks after the first sync keeps the replica ready: only password changes wait for it.
   pvcCache.synced = false;
-  t.match(await readyz(), { code: 200, status: 'ready', checks: { pvcCache: true } }, 'a broken watch after the first sync keeps the replica ready');
+  t.match(
+    await readyz(),
+    { code: 200, status: 'ready', checks: { pvcCache: true } },
+    'a broken watch after the first sync keeps the replica ready',
+  );
   pvcCache.synced = true;
 
   server.beginShutdown();
-  t.match(await readyz(), { code: 503, status: 'not ready', checks: { certificate: true, pvcCache: true, shuttingDown: true } }, 'not ready once shutting down');
+  t.match(
+    await readyz(),
+    { code: 503, status: 'not ready', checks: { certificate: true, pvcCache: true, shuttingDown: true } },
+    'not ready once shutting down',
+  );
   t.equal((await get(healthPort, '/healthz')).status, 200, 'still live while shutting down');
 });
 
@@ -54,16 +77,28 @@ t.test('/metrics: the documented names, in seconds, counting answers', async (t)
   const metrics = createMetrics();
   const pvcCache = new FakePvcCache(['dify/data-dify-postgresql-0']);
   metrics.observeCache({ synced: true, ageSeconds: 42 });
-  const { healthPort, port } = await startServer(t, { metrics, pvcCache, tls: { certFile: certs.certFile, keyFile: certs.keyFile } });
+  const { healthPort, port } = await startServer(t, {
+    metrics,
+    pvcCache,
+    tls: { certFile: certs.certFile, keyFile: certs.keyFile },
+  });
 
   await postReview(port, contract.webhook.mutatePodsPath, ca, loadReview('pod-api-literal'));
   await postReview(port, contract.webhook.mutatePodsPath, ca, loadReview('pod-web'));
   await postReview(port, contract.webhook.validateSecretsPath, ca, loadReview('secret-postgresql-update-password'));
-  await httpsRequest({ port, path: contract.webhook.validateSecretsPath, ca, body: '{', headers: { 'content-type': 'application/json' } });
+  await httpsRequest({
+    port,
+    path: contract.webhook.validateSecretsPath,
+    ca,
+    body: '{',
+    headers: { 'content-type': 'application/json' },
+  });
   // A handler slowed down on purpose: its duration must land in seconds (>= 0.06), not milliseconds (>= 60).
   pvcCache.state = () => {
     const until = Date.now() + 60;
-    while (Date.now() < until) { /* busy */ }
+    while (Date.now() < until) {
+      /* busy */
+    }
     throw new Error('slow fault');
   };
   await postReview(port, contract.webhook.validateSecretsPath, ca, loadReview('secret-postgresql-update-password'));
@@ -93,7 +128,10 @@ t.test('/metrics: the documented names, in seconds, counting answers', async (t)
   for (const le of LATENCY_BUCKETS_SECONDS) {
     t.ok(res.body.includes(`${METRIC_NAMES.requestDuration}_bucket{le="${le}",route="${mutate}"}`), `bucket ${le} s`);
   }
-  t.ok(LATENCY_BUCKETS_SECONDS[0]! <= 0.001 && LATENCY_BUCKETS_SECONDS.at(-1)! <= 30, 'buckets from sub-millisecond to the webhook timeout');
+  t.ok(
+    LATENCY_BUCKETS_SECONDS[0]! <= 0.001 && LATENCY_BUCKETS_SECONDS.at(-1)! <= 30,
+    'buckets from sub-millisecond to the webhook timeout',
+  );
   t.equal(value(METRIC_NAMES.pvcCacheSynced), 1);
   t.equal(value(METRIC_NAMES.pvcCacheAge), 42);
   t.equal(value(METRIC_NAMES.eventEmissionFailures), 1);

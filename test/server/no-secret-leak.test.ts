@@ -18,23 +18,40 @@ t.test('Secret scenarios leave no password in logs, Events or messages', async (
   const captured = captureLog('trace');
   const eventBodies: JsonObject[] = [];
   const api: EventsApi = {
-    create: async (_namespace, event) => { eventBodies.push(structuredClone(event)); },
-    patch: async (_namespace, _name, patch) => { eventBodies.push(structuredClone(patch)); },
+    create: async (_namespace, event) => {
+      eventBodies.push(structuredClone(event));
+    },
+    patch: async (_namespace, _name, patch) => {
+      eventBodies.push(structuredClone(patch));
+    },
   };
-  const events = new SecretEventRecorder({ api, log: captured.log, reportingController: 'dify-guard.io/admission-webhook', reportingInstance: 'test' });
+  const events = new SecretEventRecorder({
+    api,
+    log: captured.log,
+    reportingController: 'dify-guard.io/admission-webhook',
+    reportingInstance: 'test',
+  });
   const pvcCache = new FakePvcCache();
   const { port } = await startServer(t, {
-    log: captured.log, pvcCache, audit: createAuditTrail({ log: captured.log, events }),
+    log: captured.log,
+    pvcCache,
+    audit: createAuditTrail({ log: captured.log, events }),
     tls: { certFile: certs.certFile, keyFile: certs.keyFile },
   });
 
-  const reviews: [string, AdmissionReview][] = fixtureNames().filter((name) => name.startsWith('secret-')).map((name) => [name, loadReview(name)]);
+  const reviews: [string, AdmissionReview][] = fixtureNames()
+    .filter((name) => name.startsWith('secret-'))
+    .map((name) => [name, loadReview(name)]);
   // The two keys diverging, and a new password written through stringData only.
   const diverging = loadReview('secret-postgresql-update-password');
-  (diverging.request.object!.data as Record<string, string>).password = Buffer.from('Diverging-Pass-8c2b71').toString('base64');
+  (diverging.request.object!.data as Record<string, string>).password =
+    Buffer.from('Diverging-Pass-8c2b71').toString('base64');
   reviews.push(['keys diverging', diverging]);
   const viaStringData = loadReview('secret-postgresql-update-unchanged');
-  viaStringData.request.object!.stringData = { 'postgres-password': 'StringData-Pass-41aa0e', password: 'StringData-Pass-41aa0e' };
+  viaStringData.request.object!.stringData = {
+    'postgres-password': 'StringData-Pass-41aa0e',
+    password: 'StringData-Pass-41aa0e',
+  };
   reviews.push(['stringData', viaStringData]);
 
   const responses: string[] = [];
@@ -59,7 +76,10 @@ t.test('Secret scenarios leave no password in logs, Events or messages', async (
 
   const secrets = [...new Set(reviews.flatMap(([, review]) => sensitiveStringsOf(review)))];
   t.ok(secrets.length >= 8, `${secrets.length} password strings (plain and base64) to look for`);
-  t.ok(secrets.includes('Diverging-Pass-8c2b71') && secrets.includes('StringData-Pass-41aa0e'), 'the variants\' passwords are looked for too');
+  t.ok(
+    secrets.includes('Diverging-Pass-8c2b71') && secrets.includes('StringData-Pass-41aa0e'),
+    "the variants' passwords are looked for too",
+  );
   const logText = captured.text();
   const eventText = JSON.stringify(eventBodies);
   const responseText = responses.join('\n');
@@ -72,5 +92,8 @@ t.test('Secret scenarios leave no password in logs, Events or messages', async (
   t.ok(denials >= 6, `${denials} denials`);
   t.ok(captured.lines().filter((l) => l.audit === true).length >= denials, 'an audit line per denial');
   t.ok(eventBodies.length >= 3, `${eventBodies.length} Event bodies captured`);
-  t.ok(captured.lines().some((l) => l.msg === 'admission request answered'), 'per-request trace lines were written');
+  t.ok(
+    captured.lines().some((l) => l.msg === 'admission request answered'),
+    'per-request trace lines were written',
+  );
 });

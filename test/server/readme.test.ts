@@ -21,15 +21,17 @@ function renderSection(): string {
     return `| \`${s.env}\` | \`${String(s.default)}\` | ${cell(s.description)} |`;
   });
   const others = OTHER_ENV.map((o) => `| \`${o.env}\` | ${o.default} | ${cell(o.description)} |`);
-  const metrics = Object.values(METRIC_SPECS).map((m) =>
-    `| \`${m.name}\` | ${m.type} | ${m.labels.length > 0 ? m.labels.map((l) => `\`${l}\``).join(', ') : '-'} | ${cell(m.help)} |`);
+  const metrics = Object.values(METRIC_SPECS).map(
+    (m) =>
+      `| \`${m.name}\` | ${m.type} | ${m.labels.length > 0 ? m.labels.map((l) => `\`${l}\``).join(', ') : '-'} | ${cell(m.help)} |`,
+  );
   return [
     HEADING,
     '',
     '<!-- Generated from src/config.ts, src/metrics.ts and chart/files/contract.json by test/server/readme.test.ts;',
     '     edit those, then run `DIFY_GUARD_UPDATE_README=1 npx tap test/server/readme.test.ts`. -->',
     '',
-    'dify-guard reads its settings from environment variables (the chart\'s Deployment sets them) and,',
+    "dify-guard reads its settings from environment variables (the chart's Deployment sets them) and,",
     `optionally, from a JSON or YAML file named by \`${CONFIG_FILE_ENV}\` holding the same settings under`,
     'camelCase keys (`port`, `logLevel`, ...); an environment variable wins over the file, and an empty one',
     'counts as unset. Everything is checked at start: a bad setting stops the process with exit code 2',
@@ -90,9 +92,20 @@ t.test('the README section matches the settings, endpoints and metrics', async (
   if (process.env.DIFY_GUARD_UPDATE_README === '1') writeFileSync(readmePath, withSection(readme, section));
   const current = readFileSync(readmePath, 'utf8');
   t.equal(withSection(current, section), current, 'README.md is up to date (see the comment at the top of this file)');
-  for (const key of SETTING_KEYS) t.match(current, `\`${SETTINGS[key].env}\` | \`${String(SETTINGS[key].default)}\``, `${SETTINGS[key].env} documented with its default`);
+  for (const key of SETTING_KEYS)
+    t.match(
+      current,
+      `\`${SETTINGS[key].env}\` | \`${String(SETTINGS[key].default)}\``,
+      `${SETTINGS[key].env} documented with its default`,
+    );
   for (const metric of Object.values(METRIC_SPECS)) t.match(current, `\`${metric.name}\``, `${metric.name} documented`);
-  for (const path of ['/healthz', '/readyz', '/metrics', contract.webhook.mutatePodsPath, contract.webhook.validateSecretsPath]) {
+  for (const path of [
+    '/healthz',
+    '/readyz',
+    '/metrics',
+    contract.webhook.mutatePodsPath,
+    contract.webhook.validateSecretsPath,
+  ]) {
     t.match(current, `${path}\``, `${path} documented`);
   }
 });

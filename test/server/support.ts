@@ -32,7 +32,9 @@ export function tempDir(t: TeardownHost, prefix = 'dify-guard-test-'): string {
 
 /** Runs certs/generate.sh into `dir` (a new CA with `newCa`, else the CA already there is reused). */
 export function generateCerts(dir: string, options: { newCa?: boolean } = {}): CertDir {
-  execFileSync('bash', [join(repoRoot, 'certs/generate.sh'), '--out', dir, ...(options.newCa ? ['--new-ca'] : [])], { stdio: 'ignore' });
+  execFileSync('bash', [join(repoRoot, 'certs/generate.sh'), '--out', dir, ...(options.newCa ? ['--new-ca'] : [])], {
+    stdio: 'ignore',
+  });
   return { dir, caFile: join(dir, 'ca.crt'), certFile: join(dir, 'tls.crt'), keyFile: join(dir, 'tls.key') };
 }
 
@@ -56,7 +58,11 @@ export function captureLog(level = 'trace'): CapturedLog {
   return {
     log,
     text,
-    lines: () => text().split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line) as Record<string, unknown>),
+    lines: () =>
+      text()
+        .split('\n')
+        .filter((line) => line.trim() !== '')
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
   };
 }
 
@@ -79,7 +85,12 @@ export class FakePvcCache {
 
 export function captureAudit(): AuditSink & { records: AuditRecord[] } {
   const records: AuditRecord[] = [];
-  return { records, record: (entry) => { records.push(entry); } };
+  return {
+    records,
+    record: (entry) => {
+      records.push(entry);
+    },
+  };
 }
 
 export interface StartedServer {
@@ -89,7 +100,10 @@ export interface StartedServer {
 }
 
 /** buildServer with defaults for what a test does not care about, listening on loopback ports. */
-export async function startServer(t: TeardownHost, options: Partial<ServerOptions> & { tls?: ServerOptions['tls'] }): Promise<StartedServer> {
+export async function startServer(
+  t: TeardownHost,
+  options: Partial<ServerOptions> & { tls?: ServerOptions['tls'] },
+): Promise<StartedServer> {
   const server = buildServer({
     settings: defaultGuardSettings,
     log: options.log ?? pino({ level: 'silent' }),
@@ -128,23 +142,45 @@ export interface HttpsRequestOptions {
 export function httpsRequest(options: HttpsRequestOptions): Promise<HttpsResponse> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string | number> = { ...options.headers };
-    if (options.body !== undefined && headers['content-length'] === undefined) headers['content-length'] = Buffer.byteLength(options.body);
-    const req = request({
-      host: '127.0.0.1', servername: 'localhost', port: options.port, path: options.path, method: options.method ?? 'POST',
-      ca: options.ca, headers, agent: options.agent ?? false,
-    }, (res) => {
-      const socket = res.socket as TLSSocket;
-      const fingerprint256 = socket.getPeerCertificate().fingerprint256;
-      const parts: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => parts.push(chunk));
-      res.on('end', () => {
-        const text = Buffer.concat(parts).toString('utf8');
-        let json: unknown;
-        try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json, fingerprint256, reusedSocket: req.reusedSocket, socket });
-      });
-      res.on('error', reject);
-    });
+    if (options.body !== undefined && headers['content-length'] === undefined)
+      headers['content-length'] = Buffer.byteLength(options.body);
+    const req = request(
+      {
+        host: '127.0.0.1',
+        servername: 'localhost',
+        port: options.port,
+        path: options.path,
+        method: options.method ?? 'POST',
+        ca: options.ca,
+        headers,
+        agent: options.agent ?? false,
+      },
+      (res) => {
+        const socket = res.socket as TLSSocket;
+        const fingerprint256 = socket.getPeerCertificate().fingerprint256;
+        const parts: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => parts.push(chunk));
+        res.on('end', () => {
+          const text = Buffer.concat(parts).toString('utf8');
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            text,
+            json,
+            fingerprint256,
+            reusedSocket: req.reusedSocket,
+            socket,
+          });
+        });
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     if (options.chunks) {
       for (const chunk of options.chunks) req.write(chunk);
@@ -156,8 +192,19 @@ export function httpsRequest(options: HttpsRequestOptions): Promise<HttpsRespons
 }
 
 /** POSTs an AdmissionReview as the API server does. */
-export function postReview(port: number, path: string, ca: string | Buffer, review: unknown, agent?: Agent): Promise<HttpsResponse> {
+export function postReview(
+  port: number,
+  path: string,
+  ca: string | Buffer,
+  review: unknown,
+  agent?: Agent,
+): Promise<HttpsResponse> {
   return httpsRequest({
-    port, path, ca, body: JSON.stringify(review), headers: { 'content-type': 'application/json' }, ...(agent ? { agent } : {}),
+    port,
+    path,
+    ca,
+    body: JSON.stringify(review),
+    headers: { 'content-type': 'application/json' },
+    ...(agent ? { agent } : {}),
   });
 }

@@ -9,7 +9,15 @@ import { join } from 'node:path';
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 
 const BINARIES = [
-  'kube-apiserver', 'etcd', 'kubectl', 'helm', 'promtool', 'kube-controller-manager', 'kube-scheduler', 'kwok', 'kwok-stages.yaml',
+  'kube-apiserver',
+  'etcd',
+  'kubectl',
+  'helm',
+  'promtool',
+  'kube-controller-manager',
+  'kube-scheduler',
+  'kwok',
+  'kwok-stages.yaml',
 ] as const;
 
 let cached: string | undefined;
@@ -19,12 +27,14 @@ export function binDir(): string {
   let dir = process.env.DIFY_GUARD_BIN_DIR;
   if (!dir) {
     const out = execFileSync('bash', [join(repoRoot, 'test/controlplane/binaries/install.sh')], {
-      encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
     });
     dir = out.trim().split('\n').pop() ?? '';
   }
   for (const name of BINARIES) {
-    if (!existsSync(join(dir, name))) throw new Error(`${name} is missing from ${dir}: run test/controlplane/binaries/install.sh`);
+    if (!existsSync(join(dir, name)))
+      throw new Error(`${name} is missing from ${dir}: run test/controlplane/binaries/install.sh`);
   }
   cached = dir;
   return dir;

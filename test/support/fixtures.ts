@@ -23,7 +23,10 @@ const parsed = new Map<string, AdmissionReview>();
 
 /** The fixture names available, without `.json`. */
 export function fixtureNames(): string[] {
-  return readdirSync(fixturesDir).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -'.json'.length)).sort();
+  return readdirSync(fixturesDir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -'.json'.length))
+    .sort();
 }
 
 /** `loadReview('pod-api')` (or `'pod-api.json'`): a deep copy of that AdmissionReview. */
@@ -92,7 +95,12 @@ export interface Mutated {
 /** Mutates, applies the patch to a copy (validating every operation), returns both. */
 export function mutateAndApply(pod: JsonObject, settings: GuardSettings): Mutated {
   const result = mutatePod(pod, settings);
-  const after = jsonPatch.applyPatch(structuredClone(pod), result.patch as jsonPatch.Operation[], true, false).newDocument;
+  const after = jsonPatch.applyPatch(
+    structuredClone(pod),
+    result.patch as jsonPatch.Operation[],
+    true,
+    false,
+  ).newDocument;
   return { result, after };
 }
 
@@ -109,7 +117,12 @@ export function envOf(pod: JsonObject, name: string, field: ContainerField = 'co
   return (containerOf(pod, name, field).env as EnvEntry[] | undefined) ?? [];
 }
 
-export function setEnv(pod: JsonObject, name: string, env: EnvEntry[] | undefined, field: ContainerField = 'containers'): void {
+export function setEnv(
+  pod: JsonObject,
+  name: string,
+  env: EnvEntry[] | undefined,
+  field: ContainerField = 'containers',
+): void {
   const container = containerOf(pod, name, field);
   if (env === undefined) delete container.env;
   else container.env = env;

@@ -4,7 +4,10 @@ import { join } from 'node:path';
 /** The environment for the real helm, its folders under `home`; `extra` adds KUBECONFIG, HOME and the like. */
 export function helmEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return {
-    ...process.env, ...extra,
-    HELM_CACHE_HOME: join(home, 'helm/cache'), HELM_CONFIG_HOME: join(home, 'helm/config'), HELM_DATA_HOME: join(home, 'helm/data'),
+    ...process.env,
+    ...extra,
+    HELM_CACHE_HOME: join(home, 'helm/cache'),
+    HELM_CONFIG_HOME: join(home, 'helm/config'),
+    HELM_DATA_HOME: join(home, 'helm/data'),
   };
 }

@@ -46,8 +46,16 @@ export function helm(args: string[]): Promise<CommandResult> {
 
 /** `helm template`, whatever its outcome (for the failure tests). */
 export function template(values: Json, options: HelmOptions = {}): Promise<CommandResult> {
-  return helm(['template', options.release ?? 'dify', options.chart ?? chartDir,
-    '--namespace', options.namespace ?? 'dify', '-f', valuesFile(values), ...(options.args ?? [])]);
+  return helm([
+    'template',
+    options.release ?? 'dify',
+    options.chart ?? chartDir,
+    '--namespace',
+    options.namespace ?? 'dify',
+    '-f',
+    valuesFile(values),
+    ...(options.args ?? []),
+  ]);
 }
 
 /** `helm template` that must succeed: the rendered objects and the raw text. */
@@ -59,22 +67,39 @@ export async function render(values: Json, options: HelmOptions = {}): Promise<{
 
 // ---- accessors ----
 
-export const annotationsOf = (o: Json): Record<string, string> => ((o.metadata as Json | undefined)?.annotations ?? {}) as Record<string, string>;
+export const annotationsOf = (o: Json): Record<string, string> =>
+  ((o.metadata as Json | undefined)?.annotations ?? {}) as Record<string, string>;
 
 export const ofKind = (objects: Json[], kind: string): Json[] => objects.filter((o) => kindOf(o) === kind);
 
 export const WORKLOAD_KINDS = ['Deployment', 'StatefulSet', 'Job', 'DaemonSet'];
 export const workloads = (objects: Json[]): Json[] => objects.filter((o) => WORKLOAD_KINDS.includes(kindOf(o)));
 
-export interface PodTemplate { metadata: Json & { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: Json }
+export interface PodTemplate {
+  metadata: Json & { labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec: Json;
+}
 export const podTemplateOf = (workload: Json): PodTemplate => (workload.spec as Json).template as PodTemplate;
 
-export interface EnvVar { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean } } & Json }
-export interface Container extends Json { name: string; env?: EnvVar[]; image: string }
+export interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean } } & Json;
+}
+export interface Container extends Json {
+  name: string;
+  env?: EnvVar[];
+  image: string;
+}
 
-export const containersOf = (workload: Json): Container[] => (podTemplateOf(workload).spec.containers ?? []) as Container[];
-export const initContainersOf = (workload: Json): Container[] => (podTemplateOf(workload).spec.initContainers ?? []) as Container[];
-export const allContainersOf = (workload: Json): Container[] => [...initContainersOf(workload), ...containersOf(workload)];
+export const containersOf = (workload: Json): Container[] =>
+  (podTemplateOf(workload).spec.containers ?? []) as Container[];
+export const initContainersOf = (workload: Json): Container[] =>
+  (podTemplateOf(workload).spec.initContainers ?? []) as Container[];
+export const allContainersOf = (workload: Json): Container[] => [
+  ...initContainersOf(workload),
+  ...containersOf(workload),
+];
 
 export const envOf = (c: Container, name: string): EnvVar | undefined => (c.env ?? []).find((e) => e.name === name);
 export const envIndex = (c: Container, name: string): number => (c.env ?? []).findIndex((e) => e.name === name);
@@ -100,11 +125,20 @@ export function selects(selector: LabelSelector | undefined, labels: Record<stri
     const has = Object.hasOwn(labels, e.key);
     const value = labels[e.key];
     switch (e.operator) {
-      case 'In': if (!has || !(e.values ?? []).includes(value!)) return false; break;
-      case 'NotIn': if (has && (e.values ?? []).includes(value!)) return false; break;
-      case 'Exists': if (!has) return false; break;
-      case 'DoesNotExist': if (has) return false; break;
-      default: throw new Error(`unknown selector operator ${String(e.operator)}`);
+      case 'In':
+        if (!has || !(e.values ?? []).includes(value!)) return false;
+        break;
+      case 'NotIn':
+        if (has && (e.values ?? []).includes(value!)) return false;
+        break;
+      case 'Exists':
+        if (!has) return false;
+        break;
+      case 'DoesNotExist':
+        if (has) return false;
+        break;
+      default:
+        throw new Error(`unknown selector operator ${String(e.operator)}`);
     }
   }
   return true;

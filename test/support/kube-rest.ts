@@ -34,41 +34,64 @@ function parseWarning(value: string): string {
 }
 
 export class KubeRest {
-  constructor(readonly server: string, private readonly tls: { ca: Buffer; cert: Buffer; key: Buffer }) {}
+  constructor(
+    readonly server: string,
+    private readonly tls: { ca: Buffer; cert: Buffer; key: Buffer },
+  ) {}
 
   request(method: string, path: string, { body, contentType, query }: KubeRequest = {}): Promise<KubeResponse> {
     const url = new URL(path, this.server);
     for (const [k, v] of Object.entries(query ?? {})) url.searchParams.set(k, v);
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
     return new Promise((resolve, reject) => {
-      const req = request(url, {
-        method, ...this.tls, timeout: 30_000,
-        headers: {
-          accept: 'application/json',
-          ...(payload !== undefined ? { 'content-type': contentType ?? 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+      const req = request(
+        url,
+        {
+          method,
+          ...this.tls,
+          timeout: 30_000,
+          headers: {
+            accept: 'application/json',
+            ...(payload !== undefined
+              ? { 'content-type': contentType ?? 'application/json', 'content-length': Buffer.byteLength(payload) }
+              : {}),
+          },
         },
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          const warnings: string[] = [];
-          for (let i = 0; i < res.rawHeaders.length; i += 2) {
-            if (res.rawHeaders[i]?.toLowerCase() === 'warning') warnings.push(parseWarning(res.rawHeaders[i + 1] ?? ''));
-          }
-          let parsed: Json;
-          try { parsed = text ? JSON.parse(text) as Json : {}; } catch { parsed = { raw: text }; }
-          const auditId = res.headers['audit-id'];
-          resolve({ status: res.statusCode ?? 0, body: parsed, warnings, auditId: typeof auditId === 'string' ? auditId : '' });
-        });
-      });
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const warnings: string[] = [];
+            for (let i = 0; i < res.rawHeaders.length; i += 2) {
+              if (res.rawHeaders[i]?.toLowerCase() === 'warning')
+                warnings.push(parseWarning(res.rawHeaders[i + 1] ?? ''));
+            }
+            let parsed: Json;
+            try {
+              parsed = text ? (JSON.parse(text) as Json) : {};
+            } catch {
+              parsed = { raw: text };
+            }
+            const auditId = res.headers['audit-id'];
+            resolve({
+              status: res.statusCode ?? 0,
+              body: parsed,
+              warnings,
+              auditId: typeof auditId === 'string' ? auditId : '',
+            });
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(new Error(`${method} ${url.pathname} timed out`)));
       req.on('error', reject);
       req.end(payload);
     });
   }
 
-  get(path: string): Promise<KubeResponse> { return this.request('GET', path); }
+  get(path: string): Promise<KubeResponse> {
+    return this.request('GET', path);
+  }
   create(path: string, body: unknown, query?: Record<string, string>): Promise<KubeResponse> {
     return this.request('POST', path, { body, ...(query ? { query } : {}) });
   }

@@ -8,8 +8,14 @@ import { fileURLToPath } from 'node:url';
 import { SECRET_KEYS, contract } from '../../src/contract.js';
 import { TEST_SECRET_MARKER } from './secrets.js';
 
-export interface Needle { kind: string; text: string }
-export interface Finding { file: string; kind: string }
+export interface Needle {
+  kind: string;
+  text: string;
+}
+export interface Finding {
+  file: string;
+  kind: string;
+}
 
 /**
  * The parts of base64 that are the same wherever the marker sits: for each of the three byte
@@ -36,16 +42,27 @@ const PASSWORD_KEYS = new Set<string>([SECRET_KEYS.postgresPassword, SECRET_KEYS
 export function fixturePasswords(fixturesDir: string): string[] {
   const found = new Set<string>();
   const visit = (node: unknown): void => {
-    if (Array.isArray(node)) { node.forEach(visit); return; }
+    if (Array.isArray(node)) {
+      node.forEach(visit);
+      return;
+    }
     if (typeof node !== 'object' || node === null) return;
     const o = node as Record<string, unknown>;
     if (typeof o.name === 'string' && typeof o.value === 'string' && o.value !== '') {
       if (PASSWORD_ENV.has(o.name)) found.add(o.value);
       if (URL_ENV.has(o.name)) {
-        try { const p = decodeURIComponent(new URL(o.value).password); if (p && !p.startsWith('$(')) found.add(p); } catch { /* not a URL */ }
+        try {
+          const p = decodeURIComponent(new URL(o.value).password);
+          if (p && !p.startsWith('$(')) found.add(p);
+        } catch {
+          /* not a URL */
+        }
       }
     }
-    for (const [field, decode] of [['data', true], ['stringData', false]] as const) {
+    for (const [field, decode] of [
+      ['data', true],
+      ['stringData', false],
+    ] as const) {
       const map = o[field];
       if (typeof map !== 'object' || map === null || Array.isArray(map)) continue;
       for (const [key, value] of Object.entries(map as Record<string, unknown>)) {
@@ -78,7 +95,11 @@ function filesUnder(dir: string): string[] {
   });
 }
 
-export interface ScanResult { files: number; bytes: number; findings: Finding[] }
+export interface ScanResult {
+  files: number;
+  bytes: number;
+  findings: Finding[];
+}
 
 export function scan(dir: string, needles: Needle[]): ScanResult {
   const findings: Finding[] = [];
@@ -95,7 +116,10 @@ export function scan(dir: string, needles: Needle[]): ScanResult {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const dir = process.argv[2];
-  if (!dir) { console.error('usage: leak-scan.ts <capture-dir>'); process.exit(2); }
+  if (!dir) {
+    console.error('usage: leak-scan.ts <capture-dir>');
+    process.exit(2);
+  }
   const fixturesDir = fileURLToPath(new URL('../fixtures', import.meta.url));
   const result = scan(dir, needlesFor(fixturePasswords(fixturesDir)));
   const what = `${result.files} files, ${(result.bytes / 1048576).toFixed(1)} MiB of captured output`;

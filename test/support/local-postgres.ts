@@ -23,17 +23,40 @@ export async function startLocalPostgres(name = 'postgres'): Promise<LocalPostgr
   mkdirSync(socketDir);
   chownSync(socketDir, postgres.uid, postgres.gid);
   const env = {
-    PATH: `${dirname(program('postgres'))}:/usr/bin:/bin`, LANG: 'C.UTF-8', PGDATA: join(work.dir, 'data'), PGPORT: String(port.port),
-    PGHOST: socketDir, PGUSER: 'postgres', PGDATABASE: 'postgres',
+    PATH: `${dirname(program('postgres'))}:/usr/bin:/bin`,
+    LANG: 'C.UTF-8',
+    PGDATA: join(work.dir, 'data'),
+    PGPORT: String(port.port),
+    PGHOST: socketDir,
+    PGUSER: 'postgres',
+    PGDATABASE: 'postgres',
   };
-  const asPostgres = (command: string, args: string[]): string[] =>
-    [`--reuid=${postgres.uid}`, `--regid=${postgres.gid}`, '--init-groups', '--', command, ...args];
-  const initdb = await run('setpriv', asPostgres(program('initdb'), ['--auth-local=trust', '--auth-host=md5', '--encoding=UTF8']), { env });
+  const asPostgres = (command: string, args: string[]): string[] => [
+    `--reuid=${postgres.uid}`,
+    `--regid=${postgres.gid}`,
+    '--init-groups',
+    '--',
+    command,
+    ...args,
+  ];
+  const initdb = await run(
+    'setpriv',
+    asPostgres(program('initdb'), ['--auth-local=trust', '--auth-host=md5', '--encoding=UTF8']),
+    { env },
+  );
   if (initdb.status !== 0) throw new Error(`initdb failed:\n${initdb.stdout}${initdb.stderr}`);
-  const server = new PipedServer(name, postgres, program('postgres'),
-    ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${socketDir}`, '-c', 'log_line_prefix=%e '], env);
+  const server = new PipedServer(
+    name,
+    postgres,
+    program('postgres'),
+    ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${socketDir}`, '-c', 'log_line_prefix=%e '],
+    env,
+  );
   const sql = async (text: string): Promise<string> => {
-    const r = await run('setpriv', asPostgres(program('psql'), ['-v', 'ON_ERROR_STOP=1', '-Atq']), { env, input: text });
+    const r = await run('setpriv', asPostgres(program('psql'), ['-v', 'ON_ERROR_STOP=1', '-Atq']), {
+      env,
+      input: text,
+    });
     if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`);
     return r.stdout;
   };

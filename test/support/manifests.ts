@@ -17,7 +17,9 @@ export function deepMerge(base: Json, extra: Json): Json {
 
 /** Every object of a multi-document YAML text (empty documents dropped). */
 export function parseObjects(yamlText: string): Json[] {
-  return parseAllDocuments(yamlText).map((d) => d.toJS() as unknown).filter(isObject);
+  return parseAllDocuments(yamlText)
+    .map((d) => d.toJS() as unknown)
+    .filter(isObject);
 }
 
 export const kindOf = (o: Json): string => String(o.kind ?? '');
@@ -33,7 +35,8 @@ export const nameOf = (o: Json): string => String((o.metadata as Json | undefine
 export function pvcManifest(name: string, options: { namespace?: string; labels?: Record<string, string> } = {}): Json {
   const { namespace, labels } = options;
   return {
-    apiVersion: 'v1', kind: 'PersistentVolumeClaim',
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
     metadata: { name, ...(namespace === undefined ? {} : { namespace }), ...(labels === undefined ? {} : { labels }) },
     spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
   };
@@ -41,6 +44,9 @@ export function pvcManifest(name: string, options: { namespace?: string; labels?
 
 export function find(objects: Json[], kind: string, name: string): Json {
   const found = objects.find((o) => kindOf(o) === kind && nameOf(o) === name);
-  if (!found) throw new Error(`no ${kind} ${name} rendered (have: ${objects.map((o) => `${kindOf(o)}/${nameOf(o)}`).join(', ')})`);
+  if (!found)
+    throw new Error(
+      `no ${kind} ${name} rendered (have: ${objects.map((o) => `${kindOf(o)}/${nameOf(o)}`).join(', ')})`,
+    );
   return found;
 }

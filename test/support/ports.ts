@@ -13,7 +13,12 @@ const last = 32000;
 
 const held = new Set<string>();
 process.once('exit', () => {
-  for (const file of held) try { unlinkSync(file); } catch { /* already gone */ }
+  for (const file of held)
+    try {
+      unlinkSync(file);
+    } catch {
+      /* already gone */
+    }
 });
 
 function ownerAlive(file: string): boolean {
@@ -40,7 +45,11 @@ function claim(port: number): string | undefined {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       // A lock left by a process that died (SIGKILL) is taken over once.
       if (ownerAlive(file)) return undefined;
-      try { unlinkSync(file); } catch { /* another process took it over first */ }
+      try {
+        unlinkSync(file);
+      } catch {
+        /* another process took it over first */
+      }
     }
   }
   return undefined;
@@ -71,7 +80,11 @@ export async function reservePort(): Promise<ReservedPort> {
         port,
         release: () => {
           if (!held.delete(file)) return;
-          try { unlinkSync(file); } catch { /* already gone */ }
+          try {
+            unlinkSync(file);
+          } catch {
+            /* already gone */
+          }
         },
       };
     }

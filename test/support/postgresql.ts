@@ -6,10 +6,22 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { reservePort, type ReservedPort } from './ports.js';
-import { asUser, privateDir, requireRoot, runProgram, startProgram, waitForPort, type RunningProgram } from './program-run.js';
+import {
+  asUser,
+  privateDir,
+  requireRoot,
+  runProgram,
+  startProgram,
+  waitForPort,
+  type RunningProgram,
+} from './program-run.js';
 import { program } from './programs.js';
 
-export interface PostgresAuth { user: string; database: string; password: string }
+export interface PostgresAuth {
+  user: string;
+  database: string;
+  password: string;
+}
 
 export interface LocalPostgres {
   port: number;
@@ -30,7 +42,15 @@ async function initdb(dataDir: string, auth: PostgresAuth, ids: { uid: number; g
   writeFileSync(pwfile, `${auth.password}\n`, { mode: 0o600 });
   chownSync(pwfile, ids.uid, ids.gid);
   const { command, args } = asUser(ids.uid, ids.gid, program('initdb'), [
-    '-D', dataDir, '-U', auth.user, `--pwfile=${pwfile}`, '--auth-local=trust', '--auth-host=scram-sha-256', '--encoding=UTF8', '--no-sync',
+    '-D',
+    dataDir,
+    '-U',
+    auth.user,
+    `--pwfile=${pwfile}`,
+    '--auth-local=trust',
+    '--auth-host=scram-sha-256',
+    '--encoding=UTF8',
+    '--no-sync',
   ]);
   const res = await runProgram({ name: 'initdb', command, args });
   rmSync(pwfile, { force: true });
@@ -45,24 +65,55 @@ export async function startPostgres(auth: PostgresAuth): Promise<LocalPostgres> 
   chmodSync(root, 0o755);
   const dataDir = join(root, 'data');
   const socketDir = join(root, 'run');
-  for (const dir of [dataDir, socketDir]) { mkdirSync(dir, { mode: 0o700 }); chownSync(dir, ids.uid, ids.gid); }
+  for (const dir of [dataDir, socketDir]) {
+    mkdirSync(dir, { mode: 0o700 });
+    chownSync(dir, ids.uid, ids.gid);
+  }
   await initdb(dataDir, auth, ids);
   const reserved: ReservedPort = await reservePort();
   const { command, args } = asUser(ids.uid, ids.gid, program('postgres'), [
-    '-D', dataDir, '-c', 'listen_addresses=127.0.0.1', '-c', `port=${reserved.port}`, '-c', `unix_socket_directories=${socketDir}`,
+    '-D',
+    dataDir,
+    '-c',
+    'listen_addresses=127.0.0.1',
+    '-c',
+    `port=${reserved.port}`,
+    '-c',
+    `unix_socket_directories=${socketDir}`,
     // The SQLSTATE first on each line: the server's own record of a 28P01.
-    '-c', 'log_line_prefix=%e ', '-c', 'fsync=off',
+    '-c',
+    'log_line_prefix=%e ',
+    '-c',
+    'fsync=off',
   ]);
   const server = startProgram({ name: 'postgresql', command, args });
   await waitForPort(server, '127.0.0.1', reserved.port);
   const created = await runProgram({
-    name: 'createdb', command: program('psql'),
-    args: ['-h', socketDir, '-p', String(reserved.port), '-U', auth.user, '-d', 'postgres', '-v', 'ON_ERROR_STOP=1',
-      '-c', `CREATE DATABASE "${auth.database}" OWNER "${auth.user}"`],
+    name: 'createdb',
+    command: program('psql'),
+    args: [
+      '-h',
+      socketDir,
+      '-p',
+      String(reserved.port),
+      '-U',
+      auth.user,
+      '-d',
+      'postgres',
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-c',
+      `CREATE DATABASE "${auth.database}" OWNER "${auth.user}"`,
+    ],
   });
   if (created.status !== 0) throw new Error(`CREATE DATABASE failed: ${created.stderr}`);
   return {
-    port: reserved.port, socketDir, server,
-    stop: async () => { await server.stop(10_000); reserved.release(); },
+    port: reserved.port,
+    socketDir,
+    server,
+    stop: async () => {
+      await server.stop(10_000);
+      reserved.release();
+    },
   };
 }

@@ -18,7 +18,11 @@ let interruptHandler: (() => Promise<void>) | undefined;
 let interruptedAt: number | undefined;
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {
-  try { process.kill(-pid, signal); } catch { /* the group is gone */ }
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    /* the group is gone */
+  }
 }
 
 /** Synchronous last-chance cleanup: only sync work runs in 'exit' and signal handlers. */
@@ -26,7 +30,13 @@ function cleanupNow(): void {
   for (const p of live) if (p.pid) killGroup(p.pid, 'SIGKILL');
   live.clear();
   if (process.env.DIFY_GUARD_KEEP_TMP === '1') return;
-  for (const dir of tempDirs) try { captureLogs(dir); rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ }
+  for (const dir of tempDirs)
+    try {
+      captureLogs(dir);
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      /* best effort */
+    }
   tempDirs.clear();
 }
 
@@ -41,8 +51,17 @@ function installHandlers(): void {
       if (interruptHandler && interruptedAt === undefined) {
         // A program that stops gracefully (the demo) gets 30 s; a later signal or the deadline kills.
         interruptedAt = Date.now();
-        const force = setTimeout(() => { cleanupNow(); process.exit(130); }, 30_000);
-        void interruptHandler().catch(() => undefined).finally(() => { clearTimeout(force); cleanupNow(); process.exit(130); });
+        const force = setTimeout(() => {
+          cleanupNow();
+          process.exit(130);
+        }, 30_000);
+        void interruptHandler()
+          .catch(() => undefined)
+          .finally(() => {
+            clearTimeout(force);
+            cleanupNow();
+            process.exit(130);
+          });
         return;
       }
       cleanupNow();
@@ -68,11 +87,20 @@ export function trackTempDir(dir: string): { release(): void } {
   installHandlers();
   tempDirs.add(dir);
   const keep = process.env.DIFY_GUARD_KEEP_TMP === '1' ? '1' : '0';
-  const watchdog = spawn('bash', ['-c',
-    'while kill -0 "$1" 2>/dev/null; do sleep 1; done; ' +
-    'for f in "$2"/*.pid; do [ -f "$f" ] && kill -KILL -- "-$(cat "$f")" 2>/dev/null; done; ' +
-    '[ "$3" = 1 ] || rm -rf "$2"',
-    'dify-guard-watchdog', String(process.pid), dir, keep], { detached: true, stdio: 'ignore' });
+  const watchdog = spawn(
+    'bash',
+    [
+      '-c',
+      'while kill -0 "$1" 2>/dev/null; do sleep 1; done; ' +
+        'for f in "$2"/*.pid; do [ -f "$f" ] && kill -KILL -- "-$(cat "$f")" 2>/dev/null; done; ' +
+        '[ "$3" = 1 ] || rm -rf "$2"',
+      'dify-guard-watchdog',
+      String(process.pid),
+      dir,
+      keep,
+    ],
+    { detached: true, stdio: 'ignore' },
+  );
   watchdog.unref();
   return {
     release: () => {
@@ -107,9 +135,15 @@ export class ManagedProcess {
     this.pidPath = join(options.dir, `${options.name}.pid`);
   }
 
-  get pid(): number | undefined { return this.child?.pid; }
-  get running(): boolean { return this.child !== undefined && this.exitCode === undefined; }
-  get name(): string { return this.options.name; }
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+  get running(): boolean {
+    return this.child !== undefined && this.exitCode === undefined;
+  }
+  get name(): string {
+    return this.options.name;
+  }
 
   start(): void {
     if (this.running) throw new Error(`${this.options.name} is already running`);
@@ -117,7 +151,10 @@ export class ManagedProcess {
     const fd = openSync(this.logPath, 'a');
     try {
       const child = spawn(this.options.command, this.options.args, {
-        cwd: this.options.cwd, env: this.options.env ?? process.env, detached: true, stdio: ['ignore', fd, fd],
+        cwd: this.options.cwd,
+        env: this.options.env ?? process.env,
+        detached: true,
+        stdio: ['ignore', fd, fd],
       });
       this.child = child;
       this.exitCode = undefined;
@@ -125,7 +162,11 @@ export class ManagedProcess {
         child.once('exit', (code, signal) => {
           this.exitCode = code ?? (signal ? -1 : null);
           live.delete(this);
-          try { unlinkSync(this.pidPath); } catch { /* already gone */ }
+          try {
+            unlinkSync(this.pidPath);
+          } catch {
+            /* already gone */
+          }
           resolve(this.exitCode);
         });
         child.once('error', () => {

@@ -13,7 +13,9 @@ import { trackTempDir } from './processes.js';
 import { captureOutput } from './secrets.js';
 
 const live = new Set<RunningProgram>();
-process.once('exit', () => { for (const p of live) p.killNow(); });
+process.once('exit', () => {
+  for (const p of live) p.killNow();
+});
 
 export interface ProgramOptions {
   /** Short name for messages and captured output, e.g. 'squid'. */
@@ -29,9 +31,16 @@ export class RunningProgram {
   private exitCode: number | null | undefined;
   readonly exited: Promise<number | null>;
 
-  constructor(readonly name: string, private readonly child: ChildProcess) {
-    child.stdout?.on('data', (b: Buffer) => { this.stdoutText += b.toString('utf8'); });
-    child.stderr?.on('data', (b: Buffer) => { this.stderrText += b.toString('utf8'); });
+  constructor(
+    readonly name: string,
+    private readonly child: ChildProcess,
+  ) {
+    child.stdout?.on('data', (b: Buffer) => {
+      this.stdoutText += b.toString('utf8');
+    });
+    child.stderr?.on('data', (b: Buffer) => {
+      this.stderrText += b.toString('utf8');
+    });
     this.exited = new Promise((resolve) => {
       child.once('close', (code, signal) => {
         this.exitCode = code ?? (signal ? -1 : null);
@@ -40,13 +49,23 @@ export class RunningProgram {
         captureOutput(`${name}.stderr`, this.stderrText);
         resolve(this.exitCode);
       });
-      child.once('error', () => { this.exitCode = -1; live.delete(this); resolve(-1); });
+      child.once('error', () => {
+        this.exitCode = -1;
+        live.delete(this);
+        resolve(-1);
+      });
     });
   }
 
-  get running(): boolean { return this.exitCode === undefined; }
-  get stdout(): string { return this.stdoutText; }
-  get stderr(): string { return this.stderrText; }
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+  get stdout(): string {
+    return this.stdoutText;
+  }
+  get stderr(): string {
+    return this.stderrText;
+  }
 
   /** What it printed, for failure messages. */
   output(): string {
@@ -75,7 +94,11 @@ export class RunningProgram {
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try { process.kill(-pid, signal); } catch { /* the group is gone */ }
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    /* the group is gone */
+  }
 }
 
 /**
@@ -86,7 +109,9 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 export function startProgram(options: ProgramOptions): RunningProgram {
   const script = 'exec > >(exec cat) 2> >(exec cat >&2); exec "$0" "$@"';
   const child = spawn('bash', ['-c', script, options.command, ...options.args], {
-    env: options.env ?? process.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+    env: options.env ?? process.env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   const program = new RunningProgram(options.name, child);
   live.add(program);
@@ -94,7 +119,9 @@ export function startProgram(options: ProgramOptions): RunningProgram {
 }
 
 /** Runs a program to completion with piped output (e.g. `nginx -t`). */
-export async function runProgram(options: ProgramOptions): Promise<{ status: number | null; stdout: string; stderr: string }> {
+export async function runProgram(
+  options: ProgramOptions,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const program = startProgram(options);
   const status = await program.exited;
   return { status, stdout: program.stdout, stderr: program.stderr };
@@ -103,15 +130,21 @@ export async function runProgram(options: ProgramOptions): Promise<{ status: num
 function canConnect(host: string, port: number, localAddress?: string): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host, port, localAddress });
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
     socket.once('error', () => resolve(false));
   });
 }
 
 /** Waits until host:port accepts connections; fails at once, with its output, if the program exits first. */
 export async function waitForPort(program: RunningProgram, host: string, port: number): Promise<void> {
-  const ready = waitFor(`${program.name} to listen on ${host}:${port}`,
-    async () => (await canConnect(host, port)) ? true : undefined, { timeoutMs: 30_000 });
+  const ready = waitFor(
+    `${program.name} to listen on ${host}:${port}`,
+    async () => ((await canConnect(host, port)) ? true : undefined),
+    { timeoutMs: 30_000 },
+  );
   await Promise.race([ready, program.failOnExit()]);
 }
 
@@ -125,24 +158,48 @@ export function privateDir(prefix: string): string {
 /** Programs that start as root and switch user (Squid), or mount namespaces, need root: say so and how. */
 export function requireRoot(why: string): void {
   if (process.getuid?.() === 0) return;
-  throw new Error(`${why} needs root (uid 0), as the container starts it; run the test as root, e.g. in the project's test container`);
+  throw new Error(
+    `${why} needs root (uid 0), as the container starts it; run the test as root, e.g. in the project's test container`,
+  );
 }
 
-export interface BindMount { source: string; target: string; readOnly?: boolean }
+export interface BindMount {
+  source: string;
+  target: string;
+  readOnly?: boolean;
+}
 
 /**
  * The command line that runs `command args` in a private mount namespace with these bind mounts, the
  * way a container sees its volumes: the host's own files at those paths are left untouched.
  */
-export function inMountNamespace(mounts: BindMount[], command: string, args: string[]): { command: string; args: string[] } {
-  const script = mounts.map((_, i) => {
-    const ro = mounts[i]!.readOnly ? ` && mount -o remount,bind,ro "$T${i}"` : '';
-    return `mount --bind "$S${i}" "$T${i}"${ro}`;
-  }).join(' && ');
+export function inMountNamespace(
+  mounts: BindMount[],
+  command: string,
+  args: string[],
+): { command: string; args: string[] } {
+  const script = mounts
+    .map((_, i) => {
+      const ro = mounts[i]!.readOnly ? ` && mount -o remount,bind,ro "$T${i}"` : '';
+      return `mount --bind "$S${i}" "$T${i}"${ro}`;
+    })
+    .join(' && ');
   const vars = mounts.flatMap((m, i) => [`S${i}=${m.source}`, `T${i}=${m.target}`]);
   return {
     command: 'unshare',
-    args: ['--mount', '--propagation', 'private', '--', 'env', ...vars, 'sh', '-c', `${script} && exec "$0" "$@"`, command, ...args],
+    args: [
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      'env',
+      ...vars,
+      'sh',
+      '-c',
+      `${script} && exec "$0" "$@"`,
+      command,
+      ...args,
+    ],
   };
 }
 
@@ -153,8 +210,11 @@ export function inMountNamespace(mounts: BindMount[], command: string, args: str
 export function asUser(uid: number, gid: number, command: string, args: string[]): { command: string; args: string[] } {
   return {
     command: 'sh',
-    args: ['-c',
+    args: [
+      '-c',
       `chown ${uid}:${gid} /proc/self/fd/1 /proc/self/fd/2 && exec setpriv --reuid=${uid} --regid=${gid} --clear-groups -- "$0" "$@"`,
-      command, ...args],
+      command,
+      ...args,
+    ],
   };
 }

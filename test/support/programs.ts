@@ -28,7 +28,8 @@ let toolsDir: string | undefined;
 function provided(): string {
   if (toolsDir) return toolsDir;
   const out = execFileSync('bash', [join(repoRoot, 'scripts/dev/prerequisites.sh')], {
-    encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
   toolsDir = out.trim().split('\n').pop() ?? '';
   return toolsDir;
@@ -36,9 +37,7 @@ function provided(): string {
 
 /** The absolute path of a real program; throws with the command that fixes it when it is missing. */
 export function program(name: ProgramName): string {
-  const path = name === 'shellcheck'
-    ? join(process.env.DIFY_GUARD_TOOLS_BIN ?? provided(), 'shellcheck')
-    : paths[name];
+  const path = name === 'shellcheck' ? join(process.env.DIFY_GUARD_TOOLS_BIN ?? provided(), 'shellcheck') : paths[name];
   if (!existsSync(path) && name !== 'shellcheck') provided();
   if (!existsSync(path)) throw new Error(`${name} is missing (${path}): run scripts/dev/prerequisites.sh`);
   return path;

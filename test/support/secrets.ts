@@ -37,6 +37,11 @@ export function captureLogs(dir: string): void {
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     if (!entry.isFile() || !entry.name.endsWith('.log')) continue;
     const path = capturePath(`${basename(dir)}-${entry.name}`);
-    if (path) try { copyFileSync(join(dir, entry.name), path); } catch { /* removed meanwhile */ }
+    if (path)
+      try {
+        copyFileSync(join(dir, entry.name), path);
+      } catch {
+        /* removed meanwhile */
+      }
   }
 }
