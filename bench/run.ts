@@ -1,5 +1,5 @@
 // `npm run bench`: builds dist/ (package.json), then starts one real control plane (etcd +
-// kube-apiserver, test/controlplane/harness.ts), the real dify-guard process on it (dist/src/main.js
+// kube-apiserver, harness/controlplane/harness.ts), the real dify-guard process on it (dist/src/main.js
 // via the harness, its PVC cache synced) and a bare HTTPS server, and measures:
 //   1. server view (bench/lib/server-view.ts), 2. API-server view (bench/lib/apiserver-view.ts),
 //   3. dify-guard's API calls per admission request (both views), 4. CPU profiles of dify-guard
@@ -12,16 +12,16 @@ import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { contract, expandName } from '../src/contract.js';
-import { DifyGuard } from '../test/controlplane/dify-guard.js';
-import { ControlPlane } from '../test/controlplane/harness.js';
-import { issueClientCert } from '../test/controlplane/pki.js';
-import { binary, repoRoot } from '../test/support/binaries.js';
-import { waitFor } from '../test/support/commands.js';
-import { loadReview } from '../test/support/fixtures.js';
-import { paths } from '../test/support/kube-rest.js';
-import { pvcManifest } from '../test/support/manifests.js';
-import { reservePort } from '../test/support/ports.js';
-import { ManagedProcess } from '../test/support/processes.js';
+import { DifyGuard } from '../harness/controlplane/dify-guard.js';
+import { ControlPlane } from '../harness/controlplane/harness.js';
+import { issueClientCert } from '../harness/controlplane/pki.js';
+import { binary, repoRoot } from '../harness/binaries.js';
+import { waitFor } from '../harness/commands.js';
+import { loadReview } from '../harness/fixtures.js';
+import { paths } from '../harness/kube-rest.js';
+import { pvcManifest } from '../harness/manifests.js';
+import { reservePort } from '../harness/ports.js';
+import { ManagedProcess } from '../harness/processes.js';
 import { runApiServerView } from './lib/apiserver-view.js';
 import { closedLoop, postOnce } from './lib/load.js';
 import { runMicro } from './lib/micro.js';
@@ -235,13 +235,13 @@ async function main(): Promise<void> {
     git,
     setup: {
       'dify-guard':
-        "the real process (node dist/src/main.js with the Node flags of the Dockerfile's CMD, started by test/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, outgoing request counter)",
+        "the real process (node dist/src/main.js with the Node flags of the Dockerfile's CMD, started by harness/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, outgoing request counter)",
       'bare server':
         'bench/bare-server.mjs: node:https, same certificate, TLS floor and keep-alive timeouts, reads the body, answers a constant allowed AdmissionReview',
       'load generator':
         'this process (autocannon 1 worker, and an open-loop paced client on node:https), separate from both servers; the machine has 2 cores, so generator and server each get about one',
       'control plane':
-        'test/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in blocking mode (Metadata level for writes)',
+        'harness/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in blocking mode (Metadata level for writes)',
     },
     micro,
     targets: [],

@@ -1,5 +1,5 @@
 // `npm run demo`: the operators' workflow on a cluster on this machine. A real kube-apiserver + etcd,
-// kube-controller-manager and kube-scheduler, kwok for the nodes (test/controlplane/cluster.ts);
+// kube-controller-manager and kube-scheduler, kwok for the nodes (harness/controlplane/cluster.ts);
 // dify-guard's pods served by real dify-guard processes (dist/src/main.js) on their pod addresses;
 // `kubectl exec dify-postgresql-0 -- psql` mapped to a real PostgreSQL 15. Installs with chart/deploy.sh
 // as the guide does, shows a Dify pod corrected and a PostgreSQL password change refused with its audit
@@ -9,16 +9,16 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ENV, SECRET_KEYS, contract, expandName } from '../src/contract.js';
-import { binDir } from '../test/support/binaries.js';
-import { waitFor } from '../test/support/commands.js';
-import { paths, type Json } from '../test/support/kube-rest.js';
-import { startPostgres, type LocalPostgres } from '../test/support/postgresql.js';
-import { onInterrupt } from '../test/support/processes.js';
-import { program } from '../test/support/programs.js';
-import { chartDir, podFromTemplate, randomSecret } from '../test/controlplane/chart.js';
-import { Cluster } from '../test/controlplane/cluster.js';
+import { binDir } from '../harness/binaries.js';
+import { waitFor } from '../harness/commands.js';
+import { paths, type Json } from '../harness/kube-rest.js';
+import { startPostgres, type LocalPostgres } from '../harness/programs/postgresql.js';
+import { onInterrupt } from '../harness/processes.js';
+import { program } from '../harness/programs/programs.js';
+import { chartDir, podFromTemplate, randomSecret } from '../harness/controlplane/chart.js';
+import { Cluster } from '../harness/controlplane/cluster.js';
 import { SETTINGS } from '../src/config.js';
-import { GUARD_POD_LABEL, GuardPods } from '../test/controlplane/guard-pods.js';
+import { GUARD_POD_LABEL, GuardPods } from '../harness/controlplane/guard-pods.js';
 
 const once = process.argv.includes('--once');
 const release = 'dify';

@@ -1,4 +1,4 @@
-// `npm test`: provides the real binaries (test/controlplane/binaries/versions.env), typechecks, lints and
+// `npm test`: provides the real binaries (harness/binaries/versions.env), typechecks, lints and
 // checks the formatting, runs the whole tap suite, scans everything the suite captured for test passwords,
 // and ends with the plain line `N passed, N failed` (`, N skipped` when any are skipped).
 // Extra arguments go to tap, e.g. `npm test -- test/admission`.
@@ -17,14 +17,14 @@ if (major < 24) {
   process.exit(1);
 }
 
-const install = spawnSync('bash', ['test/controlplane/binaries/install.sh'], {
+const install = spawnSync('bash', ['harness/binaries/install.sh'], {
   cwd: root,
   stdio: ['ignore', 'pipe', 'inherit'],
   encoding: 'utf8',
 });
 if (install.status !== 0) {
   console.error(
-    'npm test: the real binaries pinned in test/controlplane/binaries/versions.env could not be provided (see above); no test tier is skipped, so the run stops here.',
+    'npm test: the real binaries pinned in harness/binaries/versions.env could not be provided (see above); no test tier is skipped, so the run stops here.',
   );
   console.log('0 passed, 1 failed');
   process.exit(1);
@@ -48,7 +48,7 @@ if (prerequisites.status !== 0) {
 const toolsBin = prerequisites.stdout.trim().split('\n').pop();
 
 // Everything the suite prints or logs is kept here and scanned for test passwords at the end
-// (test/support/secrets.ts, test/support/leak-scan.ts); the folder is gitignored and kept for reading.
+// (harness/secrets.ts, harness/leak-scan.ts); the folder is gitignored and kept for reading.
 const captureDir = join(root, '.cache', 'test-capture');
 rmSync(captureDir, { recursive: true, force: true });
 mkdirSync(captureDir, { recursive: true });
@@ -101,7 +101,7 @@ child.on('close', async (code, signal) => {
   // Across the whole suite: no test password, nor its base64, in anything captured (one more test).
   const leakScan = spawnSync(
     process.execPath,
-    ['--import', '@tapjs/typescript/import', 'test/support/leak-scan.ts', captureDir],
+    ['--import', '@tapjs/typescript/import', 'harness/leak-scan.ts', captureDir],
     {
       cwd: root,
       stdio: 'inherit',

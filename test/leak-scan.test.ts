@@ -1,12 +1,12 @@
-// The end-of-suite password scan (test/support/leak-scan.ts) must find a test password however it
+// The end-of-suite password scan (harness/leak-scan.ts) must find a test password however it
 // was written out, and say where without showing it.
 import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fixturePasswords, needlesFor, scan } from './support/leak-scan.js';
-import { testSecret } from './support/secrets.js';
+import { fixturePasswords, needlesFor, scan } from '../harness/leak-scan.js';
+import { testSecret } from '../harness/secrets.js';
 
 const fixtures = fixturePasswords(fileURLToPath(new URL('./fixtures', import.meta.url)));
 const needles = needlesFor(fixtures);

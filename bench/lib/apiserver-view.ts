@@ -5,14 +5,14 @@
 // interleaved request by request (rotating order), so machine load drifts hit all three alike.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { randomSecret } from '../../test/controlplane/chart.js';
-import type { DifyGuard } from '../../test/controlplane/dify-guard.js';
-import type { ControlPlane } from '../../test/controlplane/harness.js';
-import { registerWebhooks } from '../../test/controlplane/webhooks.js';
-import { waitFor } from '../../test/support/commands.js';
-import { loadObject } from '../../test/support/fixtures.js';
-import { paths, type Json, type KubeRest } from '../../test/support/kube-rest.js';
-import { pvcManifest } from '../../test/support/manifests.js';
+import { randomSecret } from '../../harness/controlplane/chart.js';
+import type { DifyGuard } from '../../harness/controlplane/dify-guard.js';
+import type { ControlPlane } from '../../harness/controlplane/harness.js';
+import { registerWebhooks } from '../../harness/controlplane/webhooks.js';
+import { waitFor } from '../../harness/commands.js';
+import { loadObject } from '../../harness/fixtures.js';
+import { paths, type Json, type KubeRest } from '../../harness/kube-rest.js';
+import { pvcManifest } from '../../harness/manifests.js';
 import { ADMISSION_PATHS, podEnvBinding, podEnvPolicy, secretGuardBinding, secretGuardPolicy } from './policies.js';
 import { classifyCalls, deltaOf, type ServerProbe } from './probe.js';
 import { summarizeSamples, type LatencySummary } from './stats.js';

@@ -7,7 +7,7 @@ import { judgeSecretChange, secretChangeFromRequest } from '../../src/admission/
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import type { AdmissionRequest, JsonObject, PatchOperation } from '../../src/admission/types.js';
 import { checkAdmissionReview, denied, patched, reviewResponse } from '../../src/http/admission-review.js';
-import { loadReview } from '../../test/support/fixtures.js';
+import { loadReview } from '../../harness/fixtures.js';
 
 export interface MicroResult {
   step: string;

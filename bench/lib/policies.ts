@@ -8,7 +8,7 @@
 // go first, so REDIS_PASSWORD precedes its users). Init containers get corrections only, as in
 // dify-guard. The bench checks the stored pods of both for the same env entries.
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import type { Json } from '../../test/support/kube-rest.js';
+import type { Json } from '../../harness/kube-rest.js';
 
 const q = (text: string): string => JSON.stringify(text);
 const list = (items: readonly string[]): string => `[${items.map(q).join(', ')}]`;

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { contract } from '../../src/contract.js';
-import { loadReview } from '../../test/support/fixtures.js';
+import { loadReview } from '../../harness/fixtures.js';
 import { scrapeBuckets, serverSideLatency, type ServerSideLatency } from './guard-metrics.js';
 import {
   autocannonRate,

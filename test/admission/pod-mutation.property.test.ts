@@ -11,7 +11,7 @@ import { mutatePod, REDIS_PASSWORD_REFERENCE } from '../../src/admission/pod-mut
 import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings, releaseNames } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
-import { fixtureNames, loadObject, mutateAndApply, type EnvEntry } from '../support/fixtures.js';
+import { fixtureNames, loadObject, mutateAndApply, type EnvEntry } from '../../harness/fixtures.js';
 
 const settings = defaultGuardSettings;
 const CRED = contract.credentialSettings;

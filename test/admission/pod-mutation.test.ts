@@ -25,7 +25,7 @@ import {
   sensitiveStringsOf,
   setEnv,
   type EnvEntry,
-} from '../support/fixtures.js';
+} from '../../harness/fixtures.js';
 
 const settings = defaultGuardSettings;
 const C = contract.components;

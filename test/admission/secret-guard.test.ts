@@ -7,8 +7,8 @@ import { judgeSecretChange, secretChangeFromRequest, PASSWORD_KEYS } from '../..
 import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings, type GuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject, PvcState, SecretChange, SecretDecision } from '../../src/admission/types.js';
-import { fixtureNames, loadReview, sensitiveStringsOf } from '../support/fixtures.js';
-import { labelsOf } from '../support/manifests.js';
+import { fixtureNames, loadReview, sensitiveStringsOf } from '../../harness/fixtures.js';
+import { labelsOf } from '../../harness/manifests.js';
 
 const settings = defaultGuardSettings;
 const NAMESPACE = 'dify';

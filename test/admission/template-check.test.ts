@@ -12,8 +12,8 @@ import {
   templateFindings,
 } from '../../src/admission/template-check.js';
 import type { JsonObject } from '../../src/admission/types.js';
-import { loadObject, loadReview, sensitiveStringsOf } from '../support/fixtures.js';
-import { testSecret } from '../support/secrets.js';
+import { loadObject, loadReview, sensitiveStringsOf } from '../../harness/fixtures.js';
+import { testSecret } from '../../harness/secrets.js';
 
 const settings = defaultGuardSettings;
 const deny = { ...settings, templatePolicy: 'deny' as const };

@@ -7,7 +7,7 @@ import { judgeSecretChange, passwordCheckOf, secretChangeFromRequest } from '../
 import { MAX_WARNING_LENGTH } from '../../src/admission/messages.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import type { PasswordVerification, PvcState, SecretChange, SecretDecision } from '../../src/admission/types.js';
-import { loadReview, sensitiveStringsOf } from '../support/fixtures.js';
+import { loadReview, sensitiveStringsOf } from '../../harness/fixtures.js';
 
 const settings = defaultGuardSettings;
 const NAMESPACE = 'dify';

@@ -15,7 +15,7 @@ import {
   selects,
   type Json,
   type LabelSelector,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const release = 'dify';
 const deploymentName = (component: string): string => expandName(contract.names.component, release, component);

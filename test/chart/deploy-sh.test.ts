@@ -7,11 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { binary } from '../support/binaries.js';
-import type { CommandResult } from '../support/commands.js';
-import { chartDir, testSecret } from '../support/helm.js';
-import { captureOutput } from '../support/secrets.js';
-import { program } from '../support/programs.js';
+import { binary } from '../../harness/binaries.js';
+import type { CommandResult } from '../../harness/commands.js';
+import { chartDir, testSecret } from '../../harness/helm.js';
+import { captureOutput } from '../../harness/secrets.js';
+import { program } from '../../harness/programs/programs.js';
 
 const script = join(chartDir, 'deploy.sh');
 const dir = mkdtempSync(join(tmpdir(), 'dify-deploy-test-'));

@@ -20,7 +20,7 @@ import {
   workloads,
   type Container,
   type Json,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const release = 'dify';
 const pgSecret = expandName(contract.names.postgresqlSecret, release);

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { LABELS, contract } from '../../src/contract.js';
-import { repoRoot } from '../support/binaries.js';
+import { repoRoot } from '../../harness/binaries.js';
 import {
   containersOf,
   deepMerge,
@@ -15,7 +15,7 @@ import {
   requiredValues,
   template,
   type Container,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 interface ConfigModule {
   SETTINGS?: Record<string, { env: string }>;

@@ -5,11 +5,11 @@
 import { dirname, join } from 'node:path';
 import t from 'tap';
 import { contract, expandName } from '../../src/contract.js';
-import { startControlPlane } from '../controlplane/harness.js';
-import { binary } from '../support/binaries.js';
-import { run } from '../support/commands.js';
-import { chartDir, requiredValues, testSecret, valuesFile, type Json } from '../support/helm.js';
-import { pvcManifest } from '../support/manifests.js';
+import { startControlPlane } from '../../harness/controlplane/harness.js';
+import { binary } from '../../harness/binaries.js';
+import { run } from '../../harness/commands.js';
+import { chartDir, requiredValues, testSecret, valuesFile, type Json } from '../../harness/helm.js';
+import { pvcManifest } from '../../harness/manifests.js';
 
 const release = 'dify';
 const namespace = 'dify';
@@ -175,7 +175,7 @@ t.test(
 const deploySh = (
   args: string[],
   extra: Record<string, string>,
-): Promise<import('../support/commands.js').CommandResult> =>
+): Promise<import('../../harness/commands.js').CommandResult> =>
   run('bash', [join(chartDir, 'deploy.sh'), ...args], {
     env: { ...cp.env(), KUBECTL: binary('kubectl'), HELM: binary('helm'), ...extra },
     timeoutMs: 120_000,

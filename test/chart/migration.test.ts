@@ -15,7 +15,7 @@ import {
   requiredValues,
   workloadOf,
   type Json,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const release = 'dify';
 const { objects } = await render(requiredValues());

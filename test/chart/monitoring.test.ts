@@ -9,8 +9,8 @@ import t from 'tap';
 import { parse, stringify } from 'yaml';
 import { contract, expandName } from '../../src/contract.js';
 import { METRIC_NAMES, METRIC_SPECS } from '../../src/metrics.js';
-import { binary, repoRoot } from '../support/binaries.js';
-import { run, type CommandResult } from '../support/commands.js';
+import { binary, repoRoot } from '../../harness/binaries.js';
+import { run, type CommandResult } from '../../harness/commands.js';
 import {
   chartDir,
   containersOf,
@@ -27,7 +27,7 @@ import {
   valuesFile,
   type Json,
   type LabelSelector,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const release = 'dify';
 const namespace = 'dify';

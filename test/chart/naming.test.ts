@@ -15,7 +15,7 @@ import {
   requiredValues,
   workloads,
   type Json,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const difyComponents = [
   contract.components.api,

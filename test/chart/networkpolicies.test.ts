@@ -1,5 +1,5 @@
 // NetworkPolicies, evaluated against the labels of the pods the chart renders (the API server's selector
-// rules, test/support/helm.ts `selects`): a renamed label or component breaks these tests, not the cluster.
+// rules, harness/helm.ts `selects`): a renamed label or component breaks these tests, not the cluster.
 import t from 'tap';
 import { LABELS, contract } from '../../src/contract.js';
 import {
@@ -15,7 +15,7 @@ import {
   workloads,
   type Json,
   type LabelSelector,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 interface Peer {
   podSelector?: LabelSelector;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { chartDir, deepMerge, parseObjects, requiredValues, template, type Json } from '../support/helm.js';
+import { chartDir, deepMerge, parseObjects, requiredValues, template, type Json } from '../../harness/helm.js';
 
 const copy = mkdtempSync(join(tmpdir(), 'dify-notes-'));
 t.teardown(() => rmSync(copy, { recursive: true, force: true }));

@@ -12,7 +12,7 @@ import {
   template,
   workloadOf,
   type Json,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const URL_ENV = ['TRIGGER_URL', 'ENDPOINT_URL_TEMPLATE', 'PLUGIN_REMOTE_INSTALL_HOST', 'PLUGIN_REMOTE_INSTALL_PORT'];
 const BACKEND = [contract.components.api, contract.components.worker, contract.components.beat];

@@ -14,7 +14,7 @@ import {
   requiredValues,
   template,
   type Json,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const release = 'dify';
 const svcName = (component: string): string => expandName(contract.names.component, release, component);

@@ -4,7 +4,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { chartDir, deepMerge, helm, requiredValues, template, testSecret, type Json } from '../support/helm.js';
+import { chartDir, deepMerge, helm, requiredValues, template, testSecret, type Json } from '../../harness/helm.js';
 
 async function rejected(
   t: Test,

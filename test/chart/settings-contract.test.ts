@@ -7,7 +7,7 @@ import t from 'tap';
 import { mutatePod } from '../../src/admission/pod-mutation.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import { ENV, LABELS, contract } from '../../src/contract.js';
-import { repoRoot } from '../support/binaries.js';
+import { repoRoot } from '../../harness/binaries.js';
 import {
   allContainersOf,
   containersOf,
@@ -24,7 +24,7 @@ import {
   type Container,
   type EnvVar,
   type Json,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 interface Row {
   name: string;

@@ -17,7 +17,7 @@ import {
   requiredValues,
   template,
   type Json,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const wrapper = mkdtempSync(join(tmpdir(), 'dify-tls-wrapper-'));
 t.teardown(() => rmSync(wrapper, { recursive: true, force: true }));

@@ -10,7 +10,7 @@ import { LABELS, contract, expandName } from '../../src/contract.js';
 import { chartComponentOf, difyImagePatternSource, runsDify } from '../../src/admission/dify-containers.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
-import { repoRoot } from '../support/binaries.js';
+import { repoRoot } from '../../harness/binaries.js';
 import {
   annotationsOf,
   containersOf,
@@ -29,7 +29,7 @@ import {
   workloads,
   type Json,
   type LabelSelector,
-} from '../support/helm.js';
+} from '../../harness/helm.js';
 
 const release = 'dify';
 const namespace = 'dify';

@@ -1,4 +1,4 @@
-// src/cluster against a real kube-apiserver + etcd (test/controlplane/harness.ts), as a user holding
+// src/cluster against a real kube-apiserver + etcd (harness/controlplane/harness.ts), as a user holding
 // only the RBAC the chart grants dify-guard: the PVC cache follows creates, deletes and an API server
 // outage; the Warning Events pass the API server's validation, aggregate into a series, and show
 // in `kubectl events --for secret/...`.
@@ -9,12 +9,12 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { SecretEventRecorder } from '../../src/audit/event-recorder.js';
 import { eventsApiFor } from '../../src/audit/events-api.js';
 import { PvcCache, pvcSourceFor } from '../../src/cluster/pvc-cache.js';
-import { startControlPlane, type ControlPlane } from '../controlplane/harness.js';
-import { issueClientCert } from '../controlplane/pki.js';
-import { paths } from '../support/kube-rest.js';
-import { pvcManifest } from '../support/manifests.js';
+import { startControlPlane, type ControlPlane } from '../../harness/controlplane/harness.js';
+import { issueClientCert } from '../../harness/controlplane/pki.js';
+import { paths } from '../../harness/kube-rest.js';
+import { pvcManifest } from '../../harness/manifests.js';
 import { captureLog } from '../server/support.js';
-import { eventually } from '../support/commands.js';
+import { eventually } from '../../harness/commands.js';
 
 const NS = 'pvc-cache-test';
 const PVC = 'data-dify-postgresql-0';

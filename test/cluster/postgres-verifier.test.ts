@@ -13,10 +13,10 @@ import { expandAddress, parseAddress, postgresVerifier } from '../../src/cluster
 import { RateLimiter } from '../../src/http/rate-limit.js';
 import { secretGuardHandler } from '../../src/http/secret-route.js';
 import { createMetrics, METRIC_NAMES } from '../../src/metrics.js';
-import { loadReview } from '../support/fixtures.js';
-import { startLocalPostgres, sqlPassword } from '../support/local-postgres.js';
-import { reservePort } from '../support/ports.js';
-import { captureOutput, testSecret } from '../support/secrets.js';
+import { loadReview } from '../../harness/fixtures.js';
+import { startLocalPostgres, sqlPassword } from '../../harness/programs/local-postgres.js';
+import { reservePort } from '../../harness/ports.js';
+import { captureOutput, testSecret } from '../../harness/secrets.js';
 
 const pg = await startLocalPostgres('postgres-verifier');
 t.teardown(() => pg.stop());

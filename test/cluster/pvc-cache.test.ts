@@ -5,8 +5,8 @@ import t from 'tap';
 import type { KubernetesListObject, V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { PvcCache, PVC_WATCH_PATH, type PvcListWatchSource } from '../../src/cluster/pvc-cache.js';
 import { captureLog } from '../server/support.js';
-import { eventually } from '../support/commands.js';
-import type { TeardownHost } from '../support/processes.js';
+import { eventually } from '../../harness/commands.js';
+import type { TeardownHost } from '../../harness/processes.js';
 
 type Pvc = V1PersistentVolumeClaim;
 type WatchCallback = (phase: string, object: unknown) => void;

@@ -9,12 +9,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { ENV, contract } from '../../src/contract.js';
-import { paths, type Json } from '../support/kube-rest.js';
-import { randomSecret } from './chart.js';
-import { startDifyGuard, type DifyGuard } from './dify-guard.js';
-import { POD_WEBHOOK, ensureNamespace, envVar, startStack } from './stack.js';
-import { registerWebhooks } from './webhooks.js';
-import type { AuditEvent } from './harness.js';
+import { paths, type Json } from '../../harness/kube-rest.js';
+import { randomSecret } from '../../harness/controlplane/chart.js';
+import { startDifyGuard, type DifyGuard } from '../../harness/controlplane/dify-guard.js';
+import { POD_WEBHOOK, ensureNamespace, envVar, startStack } from '../../harness/controlplane/stack.js';
+import { registerWebhooks } from '../../harness/controlplane/webhooks.js';
+import type { AuditEvent } from '../../harness/controlplane/harness.js';
 
 const namespace = 'community';
 const stack = await startStack(t, 'any-dify');

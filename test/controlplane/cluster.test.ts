@@ -4,13 +4,13 @@
 // of the chart finishes with its migration hook Job completed by the real Job controller.
 import t from 'tap';
 import { contract, expandName } from '../../src/contract.js';
-import { waitFor } from '../support/commands.js';
-import { paths, type Json } from '../support/kube-rest.js';
-import { chartDir, testValues, writeValues } from './chart.js';
-import { SIMULATED_CONTAINER_LOG, STORAGE_CLASS, startCluster } from './cluster.js';
-import { jobPath } from './controllers.js';
-import { startDifyGuard } from './dify-guard.js';
-import { ensureNamespace } from './stack.js';
+import { waitFor } from '../../harness/commands.js';
+import { paths, type Json } from '../../harness/kube-rest.js';
+import { chartDir, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import { SIMULATED_CONTAINER_LOG, STORAGE_CLASS, startCluster } from '../../harness/controlplane/cluster.js';
+import { jobPath } from '../../harness/controlplane/controllers.js';
+import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
+import { ensureNamespace } from '../../harness/controlplane/stack.js';
 
 const ns = 'proof';
 // `kubectl exec` into db-0 runs here, with one variable set (a stand-in for psql against the real PostgreSQL).

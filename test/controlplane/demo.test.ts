@@ -6,8 +6,8 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ENV, contract } from '../../src/contract.js';
-import { repoRoot } from '../support/binaries.js';
-import { run } from '../support/commands.js';
+import { repoRoot } from '../../harness/binaries.js';
+import { run } from '../../harness/commands.js';
 
 const routes = async (): Promise<string> => (await run('ip', ['route', 'show', 'table', 'local'])).stdout;
 

@@ -4,12 +4,19 @@
 // So the chart's Service, selector labels, ports, PDB, RBAC and helm-generated certificate are what is tested.
 import t from 'tap';
 import { ENV, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { waitFor } from '../support/commands.js';
-import { paths, type Json } from '../support/kube-rest.js';
-import { chartDir, findObject, podFromTemplate, randomSecret, renderChart, writeValues } from './chart.js';
-import { startCluster } from './cluster.js';
-import { GUARD_POD_LABEL, GuardPods } from './guard-pods.js';
-import { SECRET_WEBHOOK, base64, envVar } from './stack.js';
+import { waitFor } from '../../harness/commands.js';
+import { paths, type Json } from '../../harness/kube-rest.js';
+import {
+  chartDir,
+  findObject,
+  podFromTemplate,
+  randomSecret,
+  renderChart,
+  writeValues,
+} from '../../harness/controlplane/chart.js';
+import { startCluster } from '../../harness/controlplane/cluster.js';
+import { GUARD_POD_LABEL, GuardPods } from '../../harness/controlplane/guard-pods.js';
+import { SECRET_WEBHOOK, base64, envVar } from '../../harness/controlplane/stack.js';
 
 const release = 'dify';
 const namespace = 'dify';

@@ -3,9 +3,9 @@
 import t from 'tap';
 import { existsSync } from 'node:fs';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { ControlPlane } from './harness.js';
-import { paths } from '../support/kube-rest.js';
-import { reservePorts } from '../support/ports.js';
+import { ControlPlane } from '../../harness/controlplane/harness.js';
+import { paths } from '../../harness/kube-rest.js';
+import { reservePorts } from '../../harness/ports.js';
 
 t.test('a control plane on loopback', async (t) => {
   const cp = await ControlPlane.start({ name: 'harness' });

@@ -6,15 +6,20 @@
 // controller would. Then the operators' trap: `helm upgrade` with another password is refused.
 import t from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { binary } from '../support/binaries.js';
-import { run, waitFor, type CommandResult } from '../support/commands.js';
-import { paths, type Json } from '../support/kube-rest.js';
-import { chartDir, deepMerge, randomSecret, testValues, writeValues } from './chart.js';
-import { createStatefulSetPvc, jobPath as jobPathOf, runWithHookJob, type HookRun } from './controllers.js';
-import { startDifyGuard } from './dify-guard.js';
-import { startControlPlane } from './harness.js';
-import { SECRET_WEBHOOK, auditLines, base64 } from './stack.js';
-import { WEBHOOK_KINDS } from './webhooks.js';
+import { binary } from '../../harness/binaries.js';
+import { run, waitFor, type CommandResult } from '../../harness/commands.js';
+import { paths, type Json } from '../../harness/kube-rest.js';
+import { chartDir, deepMerge, randomSecret, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import {
+  createStatefulSetPvc,
+  jobPath as jobPathOf,
+  runWithHookJob,
+  type HookRun,
+} from '../../harness/controlplane/controllers.js';
+import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
+import { startControlPlane } from '../../harness/controlplane/harness.js';
+import { SECRET_WEBHOOK, auditLines, base64 } from '../../harness/controlplane/stack.js';
+import { WEBHOOK_KINDS } from '../../harness/controlplane/webhooks.js';
 
 const release = 'dify';
 const namespace = 'dify';

@@ -4,11 +4,11 @@
 // itself stopped, password changes are refused (fail closed) while everything else goes on.
 import t, { type Test } from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { waitFor } from '../support/commands.js';
-import { paths, type Json } from '../support/kube-rest.js';
-import { pvcManifest } from '../support/manifests.js';
-import { findObject, randomSecret, renderChart, testValues, writeValues } from './chart.js';
-import { SECRET_WEBHOOK, base64, ensureNamespace, startStack } from './stack.js';
+import { waitFor } from '../../harness/commands.js';
+import { paths, type Json } from '../../harness/kube-rest.js';
+import { pvcManifest } from '../../harness/manifests.js';
+import { findObject, randomSecret, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import { SECRET_WEBHOOK, base64, ensureNamespace, startStack } from '../../harness/controlplane/stack.js';
 
 const stack = await startStack(t, 'outages');
 const { cp, guard, rest } = stack;

@@ -3,10 +3,17 @@
 // MIGRATION_ENABLED=false and Secret references; other pods come back exactly as sent.
 import t, { type Test } from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { paths, type Json } from '../support/kube-rest.js';
-import { findObject, podFromTemplate, randomSecret, renderChart, testValues, writeValues } from './chart.js';
-import { POD_WEBHOOK, ensureNamespace, envVar, startStack } from './stack.js';
-import type { AuditEvent } from './harness.js';
+import { paths, type Json } from '../../harness/kube-rest.js';
+import {
+  findObject,
+  podFromTemplate,
+  randomSecret,
+  renderChart,
+  testValues,
+  writeValues,
+} from '../../harness/controlplane/chart.js';
+import { POD_WEBHOOK, ensureNamespace, envVar, startStack } from '../../harness/controlplane/stack.js';
+import type { AuditEvent } from '../../harness/controlplane/harness.js';
 
 const release = 'dify';
 const namespace = 'dify';

@@ -1,18 +1,25 @@
 // The guide's `kubectl exec dify-postgresql-0 -- psql ...` commands on the cluster, run as written: kwok
 // runs them on this machine against a real PostgreSQL 15 initialised with the user, database and
-// password of the Secret the chart renders (test/support/postgresql.ts). A client with the Secret's
+// password of the Secret the chart renders (harness/programs/postgresql.ts). A client with the Secret's
 // password logs in over TCP; a wrong password is refused with 28P01.
 import { dirname } from 'node:path';
 import t from 'tap';
 import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { waitFor } from '../support/commands.js';
-import type { Json } from '../support/kube-rest.js';
-import { startPostgres } from '../support/postgresql.js';
-import { privateDir, runProgram } from '../support/program-run.js';
-import { program } from '../support/programs.js';
-import { chartDir, findObject, randomSecret, renderChart, testValues, writeValues } from './chart.js';
-import { startCluster } from './cluster.js';
-import { startDifyGuard } from './dify-guard.js';
+import { waitFor } from '../../harness/commands.js';
+import type { Json } from '../../harness/kube-rest.js';
+import { startPostgres } from '../../harness/programs/postgresql.js';
+import { privateDir, runProgram } from '../../harness/programs/program-run.js';
+import { program } from '../../harness/programs/programs.js';
+import {
+  chartDir,
+  findObject,
+  randomSecret,
+  renderChart,
+  testValues,
+  writeValues,
+} from '../../harness/controlplane/chart.js';
+import { startCluster } from '../../harness/controlplane/cluster.js';
+import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
 
 const release = 'dify';
 const namespace = 'dify';

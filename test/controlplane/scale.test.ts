@@ -6,13 +6,20 @@
 // through. The figures are printed as comments, never asserted (no timings in tests).
 import t from 'tap';
 import { ENV, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { waitFor } from '../support/commands.js';
-import { paths, type Json } from '../support/kube-rest.js';
-import { chartDir, findObject, podFromTemplate, randomSecret, renderChart, writeValues } from './chart.js';
-import { startCluster } from './cluster.js';
-import { createStatefulSetPvc } from './controllers.js';
-import { GUARD_POD_LABEL, GuardPods } from './guard-pods.js';
-import { base64, ensureNamespace, envVar } from './stack.js';
+import { waitFor } from '../../harness/commands.js';
+import { paths, type Json } from '../../harness/kube-rest.js';
+import {
+  chartDir,
+  findObject,
+  podFromTemplate,
+  randomSecret,
+  renderChart,
+  writeValues,
+} from '../../harness/controlplane/chart.js';
+import { startCluster } from '../../harness/controlplane/cluster.js';
+import { createStatefulSetPvc } from '../../harness/controlplane/controllers.js';
+import { GUARD_POD_LABEL, GuardPods } from '../../harness/controlplane/guard-pods.js';
+import { base64, ensureNamespace, envVar } from '../../harness/controlplane/stack.js';
 
 const RELEASES = 20;
 const PODS = 500;

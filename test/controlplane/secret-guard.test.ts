@@ -4,12 +4,19 @@
 // Event; DELETE is allowed with a warning; once the PVC is gone the same change is allowed.
 import t, { type Test } from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { waitFor } from '../support/commands.js';
-import { paths, type Json, type KubeResponse, type KubeRest } from '../support/kube-rest.js';
-import { pvcManifest } from '../support/manifests.js';
-import { findObject, randomSecret, renderChart, testValues, writeValues } from './chart.js';
-import type { AuditEvent } from './harness.js';
-import { SECRET_WEBHOOK, auditLines, base64, ensureNamespace, startStack, webhookAnnotations } from './stack.js';
+import { waitFor } from '../../harness/commands.js';
+import { paths, type Json, type KubeResponse, type KubeRest } from '../../harness/kube-rest.js';
+import { pvcManifest } from '../../harness/manifests.js';
+import { findObject, randomSecret, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import type { AuditEvent } from '../../harness/controlplane/harness.js';
+import {
+  SECRET_WEBHOOK,
+  auditLines,
+  base64,
+  ensureNamespace,
+  startStack,
+  webhookAnnotations,
+} from '../../harness/controlplane/stack.js';
 
 const release = 'dify';
 const namespace = 'dify';

@@ -6,13 +6,19 @@
 import t from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { METRIC_NAMES } from '../../src/metrics.js';
-import { waitFor } from '../support/commands.js';
-import { paths, type Json, type KubeResponse } from '../support/kube-rest.js';
-import { startLocalPostgres, sqlPassword } from '../support/local-postgres.js';
-import { pvcManifest } from '../support/manifests.js';
-import { captureOutput, testSecret } from '../support/secrets.js';
-import { findObject, renderChart, testValues, writeValues } from './chart.js';
-import { SECRET_WEBHOOK, base64, ensureNamespace, startStack, webhookAnnotations } from './stack.js';
+import { waitFor } from '../../harness/commands.js';
+import { paths, type Json, type KubeResponse } from '../../harness/kube-rest.js';
+import { startLocalPostgres, sqlPassword } from '../../harness/programs/local-postgres.js';
+import { pvcManifest } from '../../harness/manifests.js';
+import { captureOutput, testSecret } from '../../harness/secrets.js';
+import { findObject, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import {
+  SECRET_WEBHOOK,
+  base64,
+  ensureNamespace,
+  startStack,
+  webhookAnnotations,
+} from '../../harness/controlplane/stack.js';
 
 const release = 'dify';
 const namespace = 'dify';

@@ -1,16 +1,16 @@
 // The README's claim about a fresh machine: every program the two commands (`npm ci && npm run demo`,
 // `npm ci && npm test`) run by name is in the README's list of prerequisites, or is provided by the
-// set-up itself (node_modules/.bin, test/controlplane/binaries/install.sh, scripts/dev/prerequisites.sh).
+// set-up itself (node_modules/.bin, harness/binaries/install.sh, scripts/dev/prerequisites.sh).
 import t from 'tap';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
-import { repoRoot } from '../support/binaries.js';
+import { repoRoot } from '../../harness/binaries.js';
 
 const read = (path: string): string => readFileSync(join(repoRoot, path), 'utf8');
 
-// What the TypeScript and JavaScript of the two commands spawn: the test suite, its support code and
+// What the TypeScript and JavaScript of the two commands spawn: the test suite, the harness (harness/) and
 // scripts/ (scripts/image/ is `npm run image`, bench/ is `npm run bench`: neither is one of the two).
-const SPAWNING_ROOTS = ['test', 'scripts/test.mjs', 'scripts/demo.ts'];
+const SPAWNING_ROOTS = ['test', 'harness', 'scripts/test.mjs', 'scripts/demo.ts'];
 const SPAWN_CALL = /\b(?:(?:spawn|spawnSync|execFile|execFileSync|run|runOk)\(\s*|command:\s*)'([^']+)'/g;
 const BASH_INLINE = /\b(?:spawn|spawnSync|execFile|execFileSync)\(\s*'bash',\s*\[\s*'-c',\s*((?:'[^']*'\s*\+?\s*)+)/g;
 const SCRIPT_PATH = /'([\w./-]*\.sh)'/g;
@@ -154,7 +154,7 @@ export function readmePrerequisites(readme: string): Set<string> {
 function provided(): Map<string, string> {
   const sources = new Map<string, string>();
   for (const name of readdirSync(join(repoRoot, 'node_modules/.bin'))) sources.set(name, 'node_modules/.bin');
-  const install = read('test/controlplane/binaries/install.sh');
+  const install = read('harness/binaries/install.sh');
   for (const name of /^names=\(([^)]*)\)/m.exec(install)?.[1]?.split(/\s+/) ?? []) sources.set(name, 'install.sh');
   const prerequisites = read('scripts/dev/prerequisites.sh');
   for (const m of prerequisites.matchAll(/\$tools\/bin\/([\w-]+)"/g)) sources.set(m[1] ?? '', 'prerequisites.sh');
@@ -246,7 +246,7 @@ t.test('every program the two commands run by name is listed in the README or pr
   t.same(unlisted(spawned, listed, sources), [], 'nothing a fresh machine may lack');
   const withoutOpenssl = new Set([...listed].filter((name) => name !== 'openssl'));
   const reported = unlisted(spawned, withoutOpenssl, sources);
-  t.ok(reported.includes('openssl (test/controlplane/pki.ts)'), 'a program left out of the list is reported');
+  t.ok(reported.includes('openssl (harness/controlplane/pki.ts)'), 'a program left out of the list is reported');
 });
 
 t.test('case labels are patterns, not commands; the commands after them are', async (t) => {

@@ -4,9 +4,20 @@
 import t from 'tap';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, extname, join, relative, resolve } from 'node:path';
-import { repoRoot } from '../support/binaries.js';
+import { repoRoot } from '../../harness/binaries.js';
 
-const SCANNED = ['src', 'test', 'chart', 'scripts', 'bench', 'docs', 'README.md', 'SECURITY.md', 'BENCHMARKS.md'];
+const SCANNED = [
+  'src',
+  'test',
+  'harness',
+  'chart',
+  'scripts',
+  'bench',
+  'docs',
+  'README.md',
+  'SECURITY.md',
+  'BENCHMARKS.md',
+];
 const TEXT_EXTENSIONS = new Set([
   '.ts',
   '.mjs',
@@ -27,7 +38,7 @@ const SKIPPED_DIRS = new Set(['node_modules', '.cache', 'dist', 'results']);
 // A repository path in any text: starts at a top folder, not inside a longer path or word
 // (`dist/src/x.js`, `charts/dify`), ends with a file extension or a '/'; an optional #anchor.
 const PATH_MENTION =
-  /(?<![\w./$-])((?:docs|src|test|chart|scripts|bench)\/[\w./-]*(?:\.[a-z]{1,4}\b|\/(?![\w.-])))(#[\w-]+)?/g;
+  /(?<![\w./$-])((?:docs|src|test|harness|chart|scripts|bench)\/[\w./-]*(?:\.[a-z]{1,4}\b|\/(?![\w.-])))(#[\w-]+)?/g;
 // A markdown link's target: [text](target), resolved from the linking file's folder.
 const MARKDOWN_LINK = /\]\(([^)\s]+)\)/g;
 // Notes that live outside the repository; written as patterns so this file does not match itself.
@@ -132,7 +143,7 @@ t.test('the checker itself: dangling references, wrong anchors and outside notes
     `// see ${docs}rules.md#pod-rules and ${docs}dify-facts.md`,
     '[rules](rules.md#postgresql-secret-rules) and [security](../SECURITY.md) and [web](https://example.org/x.md)',
     '// dist/src/main.js, charts/dify/Chart.yaml and api/docker/entrypoint.sh are not repository paths',
-    '// test/support/leak-scan.ts and chart/templates/ exist',
+    '// harness/leak-scan.ts and chart/templates/ exist',
   ];
   for (const text of fine) t.same(problemsIn(repoRoot, 'docs/README.md', text), [], `no problem in: ${text}`);
 });

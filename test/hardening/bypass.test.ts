@@ -8,14 +8,20 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { findObject, randomSecret, renderChart, testValues, writeValues } from '../controlplane/chart.js';
-import { SECRET_WEBHOOK, base64, ensureNamespace, startStack, webhookAnnotations } from '../controlplane/stack.js';
-import type { JsonLine } from '../controlplane/dify-guard.js';
-import type { AuditEvent } from '../controlplane/harness.js';
-import { binary } from '../support/binaries.js';
-import { run, waitFor, type CommandResult } from '../support/commands.js';
-import { paths, type Json, type KubeResponse, type KubeRest } from '../support/kube-rest.js';
-import { labelsOf, pvcManifest } from '../support/manifests.js';
+import { findObject, randomSecret, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import {
+  SECRET_WEBHOOK,
+  base64,
+  ensureNamespace,
+  startStack,
+  webhookAnnotations,
+} from '../../harness/controlplane/stack.js';
+import type { JsonLine } from '../../harness/controlplane/dify-guard.js';
+import type { AuditEvent } from '../../harness/controlplane/harness.js';
+import { binary } from '../../harness/binaries.js';
+import { run, waitFor, type CommandResult } from '../../harness/commands.js';
+import { paths, type Json, type KubeResponse, type KubeRest } from '../../harness/kube-rest.js';
+import { labelsOf, pvcManifest } from '../../harness/manifests.js';
 
 const stack = await startStack(t, 'bypass');
 const { cp, guard, rest } = stack;

@@ -9,12 +9,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { findObject, randomSecret, renderChart, testValues, writeValues } from '../controlplane/chart.js';
-import { SECRET_WEBHOOK, auditLines, ensureNamespace, startStack } from '../controlplane/stack.js';
-import { binary } from '../support/binaries.js';
-import { run, waitFor, type RunOptions } from '../support/commands.js';
-import { paths, type Json } from '../support/kube-rest.js';
-import { pvcManifest } from '../support/manifests.js';
+import { findObject, randomSecret, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import { SECRET_WEBHOOK, auditLines, ensureNamespace, startStack } from '../../harness/controlplane/stack.js';
+import { binary } from '../../harness/binaries.js';
+import { run, waitFor, type RunOptions } from '../../harness/commands.js';
+import { paths, type Json } from '../../harness/kube-rest.js';
+import { pvcManifest } from '../../harness/manifests.js';
 
 const release = 'dify';
 const namespace = 'dify';

@@ -10,8 +10,8 @@ import { Agent } from 'node:https';
 import { gzipSync } from 'node:zlib';
 import { ENV, LABELS, SECRET_KEYS } from '../../src/contract.js';
 import { SETTINGS } from '../../src/config.js';
-import { fixtureNames, loadReview, sensitiveStringsOf, type AdmissionReview } from '../support/fixtures.js';
-import { labelsOf } from '../support/manifests.js';
+import { fixtureNames, loadReview, sensitiveStringsOf, type AdmissionReview } from '../../harness/fixtures.js';
+import { labelsOf } from '../../harness/manifests.js';
 import {
   byProblem,
   MUTATE_PODS,

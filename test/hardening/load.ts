@@ -6,10 +6,10 @@ import { Agent } from 'node:https';
 import { connect } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { contract } from '../../src/contract.js';
-import { startControlPlane, type ControlPlane } from '../controlplane/harness.js';
-import type { TeardownHost } from '../support/processes.js';
-import { startDifyGuard, type DifyGuard, type DifyGuardOptions } from '../controlplane/dify-guard.js';
-import { loadReview, type AdmissionReview } from '../support/fixtures.js';
+import { startControlPlane, type ControlPlane } from '../../harness/controlplane/harness.js';
+import type { TeardownHost } from '../../harness/processes.js';
+import { startDifyGuard, type DifyGuard, type DifyGuardOptions } from '../../harness/controlplane/dify-guard.js';
+import { loadReview, type AdmissionReview } from '../../harness/fixtures.js';
 import { httpsRequest } from '../server/support.js';
 
 export const MUTATE_PODS = contract.webhook.mutatePodsPath;

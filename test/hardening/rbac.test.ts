@@ -4,12 +4,12 @@
 // `kubectl auth can-i --list`, which must list exactly those grants in any namespace, kube-system included.
 import t from 'tap';
 import { contract, expandName } from '../../src/contract.js';
-import { findObject, kindOf, nameOf, renderChart, testValues, writeValues } from '../controlplane/chart.js';
-import { startControlPlane } from '../controlplane/harness.js';
-import { ensureNamespace } from '../controlplane/stack.js';
-import { binary } from '../support/binaries.js';
-import { run, waitFor } from '../support/commands.js';
-import type { Json } from '../support/kube-rest.js';
+import { findObject, kindOf, nameOf, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import { startControlPlane } from '../../harness/controlplane/harness.js';
+import { ensureNamespace } from '../../harness/controlplane/stack.js';
+import { binary } from '../../harness/binaries.js';
+import { run, waitFor } from '../../harness/commands.js';
+import type { Json } from '../../harness/kube-rest.js';
 
 const release = 'dify';
 const namespace = 'dify';

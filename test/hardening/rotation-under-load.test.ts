@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { SETTINGS } from '../../src/config.js';
 import { METRIC_NAMES } from '../../src/metrics.js';
-import { startControlPlane } from '../controlplane/harness.js';
-import { startDifyGuard } from '../controlplane/dify-guard.js';
-import { generateServingCert } from '../controlplane/pki.js';
-import { eventually } from '../support/commands.js';
+import { startControlPlane } from '../../harness/controlplane/harness.js';
+import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
+import { generateServingCert } from '../../harness/controlplane/pki.js';
+import { eventually } from '../../harness/commands.js';
 import { byProblem, counterValues, sleep, startLoad, type LoadRequestRecord } from './load.js';
 
 const ROTATIONS = 5;

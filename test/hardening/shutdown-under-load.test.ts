@@ -7,8 +7,8 @@
 import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import { SETTINGS } from '../../src/config.js';
-import { startControlPlane, type ControlPlane } from '../controlplane/harness.js';
-import { startDifyGuard } from '../controlplane/dify-guard.js';
+import { startControlPlane, type ControlPlane } from '../../harness/controlplane/harness.js';
+import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
 import { byProblem, connectResult, healthStatus, sleep, startLoad } from './load.js';
 
 const SHUTDOWN_DELAY_SECONDS = 2;

@@ -12,7 +12,7 @@ import {
   reviewResponse,
   uidOf,
 } from '../../src/http/admission-review.js';
-import { loadReview } from '../support/fixtures.js';
+import { loadReview } from '../../harness/fixtures.js';
 
 t.test('responses from verdicts', async (t) => {
   t.same(reviewResponse('u1', allowed()), {

@@ -16,7 +16,7 @@ import {
   startServer,
   tempDir,
 } from '../server/support.js';
-import { loadReview, sensitiveStringsOf } from '../support/fixtures.js';
+import { loadReview, sensitiveStringsOf } from '../../harness/fixtures.js';
 
 const { mutatePodsPath, validateSecretsPath } = contract.webhook;
 const BODY_LIMIT = 64 * 1024;

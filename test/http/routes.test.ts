@@ -7,9 +7,9 @@ import { ENV, contract } from '../../src/contract.js';
 import { defaultGuardSettings, type GuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
 import { createMetrics } from '../../src/metrics.js';
-import { loadReview, sensitiveStringsOf, type AdmissionReview } from '../support/fixtures.js';
+import { loadReview, sensitiveStringsOf, type AdmissionReview } from '../../harness/fixtures.js';
 import { captureAudit, captureLog, FakePvcCache } from '../server/support.js';
-import { captureOutput, testSecret } from '../support/secrets.js';
+import { captureOutput, testSecret } from '../../harness/secrets.js';
 
 function serve(t: Test, settings: GuardSettings = defaultGuardSettings) {
   const captured = captureLog('trace');

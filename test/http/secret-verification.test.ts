@@ -8,10 +8,10 @@ import { defaultGuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject, PasswordCheck } from '../../src/admission/types.js';
 import { postgresVerifier } from '../../src/cluster/postgres-verifier.js';
 import { METRIC_NAMES, createMetrics } from '../../src/metrics.js';
-import { loadReview, sensitiveStringsOf, type AdmissionReview } from '../support/fixtures.js';
-import { reservePort } from '../support/ports.js';
+import { loadReview, sensitiveStringsOf, type AdmissionReview } from '../../harness/fixtures.js';
+import { reservePort } from '../../harness/ports.js';
 import { captureAudit, captureLog, FakePvcCache } from '../server/support.js';
-import { captureOutput } from '../support/secrets.js';
+import { captureOutput } from '../../harness/secrets.js';
 
 const closed = await reservePort();
 t.teardown(() => closed.release());

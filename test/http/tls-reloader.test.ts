@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { contract } from '../../src/contract.js';
 import { METRIC_NAMES } from '../../src/metrics.js';
 import { captureLog, generateCerts, httpsRequest, postReview, startServer, tempDir } from '../server/support.js';
-import { eventually } from '../support/commands.js';
-import { loadReview } from '../support/fixtures.js';
+import { eventually } from '../../harness/commands.js';
+import { loadReview } from '../../harness/fixtures.js';
 
 const path = contract.webhook.mutatePodsPath;
 const fingerprintOf = (certFile: string): string => new X509Certificate(readFileSync(certFile)).fingerprint256;

@@ -13,9 +13,9 @@ import { createServer, request, type IncomingHttpHeaders, type ServerResponse } 
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { contract, expandName } from '../../src/contract.js';
-import { containersOf, deepMerge, find, render, requiredValues, type Json } from '../support/helm.js';
-import { reservePort } from '../support/ports.js';
-import { program } from '../support/programs.js';
+import { containersOf, deepMerge, find, render, requiredValues, type Json } from '../../harness/helm.js';
+import { reservePort } from '../../harness/ports.js';
+import { program } from '../../harness/programs/programs.js';
 import {
   asUser,
   inMountNamespace,
@@ -25,7 +25,7 @@ import {
   startProgram,
   waitForPort,
   type BindMount,
-} from '../support/program-run.js';
+} from '../../harness/programs/program-run.js';
 
 requireRoot('nginx as the proxy container runs it (uid 101, private mounts)');
 const nginx = program('nginx');

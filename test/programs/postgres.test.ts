@@ -9,9 +9,9 @@ import { chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import t from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { run } from '../support/commands.js';
-import { reservePort } from '../support/ports.js';
-import { program } from '../support/programs.js';
+import { run } from '../../harness/commands.js';
+import { reservePort } from '../../harness/ports.js';
+import { program } from '../../harness/programs/programs.js';
 import {
   containersOf,
   deepMerge,
@@ -21,9 +21,9 @@ import {
   requiredValues,
   workloadOf,
   type Container,
-} from '../support/helm.js';
-import { resolvedEnv, secretValue, shellScript, type Env } from './rendered-env.js';
-import { PipedServer, privateDir, runAs, systemUser, until } from './run-as.js';
+} from '../../harness/helm.js';
+import { resolvedEnv, secretValue, shellScript, type Env } from '../../harness/programs/rendered-env.js';
+import { PipedServer, privateDir, runAs, systemUser, until } from '../../harness/programs/run-as.js';
 
 const release = 'dify';
 const postgres = systemUser('postgres');

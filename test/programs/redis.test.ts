@@ -4,13 +4,13 @@
 // the password gets NOAUTH and one with another gets WRONGPASS.
 import t, { type Test } from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { run } from '../support/commands.js';
-import { reservePort } from '../support/ports.js';
-import { program } from '../support/programs.js';
-import { containersOf, find, render, requiredValues, workloadOf, type Container } from '../support/helm.js';
-import { resolvedEnv, secretValue, shellScript, type Env } from './rendered-env.js';
-import { RedisConnection } from './resp.js';
-import { PipedServer, privateDir, runAs, systemUser, until } from './run-as.js';
+import { run } from '../../harness/commands.js';
+import { reservePort } from '../../harness/ports.js';
+import { program } from '../../harness/programs/programs.js';
+import { containersOf, find, render, requiredValues, workloadOf, type Container } from '../../harness/helm.js';
+import { resolvedEnv, secretValue, shellScript, type Env } from '../../harness/programs/rendered-env.js';
+import { RedisConnection } from '../../harness/programs/resp.js';
+import { PipedServer, privateDir, runAs, systemUser, until } from '../../harness/programs/run-as.js';
 
 const release = 'dify';
 const redisUser = systemUser('redis');

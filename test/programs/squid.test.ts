@@ -10,10 +10,10 @@ import { chownSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'no
 import { createServer, request, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import { contract, expandName } from '../../src/contract.js';
-import { waitFor } from '../support/commands.js';
-import { containersOf, deepMerge, find, podTemplateOf, render, requiredValues, type Json } from '../support/helm.js';
-import { reservePort } from '../support/ports.js';
-import { program } from '../support/programs.js';
+import { waitFor } from '../../harness/commands.js';
+import { containersOf, deepMerge, find, podTemplateOf, render, requiredValues, type Json } from '../../harness/helm.js';
+import { reservePort } from '../../harness/ports.js';
+import { program } from '../../harness/programs/programs.js';
 import {
   inMountNamespace,
   privateDir,
@@ -22,7 +22,7 @@ import {
   waitForPort,
   type BindMount,
   type RunningProgram,
-} from '../support/program-run.js';
+} from '../../harness/programs/program-run.js';
 
 requireRoot('Squid as the ssrf-proxy container runs it (root start, then user proxy)');
 const squid = program('squid');

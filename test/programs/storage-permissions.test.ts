@@ -7,8 +7,8 @@ import t, { type Test } from 'tap';
 import { chownSync, lstatSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { contract, expandName } from '../../src/contract.js';
-import { find, initContainersOf, render, requiredValues } from '../support/helm.js';
-import { privateDir, requireRoot, runProgram } from '../support/program-run.js';
+import { find, initContainersOf, render, requiredValues } from '../../harness/helm.js';
+import { privateDir, requireRoot, runProgram } from '../../harness/programs/program-run.js';
 
 requireRoot('the storage-permissions init container (root with CHOWN and DAC_OVERRIDE)');
 

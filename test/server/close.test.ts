@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { contract } from '../../src/contract.js';
 import { captureLog, generateCerts, startServer, tempDir } from './support.js';
-import { eventually } from '../support/commands.js';
+import { eventually } from '../../harness/commands.js';
 
 t.test('a request stuck mid-body is cut at the close timeout', async (t) => {
   const certs = generateCerts(tempDir(t));

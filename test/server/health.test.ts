@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { contract } from '../../src/contract.js';
 import { LATENCY_BUCKETS_SECONDS, METRIC_NAMES, createMetrics } from '../../src/metrics.js';
 import { FakePvcCache, generateCerts, httpsRequest, postReview, startServer, tempDir } from './support.js';
-import { loadReview } from '../support/fixtures.js';
+import { loadReview } from '../../harness/fixtures.js';
 
 async function get(port: number, path: string): Promise<{ status: number; contentType: string; body: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`);

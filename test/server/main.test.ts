@@ -11,13 +11,13 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { SETTINGS } from '../../src/config.js';
 import { contract } from '../../src/contract.js';
-import { repoRoot } from '../support/binaries.js';
-import { loadReview } from '../support/fixtures.js';
-import { reservePorts } from '../support/ports.js';
-import { captureOutput } from '../support/secrets.js';
+import { repoRoot } from '../../harness/binaries.js';
+import { loadReview } from '../../harness/fixtures.js';
+import { reservePorts } from '../../harness/ports.js';
+import { captureOutput } from '../../harness/secrets.js';
 import { generateCerts, postReview, tempDir } from './support.js';
-import { eventually } from '../support/commands.js';
-import type { TeardownHost } from '../support/processes.js';
+import { eventually } from '../../harness/commands.js';
+import type { TeardownHost } from '../../harness/processes.js';
 
 interface Run {
   child: ChildProcess;

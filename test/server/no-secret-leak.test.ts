@@ -7,7 +7,7 @@ import type { JsonObject } from '../../src/admission/types.js';
 import { createAuditTrail } from '../../src/audit/audit-trail.js';
 import { SecretEventRecorder, type EventsApi } from '../../src/audit/event-recorder.js';
 import { contract } from '../../src/contract.js';
-import { fixtureNames, loadReview, sensitiveStringsOf, type AdmissionReview } from '../support/fixtures.js';
+import { fixtureNames, loadReview, sensitiveStringsOf, type AdmissionReview } from '../../harness/fixtures.js';
 import { captureLog, FakePvcCache, generateCerts, postReview, startServer, tempDir } from './support.js';
 
 const PVC = 'dify/data-dify-postgresql-0';

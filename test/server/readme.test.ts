@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { CONFIG_FILE_ENV, OTHER_ENV, SETTINGS, SETTING_KEYS } from '../../src/config.js';
 import { contract } from '../../src/contract.js';
 import { LATENCY_BUCKETS_SECONDS, METRIC_SPECS } from '../../src/metrics.js';
-import { repoRoot } from '../support/binaries.js';
+import { repoRoot } from '../../harness/binaries.js';
 
 const HEADING = '## Configuration, endpoints and metrics';
 const readmePath = join(repoRoot, 'README.md');

@@ -14,8 +14,8 @@ import type { PvcState } from '../../src/admission/types.js';
 import type { AuditRecord, AuditSink } from '../../src/audit/audit-trail.js';
 import { buildServer, type DifyGuardServer, type ServerOptions } from '../../src/server.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
-import { repoRoot } from '../support/binaries.js';
-import type { TeardownHost } from '../support/processes.js';
+import { repoRoot } from '../../harness/binaries.js';
+import type { TeardownHost } from '../../harness/processes.js';
 
 export interface CertDir {
   dir: string;

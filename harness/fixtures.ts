@@ -5,13 +5,13 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import jsonPatch from 'fast-json-patch';
-import { LABELS } from '../../src/contract.js';
+import { LABELS } from '../src/contract.js';
 import { labelsOf } from './manifests.js';
-import { mutatePod } from '../../src/admission/pod-mutation.js';
-import type { GuardSettings } from '../../src/admission/settings.js';
-import type { AdmissionRequest, JsonObject, MutationResult } from '../../src/admission/types.js';
+import { mutatePod } from '../src/admission/pod-mutation.js';
+import type { GuardSettings } from '../src/admission/settings.js';
+import type { AdmissionRequest, JsonObject, MutationResult } from '../src/admission/types.js';
 
-export const fixturesDir = fileURLToPath(new URL('../fixtures/', import.meta.url));
+export const fixturesDir = fileURLToPath(new URL('../test/fixtures/', import.meta.url));
 
 export interface AdmissionReview {
   apiVersion: string;

@@ -6,11 +6,11 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'node:https';
-import { binary } from '../support/binaries.js';
-import { waitFor } from '../support/commands.js';
-import type { Json, KubeRest } from '../support/kube-rest.js';
-import { reservePorts, type ReservedPort } from '../support/ports.js';
-import { ManagedProcess, type TeardownHost } from '../support/processes.js';
+import { binary } from '../binaries.js';
+import { waitFor } from '../commands.js';
+import type { Json, KubeRest } from '../kube-rest.js';
+import { reservePorts, type ReservedPort } from '../ports.js';
+import { ManagedProcess, type TeardownHost } from '../processes.js';
 import { ControlPlane, type ControlPlaneOptions } from './harness.js';
 import { reserveLocalPodRange, type LocalPodRange } from './pod-network.js';
 

@@ -1,11 +1,11 @@
 // The end-of-suite password scan: `npm test` keeps what the whole suite captured (tap's output,
 // every process log, the API servers' audit logs, command output) and this looks for any test
 // password in it, in clear or base64. Findings name the file and the kind of password, never the value.
-//   node --import @tapjs/typescript/import test/support/leak-scan.ts <capture-dir>
+//   node --import @tapjs/typescript/import harness/leak-scan.ts <capture-dir>
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SECRET_KEYS, contract } from '../../src/contract.js';
+import { SECRET_KEYS, contract } from '../src/contract.js';
 import { TEST_SECRET_MARKER } from './secrets.js';
 
 export interface Needle {
@@ -120,7 +120,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     console.error('usage: leak-scan.ts <capture-dir>');
     process.exit(2);
   }
-  const fixturesDir = fileURLToPath(new URL('../fixtures', import.meta.url));
+  const fixturesDir = fileURLToPath(new URL('../test/fixtures', import.meta.url));
   const result = scan(dir, needlesFor(fixturePasswords(fixturesDir)));
   const what = `${result.files} files, ${(result.bytes / 1048576).toFixed(1)} MiB of captured output`;
   if (result.findings.length === 0) {

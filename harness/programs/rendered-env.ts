@@ -1,7 +1,7 @@
 // A container's env as the kubelet would give it, from what `helm template` rendered: secretKeyRefs read
 // from the rendered Secrets, and $(NAME) expanded only from names defined earlier in the list (Kubernetes'
 // rule; an unknown reference stays as written, `$$` is a literal `$`).
-import { kindOf, nameOf, type Container, type Json } from '../support/helm.js';
+import { kindOf, nameOf, type Container, type Json } from '../helm.js';
 
 export type Env = Record<string, string>;
 

@@ -9,10 +9,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SETTINGS } from '../../src/config.js';
 import { contract } from '../../src/contract.js';
-import { repoRoot } from '../support/binaries.js';
-import { waitFor } from '../support/commands.js';
-import { PATCH, paths, type Json } from '../support/kube-rest.js';
-import { ManagedProcess } from '../support/processes.js';
+import { repoRoot } from '../binaries.js';
+import { waitFor } from '../commands.js';
+import { PATCH, paths, type Json } from '../kube-rest.js';
+import { ManagedProcess } from '../processes.js';
 import type { Cluster } from './cluster.js';
 import { guardArgs, guardBaseEnv } from './dify-guard.js';
 

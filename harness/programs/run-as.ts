@@ -4,8 +4,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { run, type CommandResult } from '../support/commands.js';
-import { captureOutput } from '../support/secrets.js';
+import { run, type CommandResult } from '../commands.js';
+import { captureOutput } from '../secrets.js';
 
 export interface SystemUser {
   name: string;

@@ -1,5 +1,5 @@
-// Kubernetes objects as plain JSON, shared by the chart tests (test/support/helm.ts) and the
-// control-plane tier (test/controlplane/chart.ts): parsing helm's output, merging values, finding objects.
+// Kubernetes objects as plain JSON, shared by the chart tests (harness/helm.ts) and the
+// control-plane tier (harness/controlplane/chart.ts): parsing helm's output, merging values, finding objects.
 import { parseAllDocuments } from 'yaml';
 
 export type Json = { [key: string]: unknown };

@@ -3,10 +3,10 @@
 // for a role stored as SCRAM: both of the client's mechanisms are exercised. SQL goes on stdin, never argv.
 import { chownSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { run } from './commands.js';
-import { reservePort } from './ports.js';
+import { run } from '../commands.js';
+import { reservePort } from '../ports.js';
 import { program } from './programs.js';
-import { PipedServer, privateDir, systemUser, until } from '../programs/run-as.js';
+import { PipedServer, privateDir, systemUser, until } from './run-as.js';
 
 export interface LocalPostgres {
   port: number;

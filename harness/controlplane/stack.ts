@@ -2,7 +2,7 @@
 // webhook configurations registered against it. Everything stops in the file's teardown, and a
 // failing file prints the last output of each process.
 import { contract } from '../../src/contract.js';
-import { paths, type Json, type KubeRest } from '../support/kube-rest.js';
+import { paths, type Json, type KubeRest } from '../kube-rest.js';
 import { startDifyGuard, type DifyGuard, type DifyGuardOptions, type JsonLine } from './dify-guard.js';
 import { startControlPlane, type AuditEvent, type ControlPlane } from './harness.js';
 import { registerWebhooks, type RegisteredWebhooks } from './webhooks.js';

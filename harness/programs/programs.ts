@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { repoRoot } from './binaries.js';
+import { repoRoot } from '../binaries.js';
 
 const POSTGRES_BIN = '/usr/lib/postgresql/15/bin';
 

@@ -1,5 +1,5 @@
 // Every password a test makes comes from here, so that one scan at the end of `npm test` can find
-// any of them in what the suite captured (test/support/leak-scan.ts), without a list of values.
+// any of them in what the suite captured (harness/leak-scan.ts), without a list of values.
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';

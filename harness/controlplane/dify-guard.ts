@@ -6,12 +6,12 @@ import { request } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { CONFIG_FILE_ENV, SETTINGS } from '../../src/config.js';
-import { repoRoot } from '../support/binaries.js';
-import { waitFor } from '../support/commands.js';
-import { reservePorts, type ReservedPort } from '../support/ports.js';
-import { ManagedProcess } from '../support/processes.js';
+import { repoRoot } from '../binaries.js';
+import { waitFor } from '../commands.js';
+import { reservePorts, type ReservedPort } from '../ports.js';
+import { ManagedProcess } from '../processes.js';
 import type { ControlPlane } from './harness.js';
-import type { TeardownHost } from '../support/processes.js';
+import type { TeardownHost } from '../processes.js';
 import { generateServingCert, type ServingCert } from './pki.js';
 
 export type JsonLine = { [key: string]: unknown };

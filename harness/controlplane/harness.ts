@@ -6,12 +6,12 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
-import { binary } from '../support/binaries.js';
-import { helmEnv } from '../support/helm-env.js';
-import { run, runOk, waitFor, type CommandResult, type RunOptions } from '../support/commands.js';
-import { reservePorts, type ReservedPort } from '../support/ports.js';
-import { ManagedProcess, trackTempDir, type TeardownHost } from '../support/processes.js';
-import { KubeRest } from '../support/kube-rest.js';
+import { binary } from '../binaries.js';
+import { helmEnv } from '../helm-env.js';
+import { run, runOk, waitFor, type CommandResult, type RunOptions } from '../commands.js';
+import { reservePorts, type ReservedPort } from '../ports.js';
+import { ManagedProcess, trackTempDir, type TeardownHost } from '../processes.js';
+import { KubeRest } from '../kube-rest.js';
 import { generateControlPlanePki, issueClientCert, type ControlPlanePki } from './pki.js';
 
 /** The parts of an audit.k8s.io/v1 Event the tests look at. */
@@ -85,7 +85,7 @@ export interface ControlPlaneOptions {
   name?: string;
   /**
    * Keeps the ServiceAccount admission plugin on, as on a real cluster: only where a controller
-   * manager creates each namespace's service accounts (test/controlplane/cluster.ts).
+   * manager creates each namespace's service accounts (harness/controlplane/cluster.ts).
    */
   serviceAccountAdmission?: boolean;
   /** More kube-apiserver flags, given the certificates (each flag given once: none of the harness's own). */

@@ -2,8 +2,8 @@
 // Job's pod created from its template (through the admission webhooks like any pod), the Job's
 // status written as the Job controller writes it after a successful pod, and a StatefulSet's PVC
 // created from its volumeClaimTemplate.
-import { waitFor, type CommandResult } from '../support/commands.js';
-import { paths, type Json, type KubeRest } from '../support/kube-rest.js';
+import { waitFor, type CommandResult } from '../commands.js';
+import { paths, type Json, type KubeRest } from '../kube-rest.js';
 import { podFromTemplate } from './chart.js';
 
 export const jobPath = (namespace: string, name: string): string =>

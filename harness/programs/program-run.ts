@@ -8,9 +8,9 @@ import { mkdtempSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from './commands.js';
-import { trackTempDir } from './processes.js';
-import { captureOutput } from './secrets.js';
+import { waitFor } from '../commands.js';
+import { trackTempDir } from '../processes.js';
+import { captureOutput } from '../secrets.js';
 
 const live = new Set<RunningProgram>();
 process.once('exit', () => {

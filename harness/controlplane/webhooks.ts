@@ -2,8 +2,8 @@
 // plane, pointed (by the chart's own webhook.url/webhook.caBundle values) at a local dify-guard,
 // then waits until the API server really calls them, as envtest does.
 import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { waitFor } from '../support/commands.js';
-import { paths, type Json, type KubeRest } from '../support/kube-rest.js';
+import { waitFor } from '../commands.js';
+import { paths, type Json, type KubeRest } from '../kube-rest.js';
 import { kindOf, nameOf, randomSecret, renderChart, testValues, writeValues } from './chart.js';
 import type { DifyGuard } from './dify-guard.js';
 import type { ControlPlane } from './harness.js';

@@ -2,16 +2,16 @@
 // tests send through the API server.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { binary, repoRoot } from '../support/binaries.js';
-import { runOk } from '../support/commands.js';
-import { helmEnv } from '../support/helm-env.js';
-import type { Json } from '../support/kube-rest.js';
-import { deepMerge, find, kindOf, nameOf, parseObjects } from '../support/manifests.js';
-import { testSecret } from '../support/secrets.js';
+import { binary, repoRoot } from '../binaries.js';
+import { runOk } from '../commands.js';
+import { helmEnv } from '../helm-env.js';
+import type { Json } from '../kube-rest.js';
+import { deepMerge, find, kindOf, nameOf, parseObjects } from '../manifests.js';
+import { testSecret } from '../secrets.js';
 
 export const chartDir = join(repoRoot, 'chart');
 
-/** A random credential for one test run (never printed; the end-of-suite scan finds any that is: test/support/secrets.ts). */
+/** A random credential for one test run (never printed; the end-of-suite scan finds any that is: harness/secrets.ts). */
 export const randomSecret = testSecret;
 
 /** Values every install needs, with the webhook pointed at a dify-guard outside the cluster. */

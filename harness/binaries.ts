@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 
-export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
 const BINARIES = [
   'kube-apiserver',
@@ -26,7 +26,7 @@ export function binDir(): string {
   if (cached) return cached;
   let dir = process.env.DIFY_GUARD_BIN_DIR;
   if (!dir) {
-    const out = execFileSync('bash', [join(repoRoot, 'test/controlplane/binaries/install.sh')], {
+    const out = execFileSync('bash', [join(repoRoot, 'harness/binaries/install.sh')], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -34,7 +34,7 @@ export function binDir(): string {
   }
   for (const name of BINARIES) {
     if (!existsSync(join(dir, name)))
-      throw new Error(`${name} is missing from ${dir}: run test/controlplane/binaries/install.sh`);
+      throw new Error(`${name} is missing from ${dir}: run harness/binaries/install.sh`);
   }
   cached = dir;
   return dir;

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { reservePort, type ReservedPort } from './ports.js';
+import { reservePort, type ReservedPort } from '../ports.js';
 import {
   asUser,
   privateDir,
