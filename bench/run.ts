@@ -23,7 +23,7 @@ import { pvcManifest } from '../harness/manifests.js';
 import { reservePort } from '../harness/ports.js';
 import { ManagedProcess } from '../harness/processes.js';
 import { runApiServerView } from './lib/apiserver-view.js';
-import { closedLoop, postOnce } from './lib/load.js';
+import { closedLoop, postOnce, sameAnswerAs } from './lib/load.js';
 import { runMicro } from './lib/micro.js';
 import { probeEnv, ServerProbe } from './lib/probe.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
@@ -176,7 +176,10 @@ async function profileServer(
   await server.probe.settle();
   log(`profile ${server.name} ${payload.id}: ${seconds} s under load`);
   await server.probe.command('profile-start');
-  const load = await closedLoop(endpoint, body, expected, { connections: Number(args.connections), seconds });
+  const load = await closedLoop(endpoint, body, sameAnswerAs(expected), {
+    connections: Number(args.connections),
+    seconds,
+  });
   await server.probe.command(`profile-stop ${file}`);
   return { ...summarizeProfile(file, load.requests), file: relative(repoRoot, file) };
 }

@@ -100,7 +100,8 @@ export function checkTargets(result: Pick<BenchResult, 'serverView' | 'apiServer
     const bad = runs.reduce((sum, r) => sum + r.load.errors + r.load.timeouts + r.load.non2xx + r.load.mismatches, 0);
     const total = runs.reduce((sum, r) => sum + r.load.requests, 0);
     checks.push({
-      target: 'server view: every response as first checked (no error, timeout, non-2xx or different body)',
+      target:
+        'server view: every response as first checked (no error, timeout, non-2xx or other answer: uid, allowed, patch, code, reason)',
       limit: '0 bad',
       measured: `${bad} bad of ${total}`,
       met: bad === 0,

@@ -12,6 +12,7 @@ import {
   negotiatedProtocol,
   paced,
   postOnce,
+  sameAnswerAs,
   type Endpoint,
   type LoadResult,
 } from './load.js';
@@ -215,18 +216,21 @@ export async function runServerView(
       // The other server may still be sending Events queued by the last run: let it finish first.
       for (const other of targets) await other.probe.settle();
       log(`${payload.id} -> ${target.name}: warm-up ${options.warmupSeconds} s`);
-      await closedLoop(endpoint, body, first.text, {
+      await closedLoop(endpoint, body, sameAnswerAs(first.text), {
         connections: options.connections,
         seconds: options.warmupSeconds,
       });
       const connections = await measured(target, payload.path, () =>
-        closedLoop(endpoint, body, first.text, { connections: options.connections, seconds: options.seconds }),
+        closedLoop(endpoint, body, sameAnswerAs(first.text), {
+          connections: options.connections,
+          seconds: options.seconds,
+        }),
       );
       log(
         `  ${options.connections} connections: ${Math.round(connections.load.throughputRps)} req/s, p99 ${(connections.load.latency.p99Us / 1000).toFixed(2)} ms, server ${connections.server.cores.toFixed(2)} cores`,
       );
       const pacedRun = await measured(target, payload.path, () =>
-        paced(endpoint, body, first.text, {
+        paced(endpoint, body, sameAnswerAs(first.text), {
           rate: options.rate,
           seconds: options.seconds,
           sockets: options.pacedSockets,
@@ -238,7 +242,7 @@ export async function runServerView(
       const runs: PayloadResult['runs'][ServerTarget['name']] = { connections, paced: pacedRun };
       if (options.autocannonRate) {
         runs.autocannonRate = await measured(target, payload.path, () =>
-          autocannonRate(endpoint, body, first.text, {
+          autocannonRate(endpoint, body, sameAnswerAs(first.text), {
             connections: options.connections,
             seconds: options.seconds,
             rate: options.rate,

@@ -15,8 +15,8 @@ declare module 'autocannon' {
     overallRate?: number;
     /** Seconds. */
     timeout?: number;
-    /** A response body that differs counts as a mismatch. */
-    expectBody?: string;
+    /** A response body for which this returns false counts as a mismatch. */
+    verifyBody?: (body: string) => boolean;
     tlsOptions?: ConnectionOptions;
   }
 
