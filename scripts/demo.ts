@@ -12,7 +12,7 @@ import { ENV, SECRET_KEYS, contract, expandName } from '../src/contract.js';
 import { binDir } from '../harness/binaries.js';
 import { waitFor } from '../harness/commands.js';
 import { paths, type Json } from '../harness/kube-rest.js';
-import { startPostgres, type LocalPostgres } from '../harness/programs/postgresql.js';
+import { startPostgres, type LocalPostgres } from '../harness/programs/postgres.js';
 import { onInterrupt } from '../harness/processes.js';
 import { program } from '../harness/programs/programs.js';
 import { chartDir, podFromTemplate, randomSecret } from '../harness/controlplane/chart.js';

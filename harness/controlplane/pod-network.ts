@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireRoot } from '../programs/program-run.js';
+import { requireRoot } from '../programs/run.js';
 
 const lockDir = join(tmpdir(), 'dify-guard-pod-ranges');
 const held = new Map<string, string>();

@@ -1,14 +1,14 @@
 // Runs a real program the chart configures the way its container runs it: stdout and stderr are pipes
-// (as a container runtime gives them, not files), optionally inside a private mount namespace where the
-// rendered configuration is bind-mounted read-only at the path the chart mounts it. Every process is
-// killed with its process group when the test process ends, and its output is captured for the
-// end-of-suite password scan.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+// (as a container runtime gives them, not files), optionally as the program's own user and inside a
+// private mount namespace where the rendered configuration is bind-mounted read-only at the path the
+// chart mounts it. Every process is killed with its process group when the test process ends, and its
+// output is captured for the end-of-suite password scan.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, mkdtempSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from '../commands.js';
+import { run, waitFor, type CommandResult } from '../commands.js';
 import { trackTempDir } from '../processes.js';
 import { captureOutput } from '../secrets.js';
 
@@ -23,23 +23,35 @@ export interface ProgramOptions {
   command: string;
   args: string[];
   env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** What stop() does by default: see RunningProgram.stop. */
+  stop?: StopOptions;
+}
+
+export interface StopOptions {
+  graceMs: number;
+  to: 'group' | 'process';
 }
 
 export class RunningProgram {
   private stdoutText = '';
   private stderrText = '';
+  private logText = '';
   private exitCode: number | null | undefined;
   readonly exited: Promise<number | null>;
 
   constructor(
     readonly name: string,
     private readonly child: ChildProcess,
+    private readonly stopDefaults: StopOptions = { graceMs: 3000, to: 'group' },
   ) {
     child.stdout?.on('data', (b: Buffer) => {
       this.stdoutText += b.toString('utf8');
+      this.logText += b.toString('utf8');
     });
     child.stderr?.on('data', (b: Buffer) => {
       this.stderrText += b.toString('utf8');
+      this.logText += b.toString('utf8');
     });
     this.exited = new Promise((resolve) => {
       child.once('close', (code, signal) => {
@@ -66,6 +78,10 @@ export class RunningProgram {
   get stderr(): string {
     return this.stderrText;
   }
+  /** stdout and stderr as they came, interleaved. */
+  get log(): string {
+    return this.logText;
+  }
 
   /** What it printed, for failure messages. */
   output(): string {
@@ -78,14 +94,21 @@ export class RunningProgram {
     throw new Error(`${this.name} exited (code ${code}) before it was ready\n${this.output()}`);
   }
 
-  /** SIGTERM to the group, SIGKILL after `graceMs` (Squid waits shutdown_lifetime, 30 s, for clients). */
-  async stop(graceMs = 3000): Promise<void> {
-    if (!this.running || !this.child.pid) return;
-    signalGroup(this.child.pid, 'SIGTERM');
-    const timer = setTimeout(() => this.killNow(), graceMs);
-    await this.exited;
-    clearTimeout(timer);
+  /**
+   * SIGTERM to the group (or, with `to: 'process'`, to the program itself, as the kubelet signals only the
+   * container's process), SIGKILL to the group after `graceMs` (Squid waits shutdown_lifetime, 30 s, for
+   * clients) and once it has exited. Returns its exit code.
+   */
+  async stop(graceMs = this.stopDefaults.graceMs, to = this.stopDefaults.to): Promise<number | null> {
+    if (this.running && this.child.pid) {
+      if (to === 'group') signalGroup(this.child.pid, 'SIGTERM');
+      else this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.killNow(), graceMs);
+      await this.exited;
+      clearTimeout(timer);
+    }
     this.killNow();
+    return this.exited;
   }
 
   killNow(): void {
@@ -110,10 +133,11 @@ export function startProgram(options: ProgramOptions): RunningProgram {
   const script = 'exec > >(exec cat) 2> >(exec cat >&2); exec "$0" "$@"';
   const child = spawn('bash', ['-c', script, options.command, ...options.args], {
     env: options.env ?? process.env,
+    cwd: options.cwd,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const program = new RunningProgram(options.name, child);
+  const program = new RunningProgram(options.name, child, options.stop);
   live.add(program);
   return program;
 }
@@ -138,20 +162,36 @@ function canConnect(host: string, port: number, localAddress?: string): Promise<
   });
 }
 
-/** Waits until host:port accepts connections; fails at once, with its output, if the program exits first. */
-export async function waitForPort(program: RunningProgram, host: string, port: number): Promise<void> {
-  const ready = waitFor(
-    `${program.name} to listen on ${host}:${port}`,
-    async () => ((await canConnect(host, port)) ? true : undefined),
-    { timeoutMs: 30_000 },
-  );
+/**
+ * Retries `attempt` (every `intervalMs`) until it returns true, or 30 s pass; fails at once, with the
+ * program's output, if the program exits first.
+ */
+export async function until(
+  program: RunningProgram,
+  what: string,
+  attempt: () => Promise<boolean>,
+  intervalMs = 250,
+): Promise<void> {
+  const ready = waitFor(`${program.name}: ${what}`, async () => ((await attempt()) ? true : undefined), {
+    timeoutMs: 30_000,
+    intervalMs,
+  });
   await Promise.race([ready, program.failOnExit()]);
 }
 
-/** A private folder removed when the test process ends (even after a SIGKILL, by a watchdog). */
-export function privateDir(prefix: string): string {
+/** Waits until host:port accepts connections; fails at once, with its output, if the program exits first. */
+export async function waitForPort(program: RunningProgram, host: string, port: number): Promise<void> {
+  await until(program, `listening on ${host}:${port}`, () => canConnect(host, port), 100);
+}
+
+/**
+ * A private folder removed when the test process ends (even after a SIGKILL, by a watchdog), owned by
+ * `owner` when given (a program's own user writes there).
+ */
+export function privateDir(prefix: string, owner?: SystemUser): string {
   const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
   trackTempDir(dir);
+  if (owner) chownSync(dir, owner.uid, owner.gid);
   return dir;
 }
 
@@ -203,6 +243,28 @@ export function inMountNamespace(
   };
 }
 
+export interface SystemUser {
+  name: string;
+  uid: number;
+  gid: number;
+}
+
+/** A Debian system user (postgres, redis), created by its package. */
+export function systemUser(name: string): SystemUser {
+  const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim());
+  return { name, uid: id('-u'), gid: id('-g') };
+}
+
+/** setpriv's arguments that run `command args` as uid:gid, with no supplementary groups (as a container). */
+const setpriv = (uid: number, gid: number, command: string, args: string[]): string[] => [
+  `--reuid=${uid}`,
+  `--regid=${gid}`,
+  '--clear-groups',
+  '--',
+  command,
+  ...args,
+];
+
 /**
  * `command args` run as uid:gid the way a container runtime starts a non-root container: the stdout and
  * stderr pipes are handed to that user first (runc does the same), so /dev/stdout can be opened by it.
@@ -212,9 +274,35 @@ export function asUser(uid: number, gid: number, command: string, args: string[]
     command: 'sh',
     args: [
       '-c',
-      `chown ${uid}:${gid} /proc/self/fd/1 /proc/self/fd/2 && exec setpriv --reuid=${uid} --regid=${gid} --clear-groups -- "$0" "$@"`,
-      command,
-      ...args,
+      `chown ${uid}:${gid} /proc/self/fd/1 /proc/self/fd/2 && exec setpriv "$@"`,
+      'sh',
+      ...setpriv(uid, gid, command, args),
     ],
   };
+}
+
+/**
+ * A server started as `user` (startProgram's pipes), env exactly as given (no inherited secrets); stop()
+ * sends SIGTERM to the program itself, as the kubelet does to a container's process, SIGKILL after 15 s.
+ */
+export function startAs(
+  name: string,
+  user: SystemUser,
+  command: string,
+  args: string[],
+  options: { env: NodeJS.ProcessEnv; cwd?: string },
+): RunningProgram {
+  const stop: StopOptions = { graceMs: 15_000, to: 'process' };
+  return startProgram({ name, ...asUser(user.uid, user.gid, command, args), ...options, stop });
+}
+
+/** Runs a command to completion as `user`, env exactly as given (no inherited secrets). */
+export function runAs(
+  user: SystemUser,
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 60_000,
+): Promise<CommandResult> {
+  return run('setpriv', setpriv(user.uid, user.gid, command, args), { env, timeoutMs });
 }

@@ -14,7 +14,7 @@ import { RateLimiter } from '../../src/http/rate-limit.js';
 import { secretGuardHandler } from '../../src/http/secret-route.js';
 import { createMetrics, METRIC_NAMES } from '../../src/metrics.js';
 import { loadReview } from '../../harness/fixtures.js';
-import { startLocalPostgres, sqlPassword } from '../../harness/programs/local-postgres.js';
+import { startLocalPostgres, sqlPassword } from '../../harness/programs/postgres.js';
 import { reservePort } from '../../harness/ports.js';
 import { captureOutput, testSecret } from '../../harness/secrets.js';
 

@@ -9,7 +9,7 @@ import { contract, expandName } from '../../src/contract.js';
 import { binDir } from '../../harness/binaries.js';
 import { run, waitFor, type CommandResult } from '../../harness/commands.js';
 import type { Json } from '../../harness/kube-rest.js';
-import { startPostgres } from '../../harness/programs/postgresql.js';
+import { startPostgres } from '../../harness/programs/postgres.js';
 import { program } from '../../harness/programs/programs.js';
 import { testSecret } from '../../harness/secrets.js';
 import { chartDir } from '../../harness/controlplane/chart.js';

@@ -1,14 +1,14 @@
 // The guide's `kubectl exec dify-postgresql-0 -- psql ...` commands on the cluster, run as written: kwok
 // runs them on this machine against a real PostgreSQL 15 initialised with the user, database and
-// password of the Secret the chart renders (harness/programs/postgresql.ts). A client with the Secret's
+// password of the Secret the chart renders (harness/programs/postgres.ts). A client with the Secret's
 // password logs in over TCP; a wrong password is refused with 28P01.
 import { dirname } from 'node:path';
 import t from 'tap';
 import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
 import type { Json } from '../../harness/kube-rest.js';
-import { startPostgres } from '../../harness/programs/postgresql.js';
-import { privateDir, runProgram } from '../../harness/programs/program-run.js';
+import { startPostgres } from '../../harness/programs/postgres.js';
+import { privateDir, runProgram } from '../../harness/programs/run.js';
 import { program } from '../../harness/programs/programs.js';
 import {
   chartDir,

@@ -8,7 +8,7 @@ import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js
 import { METRIC_NAMES } from '../../src/metrics.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json, type KubeResponse } from '../../harness/kube-rest.js';
-import { startLocalPostgres, sqlPassword } from '../../harness/programs/local-postgres.js';
+import { startLocalPostgres, sqlPassword } from '../../harness/programs/postgres.js';
 import { pvcManifest } from '../../harness/manifests.js';
 import { captureOutput, testSecret } from '../../harness/secrets.js';
 import { findObject, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';

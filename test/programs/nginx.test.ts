@@ -25,7 +25,7 @@ import {
   startProgram,
   waitForPort,
   type BindMount,
-} from '../../harness/programs/program-run.js';
+} from '../../harness/programs/run.js';
 
 requireRoot('nginx as the proxy container runs it (uid 101, private mounts)');
 const nginx = program('nginx');

@@ -5,7 +5,7 @@
 // container's script on a volume laid out as Bitnami's, one of another major version, its own and an empty one.
 // Not run here: `CREATE EXTENSION vector`. The chart's image (pgvector/pgvector:pg15) carries pgvector, but
 // Debian bookworm has no postgresql-15-pgvector package (`apt-get install` finds none), so this server lacks it.
-import { chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import t from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
@@ -23,7 +23,7 @@ import {
   type Container,
 } from '../../harness/helm.js';
 import { resolvedEnv, secretValue, shellScript, type Env } from '../../harness/programs/rendered-env.js';
-import { PipedServer, privateDir, runAs, systemUser, until } from '../../harness/programs/run-as.js';
+import { privateDir, runAs, startAs, systemUser, until, type RunningProgram } from '../../harness/programs/run.js';
 
 const release = 'dify';
 const postgres = systemUser('postgres');
@@ -39,17 +39,17 @@ const wait = initContainersOf(workloadOf(objects, LABELS.component, contract.com
 const pgSecret = expandName(contract.names.postgresqlSecret, release);
 const secret = (key: string): string => secretValue(objects, pgSecret, key);
 
-const work = privateDir(postgres, 'postgres');
-t.teardown(() => work.remove());
+const work = privateDir('dify-postgres', postgres);
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
 const port = await reservePort();
 t.teardown(() => port.release());
-const socketDir = join(work.dir, 'run');
+const socketDir = join(work, 'run');
 mkdirSync(socketDir);
 chownSync(socketDir, postgres.uid, postgres.gid);
 
 // The container's env, with the volume at a temporary path and the port a free one.
 const serverEnv = resolvedEnv(objects, server);
-const volume = join(work.dir, 'volume');
+const volume = join(work, 'volume');
 const local: Env = {
   PATH,
   LANG: 'C.UTF-8',
@@ -62,7 +62,7 @@ const local: Env = {
 async function initialise(): Promise<void> {
   mkdirSync(volume);
   chownSync(volume, postgres.uid, postgres.gid);
-  const pwfile = join(work.dir, 'pwfile');
+  const pwfile = join(work, 'pwfile');
   writeFileSync(pwfile, `${serverEnv.POSTGRES_PASSWORD}\n`, { mode: 0o600 });
   chownSync(pwfile, postgres.uid, postgres.gid);
   const initdb = await runAs(
@@ -82,7 +82,7 @@ async function initialise(): Promise<void> {
   if (initdb.status !== 0) throw new Error(`initdb failed:\n${initdb.stdout}${initdb.stderr}`);
 }
 
-let pg: PipedServer | undefined;
+let pg: RunningProgram | undefined;
 t.teardown(async () => {
   await pg?.stop();
 });
@@ -101,8 +101,8 @@ t.test('the rendered check-data-directory and migration wait scripts pass shellc
 t.test('check-data-directory accepts an empty volume (PostgreSQL will initialise it)', async (t) => {
   const mount = { name: 'data', mountPath: resolvedEnv(objects, check).DATA_VOLUME, readOnly: true };
   t.same(check.volumeMounts, [mount], 'the data volume, read-only');
-  mkdirSync(join(work.dir, 'empty'));
-  const r = await runCheck(join(work.dir, 'empty'));
+  mkdirSync(join(work, 'empty'));
+  const r = await runCheck(join(work, 'empty'));
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /no database on volume .* yet: PostgreSQL 15 initialises/);
 });
@@ -115,12 +115,12 @@ t.test(
     t.equal(serverEnv.PGDATA, '/var/lib/postgresql/data/pgdata', 'a subfolder of the volume');
     await initialise();
     // Listen on loopback only; the port comes from PGPORT, as in the container.
-    pg = new PipedServer(
+    pg = startAs(
       'postgres',
       postgres,
       program('postgres'),
       ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${socketDir}`, '-c', 'log_line_prefix=%e '],
-      { ...local },
+      { env: { ...local } },
     );
     const probe = shellScript((server.readinessProbe as { exec: { command: string[] } }).exec.command);
     t.equal(
@@ -225,7 +225,7 @@ function runCheck(dir: string): ReturnType<typeof runAs> {
 
 /** A volume holding PG_VERSION (and a stand-in for the rest) at `sub`. */
 function fakeVolume(name: string, sub: string, version: string, owner = postgres): string {
-  const dir = join(work.dir, name);
+  const dir = join(work, name);
   mkdirSync(join(dir, sub), { recursive: true });
   writeFileSync(join(dir, sub, 'PG_VERSION'), `${version}\n`);
   mkdirSync(join(dir, sub, 'base'));

@@ -2,6 +2,7 @@
 // StatefulSet's rendered command and env (password from the rendered Secret): its probe passes, a
 // client with a Dify component's REDIS_* settings or its CELERY_BROKER_URL authenticates, one without
 // the password gets NOAUTH and one with another gets WRONGPASS.
+import { rmSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { run } from '../../harness/commands.js';
@@ -10,7 +11,7 @@ import { program } from '../../harness/programs/programs.js';
 import { containersOf, find, render, requiredValues, workloadOf, type Container } from '../../harness/helm.js';
 import { resolvedEnv, secretValue, shellScript, type Env } from '../../harness/programs/rendered-env.js';
 import { RedisConnection } from '../../harness/programs/resp.js';
-import { PipedServer, privateDir, runAs, systemUser, until } from '../../harness/programs/run-as.js';
+import { privateDir, runAs, startAs, systemUser, until } from '../../harness/programs/run.js';
 
 const release = 'dify';
 const redisUser = systemUser('redis');
@@ -24,8 +25,8 @@ const component = (name: string): Container => containersOf(workloadOf(objects, 
 const service = find(objects, 'Service', expandName(contract.names.redisMaster, release));
 const password = secretValue(objects, expandName(contract.names.redisSecret, release), SECRET_KEYS.redisPassword);
 
-const work = privateDir(redisUser, 'redis');
-t.teardown(() => work.remove());
+const work = privateDir('dify-redis', redisUser);
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
 const port = await reservePort();
 t.teardown(() => port.release());
 
@@ -35,16 +36,9 @@ const env: Env = {
   PATH,
   REDIS_LISTEN_PORT: String(port.port),
   REDIS_BIND_ADDRESSES: '127.0.0.1',
-  REDIS_DATA_DIR: work.dir,
+  REDIS_DATA_DIR: work,
 };
-const redis = new PipedServer(
-  'redis-server',
-  redisUser,
-  '/bin/sh',
-  ['-c', shellScript(container.command)],
-  env,
-  work.dir,
-);
+const redis = startAs('redis-server', redisUser, '/bin/sh', ['-c', shellScript(container.command)], { env, cwd: work });
 t.teardown(() => redis.stop());
 
 const probe = shellScript((container.readinessProbe as { exec: { command: string[] } }).exec.command);

@@ -22,7 +22,7 @@ import {
   waitForPort,
   type BindMount,
   type RunningProgram,
-} from '../../harness/programs/program-run.js';
+} from '../../harness/programs/run.js';
 
 requireRoot('Squid as the ssrf-proxy container runs it (root start, then user proxy)');
 const squid = program('squid');

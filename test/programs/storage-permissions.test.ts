@@ -8,7 +8,7 @@ import { chownSync, lstatSync, mkdirSync, symlinkSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { contract, expandName } from '../../src/contract.js';
 import { find, initContainersOf, render, requiredValues } from '../../harness/helm.js';
-import { privateDir, requireRoot, runProgram } from '../../harness/programs/program-run.js';
+import { privateDir, requireRoot, runProgram } from '../../harness/programs/run.js';
 
 requireRoot('the storage-permissions init container (root with CHOWN and DAC_OVERRIDE)');
 
