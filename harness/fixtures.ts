@@ -53,33 +53,37 @@ export function loadObject(name: string): JsonObject {
  */
 export function sensitiveStringsOf(review: AdmissionReview): string[] {
   const found = new Set<string>();
-  const addPlain = (plain: string): void => {
-    if (plain.length < 6) return; // e.g. 'dify' also names the release; only real secrets are long here
-    found.add(plain);
-    found.add(Buffer.from(plain, 'utf8').toString('base64'));
-  };
-  const visit = (node: unknown, key: string): void => {
-    if (Array.isArray(node)) return node.forEach((item) => visit(item, key));
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(visit);
     if (typeof node !== 'object' || node === null) return;
     const object = node as JsonObject;
-    if (object.kind === 'Secret') {
-      for (const field of ['data', 'stringData'] as const) {
-        const values = object[field] as Record<string, unknown> | undefined;
-        for (const [k, value] of Object.entries(values ?? {})) {
-          if (typeof value !== 'string' || !/password/i.test(k)) continue;
-          addPlain(field === 'data' ? Buffer.from(value, 'base64').toString('utf8') : value);
-        }
-      }
+    for (const plain of [...secretPasswordsOf(object), ...envPasswordsOf(object)]) {
+      if (plain.length < 6) continue; // e.g. 'dify' also names the release; only real secrets are long here
+      found.add(plain);
+      found.add(Buffer.from(plain, 'utf8').toString('base64'));
     }
-    if (typeof object.name === 'string' && typeof object.value === 'string') {
-      if (/PASSWORD/.test(object.name) && !object.value.includes('$(')) addPlain(object.value);
-      const urlPassword = /^[a-z]+:\/\/[^:@/]*:([^@]+)@/i.exec(object.value)?.[1];
-      if (urlPassword && !urlPassword.startsWith('$(')) addPlain(urlPassword);
-    }
-    for (const [k, value] of Object.entries(object)) visit(value, k);
+    Object.values(object).forEach(visit);
   };
-  visit(review, '');
+  visit(review);
   return [...found];
+}
+
+/** A Secret's password-named values, decoded from `data`, as written in `stringData`. */
+function secretPasswordsOf(object: JsonObject): string[] {
+  if (object.kind !== 'Secret') return [];
+  return (['data', 'stringData'] as const).flatMap((field) =>
+    Object.entries((object[field] as Record<string, unknown> | undefined) ?? {})
+      .filter((entry): entry is [string, string] => typeof entry[1] === 'string' && /password/i.test(entry[0]))
+      .map(([, value]) => (field === 'data' ? Buffer.from(value, 'base64').toString('utf8') : value)),
+  );
+}
+
+/** An env entry's literal *PASSWORD value and the password inside a URL value ($(VAR) references left out). */
+function envPasswordsOf(object: JsonObject): string[] {
+  if (typeof object.name !== 'string' || typeof object.value !== 'string') return [];
+  const literal = /PASSWORD/.test(object.name) && !object.value.includes('$(') ? [object.value] : [];
+  const inUrl = /^[a-z]+:\/\/[^:@/]*:([^@]+)@/i.exec(object.value)?.[1];
+  return [...literal, ...(inUrl && !inUrl.startsWith('$(') ? [inUrl] : [])];
 }
 
 // ---- pod env helpers ------------------------------------------------------------------------------

@@ -118,28 +118,26 @@ export interface LabelSelector {
   matchExpressions?: { key: string; operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist'; values?: string[] }[];
 }
 
+/** Whether one matchExpressions entry holds for `labels`. */
+function expressionHolds(e: NonNullable<LabelSelector['matchExpressions']>[number], labels: Record<string, string>) {
+  const has = Object.hasOwn(labels, e.key);
+  const listed = has && (e.values ?? []).includes(labels[e.key]!);
+  switch (e.operator) {
+    case 'In':
+      return listed;
+    case 'NotIn':
+      return !listed;
+    case 'Exists':
+      return has;
+    case 'DoesNotExist':
+      return !has;
+    default:
+      throw new Error(`unknown selector operator ${String(e.operator)}`);
+  }
+}
+
 export function selects(selector: LabelSelector | undefined, labels: Record<string, string>): boolean {
   if (!selector) return true;
-  for (const [k, v] of Object.entries(selector.matchLabels ?? {})) if (labels[k] !== v) return false;
-  for (const e of selector.matchExpressions ?? []) {
-    const has = Object.hasOwn(labels, e.key);
-    const value = labels[e.key];
-    switch (e.operator) {
-      case 'In':
-        if (!has || !(e.values ?? []).includes(value!)) return false;
-        break;
-      case 'NotIn':
-        if (has && (e.values ?? []).includes(value!)) return false;
-        break;
-      case 'Exists':
-        if (!has) return false;
-        break;
-      case 'DoesNotExist':
-        if (has) return false;
-        break;
-      default:
-        throw new Error(`unknown selector operator ${String(e.operator)}`);
-    }
-  }
-  return true;
+  const matched = Object.entries(selector.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+  return matched && (selector.matchExpressions ?? []).every((e) => expressionHolds(e, labels));
 }

@@ -38,6 +38,40 @@ const PASSWORD_ENV = new Set<string>([...CREDENTIALS.postgresqlPasswords, ...CRE
 const URL_ENV = new Set<string>(CREDENTIALS.redisUrls);
 const PASSWORD_KEYS = new Set<string>([SECRET_KEYS.postgresPassword, SECRET_KEYS.password, SECRET_KEYS.redisPassword]);
 
+/** The password of a broker URL, unless it is a $(VAR) reference or the value is no URL. */
+function urlPassword(value: string): string | undefined {
+  try {
+    const p = decodeURIComponent(new URL(value).password);
+    return p && !p.startsWith('$(') ? p : undefined;
+  } catch {
+    return undefined; // not a URL
+  }
+}
+
+/** The passwords of one env entry ({ name, value }) of the fixtures. */
+function envPasswords(o: Record<string, unknown>): string[] {
+  if (typeof o.name !== 'string' || typeof o.value !== 'string' || o.value === '') return [];
+  const fromUrl = URL_ENV.has(o.name) ? urlPassword(o.value) : undefined;
+  return [...(PASSWORD_ENV.has(o.name) ? [o.value] : []), ...(fromUrl ? [fromUrl] : [])];
+}
+
+/** The password keys' values of a Secret's data (base64) and stringData. */
+function secretPasswords(o: Record<string, unknown>): string[] {
+  const found: string[] = [];
+  for (const [field, decode] of [
+    ['data', true],
+    ['stringData', false],
+  ] as const) {
+    const map = o[field];
+    if (typeof map !== 'object' || map === null || Array.isArray(map)) continue;
+    for (const [key, value] of Object.entries(map as Record<string, unknown>)) {
+      if (!PASSWORD_KEYS.has(key) || typeof value !== 'string' || value === '') continue;
+      found.push(decode ? Buffer.from(value, 'base64').toString('utf8') : value);
+    }
+  }
+  return found;
+}
+
 /** The fixed passwords of test/fixtures: literal password env values, broker URL passwords, Secret password keys. */
 export function fixturePasswords(fixturesDir: string): string[] {
   const found = new Set<string>();
@@ -48,28 +82,7 @@ export function fixturePasswords(fixturesDir: string): string[] {
     }
     if (typeof node !== 'object' || node === null) return;
     const o = node as Record<string, unknown>;
-    if (typeof o.name === 'string' && typeof o.value === 'string' && o.value !== '') {
-      if (PASSWORD_ENV.has(o.name)) found.add(o.value);
-      if (URL_ENV.has(o.name)) {
-        try {
-          const p = decodeURIComponent(new URL(o.value).password);
-          if (p && !p.startsWith('$(')) found.add(p);
-        } catch {
-          /* not a URL */
-        }
-      }
-    }
-    for (const [field, decode] of [
-      ['data', true],
-      ['stringData', false],
-    ] as const) {
-      const map = o[field];
-      if (typeof map !== 'object' || map === null || Array.isArray(map)) continue;
-      for (const [key, value] of Object.entries(map as Record<string, unknown>)) {
-        if (!PASSWORD_KEYS.has(key) || typeof value !== 'string' || value === '') continue;
-        found.add(decode ? Buffer.from(value, 'base64').toString('utf8') : value);
-      }
-    }
+    for (const password of [...envPasswords(o), ...secretPasswords(o)]) found.add(password);
     Object.values(o).forEach(visit);
   };
   for (const name of readdirSync(fixturesDir)) {

@@ -86,7 +86,7 @@ export function reserveLocalPodRange(): LocalPodRange {
     } catch (err) {
       unlinkSync(file);
       const why = String((err as { stderr?: Buffer }).stderr ?? err);
-      throw new Error(`ip route add local ${cidr} dev lo failed (needs CAP_NET_ADMIN): ${why}`);
+      throw new Error(`ip route add local ${cidr} dev lo failed (needs CAP_NET_ADMIN): ${why}`, { cause: err });
     }
     held.set(cidr, file);
     return {

@@ -10,8 +10,7 @@ import type { ControlPlane } from './harness.js';
 
 export const WEBHOOK_KINDS = ['MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration'] as const;
 
-const collection = (kind: string): string =>
-  `/apis/admissionregistration.k8s.io/v1/${kind === 'MutatingWebhookConfiguration' ? 'mutatingwebhookconfigurations' : 'validatingwebhookconfigurations'}`;
+const collection = (kind: string): string => `/apis/admissionregistration.k8s.io/v1/${kind.toLowerCase()}s`;
 
 export interface RegisteredWebhooks {
   configurations: Json[];
@@ -45,13 +44,16 @@ export function webhookEntries(configurations: Json[], guard: DifyGuard): Json[]
       const clientConfig = (webhook.clientConfig ?? {}) as Json;
       const url = String(clientConfig.url ?? '');
       if (!url.startsWith(guard.url('/'))) {
+        const calls = url || JSON.stringify(clientConfig);
         throw new Error(
-          `${kindOf(config)} ${nameOf(config)} webhook ${String(webhook.name)} calls ${url || JSON.stringify(clientConfig)}, not ${guard.url('/...')}: webhook.url was not applied`,
+          `${kindOf(config)} ${nameOf(config)} webhook ${String(webhook.name)} calls ${calls}, ` +
+            `not ${guard.url('/...')}: webhook.url was not applied`,
         );
       }
       if (clientConfig.caBundle !== guard.caBundle) {
         throw new Error(
-          `${kindOf(config)} ${nameOf(config)} webhook ${String(webhook.name)} does not carry the local CA: webhook.caBundle was not applied`,
+          `${kindOf(config)} ${nameOf(config)} webhook ${String(webhook.name)} does not carry the local CA: ` +
+            'webhook.caBundle was not applied',
         );
       }
       entries.push(webhook);
