@@ -3,11 +3,12 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { binary, repoRoot } from '../binaries.js';
-import { runOk } from '../commands.js';
+import { runOk, type CommandResult } from '../commands.js';
 import { helmEnv } from '../helm-env.js';
 import type { Json } from '../kube-rest.js';
 import { deepMerge, find, kindOf, nameOf, parseObjects } from '../manifests.js';
 import { testSecret } from '../secrets.js';
+import type { ControlPlane } from './harness.js';
 
 export const chartDir = join(repoRoot, 'chart');
 
@@ -74,4 +75,29 @@ export function podFromTemplate(workload: Json, namespace: string): Json {
     metadata: { ...metadata, generateName: `${nameOf(workload)}-`, namespace },
     spec: structuredClone(template.spec as Json),
   };
+}
+
+/**
+ * `helm upgrade --install` of the chart with these values into `namespace` (created), waiting up to
+ * 5 minutes for every workload to be ready, as the guide's install does.
+ */
+export function installChartAndWait(
+  cp: ControlPlane,
+  options: { release: string; namespace: string; valuesFile: string },
+): Promise<CommandResult> {
+  const { release, namespace, valuesFile } = options;
+  return cp.helm(
+    [
+      'upgrade',
+      '--install',
+      release,
+      chartDir,
+      '--namespace',
+      namespace,
+      '--create-namespace',
+      '-f',
+      valuesFile,
+    ].concat(['--wait', '--timeout', '5m']),
+    { timeoutMs: 330_000 },
+  );
 }

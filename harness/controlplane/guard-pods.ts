@@ -12,8 +12,8 @@ import { contract } from '../../src/contract.js';
 import { repoRoot } from '../binaries.js';
 import { waitFor } from '../commands.js';
 import { PATCH, paths, type Json } from '../kube-rest.js';
-import { ManagedProcess } from '../processes.js';
-import type { Cluster } from './cluster.js';
+import { ManagedProcess, type TeardownHost } from '../processes.js';
+import { startCluster, type Cluster } from './cluster.js';
 import { guardArgs, guardBaseEnv } from './dify-guard.js';
 
 /** The label kwok leaves unready and this harness serves: dify-guard's pods (the chart's selector label). */
@@ -213,4 +213,28 @@ export class GuardPods {
       }),
     );
   }
+}
+
+/** A test file's host: tap's `t` (teardown, and the diagnostics printed when the file fails). */
+export interface FileHost extends TeardownHost {
+  passing(): boolean;
+  comment(...message: unknown[]): void;
+}
+
+/**
+ * A cluster whose dify-guard pods in `namespace` are served by real processes (servedPods: GUARD_POD_LABEL),
+ * both stopped in the file's teardown; a failing file prints the cluster's diagnostics.
+ */
+export async function startGuardCluster(
+  t: FileHost,
+  options: { name: string; namespace: string; nodes?: number },
+): Promise<{ cluster: Cluster; guards: GuardPods }> {
+  const cluster = await startCluster(t, { name: options.name, nodes: options.nodes, servedPods: GUARD_POD_LABEL });
+  const guards = new GuardPods(cluster, options.namespace);
+  guards.start();
+  t.teardown(async () => {
+    await guards.stop();
+    if (!t.passing()) t.comment(cluster.diagnostics());
+  });
+  return { cluster, guards };
 }

@@ -6,7 +6,7 @@ import t from 'tap';
 import { contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
-import { chartDir, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import { installChartAndWait, testValues, writeValues } from '../../harness/controlplane/chart.js';
 import { SIMULATED_CONTAINER_LOG, STORAGE_CLASS, startCluster } from '../../harness/controlplane/cluster.js';
 import { jobPath } from '../../harness/controlplane/controllers.js';
 import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
@@ -48,7 +48,7 @@ async function until(path: string, what: string, done: (obj: Json) => boolean, t
       { timeoutMs, intervalMs: 250 },
     );
   } catch (err) {
-    throw new Error(`${(err as Error).message}\nlast status: ${JSON.stringify(last.status)}`);
+    throw new Error(`${(err as Error).message}\nlast status: ${JSON.stringify(last.status)}`, { cause: err });
   }
 }
 
@@ -184,23 +184,7 @@ t.test(
     const release = 'dify';
     const namespace = 'dify';
     const valuesFile = writeValues(cp.dir, 'cluster', testValues({ url: guard.url(''), caBundle: guard.caBundle }));
-    const res = await cp.helm(
-      [
-        'upgrade',
-        '--install',
-        release,
-        chartDir,
-        '--namespace',
-        namespace,
-        '--create-namespace',
-        '-f',
-        valuesFile,
-        '--wait',
-        '--timeout',
-        '5m',
-      ],
-      { timeoutMs: 330_000 },
-    );
+    const res = await installChartAndWait(cp, { release, namespace, valuesFile });
     t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
 
     const jobName = expandName(contract.names.migrationJob, release);

@@ -7,27 +7,20 @@ import { ENV, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
 import {
-  chartDir,
+  installChartAndWait,
   findObject,
   podFromTemplate,
   randomSecret,
   renderChart,
   writeValues,
 } from '../../harness/controlplane/chart.js';
-import { startCluster } from '../../harness/controlplane/cluster.js';
-import { GUARD_POD_LABEL, GuardPods } from '../../harness/controlplane/guard-pods.js';
+import { startGuardCluster } from '../../harness/controlplane/guard-pods.js';
 import { SECRET_WEBHOOK, base64, envVar } from '../../harness/controlplane/stack.js';
 
 const release = 'dify';
 const namespace = 'dify';
-const cluster = await startCluster(t, { name: 'guard-in-cluster', servedPods: GUARD_POD_LABEL });
+const { cluster, guards } = await startGuardCluster(t, { name: 'guard-in-cluster', namespace });
 const { cp, rest } = cluster;
-const guards = new GuardPods(cluster, namespace);
-guards.start();
-t.teardown(async () => {
-  await guards.stop();
-  if (!t.passing()) t.comment(cluster.diagnostics());
-});
 
 const guardName = expandName(contract.names.guard, release);
 const values = { secrets: { difySecretKey: randomSecret() }, postgresql: { auth: { password: randomSecret() } } };
@@ -37,23 +30,7 @@ const valuesFile = writeValues(cp.dir, 'in-cluster', values);
 const rangePrefix = (cluster.podRange?.cidr ?? '').replace(/0\/24$/, '');
 
 t.test('helm install with dify-guard in the cluster: two replicas Ready, served by real processes', async (t) => {
-  const res = await cp.helm(
-    [
-      'upgrade',
-      '--install',
-      release,
-      chartDir,
-      '--namespace',
-      namespace,
-      '--create-namespace',
-      '-f',
-      valuesFile,
-      '--wait',
-      '--timeout',
-      '5m',
-    ],
-    { timeoutMs: 330_000 },
-  );
+  const res = await installChartAndWait(cp, { release, namespace, valuesFile });
   t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
   const deployment = await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments/${guardName}`);
   t.equal((deployment.status as Json).readyReplicas, 2, `Deployment ${guardName}: two ready replicas`);

@@ -18,7 +18,7 @@ import {
 } from '../../harness/controlplane/controllers.js';
 import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
 import { startControlPlane } from '../../harness/controlplane/harness.js';
-import { SECRET_WEBHOOK, auditLines, base64 } from '../../harness/controlplane/stack.js';
+import { SECRET_WEBHOOK, base64 } from '../../harness/controlplane/stack.js';
 import { WEBHOOK_KINDS } from '../../harness/controlplane/webhooks.js';
 
 const release = 'dify';

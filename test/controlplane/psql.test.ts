@@ -11,7 +11,7 @@ import { startPostgres } from '../../harness/programs/postgres.js';
 import { privateDir, runProgram } from '../../harness/programs/run.js';
 import { program } from '../../harness/programs/programs.js';
 import {
-  chartDir,
+  installChartAndWait,
   findObject,
   randomSecret,
   renderChart,
@@ -89,23 +89,7 @@ const tcpPsql = (pass: string, sql: string): ReturnType<typeof runProgram> =>
 t.test("the chart is installed; PostgreSQL takes the Secret's password over TCP", async (t) => {
   const guard = await startDifyGuard(t, cp);
   const valuesFile = writeValues(cp.dir, 'psql', testValues({ url: guard.url(''), caBundle: guard.caBundle }, extra));
-  const res = await cp.helm(
-    [
-      'upgrade',
-      '--install',
-      release,
-      chartDir,
-      '--namespace',
-      namespace,
-      '--create-namespace',
-      '-f',
-      valuesFile,
-      '--wait',
-      '--timeout',
-      '5m',
-    ],
-    { timeoutMs: 330_000 },
-  );
+  const res = await installChartAndWait(cp, { release, namespace, valuesFile });
   t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
   t.equal(auth.user, 'dify', 'the Secret names the user dify');
   t.equal(auth.database, 'dify', 'and the database dify');

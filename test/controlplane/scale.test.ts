@@ -9,16 +9,15 @@ import { ENV, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
 import {
-  chartDir,
+  installChartAndWait,
   findObject,
   podFromTemplate,
   randomSecret,
   renderChart,
   writeValues,
 } from '../../harness/controlplane/chart.js';
-import { startCluster } from '../../harness/controlplane/cluster.js';
 import { createStatefulSetPvc } from '../../harness/controlplane/controllers.js';
-import { GUARD_POD_LABEL, GuardPods } from '../../harness/controlplane/guard-pods.js';
+import { startGuardCluster } from '../../harness/controlplane/guard-pods.js';
 import { base64, ensureNamespace, envVar } from '../../harness/controlplane/stack.js';
 
 const RELEASES = 20;
@@ -28,14 +27,8 @@ const release = 'dify';
 const guardNamespace = 'dify';
 const namespaces = Array.from({ length: RELEASES }, (_, i) => `tenant-${String(i + 1).padStart(2, '0')}`);
 
-const cluster = await startCluster(t, { name: 'scale', nodes: 3, servedPods: GUARD_POD_LABEL });
+const { cluster, guards } = await startGuardCluster(t, { name: 'scale', namespace: guardNamespace, nodes: 3 });
 const { cp, rest } = cluster;
-const guards = new GuardPods(cluster, guardNamespace);
-guards.start();
-t.teardown(async () => {
-  await guards.stop();
-  if (!t.passing()) t.comment(cluster.diagnostics());
-});
 
 const guardName = expandName(contract.names.guard, release);
 const values = { secrets: { difySecretKey: randomSecret() }, postgresql: { auth: { password: randomSecret() } } };
@@ -69,23 +62,7 @@ function difyPod(namespace: string): Json {
 }
 
 t.test("the chart with dify-guard in the cluster, and 20 releases' PostgreSQL Secrets and PVCs", async (t) => {
-  const res = await cp.helm(
-    [
-      'upgrade',
-      '--install',
-      release,
-      chartDir,
-      '--namespace',
-      guardNamespace,
-      '--create-namespace',
-      '-f',
-      valuesFile,
-      '--wait',
-      '--timeout',
-      '5m',
-    ],
-    { timeoutMs: 330_000 },
-  );
+  const res = await installChartAndWait(cp, { release, namespace: guardNamespace, valuesFile });
   t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
   t.equal(guards.readyPods().length, 2, 'two dify-guard processes ready');
   const secret = findObject(rendered, 'Secret', secretName);
