@@ -7,7 +7,7 @@
 // Writes bench/results/<time>.json and latest.json, prints a table; --write-md refreshes the
 // generated block of BENCHMARKS.md. Loopback only. See BENCHMARKS.md for the method.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +32,7 @@ import { PAYLOADS, runServerView, type ServerTarget } from './lib/server-view.js
 
 const { values: args } = parseArgs({
   options: {
+    help: { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
     n: { type: 'string' },
     seconds: { type: 'string' },
@@ -184,42 +185,76 @@ async function profileServer(
   return { ...summarizeProfile(file, load.requests), file: relative(repoRoot, file) };
 }
 
-async function main(): Promise<void> {
-  if (!existsSync(join(repoRoot, 'dist/src/main.js')))
-    throw new Error('dist/src/main.js is missing: `npm run bench` builds it (npm run build)');
-  const loadAverageAtStart = loadavg();
-  log(
-    `load average ${loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}; ${quick ? 'QUICK run (development numbers)' : 'full run'}`,
-  );
-  const versions: Record<string, string> = {
+const HELP = `npm run bench [-- options]
+  --quick                  development numbers: 3 s runs, 1 s warm-up, n=50
+  --seconds S, --warmup S  length of each measured run and of its warm-up
+  --n N                    API-server view: requests per kind
+  --connections C          fixed connections (default 10); --rate R: paced rate (default 1000 req/s)
+  --skip-server-view, --skip-apiserver-view, --no-profile, --no-autocannon-rate
+  --write-md               refresh the generated block of BENCHMARKS.md
+  --guard-node-options "..."  --guard-env KEY=VALUE (repeatable): experiments on the dify-guard process`;
+
+const packageVersion = (name: string): string =>
+  (JSON.parse(readFileSync(join(repoRoot, `node_modules/${name}/package.json`), 'utf8')) as { version: string })
+    .version;
+
+function toolVersions(): Record<string, string> {
+  return {
     node: process.version,
     'kube-apiserver': firstLine(binary('kube-apiserver'), ['--version']).replace(/^Kubernetes /, ''),
     etcd: firstLine(binary('etcd'), ['--version']).replace(/^etcd Version: /, 'v'),
     helm: firstLine(binary('helm'), ['version', '--short']),
-    autocannon: (
-      JSON.parse(readFileSync(join(repoRoot, 'node_modules/autocannon/package.json'), 'utf8')) as { version: string }
-    ).version,
-    fastify: (
-      JSON.parse(readFileSync(join(repoRoot, 'node_modules/fastify/package.json'), 'utf8')) as { version: string }
-    ).version,
+    autocannon: packageVersion('autocannon'),
+    fastify: packageVersion('fastify'),
   };
-  const git = {
+}
+
+/** The commit measured, and the files of src/, chart/ and package.json that differ from it. */
+function gitState(): BenchResult['git'] {
+  const status = execFileSync('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src', 'chart', 'package.json'], {
+    encoding: 'utf8',
+  });
+  return {
     commit: firstLine('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']),
-    dirty: execFileSync('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src', 'chart', 'package.json'], {
-      encoding: 'utf8',
-    })
+    dirty: status
       .split('\n')
       .filter(Boolean)
       .map((l) => l.slice(3)),
   };
+}
 
-  // First, while nothing else of the bench runs: the decisions' own cost, in this process.
-  const micro = runMicro(quick ? 500 : 2000);
-  log(`in-process steps: ${micro.map((m) => `${m.step.trim()} ${m.us} us`).join('; ')}`);
-  const cp = await ControlPlane.start({ name: 'bench' });
-  let guard: DifyGuard | undefined;
-  let bare: Awaited<ReturnType<typeof startBare>> | undefined;
-  const result: BenchResult = {
+const SETUP: Record<string, string> = {
+  'dify-guard':
+    "the real process (node dist/src/main.js with the Node flags of the Dockerfile's CMD, started by " +
+    'harness/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real ' +
+    'kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, ' +
+    'outgoing request counter)',
+  'bare server':
+    'bench/bare-server.mjs: node:https, same certificate, TLS floor and keep-alive timeouts, reads the body, ' +
+    'answers a constant allowed AdmissionReview',
+  'load generator':
+    'this process (autocannon 1 worker, and an open-loop paced client on node:https), separate from both servers; ' +
+    'the machine has 2 cores, so generator and server each get about one',
+  'control plane':
+    'harness/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in ' +
+    'blocking mode (Metadata level for writes)',
+};
+
+/** The set-up as run: the fixed description, the image's Node flags, and any experiment's flags and env. */
+function setupOf(): Record<string, string> {
+  const setup: Record<string, string> = {
+    ...SETUP,
+    "dify-guard Node options (the image's CMD)": imageNodeFlags().join(' ') || '(none)',
+  };
+  if (args['guard-node-options'])
+    setup['dify-guard extra Node options (experiment)'] = String(args['guard-node-options']);
+  if (args['guard-env']?.length) setup['dify-guard extra env (experiment)'] = args['guard-env'].join(' ');
+  return setup;
+}
+
+/** The result as known before any server starts: the machine, the versions, the in-process steps. */
+function newResult(micro: BenchResult['micro'], loadAverageAtStart: number[]): BenchResult {
+  return {
     schema: 1,
     startedAt: started.toISOString(),
     finishedAt: '',
@@ -234,112 +269,100 @@ async function main(): Promise<void> {
       loadAverageAtStart,
       loadAverageAtEnd: [],
     },
-    versions,
-    git,
-    setup: {
-      'dify-guard':
-        "the real process (node dist/src/main.js with the Node flags of the Dockerfile's CMD, started by harness/controlplane/dify-guard.ts), log level info, Events on, PVC cache list+watch synced against the real kube-apiserver before any load; preloaded bench/support/server-probe.mjs (CPU/memory snapshots on SIGUSR2, outgoing request counter)",
-      'bare server':
-        'bench/bare-server.mjs: node:https, same certificate, TLS floor and keep-alive timeouts, reads the body, answers a constant allowed AdmissionReview',
-      'load generator':
-        'this process (autocannon 1 worker, and an open-loop paced client on node:https), separate from both servers; the machine has 2 cores, so generator and server each get about one',
-      'control plane':
-        'harness/controlplane/harness.ts: etcd (--unsafe-no-fsync) + kube-apiserver on loopback, RBAC, audit log in blocking mode (Metadata level for writes)',
-    },
+    versions: toolVersions(),
+    git: gitState(),
+    setup: setupOf(),
     micro,
     targets: [],
   };
-  result.setup["dify-guard Node options (the image's CMD)"] = imageNodeFlags().join(' ') || '(none)';
-  if (args['guard-node-options'])
-    result.setup['dify-guard extra Node options (experiment)'] = String(args['guard-node-options']);
-  if (args['guard-env']?.length) result.setup['dify-guard extra env (experiment)'] = args['guard-env'].join(' ');
-  try {
-    const rest = cp.rest();
-    // The fixtures' Secret lives in namespace dify of release dify: its PVC exists, so a password change is denied.
-    await rest.create(paths.namespaces, { metadata: { name: 'dify' } });
-    await rest.create(paths.pvcs('dify'), pvcManifest(expandName(contract.names.postgresqlPvc, RELEASE)));
-    const kubeconfig = guardKubeconfig(cp);
-    const guardProbeFile = join(cp.dir, 'probe-dify-guard.json');
-    guard = await startGuard(cp, kubeconfig, guardProbeFile);
-    const guardProbe = new ServerProbe('dify-guard', () => guard?.process.pid, guardProbeFile);
-    log(`dify-guard ready (pid ${guard.process.pid}, https://127.0.0.1:${guard.port}); PVC cache synced`);
+}
 
-    const bareProbeFile = join(cp.dir, 'probe-bare.json');
-    bare = await startBare(cp, guard, bareProbeFile);
-    const bareProcess = bare.process;
-    const targets: ServerTarget[] = [
-      {
-        name: 'dify-guard',
-        port: guard.port,
-        caFile: guard.certs.caFile,
-        probe: guardProbe,
-        healthPort: guard.healthPort,
-      },
-      {
-        name: 'bare',
-        port: bare.port,
-        caFile: guard.certs.caFile,
-        probe: new ServerProbe('bare', () => bareProcess.pid, bareProbeFile),
-      },
-    ];
-    if (!args['skip-server-view']) {
-      result.serverView = await runServerView(
-        targets,
-        {
-          warmupSeconds,
-          seconds,
-          connections: Number(args.connections),
-          rate: Number(args.rate),
-          pacedSockets: 16,
-          autocannonRate: !args['no-autocannon-rate'],
-        },
-        log,
-      );
-    }
-    if (!args['skip-apiserver-view']) {
-      result.apiServerView = await runApiServerView(
-        { cp, guard, guardProbe, guardUser: GUARD_USER, rest },
-        { n, warmup: quick ? 5 : 20 },
-        log,
-      );
-    }
-    if (!args['no-profile']) {
-      const profileDir = join(repoRoot, '.cache/bench-profiles', started.toISOString().replace(/[:.]/g, '-'));
-      result.profiles = {};
-      for (const payload of PAYLOADS) {
-        result.profiles[`dify-guard ${payload.id}`] = await profileServer(
-          targets[0] as ServerTarget,
-          payload,
-          profileDir,
-        );
-      }
-      // The reference: what the same load costs the bare server (TLS, HTTP, socket writes).
-      const podPayload = PAYLOADS[0] as (typeof PAYLOADS)[number];
-      result.profiles[`bare ${podPayload.id}`] = await profileServer(
-        targets[1] as ServerTarget,
-        podPayload,
-        profileDir,
-      );
-    }
-    await bare.process.stop(5_000);
-    bare.release();
-    bare = undefined;
-    await guard.stop();
-    guard = undefined;
-  } finally {
-    if (bare) {
-      await bare.process.stop(5_000);
-      bare.release();
-    }
-    if (guard) await guard.stop();
-    await cp.stop();
+interface Servers {
+  guard: DifyGuard;
+  guardProbe: ServerProbe;
+  bare?: Awaited<ReturnType<typeof startBare>>;
+  /** dify-guard first, then the bare server. */
+  targets: ServerTarget[];
+}
+
+/** The fixtures' Secret lives in namespace dify of release dify: its PVC exists, so a password change is denied. */
+async function createReleasePvc(cp: ControlPlane): Promise<void> {
+  const rest = cp.rest();
+  await rest.create(paths.namespaces, { metadata: { name: 'dify' } });
+  await rest.create(paths.pvcs('dify'), pvcManifest(expandName(contract.names.postgresqlPvc, RELEASE)));
+}
+
+/** dify-guard (PVC cache synced) and the bare server, each with its probe; `servers` is filled as they start. */
+async function startServers(cp: ControlPlane, servers: Partial<Servers>): Promise<Servers> {
+  const guardProbeFile = join(cp.dir, 'probe-dify-guard.json');
+  const guard = await startGuard(cp, guardKubeconfig(cp), guardProbeFile);
+  servers.guard = guard;
+  const guardProbe = new ServerProbe('dify-guard', () => guard.process.pid, guardProbeFile);
+  log(`dify-guard ready (pid ${guard.process.pid}, https://127.0.0.1:${guard.port}); PVC cache synced`);
+  const bareProbeFile = join(cp.dir, 'probe-bare.json');
+  const bare = await startBare(cp, guard, bareProbeFile);
+  servers.bare = bare;
+  const targets: ServerTarget[] = [
+    {
+      name: 'dify-guard',
+      port: guard.port,
+      caFile: guard.certs.caFile,
+      probe: guardProbe,
+      healthPort: guard.healthPort,
+    },
+    {
+      name: 'bare',
+      port: bare.port,
+      caFile: guard.certs.caFile,
+      probe: new ServerProbe('bare', () => bare.process.pid, bareProbeFile),
+    },
+  ];
+  return { guard, guardProbe, bare, targets };
+}
+
+async function stopServers(servers: Partial<Servers>): Promise<void> {
+  if (servers.bare) {
+    await servers.bare.process.stop(5_000);
+    servers.bare.release();
   }
+  if (servers.guard) await servers.guard.stop();
+}
 
-  result.machine.loadAverageAtEnd = loadavg();
-  result.finishedAt = new Date().toISOString();
-  result.durationSeconds = (Date.now() - started.getTime()) / 1000;
-  result.targets = checkTargets(result);
+/** dify-guard's CPU profile under each payload, and the bare server's under the pod payload for reference. */
+async function profiles(targets: ServerTarget[]): Promise<NonNullable<BenchResult['profiles']>> {
+  const profileDir = join(repoRoot, '.cache/bench-profiles', started.toISOString().replace(/[:.]/g, '-'));
+  const [guard, bare] = targets as [ServerTarget, ServerTarget];
+  const result: NonNullable<BenchResult['profiles']> = {};
+  for (const payload of PAYLOADS) result[`dify-guard ${payload.id}`] = await profileServer(guard, payload, profileDir);
+  // The reference: what the same load costs the bare server (TLS, HTTP, socket writes).
+  const podPayload = PAYLOADS[0] as (typeof PAYLOADS)[number];
+  result[`bare ${podPayload.id}`] = await profileServer(bare, podPayload, profileDir);
+  return result;
+}
 
+/** The views and profiles the options ask for, in order, into `result`. */
+async function measure(cp: ControlPlane, servers: Servers, result: BenchResult): Promise<void> {
+  if (!args['skip-server-view']) {
+    const options = {
+      warmupSeconds,
+      seconds,
+      connections: Number(args.connections),
+      rate: Number(args.rate),
+      pacedSockets: 16,
+      autocannonRate: !args['no-autocannon-rate'],
+    };
+    result.serverView = await runServerView(servers.targets, options, log);
+  }
+  if (!args['skip-apiserver-view']) {
+    const { guard, guardProbe } = servers;
+    const context = { cp, guard, guardProbe, guardUser: GUARD_USER, rest: cp.rest() };
+    result.apiServerView = await runApiServerView(context, { n, warmup: quick ? 5 : 20 }, log);
+  }
+  if (!args['no-profile']) result.profiles = await profiles(servers.targets);
+}
+
+/** bench/results/<time>.json and latest.json, the terminal table, and with --write-md BENCHMARKS.md's block. */
+function writeResults(result: BenchResult): void {
   mkdirSync(resultsDir, { recursive: true });
   const stamp = started.toISOString().replace(/[:.]/g, '-');
   const file = join(resultsDir, `${stamp}${quick ? '-quick' : ''}.json`);
@@ -355,6 +378,33 @@ async function main(): Promise<void> {
     writeFileSync(mdFile, withGeneratedBlock(current, markdownReport(result, relative(repoRoot, file))));
     process.stdout.write('BENCHMARKS.md: generated block refreshed\n');
   }
+}
+
+async function main(): Promise<void> {
+  if (args.help) return void process.stdout.write(`${HELP}\n`);
+  if (!existsSync(join(repoRoot, 'dist/src/main.js')))
+    throw new Error('dist/src/main.js is missing: `npm run bench` builds it (npm run build)');
+  const loadAverageAtStart = loadavg();
+  const mode = quick ? 'QUICK run (development numbers)' : 'full run';
+  log(`load average ${loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}; ${mode}`);
+  // First, while nothing else of the bench runs: the decisions' own cost, in this process.
+  const micro = runMicro(quick ? 500 : 2000);
+  log(`in-process steps: ${micro.map((m) => `${m.step.trim()} ${m.us} us`).join('; ')}`);
+  const result = newResult(micro, loadAverageAtStart);
+  const cp = await ControlPlane.start({ name: 'bench' });
+  const servers: Partial<Servers> = {};
+  try {
+    await createReleasePvc(cp);
+    await measure(cp, await startServers(cp, servers), result);
+  } finally {
+    await stopServers(servers);
+    await cp.stop();
+  }
+  result.machine.loadAverageAtEnd = loadavg();
+  result.finishedAt = new Date().toISOString();
+  result.durationSeconds = (Date.now() - started.getTime()) / 1000;
+  result.targets = checkTargets(result);
+  writeResults(result);
 }
 
 main().catch((error: unknown) => {
