@@ -3,7 +3,7 @@
 import type { ApiServerViewResult, Mode } from './apiserver-view.js';
 import type { MicroResult } from './micro.js';
 import type { ProfileSummary } from './profile.js';
-import type { ServerViewResult } from './server-view.js';
+import type { MeasuredRun, ServerViewResult } from './server-view.js';
 import { ms } from './stats.js';
 
 export interface MachineInfo {
@@ -45,101 +45,105 @@ const MiB = 1024 * 1024;
 const fmtMs = (us: number): string => ms(us).toFixed(2);
 const fmtMiB = (bytes: number): string => (bytes / MiB).toFixed(1);
 
-export function checkTargets(result: Pick<BenchResult, 'serverView' | 'apiServerView'>): TargetCheck[] {
+/** The sum of `count` over dify-guard's two measured runs (fixed connections and paced) of every payload. */
+const guardRunsSum = (sv: ServerViewResult, count: (run: MeasuredRun) => number): number =>
+  sv.payloads.reduce((sum, p) => sum + count(p.runs['dify-guard'].connections) + count(p.runs['dify-guard'].paced), 0);
+
+/** Throughput ratio, p99 at the paced rate, steady RSS and API reads, from the server view. */
+function serverViewTargets(sv: ServerViewResult): TargetCheck[] {
   const checks: TargetCheck[] = [];
-  const sv = result.serverView;
-  if (sv) {
-    const pod = sv.payloads.find((p) => p.payload === 'pod-create-mutation');
-    if (pod) {
-      checks.push({
-        target: 'dify-guard throughput on the pod-mutation payload vs bare',
-        limit: '>= 70 %',
-        measured: `${(pod.throughputRatio * 100).toFixed(1)} %`,
-        met: pod.throughputRatio >= 0.7,
-      });
-    }
-    for (const p of sv.payloads) {
-      const p99 = p.runs['dify-guard'].paced.load.latency.p99Us;
-      const rate = sv.options.rate;
-      checks.push({
-        target: `p99 at ${rate} req/s, ${p.payload}`,
-        limit: '<= 5 ms',
-        measured: `${fmtMs(p99)} ms`,
-        met: p99 <= 5000,
-      });
-    }
-    const steady = Math.max(...sv.payloads.map((p) => p.runs['dify-guard'].paced.server.rssAtEndBytes));
+  const pod = sv.payloads.find((p) => p.payload === 'pod-create-mutation');
+  if (pod) {
     checks.push({
-      target: `dify-guard steady RSS (end of each ${sv.options.rate} req/s run, max)`,
-      limit: '<= 100 MiB',
-      measured: `${fmtMiB(steady)} MiB`,
-      met: steady <= 100 * MiB,
-    });
-    const lookups = sv.payloads.reduce(
-      (sum, p) =>
-        sum +
-        p.runs['dify-guard'].connections.server.apiCalls.lookups +
-        p.runs['dify-guard'].paced.server.apiCalls.lookups,
-      0,
-    );
-    const requests = sv.payloads.reduce(
-      (sum, p) => sum + p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests,
-      0,
-    );
-    checks.push({
-      target: 'API reads per admission request, cache synced (server view)',
-      limit: '0',
-      measured: `${lookups} in ${requests} requests`,
-      met: lookups === 0,
+      target: 'dify-guard throughput on the pod-mutation payload vs bare',
+      limit: '>= 70 %',
+      measured: `${(pod.throughputRatio * 100).toFixed(1)} %`,
+      met: pod.throughputRatio >= 0.7,
     });
   }
-  if (sv) {
-    const runs = sv.payloads.flatMap((p) =>
-      Object.values(p.runs).flatMap((r) => [r.connections, r.paced, ...(r.autocannonRate ? [r.autocannonRate] : [])]),
-    );
-    const bad = runs.reduce((sum, r) => sum + r.load.errors + r.load.timeouts + r.load.non2xx + r.load.mismatches, 0);
-    const total = runs.reduce((sum, r) => sum + r.load.requests, 0);
+  for (const p of sv.payloads) {
+    const p99 = p.runs['dify-guard'].paced.load.latency.p99Us;
     checks.push({
-      target:
-        'server view: every response as first checked (no error, timeout, non-2xx or other answer: uid, allowed, patch, code, reason)',
-      limit: '0 bad',
-      measured: `${bad} bad of ${total}`,
-      met: bad === 0,
+      target: `p99 at ${sv.options.rate} req/s, ${p.payload}`,
+      limit: '<= 5 ms',
+      measured: `${fmtMs(p99)} ms`,
+      met: p99 <= 5000,
     });
   }
-  const av = result.apiServerView;
-  if (av) {
-    const unexpected = av.podCreate.unexpected + av.secretPasswordChange.unexpected;
-    checks.push({
+  const steady = Math.max(...sv.payloads.map((p) => p.runs['dify-guard'].paced.server.rssAtEndBytes));
+  checks.push({
+    target: `dify-guard steady RSS (end of each ${sv.options.rate} req/s run, max)`,
+    limit: '<= 100 MiB',
+    measured: `${fmtMiB(steady)} MiB`,
+    met: steady <= 100 * MiB,
+  });
+  const lookups = guardRunsSum(sv, (run) => run.server.apiCalls.lookups);
+  const requests = guardRunsSum(sv, (run) => run.load.requests);
+  checks.push({
+    target: 'API reads per admission request, cache synced (server view)',
+    limit: '0',
+    measured: `${lookups} in ${requests} requests`,
+    met: lookups === 0,
+  });
+  return checks;
+}
+
+/** Every server-view response as the first one (sameAnswerAs in load.ts): no error, timeout, non-2xx or mismatch. */
+function responsesTarget(sv: ServerViewResult): TargetCheck {
+  const runs = sv.payloads.flatMap((p) =>
+    Object.values(p.runs).flatMap((r) => [r.connections, r.paced, ...(r.autocannonRate ? [r.autocannonRate] : [])]),
+  );
+  const bad = runs.reduce((sum, r) => sum + r.load.errors + r.load.timeouts + r.load.non2xx + r.load.mismatches, 0);
+  const total = runs.reduce((sum, r) => sum + r.load.requests, 0);
+  return {
+    target:
+      'server view: every response as first checked (no error, timeout, non-2xx or other answer: uid, allowed, patch, code, reason)',
+    limit: '0 bad',
+    measured: `${bad} bad of ${total}`,
+    met: bad === 0,
+  };
+}
+
+/** Expected statuses, API reads and the added p50 of a pod create, from the API-server view. */
+function apiServerViewTargets(av: ApiServerViewResult): TargetCheck[] {
+  const unexpected = av.podCreate.unexpected + av.secretPasswordChange.unexpected;
+  const lookups = av.difyGuardApiCalls.lookups;
+  const guard = av.podCreate.modes['dify-guard'].addedP50Us;
+  const policy = av.podCreate.modes.policy.addedP50Us;
+  const ratio = policy > 0 ? `${(guard / policy).toFixed(1)}x` : 'policy adds nothing measurable';
+  return [
+    {
       target:
         "API-server view: expected statuses (201 pods; 200 / 403 / 403 password changes); policy mutation = dify-guard's",
       limit: '0 unexpected, same env',
       measured: `${unexpected} unexpected, ${av.podMutationEquivalent.equal ? 'same env' : 'env differs'}`,
       met: unexpected === 0 && av.podMutationEquivalent.equal,
-    });
-    const lookups = av.difyGuardApiCalls.lookups;
-    checks.push({
+    },
+    {
       target: 'API reads per admission request, cache synced (API-server view)',
       limit: '0',
       measured: `${lookups} in ${av.difyGuardApiCalls.admissionRequests} requests`,
       met: lookups === 0,
-    });
-    const guard = av.podCreate.modes['dify-guard'].addedP50Us;
-    const policy = av.podCreate.modes.policy.addedP50Us;
-    checks.push({
+    },
+    {
       target: 'added p50 per pod create through the API server, dify-guard vs none',
       limit: '<= 3 ms',
       measured: `${fmtMs(guard)} ms`,
       met: guard <= 3000,
-    });
-    checks.push({
+    },
+    {
       target: 'added p50 per pod create, dify-guard vs in-process policy',
       limit: '<= 2x policy',
-      measured: `${fmtMs(guard)} ms vs ${fmtMs(policy)} ms (${policy > 0 ? `${(guard / policy).toFixed(1)}x` : 'policy adds nothing measurable'})`,
+      measured: `${fmtMs(guard)} ms vs ${fmtMs(policy)} ms (${ratio})`,
       met: policy > 0 ? guard <= 2 * policy : guard <= 0,
-    });
-  }
-  return checks;
+    },
+  ];
+}
+
+export function checkTargets(result: Pick<BenchResult, 'serverView' | 'apiServerView'>): TargetCheck[] {
+  const sv = result.serverView;
+  const av = result.apiServerView;
+  return [...(sv ? [...serverViewTargets(sv), responsesTarget(sv)] : []), ...(av ? apiServerViewTargets(av) : [])];
 }
 
 function table(rows: string[][]): string {
@@ -210,12 +214,11 @@ function serverRows(sv: ServerViewResult): string[][] {
 }
 
 function idleMemoryLine(sv: ServerViewResult): string {
-  return `Idle memory, before any load -> 5 s after the last run: ${Object.entries(sv.memoryIdle)
-    .map(
-      ([name, m]) =>
-        `${name} RSS ${fmtMiB(m.before.rssBytes)} -> ${fmtMiB(m.after.rssBytes)} MiB (V8 heap used ${fmtMiB(m.before.heapUsedBytes)} -> ${fmtMiB(m.after.heapUsedBytes)} MiB, lifetime peak RSS ${fmtMiB(m.after.hwmBytes)} MiB)`,
-    )
-    .join('; ')}.`;
+  const ofServer = ([name, m]: [string, ServerViewResult['memoryIdle']['bare']]): string =>
+    `${name} RSS ${fmtMiB(m.before.rssBytes)} -> ${fmtMiB(m.after.rssBytes)} MiB ` +
+    `(V8 heap used ${fmtMiB(m.before.heapUsedBytes)} -> ${fmtMiB(m.after.heapUsedBytes)} MiB, ` +
+    `lifetime peak RSS ${fmtMiB(m.after.hwmBytes)} MiB)`;
+  return `Idle memory, before any load -> 5 s after the last run: ${Object.entries(sv.memoryIdle).map(ofServer).join('; ')}.`;
 }
 
 function apiRows(av: ApiServerViewResult): string[][] {
@@ -258,8 +261,9 @@ function targetRows(checks: TargetCheck[]): string[][] {
 export function terminalReport(result: BenchResult): string {
   const parts: string[] = [];
   if (result.serverView) {
+    const { connections, seconds, rate } = result.serverView.options;
     parts.push(
-      `Server view (${result.serverView.options.connections} keep-alive TLS connections for ${result.serverView.options.seconds} s; then open loop at ${result.serverView.options.rate} req/s)`,
+      `Server view (${connections} keep-alive TLS connections for ${seconds} s; then open loop at ${rate} req/s)`,
     );
     parts.push(table(serverRows(result.serverView)));
     parts.push(idleMemoryLine(result.serverView));
@@ -273,126 +277,167 @@ export function terminalReport(result: BenchResult): string {
   return parts.join('\n');
 }
 
-export function markdownReport(result: BenchResult, resultFile: string): string {
+const loads = (averages: number[]): string => averages.map((v) => v.toFixed(2)).join(' / ');
+
+/** The run, the machine, the versions, the code and the set-up. */
+function headerLines(result: BenchResult, resultFile: string): string[] {
   const m = result.machine;
-  const lines: string[] = [
+  const dirty = result.git.dirty.length ? ` with uncommitted changes in ${result.git.dirty.join(', ')}` : '';
+  return [
     `Run ${result.startedAt} (${Math.round(result.durationSeconds)} s), result file \`${resultFile}\`.`,
     '',
     `- Command: \`${result.command}\``,
-    `- Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}; load average (1/5/15 min) ${m.loadAverageAtStart.map((v) => v.toFixed(2)).join(' / ')} at start, ${m.loadAverageAtEnd.map((v) => v.toFixed(2)).join(' / ')} at end`,
+    `- Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memoryGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}; ` +
+      `load average (1/5/15 min) ${loads(m.loadAverageAtStart)} at start, ${loads(m.loadAverageAtEnd)} at end`,
     `- Versions: ${Object.entries(result.versions)
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,
-    `- Code: ${result.git.commit}${result.git.dirty.length ? ` with uncommitted changes in ${result.git.dirty.join(', ')}` : ''}`,
+    `- Code: ${result.git.commit}${dirty}`,
     ...Object.entries(result.setup).map(([k, v]) => `- ${k}: ${v}`),
     '',
   ];
-  if (result.serverView) {
-    const sv = result.serverView;
-    lines.push(
-      '### Server view',
-      '',
-      `Fixed connections: autocannon, ${sv.options.connections} keep-alive TLS connections, ${sv.options.seconds} s after ${sv.options.warmupSeconds} s of warm-up. "@${sv.options.rate}/s": open loop, ${sv.options.rate} req/s for ${sv.options.seconds} s over up to ${sv.options.pacedSockets} keep-alive connections. CPU from process.cpuUsage() of the server process; RSS from /proc (VmRSS, sampled every 100 ms). ALPN (h2 offered): ${Object.entries(
-        sv.alpn,
-      )
-        .map(([k, v]) => `${k} ${v || 'none, HTTP/1.1 only'}`)
-        .join(', ')}.`,
-      '',
-      markdownTable(serverRows(sv)),
-      '',
-      idleMemoryLine(sv),
-      '',
-    );
-    if (sv.options.autocannonRate) {
-      lines.push(
-        `autocannon's own overallRate=${sv.options.rate} (bursts each second's budget; reference only), p99 ms: ${sv.payloads.map((p) => `${p.payload} dify-guard ${fmtMs(p.runs['dify-guard'].autocannonRate?.load.latency.p99Us ?? 0)} / bare ${fmtMs(p.runs.bare.autocannonRate?.load.latency.p99Us ?? 0)}`).join('; ')}.`,
-        '',
-      );
-    }
-    lines.push(
-      `dify-guard's outgoing API requests during the server-view runs: ${sv.payloads
-        .map((p) => {
-          const c = p.runs['dify-guard'].connections.server.apiCalls;
-          const r = p.runs['dify-guard'].paced.server.apiCalls;
-          return `${p.payload}: ${c.lookups + r.lookups} reads, ${c.eventWrites + r.eventWrites} Event writes, ${c.cacheListWatch + r.cacheListWatch} cache list/watch, ${c.other + r.other} other in ${p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests} requests`;
-        })
-        .join('; ')}.`,
-      '',
-    );
-  }
-  if (result.apiServerView) {
-    const av = result.apiServerView;
-    const calls = av.difyGuardApiCalls;
-    lines.push(
-      '### API-server view',
-      '',
-      `N=${av.options.n} requests per namespace and kind, sequential, the three namespaces interleaved (after ${av.options.warmup} warm-up requests each). Latency is the client's, per request. The policy namespace uses ${av.policyKinds.join(', ')}; its pod mutation ${av.podMutationEquivalent.equal ? "yields the same env entries as dify-guard's (order aside)" : `differs from dify-guard's: ${av.podMutationEquivalent.differences.join(', ')}`}.`,
-      '',
-      markdownTable(apiRows(av)),
-      '',
-      `API server's own measure of its webhook calls: ${
-        Object.entries(av.apiServerWebhookMetrics)
-          .map(([k, v]) => `${k} ${v.calls} calls, mean ${v.meanMs.toFixed(2)} ms`)
-          .join('; ') || 'none'
-      }.`,
-      `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.lookups} reads (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes (${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.cacheListWatch} cache list/watch, ${calls.other} other${
-        Object.keys(calls.byPath).length
-          ? ` (${Object.entries(calls.byPath)
-              .map(([k, v]) => `${k} x${v}`)
-              .join(', ')})`
-          : ''
-      }. Audit log, writes by dify-guard's user over the whole run (both views): ${
-        Object.entries(av.auditedWritesByDifyGuard)
-          .map(([k, v]) => `${k} x${v}`)
-          .join(', ') || 'none'
-      }.`,
-      '',
-    );
-  }
-  lines.push('### Targets', '', markdownTable(targetRows(result.targets)), '');
-  lines.push(
-    '### In-process cost of each step (no network; best of 5 rounds)',
-    '',
-    markdownTable([
-      ['step', 'us'],
-      ...result.micro.map((m) => [m.step.replace(/^ +/, '&nbsp;&nbsp;'), m.us.toFixed(1)]),
-    ]),
-    '',
+}
+
+/** How the server view loads the servers, and the ALPN they chose. */
+function serverMethod(sv: ServerViewResult): string {
+  const { connections, seconds, warmupSeconds, rate, pacedSockets } = sv.options;
+  const alpn = Object.entries(sv.alpn)
+    .map(([k, v]) => `${k} ${v || 'none, HTTP/1.1 only'}`)
+    .join(', ');
+  return (
+    `Fixed connections: autocannon, ${connections} keep-alive TLS connections, ${seconds} s after ${warmupSeconds} s ` +
+    `of warm-up. "@${rate}/s": open loop, ${rate} req/s for ${seconds} s over up to ${pacedSockets} keep-alive ` +
+    'connections. CPU from process.cpuUsage() of the server process; RSS from /proc (VmRSS, sampled every 100 ms). ' +
+    `ALPN (h2 offered): ${alpn}.`
   );
-  if (result.profiles) {
-    lines.push(
-      '### Where dify-guard spends its CPU (V8 CPU profile of the fixed-connections load, separate runs after the measured ones)',
-      '',
+}
+
+function autocannonRateLine(sv: ServerViewResult): string {
+  const p99 = (run: MeasuredRun | undefined): string => fmtMs(run?.load.latency.p99Us ?? 0);
+  const perPayload = sv.payloads.map(
+    (p) =>
+      `${p.payload} dify-guard ${p99(p.runs['dify-guard'].autocannonRate)} / bare ${p99(p.runs.bare.autocannonRate)}`,
+  );
+  return (
+    `autocannon's own overallRate=${sv.options.rate} (bursts each second's budget; reference only), ` +
+    `p99 ms: ${perPayload.join('; ')}.`
+  );
+}
+
+function serverApiCallsLine(sv: ServerViewResult): string {
+  const perPayload = sv.payloads.map((p) => {
+    const c = p.runs['dify-guard'].connections.server.apiCalls;
+    const r = p.runs['dify-guard'].paced.server.apiCalls;
+    const requests = p.runs['dify-guard'].connections.load.requests + p.runs['dify-guard'].paced.load.requests;
+    return (
+      `${p.payload}: ${c.lookups + r.lookups} reads, ${c.eventWrites + r.eventWrites} Event writes, ` +
+      `${c.cacheListWatch + r.cacheListWatch} cache list/watch, ${c.other + r.other} other in ${requests} requests`
     );
-    for (const [payload, p] of Object.entries(result.profiles)) {
-      const perRequest = (e: { usPerRequest?: number }): string =>
-        e.usPerRequest !== undefined ? `, ${e.usPerRequest} us/req` : '';
-      lines.push(
-        `**${payload}**: ${p.requests} requests, main thread busy ${p.busyMs} ms (${p.busyUsPerRequest} us per request).`,
-        '',
-        `- By area: ${p.byArea
-          .slice(0, 10)
-          .map((a) => `${a.name} ${a.pct} %${perRequest(a)}`)
-          .join(', ')}.`,
-        `- Self: ${p.topSelf
-          .slice(0, 10)
-          .map((e) => `\`${e.name}\`${e.where ? ` (${e.where})` : ''} ${e.pct} %${perRequest(e)}`)
-          .join('; ')}.`,
-        `- Inclusive: ${p.topInclusive
-          .filter(
-            (e) =>
-              !/^(processTicksAndRejections|runMicrotasks|emit|listOnTimeout|processTimers|\(anonymous\))$/.test(
-                e.name,
-              ),
-          )
-          .slice(0, 10)
-          .map((e) => `\`${e.name}\` (${e.where}) ${e.pct} %`)
-          .join('; ')}.`,
-        '',
-      );
-    }
-  }
-  return lines.join('\n');
+  });
+  return `dify-guard's outgoing API requests during the server-view runs: ${perPayload.join('; ')}.`;
+}
+
+function serverSection(sv: ServerViewResult): string[] {
+  return [
+    '### Server view',
+    '',
+    serverMethod(sv),
+    '',
+    markdownTable(serverRows(sv)),
+    '',
+    idleMemoryLine(sv),
+    '',
+    ...(sv.options.autocannonRate ? [autocannonRateLine(sv), ''] : []),
+    serverApiCallsLine(sv),
+    '',
+  ];
+}
+
+const countsOf = (counts: Record<string, number>): string =>
+  Object.entries(counts)
+    .map(([k, v]) => `${k} x${v}`)
+    .join(', ');
+
+function apiMethod(av: ApiServerViewResult): string {
+  const equivalence = av.podMutationEquivalent.equal
+    ? "yields the same env entries as dify-guard's (order aside)"
+    : `differs from dify-guard's: ${av.podMutationEquivalent.differences.join(', ')}`;
+  return (
+    `N=${av.options.n} requests per namespace and kind, sequential, the three namespaces interleaved (after ` +
+    `${av.options.warmup} warm-up requests each). Latency is the client's, per request. The policy namespace uses ` +
+    `${av.policyKinds.join(', ')}; its pod mutation ${equivalence}.`
+  );
+}
+
+function apiCallsLines(av: ApiServerViewResult): string[] {
+  const calls = av.difyGuardApiCalls;
+  const webhookCalls = Object.entries(av.apiServerWebhookMetrics)
+    .map(([k, v]) => `${k} ${v.calls} calls, mean ${v.meanMs.toFixed(2)} ms`)
+    .join('; ');
+  const byPath = Object.keys(calls.byPath).length ? ` (${countsOf(calls.byPath)})` : '';
+  return [
+    `API server's own measure of its webhook calls: ${webhookCalls || 'none'}.`,
+    `dify-guard's outgoing requests over the ${calls.admissionRequests} timed admission requests: ${calls.lookups} ` +
+      `reads (${calls.lookupsPerAdmission} per request), ${calls.eventWrites} Event writes ` +
+      `(${calls.eventWritesPerDenial.toFixed(2)} per denial), ${calls.cacheListWatch} cache list/watch, ` +
+      `${calls.other} other${byPath}. Audit log, writes by dify-guard's user over the whole run (both views): ` +
+      `${countsOf(av.auditedWritesByDifyGuard) || 'none'}.`,
+  ];
+}
+
+function apiSection(av: ApiServerViewResult): string[] {
+  return ['### API-server view', '', apiMethod(av), '', markdownTable(apiRows(av)), '', ...apiCallsLines(av), ''];
+}
+
+function microSection(micro: MicroResult[]): string[] {
+  const rows = [['step', 'us'], ...micro.map((m) => [m.step.replace(/^ +/, '&nbsp;&nbsp;'), m.us.toFixed(1)])];
+  return ['### In-process cost of each step (no network; best of 5 rounds)', '', markdownTable(rows), ''];
+}
+
+/** Frames of the event loop itself, left out of the inclusive list. */
+const LOOP_FRAMES = /^(processTicksAndRejections|runMicrotasks|emit|listOnTimeout|processTimers|\(anonymous\))$/;
+
+function profileLines(payload: string, p: ProfileSummary): string[] {
+  const perRequest = (e: { usPerRequest?: number }): string =>
+    e.usPerRequest !== undefined ? `, ${e.usPerRequest} us/req` : '';
+  const byArea = p.byArea.slice(0, 10).map((a) => `${a.name} ${a.pct} %${perRequest(a)}`);
+  const self = p.topSelf
+    .slice(0, 10)
+    .map((e) => `\`${e.name}\`${e.where ? ` (${e.where})` : ''} ${e.pct} %${perRequest(e)}`);
+  const inclusive = p.topInclusive
+    .filter((e) => !LOOP_FRAMES.test(e.name))
+    .slice(0, 10)
+    .map((e) => `\`${e.name}\` (${e.where}) ${e.pct} %`);
+  return [
+    `**${payload}**: ${p.requests} requests, main thread busy ${p.busyMs} ms (${p.busyUsPerRequest} us per request).`,
+    '',
+    `- By area: ${byArea.join(', ')}.`,
+    `- Self: ${self.join('; ')}.`,
+    `- Inclusive: ${inclusive.join('; ')}.`,
+    '',
+  ];
+}
+
+function profileSection(profiles: Record<string, ProfileSummary>): string[] {
+  return [
+    '### Where dify-guard spends its CPU (V8 CPU profile of the fixed-connections load, separate runs after the measured ones)',
+    '',
+    ...Object.entries(profiles).flatMap(([payload, p]) => profileLines(payload, p)),
+  ];
+}
+
+export function markdownReport(result: BenchResult, resultFile: string): string {
+  return [
+    ...headerLines(result, resultFile),
+    ...(result.serverView ? serverSection(result.serverView) : []),
+    ...(result.apiServerView ? apiSection(result.apiServerView) : []),
+    '### Targets',
+    '',
+    markdownTable(targetRows(result.targets)),
+    '',
+    ...microSection(result.micro),
+    ...(result.profiles ? profileSection(result.profiles) : []),
+  ].join('\n');
 }
 
 export const MD_START = '<!-- bench:results:start -->';
