@@ -37,7 +37,8 @@ export const PAYLOADS: Payload[] = [
     fixture: 'pod-api-literal',
     path: contract.webhook.mutatePodsPath,
     description:
-      'Dify api pod CREATE needing mutation (literal passwords, MIGRATION_ENABLED, a sidecar and an init container): allowed with a JSONPatch',
+      'Dify api pod CREATE needing mutation (literal passwords, MIGRATION_ENABLED, a sidecar and an init container): ' +
+      'allowed with a JSONPatch',
     check: (r) =>
       r.response?.allowed === true && typeof r.response.patch === 'string'
         ? undefined
@@ -179,6 +180,92 @@ async function measured(target: ServerTarget, route: string, load: () => Promise
   };
 }
 
+const ms = (us: number): string => (us / 1000).toFixed(2);
+
+/** One POST first: the answer every load response is compared with, and dify-guard's checked against the payload. */
+async function firstAnswer(target: ServerTarget, endpoint: Endpoint, payload: Payload, body: string): Promise<string> {
+  const first = await postOnce(endpoint, body);
+  if (first.status !== 200) throw new Error(`${target.name} ${payload.id}: HTTP ${first.status}`);
+  if (target.name === 'dify-guard') {
+    const problem = payload.check(JSON.parse(first.text) as ReviewResponse);
+    if (problem) throw new Error(`dify-guard ${payload.id}: ${problem}; got ${first.text.slice(0, 300)}`);
+  }
+  return first.text;
+}
+
+type TargetRuns = PayloadResult['runs'][ServerTarget['name']];
+
+/** Warm-up, then the measured runs of one payload against one server: fixed connections, paced, autocannon's rate. */
+async function loadTarget(
+  target: ServerTarget,
+  sent: { payload: Payload; body: string; first: string },
+  options: ServerViewOptions,
+  log: (line: string) => void,
+): Promise<TargetRuns> {
+  const { payload, body, first } = sent;
+  const endpoint = endpointOf(target, payload.path);
+  const same = sameAnswerAs(first);
+  const { connections, seconds, rate } = options;
+  log(`${payload.id} -> ${target.name}: warm-up ${options.warmupSeconds} s`);
+  await closedLoop(endpoint, body, same, { connections, seconds: options.warmupSeconds });
+  const fixed = await measured(target, payload.path, () => closedLoop(endpoint, body, same, { connections, seconds }));
+  log(
+    `  ${connections} connections: ${Math.round(fixed.load.throughputRps)} req/s, p99 ${ms(fixed.load.latency.p99Us)} ms, ` +
+      `server ${fixed.server.cores.toFixed(2)} cores`,
+  );
+  const pacedRun = await measured(target, payload.path, () =>
+    paced(endpoint, body, same, { rate, seconds, sockets: options.pacedSockets }),
+  );
+  const serverSide = pacedRun.serverSideLatency ? `, server-side p99 ${pacedRun.serverSideLatency.p99Ms} ms` : '';
+  log(
+    `  paced ${rate} req/s: p99 ${ms(pacedRun.load.latency.p99Us)} ms ` +
+      `(schedule lag p99 ${ms(pacedRun.load.scheduleLagUs?.p99 ?? 0)} ms), server ${pacedRun.server.cores.toFixed(2)} cores${serverSide}`,
+  );
+  const runs: TargetRuns = { connections: fixed, paced: pacedRun };
+  if (options.autocannonRate) {
+    runs.autocannonRate = await measured(target, payload.path, () =>
+      autocannonRate(endpoint, body, same, { connections, seconds, rate }),
+    );
+    log(`  autocannon overallRate ${rate}: p99 ${ms(runs.autocannonRate.load.latency.p99Us)} ms`);
+  }
+  return runs;
+}
+
+/** One payload against every server in turn. */
+async function runPayload(
+  payload: Payload,
+  targets: ServerTarget[],
+  options: ServerViewOptions,
+  log: (line: string) => void,
+): Promise<PayloadResult> {
+  const body = JSON.stringify(loadReview(payload.fixture));
+  const result: PayloadResult = {
+    payload: payload.id,
+    description: payload.description,
+    bodyBytes: Buffer.byteLength(body),
+    responseBytes: {} as PayloadResult['responseBytes'],
+    runs: {} as PayloadResult['runs'],
+    throughputRatio: 0,
+  };
+  for (const target of targets) {
+    const first = await firstAnswer(target, endpointOf(target, payload.path), payload, body);
+    result.responseBytes[target.name] = Buffer.byteLength(first);
+    // The other server may still be sending Events queued by the last run: let it finish first.
+    for (const other of targets) await other.probe.settle();
+    result.runs[target.name] = await loadTarget(target, { payload, body, first }, options, log);
+  }
+  const guard = result.runs['dify-guard']?.connections.load.throughputRps ?? 0;
+  const bare = result.runs.bare?.connections.load.throughputRps ?? 0;
+  result.throughputRatio = bare > 0 ? guard / bare : 0;
+  return result;
+}
+
+async function idleMemories(targets: ServerTarget[]): Promise<Record<ServerTarget['name'], IdleMemory>> {
+  const idle = {} as Record<ServerTarget['name'], IdleMemory>;
+  for (const target of targets) idle[target.name] = await idleMemory(target);
+  return idle;
+}
+
 export async function runServerView(
   targets: ServerTarget[],
   options: ServerViewOptions,
@@ -186,85 +273,20 @@ export async function runServerView(
 ): Promise<ServerViewResult> {
   const alpn = {} as ServerViewResult['alpn'];
   for (const target of targets) alpn[target.name] = await negotiatedProtocol(endpointOf(target, '/'));
-  log(
-    `ALPN offered h2,http/1.1 -> ${targets.map((t) => `${t.name}: ${alpn[t.name] || 'no ALPN (HTTP/1.1 only)'}`).join(', ')}`,
-  );
-
-  const idleBefore = {} as Record<ServerTarget['name'], IdleMemory>;
-  for (const target of targets) idleBefore[target.name] = await idleMemory(target);
-
+  const offered = targets.map((t) => `${t.name}: ${alpn[t.name] || 'no ALPN (HTTP/1.1 only)'}`);
+  log(`ALPN offered h2,http/1.1 -> ${offered.join(', ')}`);
+  const idleBefore = await idleMemories(targets);
   const payloads: PayloadResult[] = [];
-  for (const payload of PAYLOADS) {
-    const body = JSON.stringify(loadReview(payload.fixture));
-    const result: PayloadResult = {
-      payload: payload.id,
-      description: payload.description,
-      bodyBytes: Buffer.byteLength(body),
-      responseBytes: {} as PayloadResult['responseBytes'],
-      runs: {} as PayloadResult['runs'],
-      throughputRatio: 0,
-    };
-    for (const target of targets) {
-      const endpoint = endpointOf(target, payload.path);
-      const first = await postOnce(endpoint, body);
-      if (first.status !== 200) throw new Error(`${target.name} ${payload.id}: HTTP ${first.status}`);
-      if (target.name === 'dify-guard') {
-        const problem = payload.check(JSON.parse(first.text) as ReviewResponse);
-        if (problem) throw new Error(`dify-guard ${payload.id}: ${problem}; got ${first.text.slice(0, 300)}`);
-      }
-      result.responseBytes[target.name] = Buffer.byteLength(first.text);
-      // The other server may still be sending Events queued by the last run: let it finish first.
-      for (const other of targets) await other.probe.settle();
-      log(`${payload.id} -> ${target.name}: warm-up ${options.warmupSeconds} s`);
-      await closedLoop(endpoint, body, sameAnswerAs(first.text), {
-        connections: options.connections,
-        seconds: options.warmupSeconds,
-      });
-      const connections = await measured(target, payload.path, () =>
-        closedLoop(endpoint, body, sameAnswerAs(first.text), {
-          connections: options.connections,
-          seconds: options.seconds,
-        }),
-      );
-      log(
-        `  ${options.connections} connections: ${Math.round(connections.load.throughputRps)} req/s, p99 ${(connections.load.latency.p99Us / 1000).toFixed(2)} ms, server ${connections.server.cores.toFixed(2)} cores`,
-      );
-      const pacedRun = await measured(target, payload.path, () =>
-        paced(endpoint, body, sameAnswerAs(first.text), {
-          rate: options.rate,
-          seconds: options.seconds,
-          sockets: options.pacedSockets,
-        }),
-      );
-      log(
-        `  paced ${options.rate} req/s: p99 ${(pacedRun.load.latency.p99Us / 1000).toFixed(2)} ms (schedule lag p99 ${((pacedRun.load.scheduleLagUs?.p99 ?? 0) / 1000).toFixed(2)} ms), server ${pacedRun.server.cores.toFixed(2)} cores${pacedRun.serverSideLatency ? `, server-side p99 ${pacedRun.serverSideLatency.p99Ms} ms` : ''}`,
-      );
-      const runs: PayloadResult['runs'][ServerTarget['name']] = { connections, paced: pacedRun };
-      if (options.autocannonRate) {
-        runs.autocannonRate = await measured(target, payload.path, () =>
-          autocannonRate(endpoint, body, sameAnswerAs(first.text), {
-            connections: options.connections,
-            seconds: options.seconds,
-            rate: options.rate,
-          }),
-        );
-        log(
-          `  autocannon overallRate ${options.rate}: p99 ${(runs.autocannonRate.load.latency.p99Us / 1000).toFixed(2)} ms`,
-        );
-      }
-      result.runs[target.name] = runs;
-    }
-    const guard = result.runs['dify-guard']?.connections.load.throughputRps ?? 0;
-    const bare = result.runs.bare?.connections.load.throughputRps ?? 0;
-    result.throughputRatio = bare > 0 ? guard / bare : 0;
-    payloads.push(result);
-  }
+  for (const payload of PAYLOADS) payloads.push(await runPayload(payload, targets, options, log));
   await sleep(5_000);
+  const idleAfter = await idleMemories(targets);
   const memoryIdle = {} as ServerViewResult['memoryIdle'];
   for (const target of targets)
-    memoryIdle[target.name] = { before: idleBefore[target.name], after: await idleMemory(target) };
-  log(
-    `idle RSS before/after: ${targets.map((t) => `${t.name} ${(memoryIdle[t.name].before.rssBytes / 2 ** 20).toFixed(1)}/${(memoryIdle[t.name].after.rssBytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}`,
+    memoryIdle[target.name] = { before: idleBefore[target.name], after: idleAfter[target.name] };
+  const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
+  const rss = targets.map(
+    (t) => `${t.name} ${mib(memoryIdle[t.name].before.rssBytes)}/${mib(memoryIdle[t.name].after.rssBytes)} MiB`,
   );
+  log(`idle RSS before/after: ${rss.join(', ')}`);
   return { options, alpn, payloads, memoryIdle };
 }
