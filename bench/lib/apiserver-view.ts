@@ -159,19 +159,23 @@ export interface ApiServerViewContext {
   rest: KubeRest;
 }
 
-export async function runApiServerView(
-  ctx: ApiServerViewContext,
-  options: ApiServerViewOptions,
-  log: (line: string) => void,
-): Promise<ApiServerViewResult> {
-  const { cp, guard, rest } = ctx;
+const POSTGRESQL_SECRET = expandName(contract.names.postgresqlSecret, RELEASE);
+const secretPath = (mode: Mode): string => paths.secret(NAMESPACES[mode], POSTGRESQL_SECRET);
+const MERGE_PATCH = 'application/merge-patch+json';
+
+/** Each mode's namespace with the release's PostgreSQL PVC and Secret. */
+async function prepareNamespaces(rest: KubeRest): Promise<void> {
   for (const mode of MODES) {
     const ns = NAMESPACES[mode];
     await createOk(rest, paths.namespaces, { metadata: { name: ns } });
     await createOk(rest, paths.pvcs(ns), postgresqlPvc(ns));
     await createOk(rest, paths.secrets(ns), postgresqlSecret(ns));
   }
-  log("API-server view: registering the chart's webhook configurations and the in-process policies");
+}
+
+/** The chart's webhook configurations (not for the none and policy namespaces) and the in-process policies. */
+async function registerAdmission(ctx: ApiServerViewContext): Promise<string[]> {
+  const { cp, guard, rest } = ctx;
   await registerWebhooks(cp, guard, {
     values: { webhook: { excludedNamespaces: [NAMESPACES.none, NAMESPACES.policy] } },
   });
@@ -185,157 +189,212 @@ export async function runApiServerView(
     await createOk(rest, path, body);
     policyKinds.push(String(body.kind));
   }
+  return policyKinds;
+}
 
+/** The requests timed: a pod create and a password change in a mode's namespace. */
+interface Requests {
+  podText: Record<Mode, string>;
+  podCreate(mode: Mode): () => Promise<{ status: number }>;
+  passwordChange(mode: Mode): () => Promise<{ status: number }>;
+  dryRunPod(mode: Mode): Promise<{ status: number; body: Json }>;
+  dryRunPasswordChange(mode: Mode): Promise<{ status: number; body: Json }>;
+}
+
+function requestsOf(rest: KubeRest): Requests {
   const podText: Record<Mode, string> = { none: '', 'dify-guard': '', policy: '' };
   for (const mode of MODES) podText[mode] = JSON.stringify(benchPod());
-  const secretPath = (mode: Mode): string =>
-    paths.secret(NAMESPACES[mode], expandName(contract.names.postgresqlSecret, RELEASE));
   const [patchA, patchB] = passwordPatches();
+  // Each namespace alternates between the two values, so every attempt is a real change.
+  const attempts: Record<Mode, number> = { none: 0, 'dify-guard': 0, policy: 0 };
+  return {
+    podText,
+    podCreate: (mode) => () => rest.request('POST', paths.pods(NAMESPACES[mode]), { body: podText[mode] }),
+    passwordChange: (mode) => () =>
+      rest.request('PATCH', secretPath(mode), {
+        body: attempts[mode]++ % 2 === 0 ? patchB : patchA,
+        contentType: MERGE_PATCH,
+      }),
+    dryRunPod: (mode) =>
+      rest.request('POST', paths.pods(NAMESPACES[mode]), { body: podText[mode], query: { dryRun: 'All' } }),
+    dryRunPasswordChange: (mode) =>
+      rest.request('PATCH', secretPath(mode), { body: patchA, contentType: MERGE_PATCH, query: { dryRun: 'All' } }),
+  };
+}
 
-  // Policies and webhooks take effect asynchronously: wait until a dry run shows each one at work.
-  // The Dify container (the fixture's `api`); its log-shipper sidecar is left as sent by both.
-  const migrationForced = (pod: Json): boolean =>
-    envMap(pod)['containers/api']?.[contract.env.migrationEnabled] === '"false"';
+// The Dify container (the fixture's `api`); its log-shipper sidecar is left as sent by both.
+const migrationForced = (pod: Json): boolean =>
+  envMap(pod)['containers/api']?.[contract.env.migrationEnabled] === '"false"';
+
+/** Policies and webhooks take effect asynchronously: waits until a dry run shows each one at work. */
+async function waitUntilAtWork(requests: Requests): Promise<void> {
+  const every = { timeoutMs: 30_000, intervalMs: 200 };
   for (const mode of ['dify-guard', 'policy'] as const) {
     await waitFor(
       `${mode}: a dry-run Dify pod comes back mutated`,
       async () => {
-        const res = await rest.request('POST', paths.pods(NAMESPACES[mode]), {
-          body: podText[mode],
-          query: { dryRun: 'All' },
-        });
+        const res = await requests.dryRunPod(mode);
         if (res.status === 201 && migrationForced(res.body)) return true;
         throw new Error(`HTTP ${res.status}: ${res.status === 201 ? 'not mutated' : String(res.body.message)}`);
       },
-      { timeoutMs: 30_000, intervalMs: 200 },
+      every,
     );
     await waitFor(
       `${mode}: a dry-run password change is refused`,
       async () => {
-        const res = await rest.request('PATCH', secretPath(mode), {
-          body: patchA,
-          contentType: 'application/merge-patch+json',
-          query: { dryRun: 'All' },
-        });
+        const res = await requests.dryRunPasswordChange(mode);
         if (res.status === 403) return true;
         throw new Error(`HTTP ${res.status}: ${String(res.body.message ?? 'not refused')}`);
       },
-      { timeoutMs: 30_000, intervalMs: 200 },
+      every,
     );
   }
-  const dryRunPod = async (mode: Mode): Promise<Json> =>
-    (await rest.request('POST', paths.pods(NAMESPACES[mode]), { body: podText[mode], query: { dryRun: 'All' } })).body;
-  const byGuard = envMap(await dryRunPod('dify-guard'));
-  const byPolicy = envMap(await dryRunPod('policy'));
+}
+
+/** The env entries (container and name) on which the policy's pod mutation differs from dify-guard's. */
+async function mutationDifferences(requests: Requests): Promise<string[]> {
+  const byGuard = envMap((await requests.dryRunPod('dify-guard')).body);
+  const byPolicy = envMap((await requests.dryRunPod('policy')).body);
   const differences: string[] = [];
   for (const key of new Set([...Object.keys(byGuard), ...Object.keys(byPolicy)])) {
     for (const name of new Set([...Object.keys(byGuard[key] ?? {}), ...Object.keys(byPolicy[key] ?? {})])) {
       if (byGuard[key]?.[name] !== byPolicy[key]?.[name]) differences.push(`${key} ${name}`);
     }
   }
-  log(
-    `pod mutation by the policy ${differences.length === 0 ? 'matches' : 'DIFFERS from'} dify-guard's (env entries; order aside)${differences.length ? `: ${differences.join(', ')}` : ''}`,
-  );
+  return differences;
+}
 
-  const podCreate = (mode: Mode) => () => rest.request('POST', paths.pods(NAMESPACES[mode]), { body: podText[mode] });
-  // Each namespace alternates between the two values, so every attempt is a real change.
-  const attempts: Record<Mode, number> = { none: 0, 'dify-guard': 0, policy: 0 };
-  const passwordChange = (mode: Mode) => () =>
-    rest.request('PATCH', secretPath(mode), {
-      body: attempts[mode]++ % 2 === 0 ? patchB : patchA,
-      contentType: 'application/merge-patch+json',
-    });
+interface TimedLoop {
+  samples: Record<Mode, number[]>;
+  statuses: Record<Mode, Record<string, number>>;
+  unexpected: number;
+}
 
-  const timeLoop = async (
-    what: string,
-    count: number,
-    send: (mode: Mode, i: number) => () => Promise<{ status: number }>,
-    expected: Record<Mode, number>,
-  ): Promise<{
-    samples: Record<Mode, number[]>;
-    statuses: Record<Mode, Record<string, number>>;
-    unexpected: number;
-  }> => {
-    const samples: Record<Mode, number[]> = { none: [], 'dify-guard': [], policy: [] };
-    const statuses: Record<Mode, Record<string, number>> = { none: {}, 'dify-guard': {}, policy: {} };
-    let unexpected = 0;
-    for (let i = 0; i < count; i++) {
-      for (let k = 0; k < MODES.length; k++) {
-        const mode = MODES[(i + k) % MODES.length] as Mode;
-        const started = process.hrtime.bigint();
-        const res = await send(mode, i)();
-        samples[mode].push(Number(process.hrtime.bigint() - started) / 1000);
-        statuses[mode][res.status] = (statuses[mode][res.status] ?? 0) + 1;
-        if (res.status !== expected[mode]) unexpected += 1;
-      }
-      if ((i + 1) % 100 === 0) log(`  ${what}: ${i + 1}/${count}`);
+/** `count` rounds of one request per mode, the modes' order rotating each round; each request timed. */
+async function timeLoop(
+  what: string,
+  count: number,
+  send: (mode: Mode) => () => Promise<{ status: number }>,
+  expected: Record<Mode, number>,
+  log: (line: string) => void,
+): Promise<TimedLoop> {
+  const samples: Record<Mode, number[]> = { none: [], 'dify-guard': [], policy: [] };
+  const statuses: Record<Mode, Record<string, number>> = { none: {}, 'dify-guard': {}, policy: {} };
+  let unexpected = 0;
+  for (let i = 0; i < count; i++) {
+    for (let k = 0; k < MODES.length; k++) {
+      const mode = MODES[(i + k) % MODES.length] as Mode;
+      const started = process.hrtime.bigint();
+      const res = await send(mode)();
+      samples[mode].push(Number(process.hrtime.bigint() - started) / 1000);
+      statuses[mode][res.status] = (statuses[mode][res.status] ?? 0) + 1;
+      if (res.status !== expected[mode]) unexpected += 1;
     }
-    return { samples, statuses, unexpected };
-  };
-
-  const podExpected: Record<Mode, number> = { none: 201, 'dify-guard': 201, policy: 201 };
-  const secretExpected: Record<Mode, number> = { none: 200, 'dify-guard': 403, policy: 403 };
-  log(`warm-up: ${options.warmup} of each request in each namespace`);
-  await timeLoop('warm-up pods', options.warmup, podCreate, podExpected);
-  await timeLoop('warm-up secrets', options.warmup, passwordChange, secretExpected);
-  await sleep(500);
-
-  const metricsBefore = await webhookMetrics(rest);
-  const probeBefore = await ctx.guardProbe.snapshot();
-  log(`timed: ${options.n} pod creates and ${options.n} password changes per namespace, interleaved`);
-  const pods = await timeLoop('pod creates', options.n, podCreate, podExpected);
-  const secrets = await timeLoop('password changes', options.n, passwordChange, secretExpected);
-  await sleep(1000);
-  const probeAfter = await ctx.guardProbe.snapshot();
-  const metricsAfter = await webhookMetrics(rest);
-
-  const summarize = (description: string, loop: typeof pods, expected: Record<Mode, number>): RequestKindResult => {
-    const latency = Object.fromEntries(MODES.map((m) => [m, summarizeSamples(loop.samples[m])])) as Record<
-      Mode,
-      LatencySummary
-    >;
-    const modes = Object.fromEntries(
-      MODES.map((m) => [
-        m,
-        {
-          latency: latency[m],
-          addedP50Us: latency[m].p50Us - latency.none.p50Us,
-          addedP99Us: latency[m].p99Us - latency.none.p99Us,
-          statuses: loop.statuses[m],
-        },
-      ]),
-    ) as Record<Mode, ModeResult>;
-    return { description, expectedStatus: expected, modes, unexpected: loop.unexpected };
-  };
-
-  const apiServerWebhookMetrics: ApiServerViewResult['apiServerWebhookMetrics'] = {};
-  for (const [name, after] of Object.entries(metricsAfter)) {
-    const before = metricsBefore[name] ?? { sum: 0, count: 0 };
-    const calls = after.count - before.count;
-    if (calls > 0) apiServerWebhookMetrics[name] = { calls, meanMs: ((after.sum - before.sum) / calls) * 1000 };
+    if ((i + 1) % 100 === 0) log(`  ${what}: ${i + 1}/${count}`);
   }
-  const delta = deltaOf(probeBefore, probeAfter);
-  const calls = classifyCalls(delta.calls);
-  const admissionRequests = 2 * options.n;
+  return { samples, statuses, unexpected };
+}
 
+function summarize(description: string, loop: TimedLoop, expected: Record<Mode, number>): RequestKindResult {
+  const latency = Object.fromEntries(MODES.map((m) => [m, summarizeSamples(loop.samples[m])])) as Record<
+    Mode,
+    LatencySummary
+  >;
+  const modes = Object.fromEntries(
+    MODES.map((m) => [
+      m,
+      {
+        latency: latency[m],
+        addedP50Us: latency[m].p50Us - latency.none.p50Us,
+        addedP99Us: latency[m].p99Us - latency.none.p99Us,
+        statuses: loop.statuses[m],
+      },
+    ]),
+  ) as Record<Mode, ModeResult>;
+  return { description, expectedStatus: expected, modes, unexpected: loop.unexpected };
+}
+
+type WebhookMetrics = Awaited<ReturnType<typeof webhookMetrics>>;
+
+/** Calls and mean duration of each webhook between two scrapes of the API server's metrics. */
+function webhookMetricsDelta(
+  before: WebhookMetrics,
+  after: WebhookMetrics,
+): ApiServerViewResult['apiServerWebhookMetrics'] {
+  const out: ApiServerViewResult['apiServerWebhookMetrics'] = {};
+  for (const [name, now] of Object.entries(after)) {
+    const then = before[name] ?? { sum: 0, count: 0 };
+    const calls = now.count - then.count;
+    if (calls > 0) out[name] = { calls, meanMs: ((now.sum - then.sum) / calls) * 1000 };
+  }
+  return out;
+}
+
+/** Writes by dify-guard's user in the audit log, by verb and resource. */
+function auditedWrites(cp: ControlPlane, user: string): Record<string, number> {
   const audited: Record<string, number> = {};
   for (const event of cp.auditEvents()) {
-    if (event.user.username !== ctx.guardUser || event.stage !== 'ResponseComplete') continue;
-    const key = `${event.verb} ${event.objectRef?.apiGroup ? `${event.objectRef.apiGroup}/` : ''}${event.objectRef?.resource ?? event.requestURI}`;
+    if (event.user.username !== user || event.stage !== 'ResponseComplete') continue;
+    const group = event.objectRef?.apiGroup ? `${event.objectRef.apiGroup}/` : '';
+    const key = `${event.verb} ${group}${event.objectRef?.resource ?? event.requestURI}`;
     audited[key] = (audited[key] ?? 0) + 1;
   }
+  return audited;
+}
 
+const POD_EXPECTED: Record<Mode, number> = { none: 201, 'dify-guard': 201, policy: 201 };
+const SECRET_EXPECTED: Record<Mode, number> = { none: 200, 'dify-guard': 403, policy: 403 };
+
+/** Warm-up, then the timed loops, with the API server's webhook metrics and dify-guard's probe around them. */
+async function timedRequests(
+  ctx: ApiServerViewContext,
+  requests: Requests,
+  options: ApiServerViewOptions,
+  log: (line: string) => void,
+) {
+  log(`warm-up: ${options.warmup} of each request in each namespace`);
+  await timeLoop('warm-up pods', options.warmup, requests.podCreate, POD_EXPECTED, log);
+  await timeLoop('warm-up secrets', options.warmup, requests.passwordChange, SECRET_EXPECTED, log);
+  await sleep(500);
+  const metricsBefore = await webhookMetrics(ctx.rest);
+  const probeBefore = await ctx.guardProbe.snapshot();
+  log(`timed: ${options.n} pod creates and ${options.n} password changes per namespace, interleaved`);
+  const pods = await timeLoop('pod creates', options.n, requests.podCreate, POD_EXPECTED, log);
+  const secrets = await timeLoop('password changes', options.n, requests.passwordChange, SECRET_EXPECTED, log);
+  await sleep(1000);
+  const delta = deltaOf(probeBefore, await ctx.guardProbe.snapshot());
+  const metrics = webhookMetricsDelta(metricsBefore, await webhookMetrics(ctx.rest));
+  return { pods, secrets, delta, metrics };
+}
+
+export async function runApiServerView(
+  ctx: ApiServerViewContext,
+  options: ApiServerViewOptions,
+  log: (line: string) => void,
+): Promise<ApiServerViewResult> {
+  await prepareNamespaces(ctx.rest);
+  log("API-server view: registering the chart's webhook configurations and the in-process policies");
+  const policyKinds = await registerAdmission(ctx);
+  const requests = requestsOf(ctx.rest);
+  await waitUntilAtWork(requests);
+  const differences = await mutationDifferences(requests);
+  const verdict = differences.length === 0 ? 'matches' : 'DIFFERS from';
+  const listed = differences.length ? `: ${differences.join(', ')}` : '';
+  log(`pod mutation by the policy ${verdict} dify-guard's (env entries; order aside)${listed}`);
+  const { pods, secrets, delta, metrics } = await timedRequests(ctx, requests, options, log);
+  const calls = classifyCalls(delta.calls);
+  const admissionRequests = 2 * options.n;
   return {
     options,
     policyKinds,
     podMutationEquivalent: { equal: differences.length === 0, differences },
-    podCreate: summarize(`Dify api pod CREATE (${POD_FIXTURE}, needs mutation)`, pods, podExpected),
+    podCreate: summarize(`Dify api pod CREATE (${POD_FIXTURE}, needs mutation)`, pods, POD_EXPECTED),
     secretPasswordChange: summarize(
       'PostgreSQL Secret password change (merge patch); refused by dify-guard and the policy, stored without admission',
       secrets,
-      secretExpected,
+      SECRET_EXPECTED,
     ),
-    apiServerWebhookMetrics,
+    apiServerWebhookMetrics: metrics,
     difyGuardApiCalls: {
       ...calls,
       admissionRequests,
@@ -343,6 +402,6 @@ export async function runApiServerView(
       lookupsPerAdmission: calls.lookups / admissionRequests,
       eventWritesPerDenial: calls.eventWrites / options.n,
     },
-    auditedWritesByDifyGuard: audited,
+    auditedWritesByDifyGuard: auditedWrites(ctx.cp, ctx.guardUser),
   };
 }
