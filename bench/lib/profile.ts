@@ -44,14 +44,14 @@ export interface ProfileSummary {
   topInclusive: ProfileEntry[];
 }
 
-/** The folder or package a script belongs to, e.g. `src/http`, `fastify`, `node:tls`. */
-export function areaOf(frame: CallFrame): string {
-  const { url, functionName } = frame;
-  if (!url) {
-    if (functionName === '(garbage collector)') return '(garbage collector)';
-    if (functionName === '(program)' || functionName === '(idle)' || functionName === '(root)') return functionName;
-    return '(native builtins)';
-  }
+/** The area of a frame without a script: GC, V8's own pseudo-frames, or native builtins. */
+function builtinArea(functionName: string): string {
+  if (['(garbage collector)', '(program)', '(idle)', '(root)'].includes(functionName)) return functionName;
+  return '(native builtins)';
+}
+
+/** The area of a script URL: its npm package, its folder of src/, its node: module, or its last two path parts. */
+function scriptArea(url: string): string {
   const packageMatch = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (packageMatch?.[1]) return packageMatch[1];
   const srcMatch = /\/dist\/src\/(?:([^/]+)\/)?[^/]+$/.exec(url) ?? /\/src\/(?:([^/]+)\/)?[^/]+$/.exec(url);
@@ -65,27 +65,42 @@ export function areaOf(frame: CallFrame): string {
     .join('/');
 }
 
+/** The folder or package a script belongs to, e.g. `src/http`, `fastify`, `node:tls`. */
+export function areaOf(frame: CallFrame): string {
+  return frame.url ? scriptArea(frame.url) : builtinArea(frame.functionName);
+}
+
 const where = (frame: CallFrame): string =>
   frame.url ? `${frame.url.replace(/^file:\/\/.*?\/(node_modules|dist)\//, '$1/')}:${frame.lineNumber + 1}` : '';
 const nameOf = (frame: CallFrame): string => frame.functionName || '(anonymous)';
+const keyOf = (frame: CallFrame): string => `${nameOf(frame)} ${where(frame)}`;
 
-export function summarizeProfile(file: string, requests = 0, top = 20): ProfileSummary {
-  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
-  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
-  // The in-process inspector session's own frames (starting and stopping the profile) are the
-  // profiler's cost, not the server's: their samples are left out.
+type Nodes = Map<number, ProfileNode>;
+type Timed = Map<string, { frame: CallFrame; us: number }>;
+
+const childrenOf = (node: ProfileNode, byId: Nodes): ProfileNode[] =>
+  (node.children ?? []).flatMap((id) => byId.get(id) ?? []);
+
+/**
+ * The in-process inspector session's own frames (starting and stopping the profile) and what they
+ * call are the profiler's cost, not the server's: their samples are left out.
+ */
+function inspectorNodes(profile: CpuProfile, byId: Nodes): Set<number> {
   const excluded = new Set<number>();
   const exclude = (node: ProfileNode): void => {
     excluded.add(node.id);
-    for (const child of node.children ?? []) {
-      const c = byId.get(child);
-      if (c) exclude(c);
-    }
+    for (const child of childrenOf(node, byId)) exclude(child);
   };
   for (const node of profile.nodes)
     if (node.callFrame.url === 'node:inspector' || node.callFrame.url === 'node:inspector/promises') exclude(node);
-  // Each sample weighs the sampling interval (the median gap). The actual gaps are wall-clock: on
-  // a shared machine a descheduled process shows a long gap charged to whatever syscall it was in.
+  return excluded;
+}
+
+/**
+ * Each node's self time. Each sample weighs the sampling interval (the median gap). The actual gaps are
+ * wall-clock: on a shared machine a descheduled process shows a long gap charged to whatever syscall it was in.
+ */
+function selfTimes(profile: CpuProfile, excluded: Set<number>) {
   const gaps = [...profile.timeDeltas].sort((a, b) => a - b);
   const intervalUs = gaps[Math.floor(gaps.length / 2)] ?? 1000;
   const self = new Map<number, number>();
@@ -95,6 +110,54 @@ export function summarizeProfile(file: string, requests = 0, top = 20): ProfileS
     sampledUs += intervalUs;
     self.set(id, (self.get(id) ?? 0) + intervalUs);
   }
+  return { self, intervalUs, sampledUs };
+}
+
+/** Self time by area and by function (idle left out). */
+function selfAggregates(profile: CpuProfile, self: Map<number, number>) {
+  const areas = new Map<string, number>();
+  const byFunction: Timed = new Map();
+  for (const node of profile.nodes) {
+    const us = self.get(node.id) ?? 0;
+    if (us === 0 || node.callFrame.functionName === '(idle)') continue;
+    const area = areaOf(node.callFrame);
+    areas.set(area, (areas.get(area) ?? 0) + us);
+    const key = keyOf(node.callFrame);
+    byFunction.set(key, { frame: node.callFrame, us: (byFunction.get(key)?.us ?? 0) + us });
+  }
+  return { areas, byFunction };
+}
+
+/** Inclusive time: a function's own samples plus its callees', counted once along each stack. */
+function inclusiveTimes(profile: CpuProfile, byId: Nodes, self: Map<number, number>): Timed {
+  const inclusive: Timed = new Map();
+  const totals = new Map<number, number>();
+  const totalOf = (node: ProfileNode): number => {
+    const cached = totals.get(node.id);
+    if (cached !== undefined) return cached;
+    const sum = childrenOf(node, byId).reduce((acc, child) => acc + totalOf(child), self.get(node.id) ?? 0);
+    totals.set(node.id, sum);
+    return sum;
+  };
+  const onStack = new Map<string, number>();
+  const visit = (node: ProfileNode): void => {
+    const key = keyOf(node.callFrame);
+    if ((onStack.get(key) ?? 0) === 0 && node.callFrame.url) {
+      inclusive.set(key, { frame: node.callFrame, us: (inclusive.get(key)?.us ?? 0) + totalOf(node) });
+    }
+    onStack.set(key, (onStack.get(key) ?? 0) + 1);
+    for (const child of childrenOf(node, byId)) visit(child);
+    onStack.set(key, (onStack.get(key) ?? 1) - 1);
+  };
+  const root = profile.nodes[0];
+  if (root) visit(root);
+  return inclusive;
+}
+
+export function summarizeProfile(file: string, requests = 0, top = 20): ProfileSummary {
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const byId: Nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+  const { self, intervalUs, sampledUs } = selfTimes(profile, inspectorNodes(profile, byId));
   const idleUs = profile.nodes
     .filter((n) => n.callFrame.functionName === '(idle)')
     .reduce((sum, n) => sum + (self.get(n.id) ?? 0), 0);
@@ -106,53 +169,12 @@ export function summarizeProfile(file: string, requests = 0, top = 20): ProfileS
     pct: busyUs > 0 ? Math.round((us / busyUs) * 1000) / 10 : 0,
     ...(requests > 0 ? { usPerRequest: Math.round((us / requests) * 10) / 10 } : {}),
   });
-
-  const areas = new Map<string, number>();
-  const selfByFunction = new Map<string, { frame: CallFrame; us: number }>();
-  for (const node of profile.nodes) {
-    const us = self.get(node.id) ?? 0;
-    if (us === 0 || node.callFrame.functionName === '(idle)') continue;
-    const area = areaOf(node.callFrame);
-    areas.set(area, (areas.get(area) ?? 0) + us);
-    const key = `${nameOf(node.callFrame)} ${where(node.callFrame)}`;
-    const prior = selfByFunction.get(key);
-    selfByFunction.set(key, { frame: node.callFrame, us: (prior?.us ?? 0) + us });
-  }
-
-  // Inclusive time: a function's own samples plus its callees', counted once along each stack.
-  const inclusive = new Map<string, { frame: CallFrame; us: number }>();
-  const totals = new Map<number, number>();
-  const totalOf = (node: ProfileNode): number => {
-    const cached = totals.get(node.id);
-    if (cached !== undefined) return cached;
-    let sum = self.get(node.id) ?? 0;
-    for (const child of node.children ?? []) {
-      const childNode = byId.get(child);
-      if (childNode) sum += totalOf(childNode);
-    }
-    totals.set(node.id, sum);
-    return sum;
-  };
-  const root = profile.nodes[0];
-  const onStack = new Map<string, number>();
-  const visit = (node: ProfileNode): void => {
-    const key = `${nameOf(node.callFrame)} ${where(node.callFrame)}`;
-    const outermost = (onStack.get(key) ?? 0) === 0;
-    if (outermost && node.callFrame.url) {
-      const prior = inclusive.get(key);
-      inclusive.set(key, { frame: node.callFrame, us: (prior?.us ?? 0) + totalOf(node) });
-    }
-    onStack.set(key, (onStack.get(key) ?? 0) + 1);
-    for (const child of node.children ?? []) {
-      const childNode = byId.get(child);
-      if (childNode) visit(childNode);
-    }
-    onStack.set(key, (onStack.get(key) ?? 1) - 1);
-  };
-  if (root) visit(root);
-
-  const sorted = <T extends { us: number }>(map: Map<string, T>): [string, T][] =>
-    [...map.entries()].sort((a, b) => b[1].us - a[1].us);
+  const { areas, byFunction } = selfAggregates(profile, self);
+  const topOf = (map: Timed): ProfileEntry[] =>
+    [...map.values()]
+      .sort((a, b) => b.us - a.us)
+      .slice(0, top)
+      .map((v) => entry(nameOf(v.frame), where(v.frame), v.us));
   return {
     file,
     intervalUs,
@@ -164,11 +186,7 @@ export function summarizeProfile(file: string, requests = 0, top = 20): ProfileS
       .sort((a, b) => b[1] - a[1])
       .slice(0, top)
       .map(([area, us]) => entry(area, '', us)),
-    topSelf: sorted(selfByFunction)
-      .slice(0, top)
-      .map(([, v]) => entry(nameOf(v.frame), where(v.frame), v.us)),
-    topInclusive: sorted(inclusive)
-      .slice(0, top)
-      .map(([, v]) => entry(nameOf(v.frame), where(v.frame), v.us)),
+    topSelf: topOf(byFunction),
+    topInclusive: topOf(inclusiveTimes(profile, byId, self)),
   };
 }
