@@ -89,7 +89,8 @@ const anyEnv = (field: 'containers' | 'initContainers', test: string): string =>
 
 /** Matches what the bench's namespace holds: Dify pods of the credential-injecting components. */
 export function podEnvPolicy(): Json {
-  const redisUsed = `e.name == ${q(ENV.redisPassword)} || (e.name == ${q(ENV.celeryBrokerUrl)} && has(e.value) && e.value.matches(${q(literalPassword.replace('[^@$]', '[^@]'))}))`;
+  const brokerUrlWithPassword = `has(e.value) && e.value.matches(${q(literalPassword.replace('[^@$]', '[^@]'))})`;
+  const redisUsed = `e.name == ${q(ENV.redisPassword)} || (e.name == ${q(ENV.celeryBrokerUrl)} && ${brokerUrlWithPassword})`;
   return {
     apiVersion: 'admissionregistration.k8s.io/v1',
     kind: 'MutatingAdmissionPolicy',
@@ -168,13 +169,17 @@ export function secretGuardPolicy(): Json {
       matchConditions: [
         {
           name: 'release-postgresql-secret',
-          expression: `has(oldObject.metadata.labels) && ${q(LABELS.instance)} in oldObject.metadata.labels && oldObject.metadata.name == ${secretName}`,
+          expression:
+            `has(oldObject.metadata.labels) && ${q(LABELS.instance)} in oldObject.metadata.labels && ` +
+            `oldObject.metadata.name == ${secretName}`,
         },
       ],
       validations: [
         {
           expression: `${same(SECRET_KEYS.postgresPassword)} && ${same(SECRET_KEYS.password)}`,
-          messageExpression: `"the PostgreSQL password cannot change while PersistentVolumeClaim " + params.metadata.namespace + "/" + params.metadata.name + " exists"`,
+          messageExpression:
+            '"the PostgreSQL password cannot change while PersistentVolumeClaim " + ' +
+            'params.metadata.namespace + "/" + params.metadata.name + " exists"',
           reason: 'Forbidden',
         },
       ],

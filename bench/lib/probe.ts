@@ -172,25 +172,26 @@ export interface CallClasses {
   total: number;
 }
 
+/** What one outgoing call is for, from its method and path (see CallClasses). */
+function classOf(method: string, path: string): Exclude<keyof CallClasses, 'total'> {
+  const segments = path
+    .replace(/\?watch$/, '')
+    .split('/')
+    .filter(Boolean);
+  // /api/v1/<resource>[/<name>] or /api/v1/namespaces/<ns>/<resource>[/<name>]; groups add one segment.
+  const base = segments[0] === 'apis' ? 3 : 2;
+  const rest = segments.slice(base);
+  const afterNamespace = rest[0] === 'namespaces' && rest.length >= 3 ? rest.slice(2) : rest;
+  if (method === 'GET') return afterNamespace.length >= 2 ? 'lookups' : 'cacheListWatch';
+  return afterNamespace[0] === 'events' ? 'eventWrites' : 'other';
+}
+
 /** Outgoing calls sorted into what they are for (paths like /api/v1/namespaces/ns/persistentvolumeclaims/name). */
 export function classifyCalls(calls: Record<string, number>): CallClasses {
   const classes: CallClasses = { lookups: 0, cacheListWatch: 0, eventWrites: 0, other: 0, total: 0 };
   for (const [key, count] of Object.entries(calls)) {
     const [method = '', path = ''] = key.split(' ');
-    const segments = path
-      .replace(/\?watch$/, '')
-      .split('/')
-      .filter(Boolean);
-    // /api/v1/<resource>[/<name>] or /api/v1/namespaces/<ns>/<resource>[/<name>]; groups add one segment.
-    const base = segments[0] === 'apis' ? 3 : 2;
-    const rest = segments.slice(base);
-    const afterNamespace = rest[0] === 'namespaces' && rest.length >= 3 ? rest.slice(2) : rest;
-    const named = afterNamespace.length >= 2;
-    const resource = afterNamespace[0] ?? '';
-    if (method === 'GET' && named) classes.lookups += count;
-    else if (method === 'GET') classes.cacheListWatch += count;
-    else if (resource === 'events') classes.eventWrites += count;
-    else classes.other += count;
+    classes[classOf(method, path)] += count;
     classes.total += count;
   }
   return classes;
