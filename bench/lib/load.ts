@@ -192,6 +192,60 @@ export function autocannonRate(
   });
 }
 
+interface PacedCounts {
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  mismatches: number;
+}
+
+interface PacedClient {
+  endpoint: Endpoint;
+  agent: Agent;
+  payload: Buffer;
+  sameAnswer: (body: string) => boolean;
+  histogram: ReturnType<typeof microsecondHistogram>;
+  counts: PacedCounts;
+}
+
+/** One request, timed from the moment it is issued; `finish` is called once, whatever happens. */
+function sendPaced(client: PacedClient, finish: () => void): void {
+  const { endpoint, counts } = client;
+  const start = process.hrtime.bigint();
+  let done = false;
+  const once = (): void => {
+    if (!done) {
+      done = true;
+      finish();
+    }
+  };
+  const headers = { ...JSON_HEADERS, 'content-length': String(client.payload.length) };
+  const options = { ...endpoint, method: 'POST', agent: client.agent, headers, timeout: 10_000 };
+  const req = request(options, (res) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => {
+      const status = res.statusCode ?? 0;
+      if (status >= 200 && status < 300) {
+        recordMs(client.histogram, Number(process.hrtime.bigint() - start) / 1e6);
+        if (!client.sameAnswer(Buffer.concat(chunks).toString('utf8'))) counts.mismatches += 1;
+      } else {
+        counts.non2xx += 1;
+      }
+      once();
+    });
+  });
+  req.on('timeout', () => {
+    counts.timeouts += 1;
+    req.destroy(new Error('timeout'));
+  });
+  req.on('error', () => {
+    counts.errors += 1;
+    once();
+  });
+  req.end(client.payload);
+}
+
 export function paced(
   endpoint: Endpoint,
   body: string,
@@ -201,26 +255,26 @@ export function paced(
   const total = Math.round(options.rate * options.seconds);
   const intervalNs = 1e9 / options.rate;
   const agent = new Agent({ keepAlive: true, maxSockets: options.sockets, keepAliveMsecs: 1000 });
-  const histogram = microsecondHistogram();
+  const counts: PacedCounts = { errors: 0, timeouts: 0, non2xx: 0, mismatches: 0 };
+  const client: PacedClient = {
+    endpoint,
+    agent,
+    payload: Buffer.from(body),
+    sameAnswer,
+    histogram: microsecondHistogram(),
+    counts,
+  };
   const lag = microsecondHistogram();
-  const payload = Buffer.from(body);
-  const headers = { ...JSON_HEADERS, 'content-length': String(payload.length) };
   const cpu = process.cpuUsage();
   let sent = 0;
   let finished = 0;
-  let errors = 0;
-  let timeouts = 0;
-  let non2xx = 0;
-  let mismatches = 0;
-  let lastDone = 0n;
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
     const complete = (): void => {
       finished += 1;
-      lastDone = process.hrtime.bigint();
       if (finished < total) return;
       agent.destroy();
-      const seconds = Number(lastDone - t0) / 1e9;
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       const lagSummary = summarizeHistogram(lag);
       resolve({
         generator: 'paced-open-loop',
@@ -229,59 +283,11 @@ export function paced(
         seconds,
         requests: finished,
         throughputRps: finished / seconds,
-        latency: summarizeHistogram(histogram),
-        errors,
-        timeouts,
-        non2xx,
-        mismatches,
+        latency: summarizeHistogram(client.histogram),
+        ...counts,
         generatorCores: cpuSince(cpu, seconds),
         scheduleLagUs: { p99: lagSummary.p99Us, max: lagSummary.maxUs },
       });
-    };
-    const send = (): void => {
-      const start = process.hrtime.bigint();
-      let done = false;
-      const finish = (): void => {
-        if (!done) {
-          done = true;
-          complete();
-        }
-      };
-      const req = request(
-        {
-          host: endpoint.host,
-          port: endpoint.port,
-          path: endpoint.path,
-          method: 'POST',
-          ca: endpoint.ca,
-          agent,
-          headers,
-          timeout: 10_000,
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const status = res.statusCode ?? 0;
-            if (status >= 200 && status < 300) {
-              recordMs(histogram, Number(process.hrtime.bigint() - start) / 1e6);
-              if (!sameAnswer(Buffer.concat(chunks).toString('utf8'))) mismatches += 1;
-            } else {
-              non2xx += 1;
-            }
-            finish();
-          });
-        },
-      );
-      req.on('timeout', () => {
-        timeouts += 1;
-        req.destroy(new Error('timeout'));
-      });
-      req.on('error', () => {
-        errors += 1;
-        finish();
-      });
-      req.end(payload);
     };
     const tick = (): void => {
       const now = process.hrtime.bigint();
@@ -290,7 +296,7 @@ export function paced(
         const intended = t0 + BigInt(Math.round(sent * intervalNs));
         lag.record(Math.max(1, Number((now - intended) / 1000n)));
         sent += 1;
-        send();
+        sendPaced(client, complete);
       }
       if (sent < total) setTimeout(tick, 1);
     };
