@@ -17,35 +17,23 @@ if (major < 24) {
   process.exit(1);
 }
 
-const install = spawnSync('bash', ['harness/binaries/install.sh'], {
-  cwd: root,
-  stdio: ['ignore', 'pipe', 'inherit'],
-  encoding: 'utf8',
-});
-if (install.status !== 0) {
-  console.error(
-    'npm test: the real binaries pinned in harness/binaries/versions.env could not be provided (see above); no test tier is skipped, so the run stops here.',
-  );
-  console.log('0 passed, 1 failed');
-  process.exit(1);
+/** Runs a set-up script that prints a folder on its last line; when it fails, the run stops with `why`. */
+function provide(script, why) {
+  const run = spawnSync('bash', [script], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  if (run.status !== 0) {
+    console.error(
+      `npm test: ${why} could not be provided (see above); no test tier is skipped, so the run stops here.`,
+    );
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
+  return run.stdout.trim().split('\n').pop();
 }
-const binDir = install.stdout.trim().split('\n').pop();
 
+const binDir = provide('harness/binaries/install.sh', 'the real binaries pinned in harness/binaries/versions.env');
 // shellcheck (PyPI) and the real programs the chart configures (Debian's squid, nginx, redis-server,
 // PostgreSQL 15): installed here on a fresh machine, or the run stops with the command that fixes it.
-const prerequisites = spawnSync('bash', ['scripts/dev/prerequisites.sh'], {
-  cwd: root,
-  stdio: ['ignore', 'pipe', 'inherit'],
-  encoding: 'utf8',
-});
-if (prerequisites.status !== 0) {
-  console.error(
-    'npm test: shellcheck or a real program the tests run could not be provided (see above); no test tier is skipped, so the run stops here.',
-  );
-  console.log('0 passed, 1 failed');
-  process.exit(1);
-}
-const toolsBin = prerequisites.stdout.trim().split('\n').pop();
+const toolsBin = provide('scripts/dev/prerequisites.sh', 'shellcheck or a real program the tests run');
 
 // Everything the suite prints or logs is kept here and scanned for test passwords at the end
 // (harness/secrets.ts, harness/leak-scan.ts); the folder is gitignored and kept for reading.
