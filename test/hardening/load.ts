@@ -58,28 +58,31 @@ export interface SendOptions {
   agent?: Agent | false;
 }
 
-/** One POST over TLS (verifying the certificate against the CA); rejects on any transport error. */
-export async function send(options: SendOptions): Promise<Answer> {
-  const body =
-    options.body === undefined
-      ? undefined
-      : Buffer.isBuffer(options.body)
-        ? options.body
-        : Buffer.from(options.body, 'utf8');
+const toBuffer = (body: Buffer | string | undefined): Buffer | undefined =>
+  body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8');
+
+/** The request headers: Content-Type (application/json unless given or null), Content-Length unless chunked. */
+function headersOf(options: SendOptions, body: Buffer | undefined): Record<string, string | number> {
   const headers: Record<string, string | number> = { ...options.headers };
   const contentType = options.contentType === undefined ? 'application/json' : options.contentType;
   if (contentType !== null) headers['content-type'] = contentType;
   if (!options.chunked) headers['content-length'] = body?.length ?? 0;
-  // Chunked: pieces of 16 KiB, as a streaming client sends them.
-  const chunks =
-    body !== undefined && options.chunked
-      ? Array.from({ length: Math.ceil(body.length / 16_384) }, (_, i) => body.subarray(i * 16_384, (i + 1) * 16_384))
-      : undefined;
+  return headers;
+}
+
+/** The body as a streaming client sends it chunked: pieces of 16 KiB. */
+const chunksOf = (body: Buffer): Buffer[] =>
+  Array.from({ length: Math.ceil(body.length / 16_384) }, (_, i) => body.subarray(i * 16_384, (i + 1) * 16_384));
+
+/** One POST over TLS (verifying the certificate against the CA); rejects on any transport error. */
+export async function send(options: SendOptions): Promise<Answer> {
+  const body = toBuffer(options.body);
+  const chunks = body !== undefined && options.chunked ? chunksOf(body) : undefined;
   const res = await httpsRequest({
     port: options.port,
     path: options.path,
     ca: options.ca,
-    headers,
+    headers: headersOf(options, body),
     ...(options.agent ? { agent: options.agent } : {}),
     ...(chunks ? { chunks } : body !== undefined ? { body } : {}),
   });
@@ -98,6 +101,48 @@ export async function send(options: SendOptions): Promise<Answer> {
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
+/** A 4xx must carry an AdmissionReview status with a message. */
+function problemWithRefusal(status: number, json: unknown): string | undefined {
+  if (!isRecord(json) || !isRecord(json.response) || !isRecord(json.response.status))
+    return `${status} without a status in an AdmissionReview`;
+  const message = json.response.status.message;
+  return typeof message === 'string' && message.trim() !== '' ? undefined : `${status} with no message`;
+}
+
+const JSON_PATCH_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
+
+/** A patch, when there is one: JSONPatch, base64 of a non-empty array of JSON Patch operations. */
+function problemWithPatch(response: Record<string, unknown>): string | undefined {
+  if (response.patch === undefined && response.patchType === undefined) return undefined;
+  if (response.patchType !== 'JSONPatch') return '200 with a patch but patchType is not JSONPatch';
+  if (typeof response.patch !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(response.patch))
+    return '200 whose patch is not base64';
+  let operations: unknown;
+  try {
+    operations = JSON.parse(Buffer.from(response.patch, 'base64').toString('utf8'));
+  } catch {
+    return '200 whose patch is not JSON';
+  }
+  if (!Array.isArray(operations) || operations.length === 0) return '200 whose patch is not a non-empty JSON array';
+  const isOperation = (op: unknown): boolean =>
+    isRecord(op) && typeof op.op === 'string' && JSON_PATCH_OPS.has(op.op) && typeof op.path === 'string';
+  return operations.every(isOperation)
+    ? undefined
+    : '200 whose patch holds something that is not a JSON Patch operation';
+}
+
+/** A 200 must carry a valid AdmissionReview: uid echoed, allowed boolean, a patch only as problemWithPatch says. */
+function problemWithReview(json: unknown, requestUid: string | undefined): string | undefined {
+  if (!isRecord(json)) return '200 whose body is not a JSON object';
+  if (json.apiVersion !== 'admission.k8s.io/v1') return '200 with a wrong apiVersion';
+  if (json.kind !== 'AdmissionReview') return '200 with a wrong kind';
+  const response = json.response;
+  if (!isRecord(response)) return '200 without a response';
+  if (requestUid !== undefined && response.uid !== requestUid) return '200 whose response.uid is not the request uid';
+  if (typeof response.allowed !== 'boolean') return '200 whose response.allowed is not a boolean';
+  return problemWithPatch(response);
+}
+
 /**
  * What is wrong with an answer, or undefined when it is one a webhook may give: 200 with a valid
  * AdmissionReview (uid echoed, allowed boolean, a patch only as base64 of a JSON Patch array), or a
@@ -108,41 +153,9 @@ export function problemWithAnswer(
   requestUid: string | undefined,
 ): string | undefined {
   const { status, json } = answer;
-  if (status >= 400 && status < 500) {
-    if (!isRecord(json) || !isRecord(json.response) || !isRecord(json.response.status))
-      return `${status} without a status in an AdmissionReview`;
-    const message = json.response.status.message;
-    return typeof message === 'string' && message.trim() !== '' ? undefined : `${status} with no message`;
-  }
+  if (status >= 400 && status < 500) return problemWithRefusal(status, json);
   if (status !== 200) return `status ${status}`;
-  if (!isRecord(json)) return '200 whose body is not a JSON object';
-  if (json.apiVersion !== 'admission.k8s.io/v1') return '200 with a wrong apiVersion';
-  if (json.kind !== 'AdmissionReview') return '200 with a wrong kind';
-  const response = json.response;
-  if (!isRecord(response)) return '200 without a response';
-  if (requestUid !== undefined && response.uid !== requestUid) return '200 whose response.uid is not the request uid';
-  if (typeof response.allowed !== 'boolean') return '200 whose response.allowed is not a boolean';
-  if (response.patch !== undefined || response.patchType !== undefined) {
-    if (response.patchType !== 'JSONPatch') return '200 with a patch but patchType is not JSONPatch';
-    if (typeof response.patch !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(response.patch))
-      return '200 whose patch is not base64';
-    let operations: unknown;
-    try {
-      operations = JSON.parse(Buffer.from(response.patch, 'base64').toString('utf8'));
-    } catch {
-      return '200 whose patch is not JSON';
-    }
-    if (!Array.isArray(operations) || operations.length === 0) return '200 whose patch is not a non-empty JSON array';
-    const ops = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
-    if (
-      !operations.every(
-        (op) => isRecord(op) && typeof op.op === 'string' && ops.has(op.op) && typeof op.path === 'string',
-      )
-    ) {
-      return '200 whose patch holds something that is not a JSON Patch operation';
-    }
-  }
-  return undefined;
+  return problemWithReview(json, requestUid);
 }
 
 // ---- load --------------------------------------------------------------------------------------------
