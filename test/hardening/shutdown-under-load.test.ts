@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import { SETTINGS } from '../../src/config.js';
 import { startControlPlane, type ControlPlane } from '../../harness/controlplane/harness.js';
-import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
+import { startDifyGuard, type DifyGuard } from '../../harness/controlplane/dify-guard.js';
 import { byProblem, connectResult, healthStatus, sleep, startLoad } from './load.js';
 
 const SHUTDOWN_DELAY_SECONDS = 2;
@@ -23,6 +23,100 @@ const EXIT_SLACK_MS = 5000;
 interface Observation {
   at: number;
   result: number | string;
+}
+
+/**
+ * The Service in front of the replica: polls /readyz; routes while the replica is ready, and stops
+ * routing a propagation delay after it is first seen unready.
+ */
+class Service {
+  routing = true;
+  readonly readiness: Observation[] = [];
+  unreadySeenAt: number | undefined;
+  private polling = true;
+  readonly polled: Promise<void>;
+
+  constructor(healthPort: number) {
+    this.polled = this.poll(healthPort);
+  }
+
+  private async poll(healthPort: number): Promise<void> {
+    while (this.polling) {
+      const result = await healthStatus(healthPort, '/readyz');
+      this.readiness.push({ at: Date.now(), result });
+      if (result !== 200 && this.unreadySeenAt === undefined) {
+        this.unreadySeenAt = Date.now();
+        setTimeout(() => {
+          this.routing = false;
+        }, ENDPOINT_PROPAGATION_MS);
+      }
+      await sleep(READINESS_POLL_MS);
+    }
+  }
+
+  stop(): void {
+    this.polling = false;
+    this.routing = false;
+  }
+}
+
+/** The admission port, probed until it refuses (closed after the delay, or gone with the process). */
+async function probeUntilRefused(port: number, observations: Observation[]): Promise<void> {
+  for (;;) {
+    const result = await connectResult(port);
+    observations.push({ at: Date.now(), result });
+    if (result !== 'connected') return;
+    await sleep(50);
+  }
+}
+
+type Exit = 'never' | 'still running' | { code: number | null; at: number };
+
+/** When the process exits, with its exit code (it never does before SIGTERM: 'never' is for the type only). */
+function exitOf(guard: DifyGuard): Promise<Exit> {
+  return guard.process.failOnExit().then(
+    () => 'never' as const,
+    (error: Error) => {
+      const code = /exited \(code (-?\d+|null)\)/.exec(error.message)?.[1];
+      return { code: code === undefined || code === 'null' ? null : Number(code), at: Date.now() };
+    },
+  );
+}
+
+/** As when kubelet stops the container again (a second delete with a shorter grace period, a drain racing an eviction). */
+async function sigtermAgain(guard: DifyGuard, pid: number): Promise<void> {
+  await sleep(SHUTDOWN_DELAY_SECONDS * 500);
+  if (guard.process.running) process.kill(pid, 'SIGTERM');
+}
+
+/** Whether the port still accepted a connection after `at` (false when `at` is unknown). */
+const connectedAfter = (port: Observation[], at: number | undefined): boolean =>
+  at !== undefined && port.some((o) => o.result === 'connected' && o.at > at);
+
+/** The requests started after `at` (none when `at` is unknown). */
+const startedAfter = <T extends { startedAt: number }>(records: T[], at: number | undefined): T[] =>
+  at === undefined ? [] : records.filter((r) => r.startedAt > at);
+
+const lastStartOf = (records: { startedAt: number }[]): number | undefined =>
+  records.length > 0 ? Math.max(...records.map((r) => r.startedAt)) : undefined;
+
+/** The figures of one shutdown as comments (never asserted: no timings in tests). */
+function commentTimeline(
+  t: Test,
+  sigtermAt: number,
+  seen: { counts: string; first503?: number; lastStart?: number; closed?: Observation; exit: Exit },
+): void {
+  const since = (at: number | undefined): string => (at === undefined ? '-' : String(at - sigtermAt));
+  const exitInfo = typeof seen.exit === 'object' ? seen.exit : undefined;
+  t.comment(`requests: ${seen.counts}`);
+  t.comment(
+    `SIGTERM -> /readyz 503 seen: ${since(seen.first503)} ms; -> last request started: ${since(seen.lastStart)} ms; ` +
+      `-> admission port ${seen.closed?.result ?? 'open'}: ${since(seen.closed?.at)} ms; -> exit: ${since(exitInfo?.at)} ms`,
+  );
+  t.comment(
+    `exit code: ${exitInfo ? String(exitInfo.code) : String(seen.exit)}; delay ${SHUTDOWN_DELAY_SECONDS} s, ` +
+      `timeout ${SHUTDOWN_TIMEOUT_SECONDS} s, endpoint propagation modelled as ${ENDPOINT_PROPAGATION_MS} ms`,
+  );
 }
 
 /** One replica's shutdown under load; `repeat` sends SIGTERM again halfway through the delay. */
@@ -41,66 +135,36 @@ async function shutdownUnderLoad(t: Test, cp: ControlPlane, repeat: boolean): Pr
   const stoppedBefore = stopLines();
   const pid = guard.process.pid as number;
 
-  // The Service: routes while the replica is ready, stops a propagation delay after it is seen unready.
-  let routing = true;
-  let polling = true;
-  const readiness: Observation[] = [];
-  let unreadySeenAt: number | undefined;
-  const poller = (async () => {
-    while (polling) {
-      const result = await healthStatus(guard.healthPort, '/readyz');
-      readiness.push({ at: Date.now(), result });
-      if (result !== 200 && unreadySeenAt === undefined) {
-        unreadySeenAt = Date.now();
-        setTimeout(() => {
-          routing = false;
-        }, ENDPOINT_PROPAGATION_MS);
-      }
-      await sleep(READINESS_POLL_MS);
-    }
-  })();
-  const load = startLoad({ port: guard.port, ca, keepAliveWorkers: 4, freshWorkers: 4, keepGoing: () => routing });
+  const service = new Service(guard.healthPort);
+  const load = startLoad({
+    port: guard.port,
+    ca,
+    keepAliveWorkers: 4,
+    freshWorkers: 4,
+    keepGoing: () => service.routing,
+  });
   t.teardown(async () => {
-    routing = false;
-    polling = false;
-    await Promise.all([load.done, poller]);
+    service.stop();
+    await Promise.all([load.done, service.polled]);
     for (const agent of load.agents) agent.destroy();
   });
+  const { readiness } = service;
 
   await sleep(LOAD_BEFORE_SIGTERM_MS);
   t.ok(readiness.length > 0 && readiness.every((o) => o.result === 200), 'ready all along before SIGTERM');
-  const exited = guard.process.failOnExit().then(
-    () => 'never' as const,
-    (error: Error) => {
-      const code = /exited \(code (-?\d+|null)\)/.exec(error.message)?.[1];
-      return { code: code === undefined || code === 'null' ? null : Number(code), at: Date.now() };
-    },
-  );
+  const exited = exitOf(guard);
   const sigtermAt = Date.now();
   process.kill(pid, 'SIGTERM');
-  // As when kubelet stops the container again (a second delete with a shorter grace period, a drain racing an eviction).
-  const again = repeat
-    ? sleep(SHUTDOWN_DELAY_SECONDS * 500).then(() => {
-        if (guard.process.running) process.kill(pid, 'SIGTERM');
-      })
-    : Promise.resolve();
+  const again = repeat ? sigtermAgain(guard, pid) : Promise.resolve();
 
-  // The admission port, probed until it refuses (closed after the delay, or gone with the process).
   const admissionPort: Observation[] = [];
-  const portProber = (async () => {
-    for (;;) {
-      const result = await connectResult(guard.port);
-      admissionPort.push({ at: Date.now(), result });
-      if (result !== 'connected') return;
-      await sleep(50);
-    }
-  })();
+  const portProber = probeUntilRefused(guard.port, admissionPort);
 
   const bound = SHUTDOWN_TIMEOUT_SECONDS * 1000 + EXIT_SLACK_MS;
   const exit = await Promise.race([exited, sleep(bound).then(() => 'still running' as const)]);
-  polling = false;
-  routing = false;
-  await Promise.all([load.done, poller, portProber, again]);
+  service.stop();
+  await Promise.all([load.done, service.polled, portProber, again]);
+  const unreadySeenAt = service.unreadySeenAt;
 
   const records = load.records;
   const failures = records.filter((r) => r.problem !== undefined);
@@ -109,23 +173,19 @@ async function shutdownUnderLoad(t: Test, cp: ControlPlane, repeat: boolean): Pr
   const answeredAfterSigterm = afterSigterm.filter((r) => r.problem === undefined);
   const first503 = readiness.find((o) => o.at >= sigtermAt && o.result === 503);
   const closed = admissionPort.find((o) => o.result !== 'connected');
-  const acceptedAfter503 =
-    first503 !== undefined && admissionPort.some((o) => o.result === 'connected' && o.at > first503.at);
-  const startedAfterUnready =
-    unreadySeenAt === undefined ? [] : records.filter((r) => r.startedAt > (unreadySeenAt as number));
+  const acceptedAfter503 = connectedAfter(admissionPort, first503?.at);
+  const startedAfterUnready = startedAfter(records, unreadySeenAt);
   const exitInfo = typeof exit === 'object' ? exit : undefined;
 
-  t.comment(
-    `requests: ${beforeSigterm.length} started before SIGTERM, ${afterSigterm.length} after (${answeredAfterSigterm.length} answered); failures: ${failures.length}`,
-  );
-  t.comment(
-    `SIGTERM -> /readyz 503 seen: ${first503 ? first503.at - sigtermAt : '-'} ms; -> last request started: ${records.length > 0 ? Math.max(...records.map((r) => r.startedAt)) - sigtermAt : '-'} ms; ` +
-      `-> admission port ${closed?.result ?? 'open'}: ${closed ? closed.at - sigtermAt : '-'} ms; -> exit: ${exitInfo ? exitInfo.at - sigtermAt : '-'} ms`,
-  );
-  t.comment(
-    `exit code: ${exitInfo ? String(exitInfo.code) : String(exit)}; delay ${SHUTDOWN_DELAY_SECONDS} s, timeout ${SHUTDOWN_TIMEOUT_SECONDS} s, endpoint propagation modelled as ${ENDPOINT_PROPAGATION_MS} ms`,
-  );
-
+  commentTimeline(t, sigtermAt, {
+    counts:
+      `${beforeSigterm.length} started before SIGTERM, ${afterSigterm.length} after ` +
+      `(${answeredAfterSigterm.length} answered); failures: ${failures.length}`,
+    first503: first503?.at,
+    lastStart: lastStartOf(records),
+    closed,
+    exit,
+  });
   t.same(
     byProblem(failures, (r) => `request ${r.id} (${r.lane})`),
     {},
