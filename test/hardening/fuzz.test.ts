@@ -365,6 +365,20 @@ function nested(dice: Dice, depth: number, closed: boolean): string {
   return open.repeat(depth) + inner + (closed ? close.repeat(depth) : '');
 }
 
+const DEEP_PLACEHOLDER = '__deep_placeholder__';
+
+/** Puts the placeholder of the deep value in one of four fields of the object (`where`: 0 to 3). */
+function placeDeep(target: JsonRecord, where: number): void {
+  if (where === 0) target.spec = DEEP_PLACEHOLDER;
+  else if (where === 1) ((target.metadata ??= {}) as JsonRecord).labels = DEEP_PLACEHOLDER;
+  else if (where === 2) target.data = { [SECRET_KEYS.postgresPassword]: DEEP_PLACEHOLDER };
+  else {
+    const containers = (target.spec as JsonRecord | undefined)?.containers as JsonRecord[] | undefined;
+    if (containers?.[0]) containers[0].env = DEEP_PLACEHOLDER;
+    else target.stringData = DEEP_PLACEHOLDER;
+  }
+}
+
 const deepNesting: Category = {
   name: 'deep-nesting',
   count: 200,
@@ -372,30 +386,17 @@ const deepNesting: Category = {
     const depth = dice.int(10_000, 100_000);
     const kind = index % 4;
     // Object nesting takes 6 bytes a level: a depth past the limit is an oversized case, still answered.
-    if (kind === 0) {
-      const body = Buffer.from(nested(dice, depth, true));
-      return { path: bothPaths[index % 2] as string, body, expect: body.length > BODY_LIMIT ? [413] : [400] };
-    }
-    if (kind === 1) {
-      const body = Buffer.from(nested(dice, depth, false));
+    // kind 0: closed, kind 1: unclosed.
+    if (kind < 2) {
+      const body = Buffer.from(nested(dice, depth, kind === 0));
       return { path: bothPaths[index % 2] as string, body, expect: body.length > BODY_LIMIT ? [413] : [400] };
     }
     // Inside a valid envelope: request.object / oldObject fields nest deeply.
     const { f, path } = dice.pick(allFixtures);
     const review = reviewWithUid(f, id);
     const request = review.request as unknown as JsonRecord;
-    const target = (request.object ?? request.oldObject) as JsonRecord;
-    const placeholder = '"__deep_placeholder__"';
-    const where = dice.int(0, 3);
-    if (where === 0) target.spec = '__deep_placeholder__';
-    else if (where === 1) ((target.metadata ??= {}) as JsonRecord).labels = '__deep_placeholder__';
-    else if (where === 2) target.data = { [SECRET_KEYS.postgresPassword]: '__deep_placeholder__' };
-    else {
-      const containers = (target.spec as JsonRecord | undefined)?.containers as JsonRecord[] | undefined;
-      if (containers?.[0]) containers[0].env = '__deep_placeholder__';
-      else target.stringData = '__deep_placeholder__';
-    }
-    const text = JSON.stringify(review).replace(placeholder, nested(dice, depth, true));
+    placeDeep((request.object ?? request.oldObject) as JsonRecord, dice.int(0, 3));
+    const text = JSON.stringify(review).replace(`"${DEEP_PLACEHOLDER}"`, nested(dice, depth, true));
     const body = Buffer.from(text);
     return { path, body, uid: id, expect: body.length > BODY_LIMIT ? [413] : [200] };
   },
@@ -577,6 +578,23 @@ const secretMutations: Mutation[] = [
   },
 ];
 
+/** Up to four mutations of request.object (at least one) and of request.oldObject, where they are objects. */
+function mutateObjects(dice: Dice, request: JsonRecord, mutations: Mutation[]): void {
+  for (const field of ['object', 'oldObject'] as const) {
+    const object = request[field];
+    if (typeof object !== 'object' || object === null || Array.isArray(object)) continue;
+    const times = dice.int(field === 'object' ? 1 : 0, 4);
+    for (let i = 0; i < times; i++) dice.pick(mutations)(dice, object as JsonRecord);
+  }
+}
+
+/** Now and then another operation, dryRun, or a subresource. */
+function twistRequest(dice: Dice, request: JsonRecord): void {
+  if (dice.chance(0.15)) request.operation = dice.pick(['CREATE', 'UPDATE', 'DELETE', 'CONNECT']);
+  if (dice.chance(0.05)) request.dryRun = true;
+  if (dice.chance(0.05)) request.subResource = dice.pick(['status', 'ephemeralcontainers', '']);
+}
+
 function arbitraryCategory(name: string, fixtures: string[], path: string, mutations: Mutation[]): Category {
   return {
     name,
@@ -589,16 +607,9 @@ function arbitraryCategory(name: string, fixtures: string[], path: string, mutat
         // The object replaced outright by arbitrary JSON (a non-object is a 400).
         request[dice.pick(['object', 'oldObject'])] = dice.chance(0.7) ? dice.sample(anyObject) : dice.sample(anyJson);
       } else {
-        for (const field of ['object', 'oldObject'] as const) {
-          const object = request[field];
-          if (typeof object !== 'object' || object === null || Array.isArray(object)) continue;
-          const times = dice.int(field === 'object' ? 1 : 0, 4);
-          for (let i = 0; i < times; i++) dice.pick(mutations)(dice, object);
-        }
+        mutateObjects(dice, request, mutations);
       }
-      if (dice.chance(0.15)) request.operation = dice.pick(['CREATE', 'UPDATE', 'DELETE', 'CONNECT']);
-      if (dice.chance(0.05)) request.dryRun = true;
-      if (dice.chance(0.05)) request.subResource = dice.pick(['status', 'ephemeralcontainers', '']);
+      twistRequest(dice, request);
       // The other endpoint now and then: a Pod sent to the Secret guard and the reverse.
       const target = dice.chance(0.1) ? (path === MUTATE_PODS ? VALIDATE_SECRETS : MUTATE_PODS) : path;
       return validEnvelope(target, review, id);
@@ -619,6 +630,33 @@ const categories: Category[] = [
   arbitraryCategory('arbitrary-pod', podFixtures, MUTATE_PODS, podMutations),
   arbitraryCategory('arbitrary-secret', secretFixtures, VALIDATE_SECRETS, secretMutations),
 ];
+
+/** What of a case goes into send(): its path, body and, when set, content type, chunking and headers. */
+function sendOptionsOf(fuzzCase: FuzzCase) {
+  return {
+    path: fuzzCase.path,
+    body: fuzzCase.body,
+    ...(fuzzCase.contentType !== undefined ? { contentType: fuzzCase.contentType } : {}),
+    ...(fuzzCase.chunked ? { chunked: true } : {}),
+    ...(fuzzCase.headers ? { headers: fuzzCase.headers } : {}),
+  };
+}
+
+/** Counts one more `key` under `name`. */
+function countIn<K>(counts: Map<string, Map<K, number>>, name: string, key: K): void {
+  const inner = counts.get(name) ?? new Map<K, number>();
+  inner.set(key, (inner.get(key) ?? 0) + 1);
+  counts.set(name, inner);
+}
+
+/** A 200's verdict: denied, patched or allowed. */
+function verdictOf(json: unknown): string {
+  const response = (json as { response?: { allowed?: unknown; patch?: unknown } } | undefined)?.response;
+  return response?.allowed === false ? 'denied' : response?.patch !== undefined ? 'patched' : 'allowed';
+}
+
+const unexpectedStatus = (status: number, expect: number[]): string | undefined =>
+  expect.includes(status) ? undefined : `status ${status}, expected ${expect.join(' or ')}`;
 
 // ---- the run -----------------------------------------------------------------------------------------------
 
@@ -664,34 +702,13 @@ t.test('10,000+ hostile bodies on both webhook paths of the real process', async
       return { id, problem: `case could not be built: ${(error as Error).name}` };
     }
     try {
-      const answer = await send({
-        port: guard.port,
-        ca,
-        path: fuzzCase.path,
-        body: fuzzCase.body,
-        agent,
-        ...(fuzzCase.contentType !== undefined ? { contentType: fuzzCase.contentType } : {}),
-        ...(fuzzCase.chunked ? { chunked: true } : {}),
-        ...(fuzzCase.headers ? { headers: fuzzCase.headers } : {}),
-      });
+      const answer = await send({ port: guard.port, ca, agent, ...sendOptionsOf(fuzzCase) });
       // A message may quote an identifier, never a fixture's password (plain or base64), cut or whole.
       if (answer.status !== 200 && secrets.some((secret) => answer.text.includes(secret)))
         return { id, problem: 'a fixture password in the answer' };
-      const counts = statusCounts.get(category.name) ?? new Map<number, number>();
-      counts.set(answer.status, (counts.get(answer.status) ?? 0) + 1);
-      statusCounts.set(category.name, counts);
-      if (answer.status === 200) {
-        const response = (answer.json as { response?: { allowed?: unknown; patch?: unknown } } | undefined)?.response;
-        const verdict = response?.allowed === false ? 'denied' : response?.patch !== undefined ? 'patched' : 'allowed';
-        const verdicts = verdictCounts.get(category.name) ?? new Map<string, number>();
-        verdicts.set(verdict, (verdicts.get(verdict) ?? 0) + 1);
-        verdictCounts.set(category.name, verdicts);
-      }
-      const problem =
-        problemWithAnswer(answer, fuzzCase.uid) ??
-        (fuzzCase.expect.includes(answer.status)
-          ? undefined
-          : `status ${answer.status}, expected ${fuzzCase.expect.join(' or ')}`);
+      countIn(statusCounts, category.name, answer.status);
+      if (answer.status === 200) countIn(verdictCounts, category.name, verdictOf(answer.json));
+      const problem = problemWithAnswer(answer, fuzzCase.uid) ?? unexpectedStatus(answer.status, fuzzCase.expect);
       return problem ? { id, problem } : { id };
     } catch (error) {
       return { id, problem: `transport: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` };

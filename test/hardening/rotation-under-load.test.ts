@@ -162,7 +162,9 @@ t.test('five certificate renewals under a continuous load over keep-alive and fr
   const reloads = await counterValues(guard.healthPort, METRIC_NAMES.certificateReloads);
 
   t.comment(
-    `requests: ${records.length} (${keepAlive.length} on ${KEEP_ALIVE_WORKERS} keep-alive connections, ${fresh.length} on fresh connections); renewals: ${ROTATIONS}; failures: ${failures.length}; load ran ${loadSeconds.toFixed(1)} s`,
+    `requests: ${records.length} (${keepAlive.length} on ${KEEP_ALIVE_WORKERS} keep-alive connections, ` +
+      `${fresh.length} on fresh connections); renewals: ${ROTATIONS}; failures: ${failures.length}; ` +
+      `load ran ${loadSeconds.toFixed(1)} s`,
   );
   t.comment(`fresh handshakes per certificate (initial, renewal 1..${ROTATIONS}): ${perCertificate.join(', ')}`);
   t.comment(`keep-alive requests per connection: ${keepAliveReport.map((k) => k.requests).join(', ')}`);
