@@ -6,6 +6,7 @@ import t from 'tap';
 import { contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
+import { pvcManifest } from '../../harness/manifests.js';
 import { installChartAndWait, testValues, writeValues } from '../../harness/controlplane/chart.js';
 import { SIMULATED_CONTAINER_LOG, STORAGE_CLASS, startCluster } from '../../harness/controlplane/cluster.js';
 import { jobPath } from '../../harness/controlplane/controllers.js';
@@ -115,12 +116,7 @@ t.test('a StatefulSet gets its pod Running and its PVC Bound to a provisioned vo
         template: podTemplate('db', {
           containers: [{ ...container('db'), volumeMounts: [{ name: 'data', mountPath: '/data' }] }],
         }),
-        volumeClaimTemplates: [
-          {
-            metadata: { name: 'data' },
-            spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
-          },
-        ],
+        volumeClaimTemplates: [pvcManifest('data')],
       },
     },
   });
