@@ -15,6 +15,7 @@ import type {
   PasswordVerification,
   PvcState,
   PvcStateOf,
+  ReasonCode,
   SecretChange,
   SecretDecision,
 } from './types.js';
@@ -217,14 +218,7 @@ function noPvc(facts: UpdateFacts): SecretDecision | undefined {
 /** The PVC may exist: a change of the password or its guard is refused until the cache knows. */
 function pvcStateUnknown(facts: UpdateFacts): SecretDecision | undefined {
   if (facts.pvcState() === 'present') return undefined;
-  return {
-    allowed: false,
-    reason: 'PvcStateUnknown',
-    message: secretMessages.pvcStateUnknown(facts.context),
-    warnings: [],
-    pvc: facts.pvc,
-    audit: true,
-  };
+  return refusal('PvcStateUnknown', secretMessages.pvcStateUnknown(facts.context), facts.pvc);
 }
 
 /** A password change under the PVC: allowed only when the database already accepts the new password. */
@@ -244,12 +238,11 @@ function passwordChangeUnderPvc(facts: UpdateFacts): SecretDecision | undefined 
     };
   }
   return {
-    allowed: false,
-    reason: 'PasswordChangeUnderPvc',
-    message: secretMessages.passwordChangeUnderPvc(context, keyChanges, verifiable, verification),
-    warnings: [],
-    pvc,
-    audit: true,
+    ...refusal(
+      'PasswordChangeUnderPvc',
+      secretMessages.passwordChangeUnderPvc(context, keyChanges, verifiable, verification),
+      pvc,
+    ),
     ...(verifiable && verification === undefined ? { verify: true } : {}),
     ...(verifiable && verification ? { verification: verification.outcome } : {}),
   };
@@ -266,24 +259,16 @@ function isPlainRotation(facts: UpdateFacts): boolean {
 }
 
 function guardLabelsRemovedUnderPvc(facts: UpdateFacts): SecretDecision {
-  return {
-    allowed: false,
-    reason: 'GuardLabelsRemovedUnderPvc',
-    message: secretMessages.guardLabelsRemovedUnderPvc(facts.context),
-    warnings: [],
-    pvc: facts.pvc,
-    audit: true,
-  };
+  return refusal('GuardLabelsRemovedUnderPvc', secretMessages.guardLabelsRemovedUnderPvc(facts.context), facts.pvc);
 }
 
 function keysDivergeRefusal(request: GuardedRequest): SecretDecision {
-  return {
-    allowed: false,
-    reason: 'PasswordKeysDiverge',
-    message: secretMessages.keysDiverge(request.context),
-    warnings: [],
-    audit: true,
-  };
+  return refusal('PasswordKeysDiverge', secretMessages.keysDiverge(request.context));
+}
+
+/** Every refusal is audited and carries the whole message; `pvc` when the PVC was looked at. */
+function refusal(reason: ReasonCode, message: string, pvc?: PvcRef): SecretDecision {
+  return { allowed: false, reason, message, warnings: [], ...(pvc ? { pvc } : {}), audit: true };
 }
 
 // ---- the database check --------------------------------------------------------------------------
