@@ -52,6 +52,7 @@ interface GuardedRequest {
 
 type Judge = (request: GuardedRequest) => SecretDecision;
 
+/** One judge per operation (controller-runtime's ValidateCreate, ValidateUpdate, ValidateDelete); CONNECT is not guarded. */
 const JUDGES: ReadonlyMap<string, Judge> = new Map([
   ['CREATE', judgeCreate],
   ['UPDATE', judgeUpdate],
