@@ -224,7 +224,8 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
     schema: { type: 'integer', minimum: 1, maximum: 600 },
     expects: 'must be an integer 1-600',
     description:
-      'On SIGTERM, the most the whole shutdown may take (delay below included) before open connections are cut; keep it below terminationGracePeriodSeconds.',
+      'On SIGTERM, the most the whole shutdown may take (delay below included) before open connections are cut; ' +
+      'keep it below terminationGracePeriodSeconds.',
   },
   shutdownDelaySeconds: {
     env: 'DIFY_GUARD_SHUTDOWN_DELAY_SECONDS',
@@ -232,7 +233,8 @@ export const SETTINGS: { [K in keyof GuardConfig]: SettingSpec<GuardConfig[K]> }
     schema: { type: 'integer', minimum: 0, maximum: 300 },
     expects: 'must be an integer 0-300',
     description:
-      'On SIGTERM, how long to keep serving (unready, closing each connection after its answer) so the Service stops routing here before the port closes.',
+      'On SIGTERM, how long to keep serving (unready, closing each connection after its answer) ' +
+      'so the Service stops routing here before the port closes.',
   },
   pvcResyncSeconds: {
     env: 'DIFY_GUARD_PVC_RESYNC_SECONDS',
@@ -274,54 +276,70 @@ const validateConfig = ajv.compile<GuardConfig>({
   properties: Object.fromEntries(SETTING_KEYS.map((key) => [key, SETTINGS[key].schema])),
 });
 
+/** The settings as they are gathered: each value with where it came from, and the problems met on the way. */
+interface Gathered {
+  values: Record<string, unknown>;
+  origin: Record<string, string>;
+  problems: string[];
+}
+
 /** Reads the settings from env (and the optional file). Never throws for bad input: it lists the problems. */
 export function loadConfig(
   env: NodeJS.ProcessEnv,
   readText: (path: string) => string = (path) => readFileSync(path, 'utf8'),
 ): ConfigResult {
-  const problems: string[] = [];
-  const values: Record<string, unknown> = Object.fromEntries(SETTING_KEYS.map((key) => [key, SETTINGS[key].default]));
-  const origin: Record<string, string> = Object.fromEntries(
-    SETTING_KEYS.map((key) => [key, `default of ${SETTINGS[key].env}`]),
-  );
-
+  // Defaults, then the file, then env vars: each layer overrides the one before.
+  const gathered: Gathered = {
+    values: Object.fromEntries(SETTING_KEYS.map((key) => [key, SETTINGS[key].default])),
+    origin: Object.fromEntries(SETTING_KEYS.map((key) => [key, `default of ${SETTINGS[key].env}`])),
+    problems: [],
+  };
   const file = env[CONFIG_FILE_ENV];
-  if (file) {
-    const fromFile = readConfigFile(file, readText, problems);
-    for (const [key, value] of Object.entries(fromFile ?? {})) {
-      if (key in SETTINGS) {
-        values[key] = value;
-        origin[key] = `${CONFIG_FILE_ENV} ${file}: ${key}`;
-      } else {
-        problems.push(
-          `${CONFIG_FILE_ENV} ${file}: unknown setting ${JSON.stringify(key)} (known: ${SETTING_KEYS.join(', ')})`,
-        );
-      }
+  if (file) applyConfigFile(gathered, file, readText);
+  applyEnv(gathered, env);
+  const problems = [...gathered.problems, ...invalidSettings(gathered)];
+  if (problems.length > 0) return { ok: false, problems };
+  const config = gathered.values as unknown as GuardConfig;
+  return { ok: true, config, settings: guardSettingsOf(config) };
+}
+
+function applyConfigFile(gathered: Gathered, file: string, readText: (path: string) => string): void {
+  const fromFile = readConfigFile(file, readText, gathered.problems);
+  for (const [key, value] of Object.entries(fromFile ?? {})) {
+    if (key in SETTINGS) {
+      gathered.values[key] = value;
+      gathered.origin[key] = `${CONFIG_FILE_ENV} ${file}: ${key}`;
+    } else {
+      gathered.problems.push(
+        `${CONFIG_FILE_ENV} ${file}: unknown setting ${JSON.stringify(key)} (known: ${SETTING_KEYS.join(', ')})`,
+      );
     }
   }
+}
 
+function applyEnv(gathered: Gathered, env: NodeJS.ProcessEnv): void {
   for (const key of SETTING_KEYS) {
     const raw = env[SETTINGS[key].env];
     // An empty variable counts as unset (a chart may render `value: ""`).
     if (raw === undefined || raw === '') continue;
-    values[key] = fromEnvString(raw, SETTINGS[key].schema);
-    origin[key] = SETTINGS[key].env;
+    gathered.values[key] = fromEnvString(raw, SETTINGS[key].schema);
+    gathered.origin[key] = SETTINGS[key].env;
   }
+}
 
-  if (!validateConfig(values)) {
-    const reported = new Set<string>();
-    for (const error of validateConfig.errors ?? []) {
-      const key = settingKeyOf(error);
-      if (!key || reported.has(key)) continue;
-      reported.add(key);
-      problems.push(`${origin[key]}: ${SETTINGS[key].expects}, got ${shown(values[key])}`);
-    }
-  } else if (values.port === values.healthPort) {
-    problems.push(`${origin.healthPort}: ${SETTINGS.healthPort.expects}, got ${shown(values.healthPort)}`);
+/** One problem per invalid setting, naming where its value came from; the two ports must differ. */
+function invalidSettings({ values, origin }: Gathered): string[] {
+  if (validateConfig(values)) {
+    return values.port === values.healthPort
+      ? [`${origin.healthPort}: ${SETTINGS.healthPort.expects}, got ${shown(values.healthPort)}`]
+      : [];
   }
-  if (problems.length > 0) return { ok: false, problems };
-  const config = values as unknown as GuardConfig;
-  return { ok: true, config, settings: guardSettingsOf(config) };
+  const reported = new Set<keyof GuardConfig>();
+  for (const error of validateConfig.errors ?? []) {
+    const key = settingKeyOf(error);
+    if (key) reported.add(key);
+  }
+  return [...reported].map((key) => `${origin[key]}: ${SETTINGS[key].expects}, got ${shown(values[key])}`);
 }
 
 /** The decisions' settings: templates and Redis details from the config, component lists from the contract. */

@@ -1,6 +1,12 @@
-// The one deadline for awaited work: whichever of the work and the expiry comes first wins. The timer
-// never keeps the process alive, and is cleared as soon as the work settles.
-export async function raceDeadline<T, E>(work: Promise<T>, ms: number, onExpiry: () => E): Promise<T | E> {
+// The one deadline for awaited work: whichever of the work and the expiry comes first wins. The timer is
+// cleared as soon as the work settles; it does not keep the process alive unless the caller asks (keepAlive),
+// for work that holds no handle of its own and must still be cut at the deadline.
+export async function raceDeadline<T, E>(
+  work: Promise<T>,
+  ms: number,
+  onExpiry: () => E,
+  { keepAlive = false }: { keepAlive?: boolean } = {},
+): Promise<T | E> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<E>((resolve, reject) => {
     timer = setTimeout(() => {
@@ -10,7 +16,7 @@ export async function raceDeadline<T, E>(work: Promise<T>, ms: number, onExpiry:
         reject(fault);
       }
     }, ms);
-    timer.unref();
+    if (!keepAlive) timer.unref();
   });
   try {
     return await Promise.race([work, expired]);

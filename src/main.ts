@@ -2,36 +2,29 @@
 // on SIGTERM/SIGINT: readiness off, in-flight requests finish (bounded), watch stopped, exit 0.
 import { hostname } from 'node:os';
 import { KubeConfig } from '@kubernetes/client-node';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { createAuditTrail } from './audit/audit-trail.js';
 import { SecretEventRecorder } from './audit/event-recorder.js';
 import { eventsApiFor } from './audit/events-api.js';
 import { PvcCache, pvcSourceFor } from './cluster/pvc-cache.js';
 import { postgresVerifier } from './cluster/postgres-verifier.js';
-import { loadConfig } from './config.js';
-import { createMetrics } from './metrics.js';
-import { buildServer } from './server.js';
+import { loadConfig, type ConfigResult, type GuardConfig } from './config.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { buildServer, type DifyGuardServer } from './server.js';
 
 /** events.k8s.io/v1 reportingController of the Warning Events. */
 export const REPORTING_CONTROLLER = 'dify-guard.io/admission-webhook';
 
 async function main(): Promise<void> {
-  const loaded = loadConfig(process.env);
-  if (!loaded.ok) {
-    for (const problem of loaded.problems) process.stderr.write(`dify-guard: ${problem}\n`);
-    process.exit(2);
-  }
-  const { config, settings } = loaded;
+  const { config, settings } = configOrExit();
   const log = pino({
     level: config.logLevel,
     base: { service: 'dify-guard' },
     timestamp: pino.stdTimeFunctions.isoTime,
   });
-
   // KUBECONFIG when set, else the pod's service account (token re-read as it rotates).
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromDefault();
-
   const metrics = createMetrics();
   const pvcCache = new PvcCache({
     source: pvcSourceFor(kubeConfig),
@@ -40,15 +33,7 @@ async function main(): Promise<void> {
     onRestart: () => metrics.pvcCacheRestarts.inc(),
   });
   metrics.observeCache(pvcCache);
-  const events = config.eventsEnabled
-    ? new SecretEventRecorder({
-        api: eventsApiFor(kubeConfig),
-        log: log.child({ component: 'events' }),
-        reportingController: REPORTING_CONTROLLER,
-        reportingInstance: hostname(),
-        onFailure: () => metrics.eventEmissionFailures.inc(),
-      })
-    : undefined;
+  const events = config.eventsEnabled ? eventRecorderOf(kubeConfig, log, metrics) : undefined;
   const server = buildServer({
     settings,
     log,
@@ -63,9 +48,57 @@ async function main(): Promise<void> {
     verifyRateLimitPerMinute: config.postgresqlVerifyRateLimit,
     tls: { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile },
   });
+  const shutdown = shutdownOf({ config, log, server, pvcCache, events });
+  // `on`, not `once`: with no listener left, a repeated signal would kill the process mid-drain.
+  process.on('SIGTERM', (signal) => void shutdown(signal));
+  process.on('SIGINT', (signal) => void shutdown(signal));
+  pvcCache.start();
+  const ports = await server.listen({ host: config.bindAddress, port: config.port, healthPort: config.healthPort });
+  log.info(
+    { ...ports, bindAddress: config.bindAddress, certificateLoaded: server.certificate?.loaded ?? false },
+    'dify-guard listening',
+  );
+}
 
+/** The loaded config; with bad settings, each problem on stderr and exit 2. */
+function configOrExit(): Extract<ConfigResult, { ok: true }> {
+  const loaded = loadConfig(process.env);
+  if (loaded.ok) return loaded;
+  for (const problem of loaded.problems) process.stderr.write(`dify-guard: ${problem}\n`);
+  process.exit(2);
+}
+
+function eventRecorderOf(kubeConfig: KubeConfig, log: Logger, metrics: Metrics): SecretEventRecorder {
+  return new SecretEventRecorder({
+    api: eventsApiFor(kubeConfig),
+    log: log.child({ component: 'events' }),
+    reportingController: REPORTING_CONTROLLER,
+    reportingInstance: hostname(),
+    onFailure: () => metrics.eventEmissionFailures.inc(),
+  });
+}
+
+interface RunningParts {
+  config: GuardConfig;
+  log: Logger;
+  server: DifyGuardServer;
+  pvcCache: PvcCache;
+  events: SecretEventRecorder | undefined;
+}
+
+/**
+ * The signal handler: readiness off, in-flight requests finish within the shutdown budget, the watch stops,
+ * queued Events get what is left (a few seconds at most), exit 0. A second signal while it runs does nothing.
+ */
+function shutdownOf({
+  config,
+  log,
+  server,
+  pvcCache,
+  events,
+}: RunningParts): (signal: NodeJS.Signals) => Promise<void> {
   let stopping = false;
-  const shutdown = async (signal: NodeJS.Signals): Promise<void> => {
+  return async (signal) => {
     if (stopping) return;
     stopping = true;
     const deadline = Date.now() + config.shutdownTimeoutSeconds * 1000;
@@ -84,16 +117,6 @@ async function main(): Promise<void> {
     log.info('dify-guard stopped');
     process.exit(0);
   };
-  // `on`, not `once`: with no listener left, a repeated signal would kill the process mid-drain.
-  process.on('SIGTERM', (signal) => void shutdown(signal));
-  process.on('SIGINT', (signal) => void shutdown(signal));
-
-  pvcCache.start();
-  const ports = await server.listen({ host: config.bindAddress, port: config.port, healthPort: config.healthPort });
-  log.info(
-    { ...ports, bindAddress: config.bindAddress, certificateLoaded: server.certificate?.loaded ?? false },
-    'dify-guard listening',
-  );
 }
 
 function delay(ms: number): Promise<void> {

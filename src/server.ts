@@ -15,12 +15,12 @@ import type { PvcState } from './admission/types.js';
 import type { AuditSink } from './audit/audit-trail.js';
 import { contract } from './contract.js';
 import { raceDeadline } from './deadline.js';
-import { admissionPlugin } from './http/admission-plugin.js';
+import { admissionPlugin, type AdmissionRoute } from './http/admission-plugin.js';
 import { healthPlugin, isReady, type ReadinessChecks } from './http/health-plugin.js';
 import { metricsPlugin } from './http/metrics-plugin.js';
 import { podMutationHandler } from './http/pod-route.js';
 import { workloadTemplateHandler } from './http/workload-route.js';
-import { secretGuardHandler } from './http/secret-route.js';
+import { secretGuardHandler, type SecretGuardDeps } from './http/secret-route.js';
 import { CertificateReloader } from './http/tls-reloader.js';
 import { RateLimiter } from './http/rate-limit.js';
 import { postgresVerifier, type PasswordVerifier } from './cluster/postgres-verifier.js';
@@ -83,20 +83,58 @@ export const DEFAULT_BODY_LIMIT_BYTES = 3 * 1024 * 1024;
 
 export function buildServer(options: ServerOptions): DifyGuardServer {
   const metrics = options.metrics ?? createMetrics();
+  const state = { shuttingDown: false };
+  const certificate = certificateReloaderOf(options, metrics);
+  const admission = admissionApp(options, metrics, certificate, state);
+  const readiness = (): ReadinessChecks & { ready: boolean } => {
+    const checks = {
+      certificate: certificate?.loaded ?? false,
+      pvcCache: options.pvcCache.hasSynced,
+      shuttingDown: state.shuttingDown,
+    };
+    return { ...checks, ready: isReady(checks) };
+  };
+  const health = healthApp(options.log, readiness, metrics);
+  return {
+    admission,
+    health,
+    metrics,
+    certificate,
+    readiness,
+    async listen(listenOptions) {
+      await certificate?.start();
+      return listenBoth(admission, health, listenOptions, certificate !== undefined);
+    },
+    beginShutdown() {
+      state.shuttingDown = true;
+    },
+    async close(timeoutMs = 25_000) {
+      state.shuttingDown = true;
+      certificate?.stop();
+      await closeBoth(admission, health, timeoutMs, options.log);
+    },
+  };
+}
+
+function certificateReloaderOf(options: ServerOptions, metrics: Metrics): CertificateReloader | undefined {
+  if (!options.tls) return undefined;
+  return new CertificateReloader({
+    ...options.tls,
+    log: options.log.child({ component: 'tls' }),
+    onResult: (result) => metrics.certificateReloads.inc({ result }),
+  });
+}
+
+/** The admission app: HTTPS when there is a certificate, the admission plugin with the three webhook routes. */
+function admissionApp(
+  options: ServerOptions,
+  metrics: Metrics,
+  certificate: CertificateReloader | undefined,
+  state: { shuttingDown: boolean },
+): FastifyInstance {
   const bodyLimitBytes = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
-  const log = options.log;
-  let shuttingDown = false;
-
-  const certificate = options.tls
-    ? new CertificateReloader({
-        ...options.tls,
-        log: log.child({ component: 'tls' }),
-        onResult: (result) => metrics.certificateReloads.inc({ result }),
-      })
-    : undefined;
-
   const admission = Fastify({
-    loggerInstance: log.child({ component: 'admission' }) as FastifyBaseLogger,
+    loggerInstance: options.log.child({ component: 'admission' }) as FastifyBaseLogger,
     // The admission plugin writes its own line per request (names only); fastify's would add nothing.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: bodyLimitBytes,
@@ -109,95 +147,95 @@ export function buildServer(options: ServerOptions): DifyGuardServer {
   }) as unknown as FastifyInstance;
   // Once shutting down, every answer closes its connection, so the API server reconnects to a ready replica.
   admission.addHook('onSend', async (_request, reply) => {
-    if (shuttingDown) void reply.header('connection', 'close');
+    if (state.shuttingDown) void reply.header('connection', 'close');
   });
+  void admission.register(admissionPlugin, { bodyLimitBytes, metrics, routes: admissionRoutes(options, metrics) });
+  return admission;
+}
 
-  const readiness = (): ReadinessChecks & { ready: boolean } => {
-    const checks = { certificate: certificate?.loaded ?? false, pvcCache: options.pvcCache.hasSynced, shuttingDown };
-    return { ...checks, ready: isReady(checks) };
-  };
+function admissionRoutes(options: ServerOptions, metrics: Metrics): AdmissionRoute[] {
+  const { settings, log } = options;
+  return [
+    {
+      path: contract.webhook.mutatePodsPath,
+      handler: podMutationHandler({ settings, metrics, log: log.child({ component: 'pods' }) }),
+    },
+    {
+      path: contract.webhook.validateWorkloadsPath,
+      handler: workloadTemplateHandler({ settings, metrics, log: log.child({ component: 'audit' }) }),
+    },
+    { path: contract.webhook.validateSecretsPath, handler: secretGuardHandler(secretGuardDepsOf(options, metrics)) },
+  ];
+}
 
-  void admission.register(admissionPlugin, {
-    bodyLimitBytes,
+function secretGuardDepsOf(options: ServerOptions, metrics: Metrics): SecretGuardDeps {
+  return {
+    settings: options.settings,
+    pvcStateOf: (namespace, name) => options.pvcCache.state(namespace, name),
+    audit: options.audit,
     metrics,
-    routes: [
-      {
-        path: contract.webhook.mutatePodsPath,
-        handler: podMutationHandler({ settings: options.settings, metrics, log: log.child({ component: 'pods' }) }),
-      },
-      {
-        path: contract.webhook.validateWorkloadsPath,
-        handler: workloadTemplateHandler({
-          settings: options.settings,
-          metrics,
-          log: log.child({ component: 'audit' }),
-        }),
-      },
-      {
-        path: contract.webhook.validateSecretsPath,
-        handler: secretGuardHandler({
-          settings: options.settings,
-          pvcStateOf: (namespace, name) => options.pvcCache.state(namespace, name),
-          audit: options.audit,
-          metrics,
-          log: log.child({ component: 'audit' }),
-          verifier:
-            options.passwordVerifier ??
-            postgresVerifier({
-              addressTemplate: SETTINGS.postgresqlAddressTemplate.default,
-              timeoutMs: SETTINGS.postgresqlVerifyTimeoutMs.default,
-            }),
-          rateLimiter: new RateLimiter({
-            perMinute: options.verifyRateLimitPerMinute ?? SETTINGS.postgresqlVerifyRateLimit.default,
-          }),
-        }),
-      },
-    ],
-  });
+    log: options.log.child({ component: 'audit' }),
+    verifier:
+      options.passwordVerifier ??
+      postgresVerifier({
+        addressTemplate: SETTINGS.postgresqlAddressTemplate.default,
+        timeoutMs: SETTINGS.postgresqlVerifyTimeoutMs.default,
+      }),
+    rateLimiter: new RateLimiter({
+      perMinute: options.verifyRateLimitPerMinute ?? SETTINGS.postgresqlVerifyRateLimit.default,
+    }),
+  };
+}
 
+/** The plain-HTTP app of /healthz, /readyz and /metrics. */
+function healthApp(
+  log: Logger,
+  readiness: () => ReadinessChecks & { ready: boolean },
+  metrics: Metrics,
+): FastifyInstance {
   const health = Fastify({
     loggerInstance: log.child({ component: 'health' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   }) as unknown as FastifyInstance;
   void health.register(healthPlugin, { readiness });
   void health.register(metricsPlugin, { metrics });
+  return health;
+}
 
-  return {
-    admission,
-    health,
-    metrics,
-    certificate,
-    readiness,
-    async listen(listenOptions) {
-      await certificate?.start();
-      await admission.listen({
-        host: listenOptions.host,
-        port: listenOptions.port,
-        listenTextResolver: (address) =>
-          `admission webhooks listening at ${certificate ? address.replace(/^http:/, 'https:') : address}`,
-      });
-      await health.listen({
-        host: listenOptions.healthHost ?? listenOptions.host,
-        port: listenOptions.healthPort,
-        listenTextResolver: (address) => `health and metrics listening at ${address}`,
-      });
-      return { port: portOf(admission), healthPort: portOf(health) };
-    },
-    beginShutdown() {
-      shuttingDown = true;
-    },
-    async close(timeoutMs = 25_000) {
-      shuttingDown = true;
-      certificate?.stop();
-      const closed = admission.close().then(() => 'closed' as const);
-      if ((await raceDeadline(closed, timeoutMs, () => 'timeout' as const)) === 'timeout') {
-        log.warn({ timeoutMs }, 'shutdown timeout: closing the connections still open');
-        admission.server.closeAllConnections();
-        await closed;
-      }
-      await health.close();
-    },
-  };
+async function listenBoth(
+  admission: FastifyInstance,
+  health: FastifyInstance,
+  options: ListenOptions,
+  https: boolean,
+): Promise<{ port: number; healthPort: number }> {
+  await admission.listen({
+    host: options.host,
+    port: options.port,
+    listenTextResolver: (address) =>
+      `admission webhooks listening at ${https ? address.replace(/^http:/, 'https:') : address}`,
+  });
+  await health.listen({
+    host: options.healthHost ?? options.host,
+    port: options.healthPort,
+    listenTextResolver: (address) => `health and metrics listening at ${address}`,
+  });
+  return { port: portOf(admission), healthPort: portOf(health) };
+}
+
+/** In-flight admission requests get `timeoutMs`, then what is left is cut; the health port closes last. */
+async function closeBoth(
+  admission: FastifyInstance,
+  health: FastifyInstance,
+  timeoutMs: number,
+  log: Logger,
+): Promise<void> {
+  const closed = admission.close().then(() => 'closed' as const);
+  if ((await raceDeadline(closed, timeoutMs, () => 'timeout' as const)) === 'timeout') {
+    log.warn({ timeoutMs }, 'shutdown timeout: closing the connections still open');
+    admission.server.closeAllConnections();
+    await closed;
+  }
+  await health.close();
 }
 
 /** The HTTPS server of the admission app, its secure context kept in step with the certificate files. */

@@ -10,6 +10,9 @@ import { tempDir } from './server/support.js';
 const env = (values: Partial<Record<keyof GuardConfig, string>>): NodeJS.ProcessEnv =>
   Object.fromEntries(Object.entries(values).map(([key, value]) => [SETTINGS[key as keyof GuardConfig].env, value]));
 
+/** What the four name templates must be, as the problems say it (written out here: the test states the contract). */
+const NAME_TEMPLATE_RULE = 'must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql")';
+
 const problemsOf = (result: ReturnType<typeof loadConfig>): string[] => (result.ok ? [] : result.problems);
 
 t.test('with nothing set, every setting has its default', async (t) => {
@@ -131,20 +134,20 @@ t.test('every bad setting: one line naming the variable, what it must be, and wh
     ],
     [
       { postgresqlSecretTemplate: 'dify-postgresql' },
-      'DIFY_GUARD_POSTGRESQL_SECRET_TEMPLATE: must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql"), got "dify-postgresql"',
+      `DIFY_GUARD_POSTGRESQL_SECRET_TEMPLATE: ${NAME_TEMPLATE_RULE}, got "dify-postgresql"`,
     ],
     [
       { postgresqlPvcTemplate: 'Data_{release}' },
-      'DIFY_GUARD_POSTGRESQL_PVC_TEMPLATE: must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql"), got "Data_{release}"',
+      `DIFY_GUARD_POSTGRESQL_PVC_TEMPLATE: ${NAME_TEMPLATE_RULE}, got "Data_{release}"`,
     ],
     [
       { redisHostTemplate: '{release} redis' },
-      'DIFY_GUARD_REDIS_HOST_TEMPLATE: must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql"), got "{release} redis"',
+      `DIFY_GUARD_REDIS_HOST_TEMPLATE: ${NAME_TEMPLATE_RULE}, got "{release} redis"`,
     ],
     [{ redisPort: '-1' }, 'DIFY_GUARD_REDIS_PORT: must be an integer 1-65535, got -1'],
     [
       { redisSecretTemplate: '{releases}' },
-      'DIFY_GUARD_REDIS_SECRET_TEMPLATE: must be a lowercase Kubernetes name containing {release} (e.g. "{release}-postgresql"), got "{releases}"',
+      `DIFY_GUARD_REDIS_SECRET_TEMPLATE: ${NAME_TEMPLATE_RULE}, got "{releases}"`,
     ],
     [
       { redisSecretKey: 'redis password' },

@@ -1,7 +1,7 @@
 // Every sentence that dify-guard shows to an operator: admission warnings and denial messages.
 // None of them takes a Secret value as input, so none can leak one.
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../contract.js';
-import type { PasswordVerification } from './types.js';
+import type { PasswordVerification, VerificationOutcome } from './types.js';
 
 /** The API server may truncate longer warnings (AdmissionReview v1). */
 export const MAX_WARNING_LENGTH = 120;
@@ -106,37 +106,40 @@ const rotateInDatabase = (c: SecretMessageContext): string =>
   `sh -c 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB"'\`, type \`\\password\` at its prompt and enter the new password there ` +
   '(never in an ALTER ROLE on a command line, where it would stay in the shell history and the server log)';
 
+const CANNOT_ASK =
+  `dify-guard cannot ask the database: that needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} ` +
+  'unchanged in the Secret, both password keys set to the same new value, and the guard labels kept.';
+
+const NOT_ASKED = 'dify-guard has not asked the database about this password.';
+
+const whereAsked = (v: PasswordVerification): string =>
+  `the release's PostgreSQL${v.address ? ` at ${v.address}` : ''}`;
+
+/** What the database's answer says to the operator, by outcome (an accepted password is never refused). */
+const ANSWER_SENTENCES: Readonly<
+  Record<VerificationOutcome, (c: SecretMessageContext, v: PasswordVerification) => string>
+> = {
+  accepted: () => NOT_ASKED,
+  rejected: (_c, v) =>
+    `dify-guard asked ${whereAsked(v)}: it does not accept this password yet (${v.detail ?? '28P01'}).`,
+  unreachable: (c, v) =>
+    `dify-guard cannot verify this password: ${whereAsked(v)} could not be asked within ${v.timeoutMs ?? '?'} ms ` +
+    `(${v.detail ?? 'error'}), so the change is refused for now. Check that pod ${objectRef(c.namespace, postgresqlPod(c))} ` +
+    'is Running and Ready, that its Service exists, and that NetworkPolicies let dify-guard reach its port ' +
+    '(networkPolicy.postgresql.allowDifyGuard); then apply the change again.',
+  'rate-limited': (_c, v) =>
+    `dify-guard did not ask the database: this Secret had ${v.limitPerMinute ?? 'too many'} password checks in the last minute ` +
+    `(a limit that keeps dify-guard from serving to guess passwords). Retry in ${v.retryAfterSeconds ?? 60} s.`,
+};
+
 /** The sentence saying what the database answered, or why it was not asked. */
 function verificationSentence(
   c: SecretMessageContext,
   verifiable: boolean,
   v: PasswordVerification | undefined,
 ): string {
-  if (!verifiable) {
-    return (
-      `dify-guard cannot ask the database: that needs ${SECRET_KEYS.postgresUsername} and ${SECRET_KEYS.postgresDatabase} ` +
-      'unchanged in the Secret, both password keys set to the same new value, and the guard labels kept.'
-    );
-  }
-  const where = `the release's PostgreSQL${v?.address ? ` at ${v.address}` : ''}`;
-  switch (v?.outcome) {
-    case 'rejected':
-      return `dify-guard asked ${where}: it does not accept this password yet (${v.detail ?? '28P01'}).`;
-    case 'unreachable':
-      return (
-        `dify-guard cannot verify this password: ${where} could not be asked within ${v.timeoutMs ?? '?'} ms ` +
-        `(${v.detail ?? 'error'}), so the change is refused for now. Check that pod ${objectRef(c.namespace, postgresqlPod(c))} ` +
-        'is Running and Ready, that its Service exists, and that NetworkPolicies let dify-guard reach its port ' +
-        '(networkPolicy.postgresql.allowDifyGuard); then apply the change again.'
-      );
-    case 'rate-limited':
-      return (
-        `dify-guard did not ask the database: this Secret had ${v.limitPerMinute ?? 'too many'} password checks in the last minute ` +
-        `(a limit that keeps dify-guard from serving to guess passwords). Retry in ${v.retryAfterSeconds ?? 60} s.`
-      );
-    default:
-      return 'dify-guard has not asked the database about this password.';
-  }
+  if (!verifiable) return CANNOT_ASK;
+  return v ? ANSWER_SENTENCES[v.outcome](c, v) : NOT_ASKED;
 }
 
 export const secretMessages = {

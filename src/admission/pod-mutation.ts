@@ -124,26 +124,32 @@ function withDefined(refs: { postgresql: SecretRef | undefined; redis: SecretRef
 
 /** Brings one Dify container's env to the plan; returns the warnings and the names it changed. */
 function treatContainer(container: Container, plan: PodPlan): Treated {
-  const { spec, where } = container;
-  const existing = spec.env;
-  // `env: null` is a container with no env; anything else that is not a list is invalid and left to the API server.
-  if (existing !== undefined && existing !== null && !Array.isArray(existing)) {
-    return { warnings: [], variables: new Set(), declared: new Set() };
-  }
-  const env: unknown[] = Array.isArray(existing) ? existing : [];
-  const treated: Treated = { warnings: [], variables: new Set(), declared: new Set(envNamesOf(container.spec)) };
-  const addAbsent = container.role === 'app';
-
-  if (plan.forceMigrationDisabled && forceMigrationDisabled(env, addAbsent)) {
-    treated.warnings.push(podWarnings.migrationForced(where));
-    treated.variables.add(ENV.migrationEnabled);
-  }
+  const { spec } = container;
+  const env = editableEnvOf(spec);
+  if (!env) return { warnings: [], variables: new Set(), declared: new Set() };
+  const treated: Treated = { warnings: [], variables: new Set(), declared: new Set(envNamesOf(spec)) };
+  treatMigration(env, container, plan, treated);
   treatPostgresqlPasswords(env, container, plan, treated);
   treatRedisPasswords(env, container, plan, treated);
-  if (plan.redisEndpoint && addAbsent) addRedisEndpoint(env, container, plan.redisEndpoint, treated);
-
-  if (env.length > 0 && !Array.isArray(existing)) spec.env = env;
+  if (plan.redisEndpoint && container.role === 'app') addRedisEndpoint(env, container, plan.redisEndpoint, treated);
+  if (env.length > 0 && !Array.isArray(spec.env)) spec.env = env;
   return treated;
+}
+
+/**
+ * The env list to edit: the container's own, or a new one (kept only if something is added). `env: null` is a
+ * container with no env; anything else that is not a list is invalid and left to the API server (undefined).
+ */
+function editableEnvOf(spec: JsonObject): unknown[] | undefined {
+  const existing = spec.env;
+  if (existing === undefined || existing === null) return [];
+  return Array.isArray(existing) ? existing : undefined;
+}
+
+function treatMigration(env: unknown[], container: Container, plan: PodPlan, treated: Treated): void {
+  if (!plan.forceMigrationDisabled || !forceMigrationDisabled(env, container.role === 'app')) return;
+  treated.warnings.push(podWarnings.migrationForced(container.where));
+  treated.variables.add(ENV.migrationEnabled);
 }
 
 function treatPostgresqlPasswords(env: unknown[], container: Container, plan: PodPlan, treated: Treated): void {
@@ -170,6 +176,21 @@ function treatRedisPasswords(env: unknown[], container: Container, plan: PodPlan
     return;
   }
   const urlRewritten = rewriteRedisUrls(env, container, treated);
+  const fixes = enforceRedisPasswordRefs(env, container, ref, urlRewritten, treated);
+  const movedBefore = defineRedisPasswordFirst(env);
+  if (movedBefore === undefined) return;
+  treated.variables.add(ENV.redisPassword);
+  if (!fixes.has('added')) treated.warnings.push(podWarnings.redisPasswordMoved(container.where, movedBefore));
+}
+
+/** Points each Redis password setting at the Secret; returns the kinds of fix made to REDIS_PASSWORD itself. */
+function enforceRedisPasswordRefs(
+  env: unknown[],
+  container: Container,
+  ref: SecretRef,
+  urlRewritten: boolean,
+  treated: Treated,
+): Set<RefFix> {
   const fixes = new Set<RefFix>();
   for (const name of CREDENTIALS.redisPasswords) {
     // A rewritten URL now needs $(REDIS_PASSWORD): that container uses Redis, even an init container.
@@ -181,11 +202,7 @@ function treatRedisPasswords(env: unknown[], container: Container, plan: PodPlan
       treated.variables.add(name);
     }
   }
-  const movedBefore = defineRedisPasswordFirst(env);
-  if (movedBefore !== undefined) {
-    treated.variables.add(ENV.redisPassword);
-    if (!fixes.has('added')) treated.warnings.push(podWarnings.redisPasswordMoved(container.where, movedBefore));
-  }
+  return fixes;
 }
 
 /** Rewrites every literal password in a Redis URL setting to $(REDIS_PASSWORD); true when one was. */

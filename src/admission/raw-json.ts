@@ -15,6 +15,13 @@ export function metadataString(object: JsonObject | null | undefined, field: str
   return typeof value === 'string' ? value : undefined;
 }
 
+/** The object's name, else its generateName (an object created with generateName has no name yet), else ''. */
+export function nameOrGenerateName(object: JsonObject | null | undefined): string {
+  const metadata = metadataOf(object);
+  const name = metadata.name ?? metadata.generateName;
+  return typeof name === 'string' ? name : '';
+}
+
 /** A string-valued field of metadata (labels and annotations are maps of strings). */
 export function stringMapOf(
   object: JsonObject | null | undefined,

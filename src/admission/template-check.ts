@@ -8,7 +8,7 @@ import { ENV, contract } from '../contract.js';
 import { chartComponentOf, containerRole, runsDify } from './dify-containers.js';
 import { templateMessages } from './messages.js';
 import { brokerUrlHasLiteralPassword } from './pod-mutation.js';
-import { asObject, metadataOf } from './raw-json.js';
+import { asObject, metadataOf, nameOrGenerateName } from './raw-json.js';
 import type { GuardSettings, TemplatePolicy } from './settings.js';
 import type { JsonObject } from './types.js';
 
@@ -77,7 +77,7 @@ export function judgeWorkloadTemplate(
   if (!template || isControllerOwned(object) || metadataOf(object).deletionTimestamp !== undefined) return skip;
   const findings = templateFindings(template, settings);
   const unchanged = oldObject ? isDeepStrictEqual(podTemplateOf(kind, oldObject), template) : false;
-  return decide(kind, nameOf(object), findings, unchanged ? 'warn' : settings.templatePolicy);
+  return decide(kind, nameOrGenerateName(object), findings, unchanged ? 'warn' : settings.templatePolicy);
 }
 
 /**
@@ -133,18 +133,29 @@ function containerFindings(container: JsonObject, checkMigration: boolean): Temp
   const name = typeof container.name === 'string' ? container.name : '?';
   const env = Array.isArray(container.env) ? (container.env as unknown[]) : [];
   return env.flatMap((item: unknown): TemplateFinding[] => {
-    const entry = asObject(item);
-    const variable = entry?.name;
-    if (!entry || typeof variable !== 'string') return [];
-    const value = entry.value;
-    const literal =
-      typeof value === 'string' &&
-      value !== '' &&
-      (PASSWORD_SETTINGS.has(variable) || (URL_SETTINGS.has(variable) && brokerUrlHasLiteralPassword(value)));
-    if (literal) return [{ container: name, variable, finding: 'literal_password' }];
-    const migrationOn = variable === ENV.migrationEnabled && (value !== 'false' || entry.valueFrom !== undefined);
-    return checkMigration && migrationOn ? [{ container: name, variable, finding: 'migration_enabled' }] : [];
+    const finding = envEntryFinding(asObject(item), checkMigration);
+    return finding ? [{ container: name, ...finding }] : [];
   });
+}
+
+/** What one env entry stores that the rules refuse: a literal password first, else MIGRATION_ENABLED on. */
+function envEntryFinding(
+  entry: JsonObject | undefined,
+  checkMigration: boolean,
+): Omit<TemplateFinding, 'container'> | undefined {
+  const variable = entry?.name;
+  if (!entry || typeof variable !== 'string') return undefined;
+  if (storesLiteralPassword(variable, entry.value)) return { variable, finding: 'literal_password' };
+  const migrationOn = variable === ENV.migrationEnabled && (entry.value !== 'false' || entry.valueFrom !== undefined);
+  return checkMigration && migrationOn ? { variable, finding: 'migration_enabled' } : undefined;
+}
+
+function storesLiteralPassword(variable: string, value: unknown): boolean {
+  return (
+    typeof value === 'string' &&
+    value !== '' &&
+    (PASSWORD_SETTINGS.has(variable) || (URL_SETTINGS.has(variable) && brokerUrlHasLiteralPassword(value)))
+  );
 }
 
 function decide(kind: string, name: string, findings: TemplateFinding[], policy: TemplatePolicy): TemplateDecision {
@@ -168,10 +179,4 @@ function decide(kind: string, name: string, findings: TemplateFinding[], policy:
 /** The distinct variable names of some findings, in order. */
 export function variablesOf(findings: readonly TemplateFinding[]): string[] {
   return [...new Set(findings.map((f) => f.variable))];
-}
-
-function nameOf(object: JsonObject): string {
-  const metadata = metadataOf(object);
-  const name = metadata.name ?? metadata.generateName;
-  return typeof name === 'string' ? name : '';
 }

@@ -1,7 +1,7 @@
 // The audit trail of Secret decisions: one JSON log line per record and, unless dry-run, a Warning
 // Event on the Secret. Only names, codes and the operator message are recorded, never Secret data.
 import type { Logger } from 'pino';
-import type { Operation, ReasonCode, VerificationOutcome } from '../admission/types.js';
+import type { AdmissionRequest, Operation, ReasonCode, VerificationOutcome } from '../admission/types.js';
 import type { SecretEventRecorder } from './event-recorder.js';
 
 export interface AuditRecord {
@@ -34,6 +34,20 @@ export interface TemplateAuditRecord {
   mode: 'warn' | 'deny';
   findings: { container: string; variable: string; finding: string }[];
   dryRun: boolean;
+}
+
+/** The fields of an audit record that say which request it was and who sent it. */
+export function requestFieldsOf(
+  request: AdmissionRequest,
+): Pick<AuditRecord, 'uid' | 'user' | 'groups' | 'operation' | 'namespace' | 'dryRun'> {
+  return {
+    uid: request.uid,
+    user: request.userInfo.username ?? '',
+    groups: request.userInfo.groups ?? [],
+    operation: request.operation,
+    namespace: request.namespace ?? '',
+    dryRun: request.dryRun === true,
+  };
 }
 
 /** Writes one template audit line (warn level, like every audit record). */

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import type { JsonObject } from '../admission/types.js';
 import { describeApiError } from '../api-errors.js';
+import { raceDeadline } from '../deadline.js';
 
 export interface SecretEvent {
   namespace: string;
@@ -93,7 +94,10 @@ export class SecretEventRecorder {
     this.enqueue(key, event, () => this.emit(key, event, observedMs));
   }
 
-  /** Resolves when every queued Event has been emitted or has failed (tests, shutdown); series waiting for their flush time are written now. */
+  /**
+   * Resolves when every queued Event has been emitted or has failed (tests, shutdown); series waiting for their
+   * flush time are written now.
+   */
   async idle(): Promise<void> {
     for (;;) {
       for (const key of [...this.flushes.keys()]) this.flush(key);
@@ -207,12 +211,12 @@ export class SecretEventRecorder {
       if (entry.lastObservedMs < horizon && !this.flushes.has(key)) this.series.delete(key);
   }
 
+  /** An API call cut at timeoutMs; the timer holds the process until then, as the call itself may hold nothing. */
   private bounded<T>(promise: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+    const expiry = (): never => {
+      throw new Error(`timed out after ${this.timeoutMs} ms`);
+    };
+    return raceDeadline(promise, this.timeoutMs, expiry, { keepAlive: true });
   }
 }
 

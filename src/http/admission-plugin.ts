@@ -2,6 +2,7 @@
 // content type, size limit, JSON decoding, envelope validation, uid echo, fault -> 500, metrics.
 // It knows nothing of policies, and it never logs or echoes request body content (Secrets!).
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AdmissionRequest } from '../admission/types.js';
 import type { Metrics } from '../metrics.js';
 import {
   ADMISSION_API_VERSION,
@@ -58,124 +59,132 @@ class AdmissionInputError extends Error {
 
 const JSON_MEDIA_TYPE = 'application/json';
 
+/** Said for a body that is empty or only whitespace, whichever layer finds it. */
+const EMPTY_BODY = 'request body is empty: expected an AdmissionReview';
+
 export async function admissionPlugin(app: FastifyInstance, options: AdmissionPluginOptions): Promise<void> {
   const { metrics, bodyLimitBytes } = options;
-
   app.decorateRequest('admissionTrace', null);
   // Only JSON is accepted; fastify's own parsers are replaced so that no parser error can quote the body.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser(
-    JSON_MEDIA_TYPE,
-    { parseAs: 'buffer', bodyLimit: bodyLimitBytes },
-    (_request, body, done) => {
-      const text = (body as Buffer).toString('utf8');
-      if (text.trim() === '') {
-        done(
-          new AdmissionInputError(400, 'BadRequest', 'request body is empty: expected an AdmissionReview'),
-          undefined,
-        );
-        return;
-      }
-      try {
-        done(null, JSON.parse(text));
-      } catch (error) {
-        // JSON.parse's message quotes the input, so only the position is passed on.
-        const position = /position (\d+)/.exec(String((error as Error).message))?.[1];
-        done(
-          new AdmissionInputError(
-            400,
-            'BadRequest',
-            `malformed JSON in the request body${position ? ` at position ${position}` : ''}: expected an AdmissionReview`,
-          ),
-          undefined,
-        );
-      }
-    },
-  );
-
+  app.addContentTypeParser(JSON_MEDIA_TYPE, { parseAs: 'buffer', bodyLimit: bodyLimitBytes }, parseJsonBody);
   app.addHook('onRequest', async (request) => {
     request.admissionTrace = { startedAt: process.hrtime.bigint(), uid: '', outcome: 'rejected' };
     request.log.trace({ url: request.url }, 'admission request received');
   });
-
-  app.addHook('onResponse', async (request, reply) => {
-    const trace = request.admissionTrace;
-    const route = request.routeOptions.url;
-    if (!trace || route === undefined) return;
-    const seconds = Number(process.hrtime.bigint() - trace.startedAt) / 1e9;
-    const code = reply.statusCode;
-    metrics.requests.inc({ route, decision: trace.outcome, code: String(code) });
-    metrics.requestDuration.observe({ route }, seconds);
-    request.log.debug(
-      {
-        uid: trace.uid,
-        route,
-        decision: trace.outcome,
-        code,
-        seconds,
-        operation: trace.operation,
-        kind: trace.kind,
-        namespace: trace.namespace,
-        name: trace.name,
-      },
-      'admission request answered',
-    );
-  });
-
-  app.setErrorHandler((error: FastifyError | AdmissionInputError, request, reply) => {
-    const trace = request.admissionTrace;
-    const rejection = describeRejection(error, request, bodyLimitBytes);
-    if (rejection) {
-      if (trace) trace.outcome = 'rejected';
-      request.log.info(
-        {
-          uid: trace?.uid ?? '',
-          route: request.routeOptions.url,
-          code: rejection.statusCode,
-          problem: rejection.message,
-        },
-        'admission request rejected',
-      );
-      return reply
-        .code(rejection.statusCode)
-        .send(reviewResponse(trace?.uid ?? '', errored(rejection.statusCode, rejection.reason, rejection.message)));
-    }
-    return answerFault(request, reply, error);
-  });
-
+  app.addHook('onResponse', async (request, reply) => answered(request, reply, metrics));
+  app.setErrorHandler((error: FastifyError | AdmissionInputError, request, reply) =>
+    answerError(error, request, reply, bodyLimitBytes),
+  );
   for (const route of options.routes) {
-    app.post(route.path, { bodyLimit: bodyLimitBytes }, async (request, reply) => {
-      const trace = request.admissionTrace as AdmissionTrace;
-      trace.uid = uidOf(request.body);
-      if (!isJson(request.headers['content-type'])) throw unsupportedMediaType(request);
-      if (request.body === undefined || request.body === null) {
-        throw new AdmissionInputError(400, 'BadRequest', 'request body is empty: expected an AdmissionReview');
-      }
-      const check = checkAdmissionReview(request.body);
-      if (!check.ok) {
-        throw new AdmissionInputError(
-          400,
-          'BadRequest',
-          `not a valid ${ADMISSION_API_VERSION} ${ADMISSION_KIND}: ${check.problems.join('; ')}`,
-        );
-      }
-      const admission = check.request;
-      Object.assign(trace, {
-        operation: admission.operation,
-        kind: admission.kind.kind,
-        namespace: admission.namespace,
-        name: admission.name || undefined,
-      });
-      let verdict: AdmissionVerdict;
-      try {
-        verdict = await route.handler(admission);
-      } catch (fault) {
-        return answerFault(request, reply, fault);
-      }
-      trace.outcome = decisionOf(verdict);
-      return reply.code(200).send(reviewResponse(trace.uid, verdict));
-    });
+    app.post(route.path, { bodyLimit: bodyLimitBytes }, async (request, reply) => answerReview(route, request, reply));
   }
+}
+
+/** The body as JSON; an error that names the problem, never the content, when it is empty or not JSON. */
+function parseJsonBody(
+  _request: FastifyRequest,
+  body: string | Buffer,
+  done: (error: Error | null, value?: unknown) => void,
+): void {
+  const text = (body as Buffer).toString('utf8');
+  if (text.trim() === '') {
+    done(new AdmissionInputError(400, 'BadRequest', EMPTY_BODY), undefined);
+    return;
+  }
+  try {
+    done(null, JSON.parse(text));
+  } catch (error) {
+    // JSON.parse's message quotes the input, so only the position is passed on.
+    const position = /position (\d+)/.exec(String((error as Error).message))?.[1];
+    done(
+      new AdmissionInputError(
+        400,
+        'BadRequest',
+        `malformed JSON in the request body${position ? ` at position ${position}` : ''}: expected an AdmissionReview`,
+      ),
+      undefined,
+    );
+  }
+}
+
+/** The metrics and the one log line of an answered request (names only). */
+function answered(request: FastifyRequest, reply: FastifyReply, metrics: Metrics): void {
+  const trace = request.admissionTrace;
+  const route = request.routeOptions.url;
+  if (!trace || route === undefined) return;
+  const seconds = Number(process.hrtime.bigint() - trace.startedAt) / 1e9;
+  const code = reply.statusCode;
+  metrics.requests.inc({ route, decision: trace.outcome, code: String(code) });
+  metrics.requestDuration.observe({ route }, seconds);
+  const { uid, outcome: decision, operation, kind, namespace, name } = trace;
+  request.log.debug(
+    { uid, route, decision, code, seconds, operation, kind, namespace, name },
+    'admission request answered',
+  );
+}
+
+/** A bad request is answered with its status and problem; anything else is a fault (500). */
+function answerError(
+  error: FastifyError | AdmissionInputError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  bodyLimitBytes: number,
+): FastifyReply {
+  const trace = request.admissionTrace;
+  const rejection = describeRejection(error, request, bodyLimitBytes);
+  if (!rejection) return answerFault(request, reply, error);
+  if (trace) trace.outcome = 'rejected';
+  const uid = trace?.uid ?? '';
+  request.log.info(
+    { uid, route: request.routeOptions.url, code: rejection.statusCode, problem: rejection.message },
+    'admission request rejected',
+  );
+  return reply
+    .code(rejection.statusCode)
+    .send(reviewResponse(uid, errored(rejection.statusCode, rejection.reason, rejection.message)));
+}
+
+/** One AdmissionReview: the envelope checked, the route's handler asked, its verdict sent back with the uid. */
+async function answerReview(
+  route: AdmissionRoute,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): Promise<FastifyReply> {
+  const trace = request.admissionTrace as AdmissionTrace;
+  trace.uid = uidOf(request.body);
+  const admission = admissionRequestOf(request);
+  Object.assign(trace, {
+    operation: admission.operation,
+    kind: admission.kind.kind,
+    namespace: admission.namespace,
+    name: admission.name || undefined,
+  });
+  let verdict: AdmissionVerdict;
+  try {
+    verdict = await route.handler(admission);
+  } catch (fault) {
+    return answerFault(request, reply, fault);
+  }
+  trace.outcome = decisionOf(verdict);
+  return reply.code(200).send(reviewResponse(trace.uid, verdict));
+}
+
+/** The request of a valid AdmissionReview; throws the AdmissionInputError that says what is wrong. */
+function admissionRequestOf(request: FastifyRequest): AdmissionRequest {
+  if (!isJson(request.headers['content-type'])) throw unsupportedMediaType(request);
+  if (request.body === undefined || request.body === null) {
+    throw new AdmissionInputError(400, 'BadRequest', EMPTY_BODY);
+  }
+  const check = checkAdmissionReview(request.body);
+  if (!check.ok) {
+    throw new AdmissionInputError(
+      400,
+      'BadRequest',
+      `not a valid ${ADMISSION_API_VERSION} ${ADMISSION_KIND}: ${check.problems.join('; ')}`,
+    );
+  }
+  return check.request;
 }
 
 function answerFault(request: FastifyRequest, reply: FastifyReply, fault: unknown): FastifyReply {
@@ -225,7 +234,7 @@ function describeRejection(
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return unsupportedMediaType(request);
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return { statusCode: 400, reason: 'BadRequest', message: 'request body is empty: expected an AdmissionReview' };
+      return { statusCode: 400, reason: 'BadRequest', message: EMPTY_BODY };
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return {
         statusCode: 400,

@@ -143,17 +143,24 @@ export function uidOf(body: unknown): string {
 
 function describeProblem(error: ErrorObject, body: unknown): string {
   const path = fieldName(error.instancePath);
+  const found = (): unknown => valueAt(body, error.instancePath);
   switch (error.keyword) {
     case 'required': {
       const missing = String((error.params as { missingProperty: string }).missingProperty);
       return `${path ? `${path}.` : ''}${missing} is missing`;
     }
-    case 'const':
-      return `${path} must be ${JSON.stringify((error.params as { allowedValue: unknown }).allowedValue)}, got ${shown(valueAt(body, error.instancePath))}`;
-    case 'enum':
-      return `${path} must be one of ${(error.params as { allowedValues: unknown[] }).allowedValues.join(', ')}, got ${shown(valueAt(body, error.instancePath))}`;
-    case 'type':
-      return `${path || 'the body'} must be ${describeType((error.params as { type: string | string[] }).type)}, got ${typeName(valueAt(body, error.instancePath))}`;
+    case 'const': {
+      const { allowedValue } = error.params as { allowedValue: unknown };
+      return `${path} must be ${JSON.stringify(allowedValue)}, got ${shown(found())}`;
+    }
+    case 'enum': {
+      const { allowedValues } = error.params as { allowedValues: unknown[] };
+      return `${path} must be one of ${allowedValues.join(', ')}, got ${shown(found())}`;
+    }
+    case 'type': {
+      const { type } = error.params as { type: string | string[] };
+      return `${path || 'the body'} must be ${describeType(type)}, got ${typeName(found())}`;
+    }
     case 'minLength':
       return `${path} must not be empty`;
     default:

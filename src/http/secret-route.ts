@@ -12,7 +12,7 @@ import type {
   SecretChange,
   SecretDecision,
 } from '../admission/types.js';
-import type { AuditSink } from '../audit/audit-trail.js';
+import { requestFieldsOf, type AuditRecord, type AuditSink } from '../audit/audit-trail.js';
 import type { PasswordVerifier } from '../cluster/postgres-verifier.js';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
@@ -37,29 +37,43 @@ export function secretGuardHandler(deps: SecretGuardDeps): AdmissionHandler {
     const isSecret = request.kind.group === '' && request.kind.kind === 'Secret' && !request.subResource;
     if (!isSecret || request.operation === 'CONNECT') return allowed();
     const change = secretChangeFromRequest(request);
-    // One cache answer per request, so both passes of the decision see the same PVC state.
-    const pvcStateOf = rememberedPvcState(deps.pvcStateOf);
-    let decision = judgeSecretChange(change, deps.settings, pvcStateOf);
-    if (decision.verify)
-      decision = judgeSecretChange(change, deps.settings, pvcStateOf, await verify(deps, change, request.uid));
-    if (decision.reason === 'PasswordRotationVerified' && !change.dryRun) deps.metrics.verifiedRotations.inc();
-
-    const verdict: AdmissionVerdict = decision.allowed
-      ? allowed(decision.warnings)
-      : denied(decision.message ?? `dify-guard denied this change (${decision.reason})`, decision.warnings);
-    if (decision.reason !== 'NotGuarded') verdict.auditAnnotations = auditAnnotationsOf(decision);
-    if (!decision.allowed) deps.metrics.denials.inc({ reason: decision.reason });
-    else if (decision.audit) deps.metrics.auditedAllowed.inc({ reason: decision.reason });
-    if (!decision.allowed || decision.audit) {
-      try {
-        deps.audit.record(auditRecordOf(request, decision), { uid: secretUidOf(request) });
-      } catch (fault) {
-        // The decision stands even if the trail cannot be written; the failure is logged without content.
-        deps.log.error({ uid: request.uid, fault: faultSummary(fault) }, 'audit record could not be written');
-      }
-    }
-    return verdict;
+    const decision = await decide(deps, change, request.uid);
+    countDecision(deps.metrics, decision, change);
+    if (!decision.allowed || decision.audit) recordAudit(deps, request, decision);
+    return verdictOf(decision);
   };
+}
+
+/** judgeSecretChange, asked again with the database's answer when its first decision says `verify`. */
+async function decide(deps: SecretGuardDeps, change: SecretChange, uid: string): Promise<SecretDecision> {
+  // One cache answer per request, so both passes of the decision see the same PVC state.
+  const pvcStateOf = rememberedPvcState(deps.pvcStateOf);
+  const decision = judgeSecretChange(change, deps.settings, pvcStateOf);
+  if (!decision.verify) return decision;
+  return judgeSecretChange(change, deps.settings, pvcStateOf, await verify(deps, change, uid));
+}
+
+function countDecision(metrics: Metrics, decision: SecretDecision, change: SecretChange): void {
+  if (decision.reason === 'PasswordRotationVerified' && !change.dryRun) metrics.verifiedRotations.inc();
+  if (!decision.allowed) metrics.denials.inc({ reason: decision.reason });
+  else if (decision.audit) metrics.auditedAllowed.inc({ reason: decision.reason });
+}
+
+function verdictOf(decision: SecretDecision): AdmissionVerdict {
+  const verdict: AdmissionVerdict = decision.allowed
+    ? allowed(decision.warnings)
+    : denied(decision.message ?? `dify-guard denied this change (${decision.reason})`, decision.warnings);
+  if (decision.reason !== 'NotGuarded') verdict.auditAnnotations = auditAnnotationsOf(decision);
+  return verdict;
+}
+
+/** The decision stands even if the trail cannot be written; the failure is logged without content. */
+function recordAudit(deps: SecretGuardDeps, request: AdmissionRequest, decision: SecretDecision): void {
+  try {
+    deps.audit.record(auditRecordOf(request, decision), { uid: secretUidOf(request) });
+  } catch (fault) {
+    deps.log.error({ uid: request.uid, fault: faultSummary(fault) }, 'audit record could not be written');
+  }
 }
 
 /** The database's answer for this request's new password, or rate-limited without asking. */
@@ -106,18 +120,13 @@ function auditAnnotationsOf(decision: SecretDecision): Record<string, string> {
   return annotations;
 }
 
-function auditRecordOf(request: AdmissionRequest, decision: SecretDecision): Parameters<AuditSink['record']>[0] {
+function auditRecordOf(request: AdmissionRequest, decision: SecretDecision): AuditRecord {
   return {
+    ...requestFieldsOf(request),
     decision: decision.allowed ? 'allowed' : 'denied',
-    uid: request.uid,
-    user: request.userInfo.username ?? '',
-    groups: request.userInfo.groups ?? [],
-    operation: request.operation,
-    namespace: request.namespace ?? '',
     name: request.name || metadataString(request.oldObject, 'name') || metadataString(request.object, 'name') || '',
     reason: decision.reason,
     pvc: decision.pvc ? `${decision.pvc.namespace}/${decision.pvc.name}` : null,
-    dryRun: request.dryRun === true,
     message: decision.message ?? decision.warnings.join(' '),
     ...(decision.verification ? { verification: decision.verification } : {}),
   };

@@ -109,43 +109,32 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
   }
 
   private async readAndSwap(): Promise<ReloadResult> {
-    const { certFile, keyFile, log } = this.options;
-    let cert: Buffer;
-    let key: Buffer;
-    try {
-      [cert, key] = await Promise.all([readFile(certFile), readFile(keyFile)]);
-    } catch (error) {
-      return this.failed(
-        `cannot read the certificate files: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
-        undefined,
-      );
-    }
-    const hash = createHash('sha256').update(cert).update('\0').update(key).digest('hex');
+    const { certFile, log } = this.options;
+    const pair = await readPair(certFile, this.options.keyFile);
+    if ('problem' in pair) return this.failed(pair.problem, undefined);
+    const hash = createHash('sha256').update(pair.cert).update('\0').update(pair.key).digest('hex');
     if (hash === this.contentHash) return 'unchanged';
-    let info: CertificateInfo;
-    try {
-      // Throws on a broken PEM or on a key that does not belong to the certificate.
-      createSecureContext({ cert, key, minVersion: TLS_MIN_VERSION });
-      const x509 = new X509Certificate(cert);
-      info = { fingerprint256: x509.fingerprint256, subject: x509.subject, issuer: x509.issuer, validTo: x509.validTo };
-      if (Date.parse(x509.validTo) < Date.now())
-        log.warn({ certFile, validTo: x509.validTo }, 'the serving certificate has expired');
-    } catch (error) {
-      // OpenSSL's reason (e.g. "key values mismatch") names the problem; it never quotes key material.
-      return this.failed(
-        `the certificate and key do not load: ${String((error as Error).message).split('\n')[0]}`,
-        hash,
-      );
-    }
+    const info = certificateInfoOf(pair);
+    if ('problem' in info) return this.failed(info.problem, hash);
+    if (Date.parse(info.validTo) < Date.now())
+      log.warn({ certFile, validTo: info.validTo }, 'the serving certificate has expired');
+    this.swapIn(pair, hash, info);
+    return 'loaded';
+  }
+
+  private swapIn(pair: CertificatePair, hash: string, info: CertificateInfo): void {
+    const { cert, key } = pair;
     this.context = { cert, key };
     this.contentHash = hash;
     this.failedHash = undefined;
     this.info = info;
     for (const server of this.servers) server.setSecureContext({ minVersion: TLS_MIN_VERSION, cert, key });
-    log.info({ certFile, keyFile, ...info }, 'serving certificate loaded');
+    this.options.log.info(
+      { certFile: this.options.certFile, keyFile: this.options.keyFile, ...info },
+      'serving certificate loaded',
+    );
     this.options.onResult?.('loaded');
     this.emit('loaded', info);
-    return 'loaded';
   }
 
   private failed(problem: string, hash: string | undefined): ReloadResult {
@@ -192,5 +181,32 @@ export class CertificateReloader extends EventEmitter<{ loaded: [CertificateInfo
     clearTimeout(this.debounceTimer);
     this.debounceTimer = setTimeout(() => void this.reload(), this.options.debounceMs ?? 200);
     this.debounceTimer.unref();
+  }
+}
+
+interface CertificatePair {
+  cert: Buffer;
+  key: Buffer;
+}
+
+async function readPair(certFile: string, keyFile: string): Promise<CertificatePair | { problem: string }> {
+  try {
+    const [cert, key] = await Promise.all([readFile(certFile), readFile(keyFile)]);
+    return { cert, key };
+  } catch (error) {
+    return { problem: `cannot read the certificate files: ${(error as NodeJS.ErrnoException).code ?? 'error'}` };
+  }
+}
+
+/** What the pair's certificate says, when the pair loads; else the problem. */
+function certificateInfoOf({ cert, key }: CertificatePair): CertificateInfo | { problem: string } {
+  try {
+    // Throws on a broken PEM or on a key that does not belong to the certificate.
+    createSecureContext({ cert, key, minVersion: TLS_MIN_VERSION });
+    const x509 = new X509Certificate(cert);
+    return { fingerprint256: x509.fingerprint256, subject: x509.subject, issuer: x509.issuer, validTo: x509.validTo };
+  } catch (error) {
+    // OpenSSL's reason (e.g. "key values mismatch") names the problem; it never quotes key material.
+    return { problem: `the certificate and key do not load: ${String((error as Error).message).split('\n')[0]}` };
   }
 }

@@ -2,6 +2,7 @@
 // Dify go to the pure judgeWorkloadTemplate; this handler adds the metric, the audit line and the
 // audit annotations (names only: the variables, never their values).
 import type { Logger } from 'pino';
+import { nameOrGenerateName } from '../admission/raw-json.js';
 import type { GuardSettings } from '../admission/settings.js';
 import {
   TEMPLATE_PATHS,
@@ -10,7 +11,7 @@ import {
   type TemplateDecision,
 } from '../admission/template-check.js';
 import type { AdmissionRequest } from '../admission/types.js';
-import { recordTemplateAudit } from '../audit/audit-trail.js';
+import { recordTemplateAudit, requestFieldsOf } from '../audit/audit-trail.js';
 import type { Metrics } from '../metrics.js';
 import { allowed, denied, type AdmissionHandler, type AdmissionVerdict } from './admission-review.js';
 
@@ -31,37 +32,44 @@ const GROUPS: Readonly<Record<string, string>> = {
 
 export function workloadTemplateHandler(deps: WorkloadRouteDeps): AdmissionHandler {
   return (request) => {
+    if (!isCheckedWorkload(request) || !request.object) return allowed();
     const kind = request.kind.kind;
-    const checked =
-      kind in TEMPLATE_PATHS &&
-      GROUPS[kind] === request.kind.group &&
-      !request.subResource &&
-      (request.operation === 'CREATE' || request.operation === 'UPDATE');
-    if (!checked || !request.object) return allowed();
     const decision = judgeWorkloadTemplate(kind, request.object, deps.settings, request.oldObject);
     if (decision.findings.length === 0) return allowed();
-    const mode = decision.mode;
-    for (const finding of new Set(decision.findings.map((f) => f.finding)))
-      deps.metrics.templateFindings.inc({ kind, finding, mode });
-    recordTemplateAudit(deps.log, {
-      decision: decision.allowed ? 'allowed' : 'denied',
-      uid: request.uid,
-      user: request.userInfo.username ?? '',
-      groups: request.userInfo.groups ?? [],
-      operation: request.operation,
-      kind,
-      namespace: request.namespace ?? '',
-      name: request.name || nameOf(request),
-      mode,
-      findings: decision.findings,
-      dryRun: request.dryRun === true,
-    });
+    countAndAudit(deps, request, decision);
     const verdict: AdmissionVerdict = decision.allowed
       ? allowed(decision.warnings)
       : denied(decision.message ?? '', decision.warnings);
-    verdict.auditAnnotations = auditAnnotationsOf(decision, mode);
+    verdict.auditAnnotations = auditAnnotationsOf(decision, decision.mode);
     return verdict;
   };
+}
+
+/** A CREATE or UPDATE of one of the workload kinds, in its own API group, not a subresource. */
+function isCheckedWorkload(request: AdmissionRequest): boolean {
+  const kind = request.kind.kind;
+  return (
+    kind in TEMPLATE_PATHS &&
+    GROUPS[kind] === request.kind.group &&
+    !request.subResource &&
+    (request.operation === 'CREATE' || request.operation === 'UPDATE')
+  );
+}
+
+/** One count per kind of finding, and the audit line (names only). */
+function countAndAudit(deps: WorkloadRouteDeps, request: AdmissionRequest, decision: TemplateDecision): void {
+  const kind = request.kind.kind;
+  const mode = decision.mode;
+  for (const finding of new Set(decision.findings.map((f) => f.finding)))
+    deps.metrics.templateFindings.inc({ kind, finding, mode });
+  recordTemplateAudit(deps.log, {
+    ...requestFieldsOf(request),
+    decision: decision.allowed ? 'allowed' : 'denied',
+    kind,
+    name: request.name || nameOrGenerateName(request.object),
+    mode,
+    findings: decision.findings,
+  });
 }
 
 /** The API server prefixes these keys with the webhook name and writes them to its audit log. */
@@ -72,10 +80,4 @@ function auditAnnotationsOf(decision: TemplateDecision, mode: string): Record<st
     findings: [...new Set(decision.findings.map((f) => f.finding))].join(','),
     variables: variablesOf(decision.findings).join(','),
   };
-}
-
-function nameOf(request: AdmissionRequest): string {
-  const metadata = (request.object?.metadata ?? {}) as { name?: unknown; generateName?: unknown };
-  const name = metadata.name ?? metadata.generateName;
-  return typeof name === 'string' ? name : '';
 }

@@ -119,20 +119,23 @@ interface PodFacts {
 }
 function factsOf(p: JsonObject): PodFacts {
   const metadata = p.metadata as JsonObject;
-  const labels = metadata.labels as Record<string, string>;
-  const chart = labels[LABELS.name] === contract.values.difyName;
-  const component = labels[LABELS.component] ?? '';
-  const release = labels[LABELS.instance];
+  const { chart, component, release } = chartLabelsOf(metadata.labels as Record<string, string>);
   // Another chart's pod is a Dify pod when it runs a Dify image (the generator never writes a Dify-only setting).
   const foreignDify = !chart && allContainers(p).some((c) => c.image === DIFY_IMAGE);
+  const chartInjects = chart && settings.injectCredentials.includes(component);
   return {
     forced: (chart && settings.forceMigrationDisabled.includes(component)) || foreignDify,
-    injects: chart && settings.injectCredentials.includes(component) && !!release,
+    injects: chartInjects && !!release,
     // Without a release, only the Secrets the pod's annotations name are known.
-    redisOnly:
-      (foreignDify || (chart && settings.injectCredentials.includes(component) && !release)) &&
-      metadata.annotations !== undefined,
+    redisOnly: (foreignDify || (chartInjects && !release)) && metadata.annotations !== undefined,
     ...(release ? { release } : {}),
+  };
+}
+function chartLabelsOf(labels: Record<string, string>): { chart: boolean; component: string; release?: string } {
+  return {
+    chart: labels[LABELS.name] === contract.values.difyName,
+    component: labels[LABELS.component] ?? '',
+    release: labels[LABELS.instance],
   };
 }
 /** A container the rules may touch: a Dify image, or one that declares a setting they own. */
@@ -208,49 +211,10 @@ t.test('the patched pod is valid: owned vars as required, REDIS_PASSWORD defined
       allContainers(after).forEach((c, i) => {
         if (!isDifyContainer(allContainers(p)[i] as JsonObject)) return;
         const env = envList(c);
-        const named = (name: string): EnvEntry[] => env.filter((e) => e.name === name);
-        if (facts.forced && isDifyContainer(allContainers(p)[i] as JsonObject)) {
-          const migration = named(ENV.migrationEnabled);
-          if (
-            (isApp[i] && migration.length === 0) ||
-            migration.some((e) => e.value !== 'false' || e.valueFrom !== undefined)
-          ) {
-            throw new Error('MIGRATION_ENABLED not forced');
-          }
-        }
+        if (facts.forced) checkMigrationForced(env, isApp[i] === true);
         if (!facts.injects || !facts.release) return;
-        const names = releaseNames(settings, facts.release);
-        const db = named(ENV.dbPassword);
-        const dbOk = (e: EnvEntry): boolean =>
-          isDeepStrictEqual(e.valueFrom, {
-            secretKeyRef: { name: names.postgresqlSecret, key: SECRET_KEYS.postgresPassword },
-          }) ||
-          // an entry already correct is kept as it was (e.g. with optional: false or an empty value)
-          ((e.value === undefined || e.value === '') &&
-            (e.valueFrom as JsonObject | undefined)?.secretKeyRef !== undefined &&
-            Object.keys(e.valueFrom as JsonObject).length === 1 &&
-            ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).name === names.postgresqlSecret &&
-            ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).key === SECRET_KEYS.postgresPassword &&
-            ((e.valueFrom as JsonObject).secretKeyRef as JsonObject).optional !== true);
-        if ((isApp[i] && db.length === 0) || !db.every(dbOk))
-          throw new Error('DB_PASSWORD not a reference to the release Secret');
-        const definedAt = env.findIndex((e) => e.name === ENV.redisPassword && e.valueFrom !== undefined);
-        const firstUser = env.findIndex(
-          (e) =>
-            e.name !== ENV.redisPassword && typeof e.value === 'string' && e.value.includes(REDIS_PASSWORD_REFERENCE),
-        );
-        if (definedAt >= 0 && firstUser >= 0 && definedAt > firstUser)
-          throw new Error('REDIS_PASSWORD defined after a user of $(REDIS_PASSWORD)');
-        if (definedAt >= 0) {
-          for (const broker of named(ENV.celeryBrokerUrl)) {
-            if (typeof broker.value !== 'string') continue;
-            for (const part of broker.value.split(';')) {
-              const literal = /^(redis|rediss|sentinel):\/\/[^:@/]*:([^@]+)@[^@]*$/.exec(part)?.[2];
-              if (literal !== undefined && literal !== REDIS_PASSWORD_REFERENCE)
-                throw new Error(`literal password left in ${broker.value}`);
-            }
-          }
-        }
+        checkDbPasswordRef(env, isApp[i] === true, releaseNames(settings, facts.release).postgresqlSecret);
+        checkRedisPassword(env);
       });
     }),
     { numRuns: NUM_RUNS },
@@ -344,3 +308,58 @@ t.test('never modifies its input: a deep-frozen pod gets the same result as an u
     { numRuns: NUM_RUNS },
   );
 });
+
+const named = (env: EnvEntry[], name: string): EnvEntry[] => env.filter((e) => e.name === name);
+
+/** MIGRATION_ENABLED is "false" on every entry, and present in an app container. */
+function checkMigrationForced(env: EnvEntry[], isApp: boolean): void {
+  const migration = named(env, ENV.migrationEnabled);
+  if ((isApp && migration.length === 0) || migration.some((e) => e.value !== 'false' || e.valueFrom !== undefined)) {
+    throw new Error('MIGRATION_ENABLED not forced');
+  }
+}
+
+/** Every DB_PASSWORD refers to the release's Secret (one is present in an app container). */
+function checkDbPasswordRef(env: EnvEntry[], isApp: boolean, secret: string): void {
+  const db = named(env, ENV.dbPassword);
+  if ((isApp && db.length === 0) || !db.every((e) => isDbPasswordRef(e, secret)))
+    throw new Error('DB_PASSWORD not a reference to the release Secret');
+}
+
+function isDbPasswordRef(e: EnvEntry, secret: string): boolean {
+  if (isDeepStrictEqual(e.valueFrom, { secretKeyRef: { name: secret, key: SECRET_KEYS.postgresPassword } }))
+    return true;
+  // an entry already correct is kept as it was (e.g. with optional: false or an empty value)
+  const valueFrom = e.valueFrom as JsonObject | undefined;
+  const ref = valueFrom?.secretKeyRef as JsonObject | undefined;
+  return (
+    (e.value === undefined || e.value === '') &&
+    ref !== undefined &&
+    Object.keys(valueFrom as JsonObject).length === 1 &&
+    ref.name === secret &&
+    ref.key === SECRET_KEYS.postgresPassword &&
+    ref.optional !== true
+  );
+}
+
+/** REDIS_PASSWORD is defined before its first user, and then no broker URL keeps a literal password. */
+function checkRedisPassword(env: EnvEntry[]): void {
+  const definedAt = env.findIndex((e) => e.name === ENV.redisPassword && e.valueFrom !== undefined);
+  const firstUser = env.findIndex(
+    (e) => e.name !== ENV.redisPassword && typeof e.value === 'string' && e.value.includes(REDIS_PASSWORD_REFERENCE),
+  );
+  if (definedAt >= 0 && firstUser >= 0 && definedAt > firstUser)
+    throw new Error('REDIS_PASSWORD defined after a user of $(REDIS_PASSWORD)');
+  if (definedAt >= 0) checkBrokerUrls(env);
+}
+
+function checkBrokerUrls(env: EnvEntry[]): void {
+  for (const broker of named(env, ENV.celeryBrokerUrl)) {
+    if (typeof broker.value !== 'string') continue;
+    for (const part of broker.value.split(';')) {
+      const literal = /^(redis|rediss|sentinel):\/\/[^:@/]*:([^@]+)@[^@]*$/.exec(part)?.[2];
+      if (literal !== undefined && literal !== REDIS_PASSWORD_REFERENCE)
+        throw new Error(`literal password left in ${broker.value}`);
+    }
+  }
+}

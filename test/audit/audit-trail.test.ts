@@ -57,9 +57,9 @@ t.test('a verified rotation: the line adds what the database answered; the Event
     verification: 'accepted',
     message: 'allowed',
   });
-  const { level, time, msg, audit, pid, hostname, ...fields } = captured.lines()[0]!;
-  t.equal(msg, 'Secret change allowed under audit');
-  t.match(fields, { reason: 'PasswordRotationVerified', verification: 'accepted' });
+  const line = captured.lines()[0]!;
+  t.equal(line.msg, 'Secret change allowed under audit');
+  t.match(line, { reason: 'PasswordRotationVerified', verification: 'accepted' });
   t.match(events, [{ reason: 'PasswordRotationVerified', action: 'AllowUpdate' }]);
 });
 

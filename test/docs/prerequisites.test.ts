@@ -74,51 +74,64 @@ const BASH_WORDS = new Set([
 /** Bash code with its data blanked: quoted text, comments and here-documents go, `$( )` inside quotes stays as code. */
 export function bashCode(script: string): string {
   const text = script.replace(/<<-?\s*'?(\w+)'?[^\n]*\n[\s\S]*?\n\s*\1\s*\n/g, '\n');
-  let out = '';
-  const quotes: string[] = []; // '"' while in double quotes, ')' inside a $( ) opened in them
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i] ?? '';
-    const inQuotes = quotes.at(-1) === '"';
-    if (c === '\\') {
-      i++;
-      continue;
-    }
-    if (inQuotes) {
-      if (c === '"') quotes.pop();
-      else if (text.startsWith('$(', i)) {
-        quotes.push(')');
-        out += '\n';
-        i++;
-      }
-      continue;
-    }
-    // A quoted word stays a word (`"$kubectl" get` runs no `get`), its content does not.
-    if (c === "'") {
-      i = Math.max(i, text.indexOf("'", i + 1));
-      out += "''";
-      continue;
-    }
-    if (c === '"') {
-      quotes.push('"');
-      out += "''";
-      continue;
-    }
-    if (c === ')' && quotes.at(-1) === ')') {
-      quotes.pop();
-      out += '\n';
-      continue;
-    }
-    if (c === '#' && /(^|\s)$/.test(out)) {
-      const eol = text.indexOf('\n', i);
-      i = eol < 0 ? text.length : eol - 1;
-      continue;
-    }
-    out += c;
-  }
-  let code = out.replace(/\[\[[^\n]*?\]\]/g, ' ').replace(/\(\([^\n]*?\)\)/g, ' ');
+  let code = blankQuotesAndComments(text)
+    .replace(/\[\[[^\n]*?\]\]/g, ' ')
+    .replace(/\(\([^\n]*?\)\)/g, ' ');
   code = code.replace(/^(\s*)[\w.*$'-]+(?:\s*\|\s*[\w.*$'-]+)*\)/gm, '$1'); // case labels: `present)`, `a|b)`
   while (/\$\{[^{}\n]*\}/.test(code)) code = code.replace(/\$\{[^{}\n]*\}/g, '$V'); // ${...} expansions
   return code.replace(/(\w\+?=)\([^()\n]*\)/g, '$1A'); // array assignments
+}
+
+/** Where a scan of bash text is: the position, what it kept, and the quotes open there. */
+interface BashScan {
+  text: string;
+  i: number;
+  out: string;
+  /** '"' while in double quotes, ')' inside a $( ) opened in them. */
+  quotes: string[];
+}
+
+/** The text with quoted words as '' and comments gone; an escaped character goes with its backslash. */
+function blankQuotesAndComments(text: string): string {
+  const scan: BashScan = { text, i: 0, out: '', quotes: [] };
+  for (; scan.i < text.length; scan.i++) {
+    if (text[scan.i] === '\\') scan.i++;
+    else if (scan.quotes.at(-1) === '"') stepInDoubleQuotes(scan);
+    else stepInCode(scan);
+  }
+  return scan.out;
+}
+
+/** Inside double quotes only `$(` (code again, up to its `)`) and the closing quote count. */
+function stepInDoubleQuotes(scan: BashScan): void {
+  if (scan.text[scan.i] === '"') {
+    scan.quotes.pop();
+  } else if (scan.text.startsWith('$(', scan.i)) {
+    scan.quotes.push(')');
+    scan.out += '\n';
+    scan.i++;
+  }
+}
+
+function stepInCode(scan: BashScan): void {
+  const { text, i } = scan;
+  const c = text[i] ?? '';
+  // A quoted word stays a word (`"$kubectl" get` runs no `get`), its content does not.
+  if (c === "'") {
+    scan.i = Math.max(i, text.indexOf("'", i + 1));
+    scan.out += "''";
+  } else if (c === '"') {
+    scan.quotes.push('"');
+    scan.out += "''";
+  } else if (c === ')' && scan.quotes.at(-1) === ')') {
+    scan.quotes.pop();
+    scan.out += '\n';
+  } else if (c === '#' && /(^|\s)$/.test(scan.out)) {
+    const eol = text.indexOf('\n', i);
+    scan.i = eol < 0 ? text.length : eol - 1;
+  } else {
+    scan.out += c;
+  }
 }
 
 /** The names a bash text runs as commands (first word of each simple command; builtins and its functions left out). */
@@ -174,19 +187,29 @@ function spawnedCommands(): Spawned[] {
   const code = SPAWNING_ROOTS.flatMap(filesUnder).filter((f) => ['.ts', '.mjs'].includes(extname(f)));
   for (const file of code) {
     const text = read(file);
-    for (const m of text.matchAll(SPAWN_CALL)) spawned.push({ command: m[1] ?? '', where: file });
-    for (const m of text.matchAll(BASH_INLINE)) {
-      const inline = [...(m[1] ?? '').matchAll(/'([^']*)'/g)].map((s) => s[1]).join('');
-      for (const command of bashCommands(inline)) spawned.push({ command, where: `${file} (bash -c)` });
-    }
+    spawned.push(...spawnedIn(file, text));
     for (const m of text.matchAll(SCRIPT_PATH)) scripts.add(m[1] ?? '');
   }
-  for (const script of scripts) {
-    const path = existsSync(join(repoRoot, script)) ? script : join('chart', basename(script));
-    if (!existsSync(join(repoRoot, path))) continue;
-    for (const command of bashCommands(read(path))) spawned.push({ command, where: path });
+  for (const script of scripts) spawned.push(...runByScript(script));
+  return spawned;
+}
+
+/** The programs a .ts or .mjs file spawns: directly, or in the text of a `bash -c`. */
+function spawnedIn(file: string, text: string): Spawned[] {
+  const spawned: Spawned[] = [];
+  for (const m of text.matchAll(SPAWN_CALL)) spawned.push({ command: m[1] ?? '', where: file });
+  for (const m of text.matchAll(BASH_INLINE)) {
+    const inline = [...(m[1] ?? '').matchAll(/'([^']*)'/g)].map((s) => s[1]).join('');
+    for (const command of bashCommands(inline)) spawned.push({ command, where: `${file} (bash -c)` });
   }
   return spawned;
+}
+
+/** The commands a script the code runs runs itself (a chart script is named by its base name). */
+function runByScript(script: string): Spawned[] {
+  const path = existsSync(join(repoRoot, script)) ? script : join('chart', basename(script));
+  if (!existsSync(join(repoRoot, path))) return [];
+  return [...bashCommands(read(path))].map((command) => ({ command, where: path }));
 }
 
 /** The uses of programs neither listed nor provided, as `name (where)`. */

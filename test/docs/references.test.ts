@@ -84,27 +84,29 @@ function unresolved(root: string, target: string, anchor: string | undefined): s
 
 /** The dangling references and outside notes in one file's text; `file` is its path from `root`. */
 export function problemsIn(root: string, file: string, text: string): Problem[] {
-  const problems: Problem[] = [];
-  text.split('\n').forEach((line, index) => {
-    const report = (problem: string): void => {
-      problems.push({ line: index + 1, text: line.trim(), problem });
-    };
-    if (OUTSIDE_NOTES.test(line)) report('cites notes kept outside the repository: cite docs/ instead');
-    for (const m of line.matchAll(PATH_MENTION)) {
-      const why = unresolved(root, m[1] ?? '', m[2]?.slice(1));
-      if (why) report(why);
-    }
-    if (extname(file) !== '.md') return;
-    for (const m of line.matchAll(MARKDOWN_LINK)) {
-      const link = m[1] ?? '';
-      if (/^[a-z][a-z+.-]*:/i.test(link)) continue; // https:, mailto:
-      const [target = '', anchor] = link.split('#');
-      const fromRoot = target === '' ? file : relative(root, resolve(root, dirname(file), target));
-      const why = unresolved(root, fromRoot, anchor);
-      if (why) report(why);
-    }
-  });
-  return problems;
+  return text
+    .split('\n')
+    .flatMap((line, index) =>
+      lineProblems(root, file, line).map((problem) => ({ line: index + 1, text: line.trim(), problem })),
+    );
+}
+
+/** What is wrong with one line: outside notes, paths that do not resolve, and (in Markdown) dangling links. */
+function lineProblems(root: string, file: string, line: string): string[] {
+  const problems: string[] = [];
+  if (OUTSIDE_NOTES.test(line)) problems.push('cites notes kept outside the repository: cite docs/ instead');
+  for (const m of line.matchAll(PATH_MENTION)) problems.push(unresolved(root, m[1] ?? '', m[2]?.slice(1)) ?? '');
+  if (extname(file) === '.md') {
+    for (const m of line.matchAll(MARKDOWN_LINK)) problems.push(markdownLinkProblem(root, file, m[1] ?? '') ?? '');
+  }
+  return problems.filter((problem) => problem !== '');
+}
+
+function markdownLinkProblem(root: string, file: string, link: string): string | undefined {
+  if (/^[a-z][a-z+.-]*:/i.test(link)) return undefined; // https:, mailto:
+  const [target = '', anchor] = link.split('#');
+  const fromRoot = target === '' ? file : relative(root, resolve(root, dirname(file), target));
+  return unresolved(root, fromRoot, anchor);
 }
 
 function scannedFiles(root: string): string[] {

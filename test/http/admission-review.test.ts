@@ -13,6 +13,7 @@ import {
   uidOf,
 } from '../../src/http/admission-review.js';
 import { loadReview } from '../../harness/fixtures.js';
+import { REMOVE, withEdits } from '../server/support.js';
 
 t.test('responses from verdicts', async (t) => {
   t.same(reviewResponse('u1', allowed()), {
@@ -59,60 +60,23 @@ t.test('envelope problems', async (t) => {
   t.ok(check.ok);
   if (check.ok) t.equal(check.request.uid, good.request.uid);
 
-  const problems = (edit: (review: any) => void): string[] => {
-    const review: any = structuredClone(good);
-    edit(review);
-    const result = checkAdmissionReview(review);
+  const problems = (...edits: [path: string, to: unknown][]): string[] => {
+    const result = checkAdmissionReview(withEdits(good, ...edits));
     return result.ok ? [] : result.problems;
   };
+  t.same(problems(['apiVersion', 'admission.k8s.io/v1beta1']), [
+    'apiVersion must be "admission.k8s.io/v1", got "admission.k8s.io/v1beta1"',
+  ]);
+  t.same(problems(['kind', REMOVE]), ['kind is missing']);
+  t.same(problems(['request.kind', 'Secret']), ['request.kind must be an object, got a string']);
+  t.same(problems(['request.resource.resource', REMOVE]), ['request.resource.resource is missing']);
+  t.same(problems(['request.userInfo.groups', 'system:masters']), [
+    'request.userInfo.groups must be an array, got a string',
+  ]);
+  t.same(problems(['request.dryRun', 'true']), ['request.dryRun must be a boolean, got a string']);
+  t.same(problems(['request.object', []]), ['request.object must be an object or null, got an array']);
   t.same(
-    problems((r) => {
-      r.apiVersion = 'admission.k8s.io/v1beta1';
-    }),
-    ['apiVersion must be "admission.k8s.io/v1", got "admission.k8s.io/v1beta1"'],
-  );
-  t.same(
-    problems((r) => {
-      delete r.kind;
-    }),
-    ['kind is missing'],
-  );
-  t.same(
-    problems((r) => {
-      r.request.kind = 'Secret';
-    }),
-    ['request.kind must be an object, got a string'],
-  );
-  t.same(
-    problems((r) => {
-      delete r.request.resource.resource;
-    }),
-    ['request.resource.resource is missing'],
-  );
-  t.same(
-    problems((r) => {
-      r.request.userInfo.groups = 'system:masters';
-    }),
-    ['request.userInfo.groups must be an array, got a string'],
-  );
-  t.same(
-    problems((r) => {
-      r.request.dryRun = 'true';
-    }),
-    ['request.dryRun must be a boolean, got a string'],
-  );
-  t.same(
-    problems((r) => {
-      r.request.object = [];
-    }),
-    ['request.object must be an object or null, got an array'],
-  );
-  t.same(
-    problems((r) => {
-      r.apiVersion = 'v1';
-      r.kind = 'Secret';
-      delete r.request.uid;
-    }).sort(),
+    problems(['apiVersion', 'v1'], ['kind', 'Secret'], ['request.uid', REMOVE]).sort(),
     [
       'apiVersion must be "admission.k8s.io/v1", got "v1"',
       'kind must be "AdmissionReview", got "Secret"',
@@ -124,16 +88,10 @@ t.test('envelope problems', async (t) => {
   // Values that may be content are described, never quoted.
   const secretish = 'Old-Pg-Pass-7f3a9c';
   for (const edit of [
-    (r: any) => {
-      r.kind = secretish;
-    },
-    (r: any) => {
-      r.request.operation = secretish;
-    },
-    (r: any) => {
-      r.apiVersion = { password: secretish };
-    },
-  ]) {
+    ['kind', secretish],
+    ['request.operation', secretish],
+    ['apiVersion', { password: secretish }],
+  ] as [string, unknown][]) {
     const text = problems(edit).join(' ');
     t.notMatch(text, secretish);
     t.match(text, /got an? (string|object)/);

@@ -1,7 +1,7 @@
 // The admission routes over real TLS on loopback, as the API server calls them: uid echo, every bad
 // input answered 4xx with a message naming the problem, a handler fault answered 500 with the uid,
 // TLS 1.2 minimum.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { connect, createServer as createTlsServer } from 'node:tls';
@@ -11,10 +11,15 @@ import {
   captureLog,
   FakePvcCache,
   generateCerts,
+  answerOf,
   httpsRequest,
   postReview,
+  REMOVE,
+  reviewOf,
   startServer,
   tempDir,
+  withEdits,
+  type HttpsResponse,
 } from '../server/support.js';
 import { loadReview, sensitiveStringsOf } from '../../harness/fixtures.js';
 
@@ -47,17 +52,18 @@ t.test('admission over HTTPS', async (t) => {
       review.request.uid = `uid-${fixture}`;
       const res = await postReview(port, path, ca, review);
       t.equal(res.status, 200, `${fixture}: HTTP 200`);
-      t.equal(res.json.apiVersion, 'admission.k8s.io/v1');
-      t.equal(res.json.kind, 'AdmissionReview');
-      t.equal(res.json.response.uid, `uid-${fixture}`, `${fixture}: uid echoed`);
-      t.equal(res.json.response.allowed, true);
+      const answer = reviewOf(res.json);
+      t.equal(answer?.apiVersion, 'admission.k8s.io/v1');
+      t.equal(answer?.kind, 'AdmissionReview');
+      t.equal(answer?.response.uid, `uid-${fixture}`, `${fixture}: uid echoed`);
+      t.equal(answer?.response.allowed, true);
     }
   });
 
   t.test('a Pod CREATE that needs changes gets a base64 JSONPatch', async (t) => {
     const res = await postReview(port, mutatePodsPath, ca, loadReview('pod-api-literal'));
-    t.equal(res.json.response.patchType, 'JSONPatch');
-    const patch = JSON.parse(Buffer.from(res.json.response.patch, 'base64').toString('utf8')) as {
+    t.equal(answerOf(res).patchType, 'JSONPatch');
+    const patch = JSON.parse(Buffer.from(answerOf(res).patch ?? '', 'base64').toString('utf8')) as {
       op: string;
       path: string;
     }[];
@@ -70,25 +76,25 @@ t.test('admission over HTTPS', async (t) => {
 
   t.test('no patch and no patchType when nothing changes (non-Dify pod, pod UPDATE)', async (t) => {
     const nonDify = await postReview(port, mutatePodsPath, ca, loadReview('pod-non-dify'));
-    t.notOk('patch' in nonDify.json.response);
-    t.notOk('patchType' in nonDify.json.response);
+    t.notOk('patch' in answerOf(nonDify));
+    t.notOk('patchType' in answerOf(nonDify));
     const update = loadReview('pod-api-literal');
     update.request.operation = 'UPDATE';
     update.request.oldObject = update.request.object ?? null;
     const res = await postReview(port, mutatePodsPath, ca, update);
-    t.same(res.json.response, { uid: update.request.uid, allowed: true }, 'UPDATE is allowed unchanged');
+    t.same(answerOf(res), { uid: update.request.uid, allowed: true }, 'UPDATE is allowed unchanged');
   });
 
   t.test('a password change under the PVC: 403 Forbidden, message, audit annotations, audit record', async (t) => {
     const review = loadReview('secret-postgresql-update-password');
     const res = await postReview(port, validateSecretsPath, ca, review);
     t.equal(res.status, 200, 'a denial is still HTTP 200');
-    const response = res.json.response;
+    const response = answerOf(res);
     t.equal(response.uid, review.request.uid);
     t.equal(response.allowed, false);
-    t.equal(response.status.code, 403);
-    t.equal(response.status.reason, 'Forbidden');
-    t.match(response.status.message, 'data-dify-postgresql-0');
+    t.equal(response.status?.code, 403);
+    t.equal(response.status?.reason, 'Forbidden');
+    t.match(response.status?.message, 'data-dify-postgresql-0');
     t.same(response.auditAnnotations, {
       decision: 'denied',
       reason: 'PasswordChangeUnderPvc',
@@ -112,20 +118,16 @@ t.test('admission over HTTPS', async (t) => {
     const review = loadReview('secret-postgresql-delete');
     const before = audit.records.length;
     const res = await postReview(port, validateSecretsPath, ca, review);
-    t.equal(res.json.response.allowed, true);
-    t.ok(res.json.response.warnings.length > 0, 'warnings');
-    t.equal(res.json.response.auditAnnotations.reason, 'DeleteUnderPvc');
+    t.equal(answerOf(res).allowed, true);
+    t.ok((answerOf(res).warnings ?? []).length > 0, 'warnings');
+    t.equal(answerOf(res).auditAnnotations?.reason, 'DeleteUnderPvc');
     t.equal(audit.records.length, before + 1);
     t.equal(audit.records.at(-1)?.decision, 'allowed');
   });
 
   t.test('bad input: 4xx with a message that names the problem', async (t) => {
     const good = loadReview('pod-api');
-    const variant = (edit: (review: any) => void): string => {
-      const review: any = structuredClone(good);
-      edit(review);
-      return JSON.stringify(review);
-    };
+    const variant = (...edits: [path: string, to: unknown][]): string => JSON.stringify(withEdits(good, ...edits));
     const cases: {
       name: string;
       status: number;
@@ -163,87 +165,45 @@ t.test('admission over HTTPS', async (t) => {
         status: 400,
         message: /apiVersion must be "admission\.k8s\.io\/v1", got "admission\.k8s\.io\/v1beta1"/,
         uid: good.request.uid,
-        send: () =>
-          post(
-            mutatePodsPath,
-            variant((r) => {
-              r.apiVersion = 'admission.k8s.io/v1beta1';
-            }),
-          ),
+        send: () => post(mutatePodsPath, variant(['apiVersion', 'admission.k8s.io/v1beta1'])),
       },
       {
         name: 'wrong kind',
         status: 400,
         message: /kind must be "AdmissionReview", got "Pod"/,
         uid: good.request.uid,
-        send: () =>
-          post(
-            validateSecretsPath,
-            variant((r) => {
-              r.kind = 'Pod';
-            }),
-          ),
+        send: () => post(validateSecretsPath, variant(['kind', 'Pod'])),
       },
       {
         name: 'missing request.uid',
         status: 400,
         message: /request\.uid is missing/,
-        send: () =>
-          post(
-            mutatePodsPath,
-            variant((r) => {
-              delete r.request.uid;
-            }),
-          ),
+        send: () => post(mutatePodsPath, variant(['request.uid', REMOVE])),
       },
       {
         name: 'empty request.uid',
         status: 400,
         message: /request\.uid must not be empty/,
-        send: () =>
-          post(
-            mutatePodsPath,
-            variant((r) => {
-              r.request.uid = '';
-            }),
-          ),
+        send: () => post(mutatePodsPath, variant(['request.uid', ''])),
       },
       {
         name: 'missing request',
         status: 400,
         message: /request is missing/,
-        send: () =>
-          post(
-            validateSecretsPath,
-            variant((r) => {
-              delete r.request;
-            }),
-          ),
+        send: () => post(validateSecretsPath, variant(['request', REMOVE])),
       },
       {
         name: 'request not an object',
         status: 400,
         message: /request must be an object, got a string/,
-        send: () =>
-          post(
-            validateSecretsPath,
-            variant((r) => {
-              r.request = 'x';
-            }),
-          ),
+        send: () => post(validateSecretsPath, variant(['request', 'x'])),
       },
       {
         name: 'unknown operation',
         status: 400,
         message: /request\.operation must be one of CREATE, UPDATE, DELETE, CONNECT, got "PATCH"/,
         uid: good.request.uid,
-        send: () =>
-          post(
-            mutatePodsPath,
-            variant((r) => {
-              r.request.operation = 'PATCH';
-            }),
-          ),
+        send: () => post(mutatePodsPath, variant(['request.operation', 'PATCH'])),
       },
       {
         name: 'a JSON array',
@@ -256,12 +216,7 @@ t.test('admission over HTTPS', async (t) => {
         status: 413,
         message: new RegExp(`larger than the limit of ${BODY_LIMIT} bytes`),
         send: () =>
-          post(
-            mutatePodsPath,
-            variant((r) => {
-              r.request.object.metadata.annotations = { pad: 'x'.repeat(BODY_LIMIT) };
-            }),
-          ),
+          post(mutatePodsPath, variant(['request.object.metadata.annotations', { pad: 'x'.repeat(BODY_LIMIT) }])),
       },
       {
         name: 'body over the limit, chunked without Content-Length',
@@ -277,16 +232,7 @@ t.test('admission over HTTPS', async (t) => {
           }),
       },
     ];
-    for (const c of cases) {
-      const res = await c.send();
-      t.equal(res.status, c.status, `${c.name}: HTTP ${c.status}`);
-      t.equal(res.headers['content-type']?.split(';')[0], 'application/json', `${c.name}: JSON body`);
-      t.equal(res.json?.kind, 'AdmissionReview', `${c.name}: answered as an AdmissionReview`);
-      t.equal(res.json?.response?.allowed, false, `${c.name}: not allowed`);
-      t.equal(res.json?.response?.status?.code, c.status, `${c.name}: status.code`);
-      t.match(res.json?.response?.status?.message, c.message, `${c.name}: message names the problem`);
-      t.equal(res.json?.response?.uid, c.uid ?? '', `${c.name}: uid echoed when there was one`);
-    }
+    for (const c of cases) checkRejection(t, c, await c.send());
   });
 
   t.test('malformed JSON is never quoted back or logged', async (t) => {
@@ -310,10 +256,10 @@ t.test('admission over HTTPS', async (t) => {
     const review = loadReview('secret-postgresql-update-password');
     const res = await postReview(port, validateSecretsPath, ca, review);
     t.equal(res.status, 500);
-    t.equal(res.json.response.uid, review.request.uid);
-    t.equal(res.json.response.allowed, false);
-    t.equal(res.json.response.status.code, 500);
-    t.match(res.json.response.status.message, review.request.uid);
+    t.equal(answerOf(res).uid, review.request.uid);
+    t.equal(answerOf(res).allowed, false);
+    t.equal(answerOf(res).status?.code, 500);
+    t.match(answerOf(res).status?.message, review.request.uid);
     const line = captured.lines().find((l) => l.msg === 'admission handler failed');
     t.match(line, { uid: review.request.uid, route: validateSecretsPath, fault: { type: 'TypeError' } });
     t.notMatch(captured.text(), 'Old-Pg-Pass-in-message', 'the fault message is not logged');
@@ -331,8 +277,8 @@ t.test('admission over HTTPS', async (t) => {
     const review = loadReview('secret-postgresql-update-password');
     const res = await postReview(port, validateSecretsPath, ca, review);
     t.equal(res.status, 200);
-    t.equal(res.json.response.allowed, false);
-    t.equal(res.json.response.status.code, 403);
+    t.equal(answerOf(res).allowed, false);
+    t.equal(answerOf(res).status?.code, 403);
     t.match(
       captured.lines().find((l) => l.msg === 'audit record could not be written'),
       { uid: review.request.uid, fault: { type: 'Error' } },
@@ -406,3 +352,19 @@ t.test('admission over HTTPS', async (t) => {
     );
   });
 });
+
+/** A request the webhook cannot judge: the HTTP status, and an AdmissionReview that names the problem. */
+function checkRejection(
+  t: Test,
+  c: { name: string; status: number; message: RegExp; uid?: string },
+  res: HttpsResponse,
+): void {
+  t.equal(res.status, c.status, `${c.name}: HTTP ${c.status}`);
+  t.equal(res.headers['content-type']?.split(';')[0], 'application/json', `${c.name}: JSON body`);
+  const review = reviewOf(res.json);
+  t.equal(review?.kind, 'AdmissionReview', `${c.name}: answered as an AdmissionReview`);
+  t.equal(review?.response.allowed, false, `${c.name}: not allowed`);
+  t.equal(review?.response.status?.code, c.status, `${c.name}: status.code`);
+  t.match(review?.response.status?.message, c.message, `${c.name}: message names the problem`);
+  t.equal(review?.response.uid, c.uid ?? '', `${c.name}: uid echoed when there was one`);
+}

@@ -9,7 +9,15 @@ import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { contract } from '../../src/contract.js';
 import { METRIC_NAMES } from '../../src/metrics.js';
-import { captureLog, generateCerts, httpsRequest, postReview, startServer, tempDir } from '../server/support.js';
+import {
+  answerOf,
+  captureLog,
+  generateCerts,
+  httpsRequest,
+  postReview,
+  startServer,
+  tempDir,
+} from '../server/support.js';
 import { eventually } from '../../harness/commands.js';
 import { loadReview } from '../../harness/fixtures.js';
 
@@ -54,7 +62,7 @@ t.test('swapping the files for a certificate from a new CA', async (t) => {
   t.ok(kept.reusedSocket, 'on the same connection');
   t.equal(kept.socket, before.socket, 'the very same socket');
   t.equal(kept.fingerprint256, oldFingerprint, 'with the certificate it was opened with');
-  t.equal(kept.json.response.uid, loadReview('pod-web').request.uid);
+  t.equal(answerOf(kept).uid, loadReview('pod-web').request.uid);
 
   const metrics = await server.health.inject({ method: 'GET', url: '/metrics' });
   t.match(metrics.body, new RegExp(`${METRIC_NAMES.certificateReloads}\\{result="loaded"\\} 2`), 'two loads counted');

@@ -14,6 +14,10 @@ const readmePath = join(repoRoot, 'README.md');
 
 const cell = (text: string): string => text.replaceAll('|', '\\|');
 
+/** One row of the endpoints table; the parts of the answer are joined with spaces. */
+const endpoint = (port: string, request: string, ...answer: string[]): string =>
+  `| ${port} | \`${request}\` | ${answer.join(' ')} |`;
+
 function renderSection(): string {
   const { securePort, healthPort, mutatePodsPath, validateSecretsPath, validateWorkloadsPath } = contract.webhook;
   const settings = SETTING_KEYS.map((key) => {
@@ -46,11 +50,38 @@ function renderSection(): string {
     '',
     '| Port | Request | Answer |',
     '|---|---|---|',
-    `| ${securePort} (HTTPS, TLS 1.2+) | \`POST ${mutatePodsPath}\` | AdmissionReview v1. Pod CREATE: the JSONPatch that enforces the Pod rules on the Dify containers (none when nothing changes), plus a warning when the pod's \`${contract.annotations.lastApplied}\` annotation stores a literal password; anything else allowed unchanged. Each mutation is logged at info (pod, containers, variable names). |`,
-    `| ${securePort} (HTTPS, TLS 1.2+) | \`POST ${validateSecretsPath}\` | AdmissionReview v1. The PostgreSQL Secret rules; a denial is \`allowed: false\` with \`status.code\` 403, reason \`Forbidden\`, and \`auditAnnotations\` \`decision\`, \`reason\`, \`pvc\`. |`,
-    `| ${securePort} (HTTPS, TLS 1.2+) | \`POST ${validateWorkloadsPath}\` | AdmissionReview v1. Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob CREATE/UPDATE of Dify: a pod template storing a literal password or \`MIGRATION_ENABLED\` other than \`"false"\` gets warnings (variable names only) and an audit line, or a 403 refusal with \`DIFY_GUARD_TEMPLATE_POLICY=deny\` (an UPDATE that leaves the template as it was is only warned); \`auditAnnotations\` \`decision\`, \`mode\`, \`findings\`, \`variables\`. Objects with a controller owner (a Deployment's ReplicaSet, a CronJob's Job) are not checked again. |`,
+    endpoint(
+      `${securePort} (HTTPS, TLS 1.2+)`,
+      `POST ${mutatePodsPath}`,
+      `AdmissionReview v1. Pod CREATE: the JSONPatch that enforces the Pod rules on the Dify containers`,
+      `(none when nothing changes), plus a warning when the pod's \`${contract.annotations.lastApplied}\``,
+      `annotation stores a literal password; anything else allowed unchanged. Each mutation is logged at`,
+      `info (pod, containers, variable names).`,
+    ),
+    endpoint(
+      `${securePort} (HTTPS, TLS 1.2+)`,
+      `POST ${validateSecretsPath}`,
+      `AdmissionReview v1. The PostgreSQL Secret rules; a denial is \`allowed: false\` with \`status.code\``,
+      `403, reason \`Forbidden\`, and \`auditAnnotations\` \`decision\`, \`reason\`, \`pvc\`.`,
+    ),
+    endpoint(
+      `${securePort} (HTTPS, TLS 1.2+)`,
+      `POST ${validateWorkloadsPath}`,
+      `AdmissionReview v1. Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and CronJob CREATE/UPDATE of`,
+      `Dify: a pod template storing a literal password or \`MIGRATION_ENABLED\` other than \`"false"\` gets`,
+      `warnings (variable names only) and an audit line, or a 403 refusal with`,
+      `\`DIFY_GUARD_TEMPLATE_POLICY=deny\` (an UPDATE that leaves the template as it was is only warned);`,
+      `\`auditAnnotations\` \`decision\`, \`mode\`, \`findings\`, \`variables\`. Objects with a controller`,
+      `owner (a Deployment's ReplicaSet, a CronJob's Job) are not checked again.`,
+    ),
     `| ${healthPort} (HTTP) | \`GET /healthz\` | 200 while the process runs (liveness). |`,
-    `| ${healthPort} (HTTP) | \`GET /readyz\` | 200 only when the serving certificate is loaded, the PVC cache has completed its first list and no shutdown has begun; else 503 (a watch broken later keeps it 200: only password changes are refused meanwhile). The JSON body lists the three checks. |`,
+    endpoint(
+      `${healthPort} (HTTP)`,
+      `GET /readyz`,
+      `200 only when the serving certificate is loaded, the PVC cache has completed its first list and no`,
+      `shutdown has begun; else 503 (a watch broken later keeps it 200: only password changes are refused`,
+      `meanwhile). The JSON body lists the three checks.`,
+    ),
     `| ${healthPort} (HTTP) | \`GET /metrics\` | Prometheus text format (below). |`,
     '',
     'A request the webhook cannot judge is answered with an AdmissionReview whose `response.status.message`',

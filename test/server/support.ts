@@ -12,6 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import type { PvcState } from '../../src/admission/types.js';
 import type { AuditRecord, AuditSink } from '../../src/audit/audit-trail.js';
+import type { AdmissionReviewResponse } from '../../src/http/admission-review.js';
 import { buildServer, type DifyGuardServer, type ServerOptions } from '../../src/server.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import { repoRoot } from '../../harness/binaries.js';
@@ -120,7 +121,8 @@ export interface HttpsResponse {
   status: number;
   headers: IncomingHttpHeaders;
   text: string;
-  json: any;
+  /** The body parsed as JSON; undefined when it is not JSON (read it with reviewOf or answerOf). */
+  json: unknown;
   /** SHA-256 fingerprint of the certificate the server presented on this connection. */
   fingerprint256: string;
   reusedSocket: boolean;
@@ -207,4 +209,46 @@ export function postReview(
     headers: { 'content-type': 'application/json' },
     ...(agent ? { agent } : {}),
   });
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A body as the AdmissionReview dify-guard answers with; undefined when it is not one. */
+export function reviewOf(json: unknown): AdmissionReviewResponse | undefined {
+  return isRecord(json) && json.kind === 'AdmissionReview' && isRecord(json.response)
+    ? (json as unknown as AdmissionReviewResponse)
+    : undefined;
+}
+
+/** The `response` of an AdmissionReview answer; throws, failing the test, when the body is not one. */
+export function answerOf(res: { status: number; json: unknown }): AdmissionReviewResponse['response'] {
+  const review = reviewOf(res.json);
+  if (!review) throw new Error(`HTTP ${res.status}: the body is not an AdmissionReview`);
+  return review.response;
+}
+
+/** Given as the value of an edit, removes the field. */
+export const REMOVE = Symbol('remove');
+
+/**
+ * A copy of `value` with each edit made: `['request.uid', '']` sets a field (its path dotted), `['kind', REMOVE]`
+ * removes one. For bodies broken on purpose, whatever their type says.
+ */
+export function withEdits(value: object, ...edits: [path: string, to: unknown][]): Record<string, unknown> {
+  const copy = structuredClone(value) as Record<string, unknown>;
+  for (const [path, to] of edits) {
+    const keys = path.split('.');
+    const last = keys.pop() ?? '';
+    let node = copy;
+    for (const key of keys) {
+      const next = node[key];
+      if (!isRecord(next)) throw new Error(`withEdits: no object at ${key} of ${path}`);
+      node = next;
+    }
+    if (to === REMOVE) delete node[last];
+    else node[last] = to;
+  }
+  return copy;
 }
