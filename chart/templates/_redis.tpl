@@ -3,7 +3,7 @@ Redis connection (pluginDaemon.redis is the guide's section; every Dify componen
 name an object or a Secret key take list $ $c (the contract, read once by the calling template).
 */}}
 
-{{/* The Redis every Dify component uses: pluginDaemon.redis.host, else the bundled one ("dify.check.redisHost" refuses neither). Args: list $ $c. */}}
+{{/* The Redis every Dify component uses: pluginDaemon.redis.host, else the bundled one (neither: "dify.check.redisHost" refuses the values). Args: list $ $c. */}}
 {{- define "dify.redis.host" -}}
 {{- $root := index . 0 -}}
 {{- if $root.Values.pluginDaemon.redis.host -}}

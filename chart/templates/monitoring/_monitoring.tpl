@@ -1,7 +1,8 @@
 {{/*
 Monitoring of dify-guard (all off by default): a ServiceMonitor, a PrometheusRule and a Grafana dashboard.
 The alert rules are defined once, in "dify.monitoring.ruleGroups"; the PrometheusRule renders them and the
-chart's tests run `promtool check rules` and `promtool test rules` on that same rendered text.
+chart's tests run `promtool check rules` and `promtool test rules` on that same rendered text. That this release
+runs the dify-guard they watch is checked with the other values ("dify.check.monitoringNeedsGuard", _checks.tpl).
 */}}
 
 {{/* Return the PromQL label matchers of dify-guard's series: the seriesSelector value, or the ServiceMonitor's job and namespace. Args: list $ $c. */}}
