@@ -1,22 +1,23 @@
 {{/*
 A Dify Deployment (and nothing else). Args (dict):
   root      $                       key        component key of contract.components
-  values    the component's values  image      image reference
-  env       env list (checked for duplicate names)      replicas  number
+  c         the contract ($c)       image      image reference
+  values    the component's values  replicas   number
+  env       env list ("dify.env.<component>"; "dify.validateValues" checks it for duplicate names)
   ports     container ports         probes     dict of livenessProbe/readinessProbe/startupProbe handlers
   command, args, volumeMounts, volumes, affinity, strategy, initContainers: optional
 */}}
 {{- define "dify.deployment" -}}
 {{- $root := .root -}}
+{{- $c := .c -}}
 {{- $values := .values -}}
-{{- $name := include "dify.fullname" (list $root .key) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: {{ $name }}
+  name: {{ include "dify.fullname" (list $root $c .key) }}
   namespace: {{ $root.Release.Namespace }}
   labels:
-    {{- include "dify.labels" (list $root .key) | nindent 4 }}
+    {{- include "dify.labels" (list $root $c .key) | nindent 4 }}
 spec:
   replicas: {{ .replicas }}
   revisionHistoryLimit: 5
@@ -26,12 +27,12 @@ spec:
   {{- end }}
   selector:
     matchLabels:
-      {{- include "dify.selectorLabels" (list $root .key) | nindent 6 }}
+      {{- include "dify.selectorLabels" (list $root $c .key) | nindent 6 }}
   template:
     metadata:
       labels:
-        {{- include "dify.labels" (list $root .key) | nindent 8 }}
-      {{- include "dify.podAnnotations" (dict "root" $root "podAnnotations" $values.podAnnotations) | nindent 6 }}
+        {{- include "dify.labels" (list $root $c .key) | nindent 8 }}
+      {{- include "dify.podAnnotations" (dict "root" $root "c" $c "podAnnotations" $values.podAnnotations) | nindent 6 }}
     spec:
       # Dify talks to no Kubernetes API: no token in its pods.
       automountServiceAccountToken: false
@@ -55,7 +56,7 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       containers:
-        - name: {{ include "dify.component" (list $root .key) }}
+        - name: {{ include "dify.component" (list $root $c .key) }}
           image: {{ .image }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           {{- with .command }}
@@ -68,7 +69,7 @@ spec:
           {{- end }}
           {{- with .env }}
           env:
-            {{- include "dify.renderEnv" (dict "env" . "where" (printf "the %s container" $name)) | nindent 12 }}
+            {{- toYaml . | nindent 12 }}
           {{- end }}
           {{- with .ports }}
           ports:
@@ -97,34 +98,36 @@ spec:
       {{- end }}
 {{- end -}}
 
-{{/* A ClusterIP Service for a Dify component. Args: list $ key port. */}}
+{{/* A ClusterIP Service for a Dify component. Args: list $ $c key port. */}}
 {{- define "dify.service" -}}
 {{- $root := index . 0 -}}
-{{- $key := index . 1 -}}
+{{- $c := index . 1 -}}
+{{- $key := index . 2 -}}
 apiVersion: v1
 kind: Service
 metadata:
-  name: {{ include "dify.fullname" (list $root $key) }}
+  name: {{ include "dify.fullname" (list $root $c $key) }}
   namespace: {{ $root.Release.Namespace }}
   labels:
-    {{- include "dify.labels" (list $root $key) | nindent 4 }}
+    {{- include "dify.labels" (list $root $c $key) | nindent 4 }}
 spec:
   type: ClusterIP
   ports:
     - name: http
-      port: {{ index . 2 }}
+      port: {{ index . 3 }}
       targetPort: http
   selector:
-    {{- include "dify.selectorLabels" (list $root $key) | nindent 4 }}
+    {{- include "dify.selectorLabels" (list $root $c $key) | nindent 4 }}
 {{- end -}}
 
-{{/* api/worker storage volume: the shared PVC, or an emptyDir. */}}
+{{/* api/worker storage volume: the shared PVC, or an emptyDir. Args: list $ $c. */}}
 {{- define "dify.storageVolume" -}}
-{{- $p := .Values.storage.persistence -}}
+{{- $root := index . 0 -}}
+{{- $p := $root.Values.storage.persistence -}}
 - name: storage
 {{- if $p.enabled }}
   persistentVolumeClaim:
-    claimName: {{ default (include "dify.name" (list . "storage")) $p.existingClaim }}
+    claimName: {{ default (include "dify.name" (list $root (index . 1) "storage")) $p.existingClaim }}
 {{- else }}
   emptyDir: {}
 {{- end }}
@@ -139,12 +142,13 @@ spec:
 {{/*
 Return the pod affinity of api and worker on single-node storage: every pod that mounts the volume runs on
 the node where it is attached (any api or worker pod of the release). A pod that matches its own term may
-start anywhere when none runs yet, so the first one places the volume and the rest follow it.
+start anywhere when none runs yet, so the first one places the volume and the rest follow it. Args: list $ $c.
 */}}
 {{- define "dify.storage.affinity" -}}
-{{- $c := include "dify.contract" . | fromJson -}}
+{{- $root := index . 0 -}}
+{{- $c := index . 1 -}}
 {{- $selector := dict
-  "matchLabels" (dict (index $c.labels "name") $c.values.difyName (index $c.labels "instance") .Release.Name)
+  "matchLabels" (dict (index $c.labels "name") $c.values.difyName (index $c.labels "instance") $root.Release.Name)
   "matchExpressions" (list (dict
     "key" (index $c.labels "component") "operator" "In" "values" (list $c.components.api $c.components.worker))) -}}
 {{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" $selector -}}
@@ -195,4 +199,35 @@ exec:
     - /bin/sh
     - -c
     - {{ printf "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\" 2>/dev/null | grep -q '[c]elery.* %s' && exit 0; done; exit 1" . | quote }}
+{{- end -}}
+
+{{/*
+A probe. Args: dict "probe" (values: enabled + timing) "handler" (dict with httpGet/tcpSocket/exec).
+Renders nothing when disabled.
+*/}}
+{{- define "dify.probe" -}}
+{{- if .probe.enabled -}}
+{{- toYaml (merge (deepCopy .handler) (omit .probe "enabled")) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A pod template's annotations: the component's podAnnotations and dify-guard's Redis Secret hints. Args: dict "root" $ "c" $c "podAnnotations". */}}
+{{- define "dify.podAnnotations" -}}
+{{- $annotations := merge (include "dify.redis.podAnnotations" (list .root .c) | fromYaml) (default dict .podAnnotations) -}}
+{{- if $annotations }}
+annotations:
+  {{- toYaml $annotations | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* StorageClass of a PVC: component value, else global.storageClass; "-" means "" (no class). */}}
+{{- define "dify.storageClass" -}}
+{{- $class := default .root.Values.global.storageClass .persistence.storageClass -}}
+{{- if $class -}}
+{{- if eq $class "-" }}
+storageClassName: ""
+{{- else }}
+storageClassName: {{ $class | quote }}
+{{- end -}}
+{{- end -}}
 {{- end -}}

@@ -1,7 +1,7 @@
 // The env the chart gives each Dify container: the rules dify-guard enforces already hold in what
 // the chart renders (MIGRATION_ENABLED=false, passwords only by secretKeyRef, REDIS_PASSWORD before
 // the broker URL), the keys api shares with sandbox/plugin daemon agree, and no secret is a literal.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import {
   allContainersOf,
@@ -25,6 +25,9 @@ import {
 const release = 'dify';
 const pgSecret = expandName(contract.names.postgresqlSecret, release);
 const componentOf = (w: Json): string => podTemplateOf(w).metadata.labels?.[LABELS.component] ?? '';
+/** An env name that says password, key or secret: the chart sets it only by reference. */
+const namesASecret = (name: string): boolean =>
+  /PASSWORD|SECRET|_KEY$|^API_KEY$/.test(name) && name !== 'DIFY_GUARD_REDIS_SECRET_KEY' && !name.endsWith('_TEMPLATE');
 const mainContainer = (objects: Json[], component: string): Container =>
   containersOf(workloadOf(objects, LABELS.component, component))[0]!;
 
@@ -301,14 +304,8 @@ t.test('no secret value (nor its base64) appears outside a Secret', async (t) =>
   // Every env entry whose name says password/key/secret is a reference.
   for (const w of workloads(objects)) {
     for (const c of allContainersOf(w)) {
-      for (const e of c.env ?? []) {
-        if (
-          /PASSWORD|SECRET|_KEY$|^API_KEY$/.test(e.name) &&
-          e.name !== 'DIFY_GUARD_REDIS_SECRET_KEY' &&
-          !e.name.endsWith('_TEMPLATE')
-        ) {
-          t.ok(e.valueFrom?.secretKeyRef, `${nameOf(w)}/${c.name} ${e.name} is a secretKeyRef`);
-        }
+      for (const e of (c.env ?? []).filter((e) => namesASecret(e.name))) {
+        t.ok(e.valueFrom?.secretKeyRef, `${nameOf(w)}/${c.name} ${e.name} is a secretKeyRef`);
       }
     }
   }
@@ -344,26 +341,31 @@ t.test('extraEnv cannot set a name the chart sets (no duplicates, no literal DB_
   );
 });
 
+/** Resources, no privilege escalation, every capability dropped. */
+function assertHardened(t: Test, w: Json, c: Container): void {
+  t.ok(c.resources && Object.keys(c.resources as Json).length > 0, `${nameOf(w)}/${c.name}: resources`);
+  const sc = c.securityContext as Json | undefined;
+  t.equal(sc?.allowPrivilegeEscalation, false, `${nameOf(w)}/${c.name}: no privilege escalation`);
+  t.ok(
+    ((sc?.capabilities as Json | undefined)?.drop as string[] | undefined)?.includes('ALL'),
+    `${nameOf(w)}/${c.name}: drops ALL capabilities`,
+  );
+}
+
+/** A liveness probe on every long-running container; a readiness probe too, except on worker and beat (no port). */
+function assertProbes(t: Test, w: Json): void {
+  if (kindOf(w) === 'Job') return;
+  for (const c of containersOf(w)) t.ok(c.livenessProbe, `${nameOf(w)}/${c.name}: liveness probe`);
+  if ([contract.components.worker, contract.components.beat].includes(componentOf(w))) return;
+  for (const c of containersOf(w)) t.ok(c.readinessProbe, `${nameOf(w)}/${c.name}: readiness probe`);
+}
+
 t.test('probes, resources and security contexts on every workload container', async (t) => {
   const { objects } = await render(deepMerge(requiredValues(), { loadBalancer: { enabled: true } }));
   for (const w of workloads(objects)) {
-    const spec = podTemplateOf(w).spec;
-    t.ok(spec.securityContext, `${nameOf(w)}: pod securityContext`);
-    for (const c of allContainersOf(w)) {
-      t.ok(c.resources && Object.keys(c.resources as Json).length > 0, `${nameOf(w)}/${c.name}: resources`);
-      const sc = c.securityContext as Json | undefined;
-      t.equal(sc?.allowPrivilegeEscalation, false, `${nameOf(w)}/${c.name}: no privilege escalation`);
-      t.ok(
-        ((sc?.capabilities as Json | undefined)?.drop as string[] | undefined)?.includes('ALL'),
-        `${nameOf(w)}/${c.name}: drops ALL capabilities`,
-      );
-    }
-    if (kindOf(w) === 'Job') continue;
-    for (const c of containersOf(w)) t.ok(c.livenessProbe, `${nameOf(w)}/${c.name}: liveness probe`);
-    const component = componentOf(w);
-    if (![contract.components.worker, contract.components.beat].includes(component)) {
-      for (const c of containersOf(w)) t.ok(c.readinessProbe, `${nameOf(w)}/${c.name}: readiness probe`);
-    }
+    t.ok(podTemplateOf(w).spec.securityContext, `${nameOf(w)}: pod securityContext`);
+    for (const c of allContainersOf(w)) assertHardened(t, w, c);
+    assertProbes(t, w);
   }
 });
 

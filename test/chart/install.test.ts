@@ -40,9 +40,8 @@ const secretData = async (name: string): Promise<Record<string, string>> =>
 const required = requiredValues();
 const values = valuesFile(required);
 const tlsSecretOf = async (): Promise<string> => {
-  const deploy = await get(
-    `/apis/apps/v1/namespaces/${namespace}/deployments?labelSelector=${encodeURIComponent(`${contract.labels.name}=${contract.values.guardName}`)}`,
-  );
+  const guardPods = encodeURIComponent(`${contract.labels.name}=${contract.values.guardName}`);
+  const deploy = await get(`/apis/apps/v1/namespaces/${namespace}/deployments?labelSelector=${guardPods}`);
   const volumes = ((((deploy.items as Json[])[0]!.spec as Json).template as Json).spec as Json).volumes as Json[];
   return String((volumes.find((v) => v.name === 'tls')!.secret as Json).secretName);
 };

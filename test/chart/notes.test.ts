@@ -39,7 +39,8 @@ function guideCommands(release: string, ns: string): string[] {
     `kubectl get deploy,po,svc -n ${ns} | grep -iE "plugin|daemon|dify"`,
     `kubectl get jobs -n ${ns}`,
     `kubectl logs -n ${ns} job/${expandName(contract.names.migrationJob, release)}`,
-    `kubectl exec -n ${ns} ${expandName(contract.names.postgresql, release)}-0 -- psql -U dify -d dify -c "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename;"`,
+    `kubectl exec -n ${ns} ${expandName(contract.names.postgresql, release)}-0 -- psql -U dify -d dify -c ` +
+      `"SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename;"`,
     `kubectl logs -n ${ns} -l app=${daemon}`,
     `kubectl exec -n ${ns} $(kubectl get pods -n ${ns} -l app=${daemon} -o jsonpath='{.items[0].metadata.name}') -- curl -s http://localhost:5002/health/check`,
     `kubectl exec -n ${ns} $(kubectl get pods -n ${ns} -l app=${api} -o jsonpath='{.items[0].metadata.name}') -- curl -sv http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002/health/check`,

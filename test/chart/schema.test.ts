@@ -70,7 +70,10 @@ t.test('required values: rendering fails with the clear message, never a random 
   await rejected(
     t,
     { secrets: { difySecretKey: testSecret() } },
-    /postgresql\.auth\.password is required: PostgreSQL keeps the password it was first initialised with in its PVC, so the chart never generates one at random/,
+    new RegExp(
+      'postgresql\\.auth\\.password is required: PostgreSQL keeps the password it was first initialised with in its PVC, ' +
+        'so the chart never generates one at random',
+    ),
     'no PostgreSQL password',
   );
   await rejected(
@@ -107,6 +110,58 @@ t.test('secret values the components cannot use are refused without being echoed
   );
 });
 
+t.test('every bad value is reported at once: one error lists each message, in the order of the checks', async (t) => {
+  const spaced = `${testSecret()} x`;
+  const r = await template(
+    deepMerge(
+      { postgresql: { auth: { password: spaced } } },
+      { redis: { enabled: false }, ingress: { enabled: true, tls: { enabled: true } } },
+    ),
+  );
+  t.not(r.status, 0, 'refused');
+  t.equal(r.stderr.match(/^Error:/gm)?.length, 1, 'one error');
+  t.match(r.stderr, /values to fix \(4\):/, 'counts the problems');
+  const messages = [
+    'postgresql.auth.password must not contain whitespace, quotes or backslashes',
+    'secrets.difySecretKey is required',
+    'redis.enabled is false: set pluginDaemon.redis.host',
+    'ingress.tls.enabled needs ingress.host',
+  ];
+  const at = messages.map((m) => r.stderr.indexOf(`\n- ${m}`));
+  t.notOk(
+    at.some((i) => i < 0),
+    `every message, each on its own line: ${messages.filter((_, i) => at[i]! < 0).join('; ')}`,
+  );
+  t.same(
+    [...at].sort((a, b) => a - b),
+    at,
+    'in the order dify.validateValues lists the checks',
+  );
+  t.notOk(r.stderr.includes(spaced), 'the password is not shown');
+});
+
+t.test('two bad values: each alone is refused with its own message, together both in one error', async (t) => {
+  const timeout = {
+    values: { webhook: { timeoutSeconds: 2, postgresql: { verifyTimeoutMs: 2000 } } },
+    message: 'webhook.postgresql.verifyTimeoutMs (2000) must be below webhook.timeoutSeconds (2 s)',
+  };
+  const ca = {
+    values: { webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' } } },
+    message: 'webhook.caBundle is required with webhook.tls.mode=existingSecret',
+  };
+  for (const bad of [timeout, ca]) {
+    const alone = await template(deepMerge(requiredValues(), bad.values as Json));
+    t.not(alone.status, 0, `${bad.message}: refused alone`);
+    t.match(alone.stderr, `values to fix (1):\n- ${bad.message}`, `${bad.message}: alone, its own message`);
+  }
+  const both = await template(deepMerge(deepMerge(requiredValues(), timeout.values as Json), ca.values as Json));
+  t.not(both.status, 0, 'refused');
+  t.equal(both.stderr.match(/^Error:/gm)?.length, 1, 'one error');
+  t.match(both.stderr, 'values to fix (2):');
+  t.match(both.stderr, `\n- ${timeout.message}`, 'the timeout');
+  t.match(both.stderr, `\n- ${ca.message}`, 'the CA');
+});
+
 t.test('release names that would overflow a Kubernetes name are refused, not truncated', async (t) => {
   await rejected(t, requiredValues(), /use at most 40/, 'long release', { release: 'a'.repeat(41) });
   const ok = await template(requiredValues(), { release: 'a'.repeat(40) });
@@ -126,7 +181,7 @@ t.test('helm lint --strict is clean: bare (required values become INFO lines) an
   t.notMatch(bare.stdout, /\[(WARNING|ERROR)\]/);
   t.match(
     bare.stderr,
-    /Missing required value: postgresql\.auth\.password is required/,
+    /\[INFO\] Fail: values to fix \(2\):\n- postgresql\.auth\.password is required/,
     'and still names the required value',
   );
 });

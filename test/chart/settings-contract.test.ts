@@ -78,37 +78,50 @@ function serviceProblem(host: string, port: number, component: string): string |
   return undefined;
 }
 
+/** One kind of requirement of docs/dify-settings.md: its pattern, and why an entry misses it (undefined when it does not). */
+type Rule = [RegExp, (m: RegExpExecArray, component: string, entry: EnvVar) => string | undefined];
+
+const urlProblem = (value: string | undefined, target: string): string | undefined => {
+  const url = /^http:\/\/([a-z0-9-]+):(\d+)$/.exec(value ?? '');
+  return url
+    ? serviceProblem(url[1]!, Number(url[2]), target)
+    : `${JSON.stringify(value)} is not http://<Service>:<port>`;
+};
+
+const redisUrlProblem = (value: string | undefined, target: string): string | undefined => {
+  const url = new RegExp(`^redis://(?::\\$\\(${ENV.redisPassword}\\)@)?([a-z0-9-]+):(\\d+)/\\d+$`).exec(value ?? '');
+  return url
+    ? serviceProblem(url[1]!, Number(url[2]), target)
+    : `${JSON.stringify(value)} is not a Redis URL without a literal password`;
+};
+
+const sameSecretKeyProblem = (entry: EnvVar, component: string, name: string): string | undefined => {
+  const ref = entry.valueFrom?.secretKeyRef;
+  const other = envIn(component, name)?.valueFrom?.secretKeyRef;
+  return ref && JSON.stringify(ref) === JSON.stringify(other)
+    ? undefined
+    : `is not the Secret key of ${component}.${name}`;
+};
+
+const RULES: Rule[] = [
+  [/^set$/, () => undefined],
+  [/^= (.*)$/, (m, _c, e) => (e.value === m[1] ? undefined : `is ${JSON.stringify(e.value)}, not ${m[1]}`)],
+  [/^secret$/, (_m, _c, e) => (e.valueFrom?.secretKeyRef && !('value' in e) ? undefined : 'is not a secretKeyRef')],
+  [/^secret = ([a-z-]+)\.([A-Z0-9_]+)$/, (m, _c, e) => sameSecretKeyProblem(e, m[1]!, m[2]!)],
+  [/^url -> ([a-z-]+)$/, (m, _c, e) => urlProblem(e.value, m[1]!)],
+  [/^redis-url -> ([a-z-]+)$/, (m, _c, e) => redisUrlProblem(e.value, m[1]!)],
+  [/^host -> ([a-z-]+)$/, (m, _c, e) => serviceProblem(e.value ?? '', servicePortOf(e.value ?? ''), m[1]!)],
+  [
+    /^port -> ([a-z-]+)$/,
+    (m, c, e) => serviceProblem(envIn(c, e.name.replace(/_PORT$/, '_HOST'))?.value ?? '', Number(e.value), m[1]!),
+  ],
+];
+
 /** Why `entry` does not meet `requirement` (undefined when it does). */
 function problem(component: string, entry: EnvVar, requirement: string): string | undefined {
-  const value = entry.value;
-  const ref = entry.valueFrom?.secretKeyRef;
-  const is = (pattern: RegExp): RegExpExecArray | null => pattern.exec(requirement);
-  if (requirement === 'set') return undefined;
-  let m = is(/^= (.*)$/);
-  if (m) return value === m[1] ? undefined : `is ${JSON.stringify(value)}, not ${m[1]}`;
-  if (requirement === 'secret') return ref && !('value' in entry) ? undefined : 'is not a secretKeyRef';
-  if ((m = is(/^secret = ([a-z-]+)\.([A-Z0-9_]+)$/))) {
-    const other = envIn(m[1]!, m[2]!)?.valueFrom?.secretKeyRef;
-    return ref && JSON.stringify(ref) === JSON.stringify(other)
-      ? undefined
-      : `is not the Secret key of ${m[1]}.${m[2]}`;
-  }
-  if ((m = is(/^url -> ([a-z-]+)$/))) {
-    const url = /^http:\/\/([a-z0-9-]+):(\d+)$/.exec(value ?? '');
-    return url
-      ? serviceProblem(url[1]!, Number(url[2]), m[1]!)
-      : `${JSON.stringify(value)} is not http://<Service>:<port>`;
-  }
-  if ((m = is(/^redis-url -> ([a-z-]+)$/))) {
-    const url = new RegExp(`^redis://(?::\\$\\(${ENV.redisPassword}\\)@)?([a-z0-9-]+):(\\d+)/\\d+$`).exec(value ?? '');
-    return url
-      ? serviceProblem(url[1]!, Number(url[2]), m[1]!)
-      : `${JSON.stringify(value)} is not a Redis URL without a literal password`;
-  }
-  if ((m = is(/^host -> ([a-z-]+)$/))) return serviceProblem(value ?? '', servicePortOf(value ?? ''), m[1]!);
-  if ((m = is(/^port -> ([a-z-]+)$/))) {
-    const hostName = entry.name.replace(/_PORT$/, '_HOST');
-    return serviceProblem(envIn(component, hostName)?.value ?? '', Number(value), m[1]!);
+  for (const [pattern, check] of RULES) {
+    const m = pattern.exec(requirement);
+    if (m) return check(m, component, entry);
   }
   return `unknown requirement ${requirement}`;
 }

@@ -34,7 +34,8 @@ writeFileSync(
     'kind: ConfigMap',
     'metadata: {name: material}',
     'data:',
-    '  material: {{ include "dify.guard.tlsMaterial" (dict "root" . "existing" .Values.existing) | quote }}',
+    '{{- $c := include "dify.contract" . | fromJson }}',
+    '  material: {{ include "dify.guard.tlsMaterial" (dict "root" . "c" $c "existing" .Values.existing) | quote }}',
     '',
   ].join('\n'),
 );

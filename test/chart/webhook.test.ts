@@ -110,6 +110,14 @@ const everything = deepMerge(requiredValues(), {
 const full = await render(everything, { release, namespace });
 const hooks = configurations(full.objects);
 
+/** The pod webhook's decision on a pod: its objectSelector, then this chart's component label or what the pod runs. */
+function podWebhookSelects(pod: JsonObject, labels: Record<string, string>): boolean {
+  if (!selects(hooks.pods.objectSelector, labels)) return false;
+  return chartComponentOf(pod) !== undefined
+    ? (contract.podRules.injectCredentials as string[]).includes(labels[LABELS.component] ?? '')
+    : runsDify(pod, defaultGuardSettings);
+}
+
 t.test("the pod webhook selects Dify pods by what they run (CEL), never dify-guard's own", async (t) => {
   t.same(
     hooks.pods.matchConditions,
@@ -121,15 +129,9 @@ t.test("the pod webhook selects Dify pods by what they run (CEL), never dify-gua
   });
   const selected: string[] = [];
   for (const w of workloads(full.objects)) {
-    const pod = podTemplateOf(w) as unknown as JsonObject;
     const labels = podTemplateOf(w).metadata.labels ?? {};
-    const component = labels[LABELS.component] ?? '';
-    const dify =
-      selects(hooks.pods.objectSelector, labels) &&
-      (chartComponentOf(pod) !== undefined
-        ? (contract.podRules.injectCredentials as string[]).includes(component)
-        : runsDify(pod, defaultGuardSettings));
-    if (dify) selected.push(component);
+    if (podWebhookSelects(podTemplateOf(w) as unknown as JsonObject, labels))
+      selected.push(labels[LABELS.component] ?? '');
   }
   t.same(
     selected.sort(),

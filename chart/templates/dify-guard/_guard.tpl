@@ -1,20 +1,21 @@
-{{/* dify-guard's object name (<release>-dify-guard) and its Service DNS names. */}}
+{{/* dify-guard's object name (<release>-dify-guard) and its Service DNS names. Args: list $ $c (both). */}}
 {{- define "dify.guard.name" -}}
-{{- include "dify.name" (list . "guard") -}}
+{{- include "dify.name" (list (index . 0) (index . 1) "guard") -}}
 {{- end -}}
 
 {{- define "dify.guard.dnsNames" -}}
 {{- $svc := include "dify.guard.name" . -}}
-{{- $ns := .Release.Namespace -}}
+{{- $ns := (index . 0).Release.Namespace -}}
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson -}}
 {{- end -}}
 
-{{/* The Secret that holds dify-guard's serving certificate (mounted at /etc/dify-guard/tls). */}}
+{{/* The Secret that holds dify-guard's serving certificate (mounted at /etc/dify-guard/tls). Args: list $ $c. */}}
 {{- define "dify.guard.tlsSecretName" -}}
-{{- if eq .Values.webhook.tls.mode "existingSecret" -}}
-{{- required "webhook.tls.existingSecret is required when webhook.tls.mode is existingSecret (a kubernetes.io/tls Secret with tls.crt and tls.key)" .Values.webhook.tls.existingSecret -}}
+{{- $root := index . 0 -}}
+{{- if eq $root.Values.webhook.tls.mode "existingSecret" -}}
+{{- $root.Values.webhook.tls.existingSecret -}}
 {{- else -}}
-{{- include "dify.name" (list . "guardTls") -}}
+{{- include "dify.name" (list $root (index . 1) "guardTls") -}}
 {{- end -}}
 {{- end -}}
 
@@ -31,14 +32,14 @@
 {{- define "dify.guard.dnsAnnotation" -}}dify-guard.io/tls-dns-names{{- end -}}
 
 {{/*
-Helm-generated TLS material. Args: dict "root" $ "existing" (the looked-up Secret, or empty).
+Helm-generated TLS material. Args: dict "root" $ "c" $c "existing" (the looked-up Secret, or empty).
 Reuses the existing Secret when it has a CA, a certificate and a key for the same DNS names, so an
 upgrade keeps the CA that the webhook configurations trust; otherwise generates a new CA and a
 certificate signed by it. Returns YAML: caCrt, tlsCrt, tlsKey (base64) and reused (bool).
 */}}
 {{- define "dify.guard.tlsMaterial" -}}
 {{- $root := .root -}}
-{{- $dnsNames := include "dify.guard.dnsNames" $root | fromJsonArray -}}
+{{- $dnsNames := include "dify.guard.dnsNames" (list $root .c) | fromJsonArray -}}
 {{- $data := (.existing | default dict).data | default dict -}}
 {{- $annotations := ((.existing | default dict).metadata | default dict).annotations | default dict -}}
 {{- $sameNames := eq (index $annotations (include "dify.guard.dnsAnnotation" $root) | default "") (join "," $dnsNames) -}}
@@ -49,7 +50,7 @@ tlsKey: {{ index $data "tls.key" }}
 reused: true
 {{- else }}
 {{- $days := int $root.Values.webhook.tls.validityDays -}}
-{{- $ca := genCAWithKey (printf "%s-ca" (include "dify.guard.name" $root)) $days (genPrivateKey "ecdsa") -}}
+{{- $ca := genCAWithKey (printf "%s-ca" (include "dify.guard.name" (list $root .c))) $days (genPrivateKey "ecdsa") -}}
 {{- $cert := genSignedCertWithKey (index $dnsNames 2) nil $dnsNames $days $ca (genPrivateKey "ecdsa") }}
 caCrt: {{ $ca.Cert | b64enc }}
 tlsCrt: {{ $cert.Cert | b64enc }}
@@ -58,14 +59,14 @@ reused: false
 {{- end }}
 {{- end -}}
 
-{{/* clientConfig of a webhook. Args: dict "root" $ "path" path "caBundle" base64 (may be empty). */}}
+{{/* clientConfig of a webhook. Args: dict "root" $ "c" $c "path" path "caBundle" base64 (may be empty). */}}
 {{- define "dify.guard.clientConfig" -}}
 {{- $root := .root -}}
 {{- if $root.Values.webhook.url }}
 url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhook.url) .path | quote }}
 {{- else }}
 service:
-  name: {{ include "dify.guard.name" $root }}
+  name: {{ include "dify.guard.name" (list $root .c) }}
   namespace: {{ $root.Release.Namespace }}
   path: {{ .path | quote }}
   port: 443
@@ -75,9 +76,9 @@ caBundle: {{ . }}
 {{- end }}
 {{- end -}}
 
-{{/* Never dify-guard's own pods and objects (label name=dify-guard). */}}
+{{/* Never dify-guard's own pods and objects (label name=dify-guard). Args: list $ $c. */}}
 {{- define "dify.guard.notGuardSelector" -}}
-{{- $c := include "dify.contract" . | fromJson -}}
+{{- $c := index . 1 -}}
 matchExpressions:
   - key: {{ $c.labels.name }}
     operator: NotIn
@@ -94,13 +95,13 @@ matchExpressions:
       {{- toYaml (uniq (prepend (default list .Values.webhook.excludedNamespaces) "kube-system")) | nindent 6 }}
 {{- end -}}
 
-{{/* Repository paths of Dify images (JSON list): the contract's, then webhook.difyImages, without repeats. */}}
+{{/* Repository paths of Dify images (JSON list): the contract's, then webhook.difyImages, without repeats. Args: list $ $c. */}}
 {{- define "dify.guard.difyImages" -}}
-{{- $c := include "dify.contract" . | fromJson -}}
-{{- concat $c.difyImages (default list .Values.webhook.difyImages) | uniq | toJson -}}
+{{- $c := index . 1 -}}
+{{- concat $c.difyImages (default list (index . 0).Values.webhook.difyImages) | uniq | toJson -}}
 {{- end -}}
 
-{{/* The regular expression an image reference of one of those paths matches (src/admission/dify-containers.ts builds the same). */}}
+{{/* The regular expression an image reference of one of those paths matches (src/admission/dify-containers.ts builds the same). Args: list $ $c. */}}
 {{- define "dify.guard.difyImagePattern" -}}
 {{- $quoted := list -}}
 {{- range (include "dify.guard.difyImages" . | fromJsonArray) -}}
@@ -112,17 +113,17 @@ matchExpressions:
 {{/*
 CEL that is true for a Dify pod (or pod template) at `path`: this chart's labels with a component the
 pod rules cover, or a container / init container that runs a Dify image or declares a setting only
-Dify reads. src/admission/dify-containers.ts decides the same. Args: dict "root" $ "path" CEL expression.
+Dify reads. src/admission/dify-containers.ts decides the same. Args: dict "root" $ "c" $c "path" CEL expression.
 */}}
 {{- define "dify.guard.difyPodCel" -}}
-{{- $c := include "dify.contract" .root | fromJson -}}
+{{- $c := .c -}}
 {{- $p := .path -}}
 {{- $labels := printf "%s.metadata.labels" $p -}}
 {{- $chart := printf "(has(%s.metadata.labels) && %s in %s && %s[%s] == %s && %s in %s && %s[%s] in %s)"
   $p ($c.labels.name | toJson) $labels $labels ($c.labels.name | toJson) ($c.values.difyName | toJson)
   ($c.labels.component | toJson) $labels $labels ($c.labels.component | toJson) ($c.podRules.injectCredentials | toJson) -}}
 {{- $container := printf "(has(c.image) && c.image.matches(%s)) || (has(c.env) && c.env.exists(e, e.name in %s))"
-  (include "dify.guard.difyImagePattern" .root | toJson) ($c.difyOnlySettings | toJson) -}}
+  (include "dify.guard.difyImagePattern" (list .root $c) | toJson) ($c.difyOnlySettings | toJson) -}}
 {{- printf "%s || %s.spec.containers.exists(c, %s) || (has(%s.spec.initContainers) && %s.spec.initContainers.exists(c, %s))"
   $chart $p $container $p $p $container -}}
 {{- end -}}

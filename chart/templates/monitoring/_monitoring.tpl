@@ -1,22 +1,15 @@
 {{/*
 Monitoring of dify-guard (all off by default): a ServiceMonitor, a PrometheusRule and a Grafana dashboard.
 The alert rules are defined once, in "dify.monitoring.ruleGroups"; the PrometheusRule renders them and the
-chart's tests run `promtool check rules` and `promtool test rules` on that same rendered text.
+chart's tests run `promtool check rules` and `promtool test rules` on that same rendered text. That this release
+runs the dify-guard they watch is checked with the other values ("dify.check.monitoringNeedsGuard", _checks.tpl).
 */}}
 
-{{/* Return nothing, or fail when a monitoring object is asked for but this release runs no dify-guard in the cluster. */}}
-{{- define "dify.monitoring.requireGuard" -}}
-{{- $m := .Values.monitoring -}}
-{{- $wanted := or $m.serviceMonitor.enabled $m.prometheusRule.enabled $m.grafanaDashboard.enabled -}}
-{{- if and $wanted (or (not .Values.webhook.enabled) .Values.webhook.url) -}}
-{{- fail "monitoring.serviceMonitor / prometheusRule / grafanaDashboard watch the dify-guard that this release runs in the cluster, but webhook.enabled is false or webhook.url is set (no dify-guard Deployment or Service here): turn monitoring on in the release that installs dify-guard" -}}
-{{- end -}}
-{{- end -}}
-
-{{/* Return the PromQL label matchers of dify-guard's series: the seriesSelector value, or the ServiceMonitor's job and namespace. */}}
+{{/* Return the PromQL label matchers of dify-guard's series: the seriesSelector value, or the ServiceMonitor's job and namespace. Args: list $ $c. */}}
 {{- define "dify.monitoring.seriesSelector" -}}
-{{- $serviceMonitor := printf "job=%q,namespace=%q" (include "dify.guard.name" .) .Release.Namespace -}}
-{{- default $serviceMonitor .Values.monitoring.prometheusRule.seriesSelector -}}
+{{- $root := index . 0 -}}
+{{- $serviceMonitor := printf "job=%q,namespace=%q" (include "dify.guard.name" .) $root.Release.Namespace -}}
+{{- default $serviceMonitor $root.Values.monitoring.prometheusRule.seriesSelector -}}
 {{- end -}}
 
 {{/*
@@ -40,15 +33,16 @@ sum by ({{ .by }}) (
 {{- printf "{{ %s }}" . -}}
 {{- end -}}
 
-{{/* Return the rule groups of the PrometheusRule (the one definition of dify-guard's alerts). */}}
+{{/* Return the rule groups of the PrometheusRule (the one definition of dify-guard's alerts). Args: list $ $c. */}}
 {{- define "dify.monitoring.ruleGroups" -}}
-{{- $c := include "dify.contract" . | fromJson -}}
-{{- $a := .Values.monitoring.prometheusRule.alerts -}}
+{{- $root := index . 0 -}}
+{{- $c := index . 1 -}}
+{{- $a := $root.Values.monitoring.prometheusRule.alerts -}}
 {{- $sel := include "dify.monitoring.seriesSelector" . -}}
-{{- $ns := .Release.Namespace -}}
+{{- $ns := $root.Release.Namespace -}}
 {{- $guard := include "dify.guard.name" . -}}
-{{- $runbook := .Values.monitoring.prometheusRule.runbookBaseUrl -}}
-{{- $pods := printf "%s=%s,%s=%s" (index $c.labels "name") $c.values.guardName (index $c.labels "instance") .Release.Name -}}
+{{- $runbook := $root.Values.monitoring.prometheusRule.runbookBaseUrl -}}
+{{- $pods := printf "%s=%s,%s=%s" (index $c.labels "name") $c.values.guardName (index $c.labels "instance") $root.Release.Name -}}
 {{- $logs := printf "kubectl logs -n %s -l %s --tail=-1 --since=1h" $ns $pods -}}
 {{- $reason := include "dify.monitoring.prom" "$labels.reason" -}}
 {{- $denied := $a.secretChangesDenied -}}
