@@ -69,6 +69,13 @@ t.test('npm run demo -- --once', async (t) => {
   t.ok(range, 'the demo named its pod range');
   t.notMatch(await routes(), `local ${range ?? 'none'} `, 'its route is removed');
   const pg = /127\.0\.0\.1:(\d+) \(scram-sha-256/.exec(out)?.[1];
+  t.match(
+    out,
+    new RegExp(
+      `\\$ kubectl logs -n dify job/dify-db-migration -c wait-for-postgresql .*\\n\\s+127\\.0\\.0\\.1:${pg} - `,
+    ),
+    "the init container's log: what its pg_isready printed about the demo's PostgreSQL",
+  );
   const commandLines = readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .map((d) => {
