@@ -65,6 +65,8 @@ const localRoutes = async (): Promise<string> => (await run('ip', ['route', 'sho
 interface Running {
   pid: number;
   output: () => string;
+  /** When `npm` itself exited: the shell gives the terminal back then. */
+  npmExited: Promise<number>;
   closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -81,7 +83,8 @@ async function startDemo(): Promise<Running> {
   const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('close', (code, signal) => resolve({ code, signal })),
   );
-  const running: Running = { pid: child.pid as number, output: () => out, closed };
+  const npmExited = new Promise<number>((resolve) => child.once('exit', () => resolve(Date.now())));
+  const running: Running = { pid: child.pid as number, output: () => out, closed, npmExited };
   await Promise.race([
     waitFor(
       'the demo to say it is running',
@@ -131,6 +134,7 @@ async function interruptOnce(t: Test, round: number): Promise<void> {
     new Promise<undefined>((r) => setTimeout(() => r(undefined), EXIT_BOUND_MS)),
   ]);
   const took = Date.now() - sent;
+  const npmTook = ((await Promise.race([demo.npmExited, Promise.resolve(Date.now())])) - sent) / 1000;
   if (!ended) process.kill(-demo.pid, 'SIGKILL');
   const how = ended ? `exit code ${ended.code}, signal ${ended.signal}` : 'still running';
   t.ok(ended, `demo ${round} exits within ${EXIT_BOUND_MS / 1000} s of Ctrl-C (${(took / 1000).toFixed(1)} s, ${how})`);
@@ -138,6 +142,10 @@ async function interruptOnce(t: Test, round: number): Promise<void> {
     demo.output(),
     'Stopping the dify-guard pods, kwok, the controllers, kube-apiserver, etcd and PostgreSQL',
     'it says what it stops',
+  );
+  t.ok(
+    npmTook >= took / 1000 - 1,
+    `npm returns the terminal only once the demo has stopped (npm ${npmTook.toFixed(1)} s, demo ${(took / 1000).toFixed(1)} s)`,
   );
   t.match(
     demo.output(),

@@ -5,7 +5,8 @@
 // them where this machine differs from a cluster (no cluster DNS: a Service name is replaced by the
 // address of the real local server behind it). It runs as the pod's user (runAsUser/runAsGroup, never
 // root), and its output goes, in the CRI log format, to the file kwok serves for that container
-// (cluster.ts `logs`). kwok's stages decide the pod's status, not this command's exit status.
+// (cluster.ts `logs`); a pod deleted while its command runs has it stopped, as a kubelet stops a container.
+// kwok's stages decide the pod's status, not this command's exit status.
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { waitFor } from '../support/commands.js';
 import { paths, type Json } from '../support/kube-rest.js';
@@ -96,15 +97,15 @@ export class InitContainers {
       })
     ).items as Json[];
 
+  /** Starts the command for each new scheduled pod; stops it for a pod deleted meanwhile, as a kubelet stops its containers. */
   private async tick(): Promise<void> {
     if (this.ticking) return;
     this.ticking = true;
     try {
-      for (const pod of await this.pods()) {
-        const meta = pod.metadata as Json;
-        const started = this.runs.some((r) => r.uid === str(meta.uid));
-        if (!started && !meta.deletionTimestamp && (pod.spec as Json).nodeName) await this.run(pod);
-      }
+      const pods = (await this.pods()).filter((p) => !(p.metadata as Json).deletionTimestamp);
+      const live = new Set(pods.map((p) => str((p.metadata as Json).uid)));
+      for (const r of this.runs) if (!live.has(r.uid) && r.status === undefined) void r.program?.stop(2_000);
+      for (const pod of pods) if (!this.runs.some((r) => r.uid === str((pod.metadata as Json).uid))) this.begin(pod);
     } catch (err) {
       this.errors.push(`init container ${this.spec.container}: ${(err as Error).message}`);
     } finally {
@@ -112,11 +113,19 @@ export class InitContainers {
     }
   }
 
-  /** Runs the container's command to its end, its output written to the container's log file as it comes. */
-  private async run(pod: Json): Promise<void> {
+  private begin(pod: Json): void {
+    if (!(pod.spec as Json).nodeName) return;
     const meta = pod.metadata as Json;
     const run: InitContainerRun = { pod: str(meta.name), uid: str(meta.uid), lines: 0 };
     this.runs.push(run);
+    void this.run(pod, run).catch((err: Error) => this.errors.push(`pod ${run.pod}: ${err.message}`));
+  }
+
+  /**
+   * Runs the container's command to its end, its output written to the container's log file as it comes (the
+   * file is the container's in every pod of the namespace: only the latest run writes it).
+   */
+  private async run(pod: Json, run: InitContainerRun): Promise<void> {
     const planned = initCommand(pod, this.spec.container);
     if (!planned) {
       this.errors.push(`pod ${run.pod}: no init container ${this.spec.container} with a command and a non-root user`);
@@ -134,6 +143,7 @@ export class InitContainers {
     run.program = program;
     const written = { stdout: 0, stderr: 0 };
     const flush = (final: boolean): void => {
+      if (this.runs.at(-1) !== run) return;
       for (const stream of ['stdout', 'stderr'] as const) {
         const lines = criLines(stream, program[stream], written[stream], final);
         written[stream] += lines.length;
@@ -177,7 +187,7 @@ export class InitContainers {
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await Promise.all(this.runs.map((r) => r.program?.stop(2_000)));
     while (this.ticking) await new Promise((r) => setTimeout(r, 50));
+    await Promise.all(this.runs.map((r) => r.program?.stop(2_000)));
   }
 }
