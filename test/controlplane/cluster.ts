@@ -69,7 +69,7 @@ export function kwokLogsConfig(logFile: string): string {
  * `kubectl exec` into one pod (or, without `pod`, into the listed containers of any pod of the namespace)
  * runs the command on this machine instead (kwok's ClusterExec, local target), in `workDir` with kwok's
  * environment plus `env`: for pods that stand for a local program (e.g. psql against the real PostgreSQL).
- * Only the pods listed here can be exec'ed into.
+ * Only the pods (or containers) listed here can be exec'ed into.
  */
 export interface SimulatedExec {
   namespace: string;
