@@ -12,7 +12,8 @@ export interface TeardownHost {
 }
 
 const live = new Set<ManagedProcess>();
-const tempDirs = new Set<string>();
+/** Temporary folders to remove at exit, each with the pid of its watchdog. */
+const tempDirs = new Map<string, number | undefined>();
 let handlersInstalled = false;
 let interruptHandler: (() => Promise<void>) | undefined;
 let interruptedAt: number | undefined;
@@ -29,8 +30,10 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 function cleanupNow(): void {
   for (const p of live) if (p.pid) killGroup(p.pid, 'SIGKILL');
   live.clear();
+  // Their work is done here and now: a watchdog left polling would outlive this process by up to a second.
+  for (const watchdog of tempDirs.values()) if (watchdog) killGroup(watchdog, 'SIGKILL');
   if (process.env.DIFY_GUARD_KEEP_TMP === '1') return;
-  for (const dir of tempDirs)
+  for (const dir of tempDirs.keys())
     try {
       captureLogs(dir);
       rmSync(dir, { recursive: true, force: true });
@@ -85,7 +88,6 @@ export function onInterrupt(stop: () => Promise<void>): void {
  */
 export function trackTempDir(dir: string): { release(): void } {
   installHandlers();
-  tempDirs.add(dir);
   const keep = process.env.DIFY_GUARD_KEEP_TMP === '1' ? '1' : '0';
   const watchdog = spawn(
     'bash',
@@ -102,6 +104,7 @@ export function trackTempDir(dir: string): { release(): void } {
     { detached: true, stdio: 'ignore' },
   );
   watchdog.unref();
+  tempDirs.set(dir, watchdog.pid);
   return {
     release: () => {
       if (watchdog.pid) killGroup(watchdog.pid, 'SIGKILL');

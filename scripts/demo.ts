@@ -1,30 +1,32 @@
 // `npm run demo`: the operators' workflow on a cluster on this machine. A real kube-apiserver + etcd,
 // kube-controller-manager and kube-scheduler, kwok for the nodes (harness/controlplane/cluster.ts);
 // dify-guard's pods served by real dify-guard processes (dist/src/main.js) on their pod addresses;
-// `kubectl exec dify-postgresql-0 -- psql` mapped to a real PostgreSQL 15. Installs with chart/deploy.sh
+// `kubectl exec dify-postgresql-0 -- psql` mapped to a real PostgreSQL 15, the migration Job's init
+// container run against it, and the containers that cannot run here saying so (test/controlplane/
+// dify-local.ts). Installs with chart/deploy.sh
 // as the guide does, shows a Dify pod corrected and a PostgreSQL password change refused with its audit
 // trail, then keeps running for the guide's commands. Ctrl-C stops everything and removes what it made.
 // `--once` exits after the walkthrough. No password is ever printed.
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { ENV, SECRET_KEYS, contract, expandName } from '../src/contract.js';
 import { binDir } from '../harness/binaries.js';
 import { waitFor } from '../harness/commands.js';
 import { paths, type Json } from '../harness/kube-rest.js';
 import { startPostgres, type LocalPostgres } from '../harness/programs/postgres.js';
 import { onInterrupt } from '../harness/processes.js';
-import { program } from '../harness/programs/programs.js';
 import { chartDir, podFromTemplate, randomSecret } from '../harness/controlplane/chart.js';
 import { Cluster } from '../harness/controlplane/cluster.js';
 import { SETTINGS } from '../src/config.js';
+import { WAIT_FOR_POSTGRESQL, difyLocalOptions, startMigrationInit } from '../harness/controlplane/dify-local.js';
 import { GUARD_POD_LABEL, GuardPods } from '../harness/controlplane/guard-pods.js';
+import type { InitContainers } from '../harness/controlplane/init-containers.js';
 
 const once = process.argv.includes('--once');
 const release = 'dify';
 const namespace = 'dify';
 const secretName = expandName(contract.names.postgresqlSecret, release);
-const postgresPod = `${expandName(contract.names.postgresql, release)}-0`;
 const started = Date.now();
 process.env.DIFY_GUARD_ENTRY = 'dist';
 
@@ -40,14 +42,14 @@ const indent = (text: string, by = '    '): string =>
     .map((l) => by + l)
     .join('\n');
 
-let cluster: Cluster | undefined;
-let guards: GuardPods | undefined;
-let pg: LocalPostgres | undefined;
+/** What is running so far, for Ctrl-C at any point. */
+const running: { cluster?: Cluster; guards?: GuardPods; migrationInit?: InitContainers; pg?: LocalPostgres } = {};
 const stopAll = async (): Promise<void> => {
   say('\nStopping the dify-guard pods, kwok, the controllers, kube-apiserver, etcd and PostgreSQL ...');
-  await guards?.stop();
-  await cluster?.stop();
-  await pg?.stop();
+  await running.migrationInit?.stop();
+  await running.guards?.stop();
+  await running.cluster?.stop();
+  await running.pg?.stop();
   say("Stopped; the routes, the temporary folders and this cluster's /tmp/hostpath_pv folders are removed.");
 };
 onInterrupt(stopAll);
@@ -60,22 +62,18 @@ step(
   1,
   "PostgreSQL 15 (Debian's) for `kubectl exec dify-postgresql-0 -- psql`: user dify, database dify, POSTGRES_PASSWORD",
 );
-pg = await startPostgres({ user: 'dify', database: 'dify', password });
+const pg = await startPostgres({ user: 'dify', database: 'dify', password });
+running.pg = pg;
 say(`    127.0.0.1:${pg.port} (scram-sha-256 over TCP, trust on its socket, as inside the container)`);
 
 step(2, 'A cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (real); kwok for the kubelets');
 const bin = binDir();
-cluster = await Cluster.start({
+const cluster = await Cluster.start({
   name: 'demo',
   servedPods: GUARD_POD_LABEL,
-  execs: [
-    {
-      namespace,
-      pod: postgresPod,
-      env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` },
-    },
-  ],
+  ...difyLocalOptions(pg, { namespace, release }),
 });
+running.cluster = cluster;
 const { cp, rest } = cluster;
 say(
   `    API server ${cp.server}; nodes ${cluster.nodeNames.join(', ')};` +
@@ -83,9 +81,16 @@ say(
 );
 // No cluster DNS here: dify-guard's check of a password change asks the real PostgreSQL behind the
 // simulated dify-postgresql-0 (the same server `kubectl exec dify-postgresql-0 -- psql` reaches).
-guards = new GuardPods(cluster, namespace, { [SETTINGS.postgresqlAddressTemplate.env]: `127.0.0.1:${pg.port}` });
+const guards = new GuardPods(cluster, namespace, { [SETTINGS.postgresqlAddressTemplate.env]: `127.0.0.1:${pg.port}` });
+running.guards = guards;
 guards.start();
 say("    dify-guard's pods will be served by real dify-guard processes on their pod addresses.");
+const migrationInit = startMigrationInit(cluster, pg, { namespace, release });
+running.migrationInit = migrationInit;
+say(
+  "    The migration Job's init container (pg_isready) will run here against that PostgreSQL;" +
+    " Dify's own containers cannot (no image is pulled).",
+);
 
 step(3, 'cd chart && ./deploy.sh --image-tag 1.11.4   (POSTGRES_PASSWORD and DIFY_SECRET_KEY in the environment)');
 const deployEnv = {
@@ -121,9 +126,14 @@ await waitFor(
   },
   { timeoutMs: 180_000 },
 );
+await migrationInit.printed();
 const pods = await cp.kubectl(['get', 'pods', '-n', namespace]);
 say('\n    $ kubectl get pods -n dify');
 say(indent(pods.stdout, '      '));
+const jobName = expandName(contract.names.migrationJob, release);
+const initLogArgs = ['logs', '-n', namespace, `job/${jobName}`, '-c', WAIT_FOR_POSTGRESQL];
+say(`\n    $ kubectl ${initLogArgs.join(' ')}    (its own command, run here against the PostgreSQL above)`);
+say(indent((await cp.kubectl(initLogArgs)).stdout, '      '));
 
 step(
   4,
@@ -192,18 +202,22 @@ if (refused.status === 0) throw new Error('the password change was not refused')
 
 step(6, 'The audit trail');
 const denial = (l: Json): boolean => l.audit === true && l.dryRun === false && l.reason === 'PasswordChangeUnderPvc';
+const jsonLine = (raw: string): Json | undefined => {
+  try {
+    return JSON.parse(raw) as Json;
+  } catch {
+    return undefined; // not JSON
+  }
+};
 const found = await waitFor(
   "the audit line in a dify-guard replica's log",
   () => {
-    for (const s of guards?.served ?? []) {
-      for (const raw of (s.process?.log() ?? '').split('\n')) {
-        try {
-          const l = JSON.parse(raw) as Json;
-          if (denial(l)) return { pod: s.name, line: l };
-        } catch {
-          /* not JSON */
-        }
-      }
+    for (const s of guards.served) {
+      const line = (s.process?.log() ?? '')
+        .split('\n')
+        .map(jsonLine)
+        .find((l) => l && denial(l));
+      if (line) return { pod: s.name, line };
     }
     return undefined;
   },
@@ -267,6 +281,9 @@ if (once) {
 const tableCheck =
   'kubectl exec -n dify dify-postgresql-0 -- psql -U dify -d dify -c ' +
   '"SELECT tablename FROM pg_tables WHERE schemaname = \'public\' ORDER BY tablename;"';
+const pluginHealthCheck =
+  "kubectl exec -n dify $(kubectl get pods -n dify -l app=dify-plugin-daemon -o jsonpath='{.items[0].metadata.name}')" +
+  ' -- curl -s http://localhost:5002/health/check';
 say(`
 == Running (${elapsed()}). From another terminal, paste these two lines, then type the guide's commands as written:
 
@@ -275,11 +292,14 @@ say(`
 
   kubectl get pods -n ${namespace}
   kubectl get jobs -n ${namespace}
+  kubectl logs -n ${namespace} job/${jobName}    # the migration container: says Dify's image did not run
+  kubectl logs -n ${namespace} job/${jobName} -c ${WAIT_FOR_POSTGRESQL}
   ${tableCheck}
+  ${pluginHealthCheck}    # says the daemon cannot run here, exits 1
   helm status ${release} -n ${namespace}
   cd ${chartDir} && ./deploy.sh --image-tag 1.11.4    # with POSTGRES_PASSWORD / DIFY_SECRET_KEY read back as chart/README.md shows
   # Job を再実行, in ${chartDir}:
-  kubectl delete job -n ${namespace} ${expandName(contract.names.migrationJob, release)}
+  kubectl delete job -n ${namespace} ${jobName}
   helm upgrade ${release} . -n ${namespace} --reuse-values
   curl -s ${metricsUrl}
 

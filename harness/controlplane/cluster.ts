@@ -3,7 +3,7 @@
 // pods it moves through the stages of kwok's own release (Running and Ready; a Job's pod Succeeded;
 // deleted when asked). Everything else (scheduling, Deployments, StatefulSets and their PVCs, Jobs,
 // PDBs, garbage collection, service accounts) is done by the real controllers. One per test file.
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'node:https';
 import { binary } from '../binaries.js';
@@ -45,13 +45,16 @@ export const CONTROLLERS = [
   'persistentvolume-protection-controller',
 ] as const;
 
-/** What `kubectl logs` prints for every container: kwok serves it from a file, as a kubelet serves a container's log. */
+/**
+ * What `kubectl logs` prints for every container not given a log of its own (`logs`): kwok serves it from a
+ * file, as a kubelet serves a container's log.
+ */
 export const SIMULATED_CONTAINER_LOG =
   "[kwok] simulated container: its status comes from kwok's stages; no image was pulled and no command ran";
 
 /**
- * kwok's configuration besides its stages: one ClusterLogs for every pod, read from `logFile` (CRI
- * log format, as a kubelet keeps it). JSON is YAML, which kwok's --config reads.
+ * kwok's configuration besides its stages: one ClusterLogs for every container without a log of its own,
+ * read from `logFile` (CRI log format, as a kubelet keeps it). JSON is YAML, which kwok's --config reads.
  */
 export function kwokLogsConfig(logFile: string): string {
   return JSON.stringify({
@@ -63,13 +66,14 @@ export function kwokLogsConfig(logFile: string): string {
 }
 
 /**
- * `kubectl exec` into one pod runs the command on this machine instead (kwok's ClusterExec, local
- * target), in `workDir` with kwok's environment plus `env`: for pods that stand for a local program
- * (e.g. psql against the real PostgreSQL). Only the pods listed here can be exec'ed into.
+ * `kubectl exec` into one pod (or, without `pod`, into the listed containers of any pod of the namespace)
+ * runs the command on this machine instead (kwok's ClusterExec, local target), in `workDir` with kwok's
+ * environment plus `env`: for pods that stand for a local program (e.g. psql against the real PostgreSQL).
+ * Only the pods (or containers) listed here can be exec'ed into.
  */
 export interface SimulatedExec {
   namespace: string;
-  pod: string;
+  pod?: string;
   containers?: string[];
   workDir?: string;
   env?: Record<string, string>;
@@ -83,11 +87,70 @@ export function kwokExecConfig(exec: SimulatedExec, index: number): string {
     kind: 'ClusterExec',
     metadata: { name: `local-${index}` },
     spec: {
-      selector: { matchNamespaces: [exec.namespace], matchNames: [exec.pod] },
+      selector: { matchNamespaces: [exec.namespace], ...(exec.pod ? { matchNames: [exec.pod] } : {}) },
       execs: [{ ...(exec.containers ? { containers: exec.containers } : {}), local }],
     },
   });
 }
+
+/**
+ * `kubectl logs` of these containers, in any pod of the namespace, prints the file
+ * `Cluster.containerLogFile(namespace, container)` (CRI log format) instead of SIMULATED_CONTAINER_LOG:
+ * `text` when given, else whatever the harness writes there (e.g. the output of an init container's
+ * command run on this machine: init-containers.ts).
+ */
+export interface SimulatedLogs {
+  namespace: string;
+  containers: string[];
+  text?: string;
+}
+
+/** A ClusterLogs for one namespace's containers; listed before the catch-all one, which kwok would pick first. */
+export function kwokContainerLogsConfig(logs: SimulatedLogs, file: (container: string) => string): string {
+  return JSON.stringify({
+    apiVersion: 'kwok.x-k8s.io/v1alpha1',
+    kind: 'ClusterLogs',
+    metadata: { name: `containers-${logs.namespace}-${logs.containers.join('-')}` },
+    spec: {
+      selector: { matchNamespaces: [logs.namespace] },
+      logs: logs.containers.map((c) => ({ containers: [c], logsFile: file(c) })),
+    },
+  });
+}
+
+/**
+ * Containers that cannot run here (their image is never pulled): `kubectl exec` of one of
+ * NOT_RUNNING_COMMANDS in them prints `message` on stderr and exits 1, instead of kwok's
+ * `no exec found`. kwok finds a command on its own PATH, so a folder of shims comes first there;
+ * elsewhere the shims run the real program.
+ */
+export interface NotRunningContainers {
+  namespace: string;
+  containers: string[];
+  message: string;
+}
+
+/** The commands the guide types into containers that do not run here (the plugin daemon's health check). */
+export const NOT_RUNNING_COMMANDS = ['curl'] as const;
+const NOT_RUNNING_ENV = 'DIFY_GUARD_CONTAINER_NOT_RUNNING';
+
+/** The shim for `command`: the message of the container it is exec'ed in, or the real program on the rest of PATH. */
+export function notRunningShim(command: string, shimDir: string): string {
+  return [
+    '#!/bin/sh',
+    `# kwok runs \`kubectl exec\` commands on this machine, found on its PATH, where ${shimDir} comes first.`,
+    `if [ -n "\${${NOT_RUNNING_ENV}:-}" ]; then printf '%s\\n' "$${NOT_RUNNING_ENV}" >&2; exit 1; fi`,
+    `PATH=\${PATH#"${shimDir}:"}`,
+    `exec ${command} "$@"`,
+    '',
+  ].join('\n');
+}
+
+export const notRunningExec = (c: NotRunningContainers): SimulatedExec => ({
+  namespace: c.namespace,
+  containers: c.containers,
+  env: { [NOT_RUNNING_ENV]: c.message },
+});
 
 /** One line in the CRI log format kwok reads (`<RFC 3339 time> stdout F <text>`). */
 export const criLogLine = (text: string, at = new Date()): string => `${at.toISOString()} stdout F ${text}\n`;
@@ -99,6 +162,10 @@ export interface ClusterOptions extends ControlPlaneOptions {
   podCidr?: string;
   /** Pods whose `kubectl exec` runs locally (none by default). */
   execs?: SimulatedExec[];
+  /** Containers whose `kubectl logs` prints a file of their own (none by default). */
+  logs?: SimulatedLogs[];
+  /** Containers that cannot run here, whose `kubectl exec` of the guide's commands says so (none by default). */
+  notRunning?: NotRunningContainers[];
   /**
    * Pods served by real local processes (guard-pods.ts): pod addresses come from a /24 routed to this
    * machine (pod-network.ts, overrides podCidr), and pods with this label start Running but not Ready;
@@ -205,60 +272,17 @@ export class Cluster {
     };
     this.nodeNames = Array.from({ length: options.nodes ?? 2 }, (_, i) => `kwok-node-${i}`);
     const tls = [`--tls-cert-file=${cp.pki.serving.certFile}`, `--tls-private-key-file=${cp.pki.serving.keyFile}`];
-    const logsConfig = join(cp.dir, 'kwok-debugging.yaml');
-    writeFileSync(join(cp.dir, 'simulated-container.cri'), criLogLine(SIMULATED_CONTAINER_LOG));
     this.podRange = options.servedPods ? reserveLocalPodRange() : undefined;
-    let stagesFile = binary('kwok-stages.yaml');
-    if (options.servedPods) {
-      stagesFile = join(cp.dir, 'kwok-stages.yaml');
-      writeFileSync(stagesFile, servedPodStages(readFileSync(binary('kwok-stages.yaml'), 'utf8'), options.servedPods));
-    }
-    const documents = [
-      kwokLogsConfig(join(cp.dir, 'simulated-container.cri')),
-      ...(options.execs ?? []).map(kwokExecConfig),
-    ];
-    writeFileSync(logsConfig, documents.join('\n---\n'));
-    this.controllerManager = new ManagedProcess({
-      name: 'kube-controller-manager',
-      dir: cp.dir,
-      command: binary('kube-controller-manager'),
-      args: [
-        `--kubeconfig=${cp.kubeconfigFor('system:kube-controller-manager')}`,
-        '--leader-elect=false',
-        `--secure-port=${kcmPort}`,
-        '--bind-address=127.0.0.1',
-        ...tls,
-        `--controllers=${CONTROLLERS.join(',')}`,
-        // Each controller acts as its own service account, as kubeadm sets it up.
-        '--use-service-account-credentials=true',
-        `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`,
-        `--root-ca-file=${cp.pki.serving.caFile}`,
-        '--enable-hostpath-provisioner=true',
-        '--kube-api-qps=100',
-        '--kube-api-burst=200',
-        // kwok's node leases can lag on a loaded machine: a node marked NotReady would have its pods marked
-        // unready for good (no kubelet re-asserts them), so the grace period is 5 minutes instead of 50 s.
-        '--node-monitor-grace-period=5m',
-      ],
-    });
-    this.scheduler = new ManagedProcess({
-      name: 'kube-scheduler',
-      dir: cp.dir,
-      command: binary('kube-scheduler'),
-      args: [
-        `--kubeconfig=${cp.kubeconfigFor('system:kube-scheduler')}`,
-        '--leader-elect=false',
-        `--secure-port=${schedulerPort}`,
-        '--bind-address=127.0.0.1',
-        ...tls,
-      ],
-    });
+    const stagesFile = this.stagesFile(options);
+    const logsConfig = this.debuggingConfig(options);
+    this.controllerManager = controllerManagerProcess(cp, kcmPort, tls);
+    this.scheduler = schedulerProcess(cp, schedulerPort, tls);
     this.kwok = new ManagedProcess({
       name: 'kwok',
       dir: cp.dir,
       command: binary('kwok'),
       // HOME: kwok also reads ~/.kwok/kwok.yaml; the caller's must not change what is simulated.
-      env: { ...process.env, HOME: cp.dir },
+      env: { ...process.env, HOME: cp.dir, PATH: this.execPath(options) },
       args: [
         `--kubeconfig=${cp.kubeconfigPath}`,
         `--config=${stagesFile}`,
@@ -272,6 +296,46 @@ export class Cluster {
         ...tls,
       ],
     });
+  }
+
+  /** kwok's stages: those of its release, with pod-ready split in two with `servedPods`. */
+  private stagesFile(options: ClusterOptions): string {
+    if (!options.servedPods) return binary('kwok-stages.yaml');
+    const file = join(this.cp.dir, 'kwok-stages.yaml');
+    writeFileSync(file, servedPodStages(readFileSync(binary('kwok-stages.yaml'), 'utf8'), options.servedPods));
+    return file;
+  }
+
+  /** kwok's logs and execs (`kwok-debugging.yaml`), with the log files they name. */
+  private debuggingConfig(options: ClusterOptions): string {
+    const file = join(this.cp.dir, 'kwok-debugging.yaml');
+    writeFileSync(join(this.cp.dir, 'simulated-container.cri'), criLogLine(SIMULATED_CONTAINER_LOG));
+    for (const l of options.logs ?? [])
+      for (const c of l.containers)
+        writeFileSync(this.containerLogFile(l.namespace, c), l.text ? criLogLine(l.text) : '');
+    const documents = [
+      ...(options.logs ?? []).map((l) => kwokContainerLogsConfig(l, (c) => this.containerLogFile(l.namespace, c))),
+      kwokLogsConfig(join(this.cp.dir, 'simulated-container.cri')),
+      ...[...(options.execs ?? []), ...(options.notRunning ?? []).map(notRunningExec)].map(kwokExecConfig),
+    ];
+    writeFileSync(file, documents.join('\n---\n'));
+    return file;
+  }
+
+  /** The file `kubectl logs -c <container>` prints for that container of a pod of `namespace` (option `logs`). */
+  containerLogFile(namespace: string, container: string): string {
+    return join(this.cp.dir, `container-${namespace}-${container}.cri`);
+  }
+
+  /** kwok's PATH: with `notRunning`, the folder of the shims comes first. */
+  private execPath(options: ClusterOptions): string {
+    const path = process.env.PATH ?? '/usr/bin:/bin';
+    if (!options.notRunning?.length) return path;
+    const dir = join(this.cp.dir, 'not-running-commands');
+    mkdirSync(dir, { mode: 0o755 });
+    for (const command of NOT_RUNNING_COMMANDS)
+      writeFileSync(join(dir, command), notRunningShim(command, dir), { mode: 0o755 });
+    return `${dir}:${path}`;
   }
 
   /** Starts a control plane, then the controller manager, the scheduler and kwok, and waits until nodes are Ready. */
@@ -375,4 +439,47 @@ export async function startCluster(t: TeardownHost, options: ClusterOptions = {}
   const cluster = await Cluster.start(options);
   t.teardown(() => cluster.stop());
   return cluster;
+}
+
+/** The real kube-controller-manager: the controllers of CONTROLLERS, each as its own service account. */
+function controllerManagerProcess(cp: ControlPlane, port: number, tls: string[]): ManagedProcess {
+  return new ManagedProcess({
+    name: 'kube-controller-manager',
+    dir: cp.dir,
+    command: binary('kube-controller-manager'),
+    args: [
+      `--kubeconfig=${cp.kubeconfigFor('system:kube-controller-manager')}`,
+      '--leader-elect=false',
+      `--secure-port=${port}`,
+      '--bind-address=127.0.0.1',
+      ...tls,
+      `--controllers=${CONTROLLERS.join(',')}`,
+      // Each controller acts as its own service account, as kubeadm sets it up.
+      '--use-service-account-credentials=true',
+      `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`,
+      `--root-ca-file=${cp.pki.serving.caFile}`,
+      '--enable-hostpath-provisioner=true',
+      '--kube-api-qps=100',
+      '--kube-api-burst=200',
+      // kwok's node leases can lag on a loaded machine: a node marked NotReady would have its pods marked
+      // unready for good (no kubelet re-asserts them), so the grace period is 5 minutes instead of 50 s.
+      '--node-monitor-grace-period=5m',
+    ],
+  });
+}
+
+/** The real kube-scheduler. */
+function schedulerProcess(cp: ControlPlane, port: number, tls: string[]): ManagedProcess {
+  return new ManagedProcess({
+    name: 'kube-scheduler',
+    dir: cp.dir,
+    command: binary('kube-scheduler'),
+    args: [
+      `--kubeconfig=${cp.kubeconfigFor('system:kube-scheduler')}`,
+      '--leader-elect=false',
+      `--secure-port=${port}`,
+      '--bind-address=127.0.0.1',
+      ...tls,
+    ],
+  });
 }

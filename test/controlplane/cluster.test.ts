@@ -14,10 +14,15 @@ import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
 import { ensureNamespace } from '../../harness/controlplane/stack.js';
 
 const ns = 'proof';
-// `kubectl exec` into db-0 runs here, with one variable set (a stand-in for psql against the real PostgreSQL).
+// `kubectl exec` into db-0 runs here, with one variable set (a stand-in for psql against the real PostgreSQL);
+// container `own` has a log of its own, container `absent` cannot run here.
+const OWN_LOG = 'a log of its own';
+const ABSENT = 'absent cannot run here';
 const cluster = await startCluster(t, {
   name: 'cluster',
   execs: [{ namespace: ns, pod: 'db-0', env: { SIMULATED_POD: 'db-0' } }],
+  logs: [{ namespace: ns, containers: ['own'], text: OWN_LOG }],
+  notRunning: [{ namespace: ns, containers: ['absent'], message: ABSENT }],
 });
 const { cp, rest } = cluster;
 t.teardown(() => {
@@ -171,6 +176,34 @@ t.test('a Job completes: its pod Succeeded, the Job controller marks it Complete
     SIMULATED_CONTAINER_LOG,
     'kubectl logs reaches kwok through the API server and says what ran: nothing',
   );
+});
+
+t.test("a container's own log; a container that cannot run here says so to the guide's curl", async (t) => {
+  await rest.ok('POST', apps('deployments'), {
+    body: {
+      metadata: { name: 'pair', namespace: ns },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: labels('pair') },
+        template: podTemplate('pair', { containers: [container('own'), container('absent')] }),
+      },
+    },
+  });
+  await until(apps('deployments', 'pair'), 'Deployment pair ready', (d) => status(d).readyReplicas === 1);
+  const pod = String((((await podsOf('pair'))[0] as Json).metadata as Json).name);
+  const logs = (c: string): Promise<string> =>
+    cp.kubectl(['logs', '-n', ns, pod, '-c', c]).then((r) => r.stdout.trim());
+  t.equal(await logs('own'), OWN_LOG, 'kubectl logs -c own prints its own file');
+  t.equal(await logs('absent'), SIMULATED_CONTAINER_LOG, 'the other container prints the catch-all line');
+  const curl = ['curl', '-s', 'http://localhost:5002/health/check'];
+  const absent = await cp.kubectl(['exec', '-n', ns, pod, '-c', 'absent', '--', ...curl]);
+  t.equal(absent.status, 1, 'curl in the container that cannot run here exits 1');
+  t.equal(absent.stdout, '', 'with no answer on stdout');
+  t.match(absent.stderr, ABSENT, 'and says why on stderr');
+  const own = await cp.kubectl(['exec', '-n', ns, pod, '-c', 'own', '--', ...curl]);
+  t.match(own.stderr, 'no exec found for container "own"', 'the other container has no exec mapped');
+  const real = await cp.kubectl(['exec', '-n', ns, 'db-0', '--', 'curl', '--version']);
+  t.match(real.stdout, /^curl \d/, 'in db-0 the shim runs the real curl');
 });
 
 t.test(

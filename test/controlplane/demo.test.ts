@@ -62,13 +62,21 @@ t.test('npm run demo -- --once', async (t) => {
   const metrics = /http:\/\/(198\.18\.\d+\.\d+):8080\/metrics {2}\(replica dify-guard-\S+; (\d+) samples\)/.exec(out);
   t.ok(metrics && Number(metrics[2]) > 0, "the metrics address on a replica's pod address answered");
   t.match(out, 'Stopped; the routes, the temporary folders');
-  const prefix = join(tmpdir(), 'dify-guard-demo-').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const prefix = escape(join(tmpdir(), 'dify-guard-demo-'));
   const dirs = [...out.matchAll(new RegExp(`${prefix}[A-Za-z0-9]+`, 'g'))].map((m) => m[0]);
   t.ok(dirs.length > 0 && dirs.every((d) => !existsSync(d)), 'the temporary folder is gone');
   const range = /pod addresses (198\.18\.\d+\.0\/24)/.exec(out)?.[1];
   t.ok(range, 'the demo named its pod range');
   t.notMatch(await routes(), `local ${range ?? 'none'} `, 'its route is removed');
   const pg = /127\.0\.0\.1:(\d+) \(scram-sha-256/.exec(out)?.[1];
+  t.match(
+    out,
+    new RegExp(
+      `\\$ kubectl logs -n dify job/dify-db-migration -c wait-for-postgresql .*\\n\\s+127\\.0\\.0\\.1:${pg} - `,
+    ),
+    "the init container's log: what its pg_isready printed about the demo's PostgreSQL",
+  );
   const commandLines = readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .map((d) => {
@@ -81,7 +89,8 @@ t.test('npm run demo -- --once', async (t) => {
     .join('\n');
   t.notMatch(
     commandLines,
-    new RegExp(`port=${pg ?? 'none'}\\b|dify-guard-demo-`),
+    // Its own PostgreSQL and folder only: another demo may be running on this machine.
+    new RegExp(`port=${pg ?? 'none'}\\b|${[...new Set(dirs)].map(escape).join('|') || 'none'}`),
     'no PostgreSQL or cluster process left',
   );
 });

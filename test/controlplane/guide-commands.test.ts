@@ -3,17 +3,23 @@
 // トラブルシューティング, deploy.sh again with the same and with another password, and "Job を再実行".
 // Each runs in bash with only KUBECONFIG (and PATH for the built kubectl/helm) set, as an operator types it.
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import t from 'tap';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
 import { contract, expandName } from '../../src/contract.js';
 import { binDir } from '../../harness/binaries.js';
 import { run, waitFor, type CommandResult } from '../../harness/commands.js';
 import type { Json } from '../../harness/kube-rest.js';
 import { startPostgres } from '../../harness/programs/postgres.js';
-import { program } from '../../harness/programs/programs.js';
 import { testSecret } from '../../harness/secrets.js';
 import { chartDir } from '../../harness/controlplane/chart.js';
 import { SIMULATED_CONTAINER_LOG, startCluster } from '../../harness/controlplane/cluster.js';
+import {
+  MIGRATION_NOT_RUN_LOG,
+  PLUGIN_DAEMON_NOT_RUNNING,
+  WAIT_FOR_POSTGRESQL,
+  difyLocalOptions,
+  startMigrationInit,
+} from '../../harness/controlplane/dify-local.js';
 import { GUARD_POD_LABEL, GuardPods } from '../../harness/controlplane/guard-pods.js';
 
 const namespace = 'dify';
@@ -40,17 +46,13 @@ t.teardown(() => pg.stop());
 const cluster = await startCluster(t, {
   name: 'guide-commands',
   servedPods: GUARD_POD_LABEL,
-  execs: [
-    {
-      namespace,
-      pod: `${expandName(contract.names.postgresql, release)}-0`,
-      env: { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${dirname(program('psql'))}:/usr/bin:/bin` },
-    },
-  ],
+  ...difyLocalOptions(pg, { namespace, release }),
 });
 const guards = new GuardPods(cluster, namespace);
 guards.start();
+const migrationInit = startMigrationInit(cluster, pg, { namespace, release });
 t.teardown(async () => {
+  await migrationInit.stop();
   await guards.stop();
   if (!t.passing()) t.comment(cluster.diagnostics());
 });
@@ -77,6 +79,34 @@ const jobPods = async (j: Json): Promise<Json[]> =>
     ),
   );
 
+/**
+ * The init container's own command (pg_isready, as the pod's user) ran for the Job's pod and no other, and
+ * ended with exit 0 (its loop ends once the real PostgreSQL accepts connections); its first line says so.
+ */
+async function initRan(t: Test, pods: Json[]): Promise<void> {
+  const names = pods.map((p) => String((p.metadata as Json).name));
+  const printed = await migrationInit.printed(pods);
+  t.same(
+    printed.map((r) => r.pod),
+    names,
+    "the init container's command ran for the Job's pod",
+  );
+  const firstLine = readFileSync(cluster.containerLogFile(namespace, WAIT_FOR_POSTGRESQL), 'utf8').split('\n')[0];
+  t.match(firstLine, / stdout F /, 'its output is in the CRI log format kwok reads');
+  t.equal(
+    firstLine?.replace(/^\S+ stdout F /, ''),
+    `127.0.0.1:${pg.port} - accepting connections`,
+    'pg_isready, as the pod user, reached the real PostgreSQL at once',
+  );
+  const ended = await migrationInit.settled(pods, 15_000).catch(() => printed);
+  t.same(
+    ended.map((r) => r.status),
+    names.map(() => 0),
+    'and the command ended with exit 0, as the init container must for the migration to start',
+  );
+  t.same(migrationInit.problems(), [], 'no problem running it');
+}
+
 let firstJob: Json = {};
 t.test('./deploy.sh --image-tag 1.11.4 installs; the real Job controller runs the hook Job', async (t) => {
   const res = await typed('./deploy.sh --image-tag 1.11.4', {
@@ -88,7 +118,9 @@ t.test('./deploy.sh --image-tag 1.11.4 installs; the real Job controller runs th
   t.match(res.stderr, 'helm が完了しました', 'deploy.sh says helm finished');
   firstJob = await job();
   t.ok(complete(firstJob), 'Job dify-db-migration Complete');
-  t.equal((await jobPods(firstJob)).length, 1, 'one pod, owned by the Job (the Job controller made it)');
+  const pods = await jobPods(firstJob);
+  t.equal(pods.length, 1, 'one pod, owned by the Job (the Job controller made it)');
+  await initRan(t, pods);
   // helm waits only for the hook Job; the operator's commands come once the rollouts are done (kubectl rollout status).
   await waitFor(
     'every Deployment rolled out',
@@ -128,7 +160,11 @@ t.test('確認コマンド, as chart/README.md gives them', async (t) => {
     [
       /^kubectl logs -n dify job\/dify-db-migration$/,
       (r) =>
-        t.equal(r.stdout.trim(), SIMULATED_CONTAINER_LOG, 'kwok serves its simulated container log: no migration ran'),
+        t.equal(
+          r.stdout.trim(),
+          MIGRATION_NOT_RUN_LOG,
+          "the migration container's log says plainly that Dify's image did not run and no migration was applied",
+        ),
     ],
     [
       /^kubectl exec -n dify dify-postgresql-0 -- psql/,
@@ -146,8 +182,9 @@ t.test('確認コマンド, as chart/README.md gives them', async (t) => {
     [
       /curl -s http:\/\/localhost:5002\/health\/check$/,
       (r) => {
-        t.not(r.status, 0, 'the health check is not simulated: no exec is mapped for the plugin daemon pod');
-        t.match(r.stderr, /dify-plugin-daemon-/, 'the $(kubectl get pods ...) part found the pod');
+        t.equal(r.status, 1, 'the health check fails: no daemon runs here to answer it');
+        t.equal(r.stdout, '', 'no answer pretends to be the daemon');
+        t.match(r.stderr, PLUGIN_DAEMON_NOT_RUNNING, "it says why, from the plugin daemon's container");
       },
     ],
     [
@@ -183,7 +220,12 @@ t.test('確認コマンド, as chart/README.md gives them', async (t) => {
 
 t.test("トラブルシューティング: the init container's log and the PostgreSQL pod", async (t) => {
   const init = await typed('kubectl logs -n dify job/dify-db-migration -c wait-for-postgresql');
-  t.equal(init.stdout.trim(), SIMULATED_CONTAINER_LOG, "kwok serves the init container's simulated log");
+  t.equal(init.status, 0, init.stderr);
+  t.equal(
+    init.stdout,
+    `127.0.0.1:${pg.port} - accepting connections\n`,
+    "what the init container's own command (pg_isready) printed, run against the real PostgreSQL",
+  );
   const pod = await typed('kubectl get pods -n dify dify-postgresql-0');
   t.match(pod.stdout, /dify-postgresql-0\s+1\/1\s+Running/, 'PostgreSQL pod Running');
   const helm = await typed('helm status dify -n dify');
@@ -200,7 +242,9 @@ t.test('deploy.sh again with the same password: an upgrade, the hook Job re-run 
   const next = await job();
   t.not(uid(next), uid(firstJob), 'a new Job (before-hook-creation deleted the old one)');
   t.ok(complete(next), 'Complete');
-  t.equal((await jobPods(next)).length, 1, 'its pod made by the Job controller');
+  const pods = await jobPods(next);
+  t.equal(pods.length, 1, 'its pod made by the Job controller');
+  await initRan(t, pods);
   firstJob = next;
 });
 
@@ -232,5 +276,7 @@ t.test('Job を再実行, as chart/README.md gives it', async (t) => {
   const next = await job();
   t.not(uid(next), uid(firstJob), 'a new Job');
   t.ok(complete(next), 'Complete: helm waited for it');
-  t.equal((await jobPods(next)).length, 1, 'its pod made by the Job controller');
+  const pods = await jobPods(next);
+  t.equal(pods.length, 1, 'its pod made by the Job controller');
+  await initRan(t, pods);
 });
