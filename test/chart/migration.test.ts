@@ -63,8 +63,9 @@ t.test('waits for PostgreSQL with pg_isready before migrating', async (t) => {
     [
       ['PGHOST', 'dify-postgresql'],
       ['PGPORT', '5432'],
+      ['PGUSER', 'dify'],
     ],
-    'the PostgreSQL Service and port, read by pg_isready (libpq)',
+    "the PostgreSQL Service, port and user, read by pg_isready (libpq; the pod's user has no passwd entry)",
   );
   t.match(script, /exit 1/, 'gives up after its timeout, so the Job fails visibly');
 });

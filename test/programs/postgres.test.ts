@@ -17,6 +17,7 @@ import {
   deepMerge,
   find,
   initContainersOf,
+  podTemplateOf,
   render,
   requiredValues,
   workloadOf,
@@ -36,6 +37,9 @@ const server = containersOf(statefulSet).find((c) => c.name === 'postgresql')!;
 const check = initContainersOf(statefulSet).find((c) => c.name === 'check-data-directory')!;
 const component = (name: string): Container => containersOf(workloadOf(objects, LABELS.component, name))[0]!;
 const wait = initContainersOf(workloadOf(objects, LABELS.component, contract.components.migration))[0]!;
+const jobPod = podTemplateOf(workloadOf(objects, LABELS.component, contract.components.migration));
+const podSecurity = jobPod.spec.securityContext as { runAsUser: number; runAsGroup: number };
+const jobPodUser = { name: 'job pod', uid: podSecurity.runAsUser, gid: podSecurity.runAsGroup };
 const pgSecret = expandName(contract.names.postgresqlSecret, release);
 const secret = (key: string): string => secretValue(objects, pgSecret, key);
 
@@ -149,7 +153,10 @@ t.test(
       expandName(contract.names.postgresql, release),
       'the Job waits for the PostgreSQL Service',
     );
-    const waited = await runAs(postgres, '/bin/sh', ['-c', shellScript(wait.command)], waitEnv);
+    // As the Job pod's own user (1001, no /etc/passwd entry here as in the image): libpq names no default
+    // user then, so pg_isready says 'no attempt' forever unless the container's env gives PGUSER.
+    t.equal(resolvedEnv(objects, wait).PGUSER, serverEnv.POSTGRES_USER, 'the wait names the database user');
+    const waited = await runAs(jobPodUser, '/bin/sh', ['-c', shellScript(wait.command)], waitEnv, 30_000);
     t.equal(waited.status, 0, waited.stderr);
     t.match(waited.stdout, /accepting connections/);
   },
