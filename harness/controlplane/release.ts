@@ -8,37 +8,68 @@ import { findObject, podFromTemplate, randomSecret, renderChart, testValues, wri
 import type { DifyGuard } from './dify-guard.js';
 import { ensureNamespace, startStack, type Stack } from './stack.js';
 
-export interface ReleaseNames {
-  release: string;
-  namespace: string;
+/** A release's names, and its objects as the chart renders them. */
+export class Release {
   /** The PostgreSQL Secret and its API path. */
-  secret: string;
-  secretPath: string;
+  readonly secret: string;
+  readonly secretPath: string;
   /** The PostgreSQL PVC (the StatefulSet's first claim). */
-  pvc: string;
+  readonly pvc: string;
+
+  constructor(
+    readonly release: string,
+    readonly namespace: string,
+  ) {
+    this.secret = expandName(contract.names.postgresqlSecret, release);
+    this.secretPath = paths.secret(namespace, this.secret);
+    this.pvc = expandName(contract.names.postgresqlPvc, release);
+  }
+
+  /** `helm template` of the chart for this release, its values written to `<home>/<name>.values.json` first. */
+  render(home: string, name: string, values: Json): Promise<Json[]> {
+    const valuesFile = writeValues(home, name, values);
+    return renderChart({ release: this.release, namespace: this.namespace, valuesFile, home });
+  }
+
+  /** The PostgreSQL Secret among the rendered objects. */
+  postgresSecret(rendered: Json[]): Json {
+    return findObject(rendered, 'Secret', this.secret);
+  }
+
+  /** The PostgreSQL PVC, labelled as the StatefulSet's claim is. */
+  postgresPvc(): Json {
+    return pvcManifest(this.pvc, {
+      namespace: this.namespace,
+      labels: { [LABELS.instance]: this.release, [LABELS.component]: contract.components.postgresql },
+    });
+  }
+
+  /** The api pod as its ReplicaSet would create it from the rendered objects, asking for migrations in every container. */
+  migratingApiPod(rendered: Json[]): Json {
+    const name = expandName(contract.names.component, this.release, contract.components.api);
+    const pod = podFromTemplate(findObject(rendered, 'Deployment', name), this.namespace);
+    for (const c of (pod.spec as Json).containers as Json[]) {
+      const others = ((c.env as Json[] | undefined) ?? []).filter((e) => e.name !== ENV.migrationEnabled);
+      c.env = [...others, { name: ENV.migrationEnabled, value: 'true' }];
+    }
+    return pod;
+  }
 }
 
-export function releaseNames(release: string, namespace: string): ReleaseNames {
-  const secret = expandName(contract.names.postgresqlSecret, release);
-  return {
-    release,
-    namespace,
-    secret,
-    secretPath: paths.secret(namespace, secret),
-    pvc: expandName(contract.names.postgresqlPvc, release),
-  };
-}
-
-/** `startStack` with the release's namespace created. */
+/**
+ * `startStack` for one release: its namespace created, and the chart rendered for it with values pointing the
+ * webhook at the stack's dify-guard (written as `<name>.values.json` in the control plane's folder).
+ */
 export async function startReleaseStack(
   t: Parameters<typeof startStack>[0],
   name: string,
-  namespace: string,
+  release: Release,
   options?: Parameters<typeof startStack>[2],
-): Promise<Stack> {
+): Promise<Stack & { rendered: Json[] }> {
   const stack = await startStack(t, name, options);
-  await ensureNamespace(stack.rest, namespace);
-  return stack;
+  await ensureNamespace(stack.rest, release.namespace);
+  const rendered = await release.render(stack.cp.dir, name, guardValues(stack.guard));
+  return { ...stack, rendered };
 }
 
 /** Values every install needs (random credentials), with the webhook pointed at this dify-guard outside the cluster. */
@@ -51,22 +82,6 @@ export function inClusterValues(): Json {
   return { secrets: { difySecretKey: randomSecret() }, postgresql: { auth: { password: randomSecret() } } };
 }
 
-/** `helm template` of the chart for the release, its values written to `<home>/<name>.values.json` first. */
-export async function renderRelease(
-  home: string,
-  { release, namespace }: { release: string; namespace: string },
-  name: string,
-  values: Json,
-): Promise<Json[]> {
-  const valuesFile = writeValues(home, name, values);
-  return renderChart({ release, namespace, valuesFile, home });
-}
-
-/** The release's PostgreSQL Secret among the rendered objects. */
-export function postgresSecret(rendered: Json[], names: ReleaseNames): Json {
-  return findObject(rendered, 'Secret', names.secret);
-}
-
 /** A key of a Secret in plain text, from its stringData or else its data. */
 export function secretText(secret: Json, key: string): string {
   const fromString = (secret.stringData as Record<string, string> | undefined)?.[key];
@@ -74,32 +89,9 @@ export function secretText(secret: Json, key: string): string {
   return fromString ?? Buffer.from(String(data?.[key] ?? ''), 'base64').toString('utf8');
 }
 
-/** The release's PostgreSQL PVC, labelled as the StatefulSet's claim is. */
-export function postgresPvc(names: ReleaseNames): Json {
-  return pvcManifest(names.pvc, {
-    namespace: names.namespace,
-    labels: { [LABELS.instance]: names.release, [LABELS.component]: contract.components.postgresql },
-  });
-}
-
 /** A merge patch that changes the PostgreSQL password (both keys, as the chart keeps them equal). */
 export function passwordChange(password: string = randomSecret()): Json {
   return { stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password } };
-}
-
-/** The release's api pod as its ReplicaSet would create it, asking for migrations in every container. */
-export function migratingApiPod(rendered: Json[], release: string, namespace: string): Json {
-  const api = findObject(
-    rendered,
-    'Deployment',
-    expandName(contract.names.component, release, contract.components.api),
-  );
-  const pod = podFromTemplate(api, namespace);
-  for (const c of (pod.spec as Json).containers as Json[]) {
-    const others = ((c.env as Json[] | undefined) ?? []).filter((e) => e.name !== ENV.migrationEnabled);
-    c.env = [...others, { name: ENV.migrationEnabled, value: 'true' }];
-  }
-  return pod;
 }
 
 /** Waits until every Deployment of the namespace has all its replicas ready, as `kubectl rollout status` would. */
