@@ -96,33 +96,30 @@ t.before(async () => {
   });
 });
 
+/** Both password keys of `data`, base64 as the API stores them. */
+const passwordData = (password: string): Record<string, string> => ({
+  [SECRET_KEYS.postgresPassword]: base64(password),
+  [SECRET_KEYS.password]: base64(password),
+});
+
+/** A PUT of the stored Secret with `change(stored)` laid over it. */
+async function replaceStored(client: KubeRest, change: (stored: Json) => Json): Promise<KubeResponse> {
+  const current = await storedSecret();
+  return client.replace(secretPath, { ...current, ...change(current) });
+}
+
 type Change = { name: string; send: (client: KubeRest, password: string) => Promise<KubeResponse>; verb: string };
 const changes: Change[] = [
   {
     name: 'update (PUT) of data',
     verb: 'update',
-    send: async (client, password) => {
-      const current = await storedSecret();
-      return client.replace(secretPath, {
-        ...current,
-        data: {
-          ...(current.data as Json),
-          [SECRET_KEYS.postgresPassword]: base64(password),
-          [SECRET_KEYS.password]: base64(password),
-        },
-      });
-    },
+    send: (client, password) =>
+      replaceStored(client, (current) => ({ data: { ...(current.data as Json), ...passwordData(password) } })),
   },
   {
     name: 'update (PUT) with stringData',
     verb: 'update',
-    send: async (client, password) => {
-      const current = await storedSecret();
-      return client.replace(secretPath, {
-        ...current,
-        ...passwordChange(password),
-      });
-    },
+    send: (client, password) => replaceStored(client, () => passwordChange(password)),
   },
   {
     name: 'JSON patch',
@@ -136,18 +133,12 @@ const changes: Change[] = [
   {
     name: 'merge patch',
     verb: 'patch',
-    send: (client, password) =>
-      client.patch(secretPath, 'merge', {
-        data: { [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) },
-      }),
+    send: (client, password) => client.patch(secretPath, 'merge', { data: passwordData(password) }),
   },
   {
     name: 'strategic merge patch',
     verb: 'patch',
-    send: (client, password) =>
-      client.patch(secretPath, 'strategic', {
-        data: { [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) },
-      }),
+    send: (client, password) => client.patch(secretPath, 'strategic', { data: passwordData(password) }),
   },
   {
     name: 'merge patch of stringData',
