@@ -13,6 +13,7 @@ import { paths, type Json } from '../../harness/kube-rest.js';
 import { randomSecret } from '../../harness/controlplane/chart.js';
 import { startDifyGuard, type DifyGuard } from '../../harness/controlplane/dify-guard.js';
 import { POD_WEBHOOK, ensureNamespace, envVar, startStack } from '../../harness/controlplane/stack.js';
+import { podWithDifyEnvNames } from '../../harness/controlplane/other-pods.js';
 import { registerWebhooks } from '../../harness/controlplane/webhooks.js';
 import type { AuditEvent } from '../../harness/controlplane/harness.js';
 
@@ -181,23 +182,11 @@ async function assertNeverSent(t: Test, ns: string, pod: Json): Promise<void> {
 
 t.test('a non-Dify pod (with env names Dify also uses) is never sent to dify-guard', async (t) => {
   t.ok((await requestsTo(guard, contract.webhook.mutatePodsPath)) > 0, 'the counter does count pod reviews');
-  await assertNeverSent(t, namespace, {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { generateName: 'shop-', namespace, labels: { app: 'shop' } },
-    spec: {
-      containers: [
-        {
-          name: 'app',
-          image: 'example.com/shop-api:2.3.1',
-          env: [
-            { name: ENV.migrationEnabled, value: 'true' },
-            { name: ENV.dbPassword, value: randomSecret() },
-          ],
-        },
-      ],
-    },
-  });
+  await assertNeverSent(
+    t,
+    namespace,
+    podWithDifyEnvNames({ generateName: 'shop-', namespace, labels: { app: 'shop' } }, 'example.com/shop-api:2.3.1'),
+  );
 });
 
 t.test('a Dify-looking pod in kube-system is never sent to dify-guard', async (t) => {

@@ -5,6 +5,7 @@ import t, { type Test } from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
 import { findObject, podFromTemplate, randomSecret } from '../../harness/controlplane/chart.js';
+import { podWithDifyEnvNames } from '../../harness/controlplane/other-pods.js';
 import { Release, startReleaseStack } from '../../harness/controlplane/release.js';
 import { POD_WEBHOOK, envVar } from '../../harness/controlplane/stack.js';
 import type { AuditEvent } from '../../harness/controlplane/harness.js';
@@ -142,24 +143,8 @@ t.test('the migration Job pod gets Secret references but keeps its MIGRATION_ENA
 
 /** A pod the webhook must leave alone: what was sent is what is stored. */
 function tamperedPod(ns: string, labels: Json): Json {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { generateName: 'other-', namespace: ns, labels, annotations: { 'example.com/note': 'kept' } },
-    spec: {
-      containers: [
-        {
-          name: 'app',
-          image: 'example.com/app:1',
-          env: [
-            { name: ENV.migrationEnabled, value: 'true' },
-            { name: ENV.dbPassword, value: randomSecret() },
-            { name: 'OTHER', value: 'x' },
-          ],
-        },
-      ],
-    },
-  };
+  const metadata = { generateName: 'other-', namespace: ns, labels, annotations: { 'example.com/note': 'kept' } };
+  return podWithDifyEnvNames(metadata, 'example.com/app:1', [{ name: 'OTHER', value: 'x' }]);
 }
 
 async function assertUntouched(t: Test, ns: string, pod: Json): Promise<void> {
