@@ -1,5 +1,6 @@
-// One Dify release as the scenario files meet it: its names, the chart rendered for it, its PostgreSQL
-// Secret and PVC, a password change of that Secret, and the api pod its ReplicaSet would create.
+// One Dify release as the scenario files and the demo meet it: its names; the chart rendered for it, with
+// values for a dify-guard outside the cluster (webhook.url) or inside it; its PostgreSQL Secret, its PVC and
+// a password change of that Secret; the api pod its ReplicaSet would create; its Deployments rolled out.
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../commands.js';
 import { paths, type Json, type KubeRest } from '../kube-rest.js';
