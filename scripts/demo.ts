@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ENV, SECRET_KEYS, contract, expandName } from '../src/contract.js';
+import { ENV, contract, expandName } from '../src/contract.js';
 import { binDir } from '../harness/binaries.js';
 import { waitFor } from '../harness/commands.js';
 import { paths, type Json } from '../harness/kube-rest.js';
@@ -22,6 +22,7 @@ import { SETTINGS } from '../src/config.js';
 import { WAIT_FOR_POSTGRESQL, difyLocalOptions, startMigrationInit } from '../harness/controlplane/dify-local.js';
 import { GUARD_POD_LABEL, GuardPods } from '../harness/controlplane/guard-pods.js';
 import type { InitContainers } from '../harness/controlplane/init-containers.js';
+import { passwordChange, waitForRollouts } from '../harness/controlplane/release.js';
 
 const once = process.argv.includes('--once');
 const release = 'dify';
@@ -116,16 +117,7 @@ const deployStatus = await new Promise<number>((resolve, reject) => {
 });
 if (deployStatus !== 0) throw new Error(`deploy.sh exited ${deployStatus}\n${cluster.diagnostics()}`);
 say('    helm waited only for the hook Job; now the rollouts, as `kubectl rollout status` would:');
-await waitFor(
-  'every Deployment rolled out',
-  async () => {
-    const list = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
-    return list.length > 0 && list.every((d) => (d.status as Json).readyReplicas === (d.spec as Json).replicas)
-      ? true
-      : undefined;
-  },
-  { timeoutMs: 180_000 },
-);
+await waitForRollouts(rest, namespace);
 await migrationInit.printed();
 const pods = await cp.kubectl(['get', 'pods', '-n', namespace]);
 say('\n    $ kubectl get pods -n dify');
@@ -190,9 +182,7 @@ await waitFor(
   { timeoutMs: 60_000 },
 );
 const patchFile = join(cp.dir, 'new-password.patch.json');
-const next = randomSecret();
-const patch = { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } };
-writeFileSync(patchFile, JSON.stringify(patch), { mode: 0o600 });
+writeFileSync(patchFile, JSON.stringify(passwordChange()), { mode: 0o600 });
 const kubectlArgs = ['patch', 'secret', secretName, '-n', namespace, '--type', 'merge', '--patch-file', patchFile];
 say(`    $ kubectl ${kubectlArgs.join(' ')}    (the file holds another password)`);
 const refused = await cp.kubectl(kubectlArgs);

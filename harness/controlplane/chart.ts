@@ -34,31 +34,29 @@ export function writeValues(dir: string, name: string, values: Json): string {
   return file;
 }
 
-export interface RenderOptions {
+/** What every helm command about the chart names: the release, the chart, its namespace and its values file. */
+export interface ChartTarget {
   release: string;
   namespace: string;
   valuesFile: string;
+}
+
+export interface RenderOptions extends ChartTarget {
   /** Folder for helm's own cache/config (the control plane's folder). */
   home: string;
   extraArgs?: string[];
 }
 
+/** helm's arguments for `verb` (e.g. `['upgrade', '--install']`) of the chart as `target`, then `extra`. */
+export function chartArgs(verb: string[], target: ChartTarget, extra: string[] = []): string[] {
+  return [...verb, target.release, chartDir, '--namespace', target.namespace, '-f', target.valuesFile, ...extra];
+}
+
 /** `helm template` of the whole chart, as parsed objects (empty documents dropped). */
 export async function renderChart(options: RenderOptions): Promise<Json[]> {
-  const r = await runOk(
-    binary('helm'),
-    [
-      'template',
-      options.release,
-      chartDir,
-      '--namespace',
-      options.namespace,
-      '-f',
-      options.valuesFile,
-      ...(options.extraArgs ?? []),
-    ],
-    { env: helmEnv(options.home) },
-  );
+  const r = await runOk(binary('helm'), chartArgs(['template'], options, options.extraArgs ?? []), {
+    env: helmEnv(options.home),
+  });
   return parseObjects(r.stdout);
 }
 
@@ -81,23 +79,8 @@ export function podFromTemplate(workload: Json, namespace: string): Json {
  * `helm upgrade --install` of the chart with these values into `namespace` (created), waiting up to
  * 5 minutes for every workload to be ready, as the guide's install does.
  */
-export function installChartAndWait(
-  cp: ControlPlane,
-  options: { release: string; namespace: string; valuesFile: string },
-): Promise<CommandResult> {
-  const { release, namespace, valuesFile } = options;
-  return cp.helm(
-    [
-      'upgrade',
-      '--install',
-      release,
-      chartDir,
-      '--namespace',
-      namespace,
-      '--create-namespace',
-      '-f',
-      valuesFile,
-    ].concat(['--wait', '--timeout', '5m']),
-    { timeoutMs: 330_000 },
-  );
+export function installChartAndWait(cp: ControlPlane, target: ChartTarget): Promise<CommandResult> {
+  return cp.helm(chartArgs(['upgrade', '--install'], target, ['--create-namespace', '--wait', '--timeout', '5m']), {
+    timeoutMs: 330_000,
+  });
 }

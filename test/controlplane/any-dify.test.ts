@@ -13,6 +13,7 @@ import { paths, type Json } from '../../harness/kube-rest.js';
 import { randomSecret } from '../../harness/controlplane/chart.js';
 import { startDifyGuard, type DifyGuard } from '../../harness/controlplane/dify-guard.js';
 import { POD_WEBHOOK, ensureNamespace, envVar, startStack } from '../../harness/controlplane/stack.js';
+import { podWithDifyEnvNames } from '../../harness/controlplane/other-pods.js';
 import { registerWebhooks } from '../../harness/controlplane/webhooks.js';
 import type { AuditEvent } from '../../harness/controlplane/harness.js';
 
@@ -181,23 +182,11 @@ async function assertNeverSent(t: Test, ns: string, pod: Json): Promise<void> {
 
 t.test('a non-Dify pod (with env names Dify also uses) is never sent to dify-guard', async (t) => {
   t.ok((await requestsTo(guard, contract.webhook.mutatePodsPath)) > 0, 'the counter does count pod reviews');
-  await assertNeverSent(t, namespace, {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { generateName: 'shop-', namespace, labels: { app: 'shop' } },
-    spec: {
-      containers: [
-        {
-          name: 'app',
-          image: 'example.com/shop-api:2.3.1',
-          env: [
-            { name: ENV.migrationEnabled, value: 'true' },
-            { name: ENV.dbPassword, value: randomSecret() },
-          ],
-        },
-      ],
-    },
-  });
+  await assertNeverSent(
+    t,
+    namespace,
+    podWithDifyEnvNames({ generateName: 'shop-', namespace, labels: { app: 'shop' } }, 'example.com/shop-api:2.3.1'),
+  );
 });
 
 t.test('a Dify-looking pod in kube-system is never sent to dify-guard', async (t) => {
@@ -236,21 +225,18 @@ function literalDeployment(name: string, literal: string): Json {
   };
 }
 
-function manifest(name: string, object: Json): string {
+/** `kubectl apply -f` of the object, written as `<name>.json` in the control plane's folder. */
+function kubectlApply(name: string, object: Json): ReturnType<typeof cp.kubectl> {
   const file = join(cp.dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(object));
-  return file;
+  return cp.kubectl(['apply', '-f', file]);
 }
 
 t.test(
   'kubectl apply of a Deployment storing a literal DB_PASSWORD prints the warning, never the password',
   async (t) => {
     const literal = randomSecret();
-    const applied = await cp.kubectl([
-      'apply',
-      '-f',
-      manifest('deployment-warn', literalDeployment('community-api', literal)),
-    ]);
+    const applied = await kubectlApply('deployment-warn', literalDeployment('community-api', literal));
     t.equal(applied.status, 0, 'warn mode: applied');
     t.match(
       applied.stderr,
@@ -303,7 +289,7 @@ t.test('a CronJob (template under jobTemplate) is warned; a Job it owns is not s
     metadata: { name: 'community-cleanup', namespace },
     spec: { schedule: '0 3 * * *', jobTemplate: { spec: { template } } },
   };
-  const applied = await cp.kubectl(['apply', '-f', manifest('cronjob-warn', cronJob)]);
+  const applied = await kubectlApply('cronjob-warn', cronJob);
   t.equal(applied.status, 0);
   t.match(applied.stderr, /Warning: dify-guard: CronJob stores PGVECTOR_PASSWORD as literal/);
   t.notOk(applied.stderr.includes(literal), 'kubectl printed no password');
@@ -334,7 +320,7 @@ t.test('kubectl apply of a bare pod: the literal in its last-applied-configurati
   const pod = communityApiPod({ name: 'community-bare' });
   delete (pod.metadata as Json).generateName;
   (((pod.spec as Json).containers as Json[])[0]!.env as Json[]).push({ name: ENV.dbPassword, value: literal });
-  const applied = await cp.kubectl(['apply', '-f', manifest('pod-bare', pod)]);
+  const applied = await kubectlApply('pod-bare', pod);
   t.equal(applied.status, 0);
   t.match(applied.stderr, /Warning: dify-guard: last-applied-configuration stores DB_PASSWORD as literal/);
   t.notOk(applied.stderr.includes(literal), 'kubectl printed no password');
@@ -344,11 +330,7 @@ t.test('deny mode (webhook.templatePolicy=deny): the same Deployment is refused'
   const denying = await startDifyGuard(t, cp, { env: { DIFY_GUARD_TEMPLATE_POLICY: 'deny' } });
   await registerWebhooks(cp, denying, { values: { webhook: { templatePolicy: 'deny' } } });
   const literal = randomSecret();
-  const applied = await cp.kubectl([
-    'apply',
-    '-f',
-    manifest('deployment-deny', literalDeployment('community-api-denied', literal)),
-  ]);
+  const applied = await kubectlApply('deployment-deny', literalDeployment('community-api-denied', literal));
   t.not(applied.status, 0, 'refused');
   t.match(
     applied.stderr,

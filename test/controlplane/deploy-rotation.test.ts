@@ -4,18 +4,17 @@
 // and dify-guard (a local process reached by webhook.url) asks that PostgreSQL before letting the Secret change through.
 // Then a helm that fails once after ALTER ROLE: the database is put back, and the re-run finishes the job.
 import { chmodSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import t from 'tap';
 import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { binary } from '../../harness/binaries.js';
 import { run, type CommandResult } from '../../harness/commands.js';
 import { startPostgres } from '../../harness/programs/postgres.js';
-import { runProgram } from '../../harness/programs/run.js';
-import { program } from '../../harness/programs/programs.js';
 import { captureOutput, testSecret } from '../../harness/secrets.js';
 import { chartDir, writeValues } from '../../harness/controlplane/chart.js';
 import { startCluster } from '../../harness/controlplane/cluster.js';
 import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
+import { postgresPodEnv, tcpPsql } from '../../harness/controlplane/local-psql.js';
 
 const release = 'dify';
 const namespace = 'dify';
@@ -25,10 +24,10 @@ const auth = { user: 'dify', database: 'dify', password: testSecret() };
 
 const pg = await startPostgres(auth);
 t.teardown(() => pg.stop());
-const psqlDir = dirname(program('psql'));
-// What the postgresql container's environment gives psql: the local socket (trusted) and the port.
-const podEnv = { PGHOST: pg.socketDir, PGPORT: String(pg.port), PATH: `${psqlDir}:${process.env.PATH ?? ''}` };
-const cluster = await startCluster(t, { name: 'deploy-rotation', execs: [{ namespace, pod, env: podEnv }] });
+const cluster = await startCluster(t, {
+  name: 'deploy-rotation',
+  execs: [{ namespace, pod, env: postgresPodEnv(pg) }],
+});
 const { cp } = cluster;
 t.teardown(() => {
   if (!t.passing()) t.comment(cluster.diagnostics());
@@ -62,26 +61,7 @@ async function deploy(args: string[], env: NodeJS.ProcessEnv): Promise<CommandRe
 
 /** psql over TCP as Dify's components log in (password in the environment): its output, or psql's error. */
 async function query(password: string, sql: string): Promise<{ ok: boolean; out: string }> {
-  const res = await runProgram({
-    name: 'psql-tcp',
-    command: program('psql'),
-    args: [
-      '-h',
-      '127.0.0.1',
-      '-p',
-      String(pg.port),
-      '-U',
-      auth.user,
-      '-d',
-      auth.database,
-      '-w',
-      '-v',
-      'ON_ERROR_STOP=1',
-      '-Atc',
-      sql,
-    ],
-    env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '5' },
-  });
+  const res = await tcpPsql(pg, auth, password, sql);
   captureOutput('deploy-rotation.psql.stderr', res.stderr);
   return { ok: res.status === 0, out: res.status === 0 ? res.stdout : res.stderr };
 }

@@ -6,14 +6,8 @@ import t from 'tap';
 import { ENV, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
-import {
-  installChartAndWait,
-  findObject,
-  podFromTemplate,
-  randomSecret,
-  renderChart,
-  writeValues,
-} from '../../harness/controlplane/chart.js';
+import { installChartAndWait, randomSecret, renderChart, writeValues } from '../../harness/controlplane/chart.js';
+import { Release, inClusterValues } from '../../harness/controlplane/release.js';
 import { startGuardCluster } from '../../harness/controlplane/guard-pods.js';
 import { SECRET_WEBHOOK, base64, envVar } from '../../harness/controlplane/stack.js';
 
@@ -23,8 +17,7 @@ const { cluster, guards } = await startGuardCluster(t, { name: 'guard-in-cluster
 const { cp, rest } = cluster;
 
 const guardName = expandName(contract.names.guard, release);
-const values = { secrets: { difySecretKey: randomSecret() }, postgresql: { auth: { password: randomSecret() } } };
-const valuesFile = writeValues(cp.dir, 'in-cluster', values);
+const valuesFile = writeValues(cp.dir, 'in-cluster', inClusterValues());
 
 /** The pod address range of this cluster, e.g. 198.18.3.0/24 -> 198.18.3. */
 const rangePrefix = (cluster.podRange?.cidr ?? '').replace(/0\/24$/, '');
@@ -57,12 +50,7 @@ t.test('helm install with dify-guard in the cluster: two replicas Ready, served 
 
 t.test('a Dify pod is mutated and a password change refused, through the Service', async (t) => {
   const rendered = await renderChart({ release, namespace, valuesFile, home: cp.dir });
-  const apiName = expandName(contract.names.component, release, contract.components.api);
-  const pod = podFromTemplate(findObject(rendered, 'Deployment', apiName), namespace);
-  for (const c of (pod.spec as Json).containers as Json[]) {
-    const others = ((c.env as Json[] | undefined) ?? []).filter((e) => e.name !== ENV.migrationEnabled);
-    c.env = [...others, { name: ENV.migrationEnabled, value: 'true' }];
-  }
+  const pod = new Release(release, namespace).migratingApiPod(rendered);
   const created = await rest.create(paths.pods(namespace), pod);
   t.equal(created.status, 201, `pod created: ${String(created.body.message ?? '')}`);
   const stored = await rest.ok('GET', paths.pod(namespace, String((created.body.metadata as Json).name)));

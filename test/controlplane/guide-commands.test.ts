@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { contract, expandName } from '../../src/contract.js';
 import { binDir } from '../../harness/binaries.js';
-import { run, waitFor, type CommandResult } from '../../harness/commands.js';
+import { run, type CommandResult } from '../../harness/commands.js';
 import type { Json } from '../../harness/kube-rest.js';
 import { startPostgres } from '../../harness/programs/postgres.js';
 import { testSecret } from '../../harness/secrets.js';
@@ -21,6 +21,7 @@ import {
   startMigrationInit,
 } from '../../harness/controlplane/dify-local.js';
 import { GUARD_POD_LABEL, GuardPods } from '../../harness/controlplane/guard-pods.js';
+import { waitForRollouts } from '../../harness/controlplane/release.js';
 
 const namespace = 'dify';
 const release = 'dify';
@@ -107,31 +108,32 @@ async function initRan(t: Test, pods: Json[]): Promise<void> {
   t.same(migrationInit.problems(), [], 'no problem running it');
 }
 
+/** The hook Job as it is now: Complete, one pod owned by it (made by the Job controller), its init container run. */
+async function hookJobRan(t: Test, says: { complete: string; onePod: string }): Promise<Json> {
+  const current = await job();
+  t.ok(complete(current), says.complete);
+  const pods = await jobPods(current);
+  t.equal(pods.length, 1, says.onePod);
+  await initRan(t, pods);
+  return current;
+}
+
+/** deploy.sh as the guide runs it, with this POSTGRES_PASSWORD. */
+const deploySh = (postgresPassword: string): Promise<CommandResult> =>
+  typed('./deploy.sh --image-tag 1.11.4', { POSTGRES_PASSWORD: postgresPassword, DIFY_SECRET_KEY: secretKey });
+
 let firstJob: Json = {};
 t.test('./deploy.sh --image-tag 1.11.4 installs; the real Job controller runs the hook Job', async (t) => {
-  const res = await typed('./deploy.sh --image-tag 1.11.4', {
-    POSTGRES_PASSWORD: password,
-    DIFY_SECRET_KEY: secretKey,
-  });
+  const res = await deploySh(password);
   t.equal(res.status, 0, `deploy.sh exits 0\n${res.stderr.slice(-2000)}`);
   t.match(res.stdout, /STATUS: deployed/, 'helm reports the release deployed');
   t.match(res.stderr, 'helm が完了しました', 'deploy.sh says helm finished');
-  firstJob = await job();
-  t.ok(complete(firstJob), 'Job dify-db-migration Complete');
-  const pods = await jobPods(firstJob);
-  t.equal(pods.length, 1, 'one pod, owned by the Job (the Job controller made it)');
-  await initRan(t, pods);
+  firstJob = await hookJobRan(t, {
+    complete: 'Job dify-db-migration Complete',
+    onePod: 'one pod, owned by the Job (the Job controller made it)',
+  });
   // helm waits only for the hook Job; the operator's commands come once the rollouts are done (kubectl rollout status).
-  await waitFor(
-    'every Deployment rolled out',
-    async () => {
-      const list = (await rest.ok('GET', `/apis/apps/v1/namespaces/${namespace}/deployments`)).items as Json[];
-      return list.length > 0 && list.every((d) => (d.status as Json).readyReplicas === (d.spec as Json).replicas)
-        ? true
-        : undefined;
-    },
-    { timeoutMs: 180_000 },
-  );
+  await waitForRollouts(rest, namespace);
 });
 
 t.test('確認コマンド, as chart/README.md gives them', async (t) => {
@@ -233,26 +235,16 @@ t.test("トラブルシューティング: the init container's log and the Post
 });
 
 t.test('deploy.sh again with the same password: an upgrade, the hook Job re-run by the Job controller', async (t) => {
-  const res = await typed('./deploy.sh --image-tag 1.11.4', {
-    POSTGRES_PASSWORD: password,
-    DIFY_SECRET_KEY: secretKey,
-  });
+  const res = await deploySh(password);
   t.equal(res.status, 0, `deploy.sh exits 0\n${res.stderr.slice(-2000)}`);
   t.match(res.stdout, /REVISION: 2/, 'revision 2');
-  const next = await job();
+  const next = await hookJobRan(t, { complete: 'Complete', onePod: 'its pod made by the Job controller' });
   t.not(uid(next), uid(firstJob), 'a new Job (before-hook-creation deleted the old one)');
-  t.ok(complete(next), 'Complete');
-  const pods = await jobPods(next);
-  t.equal(pods.length, 1, 'its pod made by the Job controller');
-  await initRan(t, pods);
   firstJob = next;
 });
 
 t.test('deploy.sh with another password: refused in Japanese before helm runs', async (t) => {
-  const res = await typed('./deploy.sh --image-tag 1.11.4', {
-    POSTGRES_PASSWORD: testSecret(),
-    DIFY_SECRET_KEY: secretKey,
-  });
+  const res = await deploySh(testSecret());
   t.not(res.status, 0, 'deploy.sh fails');
   t.match(res.stderr, /^エラー: /m, 'an error in Japanese');
   t.match(res.stderr, 'dify-postgresql', 'naming the Secret');
@@ -273,10 +265,9 @@ t.test('Job を再実行, as chart/README.md gives it', async (t) => {
   const upgraded = await typed(commands[1] as string);
   t.equal(upgraded.status, 0, upgraded.stderr);
   t.match(upgraded.stdout, /REVISION: 3/, 'revision 3');
-  const next = await job();
+  const next = await hookJobRan(t, {
+    complete: 'Complete: helm waited for it',
+    onePod: 'its pod made by the Job controller',
+  });
   t.not(uid(next), uid(firstJob), 'a new Job');
-  t.ok(complete(next), 'Complete: helm waited for it');
-  const pods = await jobPods(next);
-  t.equal(pods.length, 1, 'its pod made by the Job controller');
-  await initRan(t, pods);
 });

@@ -9,7 +9,7 @@ import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js
 import { binary } from '../../harness/binaries.js';
 import { run, waitFor, type CommandResult } from '../../harness/commands.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
-import { chartDir, deepMerge, randomSecret, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import { chartArgs, deepMerge, randomSecret, writeValues, type ChartTarget } from '../../harness/controlplane/chart.js';
 import {
   createStatefulSetPvc,
   jobPath as jobPathOf,
@@ -20,6 +20,7 @@ import { startDifyGuard } from '../../harness/controlplane/dify-guard.js';
 import { startControlPlane } from '../../harness/controlplane/harness.js';
 import { SECRET_WEBHOOK, base64 } from '../../harness/controlplane/stack.js';
 import { WEBHOOK_KINDS } from '../../harness/controlplane/webhooks.js';
+import { guardValues, passwordChange } from '../../harness/controlplane/release.js';
 
 const release = 'dify';
 const namespace = 'dify';
@@ -38,8 +39,17 @@ t.teardown(() => {
 });
 const rest = cp.rest();
 const password = randomSecret();
-const baseValues = testValues({ url: guard.url(''), caBundle: guard.caBundle }, { postgresql: { auth: { password } } });
-const valuesFile = writeValues(cp.dir, 'install', baseValues);
+const baseValues = guardValues(guard, { postgresql: { auth: { password } } });
+const target = { release, namespace, valuesFile: writeValues(cp.dir, 'install', baseValues) };
+/** The release with values of another PostgreSQL password, written as `<name>.values.json`. */
+const withOtherPassword = (valuesName: string): ChartTarget => ({
+  ...target,
+  valuesFile: writeValues(
+    cp.dir,
+    valuesName,
+    deepMerge(baseValues, { postgresql: { auth: { password: randomSecret() } } }),
+  ),
+});
 
 function helm(args: string[]): Promise<CommandResult> {
   return run(binary('helm'), args, { env: cp.env(), timeoutMs: 240_000 });
@@ -52,18 +62,7 @@ async function helmWithMigrationHook(args: string[]): Promise<HookRun> {
 let installed: HookRun;
 
 t.test('helm install of the whole chart completes', async (t) => {
-  installed = await helmWithMigrationHook([
-    'install',
-    release,
-    chartDir,
-    '--namespace',
-    namespace,
-    '--create-namespace',
-    '-f',
-    valuesFile,
-    '--timeout',
-    '3m',
-  ]);
+  installed = await helmWithMigrationHook(chartArgs(['install'], target, ['--create-namespace', '--timeout', '3m']));
   t.equal(installed.result.status, 0, `helm install succeeded\n${installed.result.stderr}`);
   t.match(installed.result.stdout, /STATUS: deployed/);
   const status = await helm(['status', release, '--namespace', namespace, '-o', 'json']);
@@ -196,32 +195,12 @@ t.test(
     t.equal(await createStatefulSetPvc(rest, sts), pvcName, 'the StatefulSet controller would create this PVC');
     // The cache learns of the new PVC through its watch.
     await waitFor('dify-guard to see the PVC', async () => {
-      const next = randomSecret();
-      const res = await rest.patch(
-        paths.secret(namespace, secretName),
-        'merge',
-        { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } },
-        { dryRun: 'All' },
-      );
+      const res = await rest.patch(paths.secret(namespace, secretName), 'merge', passwordChange(), { dryRun: 'All' });
       return res.status === 403 ? true : undefined;
     });
 
-    const otherValues = writeValues(
-      cp.dir,
-      'other-password',
-      deepMerge(baseValues, { postgresql: { auth: { password: randomSecret() } } }),
-    );
-    const refused = await helm([
-      'upgrade',
-      release,
-      chartDir,
-      '--namespace',
-      namespace,
-      '-f',
-      otherValues,
-      '--timeout',
-      '2m',
-    ]);
+    const otherTarget = withOtherPassword('other-password');
+    const refused = await helm(chartArgs(['upgrade'], otherTarget, ['--timeout', '2m']));
     t.not(refused.status, 0, 'helm upgrade fails');
     // The chart's lookup check refuses first, so nothing reaches admission (and --dry-run=server is refused alike).
     t.match(refused.stderr, `postgresql.auth.password differs from the password in Secret ${namespace}/${secretName}`);
@@ -240,32 +219,13 @@ t.test(
       base64(password),
       'the password is unchanged',
     );
-    const serverDryRun = await helm([
-      'upgrade',
-      release,
-      chartDir,
-      '--namespace',
-      namespace,
-      '-f',
-      otherValues,
-      '--dry-run=server',
-    ]);
+    const serverDryRun = await helm(chartArgs(['upgrade'], otherTarget, ['--dry-run=server']));
     t.not(serverDryRun.status, 0, 'helm upgrade --dry-run=server does not report success either');
   },
 );
 
 t.test('helm upgrade with the same password goes through (post-upgrade hook run again)', async (t) => {
-  const upgraded = await helmWithMigrationHook([
-    'upgrade',
-    release,
-    chartDir,
-    '--namespace',
-    namespace,
-    '-f',
-    valuesFile,
-    '--timeout',
-    '3m',
-  ]);
+  const upgraded = await helmWithMigrationHook(chartArgs(['upgrade'], target, ['--timeout', '3m']));
   t.equal(upgraded.result.status, 0, `helm upgrade succeeded\n${upgraded.result.stderr}`);
   t.match(upgraded.result.stdout, /STATUS: deployed/);
   t.ok(
@@ -305,23 +265,8 @@ t.test('helm uninstall works with the PVC present; the PostgreSQL Secret is kept
 t.test(
   'a reinstall over the kept PVC with another password is refused (docs/rules.md#postgresql-secret-rules)',
   async (t) => {
-    const otherValues = writeValues(
-      cp.dir,
-      'reinstall-other-password',
-      deepMerge(baseValues, { postgresql: { auth: { password: randomSecret() } } }),
-    );
-    const res = await helm([
-      'install',
-      release,
-      chartDir,
-      '--namespace',
-      namespace,
-      '-f',
-      otherValues,
-      '--timeout',
-      '2m',
-      '--no-hooks',
-    ]);
+    const otherTarget = withOtherPassword('reinstall-other-password');
+    const res = await helm(chartArgs(['install'], otherTarget, ['--timeout', '2m', '--no-hooks']));
     t.not(res.status, 0, 'helm install fails');
     t.match(res.stderr, pvcName, 'naming the PVC that keeps the old password');
     t.equal(
@@ -334,17 +279,7 @@ t.test(
 
 t.test('a reinstall over the kept PVC with the same password goes through (the kept Secret is adopted)', async (t) => {
   await helm(['uninstall', release, '--namespace', namespace, '--ignore-not-found', '--no-hooks']);
-  const again = await helmWithMigrationHook([
-    'install',
-    release,
-    chartDir,
-    '--namespace',
-    namespace,
-    '-f',
-    valuesFile,
-    '--timeout',
-    '3m',
-  ]);
+  const again = await helmWithMigrationHook(chartArgs(['install'], target, ['--timeout', '3m']));
   t.equal(again.result.status, 0, `helm install succeeded\n${again.result.stderr}`);
   t.equal(
     ((await get(paths.secret(namespace, secretName))).data as Json)[SECRET_KEYS.postgresPassword],

@@ -3,51 +3,31 @@
 // change is refused; after the restart it relists and decides correctly again. With dify-guard
 // itself stopped, password changes are refused (fail closed) while everything else goes on.
 import t, { type Test } from 'tap';
-import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { LABELS, SECRET_KEYS, contract } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
 import { pvcManifest } from '../../harness/manifests.js';
-import { findObject, randomSecret, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import { randomSecret } from '../../harness/controlplane/chart.js';
+import { Release, guardValues, passwordChange } from '../../harness/controlplane/release.js';
 import { SECRET_WEBHOOK, base64, ensureNamespace, startStack } from '../../harness/controlplane/stack.js';
 
 const stack = await startStack(t, 'outages');
 const { cp, guard, rest } = stack;
 
-interface Release {
-  release: string;
-  namespace: string;
-  secret: string;
-  pvc: string;
-}
-const releaseIn = (release: string, namespace: string): Release => ({
-  release,
-  namespace,
-  secret: expandName(contract.names.postgresqlSecret, release),
-  pvc: expandName(contract.names.postgresqlPvc, release),
-});
-const dify = releaseIn('dify', 'dify');
-const teamB = releaseIn('team-b', 'team-b');
+const dify = new Release('dify', 'dify');
+const teamB = new Release('team-b', 'team-b');
 
 // Each release's PostgreSQL Secret as the chart renders it.
 for (const r of [dify, teamB]) {
   await ensureNamespace(rest, r.namespace);
-  const valuesFile = writeValues(cp.dir, r.release, testValues({ url: guard.url(''), caBundle: guard.caBundle }));
-  const secret = findObject(
-    await renderChart({ release: r.release, namespace: r.namespace, valuesFile, home: cp.dir }),
-    'Secret',
-    r.secret,
-  );
+  const secret = r.postgresSecret(await r.render(cp.dir, r.release, guardValues(guard)));
   const res = await rest.create(paths.secrets(r.namespace), secret);
   if (res.status !== 201) throw new Error(`Secret ${r.secret}: ${res.status} ${String(res.body.message)}`);
 }
 
-function passwordPatch(password = randomSecret()): Json {
-  return { stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password } };
-}
-
 /** Status of a dry-run password change through the API server: 200 allowed, 403 refused. */
 async function dryRunChange(r: Release): Promise<number> {
-  return (await rest.patch(paths.secret(r.namespace, r.secret), 'merge', passwordPatch(), { dryRun: 'All' })).status;
+  return (await rest.patch(r.secretPath, 'merge', passwordChange(), { dryRun: 'All' })).status;
 }
 
 const expectDecision = (r: Release, status: number, what: string): Promise<true> =>
@@ -69,7 +49,7 @@ async function deletePvc(r: Release): Promise<void> {
 
 /** An UPDATE of the release's Secret as the API server would send it to the webhook. */
 async function reviewRequest(r: Release, changePassword: boolean): Promise<Json> {
-  const oldObject = await rest.ok('GET', paths.secret(r.namespace, r.secret));
+  const oldObject = await rest.ok('GET', r.secretPath);
   const object = structuredClone(oldObject);
   const data = object.data as Record<string, string>;
   if (changePassword) {
@@ -144,13 +124,13 @@ t.test('the cache recovers after the API server restarts', async (t) => {
     { timeoutMs: 90_000 },
   );
 
-  const res = await rest.patch(paths.secret(dify.namespace, dify.secret), 'merge', passwordPatch());
+  const res = await rest.patch(dify.secretPath, 'merge', passwordChange());
   t.equal(res.status, 403, 'after the restart the PVC in dify still blocks a password change');
   t.match(String(res.body.message), `${dify.namespace}/${dify.pvc}`);
   await expectDecision(teamB, 200, 'the PVC deleted around the restart to be seen as gone');
   t.pass('the PVC deleted right after the restart no longer blocks');
   const password = randomSecret();
-  const changed = await rest.patch(paths.secret(teamB.namespace, teamB.secret), 'merge', passwordPatch(password));
+  const changed = await rest.patch(teamB.secretPath, 'merge', passwordChange(password));
   t.equal(changed.status, 200, 'and the real change in team-b goes through');
   t.equal(String((changed.body.data as Json)[SECRET_KEYS.postgresPassword]), base64(password));
 });
@@ -166,20 +146,16 @@ t.test('with dify-guard stopped, password changes are refused and everything els
     if (!guard.process.running) await guard.start();
   });
 
-  const before = await rest.ok('GET', paths.secret(dify.namespace, dify.secret));
-  const res = await rest.patch(paths.secret(dify.namespace, dify.secret), 'merge', passwordPatch());
+  const before = await rest.ok('GET', dify.secretPath);
+  const res = await rest.patch(dify.secretPath, 'merge', passwordChange());
   t.not(res.status, 200, 'a password change under the PVC is refused');
   t.match(
     String(res.body.message),
     `failed calling webhook "${SECRET_WEBHOOK}"`,
     'the API server says the guard could not be called',
   );
-  t.same(
-    (await rest.ok('GET', paths.secret(dify.namespace, dify.secret))).data,
-    before.data,
-    'the Secret is unchanged',
-  );
-  const noPvc = await rest.patch(paths.secret(teamB.namespace, teamB.secret), 'merge', passwordPatch());
+  t.same((await rest.ok('GET', dify.secretPath)).data, before.data, 'the Secret is unchanged');
+  const noPvc = await rest.patch(teamB.secretPath, 'merge', passwordChange());
   t.not(noPvc.status, 200, 'even without a PVC: the guard cannot be asked, so it fails closed');
 
   await assertCreated(
@@ -234,7 +210,7 @@ t.test('with dify-guard stopped, password changes are refused and everything els
   t.equal(updated.status, 200, 'an unrelated Secret is updated normally');
 
   await guard.start();
-  const back = await rest.patch(paths.secret(dify.namespace, dify.secret), 'merge', passwordPatch());
+  const back = await rest.patch(dify.secretPath, 'merge', passwordChange());
   t.equal(back.status, 403, 'dify-guard back: the change is refused by dify-guard itself');
   t.match(
     String(back.body.message),

@@ -4,26 +4,17 @@
 import t, { type Test } from 'tap';
 import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { paths, type Json } from '../../harness/kube-rest.js';
-import {
-  findObject,
-  podFromTemplate,
-  randomSecret,
-  renderChart,
-  testValues,
-  writeValues,
-} from '../../harness/controlplane/chart.js';
-import { POD_WEBHOOK, ensureNamespace, envVar, startStack } from '../../harness/controlplane/stack.js';
+import { findObject, podFromTemplate, randomSecret } from '../../harness/controlplane/chart.js';
+import { podWithDifyEnvNames } from '../../harness/controlplane/other-pods.js';
+import { Release, startReleaseStack } from '../../harness/controlplane/release.js';
+import { POD_WEBHOOK, envVar } from '../../harness/controlplane/stack.js';
 import type { AuditEvent } from '../../harness/controlplane/harness.js';
 
 const release = 'dify';
 const namespace = 'dify';
 const dbSecret = expandName(contract.names.postgresqlSecret, release);
 
-const stack = await startStack(t, 'pods');
-const { cp, guard, rest } = stack;
-await ensureNamespace(rest, namespace);
-const valuesFile = writeValues(cp.dir, 'pods', testValues({ url: guard.url(''), caBundle: guard.caBundle }));
-const rendered = await renderChart({ release, namespace, valuesFile, home: cp.dir });
+const { cp, guard, rest, rendered } = await startReleaseStack(t, 'pods', new Release(release, namespace));
 
 /** The env list as the API server stores it (an empty `value` is omitted, as Go's omitempty does). */
 const asStored = (env: unknown): Json[] =>
@@ -52,11 +43,13 @@ function chartPod(kind: string, component: string): Json {
   return podFromTemplate(findObject(rendered, kind, name), namespace);
 }
 
-/** The API server's own record of which mutating webhooks it called for one request and whether they changed it. */
-function mutationRecords(event: AuditEvent): Json[] {
+/** The API server's own record of whether pods.dify-guard.io changed one request (one entry a call, none if not called). */
+function podWebhookMutated(event: AuditEvent): unknown[] {
   return Object.entries(event.annotations ?? {})
     .filter(([k]) => k.startsWith('mutation.webhook.admission.k8s.io/'))
-    .map(([, v]) => JSON.parse(v) as Json);
+    .map(([, v]) => JSON.parse(v) as Json)
+    .filter((r) => r.webhook === POD_WEBHOOK)
+    .map((r) => r.mutated);
 }
 
 async function createPod(ns: string, pod: Json): Promise<{ stored: Json; warnings: string[]; audit: AuditEvent }> {
@@ -107,9 +100,7 @@ for (const component of [contract.components.api, contract.components.worker, co
       'the client is warned about DB_PASSWORD',
     );
     t.same(
-      mutationRecords(audit)
-        .filter((r) => r.webhook === POD_WEBHOOK)
-        .map((r) => r.mutated),
+      podWebhookMutated(audit),
       [true],
       'the API server audit log records that pods.dify-guard.io mutated the pod',
     );
@@ -130,13 +121,7 @@ t.test('a chart-rendered api pod as is needs no change (chart and webhook agree)
     );
   }
   t.same(warnings, [], 'no warning');
-  t.same(
-    mutationRecords(audit)
-      .filter((r) => r.webhook === POD_WEBHOOK)
-      .map((r) => r.mutated),
-    [false],
-    'the webhook was called and changed nothing',
-  );
+  t.same(podWebhookMutated(audit), [false], 'the webhook was called and changed nothing');
 });
 
 t.test('the migration Job pod gets Secret references but keeps its MIGRATION_ENABLED', async (t) => {
@@ -158,24 +143,8 @@ t.test('the migration Job pod gets Secret references but keeps its MIGRATION_ENA
 
 /** A pod the webhook must leave alone: what was sent is what is stored. */
 function tamperedPod(ns: string, labels: Json): Json {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { generateName: 'other-', namespace: ns, labels, annotations: { 'example.com/note': 'kept' } },
-    spec: {
-      containers: [
-        {
-          name: 'app',
-          image: 'example.com/app:1',
-          env: [
-            { name: ENV.migrationEnabled, value: 'true' },
-            { name: ENV.dbPassword, value: randomSecret() },
-            { name: 'OTHER', value: 'x' },
-          ],
-        },
-      ],
-    },
-  };
+  const metadata = { generateName: 'other-', namespace: ns, labels, annotations: { 'example.com/note': 'kept' } };
+  return podWithDifyEnvNames(metadata, 'example.com/app:1', [{ name: 'OTHER', value: 'x' }]);
 }
 
 async function assertUntouched(t: Test, ns: string, pod: Json): Promise<void> {
@@ -187,11 +156,7 @@ async function assertUntouched(t: Test, ns: string, pod: Json): Promise<void> {
   t.same((stored.metadata as Json).labels, (pod.metadata as Json).labels, 'labels as sent');
   t.same((stored.metadata as Json).annotations, (pod.metadata as Json).annotations, 'annotations as sent');
   t.same(warnings, [], 'no warning');
-  t.same(
-    mutationRecords(audit).filter((r) => r.webhook === POD_WEBHOOK),
-    [],
-    'the webhook was not even called',
-  );
+  t.same(podWebhookMutated(audit), [], 'the webhook was not even called');
 }
 
 t.test('a non-Dify pod comes back exactly as sent', async (t) => {

@@ -11,11 +11,11 @@ import { paths, type Json } from '../../harness/kube-rest.js';
 import {
   installChartAndWait,
   findObject,
-  podFromTemplate,
   randomSecret,
   renderChart,
   writeValues,
 } from '../../harness/controlplane/chart.js';
+import { Release, inClusterValues } from '../../harness/controlplane/release.js';
 import { createStatefulSetPvc } from '../../harness/controlplane/controllers.js';
 import { startGuardCluster } from '../../harness/controlplane/guard-pods.js';
 import { base64, ensureNamespace, envVar } from '../../harness/controlplane/stack.js';
@@ -31,8 +31,7 @@ const { cluster, guards } = await startGuardCluster(t, { name: 'scale', namespac
 const { cp, rest } = cluster;
 
 const guardName = expandName(contract.names.guard, release);
-const values = { secrets: { difySecretKey: randomSecret() }, postgresql: { auth: { password: randomSecret() } } };
-const valuesFile = writeValues(cp.dir, 'scale', values);
+const valuesFile = writeValues(cp.dir, 'scale', inClusterValues());
 const rendered = await renderChart({ release, namespace: guardNamespace, valuesFile, home: cp.dir });
 const secretName = expandName(contract.names.postgresqlSecret, release);
 
@@ -45,19 +44,9 @@ function inNamespace(obj: Json, namespace: string): Json {
 
 /** An api pod as its ReplicaSet would create it, asking for migrations (dify-guard must turn them off), held by a scheduling gate. */
 function difyPod(namespace: string): Json {
-  const api = findObject(
-    rendered,
-    'Deployment',
-    expandName(contract.names.component, release, contract.components.api),
-  );
-  const pod = podFromTemplate(api, namespace);
-  const spec = pod.spec as Json;
+  const pod = new Release(release, namespace).migratingApiPod(rendered);
   // Held before scheduling: the 500 pods test admission, not how many pods kwok's nodes hold.
-  spec.schedulingGates = [{ name: 'dify-guard.test/admission-only' }];
-  for (const c of spec.containers as Json[]) {
-    const others = ((c.env as Json[] | undefined) ?? []).filter((e) => e.name !== ENV.migrationEnabled);
-    c.env = [...others, { name: ENV.migrationEnabled, value: 'true' }];
-  }
+  (pod.spec as Json).schedulingGates = [{ name: 'dify-guard.test/admission-only' }];
   return pod;
 }
 

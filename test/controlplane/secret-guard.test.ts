@@ -3,37 +3,22 @@
 // JSON line, the API server's audit annotations, a Warning Event); a dry run is refused without an
 // Event; DELETE is allowed with a warning; once the PVC is gone the same change is allowed.
 import t, { type Test } from 'tap';
-import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { LABELS, SECRET_KEYS, contract } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json, type KubeResponse, type KubeRest } from '../../harness/kube-rest.js';
-import { pvcManifest } from '../../harness/manifests.js';
-import { findObject, randomSecret, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
+import { randomSecret } from '../../harness/controlplane/chart.js';
 import type { AuditEvent } from '../../harness/controlplane/harness.js';
-import {
-  SECRET_WEBHOOK,
-  auditLines,
-  base64,
-  ensureNamespace,
-  startStack,
-  webhookAnnotations,
-} from '../../harness/controlplane/stack.js';
+import { Release, passwordChange, secretText, startReleaseStack } from '../../harness/controlplane/release.js';
+import { SECRET_WEBHOOK, auditLines, base64, webhookAnnotations } from '../../harness/controlplane/stack.js';
 
-const release = 'dify';
-const namespace = 'dify';
-const secretName = expandName(contract.names.postgresqlSecret, release);
-const pvcName = expandName(contract.names.postgresqlPvc, release);
-const secretPath = paths.secret(namespace, secretName);
-
-const stack = await startStack(t, 'secrets');
-const { cp, guard, rest } = stack;
-await ensureNamespace(rest, namespace);
+const dify = new Release('dify', 'dify');
+const { namespace, secret: secretName, pvc: pvcName, secretPath } = dify;
 
 // The Secret exactly as the chart renders it (its password is a random test value).
-const valuesFile = writeValues(cp.dir, 'secrets', testValues({ url: guard.url(''), caBundle: guard.caBundle }));
-const rendered = await renderChart({ release, namespace, valuesFile, home: cp.dir });
-const chartSecret = findObject(rendered, 'Secret', secretName);
+const { cp, guard, rest, rendered } = await startReleaseStack(t, 'secrets', dify);
+const chartSecret = dify.postgresSecret(rendered);
 const originalData = normalisedData(chartSecret);
-const originalPassword = Buffer.from(String(originalData[SECRET_KEYS.postgresPassword]), 'base64').toString('utf8');
+const originalPassword = secretText(chartSecret, SECRET_KEYS.postgresPassword);
 
 /** data with stringData folded in, as the API server stores it. */
 function normalisedData(secret: Json): Record<string, string> {
@@ -43,26 +28,13 @@ function normalisedData(secret: Json): Record<string, string> {
   return data;
 }
 
-function pvc(): Json {
-  return pvcManifest(pvcName, {
-    namespace,
-    labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql },
-  });
-}
-
 async function storedSecret(): Promise<Json> {
   return rest.ok('GET', secretPath);
 }
 
 /** A dry-run password change: refused (403) or not, without changing anything. */
 async function dryRunChangeStatus(): Promise<number> {
-  const next = randomSecret();
-  const res = await rest.patch(
-    secretPath,
-    'merge',
-    { stringData: { [SECRET_KEYS.postgresPassword]: next, [SECRET_KEYS.password]: next } },
-    { dryRun: 'All' },
-  );
+  const res = await rest.patch(secretPath, 'merge', passwordChange(), { dryRun: 'All' });
   return res.status;
 }
 
@@ -114,7 +86,7 @@ function assertNoSecretLeak(t: Test, text: string, secrets: string[]): void {
 }
 
 t.before(async () => {
-  const created = await rest.create(paths.pvcs(namespace), pvc());
+  const created = await rest.create(paths.pvcs(namespace), dify.postgresPvc());
   if (created.status !== 201) throw new Error(`PVC: ${created.status}`);
   const secret = await rest.create(paths.secrets(namespace), chartSecret);
   if (secret.status !== 201) throw new Error(`Secret: ${secret.status} ${String(secret.body.message)}`);
@@ -124,33 +96,30 @@ t.before(async () => {
   });
 });
 
+/** Both password keys of `data`, base64 as the API stores them. */
+const passwordData = (password: string): Record<string, string> => ({
+  [SECRET_KEYS.postgresPassword]: base64(password),
+  [SECRET_KEYS.password]: base64(password),
+});
+
+/** A PUT of the stored Secret with `change(stored)` laid over it. */
+async function replaceStored(client: KubeRest, change: (stored: Json) => Json): Promise<KubeResponse> {
+  const current = await storedSecret();
+  return client.replace(secretPath, { ...current, ...change(current) });
+}
+
 type Change = { name: string; send: (client: KubeRest, password: string) => Promise<KubeResponse>; verb: string };
 const changes: Change[] = [
   {
     name: 'update (PUT) of data',
     verb: 'update',
-    send: async (client, password) => {
-      const current = await storedSecret();
-      return client.replace(secretPath, {
-        ...current,
-        data: {
-          ...(current.data as Json),
-          [SECRET_KEYS.postgresPassword]: base64(password),
-          [SECRET_KEYS.password]: base64(password),
-        },
-      });
-    },
+    send: (client, password) =>
+      replaceStored(client, (current) => ({ data: { ...(current.data as Json), ...passwordData(password) } })),
   },
   {
     name: 'update (PUT) with stringData',
     verb: 'update',
-    send: async (client, password) => {
-      const current = await storedSecret();
-      return client.replace(secretPath, {
-        ...current,
-        stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password },
-      });
-    },
+    send: (client, password) => replaceStored(client, () => passwordChange(password)),
   },
   {
     name: 'JSON patch',
@@ -164,26 +133,17 @@ const changes: Change[] = [
   {
     name: 'merge patch',
     verb: 'patch',
-    send: (client, password) =>
-      client.patch(secretPath, 'merge', {
-        data: { [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) },
-      }),
+    send: (client, password) => client.patch(secretPath, 'merge', { data: passwordData(password) }),
   },
   {
     name: 'strategic merge patch',
     verb: 'patch',
-    send: (client, password) =>
-      client.patch(secretPath, 'strategic', {
-        data: { [SECRET_KEYS.postgresPassword]: base64(password), [SECRET_KEYS.password]: base64(password) },
-      }),
+    send: (client, password) => client.patch(secretPath, 'strategic', { data: passwordData(password) }),
   },
   {
     name: 'merge patch of stringData',
     verb: 'patch',
-    send: (client, password) =>
-      client.patch(secretPath, 'merge', {
-        stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password },
-      }),
+    send: (client, password) => client.patch(secretPath, 'merge', passwordChange(password)),
   },
   {
     name: 'server-side apply',
@@ -195,7 +155,7 @@ const changes: Change[] = [
           apiVersion: 'v1',
           kind: 'Secret',
           metadata: { name: secretName, namespace },
-          stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password },
+          ...passwordChange(password),
         },
         query: { fieldManager: 'operator', force: 'true' },
       }),
@@ -294,13 +254,7 @@ t.test('a server-side dry run is refused the same way, without an Event', async 
     await new Promise((r) => setTimeout(r, 1_500));
     return eventTotal(await secretEvents(), 'PasswordChangeUnderPvc') === before ? before : undefined;
   });
-  const password = randomSecret();
-  const res = await client.patch(
-    secretPath,
-    'merge',
-    { stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password } },
-    { dryRun: 'All' },
-  );
+  const res = await client.patch(secretPath, 'merge', passwordChange(), { dryRun: 'All' });
   t.equal(res.status, 403, 'refused');
   assertOperatorMessage(t, String(res.body.message));
   const line = await guard.waitForLog('dry-run audit line', (l) => l.audit === true && l.user === user);

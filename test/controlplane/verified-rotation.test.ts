@@ -4,61 +4,34 @@
 // through and audited as a verified rotation (dify-guard's line, the API server's audit annotations, an
 // Event, the metrics); the fourth check of the Secret within a minute is refused with when to retry.
 import t from 'tap';
-import { LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
 import { METRIC_NAMES } from '../../src/metrics.js';
 import { waitFor } from '../../harness/commands.js';
 import { paths, type Json, type KubeResponse } from '../../harness/kube-rest.js';
 import { startLocalPostgres, sqlPassword } from '../../harness/programs/postgres.js';
-import { pvcManifest } from '../../harness/manifests.js';
 import { captureOutput, testSecret } from '../../harness/secrets.js';
-import { findObject, renderChart, testValues, writeValues } from '../../harness/controlplane/chart.js';
-import {
-  SECRET_WEBHOOK,
-  base64,
-  ensureNamespace,
-  startStack,
-  webhookAnnotations,
-} from '../../harness/controlplane/stack.js';
+import { Release, passwordChange, secretText, startReleaseStack } from '../../harness/controlplane/release.js';
+import { SECRET_WEBHOOK, base64, webhookAnnotations } from '../../harness/controlplane/stack.js';
 
-const release = 'dify';
-const namespace = 'dify';
-const secretName = expandName(contract.names.postgresqlSecret, release);
-const pvcName = expandName(contract.names.postgresqlPvc, release);
-const secretPath = paths.secret(namespace, secretName);
+const dify = new Release('dify', 'dify');
+const { release, namespace, secret: secretName, pvc: pvcName, secretPath } = dify;
 
 const pg = await startLocalPostgres('rotation-postgres');
 t.teardown(() => pg.stop());
-const stack = await startStack(t, 'rotation', {
+// The chart's Secret, and a database initialised with its user, database and password (as the bundled PostgreSQL is).
+const { cp, guard, rest, rendered } = await startReleaseStack(t, 'rotation', dify, {
   guard: { env: { DIFY_GUARD_POSTGRESQL_ADDRESS_TEMPLATE: `127.0.0.1:${pg.port}` } },
 });
-const { cp, guard, rest } = stack;
-await ensureNamespace(rest, namespace);
-
-// The chart's Secret, and a database initialised with its user, database and password (as the bundled PostgreSQL is).
-const valuesFile = writeValues(cp.dir, 'rotation', testValues({ url: guard.url(''), caBundle: guard.caBundle }));
-const chartSecret = findObject(
-  await renderChart({ release, namespace, valuesFile, home: cp.dir }),
-  'Secret',
-  secretName,
-);
-const plain = (key: string): string => {
-  const data = chartSecret.data as Record<string, string> | undefined;
-  const fromString = (chartSecret.stringData as Record<string, string> | undefined)?.[key];
-  return fromString ?? Buffer.from(String(data?.[key]), 'base64').toString('utf8');
-};
-const user = plain(SECRET_KEYS.postgresUsername);
-const database = plain(SECRET_KEYS.postgresDatabase);
-const originalPassword = plain(SECRET_KEYS.postgresPassword);
+const chartSecret = dify.postgresSecret(rendered);
+const user = secretText(chartSecret, SECRET_KEYS.postgresUsername);
+const database = secretText(chartSecret, SECRET_KEYS.postgresDatabase);
+const originalPassword = secretText(chartSecret, SECRET_KEYS.postgresPassword);
 await pg.sql(
   `CREATE ROLE "${user}" LOGIN PASSWORD ${sqlPassword(originalPassword)}; CREATE DATABASE "${database}" OWNER "${user}";`,
 );
-const pvc = pvcManifest(pvcName, {
-  namespace,
-  labels: { [LABELS.instance]: release, [LABELS.component]: contract.components.postgresql },
-});
 for (const [what, res] of [
   ["the chart's Secret", await rest.create(paths.secrets(namespace), chartSecret)],
-  ['the PostgreSQL PVC', await rest.create(paths.pvcs(namespace), pvc)],
+  ['the PostgreSQL PVC', await rest.create(paths.pvcs(namespace), dify.postgresPvc())],
 ] as const) {
   if (res.status !== 201)
     throw new Error(`${what} could not be created: ${res.status} ${JSON.stringify(res.body.message)}`);
@@ -68,9 +41,9 @@ const captured: string[] = [];
 t.teardown(() => captureOutput('verified-rotation-responses.json', captured.join('\n')));
 
 async function changePassword(who: string, password: string): Promise<KubeResponse> {
-  const res = await cp.rest({ name: who, groups: ['system:masters'] }).patch(secretPath, 'merge', {
-    stringData: { [SECRET_KEYS.postgresPassword]: password, [SECRET_KEYS.password]: password },
-  });
+  const res = await cp
+    .rest({ name: who, groups: ['system:masters'] })
+    .patch(secretPath, 'merge', passwordChange(password));
   // What the client is shown (an allowed PATCH answers with the Secret itself, data included: not an output of dify-guard).
   captured.push(
     JSON.stringify({ status: res.status, message: res.body.message, reason: res.body.reason, warnings: res.warnings }),
