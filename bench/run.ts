@@ -177,10 +177,13 @@ async function profileServer(
   await server.probe.settle();
   log(`profile ${server.name} ${payload.id}: ${seconds} s under load`);
   await server.probe.command('profile-start');
-  const load = await closedLoop(endpoint, body, sameAnswerAs(expected), {
-    connections: Number(args.connections),
-    seconds,
-  });
+  const load = await closedLoop(
+    { endpoint, body, sameAnswer: sameAnswerAs(expected) },
+    {
+      connections: Number(args.connections),
+      seconds,
+    },
+  );
   await server.probe.command(`profile-stop ${file}`);
   return { ...summarizeProfile(file, load.requests), file: relative(repoRoot, file) };
 }
