@@ -130,6 +130,23 @@ async function assertRefused(
   if (reason !== 'PasswordKeysDiverge') t.equal(line.pvc, `${r.namespace}/${r.pvc}`, 'the audit line names the PVC');
 }
 
+/** An allowed request under the PVC: dify-guard's audit line and the API server's audit event both record it. */
+async function assertAllowedAudited(
+  t: Test,
+  res: KubeResponse,
+  r: Release,
+  user: string,
+  expected: { reason: string; operation: string },
+): Promise<void> {
+  const pvc = `${r.namespace}/${r.pvc}`;
+  t.match(await guardLine(user), { decision: 'allowed', ...expected, pvc });
+  t.same(
+    webhookAnnotations(await cp.auditEventOf(res.auditId), SECRET_WEBHOOK),
+    { decision: 'allowed', reason: expected.reason, pvc },
+    'the API server audit log records it',
+  );
+}
+
 /** The stored Secret with some labels removed and both password keys set to `password`. */
 async function withoutLabels(r: Release, remove: string[], password: string): Promise<Json> {
   const current = await stored(r);
@@ -425,17 +442,7 @@ t.test(
     const deleted = await as(deleter).delete(secretPath(dify));
     t.equal(deleted.status, 200, 'DELETE allowed (helm uninstall must work)');
     t.equal(keepsOldPassword(deleted.warnings, dify), true, 'the DELETE warning says the PVC keeps its password');
-    t.match(await guardLine(deleter), {
-      decision: 'allowed',
-      reason: 'DeleteUnderPvc',
-      operation: 'DELETE',
-      pvc: `${dify.namespace}/${dify.pvc}`,
-    });
-    t.same(
-      webhookAnnotations(await cp.auditEventOf(deleted.auditId), SECRET_WEBHOOK),
-      { decision: 'allowed', reason: 'DeleteUnderPvc', pvc: `${dify.namespace}/${dify.pvc}` },
-      'the API server audit log records it',
-    );
+    await assertAllowedAudited(t, deleted, dify, deleter, { reason: 'DeleteUnderPvc', operation: 'DELETE' });
 
     const creator = 'route-creator';
     const password = randomSecret();
@@ -445,17 +452,7 @@ t.test(
     });
     t.equal(created.status, 201, 'CREATE allowed');
     t.equal(keepsOldPassword(created.warnings, dify), true, 'the CREATE warning says the PVC keeps its old password');
-    t.match(await guardLine(creator), {
-      decision: 'allowed',
-      reason: 'CreateOverPvc',
-      operation: 'CREATE',
-      pvc: `${dify.namespace}/${dify.pvc}`,
-    });
-    t.same(
-      webhookAnnotations(await cp.auditEventOf(created.auditId), SECRET_WEBHOOK),
-      { decision: 'allowed', reason: 'CreateOverPvc', pvc: `${dify.namespace}/${dify.pvc}` },
-      'the API server audit log records it',
-    );
+    await assertAllowedAudited(t, created, dify, creator, { reason: 'CreateOverPvc', operation: 'CREATE' });
     t.equal(await holdsPassword(dify, password), true, 'the re-created Secret holds the new password');
     dify.password = password;
 
