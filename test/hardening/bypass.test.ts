@@ -130,6 +130,11 @@ async function assertRefused(
   if (reason !== 'PasswordKeysDiverge') t.equal(line.pvc, `${r.namespace}/${r.pvc}`, 'the audit line names the PVC');
 }
 
+/** `user` patches a new password into both keys of r's Secret: refused, as assertRefused checks. */
+async function assertPasswordChangeRefused(t: Test, r: Release, user: string): Promise<void> {
+  await assertRefused(t, await as(user).patch(secretPath(r), 'merge', { data: bothKeys(randomSecret()) }), r, user);
+}
+
 /** An allowed request under the PVC: dify-guard's audit line and the API server's audit event both record it. */
 async function assertAllowedAudited(
   t: Test,
@@ -224,13 +229,7 @@ t.test(
     });
     t.equal(removed.status, 200, 'the first step is allowed');
     t.equal(labelsOf(await stored(dify))[LABELS.instance], undefined, 'the instance label is gone');
-    const user = 'after-instance-removal';
-    await assertRefused(
-      t,
-      await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }),
-      dify,
-      user,
-    );
+    await assertPasswordChangeRefused(t, dify, 'after-instance-removal');
     const restored = await as('instance-restorer').patch(secretPath(dify), 'merge', {
       metadata: { labels: { [LABELS.instance]: dify.release } },
     });
@@ -281,9 +280,7 @@ t.test(
 );
 
 t.test('another release (team-b in team-b) is guarded the same way', async (t) => {
-  const user = 'team-b-operator';
-  const res = await as(user).patch(secretPath(teamB), 'merge', { data: bothKeys(randomSecret()) });
-  await assertRefused(t, res, teamB, user);
+  await assertPasswordChangeRefused(t, teamB, 'team-b-operator');
 });
 
 t.test(
@@ -309,9 +306,7 @@ t.test(
     });
     const ns = await rest.ok('GET', paths.namespace(dify.namespace));
     t.equal(labelsOf(ns)[nameLabel], dify.namespace, 'the API server kept the namespace name label');
-    const user = 'namespace-relabeller';
-    const res = await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) });
-    await assertRefused(t, res, dify, user);
+    await assertPasswordChangeRefused(t, dify, 'namespace-relabeller');
   },
 );
 
@@ -456,13 +451,7 @@ t.test(
     t.equal(await holdsPassword(dify, password), true, 'the re-created Secret holds the new password');
     dify.password = password;
 
-    const user = 'after-recreate';
-    await assertRefused(
-      t,
-      await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }),
-      dify,
-      user,
-    );
+    await assertPasswordChangeRefused(t, dify, 'after-recreate');
   },
 );
 
@@ -542,13 +531,7 @@ t.test(
 
     const restored = await as('relabeller').patch(secretPath(dify), 'merge', { metadata: { labels: guardLabels } });
     t.equal(restored.status, 200, 'putting the labels back without a password change is allowed');
-    const user = 'after-relabel';
-    await assertRefused(
-      t,
-      await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }),
-      dify,
-      user,
-    );
+    await assertPasswordChangeRefused(t, dify, 'after-relabel');
   },
 );
 
@@ -591,13 +574,7 @@ t.test(
       metadata: { labels: labelsOf(dify.chartSecret) },
     });
     t.equal(restored.status, 200, "the chart's instance label can be put back");
-    const user = 'after-mislabel';
-    await assertRefused(
-      t,
-      await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }),
-      dify,
-      user,
-    );
+    await assertPasswordChangeRefused(t, dify, 'after-mislabel');
   },
 );
 
@@ -617,13 +594,7 @@ t.test('a PVC being deleted (Terminating, held by its finalizer) still blocks a 
     async () => ((await dryRunChange(difyElsewhere)) === 403 ? true : undefined),
     { timeoutMs: 30_000 },
   );
-  const user = 'terminating-pvc';
-  await assertRefused(
-    t,
-    await as(user).patch(secretPath(teamB), 'merge', { data: bothKeys(randomSecret()) }),
-    teamB,
-    user,
-  );
+  await assertPasswordChangeRefused(t, teamB, 'terminating-pvc');
 
   await rest.patch(paths.pvc(teamB.namespace, teamB.pvc), 'merge', { metadata: { finalizers: null } });
   await waitFor(
