@@ -373,14 +373,10 @@ export class Cluster {
       [this.kwok, this.urls.kwok],
     ] as const;
     for (const [process, url] of parts) {
-      process.start();
-      await Promise.race([
-        process.failOnExit(),
-        waitFor(`${process.name} ${url}`, async () => ((await healthz(url, ca)) === 200 ? true : undefined), {
-          timeoutMs: 60_000,
-          intervalMs: 200,
-        }),
-      ]);
+      await process.startUntilReady(`${process.name} ${url}`, async () => (await healthz(url, ca)) === 200, {
+        timeoutMs: 60_000,
+        intervalMs: 200,
+      });
     }
   }
 

@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { SETTINGS } from '../../src/config.js';
 import { contract } from '../../src/contract.js';
 import { repoRoot } from '../binaries.js';
-import { waitFor } from '../commands.js';
 import { PATCH, paths, type Json } from '../kube-rest.js';
 import { ManagedProcess, type TeardownHost } from '../processes.js';
 import { startCluster, type Cluster } from './cluster.js';
@@ -134,21 +133,15 @@ export class GuardPods {
       env,
     });
     served.process = process;
-    process.start();
     const health = `http://${served.ip}:${env[SETTINGS.healthPort.env]}/readyz`;
-    await Promise.race([
-      process.failOnExit(),
-      waitFor(
-        `${served.name} ${health}`,
-        async () =>
-          (await fetch(health)
-            .then((r) => r.status)
-            .catch(() => 0)) === 200
-            ? true
-            : undefined,
-        { timeoutMs: 60_000, intervalMs: 150 },
-      ),
-    ]);
+    await process.startUntilReady(
+      `${served.name} ${health}`,
+      async () =>
+        (await fetch(health)
+          .then((r) => r.status)
+          .catch(() => 0)) === 200,
+      { timeoutMs: 60_000, intervalMs: 150 },
+    );
     if (served.stopped) return;
     await this.markReady(pod);
     served.ready = true;
