@@ -430,6 +430,54 @@ export class Cluster {
   }
 }
 
+/**
+ * A kubelet's work that kwok leaves undone, done by polling the cluster's pods: `pass` runs every
+ * `intervalMs`, one pass at a time; what a pass throws is kept, prefixed with `failure`, among the
+ * `problems()` a test asserts there were none of.
+ */
+export abstract class PodPoller {
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  protected readonly errors: string[] = [];
+
+  constructor(
+    protected readonly cluster: Cluster,
+    private readonly intervalMs: number,
+    private readonly failure: string,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      void this.tick();
+    }, this.intervalMs);
+  }
+
+  problems(): string[] {
+    return [...this.errors];
+  }
+
+  /** One look at the pods, and what follows from it. */
+  protected abstract pass(): Promise<void>;
+
+  /** No more passes; returns once the one under way has ended. */
+  protected async stopPolling(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    while (this.ticking) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      await this.pass();
+    } catch (err) {
+      this.errors.push(`${this.failure}: ${(err as Error).message}`);
+    } finally {
+      this.ticking = false;
+    }
+  }
+}
+
 /** Starts a cluster for one test file and stops it in the file's teardown. */
 export async function startCluster(t: TeardownHost, options: ClusterOptions = {}): Promise<Cluster> {
   const cluster = await Cluster.start(options);
