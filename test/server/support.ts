@@ -85,6 +85,17 @@ export class FakePvcCache {
   }
 }
 
+/** The audit fields of a refused password change of release dify's PostgreSQL Secret (fixture secret-postgresql-update-password). */
+export const PASSWORD_CHANGE_REFUSED = {
+  decision: 'denied',
+  operation: 'UPDATE',
+  namespace: 'dify',
+  name: 'dify-postgresql',
+  reason: 'PasswordChangeUnderPvc',
+  pvc: 'dify/data-dify-postgresql-0',
+  dryRun: false,
+} as const satisfies Partial<AuditRecord>;
+
 export function captureAudit(): AuditSink & { records: AuditRecord[] } {
   const records: AuditRecord[] = [];
   return {
