@@ -135,6 +135,15 @@ async function assertPasswordChangeRefused(t: Test, r: Release, user: string): P
   await assertRefused(t, await as(user).patch(secretPath(r), 'merge', { data: bothKeys(randomSecret()) }), r, user);
 }
 
+/** `user` patches a new password into both keys of r's Secret: allowed (`why`), stored, and r.password follows. */
+async function assertPasswordChanged(t: Test, r: Release, user: string, why: string): Promise<void> {
+  const password = randomSecret();
+  const res = await as(user).patch(secretPath(r), 'merge', { data: bothKeys(password) });
+  t.equal(res.status, 200, why);
+  t.equal(await holdsPassword(r, password), true, 'the new password is stored');
+  r.password = password;
+}
+
 /** An allowed request under the PVC: dify-guard's audit line and the API server's audit event both record it. */
 async function assertAllowedAudited(
   t: Test,
@@ -286,12 +295,7 @@ t.test('another release (team-b in team-b) is guarded the same way', async (t) =
 t.test(
   "the same release name in a namespace without its PVC may change its password (the PVC is looked up in the Secret's namespace)",
   async (t) => {
-    const user = 'elsewhere-operator';
-    const password = randomSecret();
-    const res = await as(user).patch(secretPath(difyElsewhere), 'merge', { data: bothKeys(password) });
-    t.equal(res.status, 200, 'allowed');
-    t.equal(await holdsPassword(difyElsewhere, password), true, 'the new password is stored');
-    difyElsewhere.password = password;
+    await assertPasswordChanged(t, difyElsewhere, 'elsewhere-operator', 'allowed');
     t.equal(await dryRunChange(dify), 403, 'while the same change in dify is still refused');
   },
 );
@@ -510,16 +514,12 @@ t.test(
       'with no decision of the Secret webhook',
     );
 
-    const changer = 'unlabelled-changer';
-    const next = randomSecret();
-    const changed = await as(changer).patch(secretPath(dify), 'merge', { data: bothKeys(next) });
-    t.equal(
-      changed.status,
-      200,
+    await assertPasswordChanged(
+      t,
+      dify,
+      'unlabelled-changer',
       'while unlabelled, its password changes under the PVC without the webhook being asked',
     );
-    t.equal(await holdsPassword(dify, next), true, 'the changed password is stored');
-    dify.password = next;
 
     const relabeller = 'relabel-and-change';
     const guardLabels = labelsOf(dify.chartSecret);
@@ -557,11 +557,7 @@ t.test(
     );
     dify.password = password;
     const changer = 'mislabel-changer';
-    const next = randomSecret();
-    const changed = await as(changer).patch(secretPath(dify), 'merge', { data: bothKeys(next) });
-    t.equal(changed.status, 200, 'its password then changes under the PVC');
-    t.equal(await holdsPassword(dify, next), true, 'the changed password is stored');
-    dify.password = next;
+    await assertPasswordChanged(t, dify, changer, 'its password then changes under the PVC');
     await flushGuardLog('marker-2');
     t.same(
       guard.logLines().filter((l) => l.audit === true && (l.user === creator || l.user === changer)),
