@@ -7,11 +7,14 @@
 # build secret `npm_ca` (--secret id=npm_ca,src=FILE): it is used by npm ci and stays out of every layer.
 ARG BASE_IMAGE=node:24-bookworm-slim
 
-# Compiles src/ (and chart/files/contract.json, which src/contract.ts imports) into dist/.
-FROM ${BASE_IMAGE} AS build
+# npm quiet and the lock file in place, for the two stages below that install from it.
+FROM ${BASE_IMAGE} AS lockfile
 ENV npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
 WORKDIR /src
 COPY package.json package-lock.json ./
+
+# Compiles src/ (and chart/files/contract.json, which src/contract.ts imports) into dist/.
+FROM lockfile AS build
 # Only the `node` devDependency has an install script: it downloads Node again, which this base
 # already has, so scripts are skipped and its bin link (to the binary never fetched) is removed.
 RUN --mount=type=secret,id=npm_ca,required=false \
@@ -24,10 +27,7 @@ RUN npm run build
 
 # Production dependencies alone (--omit=dev never fetches the `node` package, and none has a script),
 # less their type declarations and source maps, which nothing loads at run time (about 45 MB).
-FROM ${BASE_IMAGE} AS deps
-ENV npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
-WORKDIR /app
-COPY package.json package-lock.json ./
+FROM lockfile AS deps
 RUN --mount=type=secret,id=npm_ca,required=false \
     if [ -s /run/secrets/npm_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/npm_ca; fi; \
     npm ci --omit=dev --ignore-scripts && \
@@ -41,7 +41,7 @@ ENV NODE_ENV=production
 WORKDIR /app
 # Everything stays owned by root and read-only to the process: it cannot rewrite its own code.
 COPY package.json ./
-COPY --from=deps /app/node_modules node_modules
+COPY --from=deps /src/node_modules node_modules
 COPY --from=build /src/dist dist
 # The tag, the chart's appVersion and package.json's version are one number; build.sh passes it.
 ARG VERSION=0.1.0

@@ -16,7 +16,6 @@ import { DifyGuard } from '../harness/controlplane/dify-guard.js';
 import { ControlPlane } from '../harness/controlplane/harness.js';
 import { issueClientCert } from '../harness/controlplane/pki.js';
 import { binary, repoRoot } from '../harness/binaries.js';
-import { waitFor } from '../harness/commands.js';
 import { loadReview } from '../harness/fixtures.js';
 import { paths } from '../harness/kube-rest.js';
 import { pvcManifest } from '../harness/manifests.js';
@@ -142,14 +141,10 @@ async function startBare(
       ...probeEnv(probeFile),
     },
   });
-  bare.start();
   const endpoint = { host: '127.0.0.1', port: reserved.port, path: '/', ca: readFileSync(guard.certs.caFile) };
-  await Promise.race([
-    bare.failOnExit(),
-    waitFor('bare server', async () => ((await postOnce(endpoint, '{}')).status === 200 ? true : undefined), {
-      timeoutMs: 15_000,
-    }),
-  ]);
+  await bare.startUntilReady('bare server', async () => (await postOnce(endpoint, '{}')).status === 200, {
+    timeoutMs: 15_000,
+  });
   return { process: bare, port: reserved.port, release: () => reserved.release() };
 }
 
@@ -177,10 +172,13 @@ async function profileServer(
   await server.probe.settle();
   log(`profile ${server.name} ${payload.id}: ${seconds} s under load`);
   await server.probe.command('profile-start');
-  const load = await closedLoop(endpoint, body, sameAnswerAs(expected), {
-    connections: Number(args.connections),
-    seconds,
-  });
+  const load = await closedLoop(
+    { endpoint, body, sameAnswer: sameAnswerAs(expected) },
+    {
+      connections: Number(args.connections),
+      seconds,
+    },
+  );
   await server.probe.command(`profile-stop ${file}`);
   return { ...summarizeProfile(file, load.requests), file: relative(repoRoot, file) };
 }

@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { waitFor } from './commands.js';
 import { captureLogs } from './secrets.js';
 
 /** Anything with tap's `t.teardown`, so what a test starts is stopped even when the test fails. */
@@ -183,6 +184,19 @@ export class ManagedProcess {
     } finally {
       closeSync(fd);
     }
+  }
+
+  /**
+   * Starts the process and polls `ready` (as waitFor does) until it says true; fails at once, with the
+   * process's last output, if the process exits first.
+   */
+  async startUntilReady(
+    what: string,
+    ready: () => Promise<boolean>,
+    options: { timeoutMs?: number; intervalMs?: number } = {},
+  ): Promise<void> {
+    this.start();
+    await Promise.race([this.failOnExit(), waitFor(what, async () => ((await ready()) ? true : undefined), options)]);
   }
 
   /** Rejects as soon as the process exits: race it against a readiness wait. */

@@ -20,6 +20,13 @@ export interface Endpoint {
   ca: Buffer;
 }
 
+/** What a generator sends, where, and how it checks each answer (the same answer as the first one). */
+export interface LoadTarget {
+  endpoint: Endpoint;
+  body: string;
+  sameAnswer: (body: string) => boolean;
+}
+
 export interface LoadResult {
   generator: 'autocannon-connections' | 'paced-open-loop' | 'autocannon-rate';
   connections: number;
@@ -120,9 +127,7 @@ export function negotiatedProtocol(endpoint: Endpoint): Promise<string | false> 
 }
 
 function runAutocannon(
-  endpoint: Endpoint,
-  body: string,
-  sameAnswer: (body: string) => boolean,
+  { endpoint, body, sameAnswer }: LoadTarget,
   options: { connections: number; seconds: number; overallRate?: number },
 ): Promise<LoadResult> {
   const histogram = microsecondHistogram();
@@ -170,22 +175,15 @@ function runAutocannon(
   });
 }
 
-export function closedLoop(
-  endpoint: Endpoint,
-  body: string,
-  sameAnswer: (body: string) => boolean,
-  options: { connections: number; seconds: number },
-): Promise<LoadResult> {
-  return runAutocannon(endpoint, body, sameAnswer, options);
+export function closedLoop(target: LoadTarget, options: { connections: number; seconds: number }): Promise<LoadResult> {
+  return runAutocannon(target, options);
 }
 
 export function autocannonRate(
-  endpoint: Endpoint,
-  body: string,
-  sameAnswer: (body: string) => boolean,
+  target: LoadTarget,
   options: { connections: number; seconds: number; rate: number },
 ): Promise<LoadResult> {
-  return runAutocannon(endpoint, body, sameAnswer, {
+  return runAutocannon(target, {
     connections: options.connections,
     seconds: options.seconds,
     overallRate: options.rate,
@@ -247,9 +245,7 @@ function sendPaced(client: PacedClient, finish: () => void): void {
 }
 
 export function paced(
-  endpoint: Endpoint,
-  body: string,
-  sameAnswer: (body: string) => boolean,
+  { endpoint, body, sameAnswer }: LoadTarget,
   options: { rate: number; seconds: number; sockets: number },
 ): Promise<LoadResult> {
   const total = Math.round(options.rate * options.seconds);

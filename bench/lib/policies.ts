@@ -13,13 +13,33 @@ import type { Json } from '../../harness/kube-rest.js';
 const q = (text: string): string => JSON.stringify(text);
 const list = (items: readonly string[]): string => `[${items.map(q).join(', ')}]`;
 const RELEASE = '{release}';
-// A name template as a CEL expression of variables.release, e.g. variables.release + "-postgresql".
-const templateCel = (template: string): string =>
+// A name template as a CEL expression of `release` (a CEL expression too), e.g. variables.release + "-postgresql".
+const templateCel = (template: string, release = 'variables.release'): string =>
   template
     .split(RELEASE)
-    .map((part, index) => (index === 0 ? (part ? q(part) : '') : `variables.release${part ? ` + ${q(part)}` : ''}`))
+    .map((part, index) => (index === 0 ? (part ? q(part) : '') : `${release}${part ? ` + ${q(part)}` : ''}`))
     .filter(Boolean)
     .join(' + ');
+
+/** An admissionregistration.k8s.io/v1 object: a policy or a binding. */
+const admissionObject = (kind: string, name: string, spec: Json): Json => ({
+  apiVersion: 'admissionregistration.k8s.io/v1',
+  kind,
+  metadata: { name },
+  spec,
+});
+/** A policy's matchConstraints: one operation on one core/v1 resource, objects chosen by `objectSelector`. */
+const coreRequests = (operation: string, resource: string, objectSelector: Json): Json => ({
+  resourceRules: [{ apiGroups: [''], apiVersions: ['v1'], operations: [operation], resources: [resource] }],
+  objectSelector,
+});
+/** CEL: `object` (object or oldObject) carries the release label. */
+const hasReleaseLabel = (object: string): string =>
+  `has(${object}.metadata.labels) && ${q(LABELS.instance)} in ${object}.metadata.labels`;
+/** A binding's matchResources: the one namespace the bench uses. */
+const inNamespace = (namespace: string): Json => ({
+  namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': namespace } },
+});
 
 export const POLICY_NAMES = {
   secretGuard: 'bench-postgresql-password-guard',
@@ -91,114 +111,76 @@ const anyEnv = (field: 'containers' | 'initContainers', test: string): string =>
 export function podEnvPolicy(): Json {
   const brokerUrlWithPassword = `has(e.value) && e.value.matches(${q(literalPassword.replace('[^@$]', '[^@]'))})`;
   const redisUsed = `e.name == ${q(ENV.redisPassword)} || (e.name == ${q(ENV.celeryBrokerUrl)} && ${brokerUrlWithPassword})`;
-  return {
-    apiVersion: 'admissionregistration.k8s.io/v1',
-    kind: 'MutatingAdmissionPolicy',
-    metadata: { name: POLICY_NAMES.podEnv },
-    spec: {
-      failurePolicy: 'Fail',
-      reinvocationPolicy: 'IfNeeded',
-      matchConstraints: {
-        resourceRules: [{ apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE'], resources: ['pods'] }],
-        objectSelector: {
-          matchLabels: { [LABELS.name]: contract.values.difyName },
-          matchExpressions: [{ key: LABELS.component, operator: 'In', values: contract.podRules.injectCredentials }],
-        },
+  return admissionObject('MutatingAdmissionPolicy', POLICY_NAMES.podEnv, {
+    failurePolicy: 'Fail',
+    reinvocationPolicy: 'IfNeeded',
+    matchConstraints: coreRequests('CREATE', 'pods', {
+      matchLabels: { [LABELS.name]: contract.values.difyName },
+      matchExpressions: [{ key: LABELS.component, operator: 'In', values: contract.podRules.injectCredentials }],
+    }),
+    matchConditions: [{ name: 'has-release', expression: hasReleaseLabel('object') }],
+    variables: [
+      { name: 'release', expression: `object.metadata.labels[${q(LABELS.instance)}]` },
+      {
+        name: 'forceMigration',
+        expression: `object.metadata.labels[${q(LABELS.component)}] in ${list(contract.podRules.forceMigrationDisabled)}`,
       },
-      matchConditions: [
-        {
-          name: 'has-release',
-          expression: `has(object.metadata.labels) && ${q(LABELS.instance)} in object.metadata.labels`,
-        },
-      ],
-      variables: [
-        { name: 'release', expression: `object.metadata.labels[${q(LABELS.instance)}]` },
-        {
-          name: 'forceMigration',
-          expression: `object.metadata.labels[${q(LABELS.component)}] in ${list(contract.podRules.forceMigrationDisabled)}`,
-        },
-        {
-          name: 'redisAuth',
-          expression: `${anyEnv('containers', redisUsed)} || ${anyEnv('initContainers', redisUsed)}`,
-        },
-      ],
-      mutations: [
-        {
-          patchType: 'JSONPatch',
-          jsonPatch: { expression: `${patchesFor('containers')} + ${patchesFor('initContainers')}` },
-        },
-      ],
-    },
-  };
+      {
+        name: 'redisAuth',
+        expression: `${anyEnv('containers', redisUsed)} || ${anyEnv('initContainers', redisUsed)}`,
+      },
+    ],
+    mutations: [
+      {
+        patchType: 'JSONPatch',
+        jsonPatch: { expression: `${patchesFor('containers')} + ${patchesFor('initContainers')}` },
+      },
+    ],
+  });
 }
 
 export function podEnvBinding(namespace: string): Json {
-  return {
-    apiVersion: 'admissionregistration.k8s.io/v1',
-    kind: 'MutatingAdmissionPolicyBinding',
-    metadata: { name: POLICY_NAMES.podEnv },
-    spec: {
-      policyName: POLICY_NAMES.podEnv,
-      matchResources: { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': namespace } } },
-    },
-  };
+  return admissionObject('MutatingAdmissionPolicyBinding', POLICY_NAMES.podEnv, {
+    policyName: POLICY_NAMES.podEnv,
+    matchResources: inNamespace(namespace),
+  });
 }
 
 /** A ValidatingAdmissionPolicy (Kubernetes docs, parameter resources): paramKind PersistentVolumeClaim, parameterNotFoundAction Allow. */
 export function secretGuardPolicy(): Json {
-  const release = `oldObject.metadata.labels[${q(LABELS.instance)}]`;
-  const secretName = contract.names.postgresqlSecret
-    .split(RELEASE)
-    .map((part, i) => (i === 0 ? (part ? q(part) : '') : `${release}${part ? ` + ${q(part)}` : ''}`))
-    .filter(Boolean)
-    .join(' + ');
+  const secretName = templateCel(contract.names.postgresqlSecret, `oldObject.metadata.labels[${q(LABELS.instance)}]`);
   const same = (key: string): string => `object.?data[?${q(key)}] == oldObject.?data[?${q(key)}]`;
-  return {
-    apiVersion: 'admissionregistration.k8s.io/v1',
-    kind: 'ValidatingAdmissionPolicy',
-    metadata: { name: POLICY_NAMES.secretGuard },
-    spec: {
-      failurePolicy: 'Fail',
-      paramKind: { apiVersion: 'v1', kind: 'PersistentVolumeClaim' },
-      matchConstraints: {
-        resourceRules: [{ apiGroups: [''], apiVersions: ['v1'], operations: ['UPDATE'], resources: ['secrets'] }],
-        objectSelector: {
-          matchLabels: { [LABELS.name]: contract.values.difyName, [LABELS.component]: contract.components.postgresql },
-        },
+  return admissionObject('ValidatingAdmissionPolicy', POLICY_NAMES.secretGuard, {
+    failurePolicy: 'Fail',
+    paramKind: { apiVersion: 'v1', kind: 'PersistentVolumeClaim' },
+    matchConstraints: coreRequests('UPDATE', 'secrets', {
+      matchLabels: { [LABELS.name]: contract.values.difyName, [LABELS.component]: contract.components.postgresql },
+    }),
+    matchConditions: [
+      {
+        name: 'release-postgresql-secret',
+        expression: `${hasReleaseLabel('oldObject')} && oldObject.metadata.name == ${secretName}`,
       },
-      matchConditions: [
-        {
-          name: 'release-postgresql-secret',
-          expression:
-            `has(oldObject.metadata.labels) && ${q(LABELS.instance)} in oldObject.metadata.labels && ` +
-            `oldObject.metadata.name == ${secretName}`,
-        },
-      ],
-      validations: [
-        {
-          expression: `${same(SECRET_KEYS.postgresPassword)} && ${same(SECRET_KEYS.password)}`,
-          messageExpression:
-            '"the PostgreSQL password cannot change while PersistentVolumeClaim " + ' +
-            'params.metadata.namespace + "/" + params.metadata.name + " exists"',
-          reason: 'Forbidden',
-        },
-      ],
-    },
-  };
+    ],
+    validations: [
+      {
+        expression: `${same(SECRET_KEYS.postgresPassword)} && ${same(SECRET_KEYS.password)}`,
+        messageExpression:
+          '"the PostgreSQL password cannot change while PersistentVolumeClaim " + ' +
+          'params.metadata.namespace + "/" + params.metadata.name + " exists"',
+        reason: 'Forbidden',
+      },
+    ],
+  });
 }
 
 export function secretGuardBinding(namespace: string, release: string): Json {
-  return {
-    apiVersion: 'admissionregistration.k8s.io/v1',
-    kind: 'ValidatingAdmissionPolicyBinding',
-    metadata: { name: POLICY_NAMES.secretGuard },
-    spec: {
-      policyName: POLICY_NAMES.secretGuard,
-      validationActions: ['Deny', 'Audit'],
-      paramRef: { name: expandName(contract.names.postgresqlPvc, release), parameterNotFoundAction: 'Allow' },
-      matchResources: { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': namespace } } },
-    },
-  };
+  return admissionObject('ValidatingAdmissionPolicyBinding', POLICY_NAMES.secretGuard, {
+    policyName: POLICY_NAMES.secretGuard,
+    validationActions: ['Deny', 'Audit'],
+    paramRef: { name: expandName(contract.names.postgresqlPvc, release), parameterNotFoundAction: 'Allow' },
+    matchResources: inNamespace(namespace),
+  });
 }
 
 export const ADMISSION_PATHS = {

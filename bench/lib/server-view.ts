@@ -203,18 +203,17 @@ async function loadTarget(
   log: (line: string) => void,
 ): Promise<TargetRuns> {
   const { payload, body, first } = sent;
-  const endpoint = endpointOf(target, payload.path);
-  const same = sameAnswerAs(first);
+  const sending = { endpoint: endpointOf(target, payload.path), body, sameAnswer: sameAnswerAs(first) };
   const { connections, seconds, rate } = options;
   log(`${payload.id} -> ${target.name}: warm-up ${options.warmupSeconds} s`);
-  await closedLoop(endpoint, body, same, { connections, seconds: options.warmupSeconds });
-  const fixed = await measured(target, payload.path, () => closedLoop(endpoint, body, same, { connections, seconds }));
+  await closedLoop(sending, { connections, seconds: options.warmupSeconds });
+  const fixed = await measured(target, payload.path, () => closedLoop(sending, { connections, seconds }));
   log(
     `  ${connections} connections: ${Math.round(fixed.load.throughputRps)} req/s, p99 ${ms(fixed.load.latency.p99Us)} ms, ` +
       `server ${fixed.server.cores.toFixed(2)} cores`,
   );
   const pacedRun = await measured(target, payload.path, () =>
-    paced(endpoint, body, same, { rate, seconds, sockets: options.pacedSockets }),
+    paced(sending, { rate, seconds, sockets: options.pacedSockets }),
   );
   const serverSide = pacedRun.serverSideLatency ? `, server-side p99 ${pacedRun.serverSideLatency.p99Ms} ms` : '';
   log(
@@ -224,7 +223,7 @@ async function loadTarget(
   const runs: TargetRuns = { connections: fixed, paced: pacedRun };
   if (options.autocannonRate) {
     runs.autocannonRate = await measured(target, payload.path, () =>
-      autocannonRate(endpoint, body, same, { connections, seconds, rate }),
+      autocannonRate(sending, { connections, seconds, rate }),
     );
     log(`  autocannon overallRate ${rate}: p99 ${ms(runs.autocannonRate.load.latency.p99Us)} ms`);
   }

@@ -276,7 +276,7 @@ export class Cluster {
     const stagesFile = this.stagesFile(options);
     const logsConfig = this.debuggingConfig(options);
     this.controllerManager = controllerManagerProcess(cp, kcmPort, tls);
-    this.scheduler = schedulerProcess(cp, schedulerPort, tls);
+    this.scheduler = componentProcess(cp, 'kube-scheduler', schedulerPort, tls);
     this.kwok = new ManagedProcess({
       name: 'kwok',
       dir: cp.dir,
@@ -373,14 +373,10 @@ export class Cluster {
       [this.kwok, this.urls.kwok],
     ] as const;
     for (const [process, url] of parts) {
-      process.start();
-      await Promise.race([
-        process.failOnExit(),
-        waitFor(`${process.name} ${url}`, async () => ((await healthz(url, ca)) === 200 ? true : undefined), {
-          timeoutMs: 60_000,
-          intervalMs: 200,
-        }),
-      ]);
+      await process.startUntilReady(`${process.name} ${url}`, async () => (await healthz(url, ca)) === 200, {
+        timeoutMs: 60_000,
+        intervalMs: 200,
+      });
     }
   }
 
@@ -434,6 +430,54 @@ export class Cluster {
   }
 }
 
+/**
+ * A kubelet's work that kwok leaves undone, done by polling the cluster's pods: `pass` runs every
+ * `intervalMs`, one pass at a time; what a pass throws is kept, prefixed with `failure`, among the
+ * `problems()` a test asserts there were none of.
+ */
+export abstract class PodPoller {
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  protected readonly errors: string[] = [];
+
+  constructor(
+    protected readonly cluster: Cluster,
+    private readonly intervalMs: number,
+    private readonly failure: string,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      void this.tick();
+    }, this.intervalMs);
+  }
+
+  problems(): string[] {
+    return [...this.errors];
+  }
+
+  /** One look at the pods, and what follows from it. */
+  protected abstract pass(): Promise<void>;
+
+  /** No more passes; returns once the one under way has ended. */
+  protected async stopPolling(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    while (this.ticking) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      await this.pass();
+    } catch (err) {
+      this.errors.push(`${this.failure}: ${(err as Error).message}`);
+    } finally {
+      this.ticking = false;
+    }
+  }
+}
+
 /** Starts a cluster for one test file and stops it in the file's teardown. */
 export async function startCluster(t: TeardownHost, options: ClusterOptions = {}): Promise<Cluster> {
   const cluster = await Cluster.start(options);
@@ -441,45 +485,42 @@ export async function startCluster(t: TeardownHost, options: ClusterOptions = {}
   return cluster;
 }
 
-/** The real kube-controller-manager: the controllers of CONTROLLERS, each as its own service account. */
-function controllerManagerProcess(cp: ControlPlane, port: number, tls: string[]): ManagedProcess {
+/** A real control-plane component: its own kubeconfig user, no leader election, its secure port on loopback. */
+function componentProcess(
+  cp: ControlPlane,
+  name: 'kube-controller-manager' | 'kube-scheduler',
+  port: number,
+  tls: string[],
+  args: string[] = [],
+): ManagedProcess {
   return new ManagedProcess({
-    name: 'kube-controller-manager',
+    name,
     dir: cp.dir,
-    command: binary('kube-controller-manager'),
+    command: binary(name),
     args: [
-      `--kubeconfig=${cp.kubeconfigFor('system:kube-controller-manager')}`,
+      `--kubeconfig=${cp.kubeconfigFor(`system:${name}`)}`,
       '--leader-elect=false',
       `--secure-port=${port}`,
       '--bind-address=127.0.0.1',
       ...tls,
-      `--controllers=${CONTROLLERS.join(',')}`,
-      // Each controller acts as its own service account, as kubeadm sets it up.
-      '--use-service-account-credentials=true',
-      `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`,
-      `--root-ca-file=${cp.pki.serving.caFile}`,
-      '--enable-hostpath-provisioner=true',
-      '--kube-api-qps=100',
-      '--kube-api-burst=200',
-      // kwok's node leases can lag on a loaded machine: a node marked NotReady would have its pods marked
-      // unready for good (no kubelet re-asserts them), so the grace period is 5 minutes instead of 50 s.
-      '--node-monitor-grace-period=5m',
+      ...args,
     ],
   });
 }
 
-/** The real kube-scheduler. */
-function schedulerProcess(cp: ControlPlane, port: number, tls: string[]): ManagedProcess {
-  return new ManagedProcess({
-    name: 'kube-scheduler',
-    dir: cp.dir,
-    command: binary('kube-scheduler'),
-    args: [
-      `--kubeconfig=${cp.kubeconfigFor('system:kube-scheduler')}`,
-      '--leader-elect=false',
-      `--secure-port=${port}`,
-      '--bind-address=127.0.0.1',
-      ...tls,
-    ],
-  });
+/** The real kube-controller-manager: the controllers of CONTROLLERS, each as its own service account. */
+function controllerManagerProcess(cp: ControlPlane, port: number, tls: string[]): ManagedProcess {
+  return componentProcess(cp, 'kube-controller-manager', port, tls, [
+    `--controllers=${CONTROLLERS.join(',')}`,
+    // Each controller acts as its own service account, as kubeadm sets it up.
+    '--use-service-account-credentials=true',
+    `--service-account-private-key-file=${cp.pki.serviceAccountKeyFile}`,
+    `--root-ca-file=${cp.pki.serving.caFile}`,
+    '--enable-hostpath-provisioner=true',
+    '--kube-api-qps=100',
+    '--kube-api-burst=200',
+    // kwok's node leases can lag on a loaded machine: a node marked NotReady would have its pods marked
+    // unready for good (no kubelet re-asserts them), so the grace period is 5 minutes instead of 50 s.
+    '--node-monitor-grace-period=5m',
+  ]);
 }

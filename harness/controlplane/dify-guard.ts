@@ -125,15 +125,11 @@ export class DifyGuard {
 
   /** Starts the process and waits for /readyz (which waits for the PVC cache to sync). */
   async start(): Promise<void> {
-    this.process.start();
-    await Promise.race([
-      this.process.failOnExit(),
-      waitFor(
-        'dify-guard /readyz',
-        async () => ((await healthGet(this.healthPort, '/readyz')) === 200 ? true : undefined),
-        { timeoutMs: 60_000, intervalMs: 150 },
-      ),
-    ]);
+    await this.process.startUntilReady(
+      'dify-guard /readyz',
+      async () => (await healthGet(this.healthPort, '/readyz')) === 200,
+      { timeoutMs: 60_000, intervalMs: 150 },
+    );
   }
 
   /** SIGTERM (graceful shutdown), as Kubernetes stops a pod. */

@@ -10,10 +10,9 @@ import { join } from 'node:path';
 import { SETTINGS } from '../../src/config.js';
 import { contract } from '../../src/contract.js';
 import { repoRoot } from '../binaries.js';
-import { waitFor } from '../commands.js';
 import { PATCH, paths, type Json } from '../kube-rest.js';
 import { ManagedProcess, type TeardownHost } from '../processes.js';
-import { startCluster, type Cluster } from './cluster.js';
+import { PodPoller, startCluster, type Cluster } from './cluster.js';
 import { guardArgs, guardBaseEnv } from './dify-guard.js';
 
 /** The label kwok leaves unready and this harness serves: dify-guard's pods (the chart's selector label). */
@@ -32,52 +31,33 @@ export interface ServedPod {
 const meta = (obj: Json): Json => obj.metadata as Json;
 const str = (v: unknown): string => String(v ?? '');
 
-export class GuardPods {
+/** Problems: a process that exited, a failed listing of the pods. */
+export class GuardPods extends PodPoller {
   /** Every pod served so far (also the stopped ones), in start order. */
   readonly served: ServedPod[] = [];
   private readonly byUid = new Map<string, ServedPod>();
-  private timer: NodeJS.Timeout | undefined;
-  private ticking = false;
-  private readonly errors: string[] = [];
   /** Processes still shutting down, by address: kwok hands a deleted pod's address to the next pod at once. */
   private readonly leaving = new Map<string, Promise<void>>();
 
   /** `envOverrides`: what this machine maps differently from a cluster (e.g. no cluster DNS for Service names). */
   constructor(
-    private readonly cluster: Cluster,
+    cluster: Cluster,
     private readonly namespace: string,
     private readonly envOverrides: NodeJS.ProcessEnv = {},
-  ) {}
-
-  start(): void {
-    this.timer = setInterval(() => {
-      void this.tick();
-    }, 200);
+  ) {
+    super(cluster, 200, 'listing dify-guard pods');
   }
 
-  /** Problems met while serving (e.g. a process that exited), for the test to assert there were none. */
-  problems(): string[] {
-    return [...this.errors];
-  }
-
-  private async tick(): Promise<void> {
-    if (this.ticking) return;
-    this.ticking = true;
-    try {
-      const selector = `${GUARD_POD_LABEL.label}=${GUARD_POD_LABEL.value}`;
-      const list = await this.cluster.rest.ok('GET', paths.pods(this.namespace), {
-        query: { labelSelector: selector },
-      });
-      const pods = list.items as Json[];
-      const live = new Set(pods.filter((p) => !meta(p).deletionTimestamp).map((p) => str(meta(p).uid)));
-      for (const [uid, served] of this.byUid) if (!live.has(uid)) this.stopPod(uid, served);
-      for (const pod of pods) if (this.wanted(pod)) this.startPod(pod);
-      for (const pod of pods) await this.reassertReady(pod);
-    } catch (err) {
-      this.errors.push(`listing dify-guard pods: ${(err as Error).message}`);
-    } finally {
-      this.ticking = false;
-    }
+  protected async pass(): Promise<void> {
+    const selector = `${GUARD_POD_LABEL.label}=${GUARD_POD_LABEL.value}`;
+    const list = await this.cluster.rest.ok('GET', paths.pods(this.namespace), {
+      query: { labelSelector: selector },
+    });
+    const pods = list.items as Json[];
+    const live = new Set(pods.filter((p) => !meta(p).deletionTimestamp).map((p) => str(meta(p).uid)));
+    for (const [uid, served] of this.byUid) if (!live.has(uid)) this.stopPod(uid, served);
+    for (const pod of pods) if (this.wanted(pod)) this.startPod(pod);
+    for (const pod of pods) await this.reassertReady(pod);
   }
 
   /** A ready process whose pod was marked unready (e.g. by the node lifecycle controller) is marked Ready again, as a probe would. */
@@ -134,21 +114,15 @@ export class GuardPods {
       env,
     });
     served.process = process;
-    process.start();
     const health = `http://${served.ip}:${env[SETTINGS.healthPort.env]}/readyz`;
-    await Promise.race([
-      process.failOnExit(),
-      waitFor(
-        `${served.name} ${health}`,
-        async () =>
-          (await fetch(health)
-            .then((r) => r.status)
-            .catch(() => 0)) === 200
-            ? true
-            : undefined,
-        { timeoutMs: 60_000, intervalMs: 150 },
-      ),
-    ]);
+    await process.startUntilReady(
+      `${served.name} ${health}`,
+      async () =>
+        (await fetch(health)
+          .then((r) => r.status)
+          .catch(() => 0)) === 200,
+      { timeoutMs: 60_000, intervalMs: 150 },
+    );
     if (served.stopped) return;
     await this.markReady(pod);
     served.ready = true;
@@ -204,8 +178,7 @@ export class GuardPods {
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    while (this.ticking) await new Promise((r) => setTimeout(r, 50));
+    await this.stopPolling();
     await Promise.all(
       this.served.map((s) => {
         s.stopped = true;

@@ -186,18 +186,14 @@ export class ControlPlane {
   }
 
   async startEtcd(): Promise<void> {
-    this.etcd.start();
-    await Promise.race([
-      this.etcd.failOnExit(),
-      waitFor(
-        'etcd /health',
-        async () => {
-          const r = await probe(`${this.etcdUrl}/health`);
-          return r.status === 200 && /"health":"true"/.test(r.body) ? true : undefined;
-        },
-        { timeoutMs: 30_000 },
-      ),
-    ]);
+    await this.etcd.startUntilReady(
+      'etcd /health',
+      async () => {
+        const r = await probe(`${this.etcdUrl}/health`);
+        return r.status === 200 && /"health":"true"/.test(r.body);
+      },
+      { timeoutMs: 30_000 },
+    );
   }
 
   async stopEtcd(): Promise<void> {
@@ -205,23 +201,16 @@ export class ControlPlane {
   }
 
   async startApiServer(): Promise<void> {
-    this.apiServer.start();
     const tls = {
       ca: readFileSync(this.pki.serving.caFile),
       cert: readFileSync(this.pki.adminCertFile),
       key: readFileSync(this.pki.adminKeyFile),
     };
-    await Promise.race([
-      this.apiServer.failOnExit(),
-      waitFor(
-        'kube-apiserver /readyz',
-        async () => {
-          const r = await probe(`${this.server}/readyz`, tls);
-          return r.status === 200 ? true : undefined;
-        },
-        { timeoutMs: 90_000, intervalMs: 200 },
-      ),
-    ]);
+    await this.apiServer.startUntilReady(
+      'kube-apiserver /readyz',
+      async () => (await probe(`${this.server}/readyz`, tls)).status === 200,
+      { timeoutMs: 90_000, intervalMs: 200 },
+    );
   }
 
   async stopApiServer(): Promise<void> {

@@ -11,7 +11,7 @@ import { appendFileSync, writeFileSync } from 'node:fs';
 import { waitFor } from '../commands.js';
 import { paths, type Json } from '../kube-rest.js';
 import { asUser, startProgram, type RunningProgram } from '../programs/run.js';
-import type { Cluster } from './cluster.js';
+import { PodPoller, type Cluster } from './cluster.js';
 
 export interface InitContainerSpec {
   namespace: string;
@@ -67,27 +67,16 @@ export function initCommand(pod: Json, name: string) {
   return command && user.uid !== 0 ? { container, command, args, user } : undefined;
 }
 
-export class InitContainers {
+/** Problems: a pod without that init container, a command that could not be run, a failed listing of the pods. */
+export class InitContainers extends PodPoller {
   /** Every run so far, in start order. */
   readonly runs: InitContainerRun[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private ticking = false;
-  private readonly errors: string[] = [];
 
   constructor(
-    private readonly cluster: Cluster,
+    cluster: Cluster,
     private readonly spec: InitContainerSpec,
-  ) {}
-
-  start(): void {
-    this.timer = setInterval(() => {
-      void this.tick();
-    }, 250);
-  }
-
-  /** Problems met (a pod without that init container, a command that could not be run), for the test to assert there were none. */
-  problems(): string[] {
-    return [...this.errors];
+  ) {
+    super(cluster, 250, `init container ${spec.container}`);
   }
 
   private pods = async (): Promise<Json[]> =>
@@ -98,19 +87,11 @@ export class InitContainers {
     ).items as Json[];
 
   /** Starts the command for each new scheduled pod; stops it for a pod deleted meanwhile, as a kubelet stops its containers. */
-  private async tick(): Promise<void> {
-    if (this.ticking) return;
-    this.ticking = true;
-    try {
-      const pods = (await this.pods()).filter((p) => !(p.metadata as Json).deletionTimestamp);
-      const live = new Set(pods.map((p) => str((p.metadata as Json).uid)));
-      for (const r of this.runs) if (!live.has(r.uid) && r.status === undefined) void r.program?.stop(2_000);
-      for (const pod of pods) if (!this.runs.some((r) => r.uid === str((pod.metadata as Json).uid))) this.begin(pod);
-    } catch (err) {
-      this.errors.push(`init container ${this.spec.container}: ${(err as Error).message}`);
-    } finally {
-      this.ticking = false;
-    }
+  protected async pass(): Promise<void> {
+    const pods = (await this.pods()).filter((p) => !(p.metadata as Json).deletionTimestamp);
+    const live = new Set(pods.map((p) => str((p.metadata as Json).uid)));
+    for (const r of this.runs) if (!live.has(r.uid) && r.status === undefined) void r.program?.stop(2_000);
+    for (const pod of pods) if (!this.runs.some((r) => r.uid === str((pod.metadata as Json).uid))) this.begin(pod);
   }
 
   private begin(pod: Json): void {
@@ -186,8 +167,7 @@ export class InitContainers {
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    while (this.ticking) await new Promise((r) => setTimeout(r, 50));
+    await this.stopPolling();
     await Promise.all(this.runs.map((r) => r.program?.stop(2_000)));
   }
 }

@@ -17,6 +17,14 @@ const SECRET = expandName(contract.names.postgresqlSecret, RELEASE);
 const PVC = expandName(contract.names.postgresqlPvc, RELEASE);
 const STATES: PvcState[] = ['present', 'absent', 'unknown'];
 const secretFixtures = fixtureNames().filter((n) => n.startsWith('secret-'));
+/** What every guarded change gets when the release has no PostgreSQL PVC: allowed, nothing to audit. */
+const NO_PVC_DECISION: SecretDecision = {
+  allowed: true,
+  reason: 'NoPvc',
+  warnings: [],
+  pvc: { namespace: NAMESPACE, name: PVC },
+  audit: false,
+};
 const b64 = (plain: string): string => Buffer.from(plain, 'utf8').toString('base64');
 
 /** A pvcStateOf that answers `state` and records every question. */
@@ -132,14 +140,7 @@ t.test(
 );
 
 t.test('password change: PVC absent -> allowed; PVC state unknown -> refused, fail closed', async (t) => {
-  const absent = judge(changeOf('secret-postgresql-update-password'), 'absent');
-  t.strictSame(absent.decision, {
-    allowed: true,
-    reason: 'NoPvc',
-    warnings: [],
-    pvc: { namespace: NAMESPACE, name: PVC },
-    audit: false,
-  });
+  t.strictSame(judge(changeOf('secret-postgresql-update-password'), 'absent').decision, NO_PVC_DECISION);
   const unknown = judge(changeOf('secret-postgresql-update-password'), 'unknown');
   t.equal(unknown.decision.allowed, false);
   t.equal(unknown.decision.reason, 'PvcStateUnknown');
@@ -284,14 +285,7 @@ t.test('DELETE is allowed; under a PVC with a warning and an audit record', asyn
   t.match(present.decision.warnings[0], PVC);
   t.match(present.decision.warnings[0], 'same POSTGRES_PASSWORD');
   t.strictSame(present.calls, [[NAMESPACE, PVC]]);
-  const absent = judge(changeOf('secret-postgresql-delete'), 'absent');
-  t.strictSame(absent.decision, {
-    allowed: true,
-    reason: 'NoPvc',
-    warnings: [],
-    pvc: { namespace: NAMESPACE, name: PVC },
-    audit: false,
-  });
+  t.strictSame(judge(changeOf('secret-postgresql-delete'), 'absent').decision, NO_PVC_DECISION);
   const unknown = judge(changeOf('secret-postgresql-delete'), 'unknown');
   t.equal(unknown.decision.allowed, true, 'never blocks an uninstall');
   t.equal(unknown.decision.reason, 'PvcStateUnknown');
@@ -306,14 +300,7 @@ t.test('CREATE over an existing PVC is allowed with a warning (and audited)', as
   t.equal(present.decision.audit, true);
   t.match(present.decision.warnings[0], 'keeps its old PostgreSQL password');
   t.strictSame(present.calls, [[NAMESPACE, PVC]]);
-  const absent = judge(changeOf('secret-postgresql-create'), 'absent');
-  t.strictSame(absent.decision, {
-    allowed: true,
-    reason: 'NoPvc',
-    warnings: [],
-    pvc: { namespace: NAMESPACE, name: PVC },
-    audit: false,
-  });
+  t.strictSame(judge(changeOf('secret-postgresql-create'), 'absent').decision, NO_PVC_DECISION);
   const unknown = judge(changeOf('secret-postgresql-create'), 'unknown');
   t.equal(unknown.decision.allowed, true);
   t.equal(unknown.decision.reason, 'PvcStateUnknown');

@@ -2,19 +2,13 @@
 import t from 'tap';
 import { createAuditTrail, recordTemplateAudit, type AuditRecord } from '../../src/audit/audit-trail.js';
 import type { SecretEvent, SecretEventRecorder } from '../../src/audit/event-recorder.js';
-import { captureLog } from '../server/support.js';
+import { captureLog, PASSWORD_CHANGE_REFUSED } from '../server/support.js';
 
 const record: AuditRecord = {
-  decision: 'denied',
+  ...PASSWORD_CHANGE_REFUSED,
   uid: '2c7f0b4e',
   user: 'kubernetes-admin',
   groups: ['system:authenticated'],
-  operation: 'UPDATE',
-  namespace: 'dify',
-  name: 'dify-postgresql',
-  reason: 'PasswordChangeUnderPvc',
-  pvc: 'dify/data-dify-postgresql-0',
-  dryRun: false,
   message: 'Secret dify/dify-postgresql: refused',
 };
 

@@ -72,6 +72,20 @@ class ScriptedSource implements PvcListWatchSource {
     return open;
   }
 
+  /** Makes every list wait until the returned function is called (a list that has not answered yet). */
+  holdLists(): () => void {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const list = this.list.bind(this);
+    this.list = async () => {
+      await gate;
+      return list();
+    };
+    return release;
+  }
+
   openWatches(): number {
     return this.watches.filter((w) => !w.aborted).length;
   }
@@ -94,18 +108,23 @@ function makeCache(
   return { cache, captured };
 }
 
+/** A cache started on `source`, its first list served and its watch open. */
+async function watchingCache(
+  t: TeardownHost,
+  source: ScriptedSource,
+  options: Partial<ConstructorParameters<typeof PvcCache>[0]> = {},
+) {
+  const made = makeCache(t, source, options);
+  made.cache.start();
+  await made.cache.whenSynced();
+  await eventually('the watch to open', () => source.openWatches() === 1);
+  return made;
+}
+
 t.test('unknown until the first list, then answers from memory only', async (t) => {
   const source = new ScriptedSource();
   source.pvcs = [pvc('dify', 'data-dify-postgresql-0')];
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const list = source.list.bind(source);
-  source.list = async () => {
-    await gate;
-    return list();
-  };
+  const release = source.holdLists();
   const { cache } = makeCache(t, source);
   t.equal(cache.state('dify', 'data-dify-postgresql-0'), 'unknown', 'before start');
   cache.start();
@@ -129,10 +148,7 @@ t.test('unknown until the first list, then answers from memory only', async (t) 
 
 t.test('watch events keep the cache current', async (t) => {
   const source = new ScriptedSource();
-  const { cache } = makeCache(t, source);
-  cache.start();
-  await cache.whenSynced();
-  await eventually('the watch to open', () => source.openWatches() === 1);
+  const { cache } = await watchingCache(t, source);
   t.equal(cache.state('dify', 'data-dify-postgresql-0'), 'absent');
   source.current.send('ADDED', pvc('dify', 'data-dify-postgresql-0', '101'));
   t.equal(cache.state('dify', 'data-dify-postgresql-0'), 'present');
@@ -146,10 +162,7 @@ t.test('a broken watch: unknown from the error until a relist succeeds', async (
   const source = new ScriptedSource();
   source.pvcs = [pvc('dify', 'data-dify-postgresql-0')];
   const restarts: number[] = [];
-  const { cache, captured } = makeCache(t, source, { onRestart: () => restarts.push(Date.now()) });
-  cache.start();
-  await cache.whenSynced();
-  await eventually('the watch to open', () => source.openWatches() === 1);
+  const { cache, captured } = await watchingCache(t, source, { onRestart: () => restarts.push(Date.now()) });
 
   // Fail closed for longer than one backoff: lists keep failing until released.
   source.listFault = () =>
@@ -178,10 +191,7 @@ t.test('a broken watch: unknown from the error until a relist succeeds', async (
 t.test('410 Gone relists (a stale resourceVersion), as an HTTP status or a watch ERROR event', async (t) => {
   const source = new ScriptedSource();
   source.pvcs = [pvc('dify', 'data-dify-postgresql-0')];
-  const { cache } = makeCache(t, source);
-  cache.start();
-  await cache.whenSynced();
-  await eventually('the watch to open', () => source.openWatches() === 1);
+  const { cache } = await watchingCache(t, source);
 
   source.pvcs = [pvc('dify', 'data-other-postgresql-0')];
   source.resourceVersion = 200;
@@ -203,10 +213,7 @@ t.test('410 Gone relists (a stale resourceVersion), as an HTTP status or a watch
 
 t.test('a watch that ends normally resumes from its resourceVersion without a relist', async (t) => {
   const source = new ScriptedSource();
-  const { cache } = makeCache(t, source);
-  cache.start();
-  await cache.whenSynced();
-  await eventually('the watch to open', () => source.openWatches() === 1);
+  const { cache } = await watchingCache(t, source);
   source.current.send('ADDED', pvc('dify', 'data-dify-postgresql-0', '150'));
   source.current.done(null);
   await eventually('a new watch', () => source.watches.length === 2, 5000);
@@ -219,10 +226,7 @@ t.test('a watch that ends normally resumes from its resourceVersion without a re
 t.test('the periodic resync relists into a new generation and retires the old watch', async (t) => {
   const source = new ScriptedSource();
   source.pvcs = [pvc('dify', 'data-dify-postgresql-0')];
-  const { cache } = makeCache(t, source, { resyncIntervalMs: 50 });
-  cache.start();
-  await cache.whenSynced();
-  await eventually('the first watch', () => source.openWatches() === 1);
+  const { cache } = await watchingCache(t, source, { resyncIntervalMs: 50 });
   const firstWatch = source.current;
   // A watch that went quiet without an error (pepr#745): it never reports the deletion.
   source.pvcs = [];
@@ -270,10 +274,7 @@ t.test('restart delays double from the initial delay, are capped, and jittered',
 
 t.test('stop() closes the watch and answers unknown; nothing restarts afterwards', async (t) => {
   const source = new ScriptedSource();
-  const { cache } = makeCache(t, source, { resyncIntervalMs: 20 });
-  cache.start();
-  await cache.whenSynced();
-  await eventually('the watch to open', () => source.openWatches() === 1);
+  const { cache } = await watchingCache(t, source, { resyncIntervalMs: 20 });
   await cache.stop();
   t.equal(source.openWatches(), 0);
   t.equal(cache.state('dify', 'x'), 'unknown');
@@ -285,15 +286,7 @@ t.test('stop() closes the watch and answers unknown; nothing restarts afterwards
 
 t.test('a generation retired while listing never opens a watch', async (t) => {
   const source = new ScriptedSource();
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const list = source.list.bind(source);
-  source.list = async () => {
-    await gate;
-    return list();
-  };
+  const release = source.holdLists();
   const { cache } = makeCache(t, source);
   cache.start();
   await cache.stop();

@@ -130,6 +130,37 @@ async function assertRefused(
   if (reason !== 'PasswordKeysDiverge') t.equal(line.pvc, `${r.namespace}/${r.pvc}`, 'the audit line names the PVC');
 }
 
+/** `user` patches a new password into both keys of r's Secret: refused, as assertRefused checks. */
+async function assertPasswordChangeRefused(t: Test, r: Release, user: string): Promise<void> {
+  await assertRefused(t, await as(user).patch(secretPath(r), 'merge', { data: bothKeys(randomSecret()) }), r, user);
+}
+
+/** `user` patches a new password into both keys of r's Secret: allowed (`why`), stored, and r.password follows. */
+async function assertPasswordChanged(t: Test, r: Release, user: string, why: string): Promise<void> {
+  const password = randomSecret();
+  const res = await as(user).patch(secretPath(r), 'merge', { data: bothKeys(password) });
+  t.equal(res.status, 200, why);
+  t.equal(await holdsPassword(r, password), true, 'the new password is stored');
+  r.password = password;
+}
+
+/** An allowed request under the PVC: dify-guard's audit line and the API server's audit event both record it. */
+async function assertAllowedAudited(
+  t: Test,
+  res: KubeResponse,
+  r: Release,
+  user: string,
+  expected: { reason: string; operation: string },
+): Promise<void> {
+  const pvc = `${r.namespace}/${r.pvc}`;
+  t.match(await guardLine(user), { decision: 'allowed', ...expected, pvc });
+  t.same(
+    webhookAnnotations(await cp.auditEventOf(res.auditId), SECRET_WEBHOOK),
+    { decision: 'allowed', reason: expected.reason, pvc },
+    'the API server audit log records it',
+  );
+}
+
 /** The stored Secret with some labels removed and both password keys set to `password`. */
 async function withoutLabels(r: Release, remove: string[], password: string): Promise<Json> {
   const current = await stored(r);
@@ -207,13 +238,7 @@ t.test(
     });
     t.equal(removed.status, 200, 'the first step is allowed');
     t.equal(labelsOf(await stored(dify))[LABELS.instance], undefined, 'the instance label is gone');
-    const user = 'after-instance-removal';
-    await assertRefused(
-      t,
-      await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }),
-      dify,
-      user,
-    );
+    await assertPasswordChangeRefused(t, dify, 'after-instance-removal');
     const restored = await as('instance-restorer').patch(secretPath(dify), 'merge', {
       metadata: { labels: { [LABELS.instance]: dify.release } },
     });
@@ -264,20 +289,13 @@ t.test(
 );
 
 t.test('another release (team-b in team-b) is guarded the same way', async (t) => {
-  const user = 'team-b-operator';
-  const res = await as(user).patch(secretPath(teamB), 'merge', { data: bothKeys(randomSecret()) });
-  await assertRefused(t, res, teamB, user);
+  await assertPasswordChangeRefused(t, teamB, 'team-b-operator');
 });
 
 t.test(
   "the same release name in a namespace without its PVC may change its password (the PVC is looked up in the Secret's namespace)",
   async (t) => {
-    const user = 'elsewhere-operator';
-    const password = randomSecret();
-    const res = await as(user).patch(secretPath(difyElsewhere), 'merge', { data: bothKeys(password) });
-    t.equal(res.status, 200, 'allowed');
-    t.equal(await holdsPassword(difyElsewhere, password), true, 'the new password is stored');
-    difyElsewhere.password = password;
+    await assertPasswordChanged(t, difyElsewhere, 'elsewhere-operator', 'allowed');
     t.equal(await dryRunChange(dify), 403, 'while the same change in dify is still refused');
   },
 );
@@ -292,9 +310,7 @@ t.test(
     });
     const ns = await rest.ok('GET', paths.namespace(dify.namespace));
     t.equal(labelsOf(ns)[nameLabel], dify.namespace, 'the API server kept the namespace name label');
-    const user = 'namespace-relabeller';
-    const res = await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) });
-    await assertRefused(t, res, dify, user);
+    await assertPasswordChangeRefused(t, dify, 'namespace-relabeller');
   },
 );
 
@@ -425,17 +441,7 @@ t.test(
     const deleted = await as(deleter).delete(secretPath(dify));
     t.equal(deleted.status, 200, 'DELETE allowed (helm uninstall must work)');
     t.equal(keepsOldPassword(deleted.warnings, dify), true, 'the DELETE warning says the PVC keeps its password');
-    t.match(await guardLine(deleter), {
-      decision: 'allowed',
-      reason: 'DeleteUnderPvc',
-      operation: 'DELETE',
-      pvc: `${dify.namespace}/${dify.pvc}`,
-    });
-    t.same(
-      webhookAnnotations(await cp.auditEventOf(deleted.auditId), SECRET_WEBHOOK),
-      { decision: 'allowed', reason: 'DeleteUnderPvc', pvc: `${dify.namespace}/${dify.pvc}` },
-      'the API server audit log records it',
-    );
+    await assertAllowedAudited(t, deleted, dify, deleter, { reason: 'DeleteUnderPvc', operation: 'DELETE' });
 
     const creator = 'route-creator';
     const password = randomSecret();
@@ -445,27 +451,11 @@ t.test(
     });
     t.equal(created.status, 201, 'CREATE allowed');
     t.equal(keepsOldPassword(created.warnings, dify), true, 'the CREATE warning says the PVC keeps its old password');
-    t.match(await guardLine(creator), {
-      decision: 'allowed',
-      reason: 'CreateOverPvc',
-      operation: 'CREATE',
-      pvc: `${dify.namespace}/${dify.pvc}`,
-    });
-    t.same(
-      webhookAnnotations(await cp.auditEventOf(created.auditId), SECRET_WEBHOOK),
-      { decision: 'allowed', reason: 'CreateOverPvc', pvc: `${dify.namespace}/${dify.pvc}` },
-      'the API server audit log records it',
-    );
+    await assertAllowedAudited(t, created, dify, creator, { reason: 'CreateOverPvc', operation: 'CREATE' });
     t.equal(await holdsPassword(dify, password), true, 'the re-created Secret holds the new password');
     dify.password = password;
 
-    const user = 'after-recreate';
-    await assertRefused(
-      t,
-      await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }),
-      dify,
-      user,
-    );
+    await assertPasswordChangeRefused(t, dify, 'after-recreate');
   },
 );
 
@@ -524,16 +514,12 @@ t.test(
       'with no decision of the Secret webhook',
     );
 
-    const changer = 'unlabelled-changer';
-    const next = randomSecret();
-    const changed = await as(changer).patch(secretPath(dify), 'merge', { data: bothKeys(next) });
-    t.equal(
-      changed.status,
-      200,
+    await assertPasswordChanged(
+      t,
+      dify,
+      'unlabelled-changer',
       'while unlabelled, its password changes under the PVC without the webhook being asked',
     );
-    t.equal(await holdsPassword(dify, next), true, 'the changed password is stored');
-    dify.password = next;
 
     const relabeller = 'relabel-and-change';
     const guardLabels = labelsOf(dify.chartSecret);
@@ -545,13 +531,7 @@ t.test(
 
     const restored = await as('relabeller').patch(secretPath(dify), 'merge', { metadata: { labels: guardLabels } });
     t.equal(restored.status, 200, 'putting the labels back without a password change is allowed');
-    const user = 'after-relabel';
-    await assertRefused(
-      t,
-      await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }),
-      dify,
-      user,
-    );
+    await assertPasswordChangeRefused(t, dify, 'after-relabel');
   },
 );
 
@@ -577,11 +557,7 @@ t.test(
     );
     dify.password = password;
     const changer = 'mislabel-changer';
-    const next = randomSecret();
-    const changed = await as(changer).patch(secretPath(dify), 'merge', { data: bothKeys(next) });
-    t.equal(changed.status, 200, 'its password then changes under the PVC');
-    t.equal(await holdsPassword(dify, next), true, 'the changed password is stored');
-    dify.password = next;
+    await assertPasswordChanged(t, dify, changer, 'its password then changes under the PVC');
     await flushGuardLog('marker-2');
     t.same(
       guard.logLines().filter((l) => l.audit === true && (l.user === creator || l.user === changer)),
@@ -594,13 +570,7 @@ t.test(
       metadata: { labels: labelsOf(dify.chartSecret) },
     });
     t.equal(restored.status, 200, "the chart's instance label can be put back");
-    const user = 'after-mislabel';
-    await assertRefused(
-      t,
-      await as(user).patch(secretPath(dify), 'merge', { data: bothKeys(randomSecret()) }),
-      dify,
-      user,
-    );
+    await assertPasswordChangeRefused(t, dify, 'after-mislabel');
   },
 );
 
@@ -620,13 +590,7 @@ t.test('a PVC being deleted (Terminating, held by its finalizer) still blocks a 
     async () => ((await dryRunChange(difyElsewhere)) === 403 ? true : undefined),
     { timeoutMs: 30_000 },
   );
-  const user = 'terminating-pvc';
-  await assertRefused(
-    t,
-    await as(user).patch(secretPath(teamB), 'merge', { data: bothKeys(randomSecret()) }),
-    teamB,
-    user,
-  );
+  await assertPasswordChangeRefused(t, teamB, 'terminating-pvc');
 
   await rest.patch(paths.pvc(teamB.namespace, teamB.pvc), 'merge', { metadata: { finalizers: null } });
   await waitFor(

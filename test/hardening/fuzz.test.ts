@@ -254,6 +254,18 @@ const headerCases: Category = {
   },
 };
 
+/** A wrong shape made from a real review of any fixture: `edit` breaks the envelope. */
+const reviewEdited =
+  (edit: (review: JsonRecord, dice: Dice) => unknown) =>
+  (dice: Dice, id: string): JsonRecord => {
+    const review = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as JsonRecord;
+    edit(review, dice);
+    return review;
+  };
+/** A wrong shape made from a real review of any fixture: `edit` breaks its request. */
+const requestEdited = (edit: (request: JsonRecord, dice: Dice) => unknown) =>
+  reviewEdited((review, dice) => edit(review.request as JsonRecord, dice));
+
 const wrongShapes: ((dice: Dice, id: string) => unknown)[] = [
   () => [],
   (dice, id) => [reviewWithUid(dice.pick(allFixtures).f, id)],
@@ -265,84 +277,24 @@ const wrongShapes: ((dice: Dice, id: string) => unknown)[] = [
   () => ({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview' }),
   () => ({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: null }),
   () => ({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: [] }),
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    delete r.request.uid;
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    r.request.uid = '';
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    r.request.uid = dice.int(0, 1e6);
-    return r;
-  },
-  (dice, id) => ({
-    ...reviewWithUid(dice.pick(allFixtures).f, id),
-    apiVersion: dice.pick(['admission.k8s.io/v1beta1', 'v1', '', 'admission.k8s.io/v2']),
-  }),
-  (dice, id) => ({
-    ...reviewWithUid(dice.pick(allFixtures).f, id),
-    kind: dice.pick(['AdmissionReviewList', 'Pod', 'admissionreview', '']),
-  }),
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as JsonRecord;
-    delete r.apiVersion;
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    delete r.request.kind;
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    r.request.kind = { kind: dice.int(0, 9) };
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    delete r.request.resource;
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    r.request.operation = dice.pick(['PATCH', 'create', '', 'GET']);
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    delete r.request.userInfo;
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    r.request.userInfo = { groups: 'system:masters' };
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    r.request.object = dice.pick<Json>(['pod', [], 5, true]);
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    r.request.oldObject = dice.pick<Json>(['secret', [{}], 0]);
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as { request: JsonRecord };
-    r.request.dryRun = 'yes';
-    return r;
-  },
-  (dice, id) => {
-    const r = reviewWithUid(dice.pick(allFixtures).f, id) as unknown as JsonRecord;
-    r.request = dice.sample(anyObject);
-    return r;
-  },
+  requestEdited((request) => delete request.uid),
+  requestEdited((request) => (request.uid = '')),
+  requestEdited((request, dice) => (request.uid = dice.int(0, 1e6))),
+  reviewEdited(
+    (review, dice) => (review.apiVersion = dice.pick(['admission.k8s.io/v1beta1', 'v1', '', 'admission.k8s.io/v2'])),
+  ),
+  reviewEdited((review, dice) => (review.kind = dice.pick(['AdmissionReviewList', 'Pod', 'admissionreview', '']))),
+  reviewEdited((review) => delete review.apiVersion),
+  requestEdited((request) => delete request.kind),
+  requestEdited((request, dice) => (request.kind = { kind: dice.int(0, 9) })),
+  requestEdited((request) => delete request.resource),
+  requestEdited((request, dice) => (request.operation = dice.pick(['PATCH', 'create', '', 'GET']))),
+  requestEdited((request) => delete request.userInfo),
+  requestEdited((request) => (request.userInfo = { groups: 'system:masters' })),
+  requestEdited((request, dice) => (request.object = dice.pick<Json>(['pod', [], 5, true]))),
+  requestEdited((request, dice) => (request.oldObject = dice.pick<Json>(['secret', [{}], 0]))),
+  requestEdited((request) => (request.dryRun = 'yes')),
+  reviewEdited((review, dice) => (review.request = dice.sample(anyObject))),
   (dice) => dice.sample(anyJson),
   (dice) => ({ ...dice.sample(anyObject), ...prototypeKeys() }),
 ];

@@ -3,7 +3,6 @@
 // and the process's resident memory.
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
-import { connect } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { contract } from '../../src/contract.js';
 import { startControlPlane, type ControlPlane } from '../../harness/controlplane/harness.js';
@@ -271,18 +270,6 @@ export function rssBytes(pid: number): number {
     .find((l) => l.startsWith('VmRSS:'));
   if (!line) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(/(\d+)/.exec(line)?.[1]) * 1024;
-}
-
-/** 'connected' or the error code of a TCP connect (ECONNREFUSED once a listener is closed). */
-export function connectResult(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.on('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
-  });
 }
 
 /** Counter values of one metric from /metrics on the health port, by their label text (e.g. `result="loaded"`). */

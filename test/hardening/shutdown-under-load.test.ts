@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import { SETTINGS } from '../../src/config.js';
 import { startControlPlane, type ControlPlane } from '../../harness/controlplane/harness.js';
 import { startDifyGuard, type DifyGuard } from '../../harness/controlplane/dify-guard.js';
-import { byProblem, connectResult, healthStatus, sleep, startLoad } from './load.js';
+import { byProblem, healthStatus, sleep, startLoad } from './load.js';
+import { connectResult } from '../server/support.js';
 
 const SHUTDOWN_DELAY_SECONDS = 2;
 const SHUTDOWN_TIMEOUT_SECONDS = 10;

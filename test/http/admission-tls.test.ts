@@ -13,6 +13,7 @@ import {
   generateCerts,
   answerOf,
   httpsRequest,
+  PASSWORD_CHANGE_REFUSED,
   postReview,
   REMOVE,
   reviewOf,
@@ -102,15 +103,9 @@ t.test('admission over HTTPS', async (t) => {
     });
     const record = audit.records.at(-1);
     t.match(record, {
-      decision: 'denied',
+      ...PASSWORD_CHANGE_REFUSED,
       uid: review.request.uid,
       user: review.request.userInfo.username,
-      operation: 'UPDATE',
-      namespace: 'dify',
-      name: 'dify-postgresql',
-      reason: 'PasswordChangeUnderPvc',
-      pvc: 'dify/data-dify-postgresql-0',
-      dryRun: false,
     });
   });
 

@@ -5,7 +5,6 @@
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
@@ -16,7 +15,7 @@ import { repoRoot } from '../../harness/binaries.js';
 import { loadReview } from '../../harness/fixtures.js';
 import { reservePorts } from '../../harness/ports.js';
 import { captureOutput } from '../../harness/secrets.js';
-import { answerOf, generateCerts, postReview, tempDir } from './support.js';
+import { answerOf, connectResult, generateCerts, postReview, tempDir } from './support.js';
 import { eventually } from '../../harness/commands.js';
 import type { TeardownHost } from '../../harness/processes.js';
 
@@ -62,17 +61,6 @@ function runMain(t: TeardownHost, env: NodeJS.ProcessEnv): Run {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   return { child, stdout: () => out, stderr: () => err, exit };
-}
-
-function connectResult(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.on('connect', () => {
-      socket.destroy();
-      resolve('connected');
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
-  });
 }
 
 t.test('bad settings: exit code 2, one line per problem, nothing started', async (t) => {

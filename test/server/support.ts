@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import type { IncomingHttpHeaders } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -83,6 +84,17 @@ export class FakePvcCache {
     return this.present.has(`${namespace}/${name}`) ? 'present' : 'absent';
   }
 }
+
+/** The audit fields of a refused password change of release dify's PostgreSQL Secret (fixture secret-postgresql-update-password). */
+export const PASSWORD_CHANGE_REFUSED = {
+  decision: 'denied',
+  operation: 'UPDATE',
+  namespace: 'dify',
+  name: 'dify-postgresql',
+  reason: 'PasswordChangeUnderPvc',
+  pvc: 'dify/data-dify-postgresql-0',
+  dryRun: false,
+} as const satisfies Partial<AuditRecord>;
 
 export function captureAudit(): AuditSink & { records: AuditRecord[] } {
   const records: AuditRecord[] = [];
@@ -251,4 +263,16 @@ export function withEdits(value: object, ...edits: [path: string, to: unknown][]
     else node[last] = to;
   }
   return copy;
+}
+
+/** 'connected' or the error code of a TCP connect (ECONNREFUSED once a listener is closed). */
+export function connectResult(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
+  });
 }
