@@ -77,27 +77,28 @@ chmodSync(kubectlStub, 0o755);
 interface Env {
   [key: string]: string | undefined;
 }
+interface Stubs {
+  helm: string;
+  kubectl: string;
+}
+// deploy.sh with `stubs` as its helm and kubectl; its stdout and stderr are captured as `<capture>.stdout`/`.stderr`.
 // stdin ignored: the script may exit before a writer to its stdin would finish (EPIPE).
-function deploy(args: string[], env: Env = {}): CommandResult {
-  rmSync(`${helmLog}.args`, { force: true });
-  rmSync(`${helmLog}.progress`, { force: true });
+function runDeploySh(args: string[], stubs: Stubs, env: Env, capture: string): CommandResult {
   const r = spawnSync('bash', [script, ...args], {
-    env: {
-      PATH: process.env.PATH,
-      HOME: dir,
-      TMPDIR: dir,
-      HELM: helmStub,
-      KUBECTL: kubectlStub,
-      ...env,
-    } as NodeJS.ProcessEnv,
+    env: { PATH: process.env.PATH, HOME: dir, TMPDIR: dir, HELM: stubs.helm, KUBECTL: stubs.kubectl, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     encoding: 'utf8',
     timeout: 30_000,
   });
   if (r.error) throw r.error;
-  captureOutput('deploy.sh.stdout', r.stdout);
-  captureOutput('deploy.sh.stderr', r.stderr);
+  captureOutput(`${capture}.stdout`, r.stdout);
+  captureOutput(`${capture}.stderr`, r.stderr);
   return { command: `deploy.sh ${args.join(' ')}`, status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+function deploy(args: string[], env: Env = {}): CommandResult {
+  rmSync(`${helmLog}.args`, { force: true });
+  rmSync(`${helmLog}.progress`, { force: true });
+  return runDeploySh(args, { helm: helmStub, kubectl: kubectlStub }, env, 'deploy.sh');
 }
 const helmCalled = (): boolean => existsSync(`${helmLog}.args`);
 const secrets = (): { POSTGRES_PASSWORD: string; DIFY_SECRET_KEY: string } => ({
@@ -678,32 +679,16 @@ function rotate(
   for (const f of ['argv', 'values', 'values-mode']) rmSync(`${rot}.${f}`, { force: true });
   writeFileSync(`${rot}.db`, state.db);
   writeFileSync(`${rot}.secret`, state.secret);
-  const r = spawnSync('bash', [script, '--rotate-postgres-password', ...args], {
-    env: {
-      PATH: process.env.PATH,
-      HOME: dir,
-      TMPDIR: dir,
-      HELM: rotHelm,
-      KUBECTL: rotKubectl,
-      ...env,
-    } as NodeJS.ProcessEnv,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  if (r.error) throw r.error;
-  captureOutput('deploy.sh-rotate.stdout', r.stdout);
-  captureOutput('deploy.sh-rotate.stderr', r.stderr);
+  const r = runDeploySh(
+    ['--rotate-postgres-password', ...args],
+    { helm: rotHelm, kubectl: rotKubectl },
+    env,
+    'deploy.sh-rotate',
+  );
   const read = (f: string): string => (existsSync(`${rot}.${f}`) ? readFileSync(`${rot}.${f}`, 'utf8') : '');
   const after = { db: read('db'), secret: read('secret'), argv: read('argv') };
   captureOutput('deploy.sh-rotate.argv', after.argv);
-  return {
-    command: `deploy.sh --rotate-postgres-password ${args.join(' ')}`,
-    status: r.status,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    after,
-  };
+  return { ...r, after };
 }
 
 t.test(
