@@ -15,6 +15,7 @@ import {
   workloads,
   type Json,
 } from '../../harness/helm.js';
+import { WEBHOOK_KINDS } from '../../harness/controlplane/webhooks.js';
 import { mainContainerOf, podLabelsOf } from './support.js';
 
 const difyComponents = [
@@ -164,12 +165,7 @@ for (const [release, namespace] of [
     });
 
     t.test('namespaced objects are in the release namespace', async (t) => {
-      const clusterScoped = [
-        'ClusterRole',
-        'ClusterRoleBinding',
-        'MutatingWebhookConfiguration',
-        'ValidatingWebhookConfiguration',
-      ];
+      const clusterScoped: string[] = ['ClusterRole', 'ClusterRoleBinding', ...WEBHOOK_KINDS];
       for (const o of objects) {
         const ns = (o.metadata as Json).namespace;
         if (clusterScoped.includes(kindOf(o))) t.equal(ns, undefined, `${kindOf(o)} ${nameOf(o)} is cluster-scoped`);
