@@ -2,18 +2,16 @@
 // the chart renders (MIGRATION_ENABLED=false, passwords only by secretKeyRef, REDIS_PASSWORD before
 // the broker URL), the keys api shares with sandbox/plugin daemon agree, and no secret is a literal.
 import t, { type Test } from 'tap';
-import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { ENV, LABELS, SECRET_KEYS, contract } from '../../src/contract.js';
 import {
   allContainersOf,
   containersOf,
-  deepMerge,
   envIndex,
   envOf,
   kindOf,
   nameOf,
   podTemplateOf,
   render,
-  requiredValues,
   template,
   testSecret,
   workloadOf,
@@ -21,9 +19,9 @@ import {
   type Container,
   type Json,
 } from '../../harness/helm.js';
+import { releaseName, renderChart, withRequired } from './support.js';
 
-const release = 'dify';
-const pgSecret = expandName(contract.names.postgresqlSecret, release);
+const pgSecret = releaseName('postgresqlSecret');
 const componentOf = (w: Json): string => podTemplateOf(w).metadata.labels?.[LABELS.component] ?? '';
 /** An env name that says password, key or secret: the chart sets it only by reference. */
 const namesASecret = (name: string): boolean =>
@@ -31,7 +29,7 @@ const namesASecret = (name: string): boolean =>
 const mainContainer = (objects: Json[], component: string): Container =>
   containersOf(workloadOf(objects, LABELS.component, component))[0]!;
 
-const base = await render(requiredValues());
+const base = await renderChart();
 
 t.test('MIGRATION_ENABLED is the literal "false" on every api/worker/beat/plugin-daemon container', async (t) => {
   for (const component of contract.podRules.forceMigrationDisabled) {
@@ -74,7 +72,7 @@ t.test('no env name appears twice in any container', async (t) => {
     {},
     { pluginDaemon: { redis: { authEnabled: true, password: testSecret() } }, vectorStore: { type: 'pgvector' } },
   ]) {
-    const { objects } = await render(deepMerge(requiredValues(), variant));
+    const { objects } = await renderChart(variant);
     for (const w of workloads(objects)) {
       for (const c of allContainersOf(w)) {
         const names = (c.env ?? []).map((e) => e.name);
@@ -94,9 +92,9 @@ t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis hos
     (c.env ?? []).filter((e) => e.name === 'DB_DATABASE'),
     [{ name: 'DB_DATABASE', value: 'dify_plugin' }],
   );
-  t.equal(envOf(c, ENV.redisHost)?.value, expandName(contract.names.redisMaster, release));
+  t.equal(envOf(c, ENV.redisHost)?.value, releaseName('redisMaster'));
   t.equal(envOf(c, ENV.redisPort)?.value, String(contract.redisPort));
-  t.equal(envOf(c, 'DB_HOST')?.value, expandName(contract.names.postgresql, release));
+  t.equal(envOf(c, 'DB_HOST')?.value, releaseName('postgresql'));
   t.equal(
     envOf(mainContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value,
     'dify',
@@ -107,24 +105,21 @@ t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis hos
 t.test(
   'Redis without auth (authEnabled=false): no REDIS_PASSWORD, a broker URL without credentials, no Redis Secret',
   async (t) => {
-    const open = await render(deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: false } } }));
+    const open = await renderChart({ pluginDaemon: { redis: { authEnabled: false } } });
     for (const component of contract.podRules.injectCredentials) {
       const c = mainContainer(open.objects, component);
       t.notOk(envOf(c, ENV.redisPassword), `${component}`);
       const url = envOf(c, ENV.celeryBrokerUrl)?.value;
-      if (url !== undefined)
-        t.equal(url, `redis://${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`);
+      if (url !== undefined) t.equal(url, `redis://${releaseName('redisMaster')}:${contract.redisPort}/1`);
     }
-    t.notOk(
-      open.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)),
-    );
+    t.notOk(open.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === releaseName('redisSecret')));
     const redis = containersOf(workloadOf(open.objects, LABELS.component, contract.components.redis))[0]!;
     t.notOk(envOf(redis, ENV.redisPassword), 'the bundled Redis gets no requirepass');
   },
 );
 
 t.test('Redis auth is on by default: a password generated once into <release>-redis, kept by uninstall', async (t) => {
-  const redisSecret = expandName(contract.names.redisSecret, release);
+  const redisSecret = releaseName('redisSecret');
   const secret = base.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret);
   t.ok(secret, 'the chart renders <release>-redis with no value given');
   const generated = Buffer.from(String((secret!.data as Json)[SECRET_KEYS.redisPassword]), 'base64').toString();
@@ -142,7 +137,7 @@ t.test('Redis auth is on by default: a password generated once into <release>-re
       component,
     );
   }
-  const again = await render(requiredValues());
+  const again = await renderChart();
   const other = again.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret)!;
   t.not(
     (other.data as Json)[SECRET_KEYS.redisPassword],
@@ -155,10 +150,8 @@ t.test(
   'Redis with auth (chart Secret): REDIS_PASSWORD by secretKeyRef, defined before CELERY_BROKER_URL',
   async (t) => {
     const password = testSecret();
-    const { objects, text } = await render(
-      deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password } } }),
-    );
-    const redisSecret = expandName(contract.names.redisSecret, release);
+    const { objects, text } = await renderChart({ pluginDaemon: { redis: { authEnabled: true, password } } });
+    const redisSecret = releaseName('redisSecret');
     const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret);
     t.ok(secret, 'the chart renders <release>-redis');
     t.ok(
@@ -180,7 +173,7 @@ t.test(
         );
         t.equal(
           envOf(c, ENV.celeryBrokerUrl)?.value,
-          `redis://:$(${ENV.redisPassword})@${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`,
+          `redis://:$(${ENV.redisPassword})@${releaseName('redisMaster')}:${contract.redisPort}/1`,
         );
       }
       t.same(
@@ -200,13 +193,11 @@ t.test(
 );
 
 t.test('Redis with an existing Secret: references it and tells dify-guard by annotations', async (t) => {
-  const { objects } = await render(
-    deepMerge(requiredValues(), {
-      pluginDaemon: { redis: { authEnabled: true, existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } },
-    }),
-  );
+  const { objects } = await renderChart({
+    pluginDaemon: { redis: { authEnabled: true, existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } },
+  });
   t.notOk(
-    objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)),
+    objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === releaseName('redisSecret')),
     'no chart Redis Secret',
   );
   for (const component of contract.podRules.injectCredentials) {
@@ -243,17 +234,17 @@ t.test('keys shared by api, sandbox and plugin daemon reference the same Secret 
   t.ok(ref(api, 'SECRET_KEY'), 'SECRET_KEY by secretKeyRef');
   t.equal(
     envOf(api, 'PLUGIN_DAEMON_URL')?.value,
-    `http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002`,
+    `http://${releaseName('component', contract.components.pluginDaemon)}:5002`,
   );
   t.equal(
     envOf(daemon, 'DIFY_INNER_API_URL')?.value,
-    `http://${expandName(contract.names.component, release, contract.components.api)}:5001`,
+    `http://${releaseName('component', contract.components.api)}:5001`,
   );
 });
 
 t.test('generated shared keys are kept when given, and differ per key when generated', async (t) => {
   const given = testSecret();
-  const { objects } = await render(deepMerge(requiredValues(), { secrets: { sandboxApiKey: given } }));
+  const { objects } = await renderChart({ secrets: { sandboxApiKey: given } });
   const api = mainContainer(objects, contract.components.api);
   const ref = envOf(api, 'CODE_EXECUTION_API_KEY')!.valueFrom!.secretKeyRef!;
   const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === ref.name)!;
@@ -271,7 +262,7 @@ t.test('generated shared keys are kept when given, and differ per key when gener
 
 t.test('the OpenAI key (deploy.sh --openai-api-key) is kept in a Secret and referenced', async (t) => {
   const key = `sk-${testSecret()}`;
-  const { objects, text } = await render(deepMerge(requiredValues(), { secrets: { openaiApiKey: key } }));
+  const { objects, text } = await renderChart({ secrets: { openaiApiKey: key } });
   for (const component of [contract.components.api, contract.components.worker]) {
     const ref = envOf(mainContainer(objects, component), 'OPENAI_API_KEY')?.valueFrom?.secretKeyRef;
     t.ok(ref, component);
@@ -312,7 +303,7 @@ t.test('no secret value (nor its base64) appears outside a Secret', async (t) =>
 });
 
 t.test('pgvector: PGVECTOR_PASSWORD also by secretKeyRef to the PostgreSQL Secret', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), { vectorStore: { type: 'pgvector' } }));
+  const { objects } = await renderChart({ vectorStore: { type: 'pgvector' } });
   const api = mainContainer(objects, contract.components.api);
   t.equal(envOf(api, 'VECTOR_STORE')?.value, 'pgvector');
   t.same(envOf(api, 'PGVECTOR_PASSWORD')?.valueFrom?.secretKeyRef, {
@@ -327,13 +318,11 @@ t.test('extraEnv cannot set a name the chart sets (no duplicates, no literal DB_
     ['pluginDaemon.extraEnv', { pluginDaemon: { extraEnv: [{ name: 'DB_DATABASE', value: 'dify' }] } }],
     ['dify.extraEnv', { dify: { extraEnv: [{ name: ENV.migrationEnabled, value: 'true' }] } }],
   ] as const) {
-    const r = await template(deepMerge(requiredValues(), values as Json));
+    const r = await template(withRequired(values as Json));
     t.not(r.status, 0, `${path} duplicate refused`);
     t.match(r.stderr, /is set twice in the .* container: the chart already sets it/, path);
   }
-  const ok = await render(
-    deepMerge(requiredValues(), { api: { extraEnv: [{ name: 'SENTRY_DSN', value: 'https://x' }] } }),
-  );
+  const ok = await renderChart({ api: { extraEnv: [{ name: 'SENTRY_DSN', value: 'https://x' }] } });
   t.equal(
     envOf(mainContainer(ok.objects, contract.components.api), 'SENTRY_DSN')?.value,
     'https://x',
@@ -361,7 +350,7 @@ function assertProbes(t: Test, w: Json): void {
 }
 
 t.test('probes, resources and security contexts on every workload container', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), { loadBalancer: { enabled: true } }));
+  const { objects } = await renderChart({ loadBalancer: { enabled: true } });
   for (const w of workloads(objects)) {
     t.ok(podTemplateOf(w).spec.securityContext, `${nameOf(w)}: pod securityContext`);
     for (const c of allContainersOf(w)) assertHardened(t, w, c);
