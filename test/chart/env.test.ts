@@ -14,26 +14,30 @@ import {
   render,
   template,
   testSecret,
-  workloadOf,
   workloads,
   type Container,
   type Json,
 } from '../../harness/helm.js';
-import { releaseName, renderChart, withRequired } from './support.js';
+import {
+  componentContainer,
+  componentWorkload,
+  mainContainerOf,
+  releaseName,
+  renderChart,
+  withRequired,
+} from './support.js';
 
 const pgSecret = releaseName('postgresqlSecret');
 const componentOf = (w: Json): string => podTemplateOf(w).metadata.labels?.[LABELS.component] ?? '';
 /** An env name that says password, key or secret: the chart sets it only by reference. */
 const namesASecret = (name: string): boolean =>
   /PASSWORD|SECRET|_KEY$|^API_KEY$/.test(name) && name !== 'DIFY_GUARD_REDIS_SECRET_KEY' && !name.endsWith('_TEMPLATE');
-const mainContainer = (objects: Json[], component: string): Container =>
-  containersOf(workloadOf(objects, LABELS.component, component))[0]!;
 
 const base = await renderChart();
 
 t.test('MIGRATION_ENABLED is the literal "false" on every api/worker/beat/plugin-daemon container', async (t) => {
   for (const component of contract.podRules.forceMigrationDisabled) {
-    for (const c of containersOf(workloadOf(base.objects, LABELS.component, component))) {
+    for (const c of containersOf(componentWorkload(base.objects, component))) {
       const entries = (c.env ?? []).filter((e) => e.name === ENV.migrationEnabled);
       t.equal(entries.length, 1, `${component}/${c.name}: set once`);
       t.same(
@@ -62,7 +66,7 @@ t.test('DB_PASSWORD comes from the PostgreSQL Secret by secretKeyRef wherever it
     }
   }
   for (const component of contract.podRules.injectCredentials) {
-    t.ok(envOf(mainContainer(base.objects, component), ENV.dbPassword), `${component} has DB_PASSWORD`);
+    t.ok(envOf(componentContainer(base.objects, component), ENV.dbPassword), `${component} has DB_PASSWORD`);
   }
   t.ok(seen >= contract.podRules.injectCredentials.length);
 });
@@ -87,7 +91,7 @@ t.test('no env name appears twice in any container', async (t) => {
 });
 
 t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis host and port', async (t) => {
-  const c = mainContainer(base.objects, contract.components.pluginDaemon);
+  const c = componentContainer(base.objects, contract.components.pluginDaemon);
   t.same(
     (c.env ?? []).filter((e) => e.name === 'DB_DATABASE'),
     [{ name: 'DB_DATABASE', value: 'dify_plugin' }],
@@ -96,7 +100,7 @@ t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis hos
   t.equal(envOf(c, ENV.redisPort)?.value, String(contract.redisPort));
   t.equal(envOf(c, 'DB_HOST')?.value, releaseName('postgresql'));
   t.equal(
-    envOf(mainContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value,
+    envOf(componentContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value,
     'dify',
     "api keeps Dify's database",
   );
@@ -107,13 +111,13 @@ t.test(
   async (t) => {
     const open = await renderChart({ pluginDaemon: { redis: { authEnabled: false } } });
     for (const component of contract.podRules.injectCredentials) {
-      const c = mainContainer(open.objects, component);
+      const c = componentContainer(open.objects, component);
       t.notOk(envOf(c, ENV.redisPassword), `${component}`);
       const url = envOf(c, ENV.celeryBrokerUrl)?.value;
       if (url !== undefined) t.equal(url, `redis://${releaseName('redisMaster')}:${contract.redisPort}/1`);
     }
     t.notOk(open.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === releaseName('redisSecret')));
-    const redis = containersOf(workloadOf(open.objects, LABELS.component, contract.components.redis))[0]!;
+    const redis = componentContainer(open.objects, contract.components.redis);
     t.notOk(envOf(redis, ENV.redisPassword), 'the bundled Redis gets no requirepass');
   },
 );
@@ -130,7 +134,7 @@ t.test('Redis auth is on by default: a password generated once into <release>-re
     'keep',
   );
   for (const component of contract.podRules.injectCredentials) {
-    const c = mainContainer(base.objects, component);
+    const c = componentContainer(base.objects, component);
     t.same(
       envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef,
       { name: redisSecret, key: SECRET_KEYS.redisPassword },
@@ -159,7 +163,7 @@ t.test(
       'with the given password',
     );
     for (const component of contract.podRules.injectCredentials) {
-      const c = mainContainer(objects, component);
+      const c = componentContainer(objects, component);
       t.same(
         envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef,
         { name: redisSecret, key: SECRET_KEYS.redisPassword },
@@ -177,13 +181,13 @@ t.test(
         );
       }
       t.same(
-        podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.annotations ?? {},
+        podTemplateOf(componentWorkload(objects, component)).metadata.annotations ?? {},
         {},
         `${component}: no Secret annotations for the default Secret`,
       );
     }
     // The bundled Redis requires the same password.
-    const redis = containersOf(workloadOf(objects, LABELS.component, contract.components.redis))[0]!;
+    const redis = componentContainer(objects, contract.components.redis);
     t.same(envOf(redis, 'REDIS_PASSWORD')?.valueFrom?.secretKeyRef, {
       name: redisSecret,
       key: SECRET_KEYS.redisPassword,
@@ -201,9 +205,9 @@ t.test('Redis with an existing Secret: references it and tells dify-guard by ann
     'no chart Redis Secret',
   );
   for (const component of contract.podRules.injectCredentials) {
-    const w = workloadOf(objects, LABELS.component, component);
+    const w = componentWorkload(objects, component);
     t.same(
-      envOf(containersOf(w)[0]!, ENV.redisPassword)?.valueFrom?.secretKeyRef,
+      envOf(mainContainerOf(w), ENV.redisPassword)?.valueFrom?.secretKeyRef,
       { name: 'corp-redis', key: 'pw' },
       component,
     );
@@ -219,9 +223,9 @@ t.test('Redis with an existing Secret: references it and tells dify-guard by ann
 });
 
 t.test('keys shared by api, sandbox and plugin daemon reference the same Secret keys', async (t) => {
-  const api = mainContainer(base.objects, contract.components.api);
-  const sandbox = mainContainer(base.objects, contract.components.sandbox);
-  const daemon = mainContainer(base.objects, contract.components.pluginDaemon);
+  const api = componentContainer(base.objects, contract.components.api);
+  const sandbox = componentContainer(base.objects, contract.components.sandbox);
+  const daemon = componentContainer(base.objects, contract.components.pluginDaemon);
   const ref = (c: Container, n: string): unknown => envOf(c, n)?.valueFrom?.secretKeyRef;
   for (const [a, b, other] of [
     ['CODE_EXECUTION_API_KEY', 'API_KEY', sandbox],
@@ -245,7 +249,7 @@ t.test('keys shared by api, sandbox and plugin daemon reference the same Secret 
 t.test('generated shared keys are kept when given, and differ per key when generated', async (t) => {
   const given = testSecret();
   const { objects } = await renderChart({ secrets: { sandboxApiKey: given } });
-  const api = mainContainer(objects, contract.components.api);
+  const api = componentContainer(objects, contract.components.api);
   const ref = envOf(api, 'CODE_EXECUTION_API_KEY')!.valueFrom!.secretKeyRef!;
   const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === ref.name)!;
   const data = secret.data as Record<string, string>;
@@ -264,7 +268,7 @@ t.test('the OpenAI key (deploy.sh --openai-api-key) is kept in a Secret and refe
   const key = `sk-${testSecret()}`;
   const { objects, text } = await renderChart({ secrets: { openaiApiKey: key } });
   for (const component of [contract.components.api, contract.components.worker]) {
-    const ref = envOf(mainContainer(objects, component), 'OPENAI_API_KEY')?.valueFrom?.secretKeyRef;
+    const ref = envOf(componentContainer(objects, component), 'OPENAI_API_KEY')?.valueFrom?.secretKeyRef;
     t.ok(ref, component);
     const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === ref!.name)!;
     t.ok(Buffer.from(String((secret.data as Json)[ref!.key]), 'base64').toString() === key);
@@ -304,7 +308,7 @@ t.test('no secret value (nor its base64) appears outside a Secret', async (t) =>
 
 t.test('pgvector: PGVECTOR_PASSWORD also by secretKeyRef to the PostgreSQL Secret', async (t) => {
   const { objects } = await renderChart({ vectorStore: { type: 'pgvector' } });
-  const api = mainContainer(objects, contract.components.api);
+  const api = componentContainer(objects, contract.components.api);
   t.equal(envOf(api, 'VECTOR_STORE')?.value, 'pgvector');
   t.same(envOf(api, 'PGVECTOR_PASSWORD')?.valueFrom?.secretKeyRef, {
     name: pgSecret,
@@ -324,7 +328,7 @@ t.test('extraEnv cannot set a name the chart sets (no duplicates, no literal DB_
   }
   const ok = await renderChart({ api: { extraEnv: [{ name: 'SENTRY_DSN', value: 'https://x' }] } });
   t.equal(
-    envOf(mainContainer(ok.objects, contract.components.api), 'SENTRY_DSN')?.value,
+    envOf(componentContainer(ok.objects, contract.components.api), 'SENTRY_DSN')?.value,
     'https://x',
     'a new name is added',
   );

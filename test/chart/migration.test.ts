@@ -4,11 +4,11 @@
 import t from 'tap';
 import { ENV, contract } from '../../src/contract.js';
 import { annotationsOf, envOf, initContainersOf, podTemplateOf, type Json } from '../../harness/helm.js';
-import { componentWorkload, mainContainerOf, named, renderChart } from './support.js';
+import { componentContainer, mainContainerOf, named, renderChart } from './support.js';
 
 const { objects } = await renderChart();
 const job = named(objects, 'Job', 'migrationJob');
-const apiContainer = mainContainerOf(componentWorkload(objects, contract.components.api));
+const apiContainer = componentContainer(objects, contract.components.api);
 const spec = job.spec as Json;
 
 t.test('Helm hook after install and upgrade; deleted only before the next hook', async (t) => {

@@ -2,9 +2,9 @@
 // ENDPOINT_URL_TEMPLATE (plugin endpoints) and PLUGIN_REMOTE_INSTALL_HOST/PORT (remote plugin debugging).
 // Dify's own defaults are localhost (docs/dify-facts.md); the chart derives them from its public URL values.
 import t from 'tap';
-import { LABELS, contract } from '../../src/contract.js';
-import { containersOf, envOf, template, workloadOf, type Json } from '../../harness/helm.js';
-import { releaseName, renderChart, withRequired } from './support.js';
+import { contract } from '../../src/contract.js';
+import { envOf, template, type Json } from '../../harness/helm.js';
+import { componentContainer, releaseName, renderChart, withRequired } from './support.js';
 
 const URL_ENV = ['TRIGGER_URL', 'ENDPOINT_URL_TEMPLATE', 'PLUGIN_REMOTE_INSTALL_HOST', 'PLUGIN_REMOTE_INSTALL_PORT'];
 const BACKEND = [contract.components.api, contract.components.worker, contract.components.beat];
@@ -14,7 +14,7 @@ async function urls(
   component: string = contract.components.api,
 ): Promise<Record<string, string | undefined>> {
   const { objects } = await renderChart(values, { namespace: 'dify' });
-  const c = containersOf(workloadOf(objects, LABELS.component, component))[0]!;
+  const c = componentContainer(objects, component);
   return Object.fromEntries(URL_ENV.map((n) => [n, envOf(c, n)?.value]));
 }
 

@@ -3,8 +3,8 @@
 // storage classes of the PVCs (Nutanix CSI). Where api and worker run on that storage: api-storage.test.ts.
 import t from 'tap';
 import { contract } from '../../src/contract.js';
-import { annotationsOf, containersOf, find, nameOf, ofKind, template, type Json } from '../../harness/helm.js';
-import { named, release, releaseName, renderChart, withRequired } from './support.js';
+import { annotationsOf, find, nameOf, ofKind, template, type Json } from '../../harness/helm.js';
+import { mainContainerOf, named, release, releaseName, renderChart, withRequired } from './support.js';
 
 const svcName = (component: string): string => releaseName('component', component);
 // Dify 1.11's docker/nginx/conf.d/default.conf.template (docs/dify-facts.md).
@@ -123,7 +123,7 @@ t.test('MetalLB: a LoadBalancer Service with address and pool annotations, nginx
     '/e/ keeps the Dify-Hook-Url header',
   );
   const deploy = find(objects, 'Deployment', proxy);
-  t.equal(containersOf(deploy)[0]!.readinessProbe ? 'probe' : 'none', 'probe');
+  t.equal(mainContainerOf(deploy).readinessProbe ? 'probe' : 'none', 'probe');
   // The proxy is a Dify pod that dify-guard never treats.
   t.notOk((contract.podRules.injectCredentials as string[]).includes('proxy'));
   const none = await renderChart({ ingress: { enabled: false } });

@@ -21,7 +21,7 @@ import {
   type EnvVar,
   type Json,
 } from '../../harness/helm.js';
-import { componentWorkload, mainContainerOf, podLabelsOf, renderChart } from './support.js';
+import { componentContainer, componentWorkload, podLabelsOf, renderChart } from './support.js';
 
 interface Row {
   name: string;
@@ -47,7 +47,7 @@ const tables = contractTables(readFileSync(join(repoRoot, 'docs/dify-settings.md
 const { objects } = await renderChart();
 const services = ofKind(objects, 'Service');
 const podLabels = (component: string): Record<string, string> => podLabelsOf(componentWorkload(objects, component));
-const containerOf = (component: string): Container => mainContainerOf(componentWorkload(objects, component));
+const containerOf = (component: string): Container => componentContainer(objects, component);
 const envIn = (component: string, name: string): EnvVar | undefined =>
   (containerOf(component).env ?? []).find((e) => e.name === name);
 

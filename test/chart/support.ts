@@ -41,5 +41,9 @@ export const componentWorkload = (objects: Json[], component: string): Json =>
 /** The first (main) container of a workload's pods. */
 export const mainContainerOf = (workload: Json): Container => containersOf(workload)[0]!;
 
+/** The main container of the one workload whose pods carry this component label. */
+export const componentContainer = (objects: Json[], component: string): Container =>
+  mainContainerOf(componentWorkload(objects, component));
+
 /** The labels of a workload's pods. */
 export const podLabelsOf = (workload: Json): Record<string, string> => podTemplateOf(workload).metadata.labels ?? {};

@@ -13,7 +13,7 @@ import { run } from '../../harness/commands.js';
 import { reservePort } from '../../harness/ports.js';
 import { program } from '../../harness/programs/programs.js';
 import { containersOf, initContainersOf, podTemplateOf, type Container } from '../../harness/helm.js';
-import { componentWorkload, mainContainerOf, named, releaseName, renderChart } from '../chart/support.js';
+import { componentContainer, componentWorkload, named, releaseName, renderChart } from '../chart/support.js';
 import { resolvedEnv, secretValue, shellScript, type Env } from '../../harness/programs/rendered-env.js';
 import { privateDir, runAs, startAs, systemUser, until, type RunningProgram } from '../../harness/programs/run.js';
 
@@ -25,7 +25,7 @@ const { objects } = await renderChart();
 const statefulSet = named(objects, 'StatefulSet', 'postgresql');
 const server = containersOf(statefulSet).find((c) => c.name === 'postgresql')!;
 const check = initContainersOf(statefulSet).find((c) => c.name === 'check-data-directory')!;
-const component = (name: string): Container => mainContainerOf(componentWorkload(objects, name));
+const component = (name: string): Container => componentContainer(objects, name);
 const migrationJob = componentWorkload(objects, contract.components.migration);
 const wait = initContainersOf(migrationJob)[0]!;
 const jobPod = podTemplateOf(migrationJob);

@@ -4,12 +4,12 @@
 // the password gets NOAUTH and one with another gets WRONGPASS.
 import { rmSync } from 'node:fs';
 import t, { type Test } from 'tap';
-import { ENV, LABELS, SECRET_KEYS, contract } from '../../src/contract.js';
+import { ENV, SECRET_KEYS, contract } from '../../src/contract.js';
 import { run } from '../../harness/commands.js';
 import { reservePort } from '../../harness/ports.js';
 import { program } from '../../harness/programs/programs.js';
-import { containersOf, workloadOf, type Container } from '../../harness/helm.js';
-import { named, releaseName, renderChart } from '../chart/support.js';
+import type { Container } from '../../harness/helm.js';
+import { componentContainer, mainContainerOf, named, releaseName, renderChart } from '../chart/support.js';
 import { resolvedEnv, secretValue, shellScript, type Env } from '../../harness/programs/rendered-env.js';
 import { RedisConnection } from '../../harness/programs/resp.js';
 import { privateDir, runAs, startAs, systemUser, until } from '../../harness/programs/run.js';
@@ -20,8 +20,8 @@ program('redis-server');
 
 const { objects } = await renderChart();
 const statefulSet = named(objects, 'StatefulSet', 'redisMaster');
-const container = containersOf(statefulSet)[0]!;
-const component = (name: string): Container => containersOf(workloadOf(objects, LABELS.component, name))[0]!;
+const container = mainContainerOf(statefulSet);
+const component = (name: string): Container => componentContainer(objects, name);
 const service = named(objects, 'Service', 'redisMaster');
 const password = secretValue(objects, releaseName('redisSecret'), SECRET_KEYS.redisPassword);
 

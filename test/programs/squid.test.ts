@@ -11,8 +11,8 @@ import { createServer, request, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import { contract } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
-import { containersOf, find, podTemplateOf, type Json } from '../../harness/helm.js';
-import { releaseName, renderChart } from '../chart/support.js';
+import { find, podTemplateOf, type Json } from '../../harness/helm.js';
+import { mainContainerOf, releaseName, renderChart } from '../chart/support.js';
 import { reservePort } from '../../harness/ports.js';
 import { program } from '../../harness/programs/programs.js';
 import {
@@ -47,7 +47,7 @@ async function renderProxy(values: Json = {}): Promise<Rendered> {
   const deployment = find(objects, 'Deployment', name);
   return {
     conf: String((find(objects, 'ConfigMap', name).data as Json)['squid.conf']),
-    mounts: (containersOf(deployment)[0]!.volumeMounts ?? []) as Mount[],
+    mounts: (mainContainerOf(deployment).volumeMounts ?? []) as Mount[],
     volumes: (podTemplateOf(deployment).spec.volumes ?? []) as Json[],
   };
 }
