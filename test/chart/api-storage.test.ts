@@ -3,24 +3,19 @@
 // where fsGroup is not applied (the storage-permissions init container; test/programs/storage-permissions
 // runs its command for real).
 import t from 'tap';
-import { LABELS, contract, expandName } from '../../src/contract.js';
+import { LABELS, contract } from '../../src/contract.js';
 import {
   containersOf,
-  deepMerge,
-  find,
   initContainersOf,
   podTemplateOf,
-  render,
-  requiredValues,
   selects,
   type Json,
   type LabelSelector,
 } from '../../harness/helm.js';
+import { named, renderChart } from './support.js';
 
-const release = 'dify';
-const deploymentName = (component: string): string => expandName(contract.names.component, release, component);
-const api = (objects: Json[]): Json => find(objects, 'Deployment', deploymentName(contract.components.api));
-const worker = (objects: Json[]): Json => find(objects, 'Deployment', deploymentName(contract.components.worker));
+const api = (objects: Json[]): Json => named(objects, 'Deployment', 'component', contract.components.api);
+const worker = (objects: Json[]): Json => named(objects, 'Deployment', 'component', contract.components.worker);
 const strategyOf = (d: Json): Json | undefined => (d.spec as Json).strategy as Json | undefined;
 interface Term {
   topologyKey: string;
@@ -34,7 +29,7 @@ const affinityTerms = (d: Json): Term[] => {
 t.test(
   'ReadWriteOnce storage: api is replaced, not surged, and every pod that mounts the volume shares its node',
   async (t) => {
-    const { objects } = await render(requiredValues());
+    const { objects } = await renderChart();
     t.same(
       strategyOf(api(objects)),
       { type: 'Recreate' },
@@ -62,7 +57,7 @@ t.test(
 
 t.test('ReadWriteMany or no PVC: rolling updates and free scheduling', async (t) => {
   for (const persistence of [{ accessModes: ['ReadWriteMany'] }, { enabled: false }]) {
-    const { objects } = await render(deepMerge(requiredValues(), { storage: { persistence } }));
+    const { objects } = await renderChart({ storage: { persistence } });
     t.notOk(strategyOf(api(objects)), `${JSON.stringify(persistence)}: Kubernetes' default RollingUpdate`);
     t.same(affinityTerms(api(objects)), [], `${JSON.stringify(persistence)}: api unconstrained`);
     t.same(affinityTerms(worker(objects)), [], `${JSON.stringify(persistence)}: worker unconstrained`);
@@ -72,14 +67,14 @@ t.test('ReadWriteMany or no PVC: rolling updates and free scheduling', async (t)
 t.test(
   "storage-permissions: chowns the storage folder to Dify's user, as root with CHOWN and DAC_OVERRIDE only",
   async (t) => {
-    const { objects } = await render(requiredValues());
+    const { objects } = await renderChart();
     const init = initContainersOf(api(objects));
     t.same(
       init.map((c) => c.name),
       ['storage-permissions'],
     );
     const c = init[0]!;
-    const postgresql = find(objects, 'StatefulSet', expandName(contract.names.postgresql, release));
+    const postgresql = named(objects, 'StatefulSet', 'postgresql');
     const postgresImage = containersOf(postgresql)[0]?.image;
     t.equal(c.image, postgresImage, 'the PostgreSQL image the chart already uses: no other image to mirror');
     t.same(c.securityContext, {
@@ -94,12 +89,10 @@ t.test(
     t.match((c.command as string[]).join(' '), /chown -h 1001:1001/, 'to api.podSecurityContext.runAsUser/runAsGroup');
     t.notOk(c.env, 'no env: dify-guard leaves a non-Dify container alone, and it needs no secret');
 
-    const uid = await render(
-      deepMerge(requiredValues(), { api: { podSecurityContext: { runAsUser: 2000, runAsGroup: 3000 } } }),
-    );
+    const uid = await renderChart({ api: { podSecurityContext: { runAsUser: 2000, runAsGroup: 3000 } } });
     t.match((initContainersOf(api(uid.objects))[0]!.command as string[]).join(' '), /chown -h 2000:3000/);
     for (const persistence of [{ initPermissions: false }, { enabled: false }]) {
-      const off = await render(deepMerge(requiredValues(), { storage: { persistence } }));
+      const off = await renderChart({ storage: { persistence } });
       t.same(initContainersOf(api(off.objects)), [], `${JSON.stringify(persistence)}: no init container`);
     }
   },

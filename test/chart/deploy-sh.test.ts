@@ -77,27 +77,28 @@ chmodSync(kubectlStub, 0o755);
 interface Env {
   [key: string]: string | undefined;
 }
+interface Stubs {
+  helm: string;
+  kubectl: string;
+}
+// deploy.sh with `stubs` as its helm and kubectl; its stdout and stderr are captured as `<capture>.stdout`/`.stderr`.
 // stdin ignored: the script may exit before a writer to its stdin would finish (EPIPE).
-function deploy(args: string[], env: Env = {}): CommandResult {
-  rmSync(`${helmLog}.args`, { force: true });
-  rmSync(`${helmLog}.progress`, { force: true });
+function runDeploySh(args: string[], stubs: Stubs, env: Env, capture: string): CommandResult {
   const r = spawnSync('bash', [script, ...args], {
-    env: {
-      PATH: process.env.PATH,
-      HOME: dir,
-      TMPDIR: dir,
-      HELM: helmStub,
-      KUBECTL: kubectlStub,
-      ...env,
-    } as NodeJS.ProcessEnv,
+    env: { PATH: process.env.PATH, HOME: dir, TMPDIR: dir, HELM: stubs.helm, KUBECTL: stubs.kubectl, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     encoding: 'utf8',
     timeout: 30_000,
   });
   if (r.error) throw r.error;
-  captureOutput('deploy.sh.stdout', r.stdout);
-  captureOutput('deploy.sh.stderr', r.stderr);
+  captureOutput(`${capture}.stdout`, r.stdout);
+  captureOutput(`${capture}.stderr`, r.stderr);
   return { command: `deploy.sh ${args.join(' ')}`, status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+function deploy(args: string[], env: Env = {}): CommandResult {
+  rmSync(`${helmLog}.args`, { force: true });
+  rmSync(`${helmLog}.progress`, { force: true });
+  return runDeploySh(args, { helm: helmStub, kubectl: kubectlStub }, env, 'deploy.sh');
 }
 const helmCalled = (): boolean => existsSync(`${helmLog}.args`);
 const secrets = (): { POSTGRES_PASSWORD: string; DIFY_SECRET_KEY: string } => ({
@@ -280,19 +281,29 @@ t.test(
   },
 );
 
+// Runs the `export <variable>="$(kubectl ...)"` line deploy.sh printed with bash, against the kubectl stub holding
+// `stub` (its STUB_* values), and says whether it reads back `expected`.
+function readsBack(stderr: string, variable: string, expected: string, stub: Env): boolean {
+  const line = stderr
+    .split('\n')
+    .find((l) => l.includes(`export ${variable}="$(`))
+    ?.trim();
+  if (!line) return false;
+  const run = spawnSync('bash', ['-c', `${line}; [ "$${variable}" = "$EXPECTED" ]`], {
+    env: { PATH: `${dir}:${process.env.PATH}`, ...stub, EXPECTED: expected },
+    stdio: 'ignore',
+  });
+  return run.status === 0;
+}
+
 t.test('the printed read-back command returns the kept password (run by bash against the kubectl stub)', async (t) => {
   const env = secrets();
   const old = testSecret();
   const r = deploy([], { ...env, STUB_PVC: '1', STUB_PG: old });
-  const line = r.stderr
-    .split('\n')
-    .find((l) => l.includes('export POSTGRES_PASSWORD="$('))!
-    .trim();
-  const run = spawnSync('bash', ['-c', `${line}; [ "$POSTGRES_PASSWORD" = "$EXPECTED" ]`], {
-    env: { PATH: `${dir}:${process.env.PATH}`, STUB_PG: old, EXPECTED: old },
-    stdio: 'ignore',
-  });
-  t.equal(run.status, 0, "the command reads the Secret's postgres-password back exactly");
+  t.ok(
+    readsBack(r.stderr, 'POSTGRES_PASSWORD', old, { STUB_PG: old }),
+    "the command reads the Secret's postgres-password back exactly",
+  );
 });
 
 t.test(
@@ -563,15 +574,10 @@ t.test(
     t.match(existing.stderr, readBack);
     t.notMatch(existing.stderr, 'openssl rand', 'never told to generate a new one');
     t.notOk(existing.stderr.includes(key));
-    const line = existing.stderr
-      .split('\n')
-      .find((l) => l.includes('export DIFY_SECRET_KEY="$('))!
-      .trim();
-    const run = spawnSync('bash', ['-c', `${line}; [ "$DIFY_SECRET_KEY" = "$EXPECTED" ]`], {
-      env: { PATH: `${dir}:${process.env.PATH}`, STUB_KEY: key, EXPECTED: key },
-      stdio: 'ignore',
-    });
-    t.equal(run.status, 0, 'the printed command reads the current SECRET_KEY back exactly');
+    t.ok(
+      readsBack(existing.stderr, 'DIFY_SECRET_KEY', key, { STUB_KEY: key }),
+      'the printed command reads the current SECRET_KEY back exactly',
+    );
     const first = deploy([], pg);
     t.equal(first.status, 1);
     t.match(first.stderr, /初回インストールなので/);
@@ -678,32 +684,16 @@ function rotate(
   for (const f of ['argv', 'values', 'values-mode']) rmSync(`${rot}.${f}`, { force: true });
   writeFileSync(`${rot}.db`, state.db);
   writeFileSync(`${rot}.secret`, state.secret);
-  const r = spawnSync('bash', [script, '--rotate-postgres-password', ...args], {
-    env: {
-      PATH: process.env.PATH,
-      HOME: dir,
-      TMPDIR: dir,
-      HELM: rotHelm,
-      KUBECTL: rotKubectl,
-      ...env,
-    } as NodeJS.ProcessEnv,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  if (r.error) throw r.error;
-  captureOutput('deploy.sh-rotate.stdout', r.stdout);
-  captureOutput('deploy.sh-rotate.stderr', r.stderr);
+  const r = runDeploySh(
+    ['--rotate-postgres-password', ...args],
+    { helm: rotHelm, kubectl: rotKubectl },
+    env,
+    'deploy.sh-rotate',
+  );
   const read = (f: string): string => (existsSync(`${rot}.${f}`) ? readFileSync(`${rot}.${f}`, 'utf8') : '');
   const after = { db: read('db'), secret: read('secret'), argv: read('argv') };
   captureOutput('deploy.sh-rotate.argv', after.argv);
-  return {
-    command: `deploy.sh --rotate-postgres-password ${args.join(' ')}`,
-    status: r.status,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    after,
-  };
+  return { ...r, after };
 }
 
 t.test(

@@ -2,40 +2,42 @@
 // the chart renders (MIGRATION_ENABLED=false, passwords only by secretKeyRef, REDIS_PASSWORD before
 // the broker URL), the keys api shares with sandbox/plugin daemon agree, and no secret is a literal.
 import t, { type Test } from 'tap';
-import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { ENV, LABELS, SECRET_KEYS, contract } from '../../src/contract.js';
 import {
   allContainersOf,
   containersOf,
-  deepMerge,
   envIndex,
   envOf,
   kindOf,
   nameOf,
   podTemplateOf,
   render,
-  requiredValues,
   template,
   testSecret,
-  workloadOf,
   workloads,
   type Container,
   type Json,
 } from '../../harness/helm.js';
+import {
+  componentContainer,
+  componentWorkload,
+  mainContainerOf,
+  releaseName,
+  renderChart,
+  withRequired,
+} from './support.js';
 
-const release = 'dify';
-const pgSecret = expandName(contract.names.postgresqlSecret, release);
+const pgSecret = releaseName('postgresqlSecret');
 const componentOf = (w: Json): string => podTemplateOf(w).metadata.labels?.[LABELS.component] ?? '';
 /** An env name that says password, key or secret: the chart sets it only by reference. */
 const namesASecret = (name: string): boolean =>
   /PASSWORD|SECRET|_KEY$|^API_KEY$/.test(name) && name !== 'DIFY_GUARD_REDIS_SECRET_KEY' && !name.endsWith('_TEMPLATE');
-const mainContainer = (objects: Json[], component: string): Container =>
-  containersOf(workloadOf(objects, LABELS.component, component))[0]!;
 
-const base = await render(requiredValues());
+const base = await renderChart();
 
 t.test('MIGRATION_ENABLED is the literal "false" on every api/worker/beat/plugin-daemon container', async (t) => {
   for (const component of contract.podRules.forceMigrationDisabled) {
-    for (const c of containersOf(workloadOf(base.objects, LABELS.component, component))) {
+    for (const c of containersOf(componentWorkload(base.objects, component))) {
       const entries = (c.env ?? []).filter((e) => e.name === ENV.migrationEnabled);
       t.equal(entries.length, 1, `${component}/${c.name}: set once`);
       t.same(
@@ -64,7 +66,7 @@ t.test('DB_PASSWORD comes from the PostgreSQL Secret by secretKeyRef wherever it
     }
   }
   for (const component of contract.podRules.injectCredentials) {
-    t.ok(envOf(mainContainer(base.objects, component), ENV.dbPassword), `${component} has DB_PASSWORD`);
+    t.ok(envOf(componentContainer(base.objects, component), ENV.dbPassword), `${component} has DB_PASSWORD`);
   }
   t.ok(seen >= contract.podRules.injectCredentials.length);
 });
@@ -74,7 +76,7 @@ t.test('no env name appears twice in any container', async (t) => {
     {},
     { pluginDaemon: { redis: { authEnabled: true, password: testSecret() } }, vectorStore: { type: 'pgvector' } },
   ]) {
-    const { objects } = await render(deepMerge(requiredValues(), variant));
+    const { objects } = await renderChart(variant);
     for (const w of workloads(objects)) {
       for (const c of allContainersOf(w)) {
         const names = (c.env ?? []).map((e) => e.name);
@@ -89,16 +91,16 @@ t.test('no env name appears twice in any container', async (t) => {
 });
 
 t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis host and port', async (t) => {
-  const c = mainContainer(base.objects, contract.components.pluginDaemon);
+  const c = componentContainer(base.objects, contract.components.pluginDaemon);
   t.same(
     (c.env ?? []).filter((e) => e.name === 'DB_DATABASE'),
     [{ name: 'DB_DATABASE', value: 'dify_plugin' }],
   );
-  t.equal(envOf(c, ENV.redisHost)?.value, expandName(contract.names.redisMaster, release));
+  t.equal(envOf(c, ENV.redisHost)?.value, releaseName('redisMaster'));
   t.equal(envOf(c, ENV.redisPort)?.value, String(contract.redisPort));
-  t.equal(envOf(c, 'DB_HOST')?.value, expandName(contract.names.postgresql, release));
+  t.equal(envOf(c, 'DB_HOST')?.value, releaseName('postgresql'));
   t.equal(
-    envOf(mainContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value,
+    envOf(componentContainer(base.objects, contract.components.api), 'DB_DATABASE')?.value,
     'dify',
     "api keeps Dify's database",
   );
@@ -107,24 +109,21 @@ t.test('plugin daemon: its own database dify_plugin, DB_DATABASE once, Redis hos
 t.test(
   'Redis without auth (authEnabled=false): no REDIS_PASSWORD, a broker URL without credentials, no Redis Secret',
   async (t) => {
-    const open = await render(deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: false } } }));
+    const open = await renderChart({ pluginDaemon: { redis: { authEnabled: false } } });
     for (const component of contract.podRules.injectCredentials) {
-      const c = mainContainer(open.objects, component);
+      const c = componentContainer(open.objects, component);
       t.notOk(envOf(c, ENV.redisPassword), `${component}`);
       const url = envOf(c, ENV.celeryBrokerUrl)?.value;
-      if (url !== undefined)
-        t.equal(url, `redis://${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`);
+      if (url !== undefined) t.equal(url, `redis://${releaseName('redisMaster')}:${contract.redisPort}/1`);
     }
-    t.notOk(
-      open.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)),
-    );
-    const redis = containersOf(workloadOf(open.objects, LABELS.component, contract.components.redis))[0]!;
+    t.notOk(open.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === releaseName('redisSecret')));
+    const redis = componentContainer(open.objects, contract.components.redis);
     t.notOk(envOf(redis, ENV.redisPassword), 'the bundled Redis gets no requirepass');
   },
 );
 
 t.test('Redis auth is on by default: a password generated once into <release>-redis, kept by uninstall', async (t) => {
-  const redisSecret = expandName(contract.names.redisSecret, release);
+  const redisSecret = releaseName('redisSecret');
   const secret = base.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret);
   t.ok(secret, 'the chart renders <release>-redis with no value given');
   const generated = Buffer.from(String((secret!.data as Json)[SECRET_KEYS.redisPassword]), 'base64').toString();
@@ -135,14 +134,14 @@ t.test('Redis auth is on by default: a password generated once into <release>-re
     'keep',
   );
   for (const component of contract.podRules.injectCredentials) {
-    const c = mainContainer(base.objects, component);
+    const c = componentContainer(base.objects, component);
     t.same(
       envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef,
       { name: redisSecret, key: SECRET_KEYS.redisPassword },
       component,
     );
   }
-  const again = await render(requiredValues());
+  const again = await renderChart();
   const other = again.objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret)!;
   t.not(
     (other.data as Json)[SECRET_KEYS.redisPassword],
@@ -155,10 +154,8 @@ t.test(
   'Redis with auth (chart Secret): REDIS_PASSWORD by secretKeyRef, defined before CELERY_BROKER_URL',
   async (t) => {
     const password = testSecret();
-    const { objects, text } = await render(
-      deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password } } }),
-    );
-    const redisSecret = expandName(contract.names.redisSecret, release);
+    const { objects, text } = await renderChart({ pluginDaemon: { redis: { authEnabled: true, password } } });
+    const redisSecret = releaseName('redisSecret');
     const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === redisSecret);
     t.ok(secret, 'the chart renders <release>-redis');
     t.ok(
@@ -166,7 +163,7 @@ t.test(
       'with the given password',
     );
     for (const component of contract.podRules.injectCredentials) {
-      const c = mainContainer(objects, component);
+      const c = componentContainer(objects, component);
       t.same(
         envOf(c, ENV.redisPassword)?.valueFrom?.secretKeyRef,
         { name: redisSecret, key: SECRET_KEYS.redisPassword },
@@ -180,17 +177,17 @@ t.test(
         );
         t.equal(
           envOf(c, ENV.celeryBrokerUrl)?.value,
-          `redis://:$(${ENV.redisPassword})@${expandName(contract.names.redisMaster, release)}:${contract.redisPort}/1`,
+          `redis://:$(${ENV.redisPassword})@${releaseName('redisMaster')}:${contract.redisPort}/1`,
         );
       }
       t.same(
-        podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.annotations ?? {},
+        podTemplateOf(componentWorkload(objects, component)).metadata.annotations ?? {},
         {},
         `${component}: no Secret annotations for the default Secret`,
       );
     }
     // The bundled Redis requires the same password.
-    const redis = containersOf(workloadOf(objects, LABELS.component, contract.components.redis))[0]!;
+    const redis = componentContainer(objects, contract.components.redis);
     t.same(envOf(redis, 'REDIS_PASSWORD')?.valueFrom?.secretKeyRef, {
       name: redisSecret,
       key: SECRET_KEYS.redisPassword,
@@ -200,19 +197,17 @@ t.test(
 );
 
 t.test('Redis with an existing Secret: references it and tells dify-guard by annotations', async (t) => {
-  const { objects } = await render(
-    deepMerge(requiredValues(), {
-      pluginDaemon: { redis: { authEnabled: true, existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } },
-    }),
-  );
+  const { objects } = await renderChart({
+    pluginDaemon: { redis: { authEnabled: true, existingSecret: 'corp-redis', existingSecretPasswordKey: 'pw' } },
+  });
   t.notOk(
-    objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === expandName(contract.names.redisSecret, release)),
+    objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === releaseName('redisSecret')),
     'no chart Redis Secret',
   );
   for (const component of contract.podRules.injectCredentials) {
-    const w = workloadOf(objects, LABELS.component, component);
+    const w = componentWorkload(objects, component);
     t.same(
-      envOf(containersOf(w)[0]!, ENV.redisPassword)?.valueFrom?.secretKeyRef,
+      envOf(mainContainerOf(w), ENV.redisPassword)?.valueFrom?.secretKeyRef,
       { name: 'corp-redis', key: 'pw' },
       component,
     );
@@ -228,9 +223,9 @@ t.test('Redis with an existing Secret: references it and tells dify-guard by ann
 });
 
 t.test('keys shared by api, sandbox and plugin daemon reference the same Secret keys', async (t) => {
-  const api = mainContainer(base.objects, contract.components.api);
-  const sandbox = mainContainer(base.objects, contract.components.sandbox);
-  const daemon = mainContainer(base.objects, contract.components.pluginDaemon);
+  const api = componentContainer(base.objects, contract.components.api);
+  const sandbox = componentContainer(base.objects, contract.components.sandbox);
+  const daemon = componentContainer(base.objects, contract.components.pluginDaemon);
   const ref = (c: Container, n: string): unknown => envOf(c, n)?.valueFrom?.secretKeyRef;
   for (const [a, b, other] of [
     ['CODE_EXECUTION_API_KEY', 'API_KEY', sandbox],
@@ -243,18 +238,18 @@ t.test('keys shared by api, sandbox and plugin daemon reference the same Secret 
   t.ok(ref(api, 'SECRET_KEY'), 'SECRET_KEY by secretKeyRef');
   t.equal(
     envOf(api, 'PLUGIN_DAEMON_URL')?.value,
-    `http://${expandName(contract.names.component, release, contract.components.pluginDaemon)}:5002`,
+    `http://${releaseName('component', contract.components.pluginDaemon)}:5002`,
   );
   t.equal(
     envOf(daemon, 'DIFY_INNER_API_URL')?.value,
-    `http://${expandName(contract.names.component, release, contract.components.api)}:5001`,
+    `http://${releaseName('component', contract.components.api)}:5001`,
   );
 });
 
 t.test('generated shared keys are kept when given, and differ per key when generated', async (t) => {
   const given = testSecret();
-  const { objects } = await render(deepMerge(requiredValues(), { secrets: { sandboxApiKey: given } }));
-  const api = mainContainer(objects, contract.components.api);
+  const { objects } = await renderChart({ secrets: { sandboxApiKey: given } });
+  const api = componentContainer(objects, contract.components.api);
   const ref = envOf(api, 'CODE_EXECUTION_API_KEY')!.valueFrom!.secretKeyRef!;
   const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === ref.name)!;
   const data = secret.data as Record<string, string>;
@@ -271,9 +266,9 @@ t.test('generated shared keys are kept when given, and differ per key when gener
 
 t.test('the OpenAI key (deploy.sh --openai-api-key) is kept in a Secret and referenced', async (t) => {
   const key = `sk-${testSecret()}`;
-  const { objects, text } = await render(deepMerge(requiredValues(), { secrets: { openaiApiKey: key } }));
+  const { objects, text } = await renderChart({ secrets: { openaiApiKey: key } });
   for (const component of [contract.components.api, contract.components.worker]) {
-    const ref = envOf(mainContainer(objects, component), 'OPENAI_API_KEY')?.valueFrom?.secretKeyRef;
+    const ref = envOf(componentContainer(objects, component), 'OPENAI_API_KEY')?.valueFrom?.secretKeyRef;
     t.ok(ref, component);
     const secret = objects.find((o) => kindOf(o) === 'Secret' && nameOf(o) === ref!.name)!;
     t.ok(Buffer.from(String((secret.data as Json)[ref!.key]), 'base64').toString() === key);
@@ -312,8 +307,8 @@ t.test('no secret value (nor its base64) appears outside a Secret', async (t) =>
 });
 
 t.test('pgvector: PGVECTOR_PASSWORD also by secretKeyRef to the PostgreSQL Secret', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), { vectorStore: { type: 'pgvector' } }));
-  const api = mainContainer(objects, contract.components.api);
+  const { objects } = await renderChart({ vectorStore: { type: 'pgvector' } });
+  const api = componentContainer(objects, contract.components.api);
   t.equal(envOf(api, 'VECTOR_STORE')?.value, 'pgvector');
   t.same(envOf(api, 'PGVECTOR_PASSWORD')?.valueFrom?.secretKeyRef, {
     name: pgSecret,
@@ -327,15 +322,13 @@ t.test('extraEnv cannot set a name the chart sets (no duplicates, no literal DB_
     ['pluginDaemon.extraEnv', { pluginDaemon: { extraEnv: [{ name: 'DB_DATABASE', value: 'dify' }] } }],
     ['dify.extraEnv', { dify: { extraEnv: [{ name: ENV.migrationEnabled, value: 'true' }] } }],
   ] as const) {
-    const r = await template(deepMerge(requiredValues(), values as Json));
+    const r = await template(withRequired(values as Json));
     t.not(r.status, 0, `${path} duplicate refused`);
     t.match(r.stderr, /is set twice in the .* container: the chart already sets it/, path);
   }
-  const ok = await render(
-    deepMerge(requiredValues(), { api: { extraEnv: [{ name: 'SENTRY_DSN', value: 'https://x' }] } }),
-  );
+  const ok = await renderChart({ api: { extraEnv: [{ name: 'SENTRY_DSN', value: 'https://x' }] } });
   t.equal(
-    envOf(mainContainer(ok.objects, contract.components.api), 'SENTRY_DSN')?.value,
+    envOf(componentContainer(ok.objects, contract.components.api), 'SENTRY_DSN')?.value,
     'https://x',
     'a new name is added',
   );
@@ -361,7 +354,7 @@ function assertProbes(t: Test, w: Json): void {
 }
 
 t.test('probes, resources and security contexts on every workload container', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), { loadBalancer: { enabled: true } }));
+  const { objects } = await renderChart({ loadBalancer: { enabled: true } });
   for (const w of workloads(objects)) {
     t.ok(podTemplateOf(w).spec.securityContext, `${nameOf(w)}: pod securityContext`);
     for (const c of allContainersOf(w)) assertHardened(t, w, c);

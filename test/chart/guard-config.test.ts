@@ -1,21 +1,14 @@
 // The dify-guard Deployment's env against dify-guard's own setting table (src/config.ts, engineer
 // "server"): every DIFY_GUARD_* the chart sets is a known setting, and the whole env loads without a
-// problem and gives the contract's name templates, for default and tuned values.
+// problem and gives dify-guard its own defaults (the contract's name templates) but for what the values tune.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { LABELS, contract } from '../../src/contract.js';
+import { defaultGuardSettings, type GuardSettings } from '../../src/admission/settings.js';
 import { repoRoot } from '../../harness/binaries.js';
-import {
-  containersOf,
-  deepMerge,
-  ofKind,
-  podTemplateOf,
-  render,
-  requiredValues,
-  template,
-  type Container,
-} from '../../harness/helm.js';
+import { ofKind, template, type Container } from '../../harness/helm.js';
+import { mainContainerOf, podLabelsOf, renderChart, withRequired } from './support.js';
 
 interface ConfigModule {
   SETTINGS?: Record<string, { env: string }>;
@@ -23,7 +16,7 @@ interface ConfigModule {
   loadConfig?: (
     env: NodeJS.ProcessEnv,
     readText?: (path: string) => string,
-  ) => { ok: true; config: Record<string, unknown> } | { ok: false; problems: string[] };
+  ) => { ok: true; config: Record<string, unknown>; settings: GuardSettings } | { ok: false; problems: string[] };
 }
 
 // Read dynamically, so a missing export fails with a sentence rather than a type error elsewhere.
@@ -72,11 +65,11 @@ for (const [label, values] of [
   ['PostgreSQL Service on another port', { postgresql: { service: { port: 15432 } } }],
 ] as const) {
   t.test(`chart env (${label}) is what dify-guard reads`, async (t) => {
-    const { objects } = await render(deepMerge(requiredValues(), values));
+    const { objects } = await renderChart(values);
     const deploy = ofKind(objects, 'Deployment').find(
-      (d) => podTemplateOf(d).metadata.labels?.[LABELS.name] === contract.values.guardName,
+      (d) => podLabelsOf(d)[LABELS.name] === contract.values.guardName,
     )!;
-    const env = guardEnv(containersOf(deploy)[0]!);
+    const env = guardEnv(mainContainerOf(deploy));
     const known = new Set([...Object.values(SETTINGS ?? {}).map((s) => s.env), CONFIG_FILE_ENV]);
     const names = Object.keys(env).filter((n) => n.startsWith('DIFY_GUARD_'));
     t.ok(names.length >= 14, 'every setting of src/config.ts the chart manages is set');
@@ -93,30 +86,28 @@ for (const [label, values] of [
     t.same(loaded.ok ? [] : loaded.problems, [], "loadConfig accepts the chart's env");
     if (!loaded.ok) return;
     const c = loaded.config;
+    const tuned = label === 'tuned';
+    const difyImages = tuned ? [...contract.difyImages, 'ai/dify-backend'] : contract.difyImages;
     t.match(c, {
       port: contract.webhook.securePort,
       healthPort: contract.webhook.healthPort,
-      postgresqlSecretTemplate: contract.names.postgresqlSecret,
-      postgresqlPvcTemplate: contract.names.postgresqlPvc,
-      redisHostTemplate: contract.names.redisMaster,
-      redisPort: contract.redisPort,
-      redisSecretTemplate: contract.names.redisSecret,
-      redisSecretKey: contract.secretKeys.redisPassword,
       tlsCertFile: '/etc/dify-guard/tls/tls.crt',
       tlsKeyFile: '/etc/dify-guard/tls/tls.key',
     });
+    t.same(
+      loaded.settings,
+      { ...defaultGuardSettings, difyImages, templatePolicy: tuned ? 'deny' : defaultGuardSettings.templatePolicy },
+      "the decisions' settings are dify-guard's defaults (the contract's name templates, Redis port and key) " +
+        'but for what the values tune',
+    );
     const shutdown = Number(c.shutdownTimeoutSeconds);
     const grace = Number(
       (deploy.spec as { template: { spec: { terminationGracePeriodSeconds: number } } }).template.spec
         .terminationGracePeriodSeconds,
     );
     t.ok(grace > shutdown, "the pod's grace period outlasts dify-guard's own shutdown timeout");
-    t.same(
-      c.difyImages,
-      label === 'tuned' ? [...contract.difyImages, 'ai/dify-backend'] : contract.difyImages,
-      "the contract's Dify images, then webhook.difyImages, without repeats",
-    );
-    if (label === 'tuned') {
+    t.same(c.difyImages, difyImages, "the contract's Dify images, then webhook.difyImages, without repeats");
+    if (tuned) {
       t.match(c, {
         logLevel: 'debug',
         eventsEnabled: false,
@@ -131,7 +122,6 @@ for (const [label, values] of [
       tuned: '{release}-pg.{namespace}.svc.cluster.local:6432',
       'PostgreSQL Service on another port': contract.postgresqlAddressTemplate.replace(/:\d+$/, ':15432'),
     }[label];
-    const tuned = label === 'tuned';
     const check = {
       postgresqlAddressTemplate: address,
       postgresqlVerifyTimeoutMs: tuned ? 1500 : 2000,
@@ -145,13 +135,11 @@ t.test(
   'a database check longer than the webhook timeout is refused at render time; the schema rejects a bad address',
   async (t) => {
     const slow = await template(
-      deepMerge(requiredValues(), { webhook: { timeoutSeconds: 2, postgresql: { verifyTimeoutMs: 2000 } } }),
+      withRequired({ webhook: { timeoutSeconds: 2, postgresql: { verifyTimeoutMs: 2000 } } }),
     );
     t.not(slow.status, 0);
     t.match(slow.stderr, 'webhook.postgresql.verifyTimeoutMs (2000) must be below webhook.timeoutSeconds (2 s)');
-    const bad = await template(
-      deepMerge(requiredValues(), { webhook: { postgresql: { addressTemplate: 'no port here' } } }),
-    );
+    const bad = await template(withRequired({ webhook: { postgresql: { addressTemplate: 'no port here' } } }));
     t.not(bad.status, 0);
     t.match(bad.stderr, 'addressTemplate');
   },

@@ -7,7 +7,7 @@ import t from 'tap';
 import { contract, expandName } from '../../src/contract.js';
 import { startControlPlane } from '../../harness/controlplane/harness.js';
 import { binary } from '../../harness/binaries.js';
-import { run } from '../../harness/commands.js';
+import { run, type CommandResult, type RunOptions } from '../../harness/commands.js';
 import { chartDir, requiredValues, testSecret, valuesFile, type Json } from '../../harness/helm.js';
 import { pvcManifest } from '../../harness/manifests.js';
 
@@ -46,17 +46,16 @@ const tlsSecretOf = async (): Promise<string> => {
   return String((volumes.find((v) => v.name === 'tls')!.secret as Json).secretName);
 };
 
-await cp.helm([
-  'install',
-  release,
-  chartDir,
-  '--namespace',
-  namespace,
-  '--create-namespace',
-  '--no-hooks',
-  '-f',
-  values,
-]);
+// Every helm call of this file names the release, the chart and the namespace, and skips the hooks (no pod ever runs here).
+const target = [release, chartDir, '--namespace', namespace, '--no-hooks'];
+/** A helm call that must succeed (cp.helm throws otherwise). */
+const helmOk = (command: 'install' | 'upgrade', ...extra: string[]): Promise<CommandResult> =>
+  cp.helm([command, ...target, ...extra]);
+/** A helm upgrade that may be refused: its result, whatever its status. */
+const tryUpgrade = (extra: string[], options: RunOptions = {}): Promise<CommandResult> =>
+  run(binary('helm'), ['upgrade', ...target, ...extra], { env: cp.env(), ...options });
+
+await helmOk('install', '--create-namespace', '-f', values);
 const tlsSecret = await tlsSecretOf();
 const first = {
   tls: await secretData(tlsSecret),
@@ -72,8 +71,8 @@ t.test('install: the webhook configurations trust the CA of the generated Secret
 t.test(
   "upgrade (same values, then the guide's --reuse-values) keeps the CA, the certificate and the shared keys",
   async (t) => {
-    await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
-    await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--reuse-values']);
+    await helmOk('upgrade', '-f', values);
+    await helmOk('upgrade', '--reuse-values');
     t.same(await secretData(tlsSecret), first.tls, 'TLS Secret unchanged');
     t.same(await caBundles(), first.ca, 'caBundle unchanged');
     t.same(await secretData(`${release}-app-secrets`), first.app, 'generated sandbox/plugin keys kept');
@@ -83,7 +82,7 @@ t.test(
 t.test('rotation: deleting the TLS Secret and upgrading issues a new CA, and both webhooks follow it', async (t) => {
   const r = await cp.kubectl(['delete', 'secret', '-n', namespace, tlsSecret]);
   t.equal(r.status, 0, r.stderr);
-  await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--reuse-values']);
+  await helmOk('upgrade', '--reuse-values');
   const tls = await secretData(tlsSecret);
   t.not(tls['ca.crt'], first.tls['ca.crt'], 'a new CA');
   t.ok(
@@ -110,71 +109,30 @@ t.test(
     const before = await secretData(pgSecret);
     t.equal((await webhookConfigs()).length, 2, "dify-guard's webhooks are registered");
     // A server dry-run sends nothing to the API server (no admission): only the chart's render-time check can refuse it.
-    const dryRun = await run(
-      binary('helm'),
-      ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '--dry-run=server', '-f', otherPassword],
-      { env: cp.env() },
-    );
+    const dryRun = await tryUpgrade(['--dry-run=server', '-f', otherPassword]);
     t.not(dryRun.status, 0, 'helm upgrade --dry-run=server does not report success');
     t.match(dryRun.stderr, refusal(pgSecret));
     t.match(dryRun.stderr, `kubectl delete pvc -n ${namespace} ${pvcName}`, 'with the way out');
-    const refused = await run(
-      binary('helm'),
-      ['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', otherPassword],
-      { env: cp.env() },
-    );
+    const refused = await tryUpgrade(['-f', otherPassword]);
     t.not(refused.status, 0, 'helm upgrade fails');
     t.match(refused.stderr, refusal(pgSecret), 'refused at render time, before any write reaches the API server');
     t.same(await secretData(pgSecret), before, 'nothing changed');
     // A rotation done in the database first: the chart hands the decision to dify-guard's webhook (no process serves it
     // in this file, so the fail-closed webhook refuses the write; test/controlplane/verified-rotation.test.ts asks a real one).
-    const handedOver = await run(
-      binary('helm'),
-      [
-        'upgrade',
-        release,
-        chartDir,
-        '--namespace',
-        namespace,
-        '--no-hooks',
-        '-f',
-        otherPassword,
-        '--set',
-        'postgresql.auth.rotatedInDatabase=true',
-      ],
-      { env: cp.env() },
-    );
+    const handedOver = await tryUpgrade(['-f', otherPassword, '--set', 'postgresql.auth.rotatedInDatabase=true']);
     t.not(handedOver.status, 0, 'the change is still not stored');
     t.notMatch(handedOver.stderr, refusal(pgSecret), 'rotatedInDatabase: no render-time refusal');
     t.match(handedOver.stderr, contract.webhook.secretWebhookName, "the Secret write reached dify-guard's webhook");
     t.same(await secretData(pgSecret), before, 'nothing changed');
-    const same = await run(
-      binary('helm'),
-      [
-        'upgrade',
-        release,
-        chartDir,
-        '--namespace',
-        namespace,
-        '--no-hooks',
-        '--dry-run=server',
-        '--hide-secret',
-        '-f',
-        values,
-      ],
-      { env: cp.env(), captureStdout: true },
-    );
+    const same = await tryUpgrade(['--dry-run=server', '--hide-secret', '-f', values], { captureStdout: true });
     t.equal(same.status, 0, `the same password passes the server dry-run: ${same.stderr}`);
-    await cp.helm(['upgrade', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
+    await helmOk('upgrade', '-f', values);
     t.pass('the same password goes through');
   },
 );
 
 // deploy.sh as the operator runs it, with the real kubectl and helm on this cluster (its PVC, its Secrets).
-const deploySh = (
-  args: string[],
-  extra: Record<string, string>,
-): Promise<import('../../harness/commands.js').CommandResult> =>
+const deploySh = (args: string[], extra: Record<string, string>): Promise<CommandResult> =>
   run('bash', [join(chartDir, 'deploy.sh'), ...args], {
     env: { ...cp.env(), KUBECTL: binary('kubectl'), HELM: binary('helm'), ...extra },
     timeoutMs: 120_000,
@@ -267,17 +225,13 @@ t.test(
     t.notOk(await exists(['secret', '-n', namespace, tlsSecret]), "dify-guard's own Secret is removed");
 
     // A reinstall over the kept PVC: no webhook is registered yet, so the chart itself refuses another password...
-    const other = await run(
-      binary('helm'),
-      ['upgrade', '--install', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', otherPassword],
-      { env: cp.env() },
-    );
+    const other = await tryUpgrade(['--install', '-f', otherPassword]);
     t.not(other.status, 0, 'reinstall with another password refused');
     t.match(other.stderr, refusal(pgSecret));
     t.match(other.stderr, `kubectl delete pvc -n ${namespace} ${pvcName}`, 'with the way out');
     t.same(await secretData(pgSecret), before, 'the kept password is untouched');
     // ...and deploy.sh's `helm upgrade --install` with the same password adopts the kept Secret.
-    await cp.helm(['upgrade', '--install', release, chartDir, '--namespace', namespace, '--no-hooks', '-f', values]);
+    await helmOk('upgrade', '--install', '-f', values);
     t.same(await secretData(pgSecret), before, 'adopted unchanged');
     await cp.helm(['uninstall', release, '--namespace', namespace, '--no-hooks']);
     // The kept Secret deleted by hand (no webhook is registered now): nothing can tell the PVC's password any more.

@@ -2,24 +2,13 @@
 // PostgreSQL first, stays visible for `kubectl logs job/<release>-db-migration` (TTL 86400) and can be
 // rerun by the guide's "kubectl delete job ... && helm upgrade --reuse-values".
 import t from 'tap';
-import { ENV, LABELS, contract, expandName } from '../../src/contract.js';
-import {
-  annotationsOf,
-  containersOf,
-  deepMerge,
-  envOf,
-  find,
-  initContainersOf,
-  podTemplateOf,
-  render,
-  requiredValues,
-  workloadOf,
-  type Json,
-} from '../../harness/helm.js';
+import { ENV, contract } from '../../src/contract.js';
+import { annotationsOf, envOf, initContainersOf, podTemplateOf, type Json } from '../../harness/helm.js';
+import { componentContainer, mainContainerOf, named, renderChart } from './support.js';
 
-const release = 'dify';
-const { objects } = await render(requiredValues());
-const job = find(objects, 'Job', expandName(contract.names.migrationJob, release));
+const { objects } = await renderChart();
+const job = named(objects, 'Job', 'migrationJob');
+const apiContainer = componentContainer(objects, contract.components.api);
 const spec = job.spec as Json;
 
 t.test('Helm hook after install and upgrade; deleted only before the next hook', async (t) => {
@@ -42,15 +31,11 @@ t.test('one pod, a few retries, a deadline, never restarted in place', async (t)
 });
 
 t.test('runs `flask db upgrade` directly (not the entrypoint, not flask upgrade-db)', async (t) => {
-  const c = containersOf(job)[0]!;
+  const c = mainContainerOf(job);
   t.same(c.command, ['flask', 'db', 'upgrade']);
   t.notOk(c.args);
   t.equal(c.name, contract.components.migration);
-  t.equal(
-    c.image,
-    containersOf(workloadOf(objects, LABELS.component, contract.components.api))[0]!.image,
-    'the api image',
-  );
+  t.equal(c.image, apiContainer.image, 'the api image');
 });
 
 t.test('waits for PostgreSQL with pg_isready before migrating', async (t) => {
@@ -71,17 +56,16 @@ t.test('waits for PostgreSQL with pg_isready before migrating', async (t) => {
 });
 
 t.test('the same DB_* / REDIS_* / app env as api', async (t) => {
-  const migration = containersOf(job)[0]!;
-  const api = containersOf(workloadOf(objects, LABELS.component, contract.components.api))[0]!;
+  const migration = mainContainerOf(job);
   const apiOnly = new Set(['MODE', 'DIFY_PORT', 'SERVER_WORKER_AMOUNT']);
   t.same(
     migration.env,
-    (api.env ?? []).filter((e) => !apiOnly.has(e.name)),
+    (apiContainer.env ?? []).filter((e) => !apiOnly.has(e.name)),
   );
   t.ok(envOf(migration, ENV.dbPassword)?.valueFrom?.secretKeyRef);
 });
 
 t.test('migration.enabled=false renders no Job', async (t) => {
-  const r = await render(deepMerge(requiredValues(), { migration: { enabled: false } }));
+  const r = await renderChart({ migration: { enabled: false } });
   t.notOk(r.objects.find((o) => o.kind === 'Job'));
 });

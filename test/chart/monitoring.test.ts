@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { parse, stringify } from 'yaml';
-import { contract, expandName } from '../../src/contract.js';
+import { contract } from '../../src/contract.js';
 import { METRIC_NAMES, METRIC_SPECS } from '../../src/metrics.js';
 import { binary, repoRoot } from '../../harness/binaries.js';
 import { run, type CommandResult } from '../../harness/commands.js';
@@ -20,18 +20,15 @@ import {
   labelsOf,
   nameOf,
   ofKind,
-  render,
-  requiredValues,
   selects,
   template,
   valuesFile,
   type Json,
   type LabelSelector,
 } from '../../harness/helm.js';
+import { namespace, release, releaseName, renderChart, withRequired } from './support.js';
 
-const release = 'dify';
-const namespace = 'dify';
-const guardName = expandName(contract.names.guard, release);
+const guardName = releaseName('guard');
 const on = { enabled: true };
 const ALL_ON = { monitoring: { serviceMonitor: on, prometheusRule: on, grafanaDashboard: on } };
 const fixture = join(repoRoot, 'test/fixtures/monitoring/dify-guard-alerts.promtool.yaml');
@@ -69,7 +66,7 @@ t.teardown(() => rmSync(work, { recursive: true, force: true }));
 let runs = 0;
 
 const renderMonitoring = async (extra: Json = {}): Promise<Json[]> =>
-  (await render(deepMerge(deepMerge(requiredValues(), ALL_ON), extra), { release, namespace })).objects;
+  (await renderChart(deepMerge(ALL_ON, extra), { release, namespace })).objects;
 const groupsOf = (objects: Json[]): RuleGroup[] =>
   (find(objects, 'PrometheusRule', guardName).spec as { groups: RuleGroup[] }).groups;
 const alertsOf = (groups: RuleGroup[]): Alert[] => groups.flatMap((g) => g.rules);
@@ -148,7 +145,7 @@ function labelsUsed(promql: string): { metric: string; name: string; known: bool
 }
 
 t.test('a default install renders none of the monitoring objects; each switch renders only its own', async (t) => {
-  const plain = (await render(requiredValues(), { release, namespace })).objects;
+  const plain = (await renderChart({}, { release, namespace })).objects;
   t.same(ofKind(plain, 'ServiceMonitor'), []);
   t.same(ofKind(plain, 'PrometheusRule'), []);
   t.notOk(
@@ -156,8 +153,7 @@ t.test('a default install renders none of the monitoring objects; each switch re
     'no dashboard ConfigMap',
   );
   for (const key of ['serviceMonitor', 'prometheusRule', 'grafanaDashboard'] as const) {
-    const objects = (await render(deepMerge(requiredValues(), { monitoring: { [key]: on } }), { release, namespace }))
-      .objects;
+    const objects = (await renderChart({ monitoring: { [key]: on } }, { release, namespace })).objects;
     t.equal(ofKind(objects, 'ServiceMonitor').length, key === 'serviceMonitor' ? 1 : 0, `${key}: ServiceMonitor`);
     t.equal(ofKind(objects, 'PrometheusRule').length, key === 'prometheusRule' ? 1 : 0, `${key}: PrometheusRule`);
     t.equal(
@@ -357,7 +353,7 @@ t.test('the Grafana dashboard parses and queries only metrics that dify-guard ex
 
 t.test("monitoring without this release's in-cluster dify-guard is refused with the reason", async (t) => {
   for (const webhook of [{ enabled: false }, { url: 'https://10.0.0.5:8443', caBundle: 'Q0E=' }]) {
-    const r = await template(deepMerge(deepMerge(requiredValues(), ALL_ON), { webhook }), { release, namespace });
+    const r = await template(deepMerge(withRequired(ALL_ON), { webhook }), { release, namespace });
     t.not(r.status, 0, JSON.stringify(webhook));
     t.match(
       r.stderr,
@@ -382,14 +378,14 @@ t.test('the schema refuses typos and malformed durations under monitoring', asyn
       /\/monitoring\/prometheusRule\/seriesSelector/,
     ],
   ] as const) {
-    const r = await template(deepMerge(requiredValues(), values as Json), { release, namespace });
+    const r = await template(withRequired(values as Json), { release, namespace });
     t.not(r.status, 0, JSON.stringify(values));
     t.match(r.stderr, pattern, JSON.stringify(values));
   }
 });
 
 t.test('helm lint --strict is clean with every monitoring object on', async (t) => {
-  const r = await helm(['lint', chartDir, '--strict', '-f', valuesFile(deepMerge(requiredValues(), ALL_ON))]);
+  const r = await helm(['lint', chartDir, '--strict', '-f', valuesFile(withRequired(ALL_ON))]);
   t.equal(r.status, 0, r.stdout + r.stderr);
   t.notMatch(r.stdout, /\[(WARNING|ERROR)\]/);
 });

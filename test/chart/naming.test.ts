@@ -10,12 +10,13 @@ import {
   labelsOf,
   nameOf,
   ofKind,
-  podTemplateOf,
   render,
   requiredValues,
   workloads,
   type Json,
 } from '../../harness/helm.js';
+import { WEBHOOK_KINDS } from '../../harness/controlplane/webhooks.js';
+import { mainContainerOf, podLabelsOf } from './support.js';
 
 const difyComponents = [
   contract.components.api,
@@ -94,7 +95,7 @@ for (const [release, namespace] of [
     t.test('Dify Deployments, their pod labels (app=<release>-<component>) and Services', async (t) => {
       for (const component of difyComponents) {
         const deploy = find(objects, 'Deployment', name('component', component));
-        const labels = podTemplateOf(deploy).metadata.labels ?? {};
+        const labels = podLabelsOf(deploy);
         t.equal(labels[LABELS.app], name('appLabel', component), `${component}: app label`);
         t.equal(labels[LABELS.component], component, `${component}: component label`);
         t.equal(labels[LABELS.name], contract.values.difyName);
@@ -125,14 +126,14 @@ for (const [release, namespace] of [
       t.equal(http?.port, 5002);
       // The daemon serves GET /health/check only (internal/server/http_server.go); /health is a 404.
       for (const kind of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
-        t.equal(((containersOf(deploy)[0]![kind] as Json).httpGet as Json).path, '/health/check', kind);
+        t.equal(((mainContainerOf(deploy)[kind] as Json).httpGet as Json).path, '/health/check', kind);
       }
     });
 
     t.test('migration Job <release>-db-migration', async (t) => {
       const job = find(objects, 'Job', name('migrationJob'));
-      t.equal(podTemplateOf(job).metadata.labels?.[LABELS.component], contract.components.migration);
-      t.equal(podTemplateOf(job).metadata.labels?.[LABELS.app], name('appLabel', contract.components.migration));
+      t.equal(podLabelsOf(job)[LABELS.component], contract.components.migration);
+      t.equal(podLabelsOf(job)[LABELS.app], name('appLabel', contract.components.migration));
     });
 
     t.test('Ingress <release>', async (t) => {
@@ -148,7 +149,7 @@ for (const [release, namespace] of [
         t.equal(labels[LABELS.instance], release, `${kindOf(o)} ${nameOf(o)} instance`);
       }
       for (const w of workloads(objects)) {
-        const labels = podTemplateOf(w).metadata.labels ?? {};
+        const labels = podLabelsOf(w);
         for (const key of [
           LABELS.name,
           LABELS.instance,
@@ -164,12 +165,7 @@ for (const [release, namespace] of [
     });
 
     t.test('namespaced objects are in the release namespace', async (t) => {
-      const clusterScoped = [
-        'ClusterRole',
-        'ClusterRoleBinding',
-        'MutatingWebhookConfiguration',
-        'ValidatingWebhookConfiguration',
-      ];
+      const clusterScoped: string[] = ['ClusterRole', 'ClusterRoleBinding', ...WEBHOOK_KINDS];
       for (const o of objects) {
         const ns = (o.metadata as Json).namespace;
         if (clusterScoped.includes(kindOf(o))) t.equal(ns, undefined, `${kindOf(o)} ${nameOf(o)} is cluster-scoped`);

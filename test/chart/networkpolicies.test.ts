@@ -4,18 +4,15 @@ import t from 'tap';
 import { LABELS, contract } from '../../src/contract.js';
 import {
   containersOf,
-  deepMerge,
   kindOf,
   nameOf,
   ofKind,
-  podTemplateOf,
-  render,
-  requiredValues,
   selects,
   workloads,
   type Json,
   type LabelSelector,
 } from '../../harness/helm.js';
+import { componentWorkload, podLabelsOf, renderChart } from './support.js';
 
 interface Peer {
   podSelector?: LabelSelector;
@@ -38,12 +35,12 @@ interface PolicySpec {
   egress?: Rule[];
 }
 
-const { objects } = await render(requiredValues());
+const { objects } = await renderChart();
 const policies = ofKind(objects, 'NetworkPolicy');
 const specOf = (p: Json): PolicySpec => p.spec as PolicySpec;
 
 /** Pod labels per component, as rendered (one pod template per workload). */
-const pods = workloads(objects).map((w) => ({ name: nameOf(w), labels: podTemplateOf(w).metadata.labels ?? {} }));
+const pods = workloads(objects).map((w) => ({ name: nameOf(w), labels: podLabelsOf(w) }));
 const podOf = (component: string): Record<string, string> => {
   const found = pods.find((p) => p.labels[LABELS.component] === component);
   if (!found) throw new Error(`no rendered pod of component ${component}`);
@@ -94,10 +91,7 @@ t.test('PostgreSQL and Redis accept exactly the components that use them, on the
     for (const user of users) t.ok(admits(policy!.ingress, 'from', podOf(user), port), `${component} admits ${user}`);
     for (const other of others)
       t.notOk(admits(policy!.ingress, 'from', podOf(other), port), `${component} refuses ${other}`);
-    const workload = workloads(objects).find(
-      (w) => podTemplateOf(w).metadata.labels?.[LABELS.component] === component,
-    )!;
-    const named = containersOf(workload)
+    const named = containersOf(componentWorkload(objects, component))
       .flatMap((x) => (x.ports ?? []) as { name?: string }[])
       .map((x) => x.name);
     t.ok(named.includes(port), `${component}: the policy's port name is a container port`);
@@ -163,9 +157,7 @@ t.test(
       [['tcp-postgresql'], [443, 6443], [53, 53]],
       'nothing but PostgreSQL, the API server and DNS',
     );
-    const narrowed = await render(
-      deepMerge(requiredValues(), { networkPolicy: { difyGuard: { apiServer: { cidrs: ['10.0.0.10/32'] } } } }),
-    );
+    const narrowed = await renderChart({ networkPolicy: { difyGuard: { apiServer: { cidrs: ['10.0.0.10/32'] } } } });
     const ownNarrowed = ofKind(narrowed.objects, 'NetworkPolicy')
       .map(specOf)
       .find((s) => selects(s.podSelector, guard!.labels))!;
@@ -176,9 +168,7 @@ t.test(
       .find((p) => p.namespaceSelector && selects(p.podSelector, guard!.labels));
     t.ok(guardPeer, 'networkPolicy.postgresql.allowDifyGuard: dify-guard pods of any namespace');
     t.same(guardPeer!.namespaceSelector, {}, 'any namespace (one dify-guard serves every release)');
-    const without = await render(
-      deepMerge(requiredValues(), { networkPolicy: { postgresql: { allowDifyGuard: false } } }),
-    );
+    const without = await renderChart({ networkPolicy: { postgresql: { allowDifyGuard: false } } });
     const pgOff = ofKind(without.objects, 'NetworkPolicy')
       .map(specOf)
       .find((s) => selects(s.podSelector, podOf(c.postgresql)))!;
@@ -190,13 +180,11 @@ t.test(
 );
 
 t.test('switchable: networkPolicy.enabled=false renders none; extraFrom peers are added', async (t) => {
-  const off = await render(deepMerge(requiredValues(), { networkPolicy: { enabled: false } }));
+  const off = await renderChart({ networkPolicy: { enabled: false } });
   t.same(ofKind(off.objects, 'NetworkPolicy'), []);
   const backup = { podSelector: { matchLabels: { app: 'backup' } } };
   const extraFrom = [backup];
-  const extra = await render(
-    deepMerge(requiredValues(), { networkPolicy: { postgresql: { extraFrom }, redis: { extraFrom } } }),
-  );
+  const extra = await renderChart({ networkPolicy: { postgresql: { extraFrom }, redis: { extraFrom } } });
   for (const p of ofKind(extra.objects, 'NetworkPolicy').filter(
     (o) => !['dify-sandbox', 'dify-guard'].includes(nameOf(o)),
   )) {

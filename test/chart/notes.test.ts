@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { SECRET_KEYS, contract, expandName } from '../../src/contract.js';
-import { chartDir, deepMerge, parseObjects, requiredValues, template, type Json } from '../../harness/helm.js';
+import { chartDir, parseObjects, requiredValues, template, type Json } from '../../harness/helm.js';
+import { withRequired } from './support.js';
 
 const copy = mkdtempSync(join(tmpdir(), 'dify-notes-'));
 t.teardown(() => rmSync(copy, { recursive: true, force: true }));
@@ -79,10 +80,10 @@ t.test(
       'kubectl logs -n dify dify-postgresql-0 -c check-data-directory',
       'where the data-safety check explains a refusal',
     );
-    const single = await notes(deepMerge(requiredValues(), { webhook: { replicaCount: 1 } }), 'dify', 'dify');
+    const single = await notes(withRequired({ webhook: { replicaCount: 1 } }), 'dify', 'dify');
     t.match(single, /WARNING: webhook\.replicaCount is 1/);
     const open = await notes(
-      deepMerge(requiredValues(), {
+      withRequired({
         vectorStore: { type: '' },
         pluginDaemon: { redis: { authEnabled: false } },
         networkPolicy: { enabled: false },
@@ -94,9 +95,9 @@ t.test(
     t.match(open, /WARNING: pluginDaemon\.redis\.authEnabled=false/);
     t.match(open, /WARNING: networkPolicy\.enabled=false/);
     const alpineImage = { postgresql: { image: { repository: 'postgres', tag: '15-alpine' } } };
-    const alpine = await notes(deepMerge(requiredValues(), alpineImage), 'dify', 'dify');
+    const alpine = await notes(withRequired(alpineImage), 'dify', 'dify');
     t.match(alpine, /WARNING: postgresql\.image\.repository is not a pgvector image/);
-    const off = await notes(deepMerge(requiredValues(), { webhook: { enabled: false } }), 'dify', 'dify');
+    const off = await notes(withRequired({ webhook: { enabled: false } }), 'dify', 'dify');
     t.match(off, /dify-guard is not installed by this release/);
   },
 );
@@ -117,13 +118,9 @@ t.test(
     const unknown = await notes(requiredValues(), 'dify', 'dify');
     t.match(unknown, /NOTE: the chart does not know Dify's public address/);
     t.match(unknown, /Plugin endpoints \(\/e\/\) go through the nginx dify-proxy/);
-    const known = await notes(deepMerge(requiredValues(), { ingress: { host: 'dify.example.com' } }), 'dify', 'dify');
+    const known = await notes(withRequired({ ingress: { host: 'dify.example.com' } }), 'dify', 'dify');
     t.notMatch(known, /does not know Dify's public address/);
-    const direct = await notes(
-      deepMerge(requiredValues(), { ingress: { pluginEndpointsThroughProxy: false } }),
-      'dify',
-      'dify',
-    );
+    const direct = await notes(withRequired({ ingress: { pluginEndpointsThroughProxy: false } }), 'dify', 'dify');
     t.notMatch(direct, /go through the nginx/);
   },
 );

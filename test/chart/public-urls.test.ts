@@ -2,17 +2,9 @@
 // ENDPOINT_URL_TEMPLATE (plugin endpoints) and PLUGIN_REMOTE_INSTALL_HOST/PORT (remote plugin debugging).
 // Dify's own defaults are localhost (docs/dify-facts.md); the chart derives them from its public URL values.
 import t from 'tap';
-import { LABELS, contract, expandName } from '../../src/contract.js';
-import {
-  containersOf,
-  deepMerge,
-  envOf,
-  render,
-  requiredValues,
-  template,
-  workloadOf,
-  type Json,
-} from '../../harness/helm.js';
+import { contract } from '../../src/contract.js';
+import { envOf, template, type Json } from '../../harness/helm.js';
+import { componentContainer, releaseName, renderChart, withRequired } from './support.js';
 
 const URL_ENV = ['TRIGGER_URL', 'ENDPOINT_URL_TEMPLATE', 'PLUGIN_REMOTE_INSTALL_HOST', 'PLUGIN_REMOTE_INSTALL_PORT'];
 const BACKEND = [contract.components.api, contract.components.worker, contract.components.beat];
@@ -21,8 +13,8 @@ async function urls(
   values: Json,
   component: string = contract.components.api,
 ): Promise<Record<string, string | undefined>> {
-  const { objects } = await render(deepMerge(requiredValues(), values), { namespace: 'dify' });
-  const c = containersOf(workloadOf(objects, LABELS.component, component))[0]!;
+  const { objects } = await renderChart(values, { namespace: 'dify' });
+  const c = componentContainer(objects, component);
   return Object.fromEntries(URL_ENV.map((n) => [n, envOf(c, n)?.value]));
 }
 
@@ -36,10 +28,7 @@ t.test('default values: set on api, worker and beat, never localhost', async (t)
     // No public address known: paths without a host, on the same origin as the page.
     t.equal(env.TRIGGER_URL, '', `${component}: TRIGGER_URL`);
     t.equal(env.ENDPOINT_URL_TEMPLATE, '/e/{hook_id}', `${component}: ENDPOINT_URL_TEMPLATE`);
-    t.equal(
-      env.PLUGIN_REMOTE_INSTALL_HOST,
-      `${expandName(contract.names.component, 'dify', contract.components.pluginDaemon)}.dify.svc`,
-    );
+    t.equal(env.PLUGIN_REMOTE_INSTALL_HOST, `${releaseName('component', contract.components.pluginDaemon)}.dify.svc`);
     t.equal(env.PLUGIN_REMOTE_INSTALL_PORT, '5003');
   }
 });
@@ -94,9 +83,7 @@ t.test('explicit values win; the schema refuses a template without {hook_id}', a
     PLUGIN_REMOTE_INSTALL_HOST: 'debug.example.com',
     PLUGIN_REMOTE_INSTALL_PORT: '15003',
   });
-  const bad = await template(
-    deepMerge(requiredValues(), { dify: { urls: { endpointTemplate: 'https://plugins.example.com/e/' } } }),
-  );
+  const bad = await template(withRequired({ dify: { urls: { endpointTemplate: 'https://plugins.example.com/e/' } } }));
   t.not(bad.status, 0);
   t.match(bad.stderr, /endpointTemplate/);
 });

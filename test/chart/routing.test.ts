@@ -2,22 +2,11 @@
 // the optional MetalLB LoadBalancer in front of an nginx proxy with the same routes, and the
 // storage classes of the PVCs (Nutanix CSI). Where api and worker run on that storage: api-storage.test.ts.
 import t from 'tap';
-import { contract, expandName } from '../../src/contract.js';
-import {
-  annotationsOf,
-  containersOf,
-  deepMerge,
-  find,
-  nameOf,
-  ofKind,
-  render,
-  requiredValues,
-  template,
-  type Json,
-} from '../../harness/helm.js';
+import { contract } from '../../src/contract.js';
+import { annotationsOf, find, nameOf, ofKind, template, type Json } from '../../harness/helm.js';
+import { mainContainerOf, named, release, releaseName, renderChart, withRequired } from './support.js';
 
-const release = 'dify';
-const svcName = (component: string): string => expandName(contract.names.component, release, component);
+const svcName = (component: string): string => releaseName('component', component);
 // Dify 1.11's docker/nginx/conf.d/default.conf.template (docs/dify-facts.md).
 const difyRoutes: [string, string, number][] = [
   ['/console/api', svcName(contract.components.api), 5001],
@@ -44,8 +33,8 @@ const ingressRoutes = difyRoutes.map(([path, service, port]): [string, string, n
 );
 
 t.test("Ingress <release>: exactly Dify's routes, each to an existing Service port", async (t) => {
-  const { objects } = await render(requiredValues());
-  const ingress = find(objects, 'Ingress', expandName(contract.names.ingress, release));
+  const { objects } = await renderChart();
+  const ingress = named(objects, 'Ingress', 'ingress');
   const rules = rulesOf(ingress);
   t.equal(rules.length, 1);
   t.notOk(rules[0]!.host, 'every host by default');
@@ -71,14 +60,14 @@ t.test("Ingress <release>: exactly Dify's routes, each to an existing Service po
 t.test(
   "Ingress /e/: through the chart's nginx (a ClusterIP Service without the LoadBalancer), or straight to the daemon",
   async (t) => {
-    const { objects } = await render(requiredValues());
+    const { objects } = await renderChart();
     const proxy = find(objects, 'Service', svcName('proxy'));
     t.equal((proxy.spec as Json).type, 'ClusterIP', 'no LoadBalancer unless loadBalancer.enabled');
     t.same(annotationsOf(proxy), {}, 'no MetalLB annotations on the ClusterIP Service');
     const conf = String((find(objects, 'ConfigMap', svcName('proxy')).data as Json)['default.conf']);
     t.match(conf, /proxy_set_header Dify-Hook-Url \$dify_scheme:\/\/\$host\$request_uri;/);
-    const direct = await render(deepMerge(requiredValues(), { ingress: { pluginEndpointsThroughProxy: false } }));
-    const directIngress = find(direct.objects, 'Ingress', expandName(contract.names.ingress, release));
+    const direct = await renderChart({ ingress: { pluginEndpointsThroughProxy: false } });
+    const directIngress = named(direct.objects, 'Ingress', 'ingress');
     const e = rulesOf(directIngress)[0]!.http.paths.find((p) => p.path === '/e/')!;
     t.same([e.backend.service.name, e.backend.service.port.number], [svcName(contract.components.pluginDaemon), 5002]);
     t.notOk(
@@ -89,30 +78,26 @@ t.test(
 );
 
 t.test('Ingress class, host, TLS and annotations are configurable', async (t) => {
-  const { objects } = await render(
-    deepMerge(requiredValues(), {
-      ingress: { className: 'nginx', host: 'dify.example.com', tls: { enabled: true }, annotations: { 'a/b': 'c' } },
-    }),
-  );
-  const ingress = find(objects, 'Ingress', expandName(contract.names.ingress, release));
+  const { objects } = await renderChart({
+    ingress: { className: 'nginx', host: 'dify.example.com', tls: { enabled: true }, annotations: { 'a/b': 'c' } },
+  });
+  const ingress = named(objects, 'Ingress', 'ingress');
   const spec = ingress.spec as Json;
   t.equal(spec.ingressClassName, 'nginx');
   t.equal(rulesOf(ingress)[0]!.host, 'dify.example.com');
   t.same(spec.tls, [{ hosts: ['dify.example.com'], secretName: `${release}-tls` }]);
   t.equal(annotationsOf(ingress)['a/b'], 'c');
-  const noHost = await template(deepMerge(requiredValues(), { ingress: { tls: { enabled: true } } }));
+  const noHost = await template(withRequired({ ingress: { tls: { enabled: true } } }));
   t.not(noHost.status, 0);
   t.match(noHost.stderr, /ingress\.tls\.enabled needs ingress\.host/);
-  const off = await render(deepMerge(requiredValues(), { ingress: { enabled: false } }));
+  const off = await renderChart({ ingress: { enabled: false } });
   t.same(ofKind(off.objects, 'Ingress'), []);
 });
 
 t.test('MetalLB: a LoadBalancer Service with address and pool annotations, nginx with the same routes', async (t) => {
-  const { objects } = await render(
-    deepMerge(requiredValues(), {
-      loadBalancer: { enabled: true, loadBalancerIP: '192.0.2.10', addressPool: 'dify-pool' },
-    }),
-  );
+  const { objects } = await renderChart({
+    loadBalancer: { enabled: true, loadBalancerIP: '192.0.2.10', addressPool: 'dify-pool' },
+  });
   const proxy = svcName('proxy');
   const svc = find(objects, 'Service', proxy);
   const spec = svc.spec as Json;
@@ -138,10 +123,10 @@ t.test('MetalLB: a LoadBalancer Service with address and pool annotations, nginx
     '/e/ keeps the Dify-Hook-Url header',
   );
   const deploy = find(objects, 'Deployment', proxy);
-  t.equal(containersOf(deploy)[0]!.readinessProbe ? 'probe' : 'none', 'probe');
+  t.equal(mainContainerOf(deploy).readinessProbe ? 'probe' : 'none', 'probe');
   // The proxy is a Dify pod that dify-guard never treats.
   t.notOk((contract.podRules.injectCredentials as string[]).includes('proxy'));
-  const none = await render(deepMerge(requiredValues(), { ingress: { enabled: false } }));
+  const none = await renderChart({ ingress: { enabled: false } });
   t.notOk(
     none.objects.some((o) => nameOf(o) === proxy),
     'no proxy without the LoadBalancer and the Ingress',
@@ -157,23 +142,21 @@ t.test('storage classes: global (e.g. Nutanix CSI) and per component, on every P
       ),
     ),
   ];
-  const global = await render(deepMerge(requiredValues(), { global: { storageClass: 'nutanix-volume' } }));
+  const global = await renderChart({ global: { storageClass: 'nutanix-volume' } });
   const specs = pvcSpecs(global.objects);
   t.ok(specs.length >= 4, 'postgresql, redis, storage, plugin daemon');
   for (const [name, spec] of specs) t.equal(spec.storageClassName, 'nutanix-volume', name);
-  t.ok(specs.some(([n]) => n === expandName(contract.names.postgresqlPvc, release)));
+  t.ok(specs.some(([n]) => n === releaseName('postgresqlPvc')));
 
-  const mixed = await render(
-    deepMerge(requiredValues(), {
-      global: { storageClass: 'nutanix-volume' },
-      postgresql: { persistence: { storageClass: 'nutanix-db', size: '50Gi' } },
-    }),
-  );
-  const pg = pvcSpecs(mixed.objects).find(([n]) => n === expandName(contract.names.postgresqlPvc, release))![1];
+  const mixed = await renderChart({
+    global: { storageClass: 'nutanix-volume' },
+    postgresql: { persistence: { storageClass: 'nutanix-db', size: '50Gi' } },
+  });
+  const pg = pvcSpecs(mixed.objects).find(([n]) => n === releaseName('postgresqlPvc'))![1];
   t.equal(pg.storageClassName, 'nutanix-db');
   t.same(pg.resources, { requests: { storage: '50Gi' } });
 
-  const def = await render(requiredValues());
+  const def = await renderChart();
   for (const [name, spec] of pvcSpecs(def.objects))
     t.notOk('storageClassName' in spec, `${name}: cluster default class`);
 });

@@ -5,6 +5,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { chartDir, deepMerge, helm, requiredValues, template, testSecret, type Json } from '../../harness/helm.js';
+import { withRequired } from './support.js';
 
 async function rejected(
   t: Test,
@@ -29,12 +30,7 @@ t.test('typos are refused: unknown keys at any level', async (t) => {
     [{ postgresql: { auth: { passwd: 'x' } } }, 'passwd'],
     [{ migration: { ttlSecondsAfterFinish: 1 } }, 'ttlSecondsAfterFinish'],
   ] as const) {
-    await rejected(
-      t,
-      deepMerge(requiredValues(), values as Json),
-      new RegExp(`additional properties '${key}' not allowed`),
-      key,
-    );
+    await rejected(t, withRequired(values as Json), new RegExp(`additional properties '${key}' not allowed`), key);
   }
 });
 
@@ -52,7 +48,7 @@ t.test('wrong types and out-of-range values are refused', async (t) => {
     [{ vectorStore: { type: 'pg_vector' } }, /\/vectorStore\/type.*must be one of/],
     [{ networkPolicy: { enabled: 'yes' } }, /\/networkPolicy\/enabled.*want boolean/],
   ] as const) {
-    await rejected(t, deepMerge(requiredValues(), values as Json), pattern, JSON.stringify(values));
+    await rejected(t, withRequired(values as Json), pattern, JSON.stringify(values));
   }
 });
 
@@ -89,7 +85,7 @@ t.test('secret values the components cannot use are refused without being echoed
   const spaced = `${testSecret()} x`;
   const pg = await rejected(
     t,
-    deepMerge(requiredValues(), { postgresql: { auth: { password: spaced } } }),
+    withRequired({ postgresql: { auth: { password: spaced } } }),
     /must not contain whitespace, quotes or backslashes: the plugin daemon builds an unquoted libpq DSN/,
     'PostgreSQL password with a space',
   );
@@ -97,17 +93,12 @@ t.test('secret values the components cannot use are refused without being echoed
   const redis = `${testSecret()}@/`;
   const r = await rejected(
     t,
-    deepMerge(requiredValues(), { pluginDaemon: { redis: { authEnabled: true, password: redis } } }),
+    withRequired({ pluginDaemon: { redis: { authEnabled: true, password: redis } } }),
     /may contain only letters, digits and \. _ ~ - : Kubernetes expands \$\(REDIS_PASSWORD\) into CELERY_BROKER_URL without URL-encoding/,
     'Redis password not URL-safe',
   );
   t.notOk(r.includes(redis));
-  await rejected(
-    t,
-    deepMerge(requiredValues(), { redis: { enabled: false } }),
-    /set pluginDaemon\.redis\.host/,
-    'no Redis at all',
-  );
+  await rejected(t, withRequired({ redis: { enabled: false } }), /set pluginDaemon\.redis\.host/, 'no Redis at all');
 });
 
 t.test('every bad value is reported at once: one error lists each message, in the order of the checks', async (t) => {
@@ -150,11 +141,11 @@ t.test('two bad values: each alone is refused with its own message, together bot
     message: 'webhook.caBundle is required with webhook.tls.mode=existingSecret',
   };
   for (const bad of [timeout, ca]) {
-    const alone = await template(deepMerge(requiredValues(), bad.values as Json));
+    const alone = await template(withRequired(bad.values as Json));
     t.not(alone.status, 0, `${bad.message}: refused alone`);
     t.match(alone.stderr, `values to fix (1):\n- ${bad.message}`, `${bad.message}: alone, its own message`);
   }
-  const both = await template(deepMerge(deepMerge(requiredValues(), timeout.values as Json), ca.values as Json));
+  const both = await template(deepMerge(withRequired(timeout.values as Json), ca.values as Json));
   t.not(both.status, 0, 'refused');
   t.equal(both.stderr.match(/^Error:/gm)?.length, 1, 'one error');
   t.match(both.stderr, 'values to fix (2):');
@@ -199,7 +190,7 @@ t.test(
       'qdrant',
       'milvus',
     ]) {
-      const r = await template(deepMerge(requiredValues(), { vectorStore: { type } }));
+      const r = await template(withRequired({ vectorStore: { type } }));
       t.equal(r.status, 0, `${JSON.stringify(type)}: ${r.stderr}`);
     }
   },

@@ -11,20 +11,17 @@ import { repoRoot } from '../../harness/binaries.js';
 import {
   allContainersOf,
   containersOf,
-  deepMerge,
   kindOf,
   nameOf,
   ofKind,
   podTemplateOf,
-  render,
-  requiredValues,
   selects,
-  workloadOf,
   workloads,
   type Container,
   type EnvVar,
   type Json,
 } from '../../harness/helm.js';
+import { componentContainer, componentWorkload, podLabelsOf, renderChart } from './support.js';
 
 interface Row {
   name: string;
@@ -47,12 +44,10 @@ function contractTables(text: string): Map<string, Row[]> {
 }
 
 const tables = contractTables(readFileSync(join(repoRoot, 'docs/dify-settings.md'), 'utf8'));
-const { objects } = await render(requiredValues());
+const { objects } = await renderChart();
 const services = ofKind(objects, 'Service');
-const podLabels = (component: string): Record<string, string> =>
-  podTemplateOf(workloadOf(objects, LABELS.component, component)).metadata.labels ?? {};
-const containerOf = (component: string): Container =>
-  containersOf(workloadOf(objects, LABELS.component, component))[0]!;
+const podLabels = (component: string): Record<string, string> => podLabelsOf(componentWorkload(objects, component));
+const containerOf = (component: string): Container => componentContainer(objects, component);
 const envIn = (component: string, name: string): EnvVar | undefined =>
   (containerOf(component).env ?? []).find((e) => e.name === name);
 
@@ -69,7 +64,7 @@ function serviceProblem(host: string, port: number, component: string): string |
   if (!selected) return `Service ${host} does not select ${component}`;
   const servicePort = spec.ports.find((p) => p.port === port);
   if (!servicePort) return `Service ${host} has no port ${port}`;
-  const exposed = containersOf(workloadOf(objects, LABELS.component, component)).flatMap(
+  const exposed = containersOf(componentWorkload(objects, component)).flatMap(
     (c) => (c.ports ?? []) as { name?: string; containerPort: number }[],
   );
   const target = servicePort.targetPort ?? port;
@@ -182,8 +177,7 @@ t.test("dify-guard's pod mutator changes nothing in the rendered Dify pods (char
     ],
   ] as const;
   for (const [what, values, auth] of variants) {
-    const rendered =
-      Object.keys(values).length === 0 ? objects : (await render(deepMerge(requiredValues(), values as Json))).objects;
+    const rendered = Object.keys(values).length === 0 ? objects : (await renderChart(values as Json)).objects;
     let checked = 0;
     for (const w of workloads(rendered)) {
       const template = podTemplateOf(w);

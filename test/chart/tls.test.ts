@@ -7,17 +7,8 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import {
-  chartDir,
-  deepMerge,
-  find,
-  ofKind,
-  parseObjects,
-  render,
-  requiredValues,
-  template,
-  type Json,
-} from '../../harness/helm.js';
+import { chartDir, find, ofKind, parseObjects, requiredValues, template, type Json } from '../../harness/helm.js';
+import { renderChart } from './support.js';
 
 const wrapper = mkdtempSync(join(tmpdir(), 'dify-tls-wrapper-'));
 t.teardown(() => rmSync(wrapper, { recursive: true, force: true }));
@@ -64,7 +55,7 @@ async function material(existing: Json | null, namespace = 'dify'): Promise<Mate
 }
 
 // The Secret exactly as the chart renders it on a first install (what lookup returns on upgrade).
-const { objects } = await render(requiredValues());
+const { objects } = await renderChart();
 const rendered = ofKind(objects, 'Secret').find((s) => s.type === 'kubernetes.io/tls')!;
 
 t.test('no existing Secret: a new CA and a certificate it signed', async (t) => {
@@ -112,7 +103,7 @@ t.test('the rendered Secret records its DNS names, and the webhooks trust its CA
   for (const c of configs) {
     for (const w of c.webhooks as Json[]) t.equal((w.clientConfig as Json).caBundle, (rendered.data as Json)['ca.crt']);
   }
-  const mode = await render(deepMerge(requiredValues(), { webhook: { tls: { validityDays: 7 } } }));
+  const mode = await renderChart({ webhook: { tls: { validityDays: 7 } } });
   const cert = new X509Certificate(
     Buffer.from(
       String((ofKind(mode.objects, 'Secret').find((s) => s.type === 'kubernetes.io/tls')!.data as Json)['tls.crt']),

@@ -6,23 +6,19 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { LABELS, contract, expandName } from '../../src/contract.js';
+import { LABELS, contract } from '../../src/contract.js';
 import { chartComponentOf, difyImagePatternSource, runsDify } from '../../src/admission/dify-containers.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import type { JsonObject } from '../../src/admission/types.js';
 import { repoRoot } from '../../harness/binaries.js';
 import {
   annotationsOf,
-  containersOf,
-  deepMerge,
   find,
   kindOf,
   labelsOf,
   nameOf,
   ofKind,
   podTemplateOf,
-  render,
-  requiredValues,
   selects,
   template,
   testSecret,
@@ -30,9 +26,8 @@ import {
   type Json,
   type LabelSelector,
 } from '../../harness/helm.js';
+import { mainContainerOf, namespace, podLabelsOf, releaseName, renderChart, withRequired } from './support.js';
 
-const release = 'dify';
-const namespace = 'dify';
 const packageVersion = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string })
   .version;
 
@@ -103,12 +98,14 @@ const nsLabels = (name: string): Record<string, string> => ({ 'kubernetes.io/met
 const isGuard = (labels: Record<string, string>): boolean => labels[LABELS.name] === contract.values.guardName;
 
 // Everything the chart can render at once: Redis auth (its Secret), pgvector, the MetalLB proxy.
-const everything = deepMerge(requiredValues(), {
+const full = await renderChart({
   pluginDaemon: { redis: { authEnabled: true, password: testSecret() } },
   loadBalancer: { enabled: true },
 });
-const full = await render(everything, { release, namespace });
 const hooks = configurations(full.objects);
+/** The dify-guard Deployment: the one named by the Service the pod webhook calls. */
+const guardDeploymentOf = (objects: Json[], configured = hooks): Json =>
+  find(objects, 'Deployment', configured.pods.clientConfig.service!.name);
 
 /** The pod webhook's decision on a pod: its objectSelector, then this chart's component label or what the pod runs. */
 function podWebhookSelects(pod: JsonObject, labels: Record<string, string>): boolean {
@@ -129,7 +126,7 @@ t.test("the pod webhook selects Dify pods by what they run (CEL), never dify-gua
   });
   const selected: string[] = [];
   for (const w of workloads(full.objects)) {
-    const labels = podTemplateOf(w).metadata.labels ?? {};
+    const labels = podLabelsOf(w);
     if (podWebhookSelects(podTemplateOf(w) as unknown as JsonObject, labels))
       selected.push(labels[LABELS.component] ?? '');
   }
@@ -139,15 +136,13 @@ t.test("the pod webhook selects Dify pods by what they run (CEL), never dify-gua
     'of the rendered pods, the same decision selects exactly api/worker/beat/plugin-daemon/migration',
   );
   t.notOk(selects(hooks.pods.objectSelector, { [LABELS.name]: contract.values.guardName }), "dify-guard's own pods");
-  const mirrored = configurations(
-    (await render(deepMerge(requiredValues(), { webhook: { difyImages: ['corp/dify.backend'] } }))).objects,
-  );
+  const mirrored = configurations((await renderChart({ webhook: { difyImages: ['corp/dify.backend'] } })).objects);
   t.same(
     mirrored.pods.matchConditions?.[0]?.expression,
     expectedDifyCel('object', [...contract.difyImages, 'corp/dify.backend']),
     "webhook.difyImages adds to the contract's images (dots quoted)",
   );
-  const env = containersOf(find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? [];
+  const env = mainContainerOf(guardDeploymentOf(full.objects)).env ?? [];
   t.same(
     env.find((e) => e.name === 'DIFY_GUARD_DIFY_IMAGES')?.value,
     contract.difyImages.join(','),
@@ -183,14 +178,13 @@ t.test('the workload webhook: Dify pod templates, CREATE and UPDATE, controller-
   ]);
   t.equal(w.sideEffects, 'None', 'no Event: a log line and auditAnnotations');
   t.equal(w.failurePolicy, 'Ignore', 'warn mode: advice only, an outage blocks nothing');
-  const env = containersOf(find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? [];
+  const env = mainContainerOf(guardDeploymentOf(full.objects)).env ?? [];
   t.same(env.find((e) => e.name === 'DIFY_GUARD_TEMPLATE_POLICY')?.value, 'warn');
-  const denying = await render(deepMerge(requiredValues(), { webhook: { templatePolicy: 'deny' } }));
+  const denying = await renderChart({ webhook: { templatePolicy: 'deny' } });
   t.equal(configurations(denying.objects).workloads.failurePolicy, 'Fail', 'deny mode: the policy holds');
-  const denyEnv =
-    containersOf(find(denying.objects, 'Deployment', hooks.pods.clientConfig.service!.name))[0]!.env ?? [];
+  const denyEnv = mainContainerOf(guardDeploymentOf(denying.objects)).env ?? [];
   t.same(denyEnv.find((e) => e.name === 'DIFY_GUARD_TEMPLATE_POLICY')?.value, 'deny');
-  const typo = await template(deepMerge(requiredValues(), { webhook: { templatePolicy: 'block' } }));
+  const typo = await template(withRequired({ webhook: { templatePolicy: 'block' } }));
   t.not(typo.status, 0, 'the schema refuses another policy');
 });
 
@@ -200,7 +194,7 @@ t.test('the Secret webhook selects exactly the PostgreSQL Secret', async (t) => 
   for (const s of secrets) {
     t.equal(
       selects(hooks.secrets.objectSelector, labelsOf(s)),
-      nameOf(s) === expandName(contract.names.postgresqlSecret, release),
+      nameOf(s) === releaseName('postgresqlSecret'),
       nameOf(s),
     );
   }
@@ -211,7 +205,7 @@ t.test('never kube-system; the release namespace yes; extra exclusions add to ku
     t.notOk(selects(hook.namespaceSelector, nsLabels('kube-system')), `${hook.name}: kube-system`);
     t.ok(selects(hook.namespaceSelector, nsLabels(namespace)), `${hook.name}: ${namespace}`);
   }
-  const { objects } = await render(deepMerge(requiredValues(), { webhook: { excludedNamespaces: ['sandbox-ns'] } }));
+  const { objects } = await renderChart({ webhook: { excludedNamespaces: ['sandbox-ns'] } });
   const excluded = configurations(objects);
   for (const hook of [excluded.pods, excluded.secrets, excluded.workloads]) {
     t.notOk(selects(hook.namespaceSelector, nsLabels('kube-system')), `${hook.name}: still kube-system`);
@@ -245,8 +239,7 @@ t.test('webhook settings: names, rules, sideEffects, policies, timeouts', async 
   }
   t.equal(pods.reinvocationPolicy, 'IfNeeded');
   const tuned = configurations(
-    (await render(deepMerge(requiredValues(), { webhook: { timeoutSeconds: 12, pods: { failurePolicy: 'Ignore' } } })))
-      .objects,
+    (await renderChart({ webhook: { timeoutSeconds: 12, pods: { failurePolicy: 'Ignore' } } })).objects,
   );
   t.equal(tuned.pods.failurePolicy, 'Ignore');
   t.equal(tuned.secrets.failurePolicy, 'Fail', 'the Secret guard always fails closed');
@@ -275,7 +268,7 @@ t.test(
         ((deploy.spec as Json).selector as Json).matchLabels,
         "the Service selects dify-guard's pods",
       );
-      const containerPort = (containersOf(deploy)[0]!.ports as Json[]).find((p) => p.name === port.targetPort);
+      const containerPort = (mainContainerOf(deploy).ports as Json[]).find((p) => p.name === port.targetPort);
       t.equal(containerPort?.containerPort, contract.webhook.securePort);
     }
   },
@@ -301,7 +294,7 @@ t.test(
       cert.checkHost(`${svc.name}.${svc.namespace}.svc`),
       'valid for <service>.<namespace>.svc, the name the API server uses',
     );
-    const mount = (containersOf(deploy)[0]!.volumeMounts as Json[]).find((m) => m.name === 'tls')!;
+    const mount = (mainContainerOf(deploy).volumeMounts as Json[]).find((m) => m.name === 'tls')!;
     t.equal(mount.mountPath, '/etc/dify-guard/tls');
     t.notOk(mount.subPath, 'a directory mount, so renewals reach the pod');
   },
@@ -315,9 +308,7 @@ t.test(
       [Buffer.from(pem).toString('base64'), Buffer.from(pem).toString('base64')],
       [pem, Buffer.from(pem.trim()).toString('base64')],
     ]) {
-      const { objects } = await render(
-        deepMerge(requiredValues(), { webhook: { url: 'https://127.0.0.1:9443/', caBundle } }),
-      );
+      const { objects } = await renderChart({ webhook: { url: 'https://127.0.0.1:9443/', caBundle } });
       const c = configurations(objects);
       t.equal(c.pods.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.mutatePodsPath}`);
       t.equal(c.secrets.clientConfig.url, `https://127.0.0.1:9443${contract.webhook.validateSecretsPath}`);
@@ -331,18 +322,16 @@ t.test(
         'no Deployment, Service, RBAC, PDB or TLS Secret',
       );
     }
-    const missing = await template(deepMerge(requiredValues(), { webhook: { url: 'https://127.0.0.1:9443' } }));
+    const missing = await template(withRequired({ webhook: { url: 'https://127.0.0.1:9443' } }));
     t.not(missing.status, 0);
     t.match(missing.stderr, /webhook\.caBundle is required with webhook\.url/);
-    const http = await template(
-      deepMerge(requiredValues(), { webhook: { url: 'http://127.0.0.1:9443', caBundle: 'eA==' } }),
-    );
+    const http = await template(withRequired({ webhook: { url: 'http://127.0.0.1:9443', caBundle: 'eA==' } }));
     t.not(http.status, 0, 'the API server calls webhooks over HTTPS only');
   },
 );
 
 t.test('cert-manager mode: Certificate, CA injection annotation, no caBundle, no Helm-generated key', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), { webhook: { tls: { mode: 'certManager' } } }));
+  const { objects } = await renderChart({ webhook: { tls: { mode: 'certManager' } } });
   const c = configurations(objects);
   const certificate = ofKind(objects, 'Certificate').find((x) => !(x.spec as Json).isCA)!;
   for (const config of [c.mutating, c.validating]) {
@@ -359,11 +348,9 @@ t.test('cert-manager mode: Certificate, CA injection annotation, no caBundle, no
     'cert-manager writes the TLS Secret',
   );
   t.equal(ofKind(objects, 'Issuer').length, 2, 'self-signed root and CA issuers when none is given');
-  const given = await render(
-    deepMerge(requiredValues(), {
-      webhook: { tls: { mode: 'certManager', certManager: { issuerRef: { name: 'corp-ca', kind: 'ClusterIssuer' } } } },
-    }),
-  );
+  const given = await renderChart({
+    webhook: { tls: { mode: 'certManager', certManager: { issuerRef: { name: 'corp-ca', kind: 'ClusterIssuer' } } } },
+  });
   t.same(ofKind(given.objects, 'Issuer'), []);
   t.match((ofKind(given.objects, 'Certificate')[0]!.spec as Json).issuerRef, {
     name: 'corp-ca',
@@ -372,31 +359,25 @@ t.test('cert-manager mode: Certificate, CA injection annotation, no caBundle, no
 });
 
 t.test('existingSecret mode: mounts the given Secret, needs the CA', async (t) => {
-  const { objects } = await render(
-    deepMerge(requiredValues(), {
-      webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' }, caBundle: 'Y2E=' },
-    }),
-  );
+  const { objects } = await renderChart({
+    webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' }, caBundle: 'Y2E=' },
+  });
   const c = configurations(objects);
   t.equal(c.pods.clientConfig.caBundle, 'Y2E=');
-  const deploy = find(objects, 'Deployment', c.pods.clientConfig.service!.name);
+  const deploy = guardDeploymentOf(objects, c);
   t.equal(
     ((podTemplateOf(deploy).spec.volumes as Json[]).find((v) => v.name === 'tls')!.secret as Json).secretName,
     'my-tls',
   );
   t.notOk(ofKind(objects, 'Secret').some((s) => s.type === 'kubernetes.io/tls'));
-  const noCa = await template(
-    deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' } } }),
-  );
+  const noCa = await template(withRequired({ webhook: { tls: { mode: 'existingSecret', existingSecret: 'my-tls' } } }));
   t.match(noCa.stderr, /webhook\.caBundle is required with webhook\.tls\.mode=existingSecret/);
-  const noSecret = await template(
-    deepMerge(requiredValues(), { webhook: { tls: { mode: 'existingSecret' }, caBundle: 'Y2E=' } }),
-  );
+  const noSecret = await template(withRequired({ webhook: { tls: { mode: 'existingSecret' }, caBundle: 'Y2E=' } }));
   t.match(noSecret.stderr, /webhook\.tls\.existingSecret is required/);
 });
 
 t.test('dify-guard Deployment: 2 replicas spread over nodes, PDB, non-root, read-only root, probes', async (t) => {
-  const deploy = find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name);
+  const deploy = guardDeploymentOf(full.objects);
   const spec = deploy.spec as Json;
   t.equal(spec.replicas, 2);
   t.match(
@@ -413,7 +394,7 @@ t.test('dify-guard Deployment: 2 replicas spread over nodes, PDB, non-root, read
       preferredDuringSchedulingIgnoredDuringExecution: [{ podAffinityTerm: { topologyKey: 'kubernetes.io/hostname' } }],
     },
   });
-  const c = containersOf(deploy)[0]!;
+  const c = mainContainerOf(deploy);
   t.equal(c.image, `dify-guard/dify-guard:${packageVersion}`, 'tag = chart version = package.json version');
   t.match(c.securityContext, {
     readOnlyRootFilesystem: true,
@@ -428,12 +409,12 @@ t.test('dify-guard Deployment: 2 replicas spread over nodes, PDB, non-root, read
   const pdb = find(full.objects, 'PodDisruptionBudget', nameOf(deploy));
   t.equal((pdb.spec as Json).minAvailable, 1);
   t.same(((pdb.spec as Json).selector as Json).matchLabels, (spec.selector as Json).matchLabels);
-  const single = await render(deepMerge(requiredValues(), { webhook: { replicaCount: 1 } }));
+  const single = await renderChart({ webhook: { replicaCount: 1 } });
   t.same(ofKind(single.objects, 'PodDisruptionBudget'), [], 'no PDB that would block every drain of a single replica');
 });
 
 t.test('RBAC: PVC get/list/watch and Event create/patch, cluster-wide, nothing else', async (t) => {
-  const deploy = find(full.objects, 'Deployment', hooks.pods.clientConfig.service!.name);
+  const deploy = guardDeploymentOf(full.objects);
   const role = find(full.objects, 'ClusterRole', nameOf(deploy));
   t.same(role.rules, [
     { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['get', 'list', 'watch'] },
@@ -448,7 +429,7 @@ t.test('RBAC: PVC get/list/watch and Event create/patch, cluster-wide, nothing e
 });
 
 t.test('webhook.enabled=false renders nothing of dify-guard', async (t) => {
-  const { objects } = await render(deepMerge(requiredValues(), { webhook: { enabled: false } }));
+  const { objects } = await renderChart({ webhook: { enabled: false } });
   t.same(
     objects.filter((o) => isGuard(labelsOf(o))).map((o) => `${kindOf(o)}/${nameOf(o)}`),
     [],

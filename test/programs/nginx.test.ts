@@ -12,8 +12,9 @@ import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, request, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { contract, expandName } from '../../src/contract.js';
-import { containersOf, deepMerge, find, render, requiredValues, type Json } from '../../harness/helm.js';
+import { contract } from '../../src/contract.js';
+import { containersOf, find, type Json } from '../../harness/helm.js';
+import { releaseName, renderChart } from '../chart/support.js';
 import { reservePort } from '../../harness/ports.js';
 import { program } from '../../harness/programs/programs.js';
 import {
@@ -29,10 +30,9 @@ import {
 
 requireRoot('nginx as the proxy container runs it (uid 101, private mounts)');
 const nginx = program('nginx');
-const release = 'dify';
 const NGINX_UID = 101; // nginxinc/nginx-unprivileged's nginx user (the chart's podSecurityContext)
-const proxyName = expandName(contract.names.component, release, contract.components.proxy);
-const svc = (component: string): string => expandName(contract.names.component, release, component);
+const proxyName = releaseName('component', contract.components.proxy);
+const svc = (component: string): string => releaseName('component', component);
 
 // nginxinc/nginx-unprivileged's /etc/nginx/nginx.conf: pid and temp files in /tmp, access log to stdout
 // (the image links /var/log/nginx/access.log to /dev/stdout), conf.d/*.conf inside http {}.
@@ -114,7 +114,7 @@ async function renderProxy(
   stubs: Record<string, Stub>,
 ): Promise<{ conf: string; mountPath: string; readOnly: boolean }> {
   const ports = Object.fromEntries(COMPONENTS.map((c) => [VALUE_KEY[c]!, { service: { port: stubs[c]!.port } }]));
-  const { objects } = await render(deepMerge(requiredValues(), { loadBalancer: { enabled: true }, ...ports }));
+  const { objects } = await renderChart({ loadBalancer: { enabled: true }, ...ports });
   const conf = String((find(objects, 'ConfigMap', proxyName).data as Json)['default.conf']);
   const mount = ((containersOf(find(objects, 'Deployment', proxyName))[0]!.volumeMounts ?? []) as Json[]).find(
     (m) => m.name === 'config',

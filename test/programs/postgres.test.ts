@@ -8,39 +8,30 @@
 import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import t from 'tap';
-import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { ENV, SECRET_KEYS, contract } from '../../src/contract.js';
 import { run } from '../../harness/commands.js';
 import { reservePort } from '../../harness/ports.js';
 import { program } from '../../harness/programs/programs.js';
-import {
-  containersOf,
-  deepMerge,
-  find,
-  initContainersOf,
-  podTemplateOf,
-  render,
-  requiredValues,
-  workloadOf,
-  type Container,
-} from '../../harness/helm.js';
+import { containersOf, initContainersOf, podTemplateOf, type Container } from '../../harness/helm.js';
+import { componentContainer, componentWorkload, named, releaseName, renderChart } from '../chart/support.js';
 import { resolvedEnv, secretValue, shellScript, type Env } from '../../harness/programs/rendered-env.js';
 import { privateDir, runAs, startAs, systemUser, until, type RunningProgram } from '../../harness/programs/run.js';
 
-const release = 'dify';
 const postgres = systemUser('postgres');
 const binDir = dirname(program('postgres'));
 const PATH = `${binDir}:/usr/bin:/bin`;
 
-const { objects } = await render(requiredValues());
-const statefulSet = find(objects, 'StatefulSet', expandName(contract.names.postgresql, release));
+const { objects } = await renderChart();
+const statefulSet = named(objects, 'StatefulSet', 'postgresql');
 const server = containersOf(statefulSet).find((c) => c.name === 'postgresql')!;
 const check = initContainersOf(statefulSet).find((c) => c.name === 'check-data-directory')!;
-const component = (name: string): Container => containersOf(workloadOf(objects, LABELS.component, name))[0]!;
-const wait = initContainersOf(workloadOf(objects, LABELS.component, contract.components.migration))[0]!;
-const jobPod = podTemplateOf(workloadOf(objects, LABELS.component, contract.components.migration));
+const component = (name: string): Container => componentContainer(objects, name);
+const migrationJob = componentWorkload(objects, contract.components.migration);
+const wait = initContainersOf(migrationJob)[0]!;
+const jobPod = podTemplateOf(migrationJob);
 const podSecurity = jobPod.spec.securityContext as { runAsUser: number; runAsGroup: number };
 const jobPodUser = { name: 'job pod', uid: podSecurity.runAsUser, gid: podSecurity.runAsGroup };
-const pgSecret = expandName(contract.names.postgresqlSecret, release);
+const pgSecret = releaseName('postgresqlSecret');
 const secret = (key: string): string => secretValue(objects, pgSecret, key);
 
 const work = privateDir('dify-postgres', postgres);
@@ -148,11 +139,7 @@ t.test(
     t.equal(created.status, 0, created.stderr);
 
     const waitEnv = { ...resolvedEnv(objects, wait), PATH, PGHOST: '127.0.0.1', PGPORT: String(port.port) };
-    t.equal(
-      resolvedEnv(objects, wait).PGHOST,
-      expandName(contract.names.postgresql, release),
-      'the Job waits for the PostgreSQL Service',
-    );
+    t.equal(resolvedEnv(objects, wait).PGHOST, releaseName('postgresql'), 'the Job waits for the PostgreSQL Service');
     // As the Job pod's own user (1001, no /etc/passwd entry here as in the image): libpq names no default
     // user then, so pg_isready says 'no attempt' forever unless the container's env gives PGUSER.
     t.equal(resolvedEnv(objects, wait).PGUSER, serverEnv.POSTGRES_USER, 'the wait names the database user');
@@ -249,7 +236,7 @@ t.test(
     t.equal(own.status, 0, own.stderr);
     t.match(own.stdout, /PostgreSQL 15 data directory .*pgdata: starting it/);
 
-    const pvc = `dify/${expandName(contract.names.postgresqlPvc, release)}`;
+    const pvc = `dify/${releaseName('postgresqlPvc')}`;
     const cases = [
       [
         "Bitnami's layout (data/ under the volume)",
@@ -278,7 +265,7 @@ t.test(
       t.match(r.stderr, found, `${what}: says what it found`);
       t.match(r.stderr, `PostgreSQL NOT started. Volume ${dir} (PVC ${pvc})`, `${what}: names the PVC`);
       t.match(r.stderr, /What to do: /, `${what}: says what to do`);
-      const discard = `kubectl delete pvc -n dify ${expandName(contract.names.postgresqlPvc, release)}`;
+      const discard = `kubectl delete pvc -n dify ${releaseName('postgresqlPvc')}`;
       t.match(r.stderr, discard, `${what}: and the way to discard it`);
     }
   },
@@ -288,10 +275,8 @@ t.test(
   'the migration wait gives up with a clear message when PostgreSQL does not come (the Job then fails visibly)',
   async (t) => {
     await pg?.stop();
-    const short = await render(
-      deepMerge(requiredValues(), { migration: { waitForPostgresql: { timeoutSeconds: 10 } } }),
-    );
-    const shortWait = initContainersOf(workloadOf(short.objects, LABELS.component, contract.components.migration))[0]!;
+    const short = await renderChart({ migration: { waitForPostgresql: { timeoutSeconds: 10 } } });
+    const shortWait = initContainersOf(componentWorkload(short.objects, contract.components.migration))[0]!;
     const r = await runAs(postgres, '/bin/sh', ['-c', shellScript(shortWait.command)], {
       ...resolvedEnv(short.objects, shortWait),
       PATH,

@@ -4,26 +4,26 @@
 // the password gets NOAUTH and one with another gets WRONGPASS.
 import { rmSync } from 'node:fs';
 import t, { type Test } from 'tap';
-import { ENV, LABELS, SECRET_KEYS, contract, expandName } from '../../src/contract.js';
+import { ENV, SECRET_KEYS, contract } from '../../src/contract.js';
 import { run } from '../../harness/commands.js';
 import { reservePort } from '../../harness/ports.js';
 import { program } from '../../harness/programs/programs.js';
-import { containersOf, find, render, requiredValues, workloadOf, type Container } from '../../harness/helm.js';
+import type { Container } from '../../harness/helm.js';
+import { componentContainer, mainContainerOf, named, releaseName, renderChart } from '../chart/support.js';
 import { resolvedEnv, secretValue, shellScript, type Env } from '../../harness/programs/rendered-env.js';
 import { RedisConnection } from '../../harness/programs/resp.js';
 import { privateDir, runAs, startAs, systemUser, until } from '../../harness/programs/run.js';
 
-const release = 'dify';
 const redisUser = systemUser('redis');
 const PATH = `/usr/bin:/bin`;
 program('redis-server');
 
-const { objects } = await render(requiredValues());
-const statefulSet = find(objects, 'StatefulSet', expandName(contract.names.redisMaster, release));
-const container = containersOf(statefulSet)[0]!;
-const component = (name: string): Container => containersOf(workloadOf(objects, LABELS.component, name))[0]!;
-const service = find(objects, 'Service', expandName(contract.names.redisMaster, release));
-const password = secretValue(objects, expandName(contract.names.redisSecret, release), SECRET_KEYS.redisPassword);
+const { objects } = await renderChart();
+const statefulSet = named(objects, 'StatefulSet', 'redisMaster');
+const container = mainContainerOf(statefulSet);
+const component = (name: string): Container => componentContainer(objects, name);
+const service = named(objects, 'Service', 'redisMaster');
+const password = secretValue(objects, releaseName('redisSecret'), SECRET_KEYS.redisPassword);
 
 const work = privateDir('dify-redis', redisUser);
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
@@ -61,7 +61,7 @@ t.test('the rendered command starts Redis with requirepass from the Secret; the 
 
 /** A connection to the running Redis for a setting that names the Service: checks host and port, then connects on loopback. */
 async function connectFor(t: Test, host: string, servicePort: string): Promise<RedisConnection> {
-  t.equal(host, expandName(contract.names.redisMaster, release), 'the Redis Service');
+  t.equal(host, releaseName('redisMaster'), 'the Redis Service');
   t.equal(Number(servicePort), (service.spec as { ports: { port: number }[] }).ports[0]!.port, 'the Service port');
   return RedisConnection.open('127.0.0.1', port.port);
 }

@@ -9,9 +9,10 @@ import t, { type Test } from 'tap';
 import { chownSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer, request, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
-import { contract, expandName } from '../../src/contract.js';
+import { contract } from '../../src/contract.js';
 import { waitFor } from '../../harness/commands.js';
-import { containersOf, deepMerge, find, podTemplateOf, render, requiredValues, type Json } from '../../harness/helm.js';
+import { find, podTemplateOf, type Json } from '../../harness/helm.js';
+import { mainContainerOf, releaseName, renderChart } from '../chart/support.js';
 import { reservePort } from '../../harness/ports.js';
 import { program } from '../../harness/programs/programs.js';
 import {
@@ -26,7 +27,7 @@ import {
 
 requireRoot('Squid as the ssrf-proxy container runs it (root start, then user proxy)');
 const squid = program('squid');
-const name = expandName(contract.names.component, 'dify', contract.components.ssrfProxy);
+const name = releaseName('component', contract.components.ssrfProxy);
 const PROXY_UID = 13; // `proxy` in Debian's and Ubuntu's squid packages: Squid's cache_effective_user
 const SQUID_CONF = '/etc/squid/squid.conf';
 
@@ -42,11 +43,11 @@ interface Rendered {
 }
 
 async function renderProxy(values: Json = {}): Promise<Rendered> {
-  const { objects } = await render(deepMerge(requiredValues(), values));
+  const { objects } = await renderChart(values);
   const deployment = find(objects, 'Deployment', name);
   return {
     conf: String((find(objects, 'ConfigMap', name).data as Json)['squid.conf']),
-    mounts: (containersOf(deployment)[0]!.volumeMounts ?? []) as Mount[],
+    mounts: (mainContainerOf(deployment).volumeMounts ?? []) as Mount[],
     volumes: (podTemplateOf(deployment).spec.volumes ?? []) as Json[],
   };
 }
@@ -196,8 +197,8 @@ t.test('ssrfProxy.blockPrivateNetworks: Squid refuses private and loopback desti
 t.test(
   "a change of squid.conf changes the Deployment's checksum annotation, so the proxy restarts with it",
   async (t) => {
-    const { objects: a } = await render(requiredValues());
-    const { objects: b } = await render(deepMerge(requiredValues(), { ssrfProxy: { blockPrivateNetworks: true } }));
+    const { objects: a } = await renderChart();
+    const { objects: b } = await renderChart({ ssrfProxy: { blockPrivateNetworks: true } });
     const checksum = (objects: Json[]): string | undefined =>
       podTemplateOf(find(objects, 'Deployment', name)).metadata.annotations?.['checksum/config'];
     t.match(checksum(a), /^[0-9a-f]{64}$/, 'the pod template carries checksum/config');

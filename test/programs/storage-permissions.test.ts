@@ -6,15 +6,16 @@
 import t, { type Test } from 'tap';
 import { chownSync, lstatSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { contract, expandName } from '../../src/contract.js';
-import { find, initContainersOf, render, requiredValues } from '../../harness/helm.js';
+import { contract } from '../../src/contract.js';
+import { initContainersOf } from '../../harness/helm.js';
+import { named, renderChart } from '../chart/support.js';
 import { privateDir, requireRoot, runProgram } from '../../harness/programs/run.js';
 
 requireRoot('the storage-permissions init container (root with CHOWN and DAC_OVERRIDE)');
 
 async function renderedCommand(t: Test): Promise<{ script: string; caps: string[] }> {
-  const { objects } = await render(requiredValues());
-  const api = find(objects, 'Deployment', expandName(contract.names.component, 'dify', contract.components.api));
+  const { objects } = await renderChart();
+  const api = named(objects, 'Deployment', 'component', contract.components.api);
   const init = initContainersOf(api).find((c) => c.name === 'storage-permissions')!;
   const command = init.command as string[];
   const caps = (init.securityContext as { capabilities: { add: string[] } }).capabilities.add;
