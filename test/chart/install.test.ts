@@ -49,8 +49,8 @@ const tlsSecretOf = async (): Promise<string> => {
 // Every helm call of this file names the release, the chart and the namespace, and skips the hooks (no pod ever runs here).
 const target = [release, chartDir, '--namespace', namespace, '--no-hooks'];
 /** A helm call that must succeed (cp.helm throws otherwise). */
-const helmOk = (command: 'install' | 'upgrade', ...extra: string[]): Promise<CommandResult> =>
-  cp.helm([command, ...target, ...extra]);
+const helmOk = (verb: 'install' | 'upgrade', ...extra: string[]): Promise<CommandResult> =>
+  cp.helm([verb, ...target, ...extra]);
 /** A helm upgrade that may be refused: its result, whatever its status. */
 const tryUpgrade = (extra: string[], options: RunOptions = {}): Promise<CommandResult> =>
   run(binary('helm'), ['upgrade', ...target, ...extra], { env: cp.env(), ...options });

@@ -391,7 +391,7 @@ const nearLimit: Category = {
 // Mutations of a fixture's object/oldObject: wrong types where the decisions look, and noise elsewhere.
 type Mutation = (dice: Dice, object: JsonRecord) => void;
 /** object.metadata, made an object first if a previous mutation made it something else. */
-const metadataOf = (object: JsonRecord): JsonRecord => {
+const metadataMadeObject = (object: JsonRecord): JsonRecord => {
   const metadata = object.metadata;
   if (typeof metadata === 'object' && metadata !== null && !Array.isArray(metadata)) return metadata;
   return (object.metadata = {});
@@ -466,16 +466,16 @@ const podMutations: Mutation[] = [
     o.spec = dice.sample(anyJson);
   },
   (dice, o) => {
-    metadataOf(o).labels = dice.sample(anyJson);
+    metadataMadeObject(o).labels = dice.sample(anyJson);
   },
   (dice, o) => {
-    metadataOf(o).labels = { ...labelsOf(o), [dice.pick(Object.values(LABELS))]: dice.sample(anyJson) };
+    metadataMadeObject(o).labels = { ...labelsOf(o), [dice.pick(Object.values(LABELS))]: dice.sample(anyJson) };
   },
   (dice, o) => {
-    metadataOf(o).labels = { ...labelsOf(o), [LABELS.instance]: dice.sample(weirdString) };
+    metadataMadeObject(o).labels = { ...labelsOf(o), [LABELS.instance]: dice.sample(weirdString) };
   },
   (dice, o) => {
-    metadataOf(o).annotations = { ...dice.sample(anyObject), ...prototypeKeys() };
+    metadataMadeObject(o).annotations = { ...dice.sample(anyObject), ...prototypeKeys() };
   },
   (_dice, o) => {
     Object.assign(o, prototypeKeys());
@@ -511,13 +511,13 @@ const secretMutations: Mutation[] = [
     o.data = { ...dataOf(o), ...prototypeKeys() };
   },
   (dice, o) => {
-    metadataOf(o).labels = dice.sample(anyJson);
+    metadataMadeObject(o).labels = dice.sample(anyJson);
   },
   (dice, o) => {
-    metadataOf(o).labels = { ...labelsOf(o), [dice.pick(Object.values(LABELS))]: dice.sample(anyJson) };
+    metadataMadeObject(o).labels = { ...labelsOf(o), [dice.pick(Object.values(LABELS))]: dice.sample(anyJson) };
   },
   (dice, o) => {
-    metadataOf(o).name = dice.sample(fc.oneof(weirdString, anyJson));
+    metadataMadeObject(o).name = dice.sample(fc.oneof(weirdString, anyJson));
   },
   (_dice, o) => {
     Object.assign(o, prototypeKeys());
