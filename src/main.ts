@@ -9,6 +9,7 @@ import { eventsApiFor } from './audit/events-api.js';
 import { PvcCache, pvcSourceFor } from './cluster/pvc-cache.js';
 import { postgresVerifier } from './cluster/postgres-verifier.js';
 import { loadConfig, type ConfigResult, type GuardConfig } from './config.js';
+import { raceDeadline } from './deadline.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { buildServer, type DifyGuardServer } from './server.js';
 
@@ -113,7 +114,7 @@ function shutdownOf({
     await server.close(Math.max(1000, remaining()));
     await pvcCache.stop();
     // Events already queued get what is left of the budget, and never more than a few seconds.
-    if (events) await Promise.race([events.idle(), delay(Math.min(3000, remaining()))]);
+    if (events) await raceDeadline(events.idle(), Math.min(3000, remaining()), () => undefined);
     log.info('dify-guard stopped');
     process.exit(0);
   };
