@@ -40,7 +40,7 @@ export function workloadTemplateHandler(deps: WorkloadRouteDeps): AdmissionHandl
     const verdict: AdmissionVerdict = decision.allowed
       ? allowed(decision.warnings)
       : denied(decision.message ?? '', decision.warnings);
-    verdict.auditAnnotations = auditAnnotationsOf(decision, decision.mode);
+    verdict.auditAnnotations = auditAnnotationsOf(decision);
     return verdict;
   };
 }
@@ -73,10 +73,10 @@ function countAndAudit(deps: WorkloadRouteDeps, request: AdmissionRequest, decis
 }
 
 /** The API server prefixes these keys with the webhook name and writes them to its audit log. */
-function auditAnnotationsOf(decision: TemplateDecision, mode: string): Record<string, string> {
+function auditAnnotationsOf(decision: TemplateDecision): Record<string, string> {
   return {
     decision: decision.allowed ? 'allowed' : 'denied',
-    mode,
+    mode: decision.mode,
     findings: [...new Set(decision.findings.map((f) => f.finding))].join(','),
     variables: variablesOf(decision.findings).join(','),
   };
