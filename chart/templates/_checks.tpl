@@ -46,7 +46,7 @@ templates without truncating, so the chart refuses instead of truncating.
 
 {{/* postgresql.auth.password: given (the chart never generates it), and usable in the plugin daemon's libpq DSN. */}}
 {{- define "dify.check.postgresqlPassword" -}}
-{{- $password := .Values.postgresql.auth.password | default "" | toString -}}
+{{- $password := include "dify.postgresqlPassword" . -}}
 {{- if not $password -}}
 postgresql.auth.password is required: PostgreSQL keeps the password it was first initialised with in its PVC, so the chart never generates one at random. Set it once and keep it (deploy.sh takes it from the POSTGRES_PASSWORD environment variable).
 {{- else if regexMatch "[\\s'\"\\\\]" $password -}}
@@ -65,7 +65,7 @@ postgresql.auth.rotatedInDatabase=true hands the password check to dify-guard, w
 {{- end -}}
 
 {{- define "dify.check.secretKey" -}}
-{{- if not (.Values.secrets.difySecretKey | default "" | toString) -}}
+{{- if not (include "dify.secretKey" .) -}}
 secrets.difySecretKey is required (Dify's SECRET_KEY, which signs sessions and tokens). Generate it once, e.g. `openssl rand -hex 32`, and keep it; deploy.sh takes it from the DIFY_SECRET_KEY environment variable.
 {{- end -}}
 {{- end -}}

@@ -12,6 +12,7 @@ import type { CommandResult } from '../../harness/commands.js';
 import { chartDir, testSecret } from '../../harness/helm.js';
 import { captureOutput } from '../../harness/secrets.js';
 import { program } from '../../harness/programs/programs.js';
+import { readBackScript } from './support.js';
 
 const script = join(chartDir, 'deploy.sh');
 const dir = mkdtempSync(join(tmpdir(), 'dify-deploy-test-'));
@@ -284,12 +285,9 @@ t.test(
 // Runs the `export <variable>="$(kubectl ...)"` line deploy.sh printed with bash, against the kubectl stub holding
 // `stub` (its STUB_* values), and says whether it reads back `expected`.
 function readsBack(stderr: string, variable: string, expected: string, stub: Env): boolean {
-  const line = stderr
-    .split('\n')
-    .find((l) => l.includes(`export ${variable}="$(`))
-    ?.trim();
-  if (!line) return false;
-  const run = spawnSync('bash', ['-c', `${line}; [ "$${variable}" = "$EXPECTED" ]`], {
+  const script = readBackScript(stderr, variable);
+  if (!script) return false;
+  const run = spawnSync('bash', ['-c', script], {
     env: { PATH: `${dir}:${process.env.PATH}`, ...stub, EXPECTED: expected },
     stdio: 'ignore',
   });

@@ -4,15 +4,14 @@
 // the guide's `helm upgrade --reuse-values` works, and `helm uninstall` leaves no webhook behind.
 import { dirname, join } from 'node:path';
 import t from 'tap';
-import { contract, expandName } from '../../src/contract.js';
+import { contract } from '../../src/contract.js';
 import { startControlPlane } from '../../harness/controlplane/harness.js';
 import { binary } from '../../harness/binaries.js';
 import { run, type CommandResult, type RunOptions } from '../../harness/commands.js';
 import { chartDir, requiredValues, testSecret, valuesFile, type Json } from '../../harness/helm.js';
 import { pvcManifest } from '../../harness/manifests.js';
+import { namespace, readBackScript, release, releaseName } from './support.js';
 
-const release = 'dify';
-const namespace = 'dify';
 const cp = await startControlPlane(t, { name: 'chart-install' });
 
 const get = async (path: string): Promise<Json> => {
@@ -60,7 +59,7 @@ const tlsSecret = await tlsSecretOf();
 const first = {
   tls: await secretData(tlsSecret),
   ca: await caBundles(),
-  app: await secretData(`${release}-app-secrets`),
+  app: await secretData(releaseName('appSecrets')),
 };
 
 t.test('install: the webhook configurations trust the CA of the generated Secret', async (t) => {
@@ -75,7 +74,7 @@ t.test(
     await helmOk('upgrade', '--reuse-values');
     t.same(await secretData(tlsSecret), first.tls, 'TLS Secret unchanged');
     t.same(await caBundles(), first.ca, 'caBundle unchanged');
-    t.same(await secretData(`${release}-app-secrets`), first.app, 'generated sandbox/plugin keys kept');
+    t.same(await secretData(releaseName('appSecrets')), first.app, 'generated sandbox/plugin keys kept');
   },
 );
 
@@ -91,7 +90,7 @@ t.test('rotation: deleting the TLS Secret and upgrading issues a new CA, and bot
   );
 });
 
-const pvcName = expandName(contract.names.postgresqlPvc, release);
+const pvcName = releaseName('postgresqlPvc');
 // Another PostgreSQL password (and another SECRET_KEY, which the check ignores).
 const otherPassword = valuesFile(requiredValues());
 
@@ -105,7 +104,7 @@ t.test(
     const pvc = pvcManifest(pvcName, { namespace });
     const created = await cp.kubectl(['create', '-f', '-'], { input: JSON.stringify(pvc) });
     t.equal(created.status, 0, created.stderr);
-    const pgSecret = expandName(contract.names.postgresqlSecret, release);
+    const pgSecret = releaseName('postgresqlSecret');
     const before = await secretData(pgSecret);
     t.equal((await webhookConfigs()).length, 2, "dify-guard's webhooks are registered");
     // A server dry-run sends nothing to the API server (no admission): only the chart's render-time check can refuse it.
@@ -140,12 +139,9 @@ const deploySh = (args: string[], extra: Record<string, string>): Promise<Comman
   });
 // Runs the `export X="$(kubectl ...)"` line deploy.sh printed, with the real kubectl, and checks what it read.
 const readsBack = async (stderr: string, variable: string, expected: string): Promise<boolean> => {
-  const line = stderr
-    .split('\n')
-    .find((l) => l.includes(`export ${variable}="$(`))
-    ?.trim();
-  if (!line) return false;
-  const r = await run('bash', ['-c', `${line}; [ "$${variable}" = "$EXPECTED" ]`], {
+  const script = readBackScript(stderr, variable);
+  if (!script) return false;
+  const r = await run('bash', ['-c', script], {
     env: { ...cp.env(), PATH: `${dirname(binary('kubectl'))}:${process.env.PATH}`, EXPECTED: expected },
   });
   return r.status === 0;
@@ -158,10 +154,7 @@ t.test(
     const key = required.secrets.difySecretKey;
     const noKey = await deploySh([], { POSTGRES_PASSWORD: password });
     t.equal(noKey.status, 1);
-    t.match(
-      noKey.stderr,
-      `既存のインストールです (Secret ${expandName(contract.names.appSecrets, release)} があります)`,
-    );
+    t.match(noKey.stderr, `既存のインストールです (Secret ${releaseName('appSecrets')} があります)`);
     t.notMatch(noKey.stderr, 'openssl rand', 'never told to generate a new SECRET_KEY');
     t.ok(await readsBack(noKey.stderr, 'DIFY_SECRET_KEY', key), 'the printed command returns the installed SECRET_KEY');
     const other = await deploySh([], { POSTGRES_PASSWORD: testSecret(), DIFY_SECRET_KEY: key });
@@ -181,7 +174,7 @@ t.test(
 t.test(
   'deploy.sh on this cluster: a hook Job nothing runs: what it waits for, progress, then the next commands',
   async (t) => {
-    const job = expandName(contract.names.migrationJob, release);
+    const job = releaseName('migrationJob');
     const r = await deploySh(['--timeout', '20s'], {
       POSTGRES_PASSWORD: required.postgresql.auth.password,
       DIFY_SECRET_KEY: required.secrets.difySecretKey,
@@ -196,7 +189,7 @@ t.test(
     );
     t.match(
       r.stderr,
-      `準備ができていない Deployment: ${expandName(contract.names.component, release, contract.components.api)}(0/1)`,
+      `準備ができていない Deployment: ${releaseName('component', contract.components.api)}(0/1)`,
       'no pod ever runs here, so the Deployments are listed as not ready',
     );
     t.match(r.stderr, 'エラー: helm が失敗しました');
@@ -208,7 +201,7 @@ t.test(
 t.test(
   "the guide's uninstall: helm uninstall succeeds, removes every webhook configuration, keeps the PostgreSQL Secret",
   async (t) => {
-    const pgSecret = expandName(contract.names.postgresqlSecret, release);
+    const pgSecret = releaseName('postgresqlSecret');
     const before = await secretData(pgSecret);
     const un = await cp.helm(['uninstall', release, '--namespace', namespace, '--no-hooks']);
     t.match(un.stdout, /uninstalled/);

@@ -1,7 +1,8 @@
 // The set-up the chart tests (and test/programs, which run what the chart renders) share: the chart rendered by
 // the real helm with the two values it requires plus a test's own, for release `dify` in namespace `dify`
 // (harness/helm.ts's defaults), and the lookups they all make in what it renders: an object by the name the
-// contract gives it, a component's workload, its first container, its pods' labels.
+// contract gives it, a component's workload, its first container, its pods' labels; and, for the two deploy.sh
+// tests, the read-back command its refusals print.
 import { LABELS, contract, expandName } from '../../src/contract.js';
 import {
   containersOf,
@@ -47,3 +48,15 @@ export const componentContainer = (objects: Json[], component: string): Containe
 
 /** The labels of a workload's pods. */
 export const podLabelsOf = (workload: Json): Record<string, string> => podTemplateOf(workload).metadata.labels ?? {};
+
+/**
+ * The bash script that runs the `export <variable>="$(kubectl ...)"` line deploy.sh printed in `stderr` and exits 0
+ * only when it reads back $EXPECTED; undefined when deploy.sh printed no such line.
+ */
+export function readBackScript(stderr: string, variable: string): string | undefined {
+  const line = stderr
+    .split('\n')
+    .find((l) => l.includes(`export ${variable}="$(`))
+    ?.trim();
+  return line && `${line}; [ "$${variable}" = "$EXPECTED" ]`;
+}

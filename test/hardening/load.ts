@@ -9,6 +9,7 @@ import { startControlPlane, type ControlPlane } from '../../harness/controlplane
 import type { TeardownHost } from '../../harness/processes.js';
 import { startDifyGuard, type DifyGuard, type DifyGuardOptions } from '../../harness/controlplane/dify-guard.js';
 import { loadReview, type AdmissionReview } from '../../harness/fixtures.js';
+import { isObject } from '../../harness/manifests.js';
 import { httpsRequest } from '../server/support.js';
 
 export const MUTATE_PODS = contract.webhook.mutatePodsPath;
@@ -97,12 +98,9 @@ export async function send(options: SendOptions): Promise<Answer> {
   };
 }
 
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
-
 /** A 4xx must carry an AdmissionReview status with a message. */
 function problemWithRefusal(status: number, json: unknown): string | undefined {
-  if (!isRecord(json) || !isRecord(json.response) || !isRecord(json.response.status))
+  if (!isObject(json) || !isObject(json.response) || !isObject(json.response.status))
     return `${status} without a status in an AdmissionReview`;
   const message = json.response.status.message;
   return typeof message === 'string' && message.trim() !== '' ? undefined : `${status} with no message`;
@@ -124,7 +122,7 @@ function problemWithPatch(response: Record<string, unknown>): string | undefined
   }
   if (!Array.isArray(operations) || operations.length === 0) return '200 whose patch is not a non-empty JSON array';
   const isOperation = (op: unknown): boolean =>
-    isRecord(op) && typeof op.op === 'string' && JSON_PATCH_OPS.has(op.op) && typeof op.path === 'string';
+    isObject(op) && typeof op.op === 'string' && JSON_PATCH_OPS.has(op.op) && typeof op.path === 'string';
   return operations.every(isOperation)
     ? undefined
     : '200 whose patch holds something that is not a JSON Patch operation';
@@ -132,11 +130,11 @@ function problemWithPatch(response: Record<string, unknown>): string | undefined
 
 /** A 200 must carry a valid AdmissionReview: uid echoed, allowed boolean, a patch only as problemWithPatch says. */
 function problemWithReview(json: unknown, requestUid: string | undefined): string | undefined {
-  if (!isRecord(json)) return '200 whose body is not a JSON object';
+  if (!isObject(json)) return '200 whose body is not a JSON object';
   if (json.apiVersion !== 'admission.k8s.io/v1') return '200 with a wrong apiVersion';
   if (json.kind !== 'AdmissionReview') return '200 with a wrong kind';
   const response = json.response;
-  if (!isRecord(response)) return '200 without a response';
+  if (!isObject(response)) return '200 without a response';
   if (requestUid !== undefined && response.uid !== requestUid) return '200 whose response.uid is not the request uid';
   if (typeof response.allowed !== 'boolean') return '200 whose response.allowed is not a boolean';
   return problemWithPatch(response);

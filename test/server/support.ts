@@ -17,6 +17,7 @@ import type { AdmissionReviewResponse } from '../../src/http/admission-review.js
 import { buildServer, type DifyGuardServer, type ServerOptions } from '../../src/server.js';
 import { defaultGuardSettings } from '../../src/admission/settings.js';
 import { repoRoot } from '../../harness/binaries.js';
+import { isObject } from '../../harness/manifests.js';
 import type { TeardownHost } from '../../harness/processes.js';
 
 export interface CertDir {
@@ -223,13 +224,9 @@ export function postReview(
   });
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 /** A body as the AdmissionReview dify-guard answers with; undefined when it is not one. */
 export function reviewOf(json: unknown): AdmissionReviewResponse | undefined {
-  return isRecord(json) && json.kind === 'AdmissionReview' && isRecord(json.response)
+  return isObject(json) && json.kind === 'AdmissionReview' && isObject(json.response)
     ? (json as unknown as AdmissionReviewResponse)
     : undefined;
 }
@@ -256,7 +253,7 @@ export function withEdits(value: object, ...edits: [path: string, to: unknown][]
     let node = copy;
     for (const key of keys) {
       const next = node[key];
-      if (!isRecord(next)) throw new Error(`withEdits: no object at ${key} of ${path}`);
+      if (!isObject(next)) throw new Error(`withEdits: no object at ${key} of ${path}`);
       node = next;
     }
     if (to === REMOVE) delete node[last];
