@@ -87,11 +87,6 @@ export async function registerWebhooks(
   return { configurations, webhooks };
 }
 
-export async function unregisterWebhooks(cp: ControlPlane, registered: RegisteredWebhooks): Promise<void> {
-  const rest = cp.rest();
-  for (const config of registered.configurations) await rest.delete(`${collection(kindOf(config))}/${nameOf(config)}`);
-}
-
 export const PROBE_NAMESPACE = 'dify-guard-probe';
 const PROBE_RELEASE = 'probe';
 
