@@ -19,7 +19,8 @@ let handlersInstalled = false;
 let interruptHandler: (() => Promise<void>) | undefined;
 let interruptedAt: number | undefined;
 
-function killGroup(pid: number, signal: NodeJS.Signals): void {
+/** `signal` to the process group `pid` leads; nothing if the group is gone. */
+export function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
   } catch {

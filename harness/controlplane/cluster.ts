@@ -437,7 +437,8 @@ export class Cluster {
  */
 export abstract class PodPoller {
   private timer: NodeJS.Timeout | undefined;
-  private ticking = false;
+  /** The pass under way, if any. */
+  private ticking: Promise<void> | undefined;
   protected readonly errors: string[] = [];
 
   constructor(
@@ -447,9 +448,7 @@ export abstract class PodPoller {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => {
-      void this.tick();
-    }, this.intervalMs);
+    this.timer = setInterval(() => this.tick(), this.intervalMs);
   }
 
   problems(): string[] {
@@ -462,19 +461,17 @@ export abstract class PodPoller {
   /** No more passes; returns once the one under way has ended. */
   protected async stopPolling(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    while (this.ticking) await new Promise((r) => setTimeout(r, 50));
+    await this.ticking;
   }
 
-  private async tick(): Promise<void> {
-    if (this.ticking) return;
-    this.ticking = true;
-    try {
-      await this.pass();
-    } catch (err) {
-      this.errors.push(`${this.failure}: ${(err as Error).message}`);
-    } finally {
-      this.ticking = false;
-    }
+  private tick(): void {
+    this.ticking ??= this.pass()
+      .catch((err: Error) => {
+        this.errors.push(`${this.failure}: ${err.message}`);
+      })
+      .finally(() => {
+        this.ticking = undefined;
+      });
   }
 }
 

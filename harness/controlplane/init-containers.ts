@@ -79,16 +79,17 @@ export class InitContainers extends PodPoller {
     super(cluster, 250, `init container ${spec.container}`);
   }
 
-  private pods = async (): Promise<Json[]> =>
-    (
-      await this.cluster.rest.ok('GET', paths.pods(this.spec.namespace), {
-        query: { labelSelector: this.spec.labelSelector },
-      })
-    ).items as Json[];
+  /** The selector's pods, but those being deleted. */
+  private async pods(): Promise<Json[]> {
+    const list = await this.cluster.rest.ok('GET', paths.pods(this.spec.namespace), {
+      query: { labelSelector: this.spec.labelSelector },
+    });
+    return (list.items as Json[]).filter((p) => !(p.metadata as Json).deletionTimestamp);
+  }
 
   /** Starts the command for each new scheduled pod; stops it for a pod deleted meanwhile, as a kubelet stops its containers. */
   protected async pass(): Promise<void> {
-    const pods = (await this.pods()).filter((p) => !(p.metadata as Json).deletionTimestamp);
+    const pods = await this.pods();
     const live = new Set(pods.map((p) => str((p.metadata as Json).uid)));
     for (const r of this.runs) if (!live.has(r.uid) && r.status === undefined) void r.program?.stop(2_000);
     for (const pod of pods) if (!this.runs.some((r) => r.uid === str((pod.metadata as Json).uid))) this.begin(pod);
@@ -148,7 +149,7 @@ export class InitContainers extends PodPoller {
     return waitFor(
       `the init container ${this.spec.container} ${what} for every pod of ${this.spec.labelSelector}`,
       async () => {
-        const current = pods ?? (await this.pods()).filter((p) => !(p.metadata as Json).deletionTimestamp);
+        const current = pods ?? (await this.pods());
         const runs = current.map((p) => this.runs.find((r) => r.uid === str((p.metadata as Json).uid)));
         return current.length > 0 && runs.every((r) => r && done(r)) ? (runs as InitContainerRun[]) : undefined;
       },

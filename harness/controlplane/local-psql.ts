@@ -2,9 +2,9 @@
 // cluster: the environment `kubectl exec <pod> -- psql` gets there, and a client that logs in over TCP
 // as a Dify component does (the password in the environment, never on a command line).
 import { dirname } from 'node:path';
+import { run, type CommandResult } from '../commands.js';
 import type { LocalPostgres } from '../programs/postgres.js';
 import { program } from '../programs/programs.js';
-import { runProgram } from '../programs/run.js';
 
 /** What the postgresql container's environment gives psql: the local socket (trusted), the port, psql on PATH. */
 export function postgresPodEnv(pg: LocalPostgres): Record<string, string> {
@@ -21,16 +21,11 @@ export function tcpPsql(
   login: { user: string; database: string },
   password: string,
   sql: string,
-): ReturnType<typeof runProgram> {
-  return runProgram({
-    name: 'psql-tcp',
-    command: program('psql'),
-    args: ['-h', '127.0.0.1', '-p', String(pg.port), '-U', login.user, '-d', login.database, '-w'].concat([
-      '-v',
-      'ON_ERROR_STOP=1',
-      '-Atc',
-      sql,
-    ]),
+): Promise<CommandResult> {
+  const connection = ['-h', '127.0.0.1', '-p', String(pg.port), '-U', login.user, '-d', login.database, '-w'];
+  return run(program('psql'), [...connection, '-v', 'ON_ERROR_STOP=1', '-Atc', sql], {
     env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '5' },
+    timeoutMs: 60_000,
+    captureStdout: true,
   });
 }

@@ -6,8 +6,9 @@ import { waitFor } from '../commands.js';
 import { paths, type Json, type KubeRest } from '../kube-rest.js';
 import { pvcManifest } from '../manifests.js';
 import { findObject, podFromTemplate, randomSecret, renderChart, testValues, writeValues } from './chart.js';
-import type { DifyGuard } from './dify-guard.js';
-import { ensureNamespace, startStack, type Stack } from './stack.js';
+import type { DifyGuard, DifyGuardOptions } from './dify-guard.js';
+import { ensureNamespace, startGuardedControlPlane, type startStack, type Stack } from './stack.js';
+import { registerWebhooks } from './webhooks.js';
 
 /** A release's names, and its objects as the chart renders them. */
 export class Release {
@@ -58,19 +59,22 @@ export class Release {
 }
 
 /**
- * `startStack` for one release: its namespace created, and the chart rendered for it with values pointing the
- * webhook at the stack's dify-guard (written as `<name>.values.json` in the control plane's folder).
+ * `startStack` for one release: its namespace created, and the chart rendered once for it with values pointing
+ * the webhook at the stack's dify-guard (written as `<name>.values.json` in the control plane's folder); the
+ * webhook configurations registered are those of that rendering.
  */
 export async function startReleaseStack(
   t: Parameters<typeof startStack>[0],
   name: string,
   release: Release,
-  options?: Parameters<typeof startStack>[2],
+  options: { guard?: DifyGuardOptions } = {},
 ): Promise<Stack & { rendered: Json[] }> {
-  const stack = await startStack(t, name, options);
-  await ensureNamespace(stack.rest, release.namespace);
-  const rendered = await release.render(stack.cp.dir, name, guardValues(stack.guard));
-  return { ...stack, rendered };
+  const { cp, guard } = await startGuardedControlPlane(t, name, options.guard);
+  const rest = cp.rest();
+  await ensureNamespace(rest, release.namespace);
+  const rendered = await release.render(cp.dir, name, guardValues(guard));
+  const webhooks = await registerWebhooks(cp, guard, { rendered });
+  return { cp, guard, webhooks, rest, rendered };
 }
 
 /** Values every install needs (random credentials), with the webhook pointed at this dify-guard outside the cluster. */

@@ -25,15 +25,25 @@ export async function startStack(
   name: string,
   options: { guard?: DifyGuardOptions; values?: Json } = {},
 ): Promise<Stack> {
+  const { cp, guard } = await startGuardedControlPlane(t, name, options.guard);
+  const webhooks = await registerWebhooks(cp, guard, options.values ? { values: options.values } : {});
+  return { cp, guard, webhooks, rest: cp.rest() };
+}
+
+/** The control plane and dify-guard of `startStack`, no webhook registered yet. */
+export async function startGuardedControlPlane(
+  t: TapLike,
+  name: string,
+  guardOptions?: DifyGuardOptions,
+): Promise<{ cp: ControlPlane; guard: DifyGuard }> {
   const cp = await startControlPlane(t, { name });
-  const guard = await startDifyGuard(t, cp, options.guard);
+  const guard = await startDifyGuard(t, cp, guardOptions);
   // Registered last, so it runs first: the logs are read before anything stops.
   t.teardown(() => {
     if (!t.passing())
       t.comment(`${cp.diagnostics()}\n--- dify-guard (${guard.process.logPath})\n${guard.process.tail(40)}`);
   });
-  const webhooks = await registerWebhooks(cp, guard, options.values ? { values: options.values } : {});
-  return { cp, guard, webhooks, rest: cp.rest() };
+  return { cp, guard };
 }
 
 /** Creates a namespace (it may exist already). */

@@ -29,7 +29,11 @@ export async function renderWebhookConfigurations(
     `webhooks-${release}`,
     testValues({ url: guard.url(''), caBundle: guard.caBundle }, values),
   );
-  const objects = await renderChart({ release, namespace, valuesFile, home: cp.dir });
+  return webhookConfigurations(await renderChart({ release, namespace, valuesFile, home: cp.dir }));
+}
+
+/** The webhook configurations among the chart's rendered objects (there must be some). */
+function webhookConfigurations(objects: Json[]): Json[] {
   const configurations = objects.filter((o) => (WEBHOOK_KINDS as readonly string[]).includes(kindOf(o)));
   if (configurations.length === 0)
     throw new Error('helm template rendered no Mutating/ValidatingWebhookConfiguration from chart/');
@@ -62,13 +66,18 @@ export function webhookEntries(configurations: Json[], guard: DifyGuard): Json[]
   return entries;
 }
 
-/** Creates (or replaces) the configurations, then waits until both webhooks answer. */
+/**
+ * Creates (or replaces) the configurations, then waits until both webhooks answer. `rendered`: the chart
+ * already rendered for `guard` (guardValues), whose configurations are taken instead of rendering it again.
+ */
 export async function registerWebhooks(
   cp: ControlPlane,
   guard: DifyGuard,
-  options: { release?: string; namespace?: string; values?: Json } = {},
+  options: { release?: string; namespace?: string; values?: Json; rendered?: Json[] } = {},
 ): Promise<RegisteredWebhooks> {
-  const configurations = await renderWebhookConfigurations(cp, guard, options);
+  const configurations = options.rendered
+    ? webhookConfigurations(options.rendered)
+    : await renderWebhookConfigurations(cp, guard, options);
   const webhooks = webhookEntries(configurations, guard);
   const rest = cp.rest();
   for (const config of configurations) {
@@ -85,11 +94,6 @@ export async function registerWebhooks(
   }
   await waitUntilEffective(rest);
   return { configurations, webhooks };
-}
-
-export async function unregisterWebhooks(cp: ControlPlane, registered: RegisteredWebhooks): Promise<void> {
-  const rest = cp.rest();
-  for (const config of registered.configurations) await rest.delete(`${collection(kindOf(config))}/${nameOf(config)}`);
 }
 
 export const PROBE_NAMESPACE = 'dify-guard-probe';

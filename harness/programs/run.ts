@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, waitFor, type CommandResult } from '../commands.js';
-import { trackTempDir } from '../processes.js';
+import { killGroup, trackTempDir } from '../processes.js';
 import { captureOutput } from '../secrets.js';
 
 const live = new Set<RunningProgram>();
@@ -101,7 +101,7 @@ export class RunningProgram {
    */
   async stop(graceMs = this.stopDefaults.graceMs, to = this.stopDefaults.to): Promise<number | null> {
     if (this.running && this.child.pid) {
-      if (to === 'group') signalGroup(this.child.pid, 'SIGTERM');
+      if (to === 'group') killGroup(this.child.pid, 'SIGTERM');
       else this.child.kill('SIGTERM');
       const timer = setTimeout(() => this.killNow(), graceMs);
       await this.exited;
@@ -112,15 +112,7 @@ export class RunningProgram {
   }
 
   killNow(): void {
-    if (this.child.pid) signalGroup(this.child.pid, 'SIGKILL');
-  }
-}
-
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    /* the group is gone */
+    if (this.child.pid) killGroup(this.child.pid, 'SIGKILL');
   }
 }
 
